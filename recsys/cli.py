@@ -1,0 +1,162 @@
+"""The ``recsys`` command line: every pipeline step, landing, summaries and recommendations.
+
+Each step prints a JSON document on stdout (logs go to stderr), so it composes with ``jq``.
+Exit status: 0 on success, 2 on a domain error with a message saying what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from recsys.config import ConfigError, Settings
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date of the form YYYY-MM-DD") from err
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recsys", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    land = sub.add_parser("land", help="publish raw partitions of Online Retail (the upstream simulator)")
+    when = land.add_mutually_exclusive_group(required=True)
+    when.add_argument("--date", type=_date, help="land exactly this day (it must have data)")
+    when.add_argument("--from", dest="start", type=_date, help="first day of a range")
+    land.add_argument("--days", type=int, default=1, help="with --from: how many days that have data")
+    land.add_argument("--source", type=Path, help="directory of per-day CSVs (default: the shipped bundle)")
+
+    for name, text in [
+        ("validate", "validate a raw partition with Great Expectations"),
+        ("features", "clean a partition, grow the vocabularies, write examples"),
+        ("train", "fine-tune the candidate of a date from the last checkpoint"),
+        ("evaluate", "score candidate and champion on the date's held-out users; decide"),
+        ("deploy", "deploy the blessed candidate of a date"),
+        ("run", "all steps for a date, without Airflow (validate .. deploy if blessed)"),
+    ]:
+        sp = sub.add_parser(name, help=text)
+        sp.add_argument("--date", type=_date, required=True)
+
+    rb = sub.add_parser("rollback", help="point the champion back to an earlier deployed version")
+    rb.add_argument("--to", type=int, help="version (default: the previous champion)")
+    rb.add_argument("--reason", required=True, help="why (recorded in the registry history)")
+
+    rec = sub.add_parser("recommend", help="top items for a user from the champion")
+    rec.add_argument("--user", required=True)
+    rec.add_argument("-k", type=int, default=10)
+
+    sub.add_parser("summary", help="one line per processed date, then the champion")
+    sub.add_parser("registry", help="print the registry document")
+
+    bundle = sub.add_parser("bundle-online-retail", help="rebuild the shipped data bundle from per-day CSVs")
+    bundle.add_argument("--source", type=Path, required=True)
+    return p
+
+
+def run_all(store, settings: Settings, day: date) -> dict[str, Any]:
+    """Every step for ``day`` in order, as the DAG runs them (used by the CLI and benchmarks)."""
+    from recsys.evaluation import evaluate_candidate
+    from recsys.features import build_features
+    from recsys.serving.deploy import deploy
+    from recsys.training import fine_tune
+    from recsys.validation import validate_partition
+
+    out: dict[str, Any] = {"validation": validate_partition(store, day).as_dict()}
+    out["features"] = build_features(store, day, settings.holdout_fraction).as_dict()
+    out["training"] = fine_tune(store, settings, day)
+    out["evaluation"] = evaluate_candidate(store, settings, day)
+    out["deploy"] = deploy(store, settings, day) if out["evaluation"]["blessed"] else None
+    return out
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> Any:
+    from recsys.storage import open_store
+
+    store = open_store(settings)
+    cmd = args.command
+    if cmd == "land":
+        from recsys.datasets.landing import land_days
+
+        start = args.date or args.start
+        days = 1 if args.date else args.days
+        return [x.as_dict() for x in land_days(store, start, days, args.source, exact=args.date is not None)]
+    if cmd == "validate":
+        from recsys.validation import validate_partition
+
+        return validate_partition(store, args.date).as_dict()
+    if cmd == "features":
+        from recsys.features import build_features
+
+        return build_features(store, args.date, settings.holdout_fraction).as_dict()
+    if cmd == "train":
+        from recsys.training import fine_tune
+
+        return fine_tune(store, settings, args.date)
+    if cmd == "evaluate":
+        from recsys.evaluation import evaluate_candidate
+
+        return evaluate_candidate(store, settings, args.date)
+    if cmd == "deploy":
+        from recsys.serving.deploy import deploy
+
+        return deploy(store, settings, args.date)
+    if cmd == "run":
+        return run_all(store, settings, args.date)
+    if cmd == "rollback":
+        from recsys.serving.deploy import rollback
+
+        return rollback(store, args.reason, args.to, run_id="cli")
+    if cmd == "recommend":
+        from recsys.serving.recommend import recommend
+
+        return recommend(store, args.user, args.k)
+    if cmd == "summary":
+        from recsys.report import summary_text
+
+        print(summary_text(store))
+        return None
+    if cmd == "registry":
+        from recsys import registry
+
+        return registry.load(store)
+    if cmd == "bundle-online-retail":
+        from recsys.datasets.online_retail import BUNDLE, SOURCE_COLUMNS, load_source
+
+        raw = load_source(args.source)
+        raw[list(SOURCE_COLUMNS)].to_parquet(BUNDLE, compression="zstd", compression_level=19, index=False)
+        return {"rows": len(raw), "path": str(BUNDLE)}
+    raise AssertionError(f"unhandled command {cmd}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from recsys.errors import DOMAIN_ERRORS
+
+    try:
+        settings = Settings.from_env()
+        result = _dispatch(args, settings)
+    except (ConfigError, *DOMAIN_ERRORS) as err:
+        print(f"recsys {args.command}: {err}", file=sys.stderr)
+        return 2
+    if result is not None:
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

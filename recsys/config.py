@@ -1,0 +1,93 @@
+"""One frozen settings object, built from the environment in one place.
+
+Every knob an operator may turn is an environment variable named ``RECSYS_<FIELD>`` (upper case);
+Airflow params override single fields through :meth:`Settings.replace`. Defaults are chosen so the
+embedded demo (local storage, one machine) works with nothing set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_STORAGE_ROOT = REPO_ROOT / "var" / "store"
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or out of range."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings of the product. Build with :meth:`from_env`; never mutate (use :meth:`replace`)."""
+
+    # storage
+    storage_backend: str = "local"  # local | webhdfs
+    storage_root: str = str(DEFAULT_STORAGE_ROOT)
+    # model
+    embedding_dim: int = 32
+    learning_rate: float = 0.1
+    epochs: int = 3
+    batch_size: int = 256
+    replay_examples: int = 20_000  # older examples mixed into each fine-tune (forgetting guard)
+    seed: int = 42
+    # evaluation and the deploy gate
+    k: int = 100  # recall@K is the key metric
+    holdout_fraction: float = 0.25  # share of a day's users held out from its fine-tune for evaluation
+    min_recall: float | None = 0.02  # absolute floor for recall@K; None means "never bless"
+    max_regression: float | None = 0.0  # candidate may be at most this much below the champion
+    min_eval_users: int = 10  # fewer held-out users than this: no decision can be trusted
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Read ``RECSYS_*`` variables (unset ones keep their default) and validate the result."""
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"RECSYS_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _parse(f.name, f.type, raw)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (e.g. from Airflow params); validated like the original."""
+        return dataclasses.replace(self, **changes)
+
+    def __post_init__(self) -> None:
+        if self.storage_backend not in ("local", "webhdfs"):
+            raise ConfigError(
+                f"RECSYS_STORAGE_BACKEND={self.storage_backend!r}: expected 'local' or 'webhdfs'"
+            )
+        for name in ("embedding_dim", "epochs", "batch_size", "k", "min_eval_users"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"RECSYS_{name.upper()} must be positive, got {getattr(self, name)}")
+        if self.replay_examples < 0:
+            raise ConfigError(f"RECSYS_REPLAY_EXAMPLES must be >= 0, got {self.replay_examples}")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ConfigError(f"RECSYS_HOLDOUT_FRACTION must be in (0, 1), got {self.holdout_fraction}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"RECSYS_LEARNING_RATE must be positive, got {self.learning_rate}")
+        if self.min_recall is not None and not 0.0 <= self.min_recall <= 1.0:
+            raise ConfigError(f"RECSYS_MIN_RECALL must be in [0, 1] or 'none', got {self.min_recall}")
+        if self.max_regression is not None and self.max_regression < 0:
+            raise ConfigError(f"RECSYS_MAX_REGRESSION must be >= 0 or 'none', got {self.max_regression}")
+
+
+def _parse(name: str, type_name: Any, raw: str) -> Any:
+    """Parse one environment value according to the field's annotation (a string: future annotations)."""
+    type_name = str(type_name)
+    text = raw.strip()
+    try:
+        if "None" in type_name and text.lower() in ("", "none", "null"):
+            return None
+        if type_name.startswith("int"):
+            return int(text)
+        if type_name.startswith("float"):
+            return float(text)
+    except ValueError as err:
+        raise ConfigError(f"RECSYS_{name.upper()}={raw!r} is not a valid {type_name}") from err
+    return text

@@ -1,0 +1,1 @@
+"""Adapters from public data to the canonical schema, and the landing simulator."""

@@ -1,0 +1,142 @@
+"""Champion/challenger evaluation: ranking metrics and the deploy decision.
+
+:func:`recall_at_k` and :func:`decide` are pure functions; :func:`evaluate_candidate` scores the
+candidate and the champion on the same held-out interactions of a day (neither trained on them).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from datetime import date
+from typing import Any
+
+import numpy as np
+
+from recsys import registry, schema
+from recsys.config import Settings
+from recsys.storage import PartitionStore
+
+log = logging.getLogger(__name__)
+
+
+class EvaluationError(RuntimeError):
+    """Evaluation cannot run (no candidate for the day, no held-out examples)."""
+
+
+def recall_at_k(ranked: list[list[str]], relevant: list[set[str]], k: int) -> float:
+    """Mean over users of |top-k ∩ relevant| / |relevant|; users with nothing relevant are skipped.
+
+    ``ranked[u]`` is user u's ranked item list (best first), ``relevant[u]`` the items u interacted with.
+    """
+    if len(ranked) != len(relevant):
+        raise ValueError(f"{len(ranked)} ranked lists for {len(relevant)} users")
+    recalls = [len(set(r[:k]) & rel) / len(rel) for r, rel in zip(ranked, relevant, strict=True) if rel]
+    return float(np.mean(recalls)) if recalls else 0.0
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The deploy gate. ``None`` for a threshold means it is not configured: nothing is blessed."""
+
+    min_recall: float | None
+    max_regression: float | None
+    min_eval_users: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    blessed: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide(
+    candidate: float, champion: float | None, users: int, thresholds: Thresholds, metric: str = "recall"
+) -> Decision:
+    """Bless the candidate iff it clears the floor and is at most ``max_regression`` below the champion.
+
+    ``champion`` is None when there is no champion yet (the floor alone decides). Ties bless: the
+    fresher model wins when it is no worse.
+    """
+    if thresholds.min_recall is None or thresholds.max_regression is None:
+        return Decision(False, "no thresholds configured: a candidate is never blessed without a gate")
+    if users < thresholds.min_eval_users:
+        return Decision(False, f"only {users} held-out users (< {thresholds.min_eval_users}): too few to decide")
+    if candidate < thresholds.min_recall:
+        return Decision(False, f"candidate {metric} {candidate:.4f} is below the floor {thresholds.min_recall:.4f}")
+    if champion is None:
+        return Decision(True, f"no champion yet; candidate {metric} {candidate:.4f} clears the floor "
+                              f"{thresholds.min_recall:.4f}")
+    delta = candidate - champion
+    if delta < -thresholds.max_regression:
+        return Decision(False, f"candidate {metric} {candidate:.4f} is {-delta:.4f} below the champion's "
+                               f"{champion:.4f} (allowed regression {thresholds.max_regression:.4f})")
+    return Decision(True, f"candidate {metric} {candidate:.4f} vs champion {champion:.4f} "
+                          f"({delta:+.4f}, allowed regression {thresholds.max_regression:.4f})")
+
+
+def rank_items(store: PartitionStore, version: int, user_ids: list[str], k: int) -> list[list[str]]:
+    """Top-``k`` item ids per user from a stored version (items it knows; unknown users -> OOV row)."""
+    from recsys.serving.index import load_scorer
+
+    return load_scorer(store, version).top_k(user_ids, k)
+
+
+def evaluate_candidate(
+    store: PartitionStore, settings: Settings, day: date, run_id: str | None = None
+) -> dict[str, Any]:
+    """Score the candidate of ``day`` and the champion on the day's held-out users; record the decision.
+
+    Idempotent: a decision already recorded for this date and candidate is returned unchanged.
+    """
+    from recsys.features.build import load_examples
+
+    reg = registry.load(store)
+    candidate_version = registry.version_for_date(reg, day)
+    if candidate_version is None:
+        raise EvaluationError(f"no candidate was trained on {day}: run the fine-tune step first")
+    recorded = reg["decisions"].get(day.isoformat())
+    if recorded and recorded["candidate_version"] == candidate_version:
+        log.info("decision for %s already recorded: %s", day, recorded["reason"])
+        return recorded | {"reused": True}
+
+    examples = load_examples(store, day)
+    holdout = examples[examples[schema.SPLIT] == "holdout"]
+    relevant_by_user = holdout.groupby(schema.USER_ID)[schema.ITEM_ID].agg(set)
+    users = [str(u) for u in relevant_by_user.index]
+    relevant = list(relevant_by_user)
+    k = settings.k
+    champion_version = reg["champion"]
+
+    def metrics(version: int) -> dict[str, float]:
+        ranked = rank_items(store, version, users, k)
+        return {f"recall@{k}": recall_at_k(ranked, relevant, k), "recall@20": recall_at_k(ranked, relevant, 20)}
+
+    candidate_metrics = metrics(candidate_version) if users else {}
+    champion_metrics = metrics(champion_version) if users and champion_version is not None else None
+    key = f"recall@{k}"
+    decision = decide(
+        candidate_metrics.get(key, 0.0),
+        champion_metrics[key] if champion_metrics else None,
+        len(users),
+        Thresholds(settings.min_recall, settings.max_regression, settings.min_eval_users),
+        metric=key,
+    )
+    result = {
+        "date": day.isoformat(),
+        "candidate_version": candidate_version,
+        "champion_version": champion_version,
+        "candidate_metrics": candidate_metrics,
+        "champion_metrics": champion_metrics,
+        "eval_users": len(users),
+        "eval_examples": len(holdout),
+        "blessed": decision.blessed,
+        "reason": decision.reason,
+        "decided_at": registry.now(),
+    }
+    registry.record_decision(store, day, result, run_id)
+    log.info("decision for %s: %s", day, decision.reason)
+    return result | {"reused": False}

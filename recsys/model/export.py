@@ -1,0 +1,42 @@
+"""Export a version as a SavedModel with a serving signature (TensorFlow Serving layout).
+
+The signature ``serving_default`` takes ``user_id`` (string, [batch]) and returns ``item_ids``
+(string, [batch, k]) and ``scores`` (float32, [batch, k]); unknown users use the OOV row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+
+class _Recommender(tf.Module):
+    def __init__(self, user_table: np.ndarray, item_table: np.ndarray, user_ids: list[str],
+                 user_rows: list[int], item_ids: list[str], k: int) -> None:
+        super().__init__()
+        self.user_table = tf.Variable(user_table, trainable=False)
+        self.item_table = tf.Variable(item_table[1:], trainable=False)  # row 0 is OOV: never served
+        self.item_ids = tf.Variable(item_ids[1:], trainable=False)
+        self.lookup = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(user_ids, tf.string), tf.constant(user_rows, tf.int64)
+            ),
+            default_value=0,
+        )
+        self.k = min(k, len(item_ids) - 1)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id")])
+    def serve(self, user_id: tf.Tensor) -> dict[str, tf.Tensor]:
+        queries = tf.gather(self.user_table, self.lookup.lookup(user_id))
+        scores, rows = tf.math.top_k(tf.matmul(queries, self.item_table, transpose_b=True), k=self.k)
+        return {"item_ids": tf.gather(self.item_ids, rows), "scores": scores}
+
+
+def export_saved_model(tables: dict[str, np.ndarray], user_rows: dict[str, int], item_ids: list[str],
+                       out_dir: Path, k: int) -> None:
+    """Write a SavedModel into ``out_dir`` (``saved_model.pb`` + ``variables/``)."""
+    ids = [u for u, r in user_rows.items() if r < len(tables["user"])]
+    module = _Recommender(tables["user"], tables["item"], ids, [user_rows[u] for u in ids], item_ids, k)
+    tf.saved_model.save(module, str(out_dir), signatures={"serving_default": module.serve})

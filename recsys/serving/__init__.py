@@ -1,0 +1,1 @@
+"""Serving side: scoring from stored versions, deploy (export + index + pointer switch), rollback."""

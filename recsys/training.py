@@ -1,0 +1,129 @@
+"""Fine-tune the two-tower model on one partition, starting from the last checkpoint.
+
+The first partition is a cold start. Later ones restore the version trained on the latest earlier
+partition (whether or not it was deployed: every partition is trained on exactly once, so skipping
+a rejected candidate's weights would forget its day), grow its tables to today's vocabularies with
+every old row kept, and train on today's train split plus a replay sample of older examples (the
+forgetting guard). The optimizer (Adagrad) starts fresh on each fine-tune.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys import registry, schema
+from recsys.config import Settings
+from recsys.features.build import load_examples, load_stats
+from recsys.storage import PartitionStore, layout
+
+log = logging.getLogger(__name__)
+
+TABLES_FILE = "tables.npz"
+METADATA_FILE = "metadata.json"
+
+
+class TrainingError(RuntimeError):
+    """Fine-tuning cannot run (no features, no training examples)."""
+
+
+def replay_sample(store: PartitionStore, day: date, size: int, seed: int) -> pd.DataFrame:
+    """Up to ``size`` examples drawn uniformly from all feature partitions before ``day``."""
+    older = [d for d in store.partitions(layout.FEATURES) if d < day]
+    if size == 0 or not older:
+        return pd.DataFrame(columns=list(schema.EXAMPLE_COLUMNS))
+    pool = pd.concat([load_examples(store, d) for d in older], ignore_index=True)
+    if len(pool) <= size:
+        return pool
+    return pool.sample(n=size, random_state=seed).reset_index(drop=True)
+
+
+def load_tables(store: PartitionStore, version: int) -> dict[str, np.ndarray]:
+    """The embedding tables of a stored version."""
+    import io
+
+    with np.load(io.BytesIO(store.read_bytes(f"{layout.model_version(version)}/{TABLES_FILE}"))) as npz:
+        return {name: npz[name] for name in npz.files}
+
+
+def fine_tune(
+    store: PartitionStore, settings: Settings, day: date, run_id: str | None = None
+) -> dict[str, Any]:
+    """Train the candidate for ``day`` and store it as a new version; returns its metadata.
+
+    Idempotent: if a version was already trained on ``day`` it is returned unchanged.
+    """
+    from recsys.model import two_tower  # first: sets TF_USE_LEGACY_KERAS before TensorFlow loads
+
+    import tensorflow as tf
+
+    reg = registry.load(store)
+    existing = registry.version_for_date(reg, day)
+    if existing is not None:
+        log.info("version %d was already trained on %s; nothing to do", existing, day)
+        return reg["versions"][str(existing)] | {"version": existing, "reused": True}
+
+    today = load_examples(store, day)
+    train = today[today[schema.SPLIT] == "train"]
+    if train.empty:
+        raise TrainingError(f"partition {day} has no training examples (all users were held out)")
+    seed = settings.seed + day.toordinal()
+    replay = replay_sample(store, day, settings.replay_examples, seed)
+    examples = pd.concat([train, replay], ignore_index=True)
+    stats = load_stats(store, day)
+    user_rows, item_rows = stats["user_vocab_size"], stats["item_vocab_size"]
+
+    tf.keras.utils.set_random_seed(seed)
+    model = two_tower.build_model(user_rows, item_rows, settings.embedding_dim)
+    parent = registry.parent_for_date(reg, day)
+    if parent is not None:
+        old = load_tables(store, parent)
+        two_tower.set_tables(model, {
+            "user": two_tower.grow_table(old["user"], user_rows, seed),
+            "item": two_tower.grow_table(old["item"], item_rows, seed + 1),
+        })
+    model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=settings.learning_rate))
+    dataset = (
+        tf.data.Dataset.from_tensor_slices({
+            schema.USER_ROW: examples[schema.USER_ROW].to_numpy("int64"),
+            schema.ITEM_ROW: examples[schema.ITEM_ROW].to_numpy("int64"),
+        })
+        .shuffle(len(examples), seed=seed, reshuffle_each_iteration=True)
+        .batch(settings.batch_size)
+    )
+    started = time.perf_counter()
+    history = model.fit(dataset, epochs=settings.epochs, verbose=0)
+    seconds = time.perf_counter() - started
+
+    version = registry.next_version(reg)
+    metadata = {
+        "version": version,
+        "trained_on": day.isoformat(),
+        "parent": parent,
+        "cold_start": parent is None,
+        "train_examples": len(train),
+        "replay_examples": len(replay),
+        "epochs": settings.epochs,
+        "learning_rate": settings.learning_rate,
+        "embedding_dim": settings.embedding_dim,
+        "user_rows": user_rows,
+        "item_rows": item_rows,
+        "final_loss": float(history.history["loss"][-1]),
+        "train_seconds": round(seconds, 2),
+        "created_at": registry.now(),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez(Path(tmp) / TABLES_FILE, **two_tower.get_tables(model))
+        (Path(tmp) / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True))
+        store.publish_dir(Path(tmp), layout.model_version(version))
+    registry.add_version(store, version, metadata, run_id)
+    log.info("trained version %d on %s (parent %s): %s", version, day, parent, metadata)
+    return metadata | {"reused": False}
