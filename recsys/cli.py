@@ -55,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--user", required=True)
     rec.add_argument("-k", type=int, default=10)
 
-    sub.add_parser("summary", help="one line per processed date, then the champion")
+    summ = sub.add_parser("summary", help="what happened to each partition date, then the champion")
+    summ.add_argument("--date", type=_date, help="only this date")
+    sub.add_parser("showcase", help="the champion and sample recommendations for a real customer")
     sub.add_parser("registry", help="print the registry document")
 
     bundle = sub.add_parser("bundle-online-retail", help="rebuild the shipped data bundle from per-day CSVs")
@@ -123,7 +125,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> Any:
     if cmd == "summary":
         from recsys.report import summary_text
 
-        print(summary_text(store))
+        print(summary_text(store, args.date.isoformat() if args.date else None))
+        return None
+    if cmd == "showcase":
+        from recsys.report import showcase_text
+
+        print(showcase_text(store))
         return None
     if cmd == "registry":
         from recsys import registry

@@ -48,10 +48,12 @@ def date_lines(store: PartitionStore, day: str, reg: dict[str, Any]) -> list[str
     return lines
 
 
-def summary_text(store: PartitionStore) -> str:
-    """Every processed date, then the champion and its lineage."""
+def summary_text(store: PartitionStore, only: str | None = None) -> str:
+    """Every processed date (or only the date ``only``), then the champion."""
     reg = registry.load(store)
     days = sorted({*reg["decisions"], *(d.isoformat() for d in store.partitions(layout.RAW_EVENTS))})
+    if only is not None:
+        return "\n".join(date_lines(store, only, reg))
     lines: list[str] = []
     for day in days:
         lines.extend(date_lines(store, day, reg))
@@ -61,4 +63,38 @@ def summary_text(store: PartitionStore) -> str:
     else:
         meta = reg["versions"][str(champion)]
         lines.append(f"Champion: version {champion}, fine-tuned on {meta['trained_on']}")
+    return "\n".join(lines)
+
+
+def showcase_text(store: PartitionStore, k: int = 10) -> str:
+    """The champion, and its recommendations for the most active customer next to what they bought."""
+    import pandas as pd
+
+    from recsys import schema
+    from recsys.features.build import load_examples
+    from recsys.serving.recommend import recommend
+
+    reg = registry.load(store)
+    if reg["champion"] is None:
+        return "No champion deployed yet."
+    days = store.partitions(layout.FEATURES)
+    examples = pd.concat([load_examples(store, d) for d in days], ignore_index=True)
+    user = examples[schema.USER_ID].value_counts().idxmax()
+    bought = examples.loc[examples[schema.USER_ID] == user, schema.ITEM_ID].astype(str)
+    catalog_day = max(store.partitions(layout.RAW_CATALOG))
+    from recsys.validation.partition import read_partition
+
+    catalog = read_partition(store, layout.raw_catalog(catalog_day))
+    titles = dict(zip(catalog[schema.ITEM_ID].astype(str), catalog[schema.TITLE].astype(str), strict=True))
+    recs = recommend(store, str(user), k)
+    meta = reg["versions"][str(reg["champion"])]
+    lines = [
+        f"Champion: version {reg['champion']} (fine-tuned on {meta['trained_on']}, "
+        f"{meta['user_rows'] - 1} users x {meta['item_rows'] - 1} items)",
+        f"Customer {user} bought {bought.nunique()} distinct items in these days, e.g.:",
+        *[f"   - {titles.get(i, i)}" for i in bought.drop_duplicates().head(5)],
+        f"Top {k} recommendations for customer {user}:",
+        *[f"  {n:2d}. {it['title'] or it['item_id']}{'  (bought before)' if it['item_id'] in set(bought) else ''}"
+          for n, it in enumerate(recs["items"], 1)],
+    ]
     return "\n".join(lines)

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set up everything the product needs in ./.venv: checks (and as root installs) the Debian packages,
+# creates the virtual environment, installs the pinned dependencies and the recsys package.
+# Idempotent and quick when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3.11}"
+
+# Debian packages: a C toolchain and libkrb5-dev (the HDFS provider's gssapi builds from source),
+# python3.11 with venv support.
+need=()
+for pkg in libkrb5-dev gcc pkg-config; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if ! command -v "$PYTHON" >/dev/null 2>&1; then need+=(python3.11 python3.11-venv); fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need[*]}"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $("$PYTHON" --version)"
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.recsys-installed
+hash="$(cat requirements.txt constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$hash" ]; then
+  echo "setup: installing pinned dependencies (first time: a few minutes, about 2 GB)"
+  .venv/bin/python -m pip install -q "$(grep -E '^uv==' constraints.txt)"
+  .venv/bin/uv pip install --python .venv/bin/python -q -r requirements.txt -c constraints.txt
+  .venv/bin/uv pip install --python .venv/bin/python -q --no-deps -e .
+  echo "$hash" > "$stamp"
+fi
+echo "setup: ready ($(.venv/bin/python --version), $(.venv/bin/airflow version 2>/dev/null | tail -1 | sed 's/^/airflow /'))"
