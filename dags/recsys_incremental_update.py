@@ -28,7 +28,6 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -123,10 +122,10 @@ def recsys_incremental_update() -> None:
     @task.sensor(poke_interval=60, timeout=timedelta(hours=12), mode="reschedule")
     def wait_for_partition() -> bool:
         """True once the partition's ``_SUCCESS`` marker exists."""
+        import logging
+
         from recsys.config import Settings
         from recsys.storage import layout, open_store
-
-        import logging
 
         day = _partition_date(get_current_context())
         store = open_store(Settings.from_env())

@@ -14,7 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from recsys.config import ConfigError, Settings
+from recsys.config import Settings
 
 
 def _date(text: str) -> date:
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         result = _dispatch(args, settings)
-    except (ConfigError, *DOMAIN_ERRORS) as err:
+    except DOMAIN_ERRORS as err:
         print(f"recsys {args.command}: {err}", file=sys.stderr)
         return 2
     if result is not None:

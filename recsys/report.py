@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from recsys import registry
@@ -81,7 +82,7 @@ def showcase_text(store: PartitionStore, k: int = 10) -> str:
     examples = pd.concat([load_examples(store, d) for d in days], ignore_index=True)
     user = examples[schema.USER_ID].value_counts().idxmax()
     bought = examples.loc[examples[schema.USER_ID] == user, schema.ITEM_ID].astype(str)
-    catalog_day = max(store.partitions(layout.RAW_CATALOG))
+    catalog_day: date = max(store.partitions(layout.RAW_CATALOG))
     from recsys.validation.partition import read_partition
 
     catalog = read_partition(store, layout.raw_catalog(catalog_day))

@@ -61,9 +61,9 @@ def fine_tune(
 
     Idempotent: if a version was already trained on ``day`` it is returned unchanged.
     """
-    from recsys.model import two_tower  # first: sets TF_USE_LEGACY_KERAS before TensorFlow loads
-
     import tensorflow as tf
+
+    from recsys.model import two_tower
 
     reg = registry.load(store)
     existing = registry.version_for_date(reg, day)
@@ -121,7 +121,8 @@ def fine_tune(
         "created_at": registry.now(),
     }
     with tempfile.TemporaryDirectory() as tmp:
-        np.savez(Path(tmp) / TABLES_FILE, **two_tower.get_tables(model))
+        tables = two_tower.get_tables(model)
+        np.savez(Path(tmp) / TABLES_FILE, user=tables["user"], item=tables["item"])
         (Path(tmp) / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True))
         store.publish_dir(Path(tmp), layout.model_version(version))
     registry.add_version(store, version, metadata, run_id)

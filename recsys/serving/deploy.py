@@ -60,9 +60,12 @@ def deploy(store: PartitionStore, settings: Settings, day: date, run_id: str | N
     if not decision["blessed"]:
         raise DeployError(f"the candidate of {day} was not blessed ({decision['reason']}); refusing to deploy")
     version = decision["candidate_version"]
-    if reg["champion"] == version:
-        log.info("version %d is already the champion", version)
-        return {"version": version, "changed": False}
+    if reg["champion"] == version or any(
+        h["action"] == "deployed" and h.get("to") == version for h in reg["history"]
+    ):
+        # a rerun of a date deployed before must not take the champion back (that is a rollback)
+        log.info("version %d was already deployed; champion stays %s", version, reg["champion"])
+        return {"version": version, "changed": False, "champion": reg["champion"]}
     version_dir = layout.model_version(version)
     if not store.exists(f"{version_dir}/{INDEX_FILE}"):
         scorer = load_scorer(store, version)

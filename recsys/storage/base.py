@@ -33,7 +33,7 @@ class PartitionStore(ABC):
         """True if a file or directory exists at ``path``."""
 
     @abstractmethod
-    def list(self, path: str) -> list[str]:
+    def list_dir(self, path: str) -> list[str]:
         """Names (not paths) of the entries directly under directory ``path``, sorted; [] if absent."""
 
     @abstractmethod
@@ -92,14 +92,14 @@ class PartitionStore(ABC):
         """Paths of a partition's data files (names starting with ``_`` or ``.`` are metadata)."""
         return [
             f"{partition_dir}/{name}"
-            for name in self.list(partition_dir)
+            for name in self.list_dir(partition_dir)
             if not name.startswith(("_", "."))
         ]
 
     def partitions(self, dataset_dir: str, complete_only: bool = True) -> list[date]:
         """Dates of the ``dt=YYYY-MM-DD`` partitions under ``dataset_dir``, ascending."""
         dates = []
-        for name in self.list(dataset_dir):
+        for name in self.list_dir(dataset_dir):
             day = layout.parse_partition_name(name)
             if day is None:
                 continue

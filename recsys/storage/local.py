@@ -25,7 +25,7 @@ class LocalStore(PartitionStore):
     def exists(self, path: str) -> bool:
         return self._path(path).exists()
 
-    def list(self, path: str) -> list[str]:
+    def list_dir(self, path: str) -> list[str]:
         full = self._path(path)
         return sorted(os.listdir(full)) if full.is_dir() else []
 

@@ -93,7 +93,9 @@ def run_suite(frame: pd.DataFrame, day: date, suite: dict[str, Any]) -> list[dic
     import great_expectations as gx
 
     context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = {"globally": False}
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
     asset = context.data_sources.add_pandas("partition").add_dataframe_asset("events")
     batch = asset.add_batch_definition_whole_dataframe("whole")
     gx_suite = context.suites.add(gx.ExpectationSuite(**suite))
@@ -111,6 +113,8 @@ def run_suite(frame: pd.DataFrame, day: date, suite: dict[str, Any]) -> list[dic
     checks = []
     for r in result.results:
         cfg = r.expectation_config
+        if cfg is None:
+            raise ValidationFailed(f"GX returned a result without its expectation for suite {suite['name']}")
         detail = r.result or {}
         error = (r.exception_info or {}).get("exception_message") if not r.success else None
         checks.append(
@@ -164,7 +168,7 @@ def _quarantine(store: PartitionStore, day: date, report: ValidationReport) -> N
     """Copy the partition's files to quarantine with the reasons; the raw data stays untouched."""
     source = layout.raw_events(day)
     target = layout.quarantine_events(day)
-    for name in store.list(source):
+    for name in store.list_dir(source):
         if name.startswith("."):
             continue
         store.write_bytes(f"{target}/{name}", store.read_bytes(f"{source}/{name}"))
