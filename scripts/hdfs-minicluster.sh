@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# A real single-node HDFS on this machine for tests and development (not for production):
+# Hadoop's MiniDFSCluster (NameNode + one DataNode) from the Maven Central artifacts in
+# tools/hdfs-minicluster, on loopback: NameNode RPC hdfs://127.0.0.1:8020, WebHDFS http://127.0.0.1:9870.
+# Permissions are off, replication is 1, and the file system is formatted fresh on every start.
+#
+#   scripts/hdfs-minicluster.sh start    # builds it if needed (Maven; jars cached in ~/.m2), starts it,
+#                                        # waits until it is ready (prints the start time)
+#   scripts/hdfs-minicluster.sh stop     # SIGTERM, clean shutdown
+#   scripts/hdfs-minicluster.sh status   # exit 0 when running and ready
+#   scripts/hdfs-minicluster.sh build    # only build (CI does this before the tests)
+#
+# Environment: HDFS_MINICLUSTER_HOME (state: data, log, pid, ready file; default var/hdfs-minicluster),
+# HDFS_MINICLUSTER_TIMEOUT (seconds to wait for ready, default 180), HDFS_MINICLUSTER_JAVA_HOME (default
+# /usr/lib/jvm/java-17-openjdk-amd64; a JAVA_HOME of the environment is ignored on purpose: Hadoop 3.4
+# breaks on Java 23+, and other tools here may point JAVA_HOME at a newer JDK).
+set -euo pipefail
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOL="$REPO_ROOT/tools/hdfs-minicluster"
+STATE="${HDFS_MINICLUSTER_HOME:-$REPO_ROOT/var/hdfs-minicluster}"
+TIMEOUT="${HDFS_MINICLUSTER_TIMEOUT:-180}"
+JAVA_HOME="${HDFS_MINICLUSTER_JAVA_HOME:-/usr/lib/jvm/java-17-openjdk-amd64}"
+PIDFILE="$STATE/cluster.pid"
+READY="$STATE/ready.json"
+LOG="$STATE/cluster.log"
+RPC_PORT=8020
+HTTP_PORT=9870
+
+# The JDK internals Hadoop reaches into (the list Hadoop's own build passes to its tests on Java 17).
+JAVA_OPTS=(
+  -Xmx768m -XX:+IgnoreUnrecognizedVMOptions
+  --add-opens=java.base/java.io=ALL-UNNAMED
+  --add-opens=java.base/java.lang=ALL-UNNAMED
+  --add-opens=java.base/java.lang.reflect=ALL-UNNAMED
+  --add-opens=java.base/java.math=ALL-UNNAMED
+  --add-opens=java.base/java.net=ALL-UNNAMED
+  --add-opens=java.base/java.text=ALL-UNNAMED
+  --add-opens=java.base/java.util=ALL-UNNAMED
+  --add-opens=java.base/java.util.concurrent=ALL-UNNAMED
+  --add-opens=java.base/java.util.concurrent.atomic=ALL-UNNAMED
+  --add-opens=java.base/java.util.zip=ALL-UNNAMED
+  --add-opens=java.base/sun.nio.ch=ALL-UNNAMED
+  --add-opens=java.base/sun.nio.cs=ALL-UNNAMED
+  --add-opens=java.base/sun.security.util=ALL-UNNAMED
+  --add-opens=java.base/sun.security.x509=ALL-UNNAMED
+  --add-exports=java.base/sun.net.dns=ALL-UNNAMED
+  --add-exports=java.base/sun.net.util=ALL-UNNAMED
+)
+
+say() { echo "hdfs-minicluster: $*" >&2; }
+
+running_pid() {
+  # the pid of our cluster if it is alive (and really is our java process), else nothing
+  local pid
+  pid="$(cat "$PIDFILE" 2>/dev/null || true)"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && grep -q "recsys.hdfs.MiniHdfs" "/proc/$pid/cmdline" 2>/dev/null; then
+    echo "$pid"
+  fi
+}
+
+check_java() {
+  if [ ! -x "$JAVA_HOME/bin/java" ]; then
+    say "no Java at $JAVA_HOME (Hadoop needs OpenJDK 17 here: apt-get install openjdk-17-jdk-headless)"
+    exit 1
+  fi
+}
+
+check_hostname() {
+  # Hadoop resolves the machine's own name at start-up; without it the NameNode fails with UnknownHost
+  local name
+  name="$(hostname)"
+  if ! getent hosts "$name" >/dev/null; then
+    say "this machine's host name '$name' does not resolve: add '127.0.0.1 $name' to /etc/hosts"
+    exit 1
+  fi
+}
+
+build() {
+  check_java
+  local stamp="$TOOL/target/.built" sum
+  sum="$(cat "$TOOL/pom.xml" "$TOOL"/src/main/java/recsys/hdfs/*.java "$TOOL"/src/main/resources/* | sha256sum | cut -d' ' -f1)"
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$sum" ] && [ -s "$TOOL/target/classpath.txt" ]; then
+    return 0
+  fi
+  command -v mvn >/dev/null || { say "Maven (mvn) is needed to build tools/hdfs-minicluster"; exit 1; }
+  say "building tools/hdfs-minicluster (the first build downloads about 90 MB of jars into ~/.m2)"
+  mkdir -p "$STATE"
+  if ! (cd "$TOOL" && JAVA_HOME="$JAVA_HOME" mvn -B -DskipTests package) >"$STATE/build.log" 2>&1; then
+    say "the Maven build failed; last lines of $STATE/build.log:"
+    tail -n 40 "$STATE/build.log" >&2
+    exit 1
+  fi
+  echo "$sum" > "$stamp"
+  say "built"
+}
+
+start() {
+  local pid
+  pid="$(running_pid)"
+  if [ -n "$pid" ] && [ -f "$READY" ]; then
+    say "already running (pid $pid): $(cat "$READY")"
+    return 0
+  fi
+  if [ -n "$pid" ]; then
+    say "pid $pid is starting or stuck; stop it first: $0 stop"
+    exit 1
+  fi
+  build
+  check_hostname
+  for port in $RPC_PORT $HTTP_PORT; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      say "port $port is taken by another process (another HDFS?); stop it first"
+      exit 1
+    fi
+  done
+  mkdir -p "$STATE"
+  rm -rf "$STATE/data" "$READY"
+  local started
+  started="$(date +%s%N)"
+  # setsid: the cluster outlives this script and the shell that ran it, until `stop`
+  setsid "$JAVA_HOME/bin/java" "${JAVA_OPTS[@]}" \
+    -cp "$TOOL/target/classes:$(cat "$TOOL/target/classpath.txt")" recsys.hdfs.MiniHdfs \
+    --base-dir "$STATE/data" --ready-file "$READY" --rpc-port "$RPC_PORT" --http-port "$HTTP_PORT" \
+    >"$LOG" 2>&1 </dev/null &
+  pid=$!
+  echo "$pid" > "$PIDFILE"
+  local deadline=$(( $(date +%s) + TIMEOUT ))
+  until [ -f "$READY" ]; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      say "the cluster exited during start-up; last lines of $LOG:"
+      tail -n 40 "$LOG" >&2
+      rm -f "$PIDFILE"
+      exit 1
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      say "not ready after ${TIMEOUT}s; stopping it. Last lines of $LOG:"
+      tail -n 40 "$LOG" >&2
+      stop
+      exit 1
+    fi
+    sleep 0.2
+  done
+  say "ready in $(awk -v a="$started" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }') s (pid $pid): $(cat "$READY")"
+}
+
+stop() {
+  local pid
+  pid="$(running_pid)"
+  if [ -z "$pid" ]; then
+    say "not running"
+    rm -f "$PIDFILE" "$READY"
+    return 0
+  fi
+  kill -TERM "$pid"
+  for _ in $(seq 1 150); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "pid $pid did not stop within 30 s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$PIDFILE" "$READY"
+  say "stopped (pid $pid)"
+}
+
+status() {
+  local pid
+  pid="$(running_pid)"
+  if [ -n "$pid" ] && [ -f "$READY" ]; then
+    echo "running (pid $pid): $(cat "$READY")"
+  elif [ -n "$pid" ]; then
+    echo "starting (pid $pid), not ready yet; log: $LOG"
+    return 1
+  else
+    echo "not running"
+    return 3
+  fi
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  build) build ;;
+  *) echo "usage: $0 start|stop|status|build" >&2; exit 2 ;;
+esac
