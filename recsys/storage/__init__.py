@@ -1,4 +1,4 @@
-"""Partition stores: the local directory (embedded default) and, later, WebHDFS (production)."""
+"""Partition stores: the local directory (embedded default) and WebHDFS (production)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,16 @@ def open_store(settings: Settings) -> PartitionStore:
         from recsys.storage.local import LocalStore
 
         return LocalStore(settings.storage_root)
+    if settings.storage_backend == "webhdfs":
+        if not settings.webhdfs_url:
+            raise StorageError(
+                "RECSYS_STORAGE_BACKEND=webhdfs needs the NameNode's WebHDFS address: set RECSYS_WEBHDFS_URL "
+                "(e.g. http://namenode:9870; Airflow tasks take it from the connection RECSYS_WEBHDFS_CONN_ID), "
+                "or set RECSYS_STORAGE_BACKEND=local to use a local directory"
+            )
+        from recsys.storage.webhdfs import WebHDFSStore
+
+        return WebHDFSStore(settings.webhdfs_url, settings.storage_root, user=settings.webhdfs_user)
     raise StorageError(
-        f"storage backend {settings.storage_backend!r} is not available in this build; "
-        "set RECSYS_STORAGE_BACKEND=local"
+        f"unknown storage backend {settings.storage_backend!r}: set RECSYS_STORAGE_BACKEND=local or webhdfs"
     )

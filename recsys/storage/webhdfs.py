@@ -1,0 +1,229 @@
+"""The production partition store: a directory tree on HDFS, reached over WebHDFS (the REST API).
+
+Uses the ``hdfs`` client (the library behind Airflow's ``WebHDFSHook``) with simple authentication:
+the user name is sent as ``user.name``. Semantics are those of :class:`~recsys.storage.local.LocalStore`:
+
+- a file is written to a temporary sibling (``.tmp-<uuid>-<name>``) and renamed over its destination
+  with WebHDFS ``RENAME`` + ``renameoptions=OVERWRITE`` (HDFS ``rename2``: one atomic NameNode
+  operation, so a reader sees the old or the new file, never half of one);
+- a directory is uploaded to a temporary sibling, the old directory (if any) renamed aside to
+  ``.old-<uuid>-<name>``, the new one renamed into place, then the old one deleted. HDFS cannot
+  replace a non-empty directory in one step, so a reader may find the directory missing for the
+  moment between the two renames (as on the local store); if the second rename fails, the old
+  directory is renamed back.
+
+Every rename into place uses ``rename2`` with explicit options: plain HDFS ``rename`` onto an existing
+directory would move the source *into* it instead of failing.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from hdfs import HdfsError, InsecureClient
+
+from recsys.storage.base import PartitionStore, StorageError
+
+# (connect, read) seconds for one WebHDFS request: fail instead of hanging on an unreachable NameNode
+TIMEOUT = (10.0, 300.0)
+
+
+def namenode_url(hosts: str, port: int | None = None, path: str | None = None, use_ssl: bool = False) -> str:
+    """The WebHDFS base URL for ``RECSYS_WEBHDFS_URL`` from an Airflow connection's fields.
+
+    ``hosts`` may list several NameNodes separated by commas (high availability), as the provider's
+    ``WebHDFSHook`` accepts; the result then names each, separated by ``;`` (the ``hdfs`` client tries
+    them in turn). ``path`` is the connection's schema: an optional URL prefix such as a gateway's.
+
+    >>> namenode_url("nn1,nn2", 9870)
+    'http://nn1:9870;http://nn2:9870'
+    """
+    names = [h.strip() for h in (hosts or "").split(",") if h.strip()]
+    if not names:
+        raise StorageError("the WebHDFS connection has no host: set it to the NameNode's host name")
+    scheme = "https" if use_ssl else "http"
+    suffix = f":{port}" if port else ""
+    prefix = f"/{path.strip('/')}" if path and path.strip("/") else ""
+    return ";".join(f"{scheme}://{name}{suffix}{prefix}" for name in names)
+
+
+class WebHDFSStore(PartitionStore):
+    """Partition store rooted at an absolute HDFS directory (created on first write).
+
+    :param url: WebHDFS base URL of the NameNode, ``http://namenode:9870`` (several separated by ``;``).
+    :param root: absolute HDFS path of the store, e.g. ``/data/recsys``.
+    :param user: HDFS user to act as (simple authentication); None: the user running this process.
+    :param client: an ``hdfs`` client to use instead of building one (tests).
+
+    :meth:`uri` returns WebHDFS URIs, ``webhdfs://namenode:9870/data/recsys/<path>``: Hadoop's own
+    scheme for this file system over HTTP, usable as is with ``hdfs dfs -ls`` (the NameNode RPC port of
+    an ``hdfs://`` URI is not known to a WebHDFS client).
+    """
+
+    def __init__(self, url: str, root: str, user: str | None = None, client: Any = None) -> None:
+        if not root.startswith("/"):
+            raise StorageError(f"the HDFS store root must be an absolute path, got {root!r} (RECSYS_STORAGE_ROOT)")
+        self.url = url
+        self.root = posixpath.normpath(root)
+        self.user = user
+        first = urlsplit(url.split(";")[0])
+        if first.scheme not in ("http", "https") or not first.netloc:
+            raise StorageError(f"the WebHDFS URL must look like http://namenode:9870, got {url!r}")
+        self._netloc = first.netloc
+        self.client = client if client is not None else InsecureClient(url, user=user, timeout=TIMEOUT)
+
+    # --- paths and errors ---------------------------------------------------------------------
+    def _path(self, path: str) -> str:
+        """The absolute HDFS path of store path ``path``; refuses paths that leave the root."""
+        if path.startswith("/") or "\\" in path:
+            raise StorageError(f"path {path!r} escapes the store root {self.root}")
+        full = posixpath.normpath(posixpath.join(self.root, path))
+        if full != self.root and not full.startswith(self.root.rstrip("/") + "/"):
+            raise StorageError(f"path {path!r} escapes the store root {self.root}")
+        return full
+
+    def _uri_of(self, full: str) -> str:
+        return f"webhdfs://{self._netloc}{full}"
+
+    def _call(self, what: str, full: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one client call; HDFS and network errors become a StorageError naming the path."""
+        try:
+            return fn(*args, **kwargs)
+        except HdfsError as err:
+            raise StorageError(f"{what} {self._uri_of(full)} failed: {err}") from err
+        except requests.RequestException as err:
+            raise StorageError(
+                f"{what} {self._uri_of(full)} failed: the NameNode at {self.url} is not reachable ({err}); "
+                "check RECSYS_WEBHDFS_URL or the Airflow WebHDFS connection"
+            ) from err
+
+    def _status(self, full: str) -> dict[str, Any] | None:
+        status: dict[str, Any] | None = self._call("status of", full, self.client.status, full, strict=False)
+        return status
+
+    def _rename(self, src: str, dst: str, overwrite: bool) -> None:
+        """HDFS ``rename2``: never moves ``src`` into an existing directory ``dst``.
+
+        With ``overwrite`` an existing file (or empty directory) ``dst`` is replaced atomically;
+        without it an existing ``dst`` is an error.
+        """
+        options = "OVERWRITE" if overwrite else "NONE"
+        self._call(
+            f"renaming {self._uri_of(src)} to", dst, self.client._rename, src, destination=dst,
+            renameoptions=options,
+        )
+
+    def _delete_quietly(self, full: str) -> None:
+        """Remove a temporary file or tree; a failure here must not hide the error being raised."""
+        try:
+            self.client.delete(full, recursive=True)
+        except (HdfsError, requests.RequestException):
+            pass
+
+    # --- primitives ---------------------------------------------------------------------------
+    def exists(self, path: str) -> bool:
+        return self._status(self._path(path)) is not None
+
+    def list_dir(self, path: str) -> list[str]:
+        full = self._path(path)
+        status = self._status(full)
+        if status is None or status["type"] != "DIRECTORY":
+            return []
+        return sorted(self._call("listing", full, self.client.list, full))
+
+    def read_bytes(self, path: str) -> bytes:
+        return self._read(self._path(path))
+
+    def _read(self, full: str) -> bytes:
+        try:
+            with self.client.read(full) as reader:
+                data: bytes = reader.read()
+                return data
+        except HdfsError as err:
+            status = self._status(full)
+            if status is None:
+                raise StorageError(f"{self._uri_of(full)} does not exist") from err
+            if status["type"] == "DIRECTORY":
+                raise StorageError(f"{self._uri_of(full)} is a directory, expected a file") from err
+            raise StorageError(f"reading {self._uri_of(full)} failed: {err}") from err
+        except requests.RequestException as err:
+            raise StorageError(
+                f"reading {self._uri_of(full)} failed: the NameNode at {self.url} is not reachable ({err}); "
+                "check RECSYS_WEBHDFS_URL or the Airflow WebHDFS connection"
+            ) from err
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        full = self._path(path)
+        tmp = posixpath.join(posixpath.dirname(full), f".tmp-{uuid.uuid4().hex}-{posixpath.basename(full)}")
+        try:
+            # CREATE makes the missing parent directories; the temporary file is new, never overwritten
+            self._call("writing", tmp, self.client.write, tmp, data=data, overwrite=False)
+            self._rename(tmp, full, overwrite=True)
+        except BaseException:
+            self._delete_quietly(tmp)
+            raise
+
+    def publish_dir(self, local_dir: Path, path: str) -> None:
+        full = self._path(path)
+        local_dir = Path(local_dir)
+        if not local_dir.is_dir():
+            raise StorageError(f"cannot publish {local_dir}: not a directory")
+        parent, name = posixpath.split(full)
+        tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{name}")
+        trash = posixpath.join(parent, f".old-{uuid.uuid4().hex}-{name}")
+        moved_aside = False
+        try:
+            self._upload_tree(local_dir, tmp)
+            if self._status(full) is not None:
+                self._rename(full, trash, overwrite=False)
+                moved_aside = True
+            try:
+                self._rename(tmp, full, overwrite=False)
+            except StorageError as err:
+                if moved_aside:
+                    try:
+                        self._rename(trash, full, overwrite=False)
+                    except StorageError as restore_err:
+                        raise StorageError(
+                            f"publishing {self._uri_of(full)} failed ({err}) and the previous content could not "
+                            f"be put back ({restore_err}): it is kept at {self._uri_of(trash)}"
+                        ) from err
+                raise
+        finally:
+            self._delete_quietly(tmp)
+        if moved_aside:
+            self._delete_quietly(trash)
+
+    def _upload_tree(self, local_dir: Path, target: str) -> None:
+        """Copy the local tree under ``local_dir`` to the new HDFS directory ``target``."""
+        self._call("creating", target, self.client.makedirs, target)
+        for item in sorted(local_dir.rglob("*")):
+            dest = posixpath.join(target, item.relative_to(local_dir).as_posix())
+            if item.is_dir():
+                self._call("creating", dest, self.client.makedirs, dest)
+            else:
+                with open(item, "rb") as fh:
+                    self._call("writing", dest, self.client.write, dest, data=fh, overwrite=False)
+
+    def download_dir(self, path: str, local_dir: Path) -> None:
+        full = self._path(path)
+        status = self._status(full)
+        if status is None or status["type"] != "DIRECTORY":
+            raise StorageError(f"{self._uri_of(full)} is not a directory")
+        local_dir = Path(local_dir)
+        local_dir.mkdir(parents=True, exist_ok=True)
+        for dirpath, dirnames, filenames in self._call("walking", full, lambda: list(self.client.walk(full))):
+            rel = posixpath.relpath(dirpath, full)
+            here = local_dir if rel == "." else local_dir / rel
+            for name in dirnames:
+                (here / name).mkdir(parents=True, exist_ok=True)
+            for name in filenames:
+                (here / name).write_bytes(self._read(posixpath.join(dirpath, name)))
+
+    def uri(self, path: str) -> str:
+        return self._uri_of(self._path(path))
