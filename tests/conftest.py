@@ -39,3 +39,81 @@ def airflow_db() -> str:
     """A migrated SQLite Airflow metadata database in the session's Airflow home."""
     _migrate_airflow_db()
     return _airflow_home
+
+
+# --- a real HDFS ------------------------------------------------------------------------------------
+HDFS_SCRIPT = REPO_ROOT / "scripts" / "hdfs-minicluster.sh"
+HDFS_STATE = Path(os.environ.get("HDFS_MINICLUSTER_HOME", REPO_ROOT / "var" / "hdfs-minicluster"))
+HDFS_START_TIMEOUT = 240  # seconds; a start takes about 10 s on 2 cores, the first build about 30 s more
+HDFS_USER = "recsys"
+
+
+class HdfsCluster:
+    """The running test HDFS: its addresses and a factory of stores in fresh directories."""
+
+    def __init__(self, ready: dict) -> None:
+        self.webhdfs_url: str = ready["webhdfs"]
+        self.namenode: str = ready["namenode"]
+        self.start_seconds: float = ready["start_seconds"]
+        self.user = HDFS_USER
+
+    def store(self, name: str = "store"):
+        """A WebHDFS store in a directory no other test uses (``/recsys-test/<name>-<random>``)."""
+        import uuid
+
+        from recsys.storage.webhdfs import WebHDFSStore
+
+        return WebHDFSStore(self.webhdfs_url, f"/recsys-test/{name}-{uuid.uuid4().hex[:8]}", user=self.user)
+
+    def connection_uri(self) -> str:
+        """The Airflow connection of this NameNode, as an ``AIRFLOW_CONN_*`` value."""
+        import json
+        from urllib.parse import urlsplit
+
+        web = urlsplit(self.webhdfs_url)
+        return json.dumps({"conn_type": "webhdfs", "host": web.hostname, "port": web.port, "login": self.user})
+
+
+def _log_tail(lines: int = 60) -> str:
+    log = HDFS_STATE / "cluster.log"
+    if not log.exists():
+        return f"(no {log})"
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def hdfs_cluster():
+    """A real single-node HDFS (scripts/hdfs-minicluster.sh), started once per session.
+
+    A cluster that is already running (started by hand) is used and left running; one started here is
+    stopped at the end. If it cannot start, every test that needs it fails (never skips) with the
+    script's message and the tail of the cluster log.
+    """
+    import json
+    import subprocess
+
+    env = os.environ | {"HDFS_MINICLUSTER_HOME": str(HDFS_STATE), "HDFS_MINICLUSTER_TIMEOUT": str(HDFS_START_TIMEOUT)}
+    running = subprocess.run([str(HDFS_SCRIPT), "status"], capture_output=True, text=True, env=env)
+    started_here = running.returncode != 0
+    if started_here:
+        try:
+            start = subprocess.run(
+                [str(HDFS_SCRIPT), "start"], capture_output=True, text=True, env=env, timeout=HDFS_START_TIMEOUT + 120
+            )
+        except subprocess.TimeoutExpired as err:
+            subprocess.run([str(HDFS_SCRIPT), "stop"], capture_output=True, env=env)
+            pytest.fail(f"the test HDFS did not start within {err.timeout:.0f} s; cluster log:\n{_log_tail()}",
+                        pytrace=False)
+        if start.returncode != 0:
+            pytest.fail(
+                f"the test HDFS did not start (scripts/hdfs-minicluster.sh start exited {start.returncode}):\n"
+                f"{start.stderr}\ncluster log:\n{_log_tail()}",
+                pytrace=False,
+            )
+    ready_file = HDFS_STATE / "ready.json"
+    if not ready_file.exists():
+        pytest.fail(f"the test HDFS reports no {ready_file}; cluster log:\n{_log_tail()}", pytrace=False)
+    cluster = HdfsCluster(json.loads(ready_file.read_text()))
+    yield cluster
+    if started_here:
+        subprocess.run([str(HDFS_SCRIPT), "stop"], capture_output=True, env=env)

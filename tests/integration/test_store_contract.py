@@ -1,0 +1,269 @@
+"""The partition store contract, run against every backend: the local directory and a real HDFS.
+
+Both stores must behave the same for everything the pipeline relies on: atomic replacement of files
+and directories through a temporary sibling, markers, listings, error messages that name the path.
+The HDFS cases run against the single-node cluster of scripts/hdfs-minicluster.sh (fixture
+``hdfs_cluster``); they fail, never skip, when it cannot start.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from recsys.storage import StorageError, layout
+from recsys.storage.base import PartitionStore
+
+pytestmark = pytest.mark.integration
+
+BACKENDS = ["local", pytest.param("webhdfs", marks=pytest.mark.hdfs)]
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request, tmp_path) -> PartitionStore:
+    if request.param == "local":
+        from recsys.storage.local import LocalStore
+
+        return LocalStore(tmp_path / "store")
+    return request.getfixturevalue("hdfs_cluster").store("contract")
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def _break_rename_into_place(store: PartitionStore, monkeypatch, calls_before_failure: int) -> None:
+    """Make the ``calls_before_failure + 1``-th rename of the store fail (a crash between two steps)."""
+    calls: list[object] = []
+    if store.uri("").startswith("file://"):
+        for name in ("rename", "replace"):
+            real = getattr(os, name)
+
+            def failing(src, dst, _real=real):
+                calls.append((src, dst))
+                if len(calls) == calls_before_failure + 1:
+                    raise OSError("simulated failure")
+                return _real(src, dst)
+
+            monkeypatch.setattr(os, name, failing)
+    else:
+        real_rename = store._rename  # type: ignore[attr-defined]
+
+        def failing_rename(src, dst, overwrite):
+            calls.append((src, dst))
+            if len(calls) == calls_before_failure + 1:
+                raise StorageError("simulated failure")
+            return real_rename(src, dst, overwrite)
+
+        monkeypatch.setattr(store, "_rename", failing_rename)
+
+
+# --- files ----------------------------------------------------------------------------------------
+
+
+def test_write_then_read_bytes_and_exists(store):
+    store.write_bytes("raw/events/dt=2011-01-04/part-0.parquet", b"\x00\x01data")
+    assert store.read_bytes("raw/events/dt=2011-01-04/part-0.parquet") == b"\x00\x01data"
+    assert store.exists("raw/events/dt=2011-01-04/part-0.parquet")
+    assert store.exists("raw/events")
+    assert not store.exists("raw/catalog")
+    assert not store.exists("raw/events/dt=2011-01-04/part-1.parquet")
+
+
+def test_a_file_of_several_blocks_roundtrips(store):
+    # the test HDFS has 1 MiB blocks: this file spans four of them
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    store.write_bytes("models/two_tower/versions/1/tables.npz", data)
+    assert store.read_bytes("models/two_tower/versions/1/tables.npz") == data
+
+
+def test_overwrite_replaces_the_content_and_leaves_no_temporary_files(store):
+    store.write_bytes("d/f.txt", b"a much longer first content")
+    store.write_bytes("d/f.txt", b"short")
+    assert store.read_bytes("d/f.txt") == b"short"
+    assert store.list_dir("d") == ["f.txt"]
+
+
+def test_an_empty_file_is_a_file(store):
+    store.write_bytes("d/_SUCCESS", b"")
+    assert store.exists("d/_SUCCESS")
+    assert store.read_bytes("d/_SUCCESS") == b""
+
+
+def test_a_failed_write_keeps_the_old_file_and_cleans_up(store, monkeypatch):
+    store.write_bytes("d/f.txt", b"old")
+    _break_rename_into_place(store, monkeypatch, calls_before_failure=0)
+    with pytest.raises((OSError, StorageError), match="simulated failure"):
+        store.write_bytes("d/f.txt", b"new")
+    monkeypatch.undo()
+    assert store.read_bytes("d/f.txt") == b"old"
+    assert store.list_dir("d") == ["f.txt"]
+
+
+def test_reading_a_missing_file_names_it(store):
+    with pytest.raises(StorageError, match="does not exist") as info:
+        store.read_bytes("nope/missing.json")
+    assert store.uri("nope/missing.json") in str(info.value)
+
+
+def test_reading_a_directory_is_an_error(store):
+    store.write_bytes("d/f.txt", b"x")
+    with pytest.raises(StorageError, match="is a directory") as info:
+        store.read_bytes("d")
+    assert store.uri("d") in str(info.value)
+
+
+@pytest.mark.parametrize("path", ["../x", "a/../../x", "/etc/passwd"])
+def test_paths_escaping_the_root_are_refused(store, path):
+    for call in (lambda: store.write_bytes(path, b"x"), lambda: store.read_bytes(path), lambda: store.exists(path)):
+        with pytest.raises(StorageError, match="escapes the store root"):
+            call()
+
+
+def test_a_path_that_only_looks_like_leaving_the_root_is_fine(store):
+    store.write_bytes("a/../b.txt", b"x")
+    assert store.list_dir("") == ["b.txt"]
+
+
+# --- listings and markers ---------------------------------------------------------------------------
+
+
+def test_list_dir_is_sorted_and_empty_for_missing_paths_and_files(store):
+    for name in ["b.txt", "a.txt", "_SUCCESS"]:
+        store.write_bytes(f"d/{name}", b"")
+    store.write_bytes("d/sub/c.txt", b"")
+    assert store.list_dir("d") == ["_SUCCESS", "a.txt", "b.txt", "sub"]
+    assert store.list_dir("missing") == []
+    assert store.list_dir("d/a.txt") == []
+
+
+def test_markers_and_partitions(store):
+    assert not store.is_complete("raw/events/dt=2011-01-04")
+    store.mark_success("raw/events/dt=2011-01-05")
+    store.mark_success("raw/events/dt=2011-01-04")
+    store.write_bytes("raw/events/dt=2011-01-06/part-0.parquet", b"x")  # no marker: still being written
+    store.mark_success("raw/events/other")
+    assert store.is_complete("raw/events/dt=2011-01-04")
+    assert store.read_bytes("raw/events/dt=2011-01-04/_SUCCESS") == b""
+    assert store.partitions("raw/events") == [date(2011, 1, 4), date(2011, 1, 5)]
+    assert store.partitions("raw/events", complete_only=False) == [date(2011, 1, 4), date(2011, 1, 5), date(2011, 1, 6)]
+    assert store.partitions("raw/nothing") == []
+
+
+def test_data_files_skip_metadata_names(store):
+    d = layout.raw_events(date(2011, 1, 4))
+    for name in ["part-1.csv", "part-0.parquet", "_SUCCESS", "_source_stats.json"]:
+        store.write_bytes(f"{d}/{name}", b"")
+    assert store.data_files(d) == [f"{d}/part-0.parquet", f"{d}/part-1.csv"]
+
+
+def test_json_and_parquet_roundtrip(store):
+    store.write_json("registry/two_tower.json", {"b": 1, "a": [1, 2], "day": date(2011, 1, 4)})
+    assert store.read_bytes("registry/two_tower.json") == (
+        b'{\n  "a": [\n    1,\n    2\n  ],\n  "b": 1,\n  "day": "2011-01-04"\n}\n'
+    )
+    frame = pd.DataFrame({"user_id": ["u1", "u2"], "n": [1, 2]})
+    store.write_parquet("features/dt=2011-01-04/examples.parquet", frame)
+    pd.testing.assert_frame_equal(store.read_parquet("features/dt=2011-01-04/examples.parquet"), frame)
+    assert pd.read_parquet(io.BytesIO(store.read_bytes("features/dt=2011-01-04/examples.parquet"))).shape == (2, 2)
+
+
+# --- directories ------------------------------------------------------------------------------------
+
+
+def test_publish_dir_creates_and_replaces_without_merging(store, tmp_path):
+    first = tmp_path / "first"
+    (first / "variables").mkdir(parents=True)
+    (first / "empty").mkdir()
+    (first / "old.txt").write_text("old")
+    (first / "variables" / "v.bin").write_bytes(b"v1")
+    store.publish_dir(first, "models/two_tower/versions/1")
+    assert store.list_dir("models/two_tower/versions/1") == ["empty", "old.txt", "variables"]
+    assert store.read_bytes("models/two_tower/versions/1/variables/v.bin") == b"v1"
+
+    second = tmp_path / "second"
+    second.mkdir()
+    (second / "new.txt").write_text("new")
+    store.publish_dir(second, "models/two_tower/versions/1")
+    assert store.list_dir("models/two_tower/versions/1") == ["new.txt"]
+    assert store.read_bytes("models/two_tower/versions/1/new.txt") == b"new"
+    # no .tmp-/.old- siblings, and the version was replaced, not nested inside the old one
+    assert store.list_dir("models/two_tower/versions") == ["1"]
+    assert (second / "new.txt").read_text() == "new"
+
+
+def test_publish_dir_of_a_missing_local_dir_raises(store, tmp_path):
+    with pytest.raises(StorageError, match="not a directory"):
+        store.publish_dir(tmp_path / "nope", "x")
+    assert not store.exists("x")
+
+
+def test_a_failed_publish_keeps_the_previous_directory(store, tmp_path, monkeypatch, request):
+    if store.uri("").startswith("file://"):
+        request.applymarker(pytest.mark.xfail(
+            strict=True, reason="known LocalStore bug: a failed publish_dir deletes the previous directory "
+            "(see tests/unit/test_storage_local.py)",
+        ))
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "tables.npz").write_bytes(b"old")
+    store.publish_dir(old, "models/two_tower/versions/1")
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "tables.npz").write_bytes(b"new")
+    _break_rename_into_place(store, monkeypatch, calls_before_failure=1)  # old moved aside, new fails
+    with pytest.raises((OSError, StorageError), match="simulated failure"):
+        store.publish_dir(new, "models/two_tower/versions/1")
+    monkeypatch.undo()
+    assert store.read_bytes("models/two_tower/versions/1/tables.npz") == b"old"
+    assert store.list_dir("models/two_tower/versions") == ["1"]
+
+
+def test_download_dir_copies_the_tree(store, tmp_path):
+    store.write_bytes("v/a.txt", b"a")
+    store.write_bytes("v/sub/b.txt", b"b")
+    target = tmp_path / "local"
+    store.download_dir("v", target)
+    assert _tree(target) == ["a.txt", "sub", "sub/b.txt"]
+    assert (target / "sub" / "b.txt").read_bytes() == b"b"
+    # into an existing directory: merged, as shutil.copytree(dirs_exist_ok=True) does
+    store.download_dir("v", target)
+    assert _tree(target) == ["a.txt", "sub", "sub/b.txt"]
+
+
+def test_download_dir_of_a_missing_dir_or_a_file_raises(store, tmp_path):
+    with pytest.raises(StorageError, match="is not a directory"):
+        store.download_dir("v", tmp_path / "local")
+    store.write_bytes("f.txt", b"x")
+    with pytest.raises(StorageError, match="is not a directory"):
+        store.download_dir("f.txt", tmp_path / "local2")
+
+
+def test_publish_then_download_is_the_identity(store, tmp_path):
+    source = tmp_path / "src"
+    (source / "variables").mkdir(parents=True)
+    (source / "saved_model.pb").write_bytes(os.urandom(2048))
+    (source / "variables" / "variables.data-00000-of-00001").write_bytes(os.urandom(1024 * 1024 + 5))
+    store.publish_dir(source, "models/two_tower/versions/7")
+    back = tmp_path / "back"
+    store.download_dir("models/two_tower/versions/7", back)
+    assert _tree(back) == _tree(source)
+    for rel in _tree(source):
+        if (source / rel).is_file():
+            assert (back / rel).read_bytes() == (source / rel).read_bytes()
+
+
+# --- locations --------------------------------------------------------------------------------------
+
+
+def test_uri_is_absolute_and_names_the_backend(store):
+    uri = store.uri("raw/events")
+    if uri.startswith("file://"):
+        assert uri == f"file://{store.root}/raw/events"  # type: ignore[attr-defined]
+    else:
+        assert uri == f"webhdfs://127.0.0.1:9870{store.root}/raw/events"  # type: ignore[attr-defined]
