@@ -3,8 +3,11 @@
 
 One run per daily partition of user-behaviour events, in date order, each exactly once:
 
-1. **wait_for_partition**: waits (in reschedule mode, so no worker slot is held) until
-   `raw/events/dt=<date>/_SUCCESS` exists in the partition store.
+1. **wait_for_partition**: waits (in reschedule mode, so no worker slot is held between looks) until
+   `raw/events/dt=<date>/_SUCCESS` exists in the partition store. On HDFS
+   (`RECSYS_STORAGE_BACKEND=webhdfs`) this is the HDFS provider's `WebHdfsSensor` on the marker's path,
+   through the Airflow connection `RECSYS_WEBHDFS_CONN_ID` (default `webhdfs_default`); on the local
+   store, a sensor that asks the store. It looks every `RECSYS_SENSOR_POKE_SECONDS` (default 60).
 2. **validate**: Great Expectations suite `expectations/raw_events.json`; on failure the partition is
    quarantined, this run fails without retries, the champion stays, later dates wait.
 3. **build_features**: cleaning (counted), append-only vocabularies, train/holdout examples.
@@ -19,7 +22,9 @@ interval). To reprocess a
 date by hand, trigger the DAG with the **Partition date** parameter; every task is idempotent, so
 rerunning a processed date changes nothing.
 
-Configuration: `RECSYS_*` environment variables of the workers (see the README).
+Configuration: `RECSYS_*` environment variables of the workers (see the README). The storage backend,
+the connection id and the poke interval are also read when this file is parsed (they choose and set up
+the sensor), so give the DAG processor the same values.
 """
 
 from __future__ import annotations
@@ -28,13 +33,20 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
+from airflow.providers.apache.hdfs.sensors.web_hdfs import WebHdfsSensor
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from recsys.config import Settings
+
 DAG_ID = "recsys_incremental_update"
+SENSOR_TIMEOUT = timedelta(hours=12)
+
+# Read when the file is parsed: the backend chooses the sensor, the others configure it.
+PARSE_SETTINGS = Settings.from_env()
 
 
-def _partition_date(context: Any) -> Any:
+def _partition_day(params: Any, logical_date: Any) -> Any:
     """The ``partition_date`` param if set, else the run's logical date, as a ``date``.
 
     Scheduled runs use a data-interval timetable, so their logical date is the start of the day they
@@ -42,20 +54,62 @@ def _partition_date(context: Any) -> Any:
     """
     from datetime import date
 
-    explicit = context["params"].get("partition_date")
+    explicit = params.get("partition_date")
     if explicit:
         return date.fromisoformat(explicit)
-    logical = context.get("logical_date")
-    if logical is None:
+    if logical_date is None:
         raise AirflowFailException(
             "this run has no logical date: trigger it with the 'Partition date' parameter set"
         )
-    return logical.date()
+    return logical_date.date()
+
+
+def _partition_date(context: Any) -> Any:
+    """The partition date of the running task (see :func:`_partition_day`)."""
+    return _partition_day(context["params"], context.get("logical_date"))
+
+
+def _success_marker(params: Any, dag_run: Any) -> str:
+    """Absolute HDFS path of the run's ``_SUCCESS`` marker: the ``WebHdfsSensor``'s templated filepath."""
+    from recsys.storage import layout
+
+    day = _partition_day(params, dag_run.logical_date)
+    root = Settings.from_env().storage_root.rstrip("/")
+    return f"{root}/{layout.raw_events(day)}/{layout.SUCCESS}"
+
+
+def _settings() -> Any:
+    """Settings from the environment; on HDFS the NameNode address and user come from the Airflow connection.
+
+    The connection (``RECSYS_WEBHDFS_CONN_ID``, type ``webhdfs``) is the one the ``WebHdfsSensor`` uses:
+    host (several NameNodes separated by commas), port (WebHDFS, 9870), login (the HDFS user), schema (an
+    optional URL prefix) and the extra ``{"use_ssl": true}`` for https.
+    """
+    settings = Settings.from_env()
+    if settings.storage_backend != "webhdfs":
+        return settings
+    from airflow.providers.apache.hdfs.hooks.webhdfs import WebHDFSHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from recsys.storage.webhdfs import namenode_url
+
+    conn_id = settings.webhdfs_conn_id
+    try:
+        conn = WebHDFSHook.get_connection(conn_id)
+    except AirflowNotFoundException as err:
+        raise AirflowFailException(
+            f"the Airflow connection {conn_id!r} is not defined: create it (type webhdfs, host = the NameNode, "
+            f"port = its WebHDFS port, login = the HDFS user) or set AIRFLOW_CONN_{conn_id.upper()}"
+        ) from err
+    use_ssl = str(conn.extra_dejson.get("use_ssl", False)).lower() == "true"
+    return settings.replace(
+        webhdfs_url=namenode_url(conn.host or "", conn.port, conn.schema, use_ssl),
+        webhdfs_user=conn.login or settings.webhdfs_user,
+    )
 
 
 def _run_step(step: str) -> dict[str, Any]:
     """Run one recsys step for this run's partition date; domain errors fail the task without retry."""
-    from recsys.config import Settings
     from recsys.errors import DOMAIN_ERRORS
     from recsys.storage import open_store
 
@@ -63,7 +117,7 @@ def _run_step(step: str) -> dict[str, Any]:
     day = _partition_date(context)
     run_id = context["run_id"]
     try:
-        settings = Settings.from_env()
+        settings = _settings()
         store = open_store(settings)
         if step == "validate":
             from recsys.validation import validate_partition
@@ -100,6 +154,7 @@ def _run_step(step: str) -> dict[str, Any]:
     max_active_runs=1,
     doc_md=__doc__,
     tags=["recsys", "training", "incremental"],
+    user_defined_macros={"recsys_success_marker": _success_marker},
     default_args={
         "owner": "ml-platform",
         "retries": 1,
@@ -119,22 +174,44 @@ def _run_step(step: str) -> dict[str, Any]:
     },
 )
 def recsys_incremental_update() -> None:
-    @task.sensor(poke_interval=60, timeout=timedelta(hours=12), mode="reschedule")
-    def wait_for_partition() -> bool:
-        """True once the partition's ``_SUCCESS`` marker exists."""
-        import logging
-
-        from recsys.config import Settings
-        from recsys.storage import layout, open_store
-
-        day = _partition_date(get_current_context())
-        store = open_store(Settings.from_env())
-        partition = layout.raw_events(day)
-        complete = store.is_complete(partition)
-        logging.getLogger(__name__).info(
-            "partition %s %s", store.uri(partition), "is complete" if complete else "has no _SUCCESS marker yet"
+    if PARSE_SETTINGS.storage_backend == "webhdfs":
+        wait_for_partition = WebHdfsSensor(
+            task_id="wait_for_partition",
+            filepath="{{ recsys_success_marker(params, dag_run) }}",
+            webhdfs_conn_id=PARSE_SETTINGS.webhdfs_conn_id,
+            poke_interval=PARSE_SETTINGS.sensor_poke_seconds,
+            timeout=SENSOR_TIMEOUT,
+            mode="reschedule",
+            doc_md="True once the partition's `_SUCCESS` marker exists on HDFS (the rendered filepath).",
         )
-        return complete
+    else:
+
+        @task.sensor(
+            task_id="wait_for_partition",
+            poke_interval=PARSE_SETTINGS.sensor_poke_seconds,
+            timeout=SENSOR_TIMEOUT,
+            mode="reschedule",
+        )
+        def wait_for_local_partition() -> bool:
+            """True once the partition's ``_SUCCESS`` marker exists."""
+            import logging
+
+            from recsys.config import ConfigError
+            from recsys.storage import StorageError, layout, open_store
+
+            day = _partition_date(get_current_context())
+            try:
+                store = open_store(_settings())
+            except (ConfigError, StorageError) as err:
+                raise AirflowFailException(f"cannot open the partition store: {err}") from err
+            partition = layout.raw_events(day)
+            complete = store.is_complete(partition)
+            logging.getLogger(__name__).info(
+                "partition %s %s", store.uri(partition), "is complete" if complete else "has no _SUCCESS marker yet"
+            )
+            return complete
+
+        wait_for_partition = wait_for_local_partition()
 
     @task
     def validate() -> dict[str, Any]:
@@ -162,7 +239,7 @@ def recsys_incremental_update() -> None:
         return _run_step("deploy")
 
     decision = evaluate()
-    wait_for_partition() >> validate() >> build_features() >> fine_tune() >> decision
+    wait_for_partition >> validate() >> build_features() >> fine_tune() >> decision
     deploy_if_blessed(decision) >> deploy()
 
 
