@@ -75,3 +75,37 @@ def test_dag_folder_imports_fast_without_heavy_libraries():
     loaded = set(result["modules"])
     assert not loaded & set(HEAVY), f"DAG files import heavy libraries: {sorted(loaded & set(HEAVY))}"
     assert result["seconds"] < 1.0, f"importing the DAG folder took {result['seconds']:.2f} s"
+
+
+def test_on_hdfs_the_dag_waits_with_the_providers_sensor_and_parses_as_fast(monkeypatch):
+    from types import SimpleNamespace
+
+    import pendulum
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.providers.apache.hdfs.sensors.web_hdfs import WebHdfsSensor
+
+    env = {
+        "RECSYS_STORAGE_BACKEND": "webhdfs", "RECSYS_STORAGE_ROOT": "/data/recsys",
+        "RECSYS_WEBHDFS_CONN_ID": "hdfs_prod", "RECSYS_SENSOR_POKE_SECONDS": "300",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    dag = DagBag(dag_folder=str(REPO_ROOT / "dags")).dags["recsys_incremental_update"]
+    sensor = dag.get_task("wait_for_partition")
+    assert isinstance(sensor, WebHdfsSensor)
+    assert (sensor.mode, sensor.poke_interval, sensor.webhdfs_conn_id) == ("reschedule", 300, "hdfs_prod")
+    assert sensor.retries >= 1 and sensor.depends_on_past
+    assert sensor.downstream_task_ids == {"validate"}
+    # the templated filepath: the marker of the logical date's partition, or of the partition_date param
+    marker = dag.user_defined_macros["recsys_success_marker"]
+    run = SimpleNamespace(logical_date=pendulum.datetime(2011, 1, 4, tz="UTC"))
+    assert marker({"partition_date": None}, run) == "/data/recsys/raw/events/dt=2011-01-04/_SUCCESS"
+    assert marker({"partition_date": "2010-12-02"}, run) == "/data/recsys/raw/events/dt=2010-12-02/_SUCCESS"
+    assert "recsys_success_marker" in sensor.filepath
+
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, *map(str, DAG_FILES)], capture_output=True, text=True, check=True
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not set(result["modules"]) & set(HEAVY)
+    assert result["seconds"] < 1.0, f"importing the DAG folder took {result['seconds']:.2f} s"
