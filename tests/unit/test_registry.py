@@ -1,0 +1,100 @@
+"""recsys.registry: versions, decisions, the champion pointer and its history."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import pytest
+
+from recsys import registry
+from recsys.registry import RegistryError
+
+D1, D2, D3, D4 = date(2011, 1, 4), date(2011, 1, 5), date(2011, 1, 6), date(2011, 1, 7)
+
+
+def _reg(**versions: str) -> dict:
+    return {"champion": None, "versions": {k.lstrip("v"): {"trained_on": d} for k, d in versions.items()},
+            "decisions": {}, "history": []}
+
+
+def test_load_of_an_empty_store_is_an_empty_registry(store):
+    assert registry.load(store) == {"champion": None, "versions": {}, "decisions": {}, "history": []}
+    assert not store.exists("registry/two_tower.json")
+
+
+def test_save_and_load_roundtrip(store):
+    doc = _reg(v1="2011-01-04")
+    registry.save(store, doc)
+    assert registry.load(store) == doc
+
+
+def test_version_for_date():
+    reg = _reg(v1="2011-01-04", v2="2011-01-06", v5="2011-01-05")
+    assert registry.version_for_date(reg, D3) == 2
+    assert registry.version_for_date(reg, D2) == 5
+    assert registry.version_for_date(reg, D4) is None
+
+
+def test_parent_is_the_version_of_the_latest_earlier_date():
+    # version numbers and dates disagree on purpose: the date decides
+    reg = _reg(v1="2011-01-04", v2="2011-01-06", v5="2011-01-05")
+    assert registry.parent_for_date(reg, D1) is None
+    assert registry.parent_for_date(reg, D2) == 1
+    assert registry.parent_for_date(reg, D3) == 5
+    assert registry.parent_for_date(reg, D4) == 2
+
+
+def test_next_version():
+    assert registry.next_version(_reg()) == 1
+    assert registry.next_version(_reg(v1="2011-01-04", v10="2011-01-05", v9="2011-01-06")) == 11
+
+
+def test_add_version_records_history(store):
+    registry.add_version(store, 1, {"trained_on": "2011-01-04", "user_rows": 3}, run_id="run-a")
+    reg = registry.load(store)
+    assert reg["versions"] == {"1": {"trained_on": "2011-01-04", "user_rows": 3}}
+    assert len(reg["history"]) == 1
+    entry = reg["history"][0]
+    assert {k: entry[k] for k in ("action", "version", "date", "run_id")} == {
+        "action": "trained", "version": 1, "date": "2011-01-04", "run_id": "run-a",
+    }
+
+
+def test_record_decision_replaces_the_decision_of_a_date(store):
+    registry.add_version(store, 1, {"trained_on": "2011-01-04"}, None)
+    registry.record_decision(store, D1, {"blessed": False, "candidate_version": 1, "reason": "too few"}, "r1")
+    registry.record_decision(store, D1, {"blessed": True, "candidate_version": 1, "reason": "better"}, "r2")
+    reg = registry.load(store)
+    assert reg["decisions"] == {"2011-01-04": {"blessed": True, "candidate_version": 1, "reason": "better"}}
+    assert [(h["action"], h.get("reason"), h["run_id"]) for h in reg["history"]] == [
+        ("trained", None, None), ("rejected", "too few", "r1"), ("blessed", "better", "r2"),
+    ]
+    assert reg["champion"] is None  # a decision never moves the champion
+
+
+def test_set_champion_of_an_unknown_version_raises(store):
+    registry.add_version(store, 1, {"trained_on": "2011-01-04"}, None)
+    with pytest.raises(RegistryError, match="version 7 is not in the registry") as info:
+        registry.set_champion(store, 7, "deployed", "why", None)
+    assert "['1']" in str(info.value)
+    assert registry.load(store)["champion"] is None
+
+
+def test_set_champion_switches_the_pointer_and_records_from_and_to(store):
+    registry.add_version(store, 1, {"trained_on": "2011-01-04"}, None)
+    registry.add_version(store, 2, {"trained_on": "2011-01-05"}, None)
+    first = registry.set_champion(store, 1, "deployed", "first", "r1")
+    second = registry.set_champion(store, 2, "deployed", "better", "r2")
+    assert (first["from"], first["to"]) == (None, 1)
+    assert (second["from"], second["to"], second["reason"], second["action"]) == (1, 2, "better", "deployed")
+    reg = registry.load(store)
+    assert reg["champion"] == 2
+    assert reg["history"][-2:] == [first, second]
+
+
+def test_now_is_utc_iso_seconds():
+    stamp = registry.now()
+    parsed = datetime.fromisoformat(stamp)
+    assert parsed.utcoffset().total_seconds() == 0
+    assert parsed.microsecond == 0
+    assert stamp.endswith("+00:00")

@@ -1,0 +1,69 @@
+"""recsys.serving.index: exact dot-product top-k over a version's tables."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.serving.index import Scorer, item_titles, load_scorer
+
+# 3 user rows x 4 item rows (row 0 of each is OOV), dim 2
+USERS = np.array([[-1.0, -1.0], [1.0, 0.0], [0.0, 1.0]], dtype=np.float32)  # OOV, u1, u2
+ITEMS = np.array([[10.0, 10.0], [3.0, 0.0], [0.0, 2.0], [1.0, 0.5]], dtype=np.float32)  # OOV, A, B, C
+ITEM_IDS = np.array(["", "A", "B", "C"], dtype=object)
+# scores (user . item), OOV item column never served:
+#   u1  : A 3,  B 0,  C 1    -> A, C, B   (the OOV item would score 10)
+#   u2  : A 0,  B 2,  C 0.5  -> B, C, A
+#   OOV : A -3, B -2, C -1.5 -> C, B, A
+
+
+@pytest.fixture
+def scorer() -> Scorer:
+    return Scorer(USERS, ITEMS, {"u1": 1, "u2": 2, "u9": 7}, ITEM_IDS)
+
+
+def test_top_k_orders_by_score(scorer):
+    assert scorer.top_k(["u1", "u2"], 2) == [["A", "C"], ["B", "C"]]
+    assert scorer.top_k(["u2", "u1"], 1) == [["B"], ["A"]]
+
+
+def test_the_oov_item_row_is_never_returned(scorer):
+    assert scorer.top_k(["u1"], 10) == [["A", "C", "B"]]
+    assert scorer.top_k(["u1"], 4) == [["A", "C", "B"]]
+
+
+def test_unknown_users_use_the_oov_row(scorer):
+    # "zz" is not in the vocabulary; "u9" has row 7, beyond this version's 3-row table
+    assert scorer.top_k(["zz", "u9"], 3) == [["C", "B", "A"], ["C", "B", "A"]]
+    np.testing.assert_array_equal(scorer.user_vectors(["zz", "u2", "u9"]), USERS[[0, 2, 0]])
+
+
+def test_allowed_mask_is_respected(scorer):
+    allowed = np.array([True, True, False, True])  # B is not available; OOV stays excluded anyway
+    assert scorer.top_k(["u2", "u1"], 3, allowed) == [["C", "A"], ["A", "C"]]
+    nothing = np.array([True, False, False, False])
+    assert scorer.top_k(["u1"], 3, nothing) == [[]]
+
+
+def test_no_users_gives_no_lists(scorer):
+    assert scorer.top_k([], 5) == []
+
+
+def test_load_scorer_uses_the_vocabularies_within_the_version_tables(store, put_vocab, put_version):
+    put_vocab(store, "users", ["u1", "u2", "u3"])  # u3 arrived after this version was trained
+    put_vocab(store, "items", ["A", "B", "C", "D"])  # so did item D (row 4)
+    put_version(store, 1, date(2011, 1, 4), USERS, ITEMS)
+    loaded = load_scorer(store, 1)
+    assert list(loaded.item_ids) == ["", "A", "B", "C"]
+    assert loaded.user_rows == {"u1": 1, "u2": 2, "u3": 3}
+    np.testing.assert_array_equal(loaded.user_table, USERS)
+    np.testing.assert_array_equal(loaded.item_table, ITEMS)
+    assert loaded.top_k(["u1", "u3"], 3) == [["A", "C", "B"], ["C", "B", "A"]]
+
+
+def test_item_titles():
+    index = pd.DataFrame({"item_id": ["A", "B"], "row": [1, 2], "title": ["Lantern", "Heart"]})
+    assert item_titles(index) == {"A": "Lantern", "B": "Heart"}

@@ -1,0 +1,145 @@
+"""recsys.training: replay sampling, stored tables, and fine-tuning across two days."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys import registry, schema
+from recsys.config import Settings
+from recsys.features import FeatureError, build_features
+from recsys.training import TrainingError, fine_tune, load_tables, replay_sample
+
+D1, D2, D3 = date(2011, 1, 4), date(2011, 1, 5), date(2011, 1, 6)
+
+
+def _examples(users: list[str], split: str = "train") -> pd.DataFrame:
+    return pd.DataFrame({
+        schema.USER_ID: users,
+        schema.ITEM_ID: ["A"] * len(users),
+        schema.USER_ROW: range(1, len(users) + 1),
+        schema.ITEM_ROW: [1] * len(users),
+        schema.SPLIT: split,
+    })
+
+
+@pytest.fixture
+def feature_days(store):
+    for day, users in [(D1, ["a1", "a2", "a3"]), (D2, ["b1", "b2"])]:
+        store.write_parquet(f"features/dt={day.isoformat()}/examples.parquet", _examples(users))
+        store.mark_success(f"features/dt={day.isoformat()}")
+    store.write_parquet("features/dt=2011-01-03/examples.parquet", _examples(["x"]))  # no marker: ignored
+    return store
+
+
+def test_replay_takes_everything_when_the_pool_is_small(feature_days):
+    replay = replay_sample(feature_days, D3, size=10, seed=0)
+    assert list(replay[schema.USER_ID]) == ["a1", "a2", "a3", "b1", "b2"]
+
+
+def test_replay_only_uses_days_before(feature_days):
+    assert list(replay_sample(feature_days, D2, size=10, seed=0)[schema.USER_ID]) == ["a1", "a2", "a3"]
+    assert replay_sample(feature_days, D1, size=10, seed=0).empty
+
+
+def test_replay_of_size_zero_is_empty_with_the_example_columns(feature_days):
+    replay = replay_sample(feature_days, D3, size=0, seed=0)
+    assert replay.empty
+    assert tuple(replay.columns) == schema.EXAMPLE_COLUMNS
+
+
+def test_replay_sample_is_seeded(feature_days):
+    first = replay_sample(feature_days, D3, size=2, seed=5)
+    assert len(first) == 2
+    assert set(first[schema.USER_ID]) <= {"a1", "a2", "a3", "b1", "b2"}
+    pd.testing.assert_frame_equal(first, replay_sample(feature_days, D3, size=2, seed=5))
+    draws = {tuple(replay_sample(feature_days, D3, size=2, seed=s)[schema.USER_ID]) for s in range(10)}
+    assert len(draws) > 1
+
+
+def test_load_tables_reads_the_stored_arrays(store, put_version):
+    put_version(store, 3, D1, [[0, 0], [1, 2]], [[0, 0], [3, 4], [5, 6]])
+    tables = load_tables(store, 3)
+    assert sorted(tables) == ["item", "user"]
+    assert np.array_equal(tables["user"], np.array([[0, 0], [1, 2]], np.float32))
+    assert tables["item"].shape == (3, 2)
+
+
+# --- fine_tune (TensorFlow) ---------------------------------------------------------------------
+
+DAY1 = [(f"d1-{n}", "2011-01-04 10:00:00", u, i, "purchase", 1, 1.0) for n, (u, i) in enumerate(
+    [("u1", "i1"), ("u1", "i2"), ("u2", "i2"), ("u3", "i3"), ("u4", "i1"), ("u5", "i4"), ("u6", "i2")]
+)]
+DAY2 = [(f"d2-{n}", "2011-01-05 10:00:00", u, i, "purchase", 1, 1.0) for n, (u, i) in enumerate(
+    [("u1", "i3"), ("u2", "i1"), ("u3", "i4"), ("u7", "i5"), ("u4", "i2")]
+)]
+
+
+@pytest.fixture
+def tiny(store, publish_events):
+    """Two days of features: 6 users x 4 items, then one new user (u7) and one new item (i5)."""
+    publish_events(store, D1, DAY1)
+    publish_events(store, D2, DAY2)
+    stats = [build_features(store, D1, 0.25), build_features(store, D2, 0.25)]
+    settings = Settings(storage_root=str(store.root), epochs=1, embedding_dim=8, batch_size=4, replay_examples=100)
+    return store, settings, stats
+
+
+@pytest.mark.slow
+def test_fine_tune_cold_start_then_warm_start_then_reuse(tiny):
+    store, settings, (stats1, stats2) = tiny
+    assert (stats1.user_vocab_size, stats1.item_vocab_size) == (7, 5)
+    assert (stats2.user_vocab_size, stats2.item_vocab_size) == (8, 6)
+
+    v1 = fine_tune(store, settings, D1, run_id="r1")
+    assert (v1["version"], v1["parent"], v1["cold_start"], v1["reused"]) == (1, None, True, False)
+    assert (v1["train_examples"], v1["replay_examples"]) == (stats1.train_examples, 0)
+    assert (v1["user_rows"], v1["item_rows"], v1["embedding_dim"], v1["epochs"]) == (7, 5, 8, 1)
+    assert np.isfinite(v1["final_loss"])
+    t1 = load_tables(store, 1)
+    assert (t1["user"].shape, t1["item"].shape) == ((7, 8), (5, 8))
+
+    v2 = fine_tune(store, settings, D2)
+    assert (v2["version"], v2["parent"], v2["cold_start"], v2["reused"]) == (2, 1, False, False)
+    assert v2["replay_examples"] == stats1.examples  # the whole (small) pool of day 1
+    assert v2["train_examples"] == stats2.train_examples
+    t2 = load_tables(store, 2)
+    assert (t2["user"].shape, t2["item"].shape) == ((8, 8), (6, 8))
+    # warm start: the OOV rows are in no example, so they are carried over from version 1 unchanged
+    assert np.array_equal(t2["user"][0], t1["user"][0])
+    assert np.array_equal(t2["item"][0], t1["item"][0])
+
+    reg = registry.load(store)
+    assert sorted(reg["versions"]) == ["1", "2"]
+    assert reg["versions"]["2"]["trained_on"] == "2011-01-05"
+    assert store.read_json("models/two_tower/versions/2/metadata.json")["parent"] == 1
+    tables_bytes = store.read_bytes("models/two_tower/versions/2/tables.npz")
+    history = reg["history"]
+
+    again = fine_tune(store, settings, D2)
+    assert again["reused"] is True
+    assert again["version"] == 2
+    assert again["parent"] == 1
+    reg = registry.load(store)
+    assert sorted(reg["versions"]) == ["1", "2"]
+    assert reg["history"] == history
+    assert store.read_bytes("models/two_tower/versions/2/tables.npz") == tables_bytes
+    assert store.list_dir("models/two_tower/versions") == ["1", "2"]
+
+
+@pytest.mark.slow
+def test_fine_tune_without_training_examples_raises(store, publish_events):
+    publish_events(store, D1, DAY1)
+    build_features(store, D1, 1.0)  # every user held out
+    with pytest.raises(TrainingError, match="no training examples"):
+        fine_tune(store, Settings(storage_root=str(store.root)), D1)
+    assert registry.load(store)["versions"] == {}
+
+
+@pytest.mark.slow
+def test_fine_tune_before_the_features_step_raises(store):
+    with pytest.raises(FeatureError, match="run the features step first"):
+        fine_tune(store, Settings(storage_root=str(store.root)), D1)

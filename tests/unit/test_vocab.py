@@ -1,0 +1,106 @@
+"""recsys.features.vocab: append-only id -> row tables (row 0 = OOV)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandas as pd
+
+from recsys.features import vocab
+
+D1, D2, D3 = date(2011, 1, 4), date(2011, 1, 5), date(2011, 1, 6)
+
+
+def _rows(table: pd.DataFrame) -> list[tuple[str, int, str]]:
+    return [(str(i), int(r), str(s)) for i, r, s in zip(table["id"], table["row"], table["first_seen"], strict=True)]
+
+
+def test_empty_has_the_three_columns():
+    table = vocab.empty()
+    assert list(table.columns) == ["id", "row", "first_seen"]
+    assert len(table) == 0
+    assert table["row"].dtype == "int64"
+
+
+def test_load_of_a_store_without_vocab_is_empty(store):
+    assert len(vocab.load(store, vocab.USERS)) == 0
+
+
+def test_grow_from_empty_starts_at_row_1_sorted_by_id():
+    table, added = vocab.grow(vocab.empty(), pd.Series(["b", "a", "b", None]), D1)
+    assert added == 2
+    assert _rows(table) == [("a", 1, "2011-01-04"), ("b", 2, "2011-01-04")]
+
+
+def test_grow_keeps_existing_rows_and_appends_new_ids_after_the_max():
+    first, _ = vocab.grow(vocab.empty(), pd.Series(["u2", "u1"]), D1)
+    grown, added = vocab.grow(first, pd.Series(["u3", "u1", "u0"]), D2)
+    assert added == 2
+    assert _rows(grown) == [
+        ("u1", 1, "2011-01-04"),
+        ("u2", 2, "2011-01-04"),
+        ("u0", 3, "2011-01-05"),  # new ids sorted among themselves, after every old row
+        ("u3", 4, "2011-01-05"),
+    ]
+    pd.testing.assert_frame_equal(grown.iloc[:2], first)
+
+
+def test_grow_starts_after_the_largest_row_even_with_gaps():
+    table = pd.DataFrame({"id": ["x", "y"], "row": [1, 5], "first_seen": ["2011-01-04"] * 2}).astype(
+        {"id": "string", "row": "int64", "first_seen": "string"}
+    )
+    grown, added = vocab.grow(table, pd.Series(["z"]), D2)
+    assert added == 1
+    assert _rows(grown)[-1] == ("z", 6, "2011-01-05")
+
+
+def test_grow_with_nothing_new_returns_the_table_unchanged():
+    first, _ = vocab.grow(vocab.empty(), pd.Series(["a"]), D1)
+    same, added = vocab.grow(first, pd.Series(["a", "a"]), D2)
+    assert added == 0
+    assert _rows(same) == [("a", 1, "2011-01-04")]
+
+
+def test_grow_compares_ids_as_text():
+    table, _ = vocab.grow(vocab.empty(), pd.Series([17850, 9]), D1)
+    # text order: "17850" < "9"
+    assert _rows(table) == [("17850", 1, "2011-01-04"), ("9", 2, "2011-01-04")]
+    _, added = vocab.grow(table, pd.Series(["17850", "9"]), D2)
+    assert added == 0
+
+
+def test_save_and_load_roundtrip(store):
+    table, _ = vocab.grow(vocab.empty(), pd.Series(["b", "a"]), D1)
+    vocab.save(store, vocab.ITEMS, table)
+    assert store.exists("vocab/items.parquet")
+    assert _rows(vocab.load(store, vocab.ITEMS)) == _rows(table)
+    assert len(vocab.load(store, vocab.USERS)) == 0
+
+
+def test_size_counts_the_oov_row():
+    assert vocab.size(vocab.empty()) == 1
+    table, _ = vocab.grow(vocab.empty(), pd.Series(["a", "b", "c"]), D1)
+    assert vocab.size(table) == 4
+
+
+def test_growth_on_counts_ids_first_seen_that_day_and_rows_as_of_its_end():
+    table, _ = vocab.grow(vocab.empty(), pd.Series(["a", "b"]), D1)
+    table, _ = vocab.grow(table, pd.Series(["c"]), D2)
+    table, _ = vocab.grow(table, pd.Series(["d", "e"]), D3)
+    assert vocab.growth_on(table, date(2011, 1, 3)) == (0, 1)  # only the OOV row
+    assert vocab.growth_on(table, D1) == (2, 3)  # a, b + OOV
+    assert vocab.growth_on(table, D2) == (1, 4)
+    assert vocab.growth_on(table, D3) == (2, 6)
+
+
+def test_rows_for_maps_unknown_ids_to_the_oov_row():
+    table, _ = vocab.grow(vocab.empty(), pd.Series(["a", "b"]), D1)
+    rows = vocab.rows_for(table, pd.Series(["b", "zzz", "a", "b"]))
+    assert list(rows) == [2, 0, 1, 2]
+    assert rows.dtype == "int64"
+    assert vocab.OOV_ROW == 0
+
+
+def test_rows_for_accepts_numeric_ids():
+    table, _ = vocab.grow(vocab.empty(), pd.Series(["12583", "17850"]), D1)
+    assert list(vocab.rows_for(table, pd.Series([17850, 12583, 1]))) == [2, 1, 0]
