@@ -18,6 +18,7 @@ directory would move the source *into* it instead of failing.
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import uuid
 from pathlib import Path
@@ -31,6 +32,11 @@ from recsys.storage.base import PartitionStore, StorageError
 
 # (connect, read) seconds for one WebHDFS request: fail instead of hanging on an unreachable NameNode
 TIMEOUT = (10.0, 300.0)
+
+# The client logs every request at INFO: thousands of lines per run would drown the task logs and the
+# CLI's stderr. Quieten it unless someone configured that logger on purpose.
+if logging.getLogger("hdfs").level == logging.NOTSET:
+    logging.getLogger("hdfs").setLevel(logging.WARNING)
 
 
 def namenode_url(hosts: str, port: int | None = None, path: str | None = None, use_ssl: bool = False) -> str:
