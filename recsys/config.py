@@ -8,6 +8,7 @@ embedded demo (local storage, one machine) works with nothing set.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -113,7 +114,10 @@ def _parse(name: str, type_name: Any, raw: str) -> Any:
         if type_name.startswith("int"):
             return int(text)
         if type_name.startswith("float"):
-            return float(text)
+            value = float(text)
+            if not math.isfinite(value):  # NaN passes every range check; inf is never meant
+                raise ValueError(text)
+            return value
     except ValueError as err:
         raise ConfigError(f"RECSYS_{name.upper()}={raw!r} is not a valid {type_name}") from err
     return text

@@ -8,11 +8,12 @@ from recsys.evaluation import EvaluationError
 from recsys.features.build import FeatureError
 from recsys.registry import RegistryError
 from recsys.serving.deploy import DeployError
+from recsys.serving.recommend import RecommendError
 from recsys.storage import StorageError
 from recsys.training import TrainingError
 from recsys.validation.partition import ValidationFailed
 
 DOMAIN_ERRORS: tuple[type[Exception], ...] = (
     ConfigError, SourceError, EvaluationError, FeatureError, RegistryError, DeployError, StorageError,
-    TrainingError, ValidationFailed,
+    TrainingError, ValidationFailed, RecommendError,
 )

@@ -112,7 +112,7 @@ def evaluate_candidate(
     champion_version = reg["champion"]
 
     def metrics(version: int) -> dict[str, float]:
-        ranked = rank_items(store, version, users, k)
+        ranked = rank_items(store, version, users, max(k, 20))
         return {f"recall@{k}": recall_at_k(ranked, relevant, k), "recall@20": recall_at_k(ranked, relevant, 20)}
 
     candidate_metrics = metrics(candidate_version) if users else {}

@@ -75,6 +75,8 @@ def load_source(source: Path | None = None) -> pd.DataFrame:
     missing = [c for c in SOURCE_COLUMNS if c not in raw.columns]
     if missing:
         raise SourceError(f"{path} lacks the Online Retail columns {missing}")
+    if raw.empty:
+        raise SourceError(f"{path} has the Online Retail columns but no invoice lines")
     raw = raw[list(SOURCE_COLUMNS)].astype(str)
     raw["day"] = pd.to_datetime(raw["InvoiceDate"].str[:10], format="%Y-%m-%d").dt.date
     return raw

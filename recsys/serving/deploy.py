@@ -45,6 +45,10 @@ def build_index(store: PartitionStore, version: int, day: date) -> pd.DataFrame:
     index = items.rename(columns={vocab.ID: schema.ITEM_ID, vocab.ROW: "row"})[[schema.ITEM_ID, "row"]].merge(
         catalog[[schema.ITEM_ID, schema.TITLE, schema.PRICE]], on=schema.ITEM_ID, how="inner"
     )
+    if index.empty:
+        raise DeployError(
+            f"version {version} knows no item that the catalog of {day} lists as available: nothing to serve"
+        )
     return index.sort_values("row").reset_index(drop=True)
 
 
@@ -75,7 +79,7 @@ def deploy(store: PartitionStore, settings: Settings, day: date, run_id: str | N
             store.download_dir(version_dir, local)
             export_saved_model(
                 {"user": scorer.user_table, "item": scorer.item_table}, scorer.user_rows,
-                list(scorer.item_ids), local, settings.k,
+                list(scorer.item_ids), [int(r) for r in index["row"]], local, settings.k,
             )
             index.to_parquet(local / INDEX_FILE, index=False)
             store.publish_dir(local, version_dir)
@@ -85,16 +89,18 @@ def deploy(store: PartitionStore, settings: Settings, day: date, run_id: str | N
 
 
 def rollback(store: PartitionStore, reason: str, to: int | None = None, run_id: str | None = None) -> dict[str, Any]:
-    """Point the champion back to ``to`` (default: the champion before the current one)."""
+    """Point the champion back to ``to`` (default: the version deployed before the current champion)."""
     if not reason.strip():
         raise DeployError("a rollback needs a reason (it is recorded in the registry history)")
     reg = registry.load(store)
     current = reg["champion"]
     if to is None:
-        switches = [h for h in reg["history"] if h["action"] in ("deployed", "rollback") and h.get("to") == current]
-        if not switches or switches[-1]["from"] is None:
-            raise DeployError(f"champion {current} has no previous champion to roll back to; pass --to VERSION")
-        to = int(switches[-1]["from"])
+        # the version deployed before the current champion was, so repeated rollbacks walk back in time
+        deployed = list(dict.fromkeys(h["to"] for h in reg["history"] if h["action"] == "deployed"))
+        earlier = deployed[: deployed.index(current)] if current in deployed else []
+        if not earlier:
+            raise DeployError(f"champion {current} has no earlier deployed version to roll back to; pass --to VERSION")
+        to = int(earlier[-1])
     if not store.exists(f"{layout.model_version(to)}/{INDEX_FILE}"):
         raise DeployError(f"version {to} was never deployed (no serving index); pick a deployed version")
     entry = registry.set_champion(store, to, "rollback", reason, run_id)

@@ -12,10 +12,14 @@ from recsys.serving.index import load_scorer
 from recsys.storage import PartitionStore, layout
 
 
+class RecommendError(ValueError):
+    """A recommendation request is invalid (k out of range)."""
+
+
 def recommend(store: PartitionStore, user_id: str, k: int = 10) -> dict[str, Any]:
     """Top-``k`` available items for ``user_id`` from the champion, with titles."""
     if k <= 0 or k > 1000:
-        raise ValueError(f"k must be in 1..1000, got {k}")
+        raise RecommendError(f"k must be in 1..1000, got {k}")
     champion = registry.load(store)["champion"]
     if champion is None:
         raise DeployError("no champion is deployed yet: run the pipeline for at least one partition")

@@ -5,9 +5,11 @@ The same relative paths are used on a local root and on HDFS (see DESIGN.md, "St
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 SUCCESS = "_SUCCESS"
+_PARTITION_NAME = re.compile(r"dt=\d{4}-\d{2}-\d{2}")
 
 RAW_EVENTS = "raw/events"
 RAW_CATALOG = "raw/catalog"
@@ -26,7 +28,7 @@ def partition_name(day: date) -> str:
 
 def parse_partition_name(name: str) -> date | None:
     """The date of a ``dt=YYYY-MM-DD`` directory name, or None for anything else."""
-    if not name.startswith("dt="):
+    if not _PARTITION_NAME.fullmatch(name):
         return None
     try:
         return date.fromisoformat(name[3:])

@@ -62,7 +62,12 @@ class LocalStore(PartitionStore):
         try:
             if full.exists():
                 os.rename(full, trash)
-            os.rename(tmp, full)
+            try:
+                os.rename(tmp, full)
+            except OSError:
+                if trash.exists() and not full.exists():
+                    os.rename(trash, full)  # put the previous tree back: a failed publish loses nothing
+                raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(trash, ignore_errors=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from recsys import schema
 from recsys.storage import PartitionStore, StorageError, layout
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ def load_suite(name: str = EVENTS_SUITE) -> dict[str, Any]:
 
 def read_partition(store: PartitionStore, partition_dir: str) -> pd.DataFrame:
     """Read every data file of a complete partition; partition-level problems raise StorageError."""
+    if not store.is_complete(partition_dir):
+        raise StorageError(f"{store.uri(partition_dir)} has no _SUCCESS marker: the partition is not published yet")
     files = store.data_files(partition_dir)
     if not files:
         raise StorageError(f"{store.uri(partition_dir)} has a _SUCCESS marker but no data files")
@@ -76,9 +79,7 @@ def read_partition(store: PartitionStore, partition_dir: str) -> pd.DataFrame:
             if path.endswith(".parquet"):
                 frames.append(store.read_parquet(path))
             elif path.endswith(".csv"):
-                import io
-
-                frames.append(pd.read_csv(io.BytesIO(store.read_bytes(path)), encoding="utf-8"))
+                frames.append(_read_csv(store.read_bytes(path)))
             else:
                 raise StorageError(f"{store.uri(path)}: unknown data file type (expected .parquet or .csv)")
         except StorageError:
@@ -86,6 +87,26 @@ def read_partition(store: PartitionStore, partition_dir: str) -> pd.DataFrame:
         except (OSError, ValueError) as err:  # pyarrow and pandas raise these for corrupt input
             raise StorageError(f"{store.uri(path)} cannot be read: {err}") from err
     return pd.concat(frames, ignore_index=True)
+
+
+def _read_csv(data: bytes) -> pd.DataFrame:
+    """A CSV data file with the canonical types: ids as text, ``event_time`` parsed as UTC.
+
+    Unparseable times become nulls, which the suite's not-null expectation then reports.
+    """
+    import io
+
+    frame = pd.read_csv(io.BytesIO(data), encoding="utf-8", dtype=str, keep_default_na=False, na_values=[""])
+    for column, dtype in schema.EVENT_DTYPES.items():
+        if column not in frame.columns:
+            continue
+        if column == schema.EVENT_TIME:
+            frame[column] = pd.to_datetime(frame[column], utc=True, errors="coerce", format="ISO8601")
+        elif dtype in ("int64", "float64"):
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+        else:
+            frame[column] = frame[column].astype("string")
+    return frame
 
 
 def run_suite(frame: pd.DataFrame, day: date, suite: dict[str, Any]) -> list[dict[str, Any]]:

@@ -116,11 +116,6 @@ def test_domain_errors_of_a_step_exit_2(root, capsys):
     assert "no champion is deployed yet" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: recommend() raises a plain ValueError for k outside 1..1000, which main() does not catch, "
-    "so `recsys recommend -k 0` ends in a traceback instead of exit status 2 with a message",
-)
 def test_recommend_with_k_out_of_range_exits_2(root, capsys):
     try:
         code = main(["recommend", "--user", "17850", "-k", "0"])

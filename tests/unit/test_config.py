@@ -162,11 +162,6 @@ def test_settings_are_frozen():
     assert s.k == 100
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: NaN passes the range checks (every comparison with NaN is False); "
-    "RECSYS_MAX_REGRESSION=nan makes decide() bless any regression, RECSYS_LEARNING_RATE=nan trains NaNs",
-)
 @pytest.mark.parametrize("var", ["RECSYS_MAX_REGRESSION", "RECSYS_LEARNING_RATE"])
 def test_nan_is_rejected(var):
     with pytest.raises(ConfigError, match=var):

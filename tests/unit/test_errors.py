@@ -9,6 +9,7 @@ from recsys.evaluation import EvaluationError
 from recsys.features.build import FeatureError
 from recsys.registry import RegistryError
 from recsys.serving.deploy import DeployError
+from recsys.serving.recommend import RecommendError
 from recsys.storage import StorageError
 from recsys.training import TrainingError
 from recsys.validation.partition import ValidationFailed
@@ -17,7 +18,7 @@ from recsys.validation.partition import ValidationFailed
 def test_every_module_exception_is_a_domain_error():
     assert set(DOMAIN_ERRORS) == {
         ConfigError, SourceError, EvaluationError, FeatureError, RegistryError, DeployError, StorageError,
-        TrainingError, ValidationFailed,
+        TrainingError, ValidationFailed, RecommendError,
     }
 
 

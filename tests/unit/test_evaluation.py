@@ -224,11 +224,6 @@ def test_evaluate_without_a_candidate_raises(eval_store, put_version):
     assert registry.load(eval_store)["decisions"] == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: evaluate_candidate ranks only the top settings.k items and computes 'recall@20' from them, "
-    "so with RECSYS_K < 20 the recorded recall@20 is really recall@k",
-)
 def test_recall_at_20_is_a_true_recall_at_20_when_k_is_smaller(eval_store, put_version):
     put_version(eval_store, 1, D1, USERS, BAD_ITEMS)
     registry.set_champion(eval_store, 1, "deployed", "first", None)

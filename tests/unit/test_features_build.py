@@ -132,21 +132,14 @@ def test_load_examples_before_the_features_step_raises(store):
         load_examples(store, D1)
 
 
-_NO_MARKER_CHECK = (
-    "bug: build_features reads raw/events/dt=<day> without checking its _SUCCESS marker: a partition that "
-    "was never landed fails with the false message '... has a _SUCCESS marker but no data files', and data "
-    "files of a partition still being written (no marker yet) are turned into examples"
-)
 
 
-@pytest.mark.xfail(strict=True, reason=_NO_MARKER_CHECK)
 def test_features_of_a_missing_partition_say_it_is_not_published(store):
     with pytest.raises((FeatureError, StorageError)) as info:
         build_features(store, D1, FRACTION)
     assert "has a _SUCCESS marker" not in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason=_NO_MARKER_CHECK)
 def test_features_of_an_unpublished_partition_are_refused(store, make_events):
     store.write_parquet("raw/events/dt=2011-01-04/part-00000.parquet", make_events(DAY1))  # no _SUCCESS yet
     with pytest.raises((FeatureError, StorageError)):

@@ -124,11 +124,6 @@ def test_the_bundle_lands_the_next_day_with_data_after_a_saturday(store):
     assert len(store.read_parquet("raw/events/dt=2010-12-05/" + landing.DATA_FILE)) == stats["events"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a source without any invoice line (CSV files with only the header) makes select_days / "
-    "land_days build their message from available[0] and raise IndexError instead of SourceError",
-)
 def test_an_empty_source_raises_source_error(store, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

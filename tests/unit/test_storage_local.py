@@ -132,12 +132,6 @@ def test_publish_dir_of_a_missing_local_dir_raises(store, tmp_path):
     assert not store.exists("x")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: LocalStore.publish_dir moves the existing directory to .old-* and removes it in `finally` "
-    "even when renaming the new tree into place failed, so a failed publish deletes the previous "
-    "version instead of leaving it in place",
-)
 def test_failed_publish_dir_keeps_the_previous_directory(store, tmp_path, monkeypatch):
     old = tmp_path / "old"
     old.mkdir()

@@ -171,12 +171,6 @@ def test_read_partition_concatenates_every_data_file(store, make_events):
     assert list(frame["event_id"]) == ["581001-0", "581001-1", "581002-0"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: DESIGN.md allows raw partitions as .csv, but read_partition reads CSV without parsing "
-    "event_time, so a valid CSV partition fails expect_column_values_to_be_between(event_time) and is "
-    "quarantined",
-)
 def test_a_valid_csv_partition_passes(store, make_events):
     store.write_bytes(f"{RAW}/part-00000.csv", make_events(VALID).to_csv(index=False).encode())
     store.mark_success(RAW)
