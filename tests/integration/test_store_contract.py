@@ -203,12 +203,7 @@ def test_publish_dir_of_a_missing_local_dir_raises(store, tmp_path):
     assert not store.exists("x")
 
 
-def test_a_failed_publish_keeps_the_previous_directory(store, tmp_path, monkeypatch, request):
-    if store.uri("").startswith("file://"):
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="known LocalStore bug: a failed publish_dir deletes the previous directory "
-            "(see tests/unit/test_storage_local.py)",
-        ))
+def test_a_failed_publish_keeps_the_previous_directory(store, tmp_path, monkeypatch):
     old = tmp_path / "old"
     old.mkdir()
     (old / "tables.npz").write_bytes(b"old")
