@@ -30,13 +30,10 @@ class Settings:
     # storage
     storage_backend: str = "local"  # local | webhdfs
     storage_root: str = str(DEFAULT_STORAGE_ROOT)  # on webhdfs: an absolute HDFS path, e.g. /data/recsys
-    # WebHDFS (storage_backend=webhdfs). Airflow tasks fill url and user from the Airflow connection
-    # ``webhdfs_conn_id``; the CLI reads them from the environment.
+    # WebHDFS (storage_backend=webhdfs). Airflow tasks fill both from the Airflow connection named by
+    # RECSYS_WEBHDFS_CONN_ID (read by the DAG file); the CLI reads them from the environment.
     webhdfs_url: str | None = None  # http://namenode:9870 (several NameNodes separated by ';')
     webhdfs_user: str | None = None  # HDFS user (simple auth); None: the user running the process
-    webhdfs_conn_id: str = "webhdfs_default"  # the Airflow connection of the NameNode
-    # Airflow: how often the partition sensor looks for the _SUCCESS marker (it sleeps in between)
-    sensor_poke_seconds: int = 60
     # model
     embedding_dim: int = 32
     learning_rate: float = 0.1
@@ -50,6 +47,18 @@ class Settings:
     min_recall: float | None = 0.02  # absolute floor for recall@K; None means "never bless"
     max_regression: float | None = 0.0  # candidate may be at most this much below the champion
     min_eval_users: int = 10  # fewer held-out users than this: no decision can be trusted
+    # validation thresholds (expectations/raw_events.json; defaults chosen on a year of Online Retail days)
+    validation_late_hours: float = 1.0  # events up to this many hours before the day still belong to it
+    validation_max_id_length: int = 64  # longest event, user or item id accepted (characters)
+    validation_max_quantity: int = 100_000  # largest quantity of one event
+    validation_max_price: float = 100_000.0  # largest unit price
+    validation_max_duplicate_ratio: float = 0.0  # share of rows whose event_id repeats an earlier row
+    validation_history: int = 7  # trailing accepted partitions the volume check averages over
+    validation_volume_factor: float = 5.0  # rows must be within [average / f, average * f]
+    validation_max_new_user_share: float = 0.95  # share of events by users the vocabulary does not know
+    validation_max_new_item_share: float = 0.5  # share of events on items the vocabulary does not know
+    validation_max_top_item_share: float = 0.2  # share of events on the single most frequent item
+    validation_min_rows_for_shares: int = 100  # smaller partitions skip the top-item check
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -82,20 +91,35 @@ class Settings:
         user = self.webhdfs_user
         if user is not None and (not user or any(c.isspace() for c in user)):
             raise ConfigError(f"RECSYS_WEBHDFS_USER={self.webhdfs_user!r} is not a user name")
-        if not self.webhdfs_conn_id.strip():
-            raise ConfigError("RECSYS_WEBHDFS_CONN_ID must name an Airflow connection, got an empty string")
         if self.storage_backend == "webhdfs" and not self.storage_root.startswith("/"):
             raise ConfigError(
                 f"RECSYS_STORAGE_ROOT={self.storage_root!r}: on webhdfs the root must be an absolute HDFS path, "
                 "e.g. /data/recsys"
             )
-        for name in ("embedding_dim", "epochs", "batch_size", "k", "min_eval_users", "sensor_poke_seconds"):
+        for name in ("embedding_dim", "epochs", "batch_size", "k", "min_eval_users"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"RECSYS_{name.upper()} must be positive, got {getattr(self, name)}")
         if self.replay_examples < 0:
             raise ConfigError(f"RECSYS_REPLAY_EXAMPLES must be >= 0, got {self.replay_examples}")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ConfigError(f"RECSYS_HOLDOUT_FRACTION must be in (0, 1), got {self.holdout_fraction}")
+        for name in ("validation_max_id_length", "validation_max_quantity", "validation_history",
+                     "validation_min_rows_for_shares"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"RECSYS_{name.upper()} must be positive, got {getattr(self, name)}")
+        if self.validation_late_hours < 0:
+            raise ConfigError(f"RECSYS_VALIDATION_LATE_HOURS must be >= 0, got {self.validation_late_hours}")
+        if self.validation_max_price <= 0:
+            raise ConfigError(f"RECSYS_VALIDATION_MAX_PRICE must be positive, got {self.validation_max_price}")
+        if self.validation_volume_factor <= 1.0:
+            raise ConfigError(
+                f"RECSYS_VALIDATION_VOLUME_FACTOR must be > 1 (rows within average / f .. average * f), "
+                f"got {self.validation_volume_factor}"
+            )
+        for name in ("validation_max_duplicate_ratio", "validation_max_new_user_share",
+                     "validation_max_new_item_share", "validation_max_top_item_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"RECSYS_{name.upper()} must be in [0, 1], got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ConfigError(f"RECSYS_LEARNING_RATE must be positive, got {self.learning_rate}")
         if self.min_recall is not None and not 0.0 <= self.min_recall <= 1.0:

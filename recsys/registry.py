@@ -89,3 +89,20 @@ def set_champion(
     registry["history"].append(entry)
     save(store, registry)
     return entry
+
+
+def record_accepted_invalid(
+    store: PartitionStore, day: date, reason: str, failed: list[str], run_id: str | None
+) -> dict[str, Any]:
+    """Record that on-call accepted partition ``day`` although it failed validation; returns the entry.
+
+    ``failed`` names the failed expectations (as in the validation message); ``reason`` must say why.
+    """
+    if not reason.strip():
+        raise RegistryError(f"accepting the invalid partition {day} needs a reason")
+    registry = load(store)
+    entry = {"at": now(), "action": "accepted_invalid", "date": day.isoformat(), "reason": reason.strip(),
+             "failed_expectations": list(failed), "run_id": run_id}
+    registry["history"].append(entry)
+    save(store, registry)
+    return entry

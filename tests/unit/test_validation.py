@@ -26,7 +26,7 @@ VALID = [
     ("581001-1", "2011-01-04 09:30:00", "17850", "71053", "add_to_cart", 1, 3.39),
     ("581002-0", "2011-01-04 23:59:59", "13047", "85123A", "view", 1, 0.0),
 ]
-SUITE_SIZE = 17  # expectations in expectations/raw_events.json
+SUITE_SIZE = 36  # expectations in expectations/raw_events.json (no catalog snapshot in these tests)
 
 
 def _files(store, directory: str) -> dict[str, bytes]:
@@ -87,8 +87,9 @@ def test_an_unknown_event_type_fails_and_quarantines(store, publish_events):
         (("581003-0", "2011-01-05 00:00:00", "12583", "22633", "purchase", 1, 1.0),
          "expect_column_values_to_be_between", "event_time"),
         # a repeated event id
+        # (the duplicate ratio 1/4 is above the default tolerance 0)
         (("581001-0", "2011-01-04 12:00:00", "12583", "22633", "purchase", 1, 1.0),
-         "expect_column_values_to_be_unique", "event_id"),
+         "expect_column_proportion_of_unique_values_to_be_between", "event_id"),
         # quantity 0
         (("581003-0", "2011-01-04 12:00:00", "12583", "22633", "purchase", 0, 1.0),
          "expect_column_values_to_be_between", "quantity"),
@@ -129,12 +130,14 @@ def test_a_marker_without_data_files_is_quarantined_with_a_clear_problem(store):
         validate_partition(store, DAY)
     reason = store.read_json(f"{QUARANTINE}/reason.json")
     assert "no data files" in reason["problem"]
-    assert reason["failed"] == []
+    # the problem is reported by the one check of the partition_integrity suite, with the problem as value
+    assert [c["check"] for c in reason["failed"]] == ["partition readable and complete"]
+    assert "no data files" in reason["failed"][0]["unexpected_examples"][0]
     assert sorted(store.list_dir(QUARANTINE)) == ["_SUCCESS", "_source_stats.json", "reason.json"]
     summary = store.read_json(SUMMARY)
     assert summary["success"] is False
     assert summary["rows"] == 0
-    assert summary["checks"] == []
+    assert [c["suite"] for c in summary["checks"]] == ["partition_integrity"]
     assert "no data files" in summary["problem"]
 
 
@@ -194,5 +197,6 @@ def test_report_as_dict_lists_failed_expectation_names():
     assert report.as_dict() == {
         "date": "2011-01-04", "success": False, "rows": 2, "problem": None,
         "checks": [{"expectation": "a", "success": True}, {"expectation": "b", "success": False}],
-        "failed": ["b"], "report_path": "r.json",
+        "failed": ["b"], "report_path": "r.json", "fingerprint": None, "notes": {}, "data_docs": {},
+        "accepted": None, "validated_at": None,
     }
