@@ -8,8 +8,12 @@ One run per daily partition of user-behaviour events, in date order, each exactl
    (`RECSYS_STORAGE_BACKEND=webhdfs`) this is the HDFS provider's `WebHdfsSensor` on the marker's path,
    through the Airflow connection `RECSYS_WEBHDFS_CONN_ID` (default `webhdfs_default`); on the local
    store, a sensor that asks the store. It looks every `RECSYS_SENSOR_POKE_SECONDS` (default 60).
-2. **validate**: Great Expectations suite `expectations/raw_events.json`; on failure the partition is
-   quarantined, this run fails without retries, the champion stays, later dates wait.
+2. **validate**: Great Expectations suites `expectations/raw_events.json` and `catalog.json`; the summary
+   goes to `reports/validation/dt=<date>/summary.json` and the Data Docs to
+   `reports/validation/site/index.html`. On failure the partition is quarantined, this run fails without
+   retries naming the failing expectations, the champion stays, later dates wait (`depends_on_past`).
+   On-call can accept a failed partition anyway: rerun the date with **Accept invalid partition** and an
+   **Acceptance reason** (recorded in the registry history).
 3. **build_features**: cleaning (counted), append-only vocabularies, train/holdout examples.
 4. **fine_tune**: restores the previous day's checkpoint, grows its tables, trains on the day plus a
    replay sample (cold start on the first partition).
@@ -122,9 +126,14 @@ def _run_step(step: str) -> dict[str, Any]:
         if step == "validate":
             from recsys.validation import validate_partition
 
-            report = validate_partition(store, day)
+            params = context["params"]
+            report = validate_partition(
+                store, day, settings, accept_invalid=bool(params.get("accept_invalid")),
+                accept_reason=params.get("accept_reason"), run_id=run_id,
+            )
             return {"date": day.isoformat(), "success": report.success, "rows": report.rows,
-                    "report": store.uri(report.report_path)}
+                    "accepted": report.accepted is not None, "report": store.uri(report.report_path),
+                    "data_docs": store.uri(report.data_docs.get("index", report.report_path))}
         if step == "features":
             from recsys.features import build_features
 
@@ -170,6 +179,21 @@ def _run_step(step: str) -> dict[str, Any]:
             title="Partition date",
             description="Process this date (YYYY-MM-DD) instead of the run's data interval start. "
             "Use it to rerun a date by hand; rerunning a processed date changes nothing.",
+        ),
+        "accept_invalid": Param(
+            False,
+            type="boolean",
+            title="Accept invalid partition",
+            description="On-call only: let a partition that failed its expectations through anyway (its "
+            "validation report stays failed). Needs an acceptance reason; recorded in the registry history. "
+            "Unreadable or redelivered partitions cannot be accepted.",
+        ),
+        "accept_reason": Param(
+            None,
+            type=["null", "string"],
+            title="Acceptance reason",
+            description="Why the failed partition is fine to train on (for example a known promotion "
+            "explaining a volume spike). Required with 'Accept invalid partition'.",
         ),
     },
 )
