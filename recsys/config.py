@@ -30,10 +30,13 @@ class Settings:
     # storage
     storage_backend: str = "local"  # local | webhdfs
     storage_root: str = str(DEFAULT_STORAGE_ROOT)  # on webhdfs: an absolute HDFS path, e.g. /data/recsys
-    # WebHDFS (storage_backend=webhdfs). Airflow tasks fill both from the Airflow connection named by
-    # RECSYS_WEBHDFS_CONN_ID (read by the DAG file); the CLI reads them from the environment.
+    # WebHDFS (storage_backend=webhdfs). Airflow tasks fill url and user from the Airflow connection
+    # ``webhdfs_conn_id``; the CLI reads them from the environment.
     webhdfs_url: str | None = None  # http://namenode:9870 (several NameNodes separated by ';')
     webhdfs_user: str | None = None  # HDFS user (simple auth); None: the user running the process
+    webhdfs_conn_id: str = "webhdfs_default"  # the Airflow connection of the NameNode
+    # Airflow: how often the partition sensor looks for the _SUCCESS marker (it sleeps in between)
+    sensor_poke_seconds: int = 60
     # model
     embedding_dim: int = 32
     learning_rate: float = 0.1
@@ -91,12 +94,14 @@ class Settings:
         user = self.webhdfs_user
         if user is not None and (not user or any(c.isspace() for c in user)):
             raise ConfigError(f"RECSYS_WEBHDFS_USER={self.webhdfs_user!r} is not a user name")
+        if not self.webhdfs_conn_id.strip():
+            raise ConfigError("RECSYS_WEBHDFS_CONN_ID must name an Airflow connection, got an empty string")
         if self.storage_backend == "webhdfs" and not self.storage_root.startswith("/"):
             raise ConfigError(
                 f"RECSYS_STORAGE_ROOT={self.storage_root!r}: on webhdfs the root must be an absolute HDFS path, "
                 "e.g. /data/recsys"
             )
-        for name in ("embedding_dim", "epochs", "batch_size", "k", "min_eval_users"):
+        for name in ("embedding_dim", "epochs", "batch_size", "k", "min_eval_users", "sensor_poke_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"RECSYS_{name.upper()} must be positive, got {getattr(self, name)}")
         if self.replay_examples < 0:
