@@ -37,11 +37,28 @@ class Scorer:
         scores[:, vocab.OOV_ROW] = -np.inf  # never recommend the OOV row
         if allowed is not None:
             scores[:, ~allowed] = -np.inf
-        k = min(k, scores.shape[1])
+        best, best_scores = top_k_rows(scores, k)
+        return [[self.item_ids[r] for r, s in zip(row, srow, strict=True) if np.isfinite(s)]
+                for row, srow in zip(best, best_scores, strict=True)]
+
+
+def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices and values of the ``k`` largest scores per row of ``scores`` [B, N], best first.
+
+    Cost O(N) per row (a partial partition) plus O(k log k) to order the winners; ``k`` is capped at N.
+    Entries set to ``-inf`` (excluded items) sort last; callers drop them.
+    """
+    k = min(k, scores.shape[1])
+    if k <= 0:
+        empty = np.empty((scores.shape[0], 0))
+        return empty.astype(np.int64), empty.astype(scores.dtype)
+    if k < scores.shape[1]:
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        order = np.take_along_axis(scores, top, axis=1).argsort(axis=1)[:, ::-1]
-        best = np.take_along_axis(top, order, axis=1)
-        return [[self.item_ids[r] for r in row if np.isfinite(scores[i, r])] for i, row in enumerate(best)]
+    else:
+        top = np.broadcast_to(np.arange(scores.shape[1]), scores.shape).copy()
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
 
 
 def load_scorer(store: PartitionStore, version: int) -> Scorer:

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
 import pandas as pd
 import pytest
 
 from recsys import registry, schema
 from recsys.config import Settings
-from recsys.serving.deploy import INDEX_FILE, DeployError, build_index, deploy, rollback
+from recsys.serving.deploy import (
+    INDEX_FILE,
+    DeployError,
+    build_index,
+    deploy,
+    read_index_metadata,
+    refresh_index,
+    rollback,
+)
 
 D1, D2, D3 = date(2011, 1, 4), date(2011, 1, 5), date(2011, 1, 6)
 USERS = [[0, 0], [1, 0], [0, 1]]  # OOV, u1, u2
@@ -128,13 +136,14 @@ def test_rollback_needs_a_reason(dstore, settings, reason):
 def test_rollback_returns_to_the_previous_champion_and_records_it(dstore, settings):
     _deployed(dstore, settings, (D1, 1), (D2, 2))
     result = rollback(dstore, "bad recommendations in prod", run_id="oncall")
-    assert result == {"version": 1, "previous": 2, "changed": True}
+    assert result == {"version": 1, "previous": 2, "changed": True, "index_catalog_date": "2011-01-06"}
     reg = registry.load(dstore)
     assert reg["champion"] == 1
     last = reg["history"][-1]
     assert (last["action"], last["from"], last["to"], last["reason"], last["run_id"]) == (
         "rollback", 2, 1, "bad recommendations in prod", "oncall",
     )
+    assert datetime.fromisoformat(last["at"]).tzinfo is not None  # when, in UTC
 
 
 def test_rollback_without_a_previous_champion_raises(dstore, settings):
@@ -155,7 +164,9 @@ def test_repeated_rollbacks_walk_back_in_deploy_order(dstore, settings):
 
 def test_rollback_to_an_explicit_deployed_version(dstore, settings):
     _deployed(dstore, settings, (D1, 1), (D2, 2), (D3, 3))
-    assert rollback(dstore, "go back two", to=1) == {"version": 1, "previous": 3, "changed": True}
+    assert rollback(dstore, "go back two", to=1) == {
+        "version": 1, "previous": 3, "changed": True, "index_catalog_date": "2011-01-06",
+    }
     assert registry.load(dstore)["champion"] == 1
 
 
@@ -164,6 +175,75 @@ def test_rollback_to_a_version_never_deployed_raises(dstore, settings):
     with pytest.raises(DeployError, match="version 2 was never deployed"):
         rollback(dstore, "try 2", to=2)
     assert registry.load(dstore)["champion"] == 3
+
+
+def _catalog(store, day: date, available: list[bool]) -> None:
+    frame = pd.DataFrame(
+        {
+            schema.ITEM_ID: ["A", "B", "C", "D"],
+            schema.TITLE: ["Lantern", "Heart", "Warmer", "Ornament"],
+            schema.CATEGORY: [None] * 4,
+            schema.PRICE: [3.39, 2.55, 1.85, 1.69],
+            schema.AVAILABLE: available,
+        }
+    ).astype(schema.CATALOG_DTYPES)
+    store.write_parquet(f"raw/catalog/dt={day.isoformat()}/part-00000.parquet", frame)
+    store.mark_success(f"raw/catalog/dt={day.isoformat()}")
+
+
+def _served(store, version: int) -> list[str]:
+    return list(store.read_parquet(f"models/two_tower/versions/{version}/{INDEX_FILE}")["item_id"])
+
+
+def test_refresh_index_applies_the_newest_catalog_delisting_and_relisting(dstore, settings):
+    _deployed(dstore, settings, (D1, 1))
+    D4, D5 = date(2011, 1, 7), date(2011, 1, 8)
+    _catalog(dstore, D4, [False, True, True, True])  # A delisted, C relisted
+    result = refresh_index(dstore, run_id="r4")
+    assert result == {"version": 1, "catalog_date": "2011-01-07", "items": 2, "changed": True,
+                      "delisted": [], "relisted": ["B", "C"]}  # the prebuilt index held only row 1 (no ids)
+    assert _served(dstore, 1) == ["B", "C"]
+    meta = read_index_metadata(dstore, 1)
+    assert (meta["catalog_date"], meta["items"], meta["run_id"]) == ("2011-01-07", 2, "r4")
+    _catalog(dstore, D5, [True, True, True, True])  # A relisted
+    again = refresh_index(dstore)
+    assert (again["delisted"], again["relisted"], _served(dstore, 1)) == ([], ["A"], ["A", "B", "C"])
+
+
+def test_refresh_index_is_idempotent(dstore, settings):
+    _deployed(dstore, settings, (D1, 1))
+    first = refresh_index(dstore)
+    sha = read_index_metadata(dstore, 1)["sha256"]
+    second = refresh_index(dstore)
+    assert (first["changed"], second["changed"]) == (True, False)
+    assert read_index_metadata(dstore, 1)["sha256"] == sha
+
+
+def test_an_incomplete_catalog_partition_is_not_applied(dstore, settings):
+    _deployed(dstore, settings, (D1, 1))
+    refresh_index(dstore)
+    dstore.write_parquet("raw/catalog/dt=2011-01-09/part-00000.parquet", pd.DataFrame({"item_id": ["A"]}))
+    assert refresh_index(dstore)["catalog_date"] == "2011-01-06"  # no _SUCCESS yet
+
+
+def test_refresh_index_without_champion_or_deployed_version_raises(dstore, settings):
+    with pytest.raises(DeployError, match="no champion is deployed yet"):
+        refresh_index(dstore)
+    _deployed(dstore, settings, (D1, 1))
+    with pytest.raises(DeployError, match="version 2 was never deployed"):
+        refresh_index(dstore, 2)
+
+
+def test_rollback_applies_a_delisting_processed_after_the_target_was_deployed(dstore, settings):
+    _deployed(dstore, settings, (D1, 1), (D2, 2))
+    refresh_index(dstore, 1)
+    assert _served(dstore, 1) == ["A", "B"]
+    _catalog(dstore, date(2011, 1, 7), [True, False, False, True])  # B delisted while 2 served
+    refresh_index(dstore)  # the DAG applies it to the champion
+    assert _served(dstore, 2) == ["A"]
+    result = rollback(dstore, "2 is bad")
+    assert result["index_catalog_date"] == "2011-01-07"
+    assert _served(dstore, 1) == ["A"]  # B stays out after the rollback
 
 
 @pytest.mark.slow
