@@ -56,6 +56,8 @@ class ValidationReport:
     problem: str | None = None  # a partition-level problem that the column rules could not evaluate
     report_path: str = ""
     fingerprint: str | None = None  # sha256 over the data files (name and content) that were validated
+    # the fingerprint of the delivery of this date that passed (or was accepted): what features were built from
+    passed_fingerprint: str | None = None
     notes: dict[str, str] = field(default_factory=dict)  # what the history-based checks compared with
     data_docs: dict[str, Any] = field(default_factory=dict)  # store paths of the site index and pages
     accepted: dict[str, Any] | None = None  # on-call accepted this failed partition (who, why)
@@ -75,6 +77,7 @@ class ValidationReport:
             "failed": [c["expectation"] for c in self.failed],
             "report_path": self.report_path,
             "fingerprint": self.fingerprint,
+            "passed_fingerprint": self.passed_fingerprint,
             "notes": self.notes,
             "data_docs": self.data_docs,
             "accepted": self.accepted,
@@ -112,6 +115,7 @@ def read_partition(store: PartitionStore, partition_dir: str) -> pd.DataFrame:
         elif path.endswith(".csv"):
             data = store.read_bytes(path)
             try:
+                data.decode("utf-8")  # first, so the error names the offending byte and its offset
                 frames.append(_read_csv(data))
             except UnicodeDecodeError as err:
                 raise StorageError(
@@ -362,7 +366,8 @@ def validate_partition(
     current = fingerprint(store, partition_dir)
     before = previous_summary(store, day)
     processed = store.is_complete(layout.features(day))
-    if before and before.get("fingerprint") == current and (before["success"] or before.get("accepted")):
+    passed_print = (before or {}).get("passed_fingerprint")
+    if before and passed_print == current and before.get("fingerprint") == current:
         log.info("%s was validated before from the identical delivery %s; nothing changes", day, current[:12])
         return _report_from_summary(day, before)
 
@@ -371,10 +376,10 @@ def validate_partition(
     with docs_run(store, day) as gx_run:
         problem: str | None = None
         frame: pd.DataFrame | None = None
-        if processed and before and before.get("fingerprint") not in (None, current):
+        if processed and passed_print not in (None, current):
             problem = (
                 f"partition {day} was already processed (features built from the delivery "
-                f"{str(before['fingerprint'])[:12]}), and this second delivery differs from it "
+                f"{str(passed_print)[:12]}), and this second delivery differs from it "
                 f"({current[:12]}): the model trained on the first one"
             )
         else:
@@ -388,7 +393,7 @@ def validate_partition(
                     problem = f"partition {day} is empty: its {files} data file(s) hold 0 rows"
         report = ValidationReport(
             day, False, 0 if frame is None else len(frame), report_path=report_path, fingerprint=current,
-            validated_at=gx_run.run_time.isoformat(timespec="seconds"),
+            validated_at=gx_run.run_time.isoformat(timespec="seconds"), passed_fingerprint=passed_print,
         )
         if problem is not None or frame is None:
             report.problem = problem
@@ -401,6 +406,8 @@ def validate_partition(
             report.checks = compact(gx_run.run(events_suite, derived, params), events_suite)
             report.checks += _validate_catalog(store, day, settings, gx_run, report)
         report.success = report.problem is None and all(c["success"] for c in report.checks)
+        if report.success:
+            report.passed_fingerprint = current
         gx_run.publish()
         report.data_docs = {"index": SITE_INDEX, "pages": dict(gx_run.pages)}
 
@@ -418,6 +425,7 @@ def validate_partition(
         report.accepted = registry.record_accepted_invalid(
             store, day, reason, [describe(c) for c in report.failed], run_id
         )
+        report.passed_fingerprint = current
         store.write_json(report_path, report.as_dict())
         log.warning("%s failed validation but was accepted by on-call: %s", day, reason)
         return report
@@ -460,8 +468,9 @@ def _validate_catalog(
 def _report_from_summary(day: date, summary: dict[str, Any]) -> ValidationReport:
     return ValidationReport(
         day, bool(summary["success"]), int(summary["rows"]), list(summary["checks"]), summary.get("problem"),
-        summary.get("report_path", _summary_path(day)), summary.get("fingerprint"), dict(summary.get("notes") or {}),
-        dict(summary.get("data_docs") or {}), summary.get("accepted"), summary.get("validated_at"),
+        summary.get("report_path", _summary_path(day)), summary.get("fingerprint"),
+        summary.get("passed_fingerprint"), dict(summary.get("notes") or {}), dict(summary.get("data_docs") or {}),
+        summary.get("accepted"), summary.get("validated_at"),
     )
 
 
@@ -519,8 +528,14 @@ def _quarantine(store: PartitionStore, day: date, report: ValidationReport) -> N
 
 
 def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float | str):
+    if value is None or isinstance(value, bool | str):
         return value
+    if isinstance(value, int):
+        return int(value)  # numpy integers are ints; plain ones print without "np.int64(...)"
+    if isinstance(value, float):
+        return float(value)
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "shape", None) == ():
+        return _jsonable(value.item())  # other numpy scalars
     if isinstance(value, list | tuple | set):
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):

@@ -197,6 +197,34 @@ def test_report_as_dict_lists_failed_expectation_names():
     assert report.as_dict() == {
         "date": "2011-01-04", "success": False, "rows": 2, "problem": None,
         "checks": [{"expectation": "a", "success": True}, {"expectation": "b", "success": False}],
-        "failed": ["b"], "report_path": "r.json", "fingerprint": None, "notes": {}, "data_docs": {},
-        "accepted": None, "validated_at": None,
+        "failed": ["b"], "report_path": "r.json", "fingerprint": None, "passed_fingerprint": None, "notes": {},
+        "data_docs": {}, "accepted": None, "validated_at": None,
     }
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("RECSYS_VALIDATION_VOLUME_FACTOR", "1"),
+        ("RECSYS_VALIDATION_MAX_DUPLICATE_RATIO", "1.5"),
+        ("RECSYS_VALIDATION_MAX_NEW_USER_SHARE", "-0.1"),
+        ("RECSYS_VALIDATION_LATE_HOURS", "-1"),
+        ("RECSYS_VALIDATION_HISTORY", "0"),
+        ("RECSYS_VALIDATION_MAX_ID_LENGTH", "abc"),
+    ],
+)
+def test_validation_thresholds_are_checked_and_name_the_variable(variable, value):
+    from recsys.config import ConfigError, Settings
+
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env({variable: value})
+
+
+def test_validation_thresholds_come_from_the_environment(store, publish_events):
+    from recsys.config import Settings
+
+    settings = Settings.from_env({"RECSYS_VALIDATION_MAX_PRICE": "3.0", "RECSYS_VALIDATION_LATE_HOURS": "0"})
+    assert (settings.validation_max_price, settings.validation_late_hours) == (3.0, 0.0)
+    publish_events(store, DAY, VALID)  # prices up to 3.39
+    with pytest.raises(ValidationFailed, match=r"\[price range\]"):
+        validate_partition(store, DAY, settings)
