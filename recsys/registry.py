@@ -33,18 +33,25 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+FINE_TUNE = "fine_tune"
+FULL_RETRAIN = "full_retrain"
+
+
 def version_for_date(registry: dict[str, Any], day: date) -> int | None:
-    """The version fine-tuned on partition ``day``, if any."""
+    """The version fine-tuned on partition ``day`` (the day's candidate), if any."""
     for key, meta in registry["versions"].items():
-        if meta["trained_on"] == day.isoformat():
+        if meta["trained_on"] == day.isoformat() and meta.get("kind", FINE_TUNE) == FINE_TUNE:
             return int(key)
     return None
 
 
 def parent_for_date(registry: dict[str, Any], day: date) -> int | None:
-    """The version trained on the latest partition before ``day`` (the checkpoint to start from)."""
+    """The version trained on the latest partition before ``day`` (the checkpoint to start from).
+
+    Fine-tunes and full retrains both count; for one date the later version wins.
+    """
     earlier = [
-        (meta["trained_on"], int(key))
+        (meta["trained_on"], int(key))  # ties on the date: the higher version number
         for key, meta in registry["versions"].items()
         if meta["trained_on"] < day.isoformat()
     ]

@@ -59,12 +59,8 @@ def fine_tune(
 ) -> dict[str, Any]:
     """Train the candidate for ``day`` and store it as a new version; returns its metadata.
 
-    Idempotent: if a version was already trained on ``day`` it is returned unchanged.
+    Idempotent: if a version was already fine-tuned on ``day`` it is returned unchanged.
     """
-    import tensorflow as tf
-
-    from recsys.model import two_tower
-
     reg = registry.load(store)
     existing = registry.version_for_date(reg, day)
     if existing is not None:
@@ -77,13 +73,48 @@ def fine_tune(
         raise TrainingError(f"partition {day} has no training examples (all users were held out)")
     seed = settings.seed + day.toordinal()
     replay = replay_sample(store, day, settings.replay_examples, seed)
+    parent = registry.parent_for_date(reg, day)
+    return _train_version(
+        store, settings, day, train, replay, parent, registry.FINE_TUNE, seed, run_id
+    )
+
+
+def train_from_scratch(
+    store: PartitionStore, settings: Settings, day: date, run_id: str | None = None
+) -> dict[str, Any]:
+    """Train a fresh model on every feature partition up to ``day`` (``day``'s holdout excluded).
+
+    Used to bootstrap a model from history and for periodic full retrains; stored as a version of
+    kind ``full_retrain`` that later fine-tunes may start from.
+    """
+    days = [d for d in store.partitions(layout.FEATURES) if d <= day]
+    if day not in days:
+        raise TrainingError(f"no features for {day}: run the features step first")
+    frames = [load_examples(store, d) for d in days]
+    frames[-1] = frames[-1][frames[-1][schema.SPLIT] == "train"]
+    history = pd.concat(frames, ignore_index=True)
+    empty = pd.DataFrame(columns=list(schema.EXAMPLE_COLUMNS))
+    seed = settings.seed + day.toordinal()
+    return _train_version(
+        store, settings, day, history, empty, None, registry.FULL_RETRAIN, seed, run_id
+    )
+
+
+def _train_version(
+    store: PartitionStore, settings: Settings, day: date, train: pd.DataFrame, replay: pd.DataFrame,
+    parent: int | None, kind: str, seed: int, run_id: str | None,
+) -> dict[str, Any]:
+    """Build (or warm-start from ``parent``), train on ``train`` + ``replay``, store a new version."""
+    import tensorflow as tf
+
+    from recsys.model import two_tower
+
     examples = pd.concat([train, replay], ignore_index=True)
     stats = load_stats(store, day)
     user_rows, item_rows = stats["user_vocab_size"], stats["item_vocab_size"]
 
     tf.keras.utils.set_random_seed(seed)
     model = two_tower.build_model(user_rows, item_rows, settings.embedding_dim)
-    parent = registry.parent_for_date(reg, day)
     if parent is not None:
         old = load_tables(store, parent)
         two_tower.set_tables(model, {
@@ -103,9 +134,11 @@ def fine_tune(
     history = model.fit(dataset, epochs=settings.epochs, verbose=0)
     seconds = time.perf_counter() - started
 
+    reg = registry.load(store)
     version = registry.next_version(reg)
     metadata = {
         "version": version,
+        "kind": kind,
         "trained_on": day.isoformat(),
         "parent": parent,
         "cold_start": parent is None,
@@ -126,5 +159,5 @@ def fine_tune(
         (Path(tmp) / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True))
         store.publish_dir(Path(tmp), layout.model_version(version))
     registry.add_version(store, version, metadata, run_id)
-    log.info("trained version %d on %s (parent %s): %s", version, day, parent, metadata)
+    log.info("trained %s version %d on %s (parent %s): %s", kind, version, day, parent, metadata)
     return metadata | {"reused": False}

@@ -11,7 +11,7 @@ import pytest
 from recsys import registry, schema
 from recsys.config import Settings
 from recsys.features import FeatureError, build_features
-from recsys.training import TrainingError, fine_tune, load_tables, replay_sample
+from recsys.training import TrainingError, fine_tune, load_tables, replay_sample, train_from_scratch
 
 D1, D2, D3 = date(2011, 1, 4), date(2011, 1, 5), date(2011, 1, 6)
 
@@ -143,3 +143,26 @@ def test_fine_tune_without_training_examples_raises(store, publish_events):
 def test_fine_tune_before_the_features_step_raises(store):
     with pytest.raises(FeatureError, match="run the features step first"):
         fine_tune(store, Settings(storage_root=str(store.root)), D1)
+
+
+@pytest.mark.slow
+def test_train_from_scratch_uses_all_history_and_fine_tunes_continue_from_it(tiny):
+    store, settings, (stats1, stats2) = tiny
+    full = train_from_scratch(store, settings, D2, run_id="retrain")
+    # every example of day 1, only the train split of day 2 (its holdout evaluates the day's candidate)
+    assert full["train_examples"] == stats1.examples + stats2.train_examples
+    assert (full["version"], full["kind"], full["parent"], full["cold_start"]) == (1, "full_retrain", None, True)
+    assert (full["user_rows"], full["item_rows"]) == (8, 6)
+    reg = registry.load(store)
+    # a full retrain is not the day's candidate: the fine-tune of D2 still runs, from the retrain
+    assert registry.version_for_date(reg, D2) is None
+    assert registry.parent_for_date(reg, D3) == 1
+    v2 = fine_tune(store, settings, D2)
+    assert (v2["version"], v2["kind"], v2["parent"]) == (2, "fine_tune", None)
+    assert registry.parent_for_date(registry.load(store), D3) == 2  # same date: the later version wins
+
+
+@pytest.mark.slow
+def test_train_from_scratch_needs_the_days_features(store):
+    with pytest.raises(TrainingError, match="no features for 2011-01-04"):
+        train_from_scratch(store, Settings(storage_root=str(store.root)), D1)
