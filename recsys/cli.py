@@ -24,6 +24,16 @@ def _date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date of the form YYYY-MM-DD") from err
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from err
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recsys", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -50,6 +60,17 @@ def _parser() -> argparse.ArgumentParser:
     rb = sub.add_parser("rollback", help="point the champion back to an earlier deployed version")
     rb.add_argument("--to", type=int, help="version (default: the previous champion)")
     rb.add_argument("--reason", required=True, help="why (recorded in the registry history)")
+
+    ri = sub.add_parser("refresh-index", help="apply the newest complete catalog to a version's serving index "
+                        "(delisted items out, relisted back; no retraining)")
+    ri.add_argument("--version", type=int, help="version (default: the champion)")
+
+    serve = sub.add_parser("serve", help="run the recommendation service (HTTP; hot-reloads the champion)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--poll-seconds", type=_positive, default=2.0,
+                       help="how often the registry is checked for a new champion or serving index")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
     rec = sub.add_parser("recommend", help="top items for a user from the champion")
     rec.add_argument("--user", required=True)
@@ -118,6 +139,19 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> Any:
         from recsys.serving.deploy import rollback
 
         return rollback(store, args.reason, args.to, run_id="cli")
+    if cmd == "refresh-index":
+        from recsys.serving.deploy import refresh_index
+
+        return refresh_index(store, args.version, run_id="cli")
+    if cmd == "serve":
+        import uvicorn
+
+        from recsys.serving.service import create_app
+
+        app = create_app(store, poll_seconds=args.poll_seconds)
+        print(f"recsys serve: http://{args.host}:{args.port} (store {store.uri('')}; docs at /docs)", file=sys.stderr)
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        return None
     if cmd == "recommend":
         from recsys.serving.recommend import recommend
 

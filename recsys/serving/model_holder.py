@@ -1,0 +1,328 @@
+"""The version a serving process answers from, and the watcher that swaps it when the champion changes.
+
+:class:`LoadedVersion` is everything one answer needs, loaded once and never mutated: the embedding
+tables, the serving index (available items, titles), purchase histories and item popularity.
+:class:`ModelHolder` keeps the current one behind a single attribute; a request takes that reference
+once and answers from it to the end, so a swap (one attribute assignment, atomic in CPython) never
+mixes two versions in one answer and in-flight requests finish on the version they started with.
+
+The watcher thread polls the registry (champion pointer) and the champion's ``index.json`` every few
+seconds. A change is loaded in the background and swapped in when complete; a version that fails to
+load leaves the old one serving, and the failure is kept for readiness and metrics (and retried
+after ``retry_seconds``). Everything is read through the :class:`~recsys.storage.PartitionStore`
+interface, so the same code serves from a local store or from HDFS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys import registry, schema
+from recsys.features import vocab
+from recsys.serving.deploy import INDEX_FILE, INDEX_META_FILE
+from recsys.serving.index import Scorer, top_k_rows
+from recsys.storage import PartitionStore, StorageError, layout
+
+log = logging.getLogger(__name__)
+
+FALLBACK_POPULAR = "popular"
+
+
+class ServingError(RuntimeError):
+    """Nothing can be served (no champion yet, or its files cannot be loaded)."""
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One answer: item ids best first, their scores, and how they were chosen."""
+
+    version: int
+    known_user: bool
+    fallback: str | None  # None: the model's ranking; "popular": unknown user, most bought items
+    item_ids: list[str]
+    scores: list[float]  # dot products (model), or the number of buyers (popular fallback)
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedVersion:
+    """An immutable, fully loaded serving version (see the module docstring for the swap contract).
+
+    ``scorer`` holds the version's embedding tables restricted to the serving index: its item row 0 is
+    the OOV row and rows 1..N are the served items in index order (so a delisted item cannot be
+    returned without any masking); user rows are the vocabulary's. Cost of a query: one [d] x [d, N]
+    product and a partial sort, O(N * d).
+    """
+
+    version: int
+    index_sha256: str
+    index_meta: dict[str, Any]
+    scorer: Scorer
+    titles: np.ndarray  # [N + 1] object, title of served position p (position 0 = OOV, "")
+    position: dict[str, int]  # served item id -> position 1..N
+    item_vectors: dict[str, np.ndarray]  # every item the version knows (served or not) -> its embedding
+    unit_items: np.ndarray  # [N + 1, d] served item embeddings scaled to unit length (row 0 zero)
+    purchases: dict[str, np.ndarray]  # user id -> served positions the user bought
+    popular: np.ndarray  # served positions by number of buyers, most bought first
+    buyers: np.ndarray  # [N + 1] number of distinct buyers per served position
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def items(self) -> int:
+        return len(self.position)
+
+    def is_known_user(self, user_id: str) -> bool:
+        row = self.scorer.user_rows.get(user_id)
+        return row is not None and row < len(self.scorer.user_table)
+
+    def query_vector(self, user_id: str) -> np.ndarray | None:
+        """The query tower's output for ``user_id``: a [d] vector, or None if this version cannot embed it.
+
+        This is the one place a query is computed. Today it is the user's embedding row. When the
+        query tower gets richer features (e.g. the user's recent items), change this method (and what
+        :func:`load_version` loads for it); ranking, exclusion and the fallback stay as they are.
+        """
+        if not self.is_known_user(user_id):
+            return None
+        return self.scorer.user_vectors([user_id])[0]
+
+    def recommend(self, user_id: str, k: int, exclude_purchased: bool = False) -> Recommendation:
+        """Top-``k`` served items for ``user_id``; unknown users get the most bought items (fallback)."""
+        bought = self.purchases.get(user_id) if exclude_purchased else None
+        query = self.query_vector(user_id)
+        if query is None:
+            ranked = self.popular
+            if bought is not None and len(bought):
+                ranked = ranked[~np.isin(ranked, bought)]
+            top = ranked[:k]
+            return Recommendation(self.version, False, FALLBACK_POPULAR,
+                                  [str(x) for x in self.scorer.item_ids[top]], self.buyers[top].astype(float).tolist())
+        scores = (self.scorer.item_table @ query)[None, :]
+        scores[0, vocab.OOV_ROW] = -np.inf
+        if bought is not None and len(bought):
+            scores[0, bought] = -np.inf
+        rows, values = top_k_rows(scores, k)
+        keep = np.isfinite(values[0])
+        return Recommendation(self.version, True, None, [str(x) for x in self.scorer.item_ids[rows[0][keep]]],
+                              values[0][keep].astype(float).tolist())
+
+    def similar(self, item_id: str, k: int) -> tuple[list[str], list[float]] | None:
+        """The ``k`` served items most similar (cosine) to ``item_id``, itself excluded; None if unknown."""
+        vector = self.item_vectors.get(item_id)
+        if vector is None:
+            return None
+        norm = float(np.linalg.norm(vector))
+        scores = (self.unit_items @ (vector / norm if norm > 0 else vector))[None, :]
+        scores[0, vocab.OOV_ROW] = -np.inf
+        own = self.position.get(item_id)
+        if own is not None:
+            scores[0, own] = -np.inf
+        rows, values = top_k_rows(scores, k)
+        keep = np.isfinite(values[0])
+        return [str(x) for x in self.scorer.item_ids[rows[0][keep]]], values[0][keep].astype(float).tolist()
+
+    def title(self, item_id: str) -> str:
+        pos = self.position.get(item_id)
+        return str(self.titles[pos]) if pos is not None else ""
+
+    def describe(self) -> dict[str, Any]:
+        return {"version": self.version, "items": self.items, "index_sha256": self.index_sha256,
+                "catalog_date": self.index_meta.get("catalog_date"),
+                "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at))}
+
+
+class _HistoryCache:
+    """Purchase pairs from ``features/dt=*/examples.parquet``, re-read only for new partitions."""
+
+    def __init__(self) -> None:
+        self._days: dict[str, pd.DataFrame] = {}
+
+    def pairs(self, store: PartitionStore) -> pd.DataFrame:
+        from recsys.features.build import EXAMPLES_FILE
+
+        days = [layout.partition_name(d) for d in store.partitions(layout.FEATURES)]
+        for name in days:
+            if name not in self._days:
+                frame = store.read_parquet(f"{layout.FEATURES}/{name}/{EXAMPLES_FILE}")
+                self._days[name] = frame[[schema.USER_ID, schema.ITEM_ID]].astype(str)
+        frames = [self._days[n] for n in days]
+        if not frames:
+            return pd.DataFrame({schema.USER_ID: pd.Series(dtype=str), schema.ITEM_ID: pd.Series(dtype=str)})
+        return pd.concat(frames, ignore_index=True).drop_duplicates()
+
+
+def load_version(store: PartitionStore, version: int, history: _HistoryCache | None = None) -> LoadedVersion:
+    """Load ``version`` for serving: tables, vocabularies, the serving index, histories, popularity."""
+    from recsys.serving.index import load_scorer
+
+    vdir = layout.model_version(version)
+    try:
+        meta_path = f"{vdir}/{INDEX_META_FILE}"
+        meta = store.read_json(meta_path) if store.exists(meta_path) else {}
+        index_bytes = store.read_bytes(f"{vdir}/{INDEX_FILE}")
+        index = pd.read_parquet(io.BytesIO(index_bytes))
+        full = load_scorer(store, version)
+        pairs = (history or _HistoryCache()).pairs(store)
+    except (StorageError, OSError, ValueError, KeyError) as err:
+        raise ServingError(f"cannot load version {version} from {store.uri(vdir)}: {err}") from err
+    missing = {schema.ITEM_ID, "row", schema.TITLE} - set(index.columns)
+    if missing:
+        raise ServingError(f"the serving index of version {version} lacks columns {sorted(missing)}")
+    rows = index["row"].to_numpy(dtype=np.int64)
+    if len(rows) == 0 or rows.min() <= vocab.OOV_ROW or rows.max() >= len(full.item_table):
+        raise ServingError(f"the serving index of version {version} names item rows outside its table")
+    ids = np.concatenate([[""], index[schema.ITEM_ID].astype(str).to_numpy()]).astype(object)
+    table = np.ascontiguousarray(np.vstack([full.item_table[:1], full.item_table[rows]]), dtype=np.float32)
+    scorer = Scorer(np.ascontiguousarray(full.user_table, dtype=np.float32), table, full.user_rows, ids)
+    norms = np.linalg.norm(table, axis=1, keepdims=True)
+    unit = np.divide(table, norms, out=np.zeros_like(table), where=norms > 0)
+    position = {str(i): p for p, i in enumerate(ids) if p > 0}
+    item_vectors = {str(i): full.item_table[r] for r, i in enumerate(full.item_ids) if r > 0 and i}
+
+    served = pairs[pairs[schema.ITEM_ID].isin(position)]
+    served_pos = served[schema.ITEM_ID].map(position).to_numpy(dtype=np.int64)
+    buyers = np.bincount(served_pos, minlength=len(ids)).astype(np.int64)
+    buyers[vocab.OOV_ROW] = -1
+    # most buyers first, ties by index order; the OOV position (count -1) sorts last and is cut
+    popular = np.lexsort((np.arange(len(ids)), -buyers))[:-1]
+    purchases: dict[str, np.ndarray] = {}
+    if len(served):
+        for user, group in pd.Series(served_pos).groupby(served[schema.USER_ID].to_numpy()):
+            purchases[str(user)] = np.unique(group.to_numpy())
+    return LoadedVersion(
+        version=version,
+        index_sha256=hashlib.sha256(index_bytes).hexdigest(),
+        index_meta=meta,
+        scorer=scorer,
+        titles=np.concatenate([[""], index[schema.TITLE].fillna("").astype(str).to_numpy()]).astype(object),
+        position=position,
+        item_vectors=item_vectors,
+        unit_items=unit,
+        purchases=purchases,
+        popular=popular,
+        buyers=buyers,
+    )
+
+
+@dataclass
+class LoadFailure:
+    version: int
+    error: str
+    at: float
+    attempts: int
+
+
+class ModelHolder:
+    """Holds the current :class:`LoadedVersion` and swaps it when the champion (or its index) changes.
+
+    ``current`` is read without a lock by request handlers (take it once per request). Loads run on
+    the caller's thread (:meth:`poll`) or on the background watcher (:meth:`start`); only one load
+    runs at a time.
+    """
+
+    def __init__(self, store: PartitionStore, poll_seconds: float = 2.0, retry_seconds: float = 30.0) -> None:
+        self.store = store
+        self.poll_seconds = poll_seconds
+        self.retry_seconds = retry_seconds
+        self.current: LoadedVersion | None = None
+        self.champion: int | None = None  # what the registry said at the last poll
+        self.failure: LoadFailure | None = None
+        self.last_poll_error: str | None = None
+        self.loads = {"success": 0, "failure": 0}
+        self.swaps = 0
+        self._history = _HistoryCache()
+        self._load_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _wanted(self) -> tuple[int | None, str | None]:
+        """(champion version, its index sha256 per index.json or None) as the store says now."""
+        champion = registry.load(self.store)["champion"]
+        if champion is None:
+            return None, None
+        path = f"{layout.model_version(champion)}/{INDEX_META_FILE}"
+        sha = self.store.read_json(path).get("sha256") if self.store.exists(path) else None
+        return int(champion), sha
+
+    def poll(self) -> bool:
+        """Look at the registry once; load and swap in the champion if it differs. True if swapped."""
+        with self._load_lock:
+            try:
+                champion, sha = self._wanted()
+                self.last_poll_error = None
+            except StorageError as err:  # the store is unreachable: keep serving, say so in readiness
+                self.last_poll_error = str(err)
+                log.warning("cannot read the registry: %s", err)
+                return False
+            self.champion = champion
+            cur = self.current
+            if champion is None or (cur is not None and cur.version == champion
+                                    and (sha is None or sha == cur.index_sha256)):
+                if cur is not None and cur.version == champion:
+                    self.failure = None
+                return False
+            failed = self.failure
+            if failed is not None and failed.version == champion and time.time() - failed.at < self.retry_seconds:
+                return False
+            started = time.perf_counter()
+            try:
+                loaded = load_version(self.store, champion, self._history)
+            except Exception as err:  # noqa: BLE001 - whatever breaks a load, the old version keeps serving
+                attempts = failed.attempts + 1 if failed is not None and failed.version == champion else 1
+                self.failure = LoadFailure(champion, str(err), time.time(), attempts)
+                self.loads["failure"] += 1
+                log.error("version %d failed to load; still serving %s: %s", champion,
+                          cur.version if cur else "nothing", err)
+                return False
+            self.current = loaded  # the swap: requests that already hold the old object finish on it
+            self.failure = None
+            self.loads["success"] += 1
+            self.swaps += 1
+            log.info("serving version %d (%d items, index %s) after %.2f s; was %s", loaded.version, loaded.items,
+                     loaded.index_sha256[:12], time.perf_counter() - started, cur.version if cur else "nothing")
+            return True
+
+    def start(self) -> None:
+        """Start the background watcher (first poll immediately)."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="recsys-model-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll()
+            except Exception:  # the watcher must outlive any one bad poll (log.exception keeps the trace)
+                log.exception("model watcher poll failed; retrying")
+            self._stop.wait(self.poll_seconds)
+
+    def status(self) -> dict[str, Any]:
+        """Readiness details: what is served, what the registry wants, the last load failure."""
+        cur = self.current
+        failure = self.failure
+        return {
+            "ready": cur is not None,
+            "serving": cur.describe() if cur else None,
+            "champion": self.champion,
+            "load_error": None if failure is None else {
+                "version": failure.version, "error": failure.error, "attempts": failure.attempts,
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(failure.at)),
+            },
+            "registry_error": self.last_poll_error,
+        }

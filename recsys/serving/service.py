@@ -1,0 +1,284 @@
+"""The recommendation service: a FastAPI app over the champion, with hot reload and metrics.
+
+Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``):
+
+- ``GET /recommendations/{user_id}?k=10&exclude_purchased=false`` - top-k available items for a user.
+  A user the serving version cannot embed (never seen, or first seen after it was trained) gets the
+  most bought available items instead, with ``"fallback": "popular"`` and ``"known_user": false``.
+- ``GET /items/{item_id}/similar?k=10`` - the available items closest (cosine) to an item; 404 if the
+  serving version does not know the item.
+- ``GET /healthz`` (the process is up), ``GET /readyz`` (a version is loaded; 503 until then; shows
+  a failed load of a newer champion), ``GET /version`` (what is served), ``GET /metrics`` (Prometheus).
+
+Every answer names the version it came from; one request is answered by exactly one version (see
+:mod:`recsys.serving.model_holder`). Input is checked before any work: ``k`` in 1..1000, ids of 1..64
+printable characters; violations are 422 answers with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, Field
+
+from recsys.serving.model_holder import LoadedVersion, ModelHolder
+from recsys.storage import PartitionStore
+
+MAX_K = 1000
+MAX_ID_LENGTH = 64
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+# --- response models (they document the API in the OpenAPI schema) ------------------------------------
+class ScoredItem(BaseModel):
+    item_id: str
+    title: str
+    score: float = Field(description="dot product of query and item (model), or number of buyers (fallback)")
+
+
+class RecommendationsOut(BaseModel):
+    user_id: str
+    version: int = Field(description="the model version that produced every item of this answer")
+    known_user: bool
+    fallback: str | None = Field(description="null: ranked by the model; 'popular': unknown user, most bought items")
+    exclude_purchased: bool
+    items: list[ScoredItem]
+
+
+class SimilarOut(BaseModel):
+    item_id: str
+    title: str
+    version: int
+    items: list[ScoredItem]
+
+
+class VersionOut(BaseModel):
+    version: int
+    items: int
+    index_sha256: str
+    catalog_date: str | None
+    loaded_at: str
+
+
+# --- metrics, Prometheus text format (no client library: prometheus_client is not a dependency) ------
+class Metrics:
+    """Request counters and latency histograms per route, exposed in the Prometheus text format 0.0.4."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.latency: dict[str, list[int]] = {}  # route -> cumulative-ready bucket counts (+Inf last)
+        self.latency_sum: dict[str, float] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        with self._lock:
+            key = (method, route, status)
+            self.requests[key] = self.requests.get(key, 0) + 1
+            buckets = self.latency.setdefault(route, [0] * (len(LATENCY_BUCKETS) + 1))
+            buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            self.latency_sum[route] = self.latency_sum.get(route, 0.0) + seconds
+
+    def render(self, holder: ModelHolder) -> str:
+        out = [
+            "# HELP recsys_requests_total HTTP requests answered, by method, route and status.",
+            "# TYPE recsys_requests_total counter",
+        ]
+        with self._lock:
+            for (method, route, status), n in sorted(self.requests.items()):
+                out.append(f'recsys_requests_total{{method="{method}",route="{_esc(route)}",status="{status}"}} {n}')
+            out += ["# HELP recsys_request_duration_seconds Time to answer a request, by route.",
+                    "# TYPE recsys_request_duration_seconds histogram"]
+            for route, buckets in sorted(self.latency.items()):
+                total = 0
+                for bound, n in zip((*LATENCY_BUCKETS, float("inf")), buckets, strict=True):
+                    total += n
+                    le = "+Inf" if bound == float("inf") else repr(bound)
+                    out.append(f'recsys_request_duration_seconds_bucket{{route="{_esc(route)}",le="{le}"}} {total}')
+                out.append(f'recsys_request_duration_seconds_sum{{route="{_esc(route)}"}} {self.latency_sum[route]}')
+                out.append(f'recsys_request_duration_seconds_count{{route="{_esc(route)}"}} {total}')
+        cur = holder.current
+        failure = holder.failure
+        out += [
+            "# HELP recsys_model_version The model version being served (-1: none loaded).",
+            "# TYPE recsys_model_version gauge",
+            f"recsys_model_version {cur.version if cur else -1}",
+            "# HELP recsys_model_info The served version and its serving index.",
+            "# TYPE recsys_model_info gauge",
+        ]
+        if cur is not None:
+            out.append(f'recsys_model_info{{version="{cur.version}",index_sha256="{cur.index_sha256[:16]}",'
+                       f'catalog_date="{_esc(str(cur.index_meta.get("catalog_date")))}"}} 1')
+        out += [
+            "# HELP recsys_champion_version The champion in the registry at the last poll (-1: none).",
+            "# TYPE recsys_champion_version gauge",
+            f"recsys_champion_version {holder.champion if holder.champion is not None else -1}",
+            "# HELP recsys_index_items Items the served version may recommend.",
+            "# TYPE recsys_index_items gauge",
+            f"recsys_index_items {cur.items if cur else 0}",
+            "# HELP recsys_model_loads_total Version loads, by result.",
+            "# TYPE recsys_model_loads_total counter",
+            *(f'recsys_model_loads_total{{result="{r}"}} {n}' for r, n in sorted(holder.loads.items())),
+            "# HELP recsys_model_swaps_total Times a newly loaded version replaced the served one.",
+            "# TYPE recsys_model_swaps_total counter",
+            f"recsys_model_swaps_total {holder.swaps}",
+            "# HELP recsys_model_load_failing 1 while the champion failed to load and an older version serves.",
+            "# TYPE recsys_model_load_failing gauge",
+            f"recsys_model_load_failing {1 if failure else 0}",
+        ]
+        if failure is not None:
+            out += ["# HELP recsys_model_load_failure_info The champion version that failed to load.",
+                    "# TYPE recsys_model_load_failure_info gauge",
+                    f'recsys_model_load_failure_info{{version="{failure.version}"}} 1']
+        return "\n".join(out) + "\n"
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class _MetricsMiddleware:
+    """Plain ASGI middleware (cheaper than BaseHTTPMiddleware): time and count every HTTP request."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[Any]],
+                       send: Callable[[MutableMapping[str, Any]], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            name = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe(scope.get("method", ""), name, status, time.perf_counter() - started)
+
+
+# --- input checks ------------------------------------------------------------------------------------
+def _checked_id(value: str, what: str) -> str:
+    """Reject ids a shop never issues: control or other non-printable characters (length is checked by
+    the path parameter). 422 like every other input error."""
+    if not value.isprintable() or value != value.strip():
+        raise HTTPException(
+            status_code=422,
+            detail=f"{what} must be printable characters without leading or trailing spaces, got {value!r}",
+        )
+    return value
+
+
+UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, description="the shop's customer id")]
+ItemId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, description="the shop's item id (StockCode)")]
+K = Annotated[int, Query(ge=1, le=MAX_K, description=f"how many items, 1..{MAX_K}")]
+
+
+def create_app(store: PartitionStore, poll_seconds: float = 2.0, retry_seconds: float = 30.0,
+               holder: ModelHolder | None = None, watch: bool = True) -> FastAPI:
+    """The service over ``store``. With ``watch`` the registry watcher runs while the app is up
+    (started by the ASGI lifespan); without it, call ``app.state.holder.poll()`` to (re)load."""
+    holder = holder or ModelHolder(store, poll_seconds=poll_seconds, retry_seconds=retry_seconds)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if watch:
+            holder.start()
+        try:
+            yield
+        finally:
+            holder.stop()
+
+    app = FastAPI(
+        title="recsys recommendation service",
+        version="1",
+        description=__doc__,
+        lifespan=lifespan,
+    )
+    app.state.holder = holder
+    app.state.metrics = metrics
+    app.add_middleware(_MetricsMiddleware, metrics=metrics)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc'][1:]) or err['loc'][0]}: {err['msg']}" for err in exc.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": "; ".join(problems)})
+
+    def serving() -> LoadedVersion:
+        current = holder.current
+        if current is None:
+            status = holder.status()
+            why = status["load_error"]["error"] if status["load_error"] else (
+                "no champion is deployed yet" if holder.champion is None else "the champion is still loading")
+            raise HTTPException(status_code=503, detail=f"no model version is loaded: {why}")
+        return current
+
+    @app.get("/recommendations/{user_id}", response_model=RecommendationsOut, tags=["recommendations"])
+    def recommendations(user_id: UserId, k: K = 10, exclude_purchased: bool = False) -> RecommendationsOut:
+        """Top-``k`` available items for a user, best first; unknown users get the most bought items."""
+        _checked_id(user_id, "user_id")
+        lv = serving()  # one reference for the whole request: a swap cannot mix versions
+        rec = lv.recommend(user_id, k, exclude_purchased)
+        return RecommendationsOut(
+            user_id=user_id, version=rec.version, known_user=rec.known_user, fallback=rec.fallback,
+            exclude_purchased=exclude_purchased,
+            items=[ScoredItem(item_id=i, title=lv.title(i), score=s) for i, s in zip(rec.item_ids, rec.scores,
+                                                                                    strict=True)],
+        )
+
+    @app.get("/items/{item_id}/similar", response_model=SimilarOut, tags=["recommendations"],
+             responses={404: {"description": "the serving version does not know the item"}})
+    def similar(item_id: ItemId, k: K = 10) -> SimilarOut:
+        """The ``k`` available items most similar (cosine of item embeddings) to an item, itself excluded."""
+        _checked_id(item_id, "item_id")
+        lv = serving()
+        found = lv.similar(item_id, k)
+        if found is None:
+            raise HTTPException(status_code=404, detail=f"item {item_id!r} is not known to model version {lv.version}")
+        ids, scores = found
+        return SimilarOut(item_id=item_id, title=lv.title(item_id), version=lv.version,
+                          items=[ScoredItem(item_id=i, title=lv.title(i), score=s)
+                                 for i, s in zip(ids, scores, strict=True)])
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], responses={503: {"description": "no version loaded yet"}})
+    def readyz() -> JSONResponse:
+        """Readiness: 200 once a version is loaded. ``load_error`` shows a champion that failed to load
+        (the older version keeps serving); ``champion`` is what the registry names."""
+        status = holder.status()
+        return JSONResponse(status_code=200 if status["ready"] else 503, content=status)
+
+    @app.get("/version", response_model=VersionOut, tags=["operations"])
+    def version() -> VersionOut:
+        """The version being served and its serving index."""
+        return VersionOut(**serving().describe())
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
+    def prometheus() -> PlainTextResponse:
+        """Prometheus metrics: requests, latency histograms, served and champion versions, load results."""
+        return PlainTextResponse(metrics.render(holder), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app
