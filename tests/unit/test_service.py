@@ -1,0 +1,301 @@
+"""recsys.serving.service and model_holder: the HTTP API over a tiny store with hand-computed answers."""
+
+from __future__ import annotations
+
+import io
+import time
+from datetime import date
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from recsys import registry, schema
+from recsys.serving.deploy import INDEX_FILE, INDEX_META_FILE, build_index, index_metadata, refresh_index, rollback
+from recsys.serving.model_holder import ModelHolder
+from recsys.serving.service import create_app
+
+D1, D2 = date(2011, 1, 4), date(2011, 1, 5)
+IDS = ["A", "B", "C", "D"]
+TITLES = ["Lantern", "Heart", "Warmer", "Ornament"]
+USERS = [[0, 0], [1, 0], [0, 1]]  # OOV, u1, u2 (u3 is in the vocabulary but newer than both versions)
+V1_ITEMS = [[0, 0], [3, 0], [0, 2], [1, 0.5], [2, 1.5]]  # OOV, A, B, C, D
+# v1  u1: A 3, B 0, C 1, D 2      -> A, D, C, B
+#     u2: A 0, B 2, C 0.5, D 1.5  -> B, D, C, A
+# v1 cosine: A [1, 0], B [0, 1], C [.894, .447], D [.8, .6]
+#     similar(A): C .894, D .8, B 0 ; similar(B): D .6, C .447, A 0
+V2_ITEMS = [[0, 0], [0, 3], [2, 0], [0.5, 1], [1.5, 2]]
+# v2  u1: A 0, B 2, C 0.5, D 1.5  -> B, D, C, A
+#     u2: A 3, B 0, C 1, D 2      -> A, D, C, B
+PURCHASES = [("u1", "A"), ("u2", "B"), ("u2", "D"), ("x1", "D"), ("x1", "B"), ("x2", "D")]
+# buyers: D 3, B 2, A 1, C 0 -> popular order D, B, A, C
+
+
+def _catalog(store, day: date, available: list[bool]) -> None:
+    frame = pd.DataFrame(
+        {schema.ITEM_ID: IDS, schema.TITLE: TITLES, schema.CATEGORY: [None] * 4,
+         schema.PRICE: [3.39, 2.55, 1.85, 1.69], schema.AVAILABLE: available}
+    ).astype(schema.CATALOG_DTYPES)
+    store.write_parquet(f"raw/catalog/dt={day.isoformat()}/part-00000.parquet", frame)
+    store.mark_success(f"raw/catalog/dt={day.isoformat()}")
+
+
+def _deploy_index(store, version: int, day: date) -> None:
+    """What deploy writes next to a version, without the TensorFlow export."""
+    index = build_index(store, version, day)
+    buf = io.BytesIO()
+    index.to_parquet(buf, index=False)
+    data = buf.getvalue()
+    store.write_bytes(f"models/two_tower/versions/{version}/{INDEX_FILE}", data)
+    store.write_json(f"models/two_tower/versions/{version}/{INDEX_META_FILE}", index_metadata(data, index, day, None))
+
+
+@pytest.fixture
+def sstore(store, put_vocab, put_version):
+    """Versions 1 and 2 deployed (1 then 2, then rolled back to 1: champion 1), purchases of D1."""
+    put_vocab(store, "users", ["u1", "u2", "u3"])
+    put_vocab(store, "items", IDS)
+    put_version(store, 1, D1, USERS, V1_ITEMS)
+    put_version(store, 2, D2, USERS, V2_ITEMS)
+    _catalog(store, D1, [True] * 4)
+    examples = pd.DataFrame({schema.USER_ID: [u for u, _ in PURCHASES], schema.ITEM_ID: [i for _, i in PURCHASES],
+                             schema.USER_ROW: 0, schema.ITEM_ROW: 0, schema.SPLIT: "train"})
+    store.write_parquet("features/dt=2011-01-04/examples.parquet", examples)
+    store.mark_success("features/dt=2011-01-04")
+    for version in (1, 2):
+        _deploy_index(store, version, D1)
+        registry.set_champion(store, version, "deployed", "test", None)
+    registry.set_champion(store, 1, "rollback", "test", None)
+    return store
+
+
+@pytest.fixture
+def client(sstore):
+    app = create_app(sstore, watch=False, retry_seconds=0.0)
+    assert app.state.holder.poll() is True
+    return TestClient(app)
+
+
+def _ids(response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [x["item_id"] for x in response.json()["items"]]
+
+
+def _switch(store, version: int) -> None:
+    registry.set_champion(store, version, "deployed", "test switch", None)
+
+
+def test_recommendations_for_known_users(client):
+    body = client.get("/recommendations/u1", params={"k": 3}).json()
+    assert body == {
+        "user_id": "u1", "version": 1, "known_user": True, "fallback": None, "exclude_purchased": False,
+        "items": [{"item_id": "A", "title": "Lantern", "score": 3.0},
+                  {"item_id": "D", "title": "Ornament", "score": 2.0},
+                  {"item_id": "C", "title": "Warmer", "score": 1.0}],
+    }
+    assert _ids(client.get("/recommendations/u2", params={"k": 10})) == ["B", "D", "C", "A"]
+
+
+def test_default_k_is_ten_and_is_capped_by_the_catalog(client):
+    assert _ids(client.get("/recommendations/u1")) == ["A", "D", "C", "B"]
+
+
+def test_exclude_purchased_drops_what_the_user_bought(client):
+    assert _ids(client.get("/recommendations/u1", params={"exclude_purchased": "true"})) == ["D", "C", "B"]
+    assert _ids(client.get("/recommendations/u2", params={"exclude_purchased": True, "k": 1})) == ["C"]
+
+
+def test_unknown_user_gets_popular_items_with_a_fallback_field(client):
+    body = client.get("/recommendations/stranger", params={"k": 3}).json()
+    assert (body["known_user"], body["fallback"], body["version"]) == (False, "popular", 1)
+    assert [(x["item_id"], x["score"]) for x in body["items"]] == [("D", 3.0), ("B", 2.0), ("A", 1.0)]
+
+
+def test_a_user_newer_than_the_version_gets_the_fallback(client):
+    body = client.get("/recommendations/u3").json()  # in the vocabulary, beyond the version's user table
+    assert (body["known_user"], body["fallback"]) == (False, "popular")
+    assert _ids(client.get("/recommendations/u3")) == ["D", "B", "A", "C"]
+
+
+def test_fallback_excludes_purchases_of_users_the_model_does_not_know(client):
+    assert _ids(client.get("/recommendations/x1", params={"exclude_purchased": True})) == ["A", "C"]
+
+
+def test_similar_items_by_cosine_without_the_item_itself(client):
+    body = client.get("/items/A/similar", params={"k": 2}).json()
+    assert (body["item_id"], body["title"], body["version"]) == ("A", "Lantern", 1)
+    assert [x["item_id"] for x in body["items"]] == ["C", "D"]
+    assert body["items"][0]["score"] == pytest.approx(1 / 1.25**0.5)
+    assert _ids(client.get("/items/B/similar")) == ["D", "C", "A"]
+
+
+def test_similar_to_an_unknown_item_is_404(client):
+    response = client.get("/items/NOPE/similar")
+    assert response.status_code == 404
+    assert response.json()["detail"] == "item 'NOPE' is not known to model version 1"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("/recommendations/u1?k=0", "k: Input should be greater than or equal to 1"),
+        ("/recommendations/u1?k=1001", "k: Input should be less than or equal to 1000"),
+        ("/recommendations/u1?k=" + "9" * 40, "k: Input should be less than or equal to 1000"),
+        ("/recommendations/u1?k=ten", "k: Input should be a valid integer"),
+        ("/recommendations/u1?exclude_purchased=maybe", "exclude_purchased: Input should be a valid boolean"),
+        ("/items/A/similar?k=-5", "k: Input should be greater than or equal to 1"),
+        ("/recommendations/" + "u" * 65, "user_id: String should have at most 64 characters"),
+        ("/items/" + "i" * 65 + "/similar", "item_id: String should have at most 64 characters"),
+        ("/recommendations/u%001", "user_id must be printable characters"),
+        ("/recommendations/u%0A1", "user_id must be printable characters"),
+        ("/recommendations/%20u1", "user_id must be printable characters without leading or trailing spaces"),
+        ("/items/A%1B/similar", "item_id must be printable characters"),
+    ],
+)
+def test_bad_input_is_a_422_with_a_clear_message(client, url, message):
+    response = client.get(url)
+    assert response.status_code == 422, response.text
+    assert message in response.json()["detail"]
+
+
+def test_a_64_character_id_is_accepted(client):
+    body = client.get("/recommendations/" + "u" * 64).json()
+    assert body["fallback"] == "popular"
+
+
+def test_no_champion_means_not_ready_and_503(store):
+    app = create_app(store, watch=False)
+    app.state.holder.poll()
+    client = TestClient(app)
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["ready"] is False
+    response = client.get("/recommendations/u1")
+    assert response.status_code == 503
+    assert "no champion is deployed yet" in response.json()["detail"]
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert "recsys_model_version -1" in client.get("/metrics").text
+
+
+def test_health_readiness_and_version(client):
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz").json()
+    assert (ready["ready"], ready["champion"], ready["load_error"], ready["serving"]["version"]) == (True, 1, None, 1)
+    version = client.get("/version").json()
+    assert (version["version"], version["items"], version["catalog_date"]) == (1, 4, "2011-01-04")
+
+
+def test_a_new_champion_is_served_after_a_poll_and_rollback_restores_the_old_answers(client, sstore):
+    holder = client.app.state.holder
+    before = client.get("/recommendations/u1").json()
+    _switch(sstore, 2)
+    assert holder.poll() is True
+    after = client.get("/recommendations/u1").json()
+    assert (after["version"], _ids(client.get("/recommendations/u1"))) == (2, ["B", "D", "C", "A"])
+    rollback(sstore, "v2 recommends badly", run_id="oncall")
+    assert holder.poll() is True
+    assert client.get("/recommendations/u1").json() == before
+    last = registry.load(sstore)["history"][-1]
+    assert (last["action"], last["from"], last["to"], last["run_id"]) == ("rollback", 2, 1, "oncall")
+
+
+def test_a_poll_without_change_keeps_the_loaded_object(client):
+    holder = client.app.state.holder
+    loaded = holder.current
+    assert holder.poll() is False
+    assert holder.current is loaded
+
+
+def test_an_in_flight_request_finishes_on_the_version_it_started_with(client, sstore):
+    holder = client.app.state.holder
+    old = holder.current  # what a request took at its start
+    _switch(sstore, 2)
+    holder.poll()
+    assert holder.current.version == 2
+    assert old.recommend("u1", 2, False).item_ids == ["A", "D"]  # unchanged by the swap
+    assert old.version == 1
+
+
+def test_a_version_that_fails_to_load_keeps_the_old_one_serving(client, sstore):
+    holder = client.app.state.holder
+    good = sstore.read_bytes("models/two_tower/versions/2/tables.npz")
+    sstore.write_bytes("models/two_tower/versions/2/tables.npz", b"not an npz file")
+    _switch(sstore, 2)
+    assert holder.poll() is False
+    assert client.get("/recommendations/u1").json()["version"] == 1
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert (body["champion"], body["serving"]["version"], body["load_error"]["version"]) == (2, 1, 2)
+    assert body["load_error"]["error"].startswith("cannot load version 2 from file://")
+    metrics = client.get("/metrics").text
+    assert "recsys_model_load_failing 1" in metrics
+    assert 'recsys_model_load_failure_info{version="2"} 1' in metrics
+    assert 'recsys_model_loads_total{result="failure"} 1' in metrics
+    assert "recsys_model_version 1" in metrics
+    sstore.write_bytes("models/two_tower/versions/2/tables.npz", good)  # repaired: the retry loads it
+    assert holder.poll() is True
+    assert client.get("/version").json()["version"] == 2
+    assert "recsys_model_load_failing 0" in client.get("/metrics").text
+
+
+def test_a_failed_version_is_retried_only_after_the_retry_interval(sstore):
+    holder = ModelHolder(sstore, retry_seconds=3600)
+    holder.poll()
+    sstore.write_bytes("models/two_tower/versions/2/index.parquet", b"garbage")
+    _switch(sstore, 2)
+    assert holder.poll() is False
+    assert holder.poll() is False
+    assert (holder.loads["failure"], holder.failure.attempts) == (1, 1)
+
+
+def test_a_delisted_item_is_never_recommended_and_relisting_brings_it_back(client, sstore):
+    holder = client.app.state.holder
+    _catalog(sstore, D2, [False, True, True, True])  # A delisted
+    assert refresh_index(sstore)["delisted"] == ["A"]
+    assert holder.poll() is True  # same version, new index
+    assert _ids(client.get("/recommendations/u1")) == ["D", "C", "B"]
+    assert "A" not in _ids(client.get("/recommendations/stranger"))
+    assert "A" not in _ids(client.get("/items/B/similar"))
+    assert _ids(client.get("/items/A/similar"))[:1] == ["C"]  # a delisted item may still be asked about
+    assert client.get("/version").json()["catalog_date"] == "2011-01-05"
+    _catalog(sstore, date(2011, 1, 6), [True] * 4)
+    assert refresh_index(sstore)["relisted"] == ["A"]
+    assert holder.poll() is True
+    assert _ids(client.get("/recommendations/u1")) == ["A", "D", "C", "B"]
+
+
+def test_metrics_count_requests_by_route_and_status(client):
+    client.get("/recommendations/u1")
+    client.get("/recommendations/u1?k=0")
+    client.get("/items/NOPE/similar")
+    text = client.get("/metrics").text
+    assert 'recsys_requests_total{method="GET",route="/recommendations/{user_id}",status="200"} 1' in text
+    assert 'recsys_requests_total{method="GET",route="/recommendations/{user_id}",status="422"} 1' in text
+    assert 'recsys_requests_total{method="GET",route="/items/{item_id}/similar",status="404"} 1' in text
+    assert 'recsys_request_duration_seconds_count{route="/recommendations/{user_id}"} 2' in text
+    assert "recsys_model_version 1" in text
+    assert "recsys_index_items 4" in text
+
+
+def test_the_openapi_schema_documents_the_endpoints(client):
+    schema_doc = client.get("/openapi.json").json()
+    assert {"/recommendations/{user_id}", "/items/{item_id}/similar", "/healthz", "/readyz", "/version",
+            "/metrics"} <= set(schema_doc["paths"])
+    params = {p["name"]: p for p in schema_doc["paths"]["/recommendations/{user_id}"]["get"]["parameters"]}
+    assert (params["k"]["schema"]["minimum"], params["k"]["schema"]["maximum"]) == (1, 1000)
+    assert params["user_id"]["schema"]["maxLength"] == 64
+
+
+def test_the_watcher_thread_picks_up_a_switch(sstore):
+    app = create_app(sstore, poll_seconds=0.05)
+    with TestClient(app) as client:  # the lifespan starts the watcher
+        deadline = time.monotonic() + 10
+        while client.app.state.holder.current is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert client.get("/version").json()["version"] == 1
+        _switch(sstore, 2)
+        while client.get("/version").json()["version"] != 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert client.get("/version").json()["version"] == 2
+    assert client.app.state.holder._thread is None  # stopped with the app
