@@ -1,0 +1,204 @@
+"""A real ``recsys serve`` (uvicorn, loopback) under concurrent requests while deploys and rollbacks
+switch the champion: no failed request, every answer from exactly one version, the new version served
+within a bound after each switch, and a version that fails to load never interrupts serving."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys import registry, schema
+from recsys.features import vocab
+from recsys.serving.deploy import INDEX_FILE, INDEX_META_FILE, build_index, index_metadata, rollback
+from recsys.storage import layout
+from recsys.storage.local import LocalStore
+
+pytestmark = pytest.mark.integration
+
+N_USERS, N_ITEMS, DIM = 40, 300, 8
+VERSIONS = (1, 2, 3)
+BROKEN = 4
+SWITCH_BOUND_SECONDS = 3.0  # poll interval 0.1 s + load time (~0.1 s here) with room for a busy machine
+CLIENT_THREADS = 4
+USERS = [f"c{i}" for i in range(1, N_USERS + 1)]
+ITEMS = [f"i{i:04d}" for i in range(1, N_ITEMS + 1)]
+DAY0 = date(2011, 1, 4)
+
+
+def _build_store(root: Path) -> tuple[LocalStore, dict[int, dict[str, list[str]]]]:
+    """Versions 1-3 with random tables (different per version) and a broken version 4; returns the store
+    and each version's expected top-10 per user (computed here with numpy, independently of the service)."""
+    store = LocalStore(root)
+    for name, ids in ((vocab.USERS, USERS), (vocab.ITEMS, ITEMS)):
+        table = pd.DataFrame({vocab.ID: ids, vocab.ROW: range(1, len(ids) + 1), vocab.FIRST_SEEN: DAY0.isoformat()})
+        vocab.save(store, name, table.astype({vocab.ID: "string", vocab.ROW: "int64", vocab.FIRST_SEEN: "string"}))
+    catalog = pd.DataFrame({schema.ITEM_ID: ITEMS, schema.TITLE: [f"title {i}" for i in ITEMS],
+                            schema.CATEGORY: None, schema.PRICE: 1.0, schema.AVAILABLE: True})
+    store.write_parquet(f"{layout.raw_catalog(DAY0)}/part-00000.parquet", catalog.astype(schema.CATALOG_DTYPES))
+    store.mark_success(layout.raw_catalog(DAY0))
+    expected: dict[int, dict[str, list[str]]] = {}
+    for version in (*VERSIONS, BROKEN):
+        rng = np.random.default_rng(version)
+        user = rng.normal(size=(N_USERS + 1, DIM)).astype(np.float32)
+        item = rng.normal(size=(N_ITEMS + 1, DIM)).astype(np.float32)
+        vdir = layout.model_version(version)
+        buf = io.BytesIO()
+        np.savez(buf, user=user, item=item)
+        store.write_bytes(f"{vdir}/tables.npz", buf.getvalue() if version != BROKEN else b"corrupt")
+        meta = {"version": version, "trained_on": (DAY0 + timedelta(days=version)).isoformat(),
+                "user_rows": N_USERS + 1, "item_rows": N_ITEMS + 1}
+        store.write_json(f"{vdir}/metadata.json", meta)
+        registry.add_version(store, version, meta, run_id="test")
+        index = build_index(store, version, DAY0)
+        data = io.BytesIO()
+        index.to_parquet(data, index=False)
+        store.write_bytes(f"{vdir}/{INDEX_FILE}", data.getvalue())
+        store.write_json(f"{vdir}/{INDEX_META_FILE}", index_metadata(data.getvalue(), index, DAY0, None))
+        scores = user[1:] @ item[1:].T
+        expected[version] = {u: [ITEMS[j] for j in np.argsort(-scores[n], kind="stable")[:10]]
+                             for n, u in enumerate(USERS)}
+    for version in VERSIONS:
+        registry.set_champion(store, version, "deployed", "initial deploy", "test")
+    registry.set_champion(store, 1, "rollback", "start from version 1", "test")
+    return store, expected
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path):
+    store, expected = _build_store(tmp_path / "store")
+    port = _free_port()
+    env = {**os.environ, "RECSYS_STORAGE_BACKEND": "local", "RECSYS_STORAGE_ROOT": str(store.root)}
+    log = open(tmp_path / "serve.log", "w")  # closed in the finally below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recsys.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--poll-seconds", "0.1", "--log-level", "warning"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"recsys serve did not become ready; log:\n{(tmp_path / 'serve.log').read_text()}")
+            time.sleep(0.2)
+        yield base, store, expected
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _served_version(client: httpx.Client, base: str) -> int:
+    return int(client.get(f"{base}/version").json()["version"])
+
+
+def test_deploys_and_rollbacks_under_load_fail_no_request_and_never_mix_versions(server):
+    base, store, expected = server
+    stop = threading.Event()
+    errors: list[str] = []
+    answers: list[int] = []  # version of each good answer
+    lock = threading.Lock()
+
+    def client_loop(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        with httpx.Client(timeout=10) as client:
+            while not stop.is_set():
+                user = USERS[int(rng.integers(N_USERS))]
+                try:
+                    response = client.get(f"{base}/recommendations/{user}", params={"k": 10})
+                except httpx.HTTPError as err:
+                    with lock:
+                        errors.append(f"{user}: {err!r}")
+                    continue
+                with lock:
+                    if response.status_code != 200:
+                        errors.append(f"{user}: {response.status_code} {response.text[:200]}")
+                        continue
+                    body = response.json()
+                    got = [x["item_id"] for x in body["items"]]
+                    if body["version"] not in expected or got != expected[body["version"]][user]:
+                        errors.append(f"{user}: version {body['version']} answered {got}")
+                    answers.append(body["version"])
+
+    threads = [threading.Thread(target=client_loop, args=(s,)) for s in range(CLIENT_THREADS)]
+    for t in threads:
+        t.start()
+    switch_seconds: list[float] = []
+    plan = [2, 3, "rollback", "rollback", 3, 1, 2, "rollback", 3, 2, 1, 3]  # 12 switches
+    try:
+        with httpx.Client(timeout=10) as probe:
+            assert _served_version(probe, base) == 1
+            for step in plan:
+                if step == "rollback":
+                    target = rollback(store, "load test rollback", run_id="load-test")["version"]
+                else:
+                    target = int(step)
+                    registry.set_champion(store, target, "deployed", "load test deploy", "load-test")
+                switched = time.monotonic()
+                while _served_version(probe, base) != target:
+                    assert time.monotonic() - switched < SWITCH_BOUND_SECONDS, f"version {target} not served in time"
+                    time.sleep(0.01)
+                switch_seconds.append(time.monotonic() - switched)
+                time.sleep(0.3)  # let requests run on the new version
+
+            # a champion that cannot be loaded: the old version keeps answering, readiness says why
+            served = _served_version(probe, base)
+            registry.set_champion(store, BROKEN, "deployed", "a broken export", "load-test")
+            deadline = time.monotonic() + SWITCH_BOUND_SECONDS
+            while probe.get(f"{base}/readyz").json()["load_error"] is None:
+                assert time.monotonic() < deadline, "the failed load never showed in /readyz"
+                time.sleep(0.05)
+            ready = probe.get(f"{base}/readyz")
+            assert ready.status_code == 200
+            assert (ready.json()["champion"], ready.json()["load_error"]["version"]) == (BROKEN, BROKEN)
+            assert _served_version(probe, base) == served
+            assert "recsys_model_load_failing 1" in probe.get(f"{base}/metrics").text
+            time.sleep(0.3)
+            registry.set_champion(store, 2, "deployed", "fixed", "load-test")
+            switched = time.monotonic()
+            while _served_version(probe, base) != 2:
+                assert time.monotonic() - switched < SWITCH_BOUND_SECONDS
+                time.sleep(0.01)
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+
+    assert errors == [], f"{len(errors)} bad answers, first: {errors[:5]}"
+    assert len(answers) > 100
+    assert set(answers) == set(VERSIONS)  # every version answered at some point
+    assert len(switch_seconds) == len(plan)
+    assert max(switch_seconds) < SWITCH_BOUND_SECONDS
+    history = [h for h in registry.load(store)["history"] if h.get("run_id") == "load-test"]
+    assert len(history) == len(plan) + 2
+    assert all({"at", "from", "to", "reason", "run_id", "action"} <= set(h) for h in history)
+    json.dumps(history)  # the history stays JSON
