@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 
 RESULTS_DIR = f"{layout.VALIDATION_REPORTS}/results"  # GX validation result JSONs of every run
 SITE_DIR = f"{layout.VALIDATION_REPORTS}/site"  # the Data Docs site
-SITE_INDEX = f"{SITE_DIR}/index.html"
+SITE_INDEX = f"{SITE_DIR}/index.html"  # GX's own index (its table needs JavaScript from public CDNs)
+OVERVIEW = f"{SITE_DIR}/partitions.html"  # ours: every partition, plain HTML, works offline
+OVERVIEW_FILE = "partitions.html"
 SITE_NAME = "recsys_site"
 
 
@@ -40,7 +42,11 @@ class DocsRun:
     context: Any
     run_time: datetime = field(default_factory=lambda: datetime.now(UTC))
     result_ids: list[Any] = field(default_factory=list)
-    pages: dict[str, str] = field(default_factory=dict)  # suite name -> store path of its result page
+
+    @property
+    def pages(self) -> dict[str, str]:
+        """Suite name -> store path of this run's result page in the site."""
+        return {key.expectation_suite_identifier.name: f"{SITE_DIR}/{_page(key)}" for key in self.result_ids}
 
     @property
     def _project(self) -> Path:
@@ -82,15 +88,84 @@ class DocsRun:
         )
         return result
 
-    def publish(self) -> None:
-        """Rebuild the site for this run's results (and the index over all of them); publish to the store."""
+    def publish(self, summaries: list[dict[str, Any]]) -> None:
+        """Rebuild the site for this run's results, GX's index and our overview of ``summaries``; publish."""
         self.context.build_data_docs(site_names=[SITE_NAME], resource_identifiers=self.result_ids)
-        for key in self.result_ids:
-            page = Path(*key.to_tuple()[:-1], f"{key.to_tuple()[-1]}.html")
-            self.pages[key.expectation_suite_identifier.name] = f"{SITE_DIR}/validations/{page.as_posix()}"
+        (self._site / OVERVIEW_FILE).write_text(overview_html(summaries), encoding="utf-8")
         self.store.publish_dir(self._validations, RESULTS_DIR)
         self.store.publish_dir(self._site, SITE_DIR)
         log.info("Data Docs of %s published to %s", self.day, self.store.uri(SITE_INDEX))
+
+
+def _page(key: Any) -> str:
+    """The site-relative page of a GX validation result identifier."""
+    parts = key.to_tuple()
+    return Path("validations", *parts[:-1], f"{parts[-1]}.html").as_posix()
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; width: 100%; }
+th, td { border: 1px solid #ccc; padding: 6px 8px; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; }
+.passed { color: #176b2c; font-weight: bold; } .failed { color: #b00020; font-weight: bold; }
+.accepted { color: #9a5b00; font-weight: bold; } ul { margin: 0; padding-left: 1.2em; } code { font-size: 90%; }
+"""
+
+
+def overview_html(summaries: list[dict[str, Any]]) -> str:
+    """A self-contained page (no scripts, no external files): one row per partition, newest first."""
+    from html import escape
+
+    rows = []
+    for s in sorted(summaries, key=lambda x: x["date"], reverse=True):
+        day = escape(s["date"])
+        if s.get("accepted"):
+            status = ('<span class="accepted">ACCEPTED by on-call</span><br>'
+                      f'{escape(str(s["accepted"].get("reason", "")))}')
+        elif s["success"]:
+            status = '<span class="passed">PASSED</span>'
+        else:
+            status = '<span class="failed">FAILED</span> (quarantined)'
+        failed = []
+        if s.get("problem"):
+            failed.append(f"<li><b>partition problem</b>: {escape(s['problem'])}</li>")
+        for c in s.get("checks", []):
+            if c["success"] or c.get("suite") == "partition_integrity":
+                continue
+            seen = (f"{c['unexpected_count']} unexpected, e.g. {escape(', '.join(map(repr, c['unexpected_examples'])))}"
+                    if c.get("unexpected_count") else f"observed {escape(repr(c.get('observed_value')))}")
+            failed.append(f"<li><b>{escape(c.get('check', c['expectation']))}</b> "
+                          f"(<code>{escape(c['expectation'])}</code>): {seen}</li>")
+        links = [f'<a href="{escape(_relative(page))}">{escape(suite)} details</a>'
+                 for suite, page in sorted((s.get("data_docs") or {}).get("pages", {}).items())]
+        links.append(f'<a href="../dt={day}/summary.json">summary.json</a>')
+        rows.append(
+            f'<tr id="dt={day}"><td>{day}</td><td>{status}</td><td>{s["rows"]}</td>'
+            f'<td>{"<ul>" + "".join(failed) + "</ul>" if failed else "none"}</td><td>{" | ".join(links)}</td></tr>'
+        )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Data validation: every partition</title>
+<style>{_STYLE}</style></head><body>
+<h1>Data validation of the daily event partitions</h1>
+<p>One row per partition date, newest first. <b>PASSED</b>: the day's events (and catalog) met every rule and
+may train the model. <b>FAILED</b>: at least one rule broke; the partition was copied to
+<code>quarantine/events/dt=DATE/</code> with a <code>reason.json</code>, the model was not touched, and later dates wait
+until the upstream data is fixed or on-call accepts it. <b>ACCEPTED</b>: it failed, and on-call let it through
+with the reason shown. The <i>details</i> links open the full Great Expectations report of the latest run: every
+rule, what it expected and what it observed (use "Failed Only"). The rules are in <code>expectations/</code>.</p>
+<table><thead><tr><th>date</th><th>result</th><th>rows</th><th>failed checks</th><th>reports</th></tr></thead>
+<tbody>
+{chr(10).join(rows)}
+</tbody></table>
+<p><a href="index.html">Great Expectations index of every run</a> (needs internet access for its table)</p>
+</body></html>
+"""
+
+
+def _relative(store_path: str) -> str:
+    """A store path inside the site, relative to the site's root."""
+    return store_path.removeprefix(f"{SITE_DIR}/")
 
 
 @contextmanager

@@ -371,7 +371,7 @@ def validate_partition(
         log.info("%s was validated before from the identical delivery %s; nothing changes", day, current[:12])
         return _report_from_summary(day, before)
 
-    from recsys.validation.docs import SITE_INDEX, docs_run
+    from recsys.validation.docs import OVERVIEW, SITE_INDEX, docs_run
 
     with docs_run(store, day) as gx_run:
         problem: str | None = None
@@ -408,24 +408,26 @@ def validate_partition(
         report.success = report.problem is None and all(c["success"] for c in report.checks)
         if report.success:
             report.passed_fingerprint = current
-        gx_run.publish()
-        report.data_docs = {"index": SITE_INDEX, "pages": dict(gx_run.pages)}
+        refused = not report.success and accept_invalid and report.problem is not None
+        if not report.success and accept_invalid and not refused:
+            from recsys import registry
 
-    if not report.success and accept_invalid:
-        if report.problem is not None:
-            store.write_json(report_path, report.as_dict())
-            _quarantine(store, day, report)
-            raise ValidationFailed(
-                f"partition {day} cannot be accepted: {report.problem}. Acceptance only overrides failed "
-                f"expectations of readable data. Report: {store.uri(report_path)}; Data Docs: "
-                f"{store.uri(SITE_INDEX)}. The champion is unchanged."
+            report.accepted = registry.record_accepted_invalid(
+                store, day, reason, [describe(c) for c in report.failed], run_id
             )
-        from recsys import registry
+            report.passed_fingerprint = current
+        report.data_docs = {"index": SITE_INDEX, "overview": OVERVIEW, "pages": gx_run.pages}
+        gx_run.publish([*_other_summaries(store, day), report.as_dict()])
 
-        report.accepted = registry.record_accepted_invalid(
-            store, day, reason, [describe(c) for c in report.failed], run_id
+    if refused:
+        store.write_json(report_path, report.as_dict())
+        _quarantine(store, day, report)
+        raise ValidationFailed(
+            f"partition {day} cannot be accepted: {report.problem}. Acceptance only overrides failed "
+            f"expectations of readable data. Report: {store.uri(report_path)}; Data Docs: "
+            f"{store.uri(OVERVIEW)}. The champion is unchanged."
         )
-        report.passed_fingerprint = current
+    if report.accepted is not None:
         store.write_json(report_path, report.as_dict())
         log.warning("%s failed validation but was accepted by on-call: %s", day, reason)
         return report
@@ -440,7 +442,7 @@ def validate_partition(
     raise ValidationFailed(
         f"partition {day} is invalid and was quarantined to "
         f"{store.uri(layout.quarantine_events(day))}; {what}. Report: {store.uri(report_path)}; Data Docs: "
-        f"{store.uri(SITE_INDEX)}. The champion is unchanged and later dates wait. Fix the upstream data and "
+        f"{store.uri(OVERVIEW)}. The champion is unchanged and later dates wait. Fix the upstream data and "
         "republish the partition, then rerun this date; or, if the data is fine to train on, rerun it with "
         "accept_invalid and an accept_reason."
     )
@@ -463,6 +465,16 @@ def _validate_catalog(
     params = {"max_id_length": settings.validation_max_id_length, "max_price": settings.validation_max_price}
     report.notes["catalog"] = f"{len(catalog)} items in {store.uri(catalog_dir)}"
     return compact(gx_run.run(suite, catalog, params), suite)
+
+
+def _other_summaries(store: PartitionStore, day: date) -> list[dict[str, Any]]:
+    """The latest summary of every validated date except ``day`` (for the Data Docs overview)."""
+    summaries = []
+    for other in store.partitions(layout.VALIDATION_REPORTS, complete_only=False):
+        summary = previous_summary(store, other) if other != day else None
+        if summary is not None:
+            summaries.append(summary)
+    return summaries
 
 
 def _report_from_summary(day: date, summary: dict[str, Any]) -> ValidationReport:
