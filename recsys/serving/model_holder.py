@@ -68,7 +68,8 @@ class LoadedVersion:
     scorer: Scorer
     titles: np.ndarray  # [N + 1] object, title of served position p (position 0 = OOV, "")
     position: dict[str, int]  # served item id -> position 1..N
-    item_vectors: dict[str, np.ndarray]  # every item the version knows (served or not) -> its embedding
+    item_rows: dict[str, int]  # every item the version knows (served or not) -> its row in ``all_items``
+    all_items: np.ndarray  # [I, d] the version's whole item table (similar items may start from a delisted one)
     unit_items: np.ndarray  # [N + 1, d] served item embeddings scaled to unit length (row 0 zero)
     purchases: dict[str, np.ndarray]  # user id -> served positions the user bought
     popular: np.ndarray  # served positions by number of buyers, most bought first
@@ -116,9 +117,10 @@ class LoadedVersion:
 
     def similar(self, item_id: str, k: int) -> tuple[list[str], list[float]] | None:
         """The ``k`` served items most similar (cosine) to ``item_id``, itself excluded; None if unknown."""
-        vector = self.item_vectors.get(item_id)
-        if vector is None:
+        row = self.item_rows.get(item_id)
+        if row is None:
             return None
+        vector = self.all_items[row]
         norm = float(np.linalg.norm(vector))
         scores = (self.unit_items @ (vector / norm if norm > 0 else vector))[None, :]
         scores[0, vocab.OOV_ROW] = -np.inf
@@ -185,7 +187,7 @@ def load_version(store: PartitionStore, version: int, history: _HistoryCache | N
     norms = np.linalg.norm(table, axis=1, keepdims=True)
     unit = np.divide(table, norms, out=np.zeros_like(table), where=norms > 0)
     position = {str(i): p for p, i in enumerate(ids) if p > 0}
-    item_vectors = {str(i): full.item_table[r] for r, i in enumerate(full.item_ids) if r > 0 and i}
+    item_rows = {str(i): r for r, i in enumerate(full.item_ids) if r > 0 and i}
 
     served = pairs[pairs[schema.ITEM_ID].isin(position)]
     served_pos = served[schema.ITEM_ID].map(position).to_numpy(dtype=np.int64)
@@ -204,7 +206,8 @@ def load_version(store: PartitionStore, version: int, history: _HistoryCache | N
         scorer=scorer,
         titles=np.concatenate([[""], index[schema.TITLE].fillna("").astype(str).to_numpy()]).astype(object),
         position=position,
-        item_vectors=item_vectors,
+        item_rows=item_rows,
+        all_items=full.item_table,
         unit_items=unit,
         purchases=purchases,
         popular=popular,
