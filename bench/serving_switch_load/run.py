@@ -1,0 +1,178 @@
+"""Load test on loopback while the champion switches: deploys and rollbacks under traffic.
+
+`recsys serve` (subprocess, --poll-seconds 0.5) serves a synthetic Online Retail-sized store with
+three deployed versions (bench/synthetic_store.py). Client threads (a Python load generator on httpx,
+keep-alive) request top-100 recommendations for random users for the whole run and check every answer
+against the exact top-10 of the version it names (computed here with numpy). Meanwhile the champion
+is switched --switches times, alternating a deploy (recsys.registry.set_champion) and a rollback
+(recsys.serving.deploy.rollback), every --interval seconds; after each switch a probe measures how long
+until /version names the new version.
+
+    python bench/serving_switch_load/run.py --out bench/serving_switch_load/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import synthetic_store
+
+from recsys import registry
+from recsys.serving.deploy import rollback
+
+K = 100
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"))
+    p.add_argument("--items", type=int, default=synthetic_store.ONLINE_RETAIL_ITEMS)
+    p.add_argument("--users", type=int, default=synthetic_store.ONLINE_RETAIL_USERS)
+    p.add_argument("--switches", type=int, default=20)
+    p.add_argument("--interval", type=float, default=3.0, help="seconds between switches")
+    p.add_argument("--threads", type=int, default=4, help="client threads")
+    p.add_argument("--poll-seconds", type=float, default=0.5)
+    args = p.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="recsys-switch-") as tmp:
+        store = synthetic_store.build(Path(tmp) / "store", args.users, args.items, versions=3)
+        registry.set_champion(store, 1, "rollback", "start of the load test", "bench")
+        users = synthetic_store.user_ids(args.users)
+        items = synthetic_store.item_ids(args.items)
+        # per version: the tables (float64) and each user's exact top-10 scores. An answer is right when
+        # the scores of the ids it returns, recomputed in the version it names, are those top-10 scores
+        # (robust to float ties, and a mixed answer cannot match: versions have unrelated tables)
+        expected: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for version in (1, 2, 3):
+            user, item = synthetic_store.tables(args.users, args.items, 32, 7 + version)
+            user64, item64 = user[1:].astype(np.float64), item[1:].astype(np.float64)
+            top = -np.sort(-(user64 @ item64.T), axis=1)[:, :10]
+            expected[version] = (user64, item64, top)
+
+        port = _free_port()
+        env = {**os.environ, "RECSYS_STORAGE_BACKEND": "local", "RECSYS_STORAGE_ROOT": str(store.root)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "recsys.cli", "serve", "--port", str(port), "--log-level", "warning",
+             "--poll-seconds", str(args.poll_seconds)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            while True:
+                try:
+                    if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if proc.poll() is not None:
+                    raise RuntimeError(f"recsys serve exited: {proc.stderr.read() if proc.stderr else ''}")
+                time.sleep(0.2)
+            result = run_load(base, store, args, users, items, expected)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    result["loadavg_after"] = os.getloadavg()
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "switches"}, indent=2))
+    print(f"wrote {args.out}")
+
+
+def run_load(base: str, store, args, users: list[str], items: list[str],
+             expected: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict:
+    stop = threading.Event()
+    lock = threading.Lock()
+    stats = {"requests": 0, "failed": 0, "mixed_or_wrong": 0, "by_version": {1: 0, 2: 0, 3: 0}}
+    latencies: list[float] = []
+    failures: list[str] = []
+
+    def client(n: int) -> None:
+        rng = np.random.default_rng(n)
+        with httpx.Client(timeout=30) as http:
+            while not stop.is_set():
+                u = int(rng.integers(len(users)))
+                t = time.perf_counter()
+                try:
+                    r = http.get(f"{base}/recommendations/{users[u]}", params={"k": K})
+                    ok = r.status_code == 200
+                except httpx.HTTPError as err:
+                    ok, r = False, None
+                    failures.append(repr(err))
+                took = time.perf_counter() - t
+                with lock:
+                    stats["requests"] += 1
+                    latencies.append(took)
+                    if not ok:
+                        stats["failed"] += 1
+                        if r is not None:
+                            failures.append(f"{r.status_code} {r.text[:200]}")
+                        continue
+                    body = r.json()
+                    user64, item64, top = expected[body["version"]]
+                    got = [int(x["item_id"][1:]) - 1 for x in body["items"][:10]]
+                    stats["by_version"][body["version"]] += 1
+                    if len(body["items"]) != K or not np.allclose(item64[got] @ user64[u], top[u], atol=1e-4):
+                        stats["mixed_or_wrong"] += 1
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(args.threads)]
+    started = time.perf_counter()
+    loadavg_before = os.getloadavg()
+    for t in threads:
+        t.start()
+    switches = []
+    with httpx.Client(timeout=30) as probe:
+        time.sleep(args.interval)
+        for i in range(args.switches):
+            current = registry.load(store)["champion"]
+            if i % 2 == 1:
+                action = "rollback"
+                target = rollback(store, f"load test switch {i}", run_id="bench")["version"]
+            else:
+                action = "deploy"
+                target = 2 if current == 3 else 3 if current == 1 else 1 if current == 2 else 2
+                registry.set_champion(store, target, "deployed", f"load test switch {i}", "bench")
+            t = time.perf_counter()
+            while probe.get(f"{base}/version").json()["version"] != target:
+                time.sleep(0.005)
+            switches.append({"action": action, "from": current, "to": target,
+                             "seconds_until_served": round(time.perf_counter() - t, 3)})
+            time.sleep(max(0.0, args.interval - (time.perf_counter() - t)))
+    stop.set()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    ms = np.asarray(latencies) * 1000
+    served = [s["seconds_until_served"] for s in switches]
+    return {
+        "items": len(items), "users": len(users), "k": K, "client_threads": args.threads,
+        "poll_seconds": args.poll_seconds, "seconds": round(elapsed, 1), **{k: v for k, v in stats.items()},
+        "throughput_per_s": round(stats["requests"] / elapsed, 1),
+        "latency_ms": {"p50": round(float(np.percentile(ms, 50)), 2), "p99": round(float(np.percentile(ms, 99)), 2),
+                       "max": round(float(ms.max()), 2)},
+        "switch_count": len(switches),
+        "seconds_until_served": {"max": max(served), "mean": round(float(np.mean(served)), 3)},
+        "first_failures": failures[:5], "loadavg_before": loadavg_before, "switches": switches,
+    }
+
+
+if __name__ == "__main__":
+    main()
