@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import os
 import time
 from datetime import date
 
@@ -299,3 +301,51 @@ def test_the_watcher_thread_picks_up_a_switch(sstore):
             time.sleep(0.02)
         assert client.get("/version").json()["version"] == 2
     assert client.app.state.holder._thread is None  # stopped with the app
+
+
+# --- the command line: recsys refresh-index, recsys serve -------------------------------------------
+def test_cli_refresh_index_prints_what_changed(sstore, monkeypatch, capsys):
+    from recsys.cli import main
+
+    monkeypatch.setenv("RECSYS_STORAGE_ROOT", str(sstore.root))
+    _catalog(sstore, D2, [True, False, True, True])  # B delisted
+    assert main(["refresh-index"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["version"], out["catalog_date"], out["delisted"], out["items"]) == (1, "2011-01-05", ["B"], 3)
+    assert main(["refresh-index", "--version", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == 2
+
+
+def test_cli_refresh_index_without_champion_exits_2(store, monkeypatch, capsys):
+    from recsys.cli import main
+
+    monkeypatch.setenv("RECSYS_STORAGE_ROOT", str(store.root))
+    assert main(["refresh-index"]) == 2
+    assert "recsys refresh-index: no champion is deployed yet" in capsys.readouterr().err
+
+
+def test_cli_serve_runs_uvicorn_with_the_app(sstore, monkeypatch):
+    import uvicorn
+    from fastapi import FastAPI
+
+    from recsys.cli import main
+
+    calls = []
+    monkeypatch.setenv("RECSYS_STORAGE_ROOT", str(sstore.root))
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"})
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    assert main(["serve", "--port", "8123", "--poll-seconds", "0.5"]) == 0
+    (app, kw), = calls
+    assert isinstance(app, FastAPI)
+    assert (kw["host"], kw["port"], app.state.holder.poll_seconds) == ("127.0.0.1", 8123, 0.5)
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "soon"])
+def test_cli_serve_rejects_a_bad_poll_interval(bad, capsys):
+    from recsys.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--poll-seconds", bad])
+    assert info.value.code == 2
+    assert "--poll-seconds" in capsys.readouterr().err
