@@ -71,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--poll-seconds", type=_positive, default=2.0,
                        help="how often the registry is checked for a new champion or serving index")
+    serve.add_argument("--ann-min-items", type=int, default=200_000,
+                       help="catalogs with at least this many items are searched with an HNSW index (faiss); "
+                            "smaller ones exactly")
+    serve.add_argument("--exact", action="store_true", help="always exact search (no HNSW index)")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
     rec = sub.add_parser("recommend", help="top items for a user from the champion")
@@ -149,7 +153,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> Any:
 
         from recsys.serving.service import create_app
 
-        app = create_app(store, poll_seconds=args.poll_seconds)
+        app = create_app(store, poll_seconds=args.poll_seconds,
+                         ann_min_items=None if args.exact else max(1, args.ann_min_items))
         print(f"recsys serve: http://{args.host}:{args.port} (store {store.uri('')}; docs at /docs)", file=sys.stderr)
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
         return None

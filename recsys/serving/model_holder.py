@@ -28,6 +28,7 @@ import pandas as pd
 
 from recsys import registry, schema
 from recsys.features import vocab
+from recsys.serving.ann import AnnUnavailable, HnswIndex
 from recsys.serving.deploy import INDEX_FILE, INDEX_META_FILE
 from recsys.serving.index import Scorer, top_k_rows
 from recsys.storage import PartitionStore, StorageError, layout
@@ -74,6 +75,7 @@ class LoadedVersion:
     purchases: dict[str, np.ndarray]  # user id -> served positions the user bought
     popular: np.ndarray  # served positions by number of buyers, most bought first
     buyers: np.ndarray  # [N + 1] number of distinct buyers per served position
+    ann: HnswIndex | None = None  # approximate search over positions 1..N (large catalogs), else exact
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -106,6 +108,15 @@ class LoadedVersion:
             top = ranked[:k]
             return Recommendation(self.version, False, FALLBACK_POPULAR,
                                   [str(x) for x in self.scorer.item_ids[top]], self.buyers[top].astype(float).tolist())
+        if self.ann is not None:
+            extra = len(bought) if bought is not None else 0
+            found, found_scores = self.ann.search(query, min(k + extra, self.items))
+            positions = found + 1  # the index holds positions 1..N
+            if bought is not None and extra:
+                keep_pos = ~np.isin(positions, bought)
+                positions, found_scores = positions[keep_pos], found_scores[keep_pos]
+            return Recommendation(self.version, True, None, [str(x) for x in self.scorer.item_ids[positions[:k]]],
+                                  found_scores[:k].astype(float).tolist())
         scores = (self.scorer.item_table @ query)[None, :]
         scores[0, vocab.OOV_ROW] = -np.inf
         if bought is not None and len(bought):
@@ -138,6 +149,7 @@ class LoadedVersion:
     def describe(self) -> dict[str, Any]:
         return {"version": self.version, "items": self.items, "index_sha256": self.index_sha256,
                 "catalog_date": self.index_meta.get("catalog_date"),
+                "search": f"hnsw(ef_search={self.ann.ef_search})" if self.ann is not None else "exact",
                 "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at))}
 
 
@@ -161,8 +173,13 @@ class _HistoryCache:
         return pd.concat(frames, ignore_index=True).drop_duplicates()
 
 
-def load_version(store: PartitionStore, version: int, history: _HistoryCache | None = None) -> LoadedVersion:
-    """Load ``version`` for serving: tables, vocabularies, the serving index, histories, popularity."""
+def load_version(store: PartitionStore, version: int, history: _HistoryCache | None = None,
+                 ann_min_items: int | None = None) -> LoadedVersion:
+    """Load ``version`` for serving: tables, vocabularies, the serving index, histories, popularity.
+
+    With ``ann_min_items``, a serving index of at least that many items also gets an HNSW index
+    (:mod:`recsys.serving.ann`) and recommendations use it; if faiss is missing, search stays exact.
+    """
     from recsys.serving.index import load_scorer
 
     vdir = layout.model_version(version)
@@ -195,6 +212,12 @@ def load_version(store: PartitionStore, version: int, history: _HistoryCache | N
     buyers[vocab.OOV_ROW] = -1
     # most buyers first, ties by index order; the OOV position (count -1) sorts last and is cut
     popular = np.lexsort((np.arange(len(ids)), -buyers))[:-1]
+    ann = None
+    if ann_min_items is not None and len(position) >= ann_min_items:
+        try:
+            ann = HnswIndex(table[1:])
+        except AnnUnavailable as err:
+            log.warning("version %d: exact search over %d items (%s)", version, len(position), err)
     purchases: dict[str, np.ndarray] = {}
     if len(served):
         for user, group in pd.Series(served_pos).groupby(served[schema.USER_ID].to_numpy()):
@@ -212,6 +235,7 @@ def load_version(store: PartitionStore, version: int, history: _HistoryCache | N
         purchases=purchases,
         popular=popular,
         buyers=buyers,
+        ann=ann,
     )
 
 
@@ -231,8 +255,10 @@ class ModelHolder:
     runs at a time.
     """
 
-    def __init__(self, store: PartitionStore, poll_seconds: float = 2.0, retry_seconds: float = 30.0) -> None:
+    def __init__(self, store: PartitionStore, poll_seconds: float = 2.0, retry_seconds: float = 30.0,
+                 ann_min_items: int | None = None) -> None:
         self.store = store
+        self.ann_min_items = ann_min_items
         self.poll_seconds = poll_seconds
         self.retry_seconds = retry_seconds
         self.current: LoadedVersion | None = None
@@ -277,7 +303,7 @@ class ModelHolder:
                 return False
             started = time.perf_counter()
             try:
-                loaded = load_version(self.store, champion, self._history)
+                loaded = load_version(self.store, champion, self._history, self.ann_min_items)
             except Exception as err:  # noqa: BLE001 - whatever breaks a load, the old version keeps serving
                 attempts = failed.attempts + 1 if failed is not None and failed.version == champion else 1
                 self.failure = LoadFailure(champion, str(err), time.time(), attempts)

@@ -65,6 +65,7 @@ class VersionOut(BaseModel):
     items: int
     index_sha256: str
     catalog_date: str | None
+    search: str = Field(description="'exact' (numpy) or 'hnsw(ef_search=...)' for large catalogs")
     loaded_at: str
 
 
@@ -191,10 +192,12 @@ K = Annotated[int, Query(ge=1, le=MAX_K, description=f"how many items, 1..{MAX_K
 
 
 def create_app(store: PartitionStore, poll_seconds: float = 2.0, retry_seconds: float = 30.0,
-               holder: ModelHolder | None = None, watch: bool = True) -> FastAPI:
+               holder: ModelHolder | None = None, watch: bool = True, ann_min_items: int | None = None) -> FastAPI:
     """The service over ``store``. With ``watch`` the registry watcher runs while the app is up
-    (started by the ASGI lifespan); without it, call ``app.state.holder.poll()`` to (re)load."""
-    holder = holder or ModelHolder(store, poll_seconds=poll_seconds, retry_seconds=retry_seconds)
+    (started by the ASGI lifespan); without it, call ``app.state.holder.poll()`` to (re)load.
+    Catalogs of at least ``ann_min_items`` items are searched with an HNSW index (None: always exact)."""
+    holder = holder or ModelHolder(store, poll_seconds=poll_seconds, retry_seconds=retry_seconds,
+                                   ann_min_items=ann_min_items)
     metrics = Metrics()
 
     @asynccontextmanager

@@ -349,3 +349,29 @@ def test_cli_serve_rejects_a_bad_poll_interval(bad, capsys):
         main(["serve", "--poll-seconds", bad])
     assert info.value.code == 2
     assert "--poll-seconds" in capsys.readouterr().err
+
+
+# --- approximate search (HNSW) for large catalogs ----------------------------------------------------
+def test_hnsw_search_gives_the_exact_answers_on_a_tiny_catalog(sstore):
+    pytest.importorskip("faiss")
+    app = create_app(sstore, watch=False, ann_min_items=1)  # every catalog counts as large
+    app.state.holder.poll()
+    client = TestClient(app)
+    assert client.get("/version").json()["search"] == "hnsw(ef_search=256)"
+    assert _ids(client.get("/recommendations/u1")) == ["A", "D", "C", "B"]
+    assert _ids(client.get("/recommendations/u2", params={"k": 2})) == ["B", "D"]
+    assert _ids(client.get("/recommendations/u1", params={"exclude_purchased": True, "k": 2})) == ["D", "C"]
+    assert client.get("/recommendations/u1").json()["items"][0]["score"] == pytest.approx(3.0)
+
+
+def test_small_catalogs_and_missing_faiss_stay_exact(sstore, monkeypatch):
+    import sys
+
+    holder = ModelHolder(sstore, ann_min_items=5)  # 4 items < 5
+    holder.poll()
+    assert holder.current.ann is None and holder.current.describe()["search"] == "exact"
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss raises ImportError
+    holder = ModelHolder(sstore, ann_min_items=1)
+    holder.poll()
+    assert holder.current.ann is None
+    assert holder.current.recommend("u1", 2).item_ids == ["A", "D"]
