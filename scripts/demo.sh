@@ -43,4 +43,7 @@ demo: done. To look at the runs in the Airflow UI:
 then open http://localhost:8080 (user "admin"; the password is printed by standalone and stored in
 $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated). The registry is at
 $RECSYS_STORAGE_ROOT/registry/two_tower.json; "recsys --help" lists the other commands.
+To serve recommendations over HTTP (follows deploys and rollbacks without a restart):
+    . scripts/env.sh && recsys serve --host 127.0.0.1 --port 8000
+then open http://127.0.0.1:8000/docs or curl http://127.0.0.1:8000/recommendations/<customer id>?k=10
 TXT
