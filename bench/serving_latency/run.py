@@ -70,14 +70,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def over_http(root: Path, users: list[str], queries: int, seconds: float, threads: int = 4) -> dict:
+def over_http(root: Path, users: list[str], queries: int, seconds: float, threads: int = 4,
+              exact: bool = True) -> dict:
     import httpx
 
     port = _free_port()
     env = {**os.environ, "RECSYS_STORAGE_BACKEND": "local", "RECSYS_STORAGE_ROOT": str(root)}
-    proc = subprocess.Popen([sys.executable, "-m", "recsys.cli", "serve", "--port", str(port), "--log-level",
-                             "warning", "--poll-seconds", "2"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "recsys.cli", "serve", "--port", str(port), "--log-level", "warning",
+               "--poll-seconds", "2", *(["--exact"] if exact else [])]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         started = time.monotonic()
@@ -128,38 +129,38 @@ def over_http(root: Path, users: list[str], queries: int, seconds: float, thread
         proc.wait(timeout=30)
 
 
-def ann(lv: LoadedVersion, users: list[str], queries: int, ef_values: list[int]) -> dict:
-    """HNSW (faiss, inner product) over the served items: build time, latency, recall@100 vs exact."""
+def ann(lv: LoadedVersion, users: list[str], queries: int, ef_values: list[int]) -> tuple[LoadedVersion, dict]:
+    """The service's HNSW index (recsys.serving.ann) over the served items: build time, then per efSearch
+    the latency of LoadedVersion.recommend(user, 100) and its recall@100 against the exact search."""
+    import dataclasses
+
     import faiss
 
-    items = lv.scorer.item_table[1:]  # served positions 1..N (row 0 is the OOV row)
-    faiss.omp_set_num_threads(os.cpu_count() or 1)  # build on every core
-    started = time.perf_counter()
-    index = faiss.IndexHNSWFlat(items.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = 80
-    index.add(items)
-    build = time.perf_counter() - started
+    from recsys.serving.ann import EF_CONSTRUCTION, HNSW_M, HnswIndex
+
+    index = HnswIndex(lv.scorer.item_table[1:])
+    approx = dataclasses.replace(lv, ann=index)
     rng = np.random.default_rng(2)
     picks = [users[i] for i in rng.integers(len(users), size=queries)]
     exact = [set(lv.recommend(u, K).item_ids) for u in picks[:500]]
-    vectors = np.stack([lv.query_vector(u) for u in picks]).astype(np.float32)
-    faiss.omp_set_num_threads(1)  # one query at a time, one thread: the serving path
-    out = {"library": f"faiss-cpu {faiss.__version__}", "index": "IndexHNSWFlat(M=32, efConstruction=80)",
-           "build_s": round(build, 1), "by_ef_search": {}}
+    out: dict = {"library": f"faiss-cpu {faiss.__version__}",
+                 "index": f"IndexHNSWFlat(M={HNSW_M}, efConstruction={EF_CONSTRUCTION}), inner product, "
+                          "one thread per query",
+                 "build_s": round(index.build_seconds, 1), "by_ef_search": {}}
     for ef in ef_values:
-        index.hnsw.efSearch = ef
+        index.index.hnsw.efSearch = ef
         times = []
         found = []
-        for q in vectors:
+        for u in picks:
             t = time.perf_counter()
-            _, ids = index.search(q[None, :], K)
+            rec = approx.recommend(u, K)
             times.append(time.perf_counter() - t)
-            found.append(ids[0])
-        recall = np.mean([len(exact[i] & {str(lv.scorer.item_ids[p + 1]) for p in found[i]}) / K
-                          for i in range(len(exact))])
+            found.append(rec.item_ids)
+        recall = np.mean([len(exact[i] & set(found[i])) / K for i in range(len(exact))])
         out["by_ef_search"][str(ef)] = {**percentiles(times), "recall_at_100": round(float(recall), 4),
                                         "throughput_per_s": round(len(times) / sum(times), 1)}
-    return out
+    index.index.hnsw.efSearch = index.ef_search
+    return approx, out
 
 
 def main() -> None:
@@ -206,9 +207,12 @@ def main() -> None:
             print(size, json.dumps(entry["in_process_exact"]), flush=True)
             entry["http_exact"] = over_http(store.root, users, args.queries, args.http_seconds)
             print(size, json.dumps(entry["http_exact"]), flush=True)
-            if args.ann and size >= 100_000:
-                entry["ann"] = ann(lv, users, args.queries, [int(x) for x in args.ef.split(",")])
+            if args.ann and size >= 200_000:  # recsys serve's default --ann-min-items
+                approx, entry["ann"] = ann(lv, users, args.queries, [int(x) for x in args.ef.split(",")])
                 print(size, json.dumps(entry["ann"]), flush=True)
+                del approx
+                entry["http_ann"] = over_http(store.root, users, args.queries, args.http_seconds, exact=False)
+                print(size, json.dumps(entry["http_ann"]), flush=True)
             result["catalogs"][str(size)] = entry
             del lv
     result["machine"]["loadavg_after"] = os.getloadavg()

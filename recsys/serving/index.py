@@ -52,8 +52,9 @@ def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     if k <= 0:
         empty = np.empty((scores.shape[0], 0))
         return empty.astype(np.int64), empty.astype(scores.dtype)
-    if k < scores.shape[1]:
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    n = scores.shape[1]
+    if k < n:
+        top = np.argpartition(scores, n - k, axis=1)[:, n - k:]  # no negated copy: the k largest are last
     else:
         top = np.broadcast_to(np.arange(scores.shape[1]), scores.shape).copy()
     top_scores = np.take_along_axis(scores, top, axis=1)
