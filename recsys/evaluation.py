@@ -35,6 +35,23 @@ def recall_at_k(ranked: list[list[str]], relevant: list[set[str]], k: int) -> fl
     return float(np.mean(recalls)) if recalls else 0.0
 
 
+def ndcg_at_k(ranked: list[list[str]], relevant: list[set[str]], k: int) -> float:
+    """Mean over users of binary-relevance NDCG@k (DCG of the top k over the ideal DCG).
+
+    Users with nothing relevant are skipped. Gains are 1/log2(rank + 1), ranks starting at 1.
+    """
+    if len(ranked) != len(relevant):
+        raise ValueError(f"{len(ranked)} ranked lists for {len(relevant)} users")
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    scores = []
+    for r, rel in zip(ranked, relevant, strict=True):
+        if not rel:
+            continue
+        dcg = sum(discounts[i] for i, item in enumerate(r[:k]) if item in rel)
+        scores.append(dcg / discounts[: min(len(rel), k)].sum())
+    return float(np.mean(scores)) if scores else 0.0
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """The deploy gate. ``None`` for a threshold means it is not configured: nothing is blessed."""
@@ -107,7 +124,7 @@ def evaluate_candidate(
     holdout = examples[examples[schema.SPLIT] == "holdout"]
     relevant_by_user = holdout.groupby(schema.USER_ID)[schema.ITEM_ID].agg(set)
     users = [str(u) for u in relevant_by_user.index]
-    relevant = list(relevant_by_user)
+    relevant = [set(items) for items in relevant_by_user]
     k = settings.k
     champion_version = reg["champion"]
 

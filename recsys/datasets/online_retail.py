@@ -124,9 +124,14 @@ def catalog_snapshot(lines: pd.DataFrame) -> pd.DataFrame:
     """The item catalog as known from ``lines`` (all lines up to a day): one row per ``StockCode``.
 
     The title is the item's latest non-blank ``Description`` and the price its latest ``UnitPrice``;
-    every item is ``available`` (the source has no delistings).
+    every item is ``available`` (the source has no delistings). Only sale lines count (guest checkouts
+    included): cancellations, stock adjustments and accounting lines with a negative price (such as
+    "Adjust bad debt") say nothing about an item's price.
     """
-    ordered = lines.sort_values("InvoiceDate", kind="stable")
+    quantity = pd.to_numeric(lines["Quantity"], errors="coerce")
+    price = pd.to_numeric(lines["UnitPrice"], errors="coerce")
+    sales = lines[~lines["InvoiceNo"].str.startswith("C") & (quantity > 0) & (price >= 0)]
+    ordered = sales.sort_values("InvoiceDate", kind="stable")
     titled = ordered[ordered["Description"].str.strip() != ""]
     titles = titled.groupby("StockCode")["Description"].last()
     prices = pd.to_numeric(ordered["UnitPrice"], errors="coerce")

@@ -231,3 +231,18 @@ def test_recall_at_20_is_a_true_recall_at_20_when_k_is_smaller(eval_store, put_v
     result = evaluate_candidate(eval_store, _settings(eval_store), D2)
     # only 3 items exist, so every relevant item is in anyone's top 20: recall@20 is 1.0 for both models
     assert result["champion_metrics"]["recall@20"] == 1.0
+
+
+def test_ndcg_at_k_by_hand():
+    from recsys.evaluation import ndcg_at_k
+
+    # user 1: hit at rank 1 and rank 3 of 2 relevant -> (1 + 1/log2(4)) / (1 + 1/log2(3)) = 1.5 / 1.6309 = 0.91972
+    # user 2: its only relevant item at rank 2 -> (1/log2(3)) / 1 = 0.63093
+    ranked = [["a", "x", "b"], ["y", "c", "z"]]
+    relevant = [{"a", "b"}, {"c"}]
+    assert ndcg_at_k(ranked, relevant, 3) == pytest.approx((0.919721 + 0.630930) / 2, abs=1e-5)
+    # k=1 keeps only the first item: user 1 -> 1/1, user 2 -> 0
+    assert ndcg_at_k(ranked, relevant, 1) == pytest.approx(0.5)
+    assert ndcg_at_k([["a"]], [set()], 5) == 0.0
+    with pytest.raises(ValueError):
+        ndcg_at_k([["a"]], [], 5)
