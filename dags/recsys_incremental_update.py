@@ -7,7 +7,8 @@ One run per daily partition of user-behaviour events, in date order, each exactl
    `raw/events/dt=<date>/_SUCCESS` exists in the partition store. On HDFS
    (`RECSYS_STORAGE_BACKEND=webhdfs`) this is the HDFS provider's `WebHdfsSensor` on the marker's path,
    through the Airflow connection `RECSYS_WEBHDFS_CONN_ID` (default `webhdfs_default`); on the local
-   store, a sensor that asks the store. It looks every `RECSYS_SENSOR_POKE_SECONDS` (default 60).
+   store, a sensor that asks the store. It looks every `RECSYS_SENSOR_POKE_SECONDS` (default 60) and
+   fails the run after `RECSYS_SENSOR_TIMEOUT_SECONDS` (default 43200, 12 hours).
 2. **validate**: Great Expectations suites `expectations/raw_events.json` and `catalog.json`; the summary
    goes to `reports/validation/dt=<date>/summary.json` and the Data Docs to
    `reports/validation/site/index.html`. On failure the partition is quarantined, this run fails without
@@ -27,12 +28,13 @@ date by hand, trigger the DAG with the **Partition date** parameter; every task 
 rerunning a processed date changes nothing.
 
 Configuration: `RECSYS_*` environment variables of the workers (see the README). The storage backend,
-the connection id and the poke interval are also read when this file is parsed (they choose and set up
-the sensor), so give the DAG processor the same values.
+the connection id and the sensor's interval and time-out are also read when this file is parsed (they
+choose and set up the sensor), so give the DAG processor the same values.
 """
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -41,13 +43,30 @@ from airflow.providers.apache.hdfs.sensors.web_hdfs import WebHdfsSensor
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from recsys.config import Settings
-
 DAG_ID = "recsys_incremental_update"
-SENSOR_TIMEOUT = timedelta(hours=12)
 
-# Read when the file is parsed: the backend chooses the sensor, the others configure it.
-PARSE_SETTINGS = Settings.from_env()
+
+def _seconds(name: str, default: int) -> int:
+    """A positive whole number of seconds from environment variable ``name``; a bad value names it."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"{name}={raw!r}: expected a positive whole number of seconds")
+    return value
+
+
+# Read when this file is parsed, because they choose and configure the sensor (recsys.config.Settings
+# documents the same variables and validates them again in every task). The connection id is also the
+# one the tasks use, so the sensor and the tasks always talk to the same NameNode.
+STORAGE_BACKEND = os.environ.get("RECSYS_STORAGE_BACKEND", "local").strip()
+WEBHDFS_CONN_ID = os.environ.get("RECSYS_WEBHDFS_CONN_ID", "").strip() or "webhdfs_default"
+SENSOR_POKE_SECONDS = _seconds("RECSYS_SENSOR_POKE_SECONDS", 60)
+SENSOR_TIMEOUT = timedelta(seconds=_seconds("RECSYS_SENSOR_TIMEOUT_SECONDS", 12 * 3600))
 
 
 def _partition_day(params: Any, logical_date: Any) -> Any:
@@ -75,6 +94,7 @@ def _partition_date(context: Any) -> Any:
 
 def _success_marker(params: Any, dag_run: Any) -> str:
     """Absolute HDFS path of the run's ``_SUCCESS`` marker: the ``WebHdfsSensor``'s templated filepath."""
+    from recsys.config import Settings
     from recsys.storage import layout
 
     day = _partition_day(params, dag_run.logical_date)
@@ -89,6 +109,8 @@ def _settings() -> Any:
     host (several NameNodes separated by commas), port (WebHDFS, 9870), login (the HDFS user), schema (an
     optional URL prefix) and the extra ``{"use_ssl": true}`` for https.
     """
+    from recsys.config import Settings
+
     settings = Settings.from_env()
     if settings.storage_backend != "webhdfs":
         return settings
@@ -97,7 +119,7 @@ def _settings() -> Any:
 
     from recsys.storage.webhdfs import namenode_url
 
-    conn_id = settings.webhdfs_conn_id
+    conn_id = WEBHDFS_CONN_ID
     try:
         conn = WebHDFSHook.get_connection(conn_id)
     except AirflowNotFoundException as err:
@@ -198,12 +220,12 @@ def _run_step(step: str) -> dict[str, Any]:
     },
 )
 def recsys_incremental_update() -> None:
-    if PARSE_SETTINGS.storage_backend == "webhdfs":
+    if STORAGE_BACKEND == "webhdfs":
         wait_for_partition = WebHdfsSensor(
             task_id="wait_for_partition",
             filepath="{{ recsys_success_marker(params, dag_run) }}",
-            webhdfs_conn_id=PARSE_SETTINGS.webhdfs_conn_id,
-            poke_interval=PARSE_SETTINGS.sensor_poke_seconds,
+            webhdfs_conn_id=WEBHDFS_CONN_ID,
+            poke_interval=SENSOR_POKE_SECONDS,
             timeout=SENSOR_TIMEOUT,
             mode="reschedule",
             doc_md="True once the partition's `_SUCCESS` marker exists on HDFS (the rendered filepath).",
@@ -212,7 +234,7 @@ def recsys_incremental_update() -> None:
 
         @task.sensor(
             task_id="wait_for_partition",
-            poke_interval=PARSE_SETTINGS.sensor_poke_seconds,
+            poke_interval=SENSOR_POKE_SECONDS,
             timeout=SENSOR_TIMEOUT,
             mode="reschedule",
         )

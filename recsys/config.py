@@ -35,8 +35,10 @@ class Settings:
     webhdfs_url: str | None = None  # http://namenode:9870 (several NameNodes separated by ';')
     webhdfs_user: str | None = None  # HDFS user (simple auth); None: the user running the process
     webhdfs_conn_id: str = "webhdfs_default"  # the Airflow connection of the NameNode
-    # Airflow: how often the partition sensor looks for the _SUCCESS marker (it sleeps in between)
+    # Airflow's partition sensor: how often it looks for the _SUCCESS marker (it sleeps in between) and
+    # when it gives up. The DAG file reads these two and webhdfs_conn_id also when it is parsed.
     sensor_poke_seconds: int = 60
+    sensor_timeout_seconds: int = 12 * 3600
     # model
     embedding_dim: int = 32
     learning_rate: float = 0.1
@@ -101,7 +103,8 @@ class Settings:
                 f"RECSYS_STORAGE_ROOT={self.storage_root!r}: on webhdfs the root must be an absolute HDFS path, "
                 "e.g. /data/recsys"
             )
-        for name in ("embedding_dim", "epochs", "batch_size", "k", "min_eval_users", "sensor_poke_seconds"):
+        for name in ("embedding_dim", "epochs", "batch_size", "k", "min_eval_users", "sensor_poke_seconds",
+                     "sensor_timeout_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"RECSYS_{name.upper()} must be positive, got {getattr(self, name)}")
         if self.replay_examples < 0:

@@ -78,7 +78,7 @@ def _log_tail(lines: int = 60) -> str:
     log = HDFS_STATE / "cluster.log"
     if not log.exists():
         return f"(no {log})"
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    return f"--- last {lines} lines of {log} ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
 @pytest.fixture(scope="session")

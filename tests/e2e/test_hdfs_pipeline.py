@@ -22,10 +22,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.integration, pytest
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "recsys_incremental_update"
-# later than the dates of test_incremental_dag.py, which shares the session's Airflow database
-DAYS = ["2011-01-04", "2011-01-05"]
-LATE_DAY = "2011-01-06"
+DAYS = ["2010-12-01", "2010-12-02"]
+LATE_DAY = "2010-12-03"
 MARKER_DELAY_SECONDS = 6
+# a sensor that never sees its marker fails the run after this long instead of waiting 12 hours
+SENSOR_TIMEOUT_SECONDS = 120
 
 
 @pytest.fixture(scope="module")
@@ -38,17 +39,23 @@ def hdfs_env(hdfs_cluster):
         mp.setenv("RECSYS_STORAGE_BACKEND", "webhdfs")
         mp.setenv("RECSYS_STORAGE_ROOT", store.root)
         mp.setenv("RECSYS_SENSOR_POKE_SECONDS", "1")
+        mp.setenv("RECSYS_SENSOR_TIMEOUT_SECONDS", str(SENSOR_TIMEOUT_SECONDS))
         mp.setenv("AIRFLOW_CONN_WEBHDFS_DEFAULT", hdfs_cluster.connection_uri())
         yield store
 
 
 @pytest.fixture(scope="module")
 def pipeline(airflow_db, hdfs_env):
-    """Land two days on HDFS, run the DAG for each through Airflow; yields (dag, store, runs, seconds)."""
+    """Land two days on HDFS, run the DAG for each through Airflow; yields (dag, store, runs, seconds).
+
+    The session's Airflow database is shared with the other e2e modules, which run the same dates: this
+    module starts from, and leaves, no runs of the DAG.
+    """
     from airflow.dag_processing.dagbag import DagBag
 
     from recsys.datasets.landing import land_days
 
+    _delete_runs()
     store = hdfs_env
     landed = land_days(store, date.fromisoformat(DAYS[0]), days=len(DAYS))
     assert [x.day.isoformat() for x in landed] == DAYS
@@ -57,10 +64,32 @@ def pipeline(airflow_db, hdfs_env):
     assert dagbag.import_errors == {}
     dag = dagbag.get_dag(DAG_ID)
     started = time.perf_counter()
-    runs = {day: dag.test(logical_date=pendulum.parse(day)) for day in DAYS}
+    runs = {}
+    for day in DAYS:
+        runs[day] = run = dag.test(logical_date=pendulum.parse(day))
+        # depends_on_past: a later date would wait for this one forever (dag.test does not give up)
+        _fail_unless_succeeded(run, day)
     seconds = time.perf_counter() - started
     log.warning("HDFS e2e: %d partitions through Airflow in %.1f s", len(DAYS), seconds)
-    return dag, store, runs, seconds
+    yield dag, store, runs, seconds
+    _delete_runs()
+
+
+def _fail_unless_succeeded(run, day: str) -> None:
+    if run.state != "success":
+        states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+        pytest.fail(f"the run of {day} ended {run.state}: {states}", pytrace=False)
+
+
+def _delete_runs() -> None:
+    """Remove this DAG's runs from the session's Airflow DB (other e2e modules run the same dates)."""
+    from airflow import settings
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy import delete
+
+    session = settings.Session()
+    session.execute(delete(DagRun).where(DagRun.dag_id == DAG_ID))
+    session.commit()
 
 
 def test_the_dag_senses_hdfs_with_the_providers_sensor(pipeline):
@@ -70,6 +99,7 @@ def test_the_dag_senses_hdfs_with_the_providers_sensor(pipeline):
     sensor = dag.get_task("wait_for_partition")
     assert isinstance(sensor, WebHdfsSensor)
     assert (sensor.mode, sensor.poke_interval, sensor.webhdfs_conn_id) == ("reschedule", 1, "webhdfs_default")
+    assert sensor.timeout == SENSOR_TIMEOUT_SECONDS
 
 
 def test_each_run_succeeds(pipeline):
@@ -127,7 +157,8 @@ def test_a_partition_whose_marker_arrives_late_is_sensed_when_it_arrives(pipelin
     from recsys.storage import layout
     from recsys.storage.local import LocalStore
 
-    dag, store, _, _ = pipeline
+    dag, store, runs, _ = pipeline
+    assert all(run.state == "success" for run in runs.values())  # else this date would wait for them
     day = date.fromisoformat(LATE_DAY)
     events = layout.raw_events(day)
     # upstream has written everything but the events marker (landed elsewhere, copied without it)

@@ -87,6 +87,7 @@ def test_on_hdfs_the_dag_waits_with_the_providers_sensor_and_parses_as_fast(monk
     env = {
         "RECSYS_STORAGE_BACKEND": "webhdfs", "RECSYS_STORAGE_ROOT": "/data/recsys",
         "RECSYS_WEBHDFS_CONN_ID": "hdfs_prod", "RECSYS_SENSOR_POKE_SECONDS": "300",
+        "RECSYS_SENSOR_TIMEOUT_SECONDS": "7200",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -94,6 +95,7 @@ def test_on_hdfs_the_dag_waits_with_the_providers_sensor_and_parses_as_fast(monk
     sensor = dag.get_task("wait_for_partition")
     assert isinstance(sensor, WebHdfsSensor)
     assert (sensor.mode, sensor.poke_interval, sensor.webhdfs_conn_id) == ("reschedule", 300, "hdfs_prod")
+    assert sensor.timeout == 7200
     assert sensor.retries >= 1 and sensor.depends_on_past
     assert sensor.downstream_task_ids == {"validate"}
     # the templated filepath: the marker of the logical date's partition, or of the partition_date param
@@ -109,3 +111,12 @@ def test_on_hdfs_the_dag_waits_with_the_providers_sensor_and_parses_as_fast(monk
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert not set(result["modules"]) & set(HEAVY)
     assert result["seconds"] < 1.0, f"importing the DAG folder took {result['seconds']:.2f} s"
+
+
+def test_a_malformed_poke_interval_is_an_import_error_naming_the_variable(monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("RECSYS_SENSOR_POKE_SECONDS", "soon")
+    errors = DagBag(dag_folder=str(REPO_ROOT / "dags")).import_errors
+    assert len(errors) == 1
+    assert "RECSYS_SENSOR_POKE_SECONDS='soon'" in next(iter(errors.values()))

@@ -35,16 +35,17 @@ def test_namenode_url_needs_a_host(hosts):
 
 def test_webhdfs_settings_defaults_and_parsing():
     s = Settings.from_env({})
-    assert (s.webhdfs_url, s.webhdfs_user, s.webhdfs_conn_id, s.sensor_poke_seconds) == (
-        None, None, "webhdfs_default", 60,
+    assert (s.webhdfs_url, s.webhdfs_user, s.webhdfs_conn_id, s.sensor_poke_seconds, s.sensor_timeout_seconds) == (
+        None, None, "webhdfs_default", 60, 43200,
     )
     s = Settings.from_env({
         "RECSYS_STORAGE_BACKEND": "webhdfs", "RECSYS_STORAGE_ROOT": "/data/recsys",
         "RECSYS_WEBHDFS_URL": "http://nn1:9870;http://nn2:9870", "RECSYS_WEBHDFS_USER": "etl",
         "RECSYS_WEBHDFS_CONN_ID": "hdfs_prod", "RECSYS_SENSOR_POKE_SECONDS": "5",
+        "RECSYS_SENSOR_TIMEOUT_SECONDS": "600",
     })
-    assert (s.webhdfs_url, s.webhdfs_user, s.webhdfs_conn_id, s.sensor_poke_seconds) == (
-        "http://nn1:9870;http://nn2:9870", "etl", "hdfs_prod", 5,
+    assert (s.webhdfs_url, s.webhdfs_user, s.webhdfs_conn_id, s.sensor_poke_seconds, s.sensor_timeout_seconds) == (
+        "http://nn1:9870;http://nn2:9870", "etl", "hdfs_prod", 5, 600,
     )
     assert Settings.from_env({"RECSYS_WEBHDFS_URL": "none"}).webhdfs_url is None
 
@@ -58,6 +59,7 @@ def test_webhdfs_settings_defaults_and_parsing():
         ("RECSYS_WEBHDFS_USER", "two words"),
         ("RECSYS_WEBHDFS_CONN_ID", " "),
         ("RECSYS_SENSOR_POKE_SECONDS", "0"),
+        ("RECSYS_SENSOR_TIMEOUT_SECONDS", "-1"),
     ],
 )
 def test_malformed_webhdfs_settings_name_the_variable(var, raw):
