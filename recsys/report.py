@@ -26,7 +26,12 @@ def date_lines(store: PartitionStore, day: str, reg: dict[str, Any]) -> list[str
     if val is None:
         lines.append("   validation : not run")
     else:
-        verdict = "passed" if val["success"] else f"FAILED ({val['problem'] or ', '.join(val['failed'])})"
+        if val["success"]:
+            verdict = "passed"
+        elif val.get("accepted"):
+            verdict = f"failed ({', '.join(val['failed'])}) but ACCEPTED by on-call: {val['accepted']['reason']}"
+        else:
+            verdict = f"FAILED ({val['problem'] or ', '.join(val['failed'])})"
         lines.append(f"   validation : {verdict}, {val['rows']} events, {len(val['checks'])} checks")
     feats = _features(store, day)
     if feats:

@@ -57,6 +57,15 @@ def test_date_lines_of_a_failed_validation(store):
     ]
 
 
+def test_date_lines_of_a_validation_accepted_by_on_call(store):
+    _validation(store, "2011-01-04", success=False, problem=None, failed=["expect_a"], rows=7, checks=[{}] * 3,
+                accepted={"reason": "known promotion"})
+    assert date_lines(store, "2011-01-04", _empty_reg()) == [
+        "== 2011-01-04",
+        "   validation : failed (expect_a) but ACCEPTED by on-call: known promotion, 7 events, 3 checks",
+    ]
+
+
 def test_date_lines_of_a_rejected_candidate_without_metrics_or_champion(store):
     decision = _decision(candidate_version=1, champion_version=None, candidate_metrics={}, champion_metrics=None,
                          blessed=False, reason="only 0 held-out users (< 10): too few to decide")
