@@ -44,6 +44,7 @@ class Settings:
     learning_rate: float = 0.1
     epochs: int = 3
     batch_size: int = 256
+    logq_correction: bool = False  # correct in-batch negatives for item popularity (see two_tower.py)
     replay_examples: int = 20_000  # older examples mixed into each fine-tune (forgetting guard)
     seed: int = 42
     # evaluation and the deploy gate
@@ -143,6 +144,12 @@ def _parse(name: str, type_name: Any, raw: str) -> Any:
     try:
         if "None" in type_name and text.lower() in ("", "none", "null"):
             return None
+        if type_name == "bool":
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
         if type_name.startswith("int"):
             return int(text)
         if type_name.startswith("float"):

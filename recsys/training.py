@@ -126,7 +126,9 @@ def _train_version(
         tf.data.Dataset.from_tensor_slices({
             schema.USER_ROW: examples[schema.USER_ROW].to_numpy("int64"),
             schema.ITEM_ROW: examples[schema.ITEM_ROW].to_numpy("int64"),
-        })
+        } | ({
+            two_tower.ITEM_PROB: two_tower.sampling_probability(examples[schema.ITEM_ROW].to_numpy("int64"), item_rows),
+        } if settings.logq_correction else {}))
         .shuffle(len(examples), seed=seed, reshuffle_each_iteration=True)
         .batch(settings.batch_size)
     )
@@ -150,6 +152,7 @@ def _train_version(
         "user_rows": user_rows,
         "item_rows": item_rows,
         "final_loss": float(history.history["loss"][-1]),
+        "logq_correction": settings.logq_correction,
         "train_seconds": round(seconds, 2),
         "created_at": registry.now(),
     }

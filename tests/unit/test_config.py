@@ -166,3 +166,11 @@ def test_settings_are_frozen():
 def test_nan_is_rejected(var):
     with pytest.raises(ConfigError, match=var):
         Settings.from_env({var: "nan"})
+
+
+def test_boolean_settings_parse_words_and_reject_others():
+    assert Settings.from_env({"RECSYS_LOGQ_CORRECTION": "true"}).logq_correction is True
+    assert Settings.from_env({"RECSYS_LOGQ_CORRECTION": "0"}).logq_correction is False
+    assert Settings.from_env({}).logq_correction is False
+    with pytest.raises(ConfigError, match="RECSYS_LOGQ_CORRECTION"):
+        Settings.from_env({"RECSYS_LOGQ_CORRECTION": "maybe"})

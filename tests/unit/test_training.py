@@ -166,3 +166,15 @@ def test_train_from_scratch_uses_all_history_and_fine_tunes_continue_from_it(tin
 def test_train_from_scratch_needs_the_days_features(store):
     with pytest.raises(TrainingError, match="no features for 2011-01-04"):
         train_from_scratch(store, Settings(storage_root=str(store.root)), D1)
+
+
+@pytest.mark.slow
+def test_fine_tune_with_the_logq_correction_trains_and_records_it(tiny):
+    store, settings, _ = tiny
+    plain = fine_tune(store, settings, D1)
+    corrected = fine_tune(store, settings.replace(logq_correction=True), D2)
+    assert plain["logq_correction"] is False and corrected["logq_correction"] is True
+    assert np.isfinite(corrected["final_loss"])
+    # the correction changes the loss: the same day trained both ways gives different weights
+    other = train_from_scratch(store, settings.replace(logq_correction=True), D1)
+    assert not np.array_equal(load_tables(store, other["version"])["item"], load_tables(store, 1)["item"])

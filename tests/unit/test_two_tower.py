@@ -97,3 +97,12 @@ def test_id_tower_maps_rows_to_vectors(tf):
     tower = id_tower(rows=5, dim=3, name="query")
     assert tower.name == "query"
     assert tower(tf.constant([0, 4], tf.int64)).shape == (2, 3)
+
+
+def test_sampling_probability_is_the_smoothed_item_share():
+    from recsys.model import two_tower
+
+    # rows 0..3, examples on items [1, 1, 2]: counts+1 = [1, 3, 2, 1] over 7 -> 3/7, 3/7, 2/7
+    probs = two_tower.sampling_probability(np.array([1, 1, 2]), rows=4)
+    assert probs.dtype == np.float32
+    assert np.allclose(probs, [3 / 7, 3 / 7, 2 / 7])
