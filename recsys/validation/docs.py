@@ -193,6 +193,9 @@ def docs_run(store: PartitionStore, day: date) -> Iterator[DocsRun]:
         run = DocsRun(store, day, root, context)
         if store.exists(RESULTS_DIR):
             store.download_dir(RESULTS_DIR, run._validations)
-        if store.exists(SITE_DIR):
-            store.download_dir(SITE_DIR, site)
+        for name in store.list_dir(SITE_DIR):
+            # the result pages of earlier runs are kept; index.html, partitions.html and static/ (GX's
+            # fonts, images and styles, 4 MB) are written again by every build
+            if name != "static" and not name.endswith(".html"):
+                store.download_dir(f"{SITE_DIR}/{name}", site / name)
         yield run

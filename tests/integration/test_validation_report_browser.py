@@ -90,6 +90,9 @@ def test_failed_partition_data_docs_show_the_failing_expectation_in_chromium(bro
     row = page.locator("tr", has_text="2011-01-04")
     assert "FAILED" in row.inner_text() and "event types" in row.inner_text() and "'click'" in row.inner_text()
     assert "PASSED" in page.locator("tr", has_text="2011-01-03").inner_text()
+    # the earlier day's page survived the later day's rebuild
+    earlier = failed_store.read_json(f"{layout.validation_report(date(2011, 1, 3))}/summary.json")
+    assert failed_store.exists(earlier["data_docs"]["pages"]["raw_events"])
     page.screenshot(path=str(ARTIFACTS / "validation_overview.png"), full_page=True)
     row.get_by_role("link", name="raw_events details").click()
     page.wait_for_load_state("load")
