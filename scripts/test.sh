@@ -3,6 +3,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# the Data Docs browser test drives Debian's Chromium (never a downloaded browser build)
+if [ ! -x /usr/bin/chromium ]; then
+  echo "test: installing Debian's chromium for the browser test"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium
+fi
 . scripts/env.sh
 echo "test: ruff"
 ruff check .
