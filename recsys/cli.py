@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     ]:
         sp = sub.add_parser(name, help=text)
         sp.add_argument("--date", type=_date, required=True)
+        if name == "validate":
+            sp.add_argument(
+                "--accept-reason",
+                help="on-call: accept the partition although it fails its expectations, for this reason "
+                "(recorded in the registry history)",
+            )
 
     rb = sub.add_parser("rollback", help="point the champion back to an earlier deployed version")
     rb.add_argument("--to", type=int, help="version (default: the previous champion)")
@@ -121,7 +127,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> Any:
     if cmd == "validate":
         from recsys.validation import validate_partition
 
-        return validate_partition(store, args.date).as_dict()
+        accept = args.accept_reason is not None
+        return validate_partition(
+            store, args.date, settings, accept_invalid=accept, accept_reason=args.accept_reason, run_id="cli"
+        ).as_dict()
     if cmd == "features":
         from recsys.features import build_features
 

@@ -124,3 +124,17 @@ def test_recommend_with_k_out_of_range_exits_2(root, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "1..1000" in err or "-k" in err
+
+
+def test_validate_accepts_a_failed_partition_only_with_a_reason(root, capsys, publish_events):
+    from recsys import registry
+
+    store = LocalStore(root)
+    publish_events(store, date(2011, 1, 4), [("e1", "2011-01-04 09:00:00", "u1", "i1", "click", 1, 1.0)])
+    assert main(["validate", "--date", "2011-01-04"]) == 2
+    assert "[event types]" in capsys.readouterr().err
+    assert main(["validate", "--date", "2011-01-04", "--accept-reason", " "]) == 2
+    assert "needs a reason" in capsys.readouterr().err
+    assert main(["validate", "--date", "2011-01-04", "--accept-reason", "click tracking test"]) == 0
+    assert json.loads(capsys.readouterr().out)["accepted"]["reason"] == "click tracking test"
+    assert registry.load(store)["history"][-1]["action"] == "accepted_invalid"
