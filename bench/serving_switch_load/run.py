@@ -139,26 +139,32 @@ def run_load(base: str, store, args, users: list[str], items: list[str],
     for t in threads:
         t.start()
     switches = []
-    with httpx.Client(timeout=30) as probe:
-        time.sleep(args.interval)
-        for i in range(args.switches):
-            current = registry.load(store)["champion"]
-            if i % 2 == 1:
-                action = "rollback"
-                target = rollback(store, f"load test switch {i}", run_id="bench")["version"]
-            else:
-                action = "deploy"
-                target = 2 if current == 3 else 3 if current == 1 else 1 if current == 2 else 2
-                registry.set_champion(store, target, "deployed", f"load test switch {i}", "bench")
-            t = time.perf_counter()
-            while probe.get(f"{base}/version").json()["version"] != target:
-                time.sleep(0.005)
-            switches.append({"action": action, "from": current, "to": target,
-                             "seconds_until_served": round(time.perf_counter() - t, 3)})
-            time.sleep(max(0.0, args.interval - (time.perf_counter() - t)))
-    stop.set()
-    for t in threads:
-        t.join()
+    try:
+        with httpx.Client(timeout=30) as probe:
+            time.sleep(args.interval)
+            previous = 1
+            for i in range(args.switches):
+                current = registry.load(store)["champion"]
+                if i % 2 == 1:  # on-call undoes the deploy just made
+                    action = "rollback"
+                    target = rollback(store, f"load test switch {i}", to=previous, run_id="bench")["version"]
+                else:  # another version, in turn
+                    action = "deploy"
+                    target = [v for v in (1, 2, 3) if v != current][(i // 2) % 2]
+                    registry.set_champion(store, target, "deployed", f"load test switch {i}", "bench")
+                previous = current
+                t = time.perf_counter()
+                while probe.get(f"{base}/version").json()["version"] != target:
+                    if time.perf_counter() - t > 60:
+                        raise RuntimeError(f"version {target} not served 60 s after the switch")
+                    time.sleep(0.005)
+                switches.append({"action": action, "from": current, "to": target,
+                                 "seconds_until_served": round(time.perf_counter() - t, 3)})
+                time.sleep(max(0.0, args.interval - (time.perf_counter() - t)))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
     elapsed = time.perf_counter() - started
     ms = np.asarray(latencies) * 1000
     served = [s["seconds_until_served"] for s in switches]

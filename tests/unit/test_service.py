@@ -357,7 +357,7 @@ def test_hnsw_search_gives_the_exact_answers_on_a_tiny_catalog(sstore):
     app = create_app(sstore, watch=False, ann_min_items=1)  # every catalog counts as large
     app.state.holder.poll()
     client = TestClient(app)
-    assert client.get("/version").json()["search"] == "hnsw(ef_search=256)"
+    assert client.get("/version").json()["search"] == "hnsw(ef_search=1024)"
     assert _ids(client.get("/recommendations/u1")) == ["A", "D", "C", "B"]
     assert _ids(client.get("/recommendations/u2", params={"k": 2})) == ["B", "D"]
     assert _ids(client.get("/recommendations/u1", params={"exclude_purchased": True, "k": 2})) == ["D", "C"]
