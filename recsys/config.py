@@ -59,6 +59,7 @@ class Settings:
     validation_max_quantity: int = 100_000  # largest quantity of one event
     validation_max_price: float = 100_000.0  # largest unit price
     validation_max_duplicate_ratio: float = 0.0  # share of rows whose event_id repeats an earlier row
+    validation_range_tolerance: float = 0.0  # share of rows that may break the quantity and price ranges
     validation_history: int = 7  # trailing accepted partitions the volume check averages over
     validation_volume_factor: float = 5.0  # rows must be within [average / f, average * f]
     validation_max_new_user_share: float = 0.95  # share of events by users the vocabulary does not know
@@ -125,7 +126,7 @@ class Settings:
                 f"RECSYS_VALIDATION_VOLUME_FACTOR must be > 1 (rows within average / f .. average * f), "
                 f"got {self.validation_volume_factor}"
             )
-        for name in ("validation_max_duplicate_ratio", "validation_max_new_user_share",
+        for name in ("validation_max_duplicate_ratio", "validation_range_tolerance", "validation_max_new_user_share",
                      "validation_max_new_item_share", "validation_max_top_item_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"RECSYS_{name.upper()} must be in [0, 1], got {getattr(self, name)}")

@@ -191,6 +191,7 @@ def event_parameters(
         "max_quantity": settings.validation_max_quantity,
         "max_price": settings.validation_max_price,
         "min_unique_event_ids": 1.0 - settings.validation_max_duplicate_ratio,
+        "range_mostly": 1.0 - settings.validation_range_tolerance,
     }
     notes: dict[str, str] = {}
 

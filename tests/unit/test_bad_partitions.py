@@ -134,6 +134,17 @@ def test_bad_negative_prices_and_zero_quantities(champion_store, publish_events)
     _stopped(champion_store, "[quantity range]", "[price range]", "-4.5")
 
 
+def test_a_few_bad_prices_within_the_tolerance_pass(store, publish_events):
+    from recsys.config import Settings
+
+    publish_events(store, DAY, [*GOOD, ("581004-1", "2011-01-04 13:00:00", "12583", "22633", "purchase", 1, -4.5)])
+    settings = Settings.from_env({"RECSYS_VALIDATION_RANGE_TOLERANCE": "0.25"})  # 1 of 5 rows is 0.2
+    report = validate_partition(store, DAY, settings)
+    assert report.success
+    price = next(c for c in report.checks if c["check"] == "price range")
+    assert price["unexpected_count"] == 1 and price["expected"]["mostly"] == 0.75
+
+
 def test_bad_empty_partition(champion_store, make_events):
     _put_frame(champion_store, make_events([]))
     message = _stopped(champion_store, "is empty", "0 rows")
