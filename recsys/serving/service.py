@@ -116,7 +116,7 @@ class Metrics:
         ]
         if cur is not None:
             out.append(f'recsys_model_info{{version="{cur.version}",index_sha256="{cur.index_sha256[:16]}",'
-                       f'catalog_date="{_esc(str(cur.index_meta.get("catalog_date")))}"}} 1')
+                       f'catalog_date="{_esc(str(cur.index_meta.get("catalog_date") or ""))}"}} 1')
         out += [
             "# HELP recsys_champion_version The champion in the registry at the last poll (-1: none).",
             "# TYPE recsys_champion_version gauge",
