@@ -94,16 +94,40 @@ build() {
   say "built"
 }
 
+wait_ready() {
+  # wait until cluster $1 wrote the ready file; on exit or time-out show the log (and stop a stuck one)
+  local pid="$1" started="$2"
+  local deadline=$(( $(date +%s) + TIMEOUT ))
+  until [ -f "$READY" ]; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      say "the cluster exited during start-up; last lines of $LOG:"
+      tail -n 40 "$LOG" >&2
+      rm -f "$PIDFILE"
+      return 1
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      say "not ready after ${TIMEOUT}s; stopping it. Last lines of $LOG:"
+      tail -n 40 "$LOG" >&2
+      stop
+      return 1
+    fi
+    sleep 0.2
+  done
+  say "ready in $(awk -v a="$started" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }') s (pid $pid): $(cat "$READY")"
+}
+
 start() {
-  local pid
+  local pid started
+  started="$(date +%s%N)"
   pid="$(running_pid)"
   if [ -n "$pid" ] && [ -f "$READY" ]; then
     say "already running (pid $pid): $(cat "$READY")"
     return 0
   fi
   if [ -n "$pid" ]; then
-    say "pid $pid is starting or stuck; stop it first: $0 stop"
-    exit 1
+    say "pid $pid is starting (started by someone else); waiting for it"
+    wait_ready "$pid" "$started" || exit 1
+    return 0
   fi
   build
   check_hostname
@@ -114,8 +138,8 @@ start() {
     fi
   done
   mkdir -p "$STATE"
-  rm -rf "$STATE/data" "$READY"
-  local started
+  # a fresh cluster: formatted anew; started-by-tests is set again by the pytest fixture if it started it
+  rm -rf "$STATE/data" "$READY" "$STATE/started-by-tests"
   started="$(date +%s%N)"
   # setsid: the cluster outlives this script and the shell that ran it, until `stop`
   setsid "$JAVA_HOME/bin/java" "${JAVA_OPTS[@]}" \
@@ -124,23 +148,7 @@ start() {
     >"$LOG" 2>&1 </dev/null &
   pid=$!
   echo "$pid" > "$PIDFILE"
-  local deadline=$(( $(date +%s) + TIMEOUT ))
-  until [ -f "$READY" ]; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      say "the cluster exited during start-up; last lines of $LOG:"
-      tail -n 40 "$LOG" >&2
-      rm -f "$PIDFILE"
-      exit 1
-    fi
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-      say "not ready after ${TIMEOUT}s; stopping it. Last lines of $LOG:"
-      tail -n 40 "$LOG" >&2
-      stop
-      exit 1
-    fi
-    sleep 0.2
-  done
-  say "ready in $(awk -v a="$started" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }') s (pid $pid): $(cat "$READY")"
+  wait_ready "$pid" "$started" || exit 1
 }
 
 stop() {

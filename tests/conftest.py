@@ -81,39 +81,67 @@ def _log_tail(lines: int = 60) -> str:
     return f"--- last {lines} lines of {log} ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @pytest.fixture(scope="session")
 def hdfs_cluster():
-    """A real single-node HDFS (scripts/hdfs-minicluster.sh), started once per session.
+    """A real single-node HDFS (scripts/hdfs-minicluster.sh), shared by the test sessions of this checkout.
 
-    A cluster that is already running (started by hand) is used and left running; one started here is
-    stopped at the end. If it cannot start, every test that needs it fails (never skips) with the
-    script's message and the tail of the cluster log.
+    The first session that needs it starts it; every session registers itself while it uses it, and
+    the last one to finish stops it. A cluster started by hand is used and left running. If it cannot
+    start, every test that needs it fails (never skips) with the script's message and the log's tail.
     """
+    import fcntl
     import json
     import subprocess
 
     env = os.environ | {"HDFS_MINICLUSTER_HOME": str(HDFS_STATE), "HDFS_MINICLUSTER_TIMEOUT": str(HDFS_START_TIMEOUT)}
-    running = subprocess.run([str(HDFS_SCRIPT), "status"], capture_output=True, text=True, env=env)
-    started_here = running.returncode != 0
-    if started_here:
-        try:
-            start = subprocess.run(
-                [str(HDFS_SCRIPT), "start"], capture_output=True, text=True, env=env, timeout=HDFS_START_TIMEOUT + 120
-            )
-        except subprocess.TimeoutExpired as err:
-            subprocess.run([str(HDFS_SCRIPT), "stop"], capture_output=True, env=env)
-            pytest.fail(f"the test HDFS did not start within {err.timeout:.0f} s; cluster log:\n{_log_tail()}",
-                        pytrace=False)
-        if start.returncode != 0:
-            pytest.fail(
-                f"the test HDFS did not start (scripts/hdfs-minicluster.sh start exited {start.returncode}):\n"
-                f"{start.stderr}\ncluster log:\n{_log_tail()}",
-                pytrace=False,
-            )
-    ready_file = HDFS_STATE / "ready.json"
-    if not ready_file.exists():
-        pytest.fail(f"the test HDFS reports no {ready_file}; cluster log:\n{_log_tail()}", pytrace=False)
-    cluster = HdfsCluster(json.loads(ready_file.read_text()))
+    HDFS_STATE.mkdir(parents=True, exist_ok=True)
+    users = HDFS_STATE / "test-sessions"
+    users.mkdir(exist_ok=True)
+    started_by_tests = HDFS_STATE / "started-by-tests"
+    me = users / str(os.getpid())
+
+    with open(HDFS_STATE / "fixture.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one session at a time decides whether to start it
+        running = subprocess.run([str(HDFS_SCRIPT), "status"], capture_output=True, text=True, env=env)
+        if running.returncode != 0:
+            try:
+                start = subprocess.run(
+                    [str(HDFS_SCRIPT), "start"], capture_output=True, text=True, env=env,
+                    timeout=HDFS_START_TIMEOUT + 120,
+                )
+            except subprocess.TimeoutExpired as err:
+                subprocess.run([str(HDFS_SCRIPT), "stop"], capture_output=True, env=env)
+                pytest.fail(f"the test HDFS did not start within {err.timeout:.0f} s\n{_log_tail()}", pytrace=False)
+            if start.returncode != 0:
+                pytest.fail(
+                    f"the test HDFS did not start (scripts/hdfs-minicluster.sh start exited {start.returncode}):\n"
+                    f"{start.stderr}\n{_log_tail()}",
+                    pytrace=False,
+                )
+            if "already running" not in start.stderr and "started by someone else" not in start.stderr:
+                started_by_tests.touch()
+        ready_file = HDFS_STATE / "ready.json"
+        if not ready_file.exists():
+            pytest.fail(f"the test HDFS reports no {ready_file}\n{_log_tail()}", pytrace=False)
+        cluster = HdfsCluster(json.loads(ready_file.read_text()))
+        me.touch()
+
     yield cluster
-    if started_here:
-        subprocess.run([str(HDFS_SCRIPT), "stop"], capture_output=True, env=env)
+
+    with open(HDFS_STATE / "fixture.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        me.unlink(missing_ok=True)
+        others = [p for p in users.iterdir() if p.name.isdigit() and _pid_alive(int(p.name))]
+        if not others and started_by_tests.exists():
+            subprocess.run([str(HDFS_SCRIPT), "stop"], capture_output=True, env=env)
+            started_by_tests.unlink(missing_ok=True)
