@@ -119,6 +119,7 @@ class WebHDFSStore(PartitionStore):
         without it an existing ``dst`` is an error.
         """
         options = "OVERWRITE" if overwrite else "NONE"
+        # the client's public rename() cannot pass renameoptions; its raw RENAME endpoint can
         self._call(
             f"renaming {self._uri_of(src)} to", dst, self.client._rename, src, destination=dst,
             renameoptions=options,
