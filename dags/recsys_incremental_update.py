@@ -21,6 +21,10 @@ One run per daily partition of user-behaviour events, in date order, each exactl
 5. **evaluate**: candidate and champion on the same held-out users; the decision and its reason go
    to the registry either way.
 6. **deploy_if_blessed** / **deploy**: only a blessed candidate is exported, indexed and made champion.
+7. **refresh_serving_index**: runs whether or not a deploy happened; applies the newest catalog
+   snapshot to the champion's serving index, so an item delisted in the day's catalog is never
+   recommended again (and a relisted one comes back) without retraining. Skipped before the first
+   champion exists.
 
 The partition date is the run's logical date (for scheduled runs, the start of the day's data
 interval). To reprocess a
@@ -41,7 +45,7 @@ from typing import Any
 import pendulum
 from airflow.providers.apache.hdfs.sensors.web_hdfs import WebHdfsSensor
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 DAG_ID = "recsys_incremental_update"
 
@@ -172,6 +176,13 @@ def _run_step(step: str) -> dict[str, Any]:
             from recsys.serving.deploy import deploy
 
             return deploy(store, settings, day, run_id=run_id)
+        if step == "refresh_index":
+            from recsys import registry
+            from recsys.serving.deploy import refresh_index
+
+            if registry.load(store)["champion"] is None:
+                raise AirflowSkipException("no champion is deployed yet: there is no serving index to refresh")
+            return refresh_index(store, run_id=run_id)
     except DOMAIN_ERRORS as err:
         raise AirflowFailException(f"{step} of {day} failed: {err}") from err
     raise AirflowFailException(f"unknown step {step!r}")
@@ -275,7 +286,8 @@ def recsys_incremental_update() -> None:
     def evaluate() -> dict[str, Any]:
         return _run_step("evaluate")
 
-    @task.short_circuit
+    # ignore_downstream_trigger_rules=False: only deploy is skipped; the index refresh still runs
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
     def deploy_if_blessed(decision: dict[str, Any]) -> bool:
         """Skip the deploy unless the candidate was blessed (the reason is in the registry)."""
         return bool(decision["blessed"])
@@ -284,9 +296,14 @@ def recsys_incremental_update() -> None:
     def deploy() -> dict[str, Any]:
         return _run_step("deploy")
 
+    @task(trigger_rule="none_failed")
+    def refresh_serving_index() -> dict[str, Any]:
+        """Apply the newest catalog to the champion's serving index (delisted items drop out)."""
+        return _run_step("refresh_index")
+
     decision = evaluate()
     wait_for_partition >> validate() >> build_features() >> fine_tune() >> decision
-    deploy_if_blessed(decision) >> deploy()
+    deploy_if_blessed(decision) >> deploy() >> refresh_serving_index()
 
 
 recsys_incremental_update()

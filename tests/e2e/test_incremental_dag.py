@@ -89,6 +89,8 @@ def test_deploy_task_skipped_exactly_when_not_blessed(pipeline):
         states = {ti.task_id: ti.state for ti in run.get_task_instances()}
         expected = "success" if reg["decisions"][day]["blessed"] else "skipped"
         assert states["deploy"] == expected, (day, states)
+        # the catalog is applied to the serving index every day, deploy or not
+        assert states["refresh_serving_index"] == "success", (day, states)
 
 
 def test_rerun_of_a_processed_date_changes_nothing(pipeline):

@@ -49,8 +49,13 @@ def test_incremental_dag_runs_in_date_order_once_each(dagbag):
     assert param.schema["format"] == "date" and param.schema.get("title")
     assert set(dag.task_ids) == {
         "wait_for_partition", "validate", "build_features", "fine_tune", "evaluate", "deploy_if_blessed", "deploy",
+        "refresh_serving_index",
     }
     assert dag.get_task("deploy").upstream_task_ids == {"deploy_if_blessed"}
+    refresh = dag.get_task("refresh_serving_index")
+    assert refresh.upstream_task_ids == {"deploy"}
+    assert refresh.trigger_rule == "none_failed"  # runs after a skipped deploy too
+    assert dag.get_task("deploy_if_blessed").ignore_downstream_trigger_rules is False
     assert dag.get_task("wait_for_partition").mode == "reschedule"
 
 
