@@ -103,10 +103,14 @@ class WebHDFSStore(PartitionStore):
         except HdfsError as err:
             raise StorageError(f"{what} {self._uri_of(full)} failed: {err}") from err
         except requests.RequestException as err:
-            raise StorageError(
-                f"{what} {self._uri_of(full)} failed: the NameNode at {self.url} is not reachable ({err}); "
-                "check RECSYS_WEBHDFS_URL or the Airflow WebHDFS connection"
-            ) from err
+            raise self._unreachable(what, full, err) from err
+
+    def _unreachable(self, what: str, full: str, err: Exception) -> StorageError:
+        """The error for a NameNode that cannot be reached, saying where to fix its address."""
+        return StorageError(
+            f"{what} {self._uri_of(full)} failed: the NameNode at {self.url} is not reachable ({err}); "
+            "check RECSYS_WEBHDFS_URL or the Airflow WebHDFS connection"
+        )
 
     def _status(self, full: str) -> dict[str, Any] | None:
         status: dict[str, Any] | None = self._call("status of", full, self.client.status, full, strict=False)
@@ -159,10 +163,7 @@ class WebHDFSStore(PartitionStore):
                 raise StorageError(f"{self._uri_of(full)} is a directory, expected a file") from err
             raise StorageError(f"reading {self._uri_of(full)} failed: {err}") from err
         except requests.RequestException as err:
-            raise StorageError(
-                f"reading {self._uri_of(full)} failed: the NameNode at {self.url} is not reachable ({err}); "
-                "check RECSYS_WEBHDFS_URL or the Airflow WebHDFS connection"
-            ) from err
+            raise self._unreachable("reading", full, err) from err
 
     def write_bytes(self, path: str, data: bytes) -> None:
         full = self._path(path)
