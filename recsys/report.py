@@ -9,20 +9,15 @@ from recsys import registry
 from recsys.storage import PartitionStore, layout
 
 
-def _validation(store: PartitionStore, day: str) -> dict[str, Any] | None:
-    path = f"{layout.VALIDATION_REPORTS}/dt={day}/summary.json"
-    return store.read_json(path) if store.exists(path) else None
-
-
-def _features(store: PartitionStore, day: str) -> dict[str, Any] | None:
-    path = f"{layout.FEATURES}/dt={day}/stats.json"
+def _read_optional(store: PartitionStore, path: str) -> dict[str, Any] | None:
+    """The JSON document at ``path``, or None when that step has not written it."""
     return store.read_json(path) if store.exists(path) else None
 
 
 def date_lines(store: PartitionStore, day: str, reg: dict[str, Any]) -> list[str]:
     """A few readable lines about one partition date."""
     lines = [f"== {day}"]
-    val = _validation(store, day)
+    val = _read_optional(store, f"{layout.validation_report(date.fromisoformat(day))}/summary.json")
     if val is None:
         lines.append("   validation : not run")
     else:
@@ -33,7 +28,7 @@ def date_lines(store: PartitionStore, day: str, reg: dict[str, Any]) -> list[str
         else:
             verdict = f"FAILED ({val['problem'] or ', '.join(val['failed'])})"
         lines.append(f"   validation : {verdict}, {val['rows']} events, {len(val['checks'])} checks")
-    feats = _features(store, day)
+    feats = _read_optional(store, f"{layout.features(date.fromisoformat(day))}/stats.json")
     if feats:
         lines.append(
             f"   examples   : {feats['examples']} ({feats['train_examples']} train, "
