@@ -66,6 +66,24 @@ class Settings:
     validation_max_new_item_share: float = 0.5  # share of events on items the vocabulary does not know
     validation_max_top_item_share: float = 0.2  # share of events on the single most frequent item
     validation_min_rows_for_shares: int = 100  # smaller partitions skip the top-item check
+    # full retrain (dags/recsys_full_retrain.py, `recsys retrain`): days of feature partitions, ending with
+    # the newest one, that a from-scratch model trains on
+    retrain_window_days: int = 90
+    # alerts (recsys/notify.py): where failure and lateness alerts go. log (default: the task log, at
+    # ERROR) | smtp (an e-mail through notify_smtp_*) | webhook (a JSON POST to notify_webhook_url)
+    notify_backend: str = "log"
+    notify_smtp_host: str | None = None  # the mail relay, e.g. smtp.example.com
+    notify_smtp_port: int = 25
+    notify_smtp_starttls: bool = False  # upgrade the connection with STARTTLS before logging in
+    notify_smtp_user: str | None = None  # log in when set (with notify_smtp_password)
+    notify_smtp_password: str | None = None
+    notify_smtp_from: str = "recsys@localhost"
+    notify_smtp_to: str | None = None  # recipients, separated by commas
+    notify_webhook_url: str | None = None  # http(s) URL that receives {"subject", "body", "severity", ...}
+    notify_timeout_seconds: float = 10.0  # per SMTP conversation or webhook request
+    # lateness: a partition whose _SUCCESS marker is still missing at this UTC hour of the day after its
+    # date is reported once through the notifier (the sensor keeps waiting); None switches it off
+    partition_late_hour: int | None = 6
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -130,12 +148,49 @@ class Settings:
                      "validation_max_new_item_share", "validation_max_top_item_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"RECSYS_{name.upper()} must be in [0, 1], got {getattr(self, name)}")
+        if self.retrain_window_days <= 0:
+            raise ConfigError(f"RECSYS_RETRAIN_WINDOW_DAYS must be positive, got {self.retrain_window_days}")
+        self._check_notify()
         if self.learning_rate <= 0:
             raise ConfigError(f"RECSYS_LEARNING_RATE must be positive, got {self.learning_rate}")
         if self.min_recall is not None and not 0.0 <= self.min_recall <= 1.0:
             raise ConfigError(f"RECSYS_MIN_RECALL must be in [0, 1] or 'none', got {self.min_recall}")
         if self.max_regression is not None and self.max_regression < 0:
             raise ConfigError(f"RECSYS_MAX_REGRESSION must be >= 0 or 'none', got {self.max_regression}")
+
+
+    def _check_notify(self) -> None:
+        """The alert settings: a known backend and everything it needs."""
+        if self.notify_backend not in NOTIFY_BACKENDS:
+            raise ConfigError(
+                f"RECSYS_NOTIFY_BACKEND={self.notify_backend!r}: expected one of {', '.join(NOTIFY_BACKENDS)}"
+            )
+        if self.notify_backend == "smtp":
+            if not self.notify_smtp_host:
+                raise ConfigError("RECSYS_NOTIFY_BACKEND=smtp needs RECSYS_NOTIFY_SMTP_HOST (the mail relay)")
+            if not [a for a in (self.notify_smtp_to or "").split(",") if a.strip()]:
+                raise ConfigError("RECSYS_NOTIFY_BACKEND=smtp needs RECSYS_NOTIFY_SMTP_TO (comma-separated recipients)")
+        if self.notify_backend == "webhook" and not self.notify_webhook_url:
+            raise ConfigError("RECSYS_NOTIFY_BACKEND=webhook needs RECSYS_NOTIFY_WEBHOOK_URL")
+        if self.notify_webhook_url is not None:
+            parts = urlsplit(self.notify_webhook_url.strip())
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(
+                    f"RECSYS_NOTIFY_WEBHOOK_URL={self.notify_webhook_url!r}: expected an http(s) URL"
+                )
+        if not 0 < self.notify_smtp_port < 65536:
+            raise ConfigError(f"RECSYS_NOTIFY_SMTP_PORT must be a TCP port (1-65535), got {self.notify_smtp_port}")
+        if (self.notify_smtp_user is None) != (self.notify_smtp_password is None):
+            raise ConfigError("set both RECSYS_NOTIFY_SMTP_USER and RECSYS_NOTIFY_SMTP_PASSWORD, or neither")
+        if self.notify_timeout_seconds <= 0:
+            raise ConfigError(f"RECSYS_NOTIFY_TIMEOUT_SECONDS must be positive, got {self.notify_timeout_seconds}")
+        if self.partition_late_hour is not None and not 0 <= self.partition_late_hour <= 23:
+            raise ConfigError(
+                f"RECSYS_PARTITION_LATE_HOUR must be a UTC hour 0-23 or 'none', got {self.partition_late_hour}"
+            )
+
+
+NOTIFY_BACKENDS = ("log", "smtp", "webhook")
 
 
 def _parse(name: str, type_name: Any, raw: str) -> Any:
