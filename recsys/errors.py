@@ -7,6 +7,7 @@ from recsys.datasets.online_retail import SourceError
 from recsys.evaluation import EvaluationError
 from recsys.features.build import FeatureError
 from recsys.registry import RegistryError
+from recsys.retrain import RetrainError
 from recsys.serving.deploy import DeployError
 from recsys.serving.recommend import RecommendError
 from recsys.storage import StorageError
@@ -15,5 +16,5 @@ from recsys.validation.partition import ValidationFailed
 
 DOMAIN_ERRORS: tuple[type[Exception], ...] = (
     ConfigError, SourceError, EvaluationError, FeatureError, RegistryError, DeployError, StorageError,
-    TrainingError, ValidationFailed, RecommendError,
+    TrainingError, ValidationFailed, RecommendError, RetrainError,
 )

@@ -109,8 +109,6 @@ def evaluate_candidate(
 
     Idempotent: a decision already recorded for this date and candidate is returned unchanged.
     """
-    from recsys.features.build import load_examples
-
     reg = registry.load(store)
     candidate_version = registry.version_for_date(reg, day)
     if candidate_version is None:
@@ -120,13 +118,27 @@ def evaluate_candidate(
         log.info("decision for %s already recorded: %s", day, recorded["reason"])
         return recorded | {"reused": True}
 
+    result = compare_with_champion(store, settings, day, candidate_version, reg["champion"])
+    registry.record_decision(store, day, result, run_id)
+    log.info("decision for %s: %s", day, result["reason"])
+    return result | {"reused": False}
+
+
+def compare_with_champion(
+    store: PartitionStore, settings: Settings, day: date, candidate_version: int, champion_version: int | None
+) -> dict[str, Any]:
+    """Score both versions on ``day``'s held-out users and apply the deploy gate (:func:`decide`).
+
+    The same evaluation for a day's fine-tuned candidate and for a full retrain; records nothing.
+    """
+    from recsys.features.build import load_examples
+
     examples = load_examples(store, day)
     holdout = examples[examples[schema.SPLIT] == "holdout"]
     relevant_by_user = holdout.groupby(schema.USER_ID)[schema.ITEM_ID].agg(set)
     users = [str(u) for u in relevant_by_user.index]
     relevant = [set(items) for items in relevant_by_user]
     k = settings.k
-    champion_version = reg["champion"]
 
     def metrics(version: int) -> dict[str, float]:
         ranked = rank_items(store, version, users, max(k, 20))
@@ -154,6 +166,4 @@ def evaluate_candidate(
         "reason": decision.reason,
         "decided_at": registry.now(),
     }
-    registry.record_decision(store, day, result, run_id)
-    log.info("decision for %s: %s", day, decision.reason)
-    return result | {"reused": False}
+    return result

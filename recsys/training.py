@@ -13,7 +13,7 @@ import json
 import logging
 import tempfile
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -80,14 +80,19 @@ def fine_tune(
 
 
 def train_from_scratch(
-    store: PartitionStore, settings: Settings, day: date, run_id: str | None = None
+    store: PartitionStore, settings: Settings, day: date, run_id: str | None = None,
+    window_days: int | None = None,
 ) -> dict[str, Any]:
     """Train a fresh model on every feature partition up to ``day`` (``day``'s holdout excluded).
 
     Used to bootstrap a model from history and for periodic full retrains; stored as a version of
-    kind ``full_retrain`` that later fine-tunes may start from.
+    kind ``full_retrain`` that later fine-tunes may start from. ``window_days`` keeps only the
+    partitions of the last that many days (``day`` included); None: all of them.
     """
-    days = [d for d in store.partitions(layout.FEATURES) if d <= day]
+    if window_days is not None and window_days <= 0:
+        raise TrainingError(f"the training window must be at least one day, got {window_days}")
+    first = date.min if window_days is None else day - timedelta(days=window_days - 1)
+    days = [d for d in store.partitions(layout.FEATURES) if first <= d <= day]
     if day not in days:
         raise TrainingError(f"no features for {day}: run the features step first")
     frames = [load_examples(store, d) for d in days]

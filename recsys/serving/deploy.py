@@ -63,16 +63,27 @@ def build_index(store: PartitionStore, version: int, day: date) -> pd.DataFrame:
 
 def deploy(store: PartitionStore, settings: Settings, day: date, run_id: str | None = None) -> dict[str, Any]:
     """Export the blessed candidate of ``day``, build its index, make it champion. Idempotent."""
-    from recsys.model.export import export_saved_model
-    from recsys.serving.index import load_scorer
-
     reg = registry.load(store)
     decision = reg["decisions"].get(day.isoformat())
     if decision is None:
         raise DeployError(f"no evaluation decision for {day}: run the evaluate step first")
     if not decision["blessed"]:
         raise DeployError(f"the candidate of {day} was not blessed ({decision['reason']}); refusing to deploy")
-    version = decision["candidate_version"]
+    return deploy_version(store, settings, decision["candidate_version"], day, decision["reason"], run_id)
+
+
+def deploy_version(
+    store: PartitionStore, settings: Settings, version: int, day: date, reason: str, run_id: str | None = None
+) -> dict[str, Any]:
+    """Export ``version`` (trained up to ``day``), build its index, make it champion for ``reason``. Idempotent.
+
+    Callers check the deploy gate first (:func:`deploy` for a day's candidate, ``recsys.retrain`` for a
+    full retrain).
+    """
+    from recsys.model.export import export_saved_model
+    from recsys.serving.index import load_scorer
+
+    reg = registry.load(store)
     if reg["champion"] == version or any(
         h["action"] == "deployed" and h.get("to") == version for h in reg["history"]
     ):
@@ -96,7 +107,7 @@ def deploy(store: PartitionStore, settings: Settings, day: date, run_id: str | N
             meta = index_metadata(data, index, catalog_day, run_id)
             (local / INDEX_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
             store.publish_dir(local, version_dir)
-    entry = registry.set_champion(store, version, "deployed", decision["reason"], run_id)
+    entry = registry.set_champion(store, version, "deployed", reason, run_id)
     log.info("version %d is the champion (was %s)", version, entry["from"])
     return {"version": version, "changed": True, "previous": entry["from"]}
 

@@ -342,12 +342,15 @@ def validate_partition(
     accept_invalid: bool = False,
     accept_reason: str | None = None,
     run_id: str | None = None,
+    force: bool = False,
 ) -> ValidationReport:
     """Validate ``raw/events/dt=<day>`` (and its catalog); report, Data Docs; quarantine and raise on failure.
 
     ``accept_invalid`` with a non-empty ``accept_reason`` lets a partition that fails its expectations
     pass anyway (on-call's decision, recorded in the registry history with ``run_id``); partitions that
-    cannot be read or differ from an already processed delivery cannot be accepted.
+    cannot be read or differ from an already processed delivery cannot be accepted. ``force`` runs the
+    suites again even when this delivery was validated before (e.g. after the expectations changed); it is
+    recorded in the registry history as ``revalidation_forced``.
     """
     settings = settings or Settings.from_env()
     reason = (accept_reason or "").strip()
@@ -368,7 +371,11 @@ def validate_partition(
     before = previous_summary(store, day)
     processed = store.is_complete(layout.features(day))
     passed_print = (before or {}).get("passed_fingerprint")
-    if before and passed_print == current and before.get("fingerprint") == current:
+    if force:
+        from recsys import registry
+
+        registry.record_manual(store, "revalidation_forced", None, run_id, date=day.isoformat())
+    elif before and passed_print == current and before.get("fingerprint") == current:
         log.info("%s was validated before from the identical delivery %s; nothing changes", day, current[:12])
         return _report_from_summary(day, before)
 

@@ -8,6 +8,7 @@ from recsys.errors import DOMAIN_ERRORS
 from recsys.evaluation import EvaluationError
 from recsys.features.build import FeatureError
 from recsys.registry import RegistryError
+from recsys.retrain import RetrainError
 from recsys.serving.deploy import DeployError
 from recsys.serving.recommend import RecommendError
 from recsys.storage import StorageError
@@ -18,7 +19,7 @@ from recsys.validation.partition import ValidationFailed
 def test_every_module_exception_is_a_domain_error():
     assert set(DOMAIN_ERRORS) == {
         ConfigError, SourceError, EvaluationError, FeatureError, RegistryError, DeployError, StorageError,
-        TrainingError, ValidationFailed, RecommendError,
+        TrainingError, ValidationFailed, RecommendError, RetrainError,
     }
 
 
