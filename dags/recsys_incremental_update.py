@@ -8,23 +8,39 @@ One run per daily partition of user-behaviour events, in date order, each exactl
    (`RECSYS_STORAGE_BACKEND=webhdfs`) this is the HDFS provider's `WebHdfsSensor` on the marker's path,
    through the Airflow connection `RECSYS_WEBHDFS_CONN_ID` (default `webhdfs_default`); on the local
    store, a sensor that asks the store. It looks every `RECSYS_SENSOR_POKE_SECONDS` (default 60) and
-   fails the run after `RECSYS_SENSOR_TIMEOUT_SECONDS` (default 43200, 12 hours).
+   fails the run after `RECSYS_SENSOR_TIMEOUT_SECONDS` (default 43200, 12 hours). If the marker is still
+   missing at `RECSYS_PARTITION_LATE_HOUR` (UTC, default 6) on the day after the partition date, it sends
+   one lateness alert and keeps waiting.
 2. **validate**: Great Expectations suites `expectations/raw_events.json` and `catalog.json`; the summary
    goes to `reports/validation/dt=<date>/summary.json` and the Data Docs to
    `reports/validation/site/index.html`. On failure the partition is quarantined, this run fails without
    retries naming the failing expectations, the champion stays, later dates wait (`depends_on_past`).
    On-call can accept a failed partition anyway: rerun the date with **Accept invalid partition** and an
-   **Acceptance reason** (recorded in the registry history).
+   **Acceptance reason** (recorded in the registry history). **Force re-validation** runs the suites again
+   on a delivery that passed before (recorded too).
 3. **build_features**: cleaning (counted), append-only vocabularies, train/holdout examples.
 4. **fine_tune**: restores the previous day's checkpoint, grows its tables, trains on the day plus a
    replay sample (cold start on the first partition).
 5. **evaluate**: candidate and champion on the same held-out users; the decision and its reason go
    to the registry either way.
 6. **deploy_if_blessed** / **deploy**: only a blessed candidate is exported, indexed and made champion.
+   On-call may override the gate with **Deploy decision** = `skip` or `force` and a **Deploy override
+   reason** (recorded in the registry history with the run id; a forced date's decision becomes blessed).
 7. **refresh_serving_index**: runs whether or not a deploy happened; applies the newest catalog
    snapshot to the champion's serving index, so an item delisted in the day's catalog is never
    recommended again (and a relisted one comes back) without retraining. Skipped before the first
    champion exists.
+
+Alerts: a task that fails for good (a domain error at once, anything else after its retry) sends an
+alert through `RECSYS_NOTIFY_BACKEND` (log by default; smtp or webhook, see recsys/notify.py).
+
+Backfill: `airflow backfill create --dag-id recsys_incremental_update --from-date D1 --to-date D2
+--reprocess-behavior failed --max-active-runs 1` (Airflow refuses `none` and `--run-backwards` for a DAG with
+`depends_on_past`). Runs go in date order; the first failed date stops the rest: the next date's run waits
+at `validate` until the failed date succeeds (clear it once fixed), later dates stay queued. A date with no
+partition (Online Retail has no Saturdays) fails at the sensor's time-out and holds the later dates the same
+way; if upstream confirms there is no data for it, mark that run as success (nothing is trained for the
+date; the next date fine-tunes from the last model). The README's "Operating the platform" has the details.
 
 The partition date is the run's logical date (for scheduled runs, the start of the day's data
 interval). To reprocess a
@@ -39,13 +55,18 @@ choose and set up the sensor), so give the DAG processor the same values.
 from __future__ import annotations
 
 import os
+import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.providers.apache.hdfs.sensors.web_hdfs import WebHdfsSensor
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # the shared glue next to this file
+    sys.path.append(str(Path(__file__).resolve().parent))
+import recsys_dag_support as support
 
 DAG_ID = "recsys_incremental_update"
 
@@ -106,36 +127,21 @@ def _success_marker(params: Any, dag_run: Any) -> str:
     return f"{root}/{layout.raw_events(day)}/{layout.SUCCESS}"
 
 
-def _settings() -> Any:
-    """Settings from the environment; on HDFS the NameNode address and user come from the Airflow connection.
+_settings = support.settings  # the NameNode of RECSYS_WEBHDFS_CONN_ID on HDFS
 
-    The connection (``RECSYS_WEBHDFS_CONN_ID``, type ``webhdfs``) is the one the ``WebHdfsSensor`` uses:
-    host (several NameNodes separated by commas), port (WebHDFS, 9870), login (the HDFS user), schema (an
-    optional URL prefix) and the extra ``{"use_ssl": true}`` for https.
-    """
-    from recsys.config import Settings
 
-    settings = Settings.from_env()
-    if settings.storage_backend != "webhdfs":
-        return settings
-    from airflow.providers.apache.hdfs.hooks.webhdfs import WebHDFSHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    from recsys.storage.webhdfs import namenode_url
-
-    conn_id = WEBHDFS_CONN_ID
-    try:
-        conn = WebHDFSHook.get_connection(conn_id)
-    except AirflowNotFoundException as err:
+def _check_overrides(params: Any) -> None:
+    """Refuse a run whose on-call overrides are incomplete before it does any work."""
+    mode = params.get("deploy_mode") or "gate"
+    if mode != "gate" and not (params.get("deploy_reason") or "").strip():
         raise AirflowFailException(
-            f"the Airflow connection {conn_id!r} is not defined: create it (type webhdfs, host = the NameNode, "
-            f"port = its WebHDFS port, login = the HDFS user) or set AIRFLOW_CONN_{conn_id.upper()}"
-        ) from err
-    use_ssl = str(conn.extra_dejson.get("use_ssl", False)).lower() == "true"
-    return settings.replace(
-        webhdfs_url=namenode_url(conn.host or "", conn.port, conn.schema, use_ssl),
-        webhdfs_user=conn.login or settings.webhdfs_user,
-    )
+            f"'Deploy decision' is {mode!r}: set 'Deploy override reason' too (it is recorded in the registry "
+            "history); trigger the date again with both"
+        )
+    if params.get("accept_invalid") and not (params.get("accept_reason") or "").strip():
+        raise AirflowFailException(
+            "'Accept invalid partition' needs an 'Acceptance reason' (it is recorded in the registry history)"
+        )
 
 
 def _run_step(step: str) -> dict[str, Any]:
@@ -146,16 +152,18 @@ def _run_step(step: str) -> dict[str, Any]:
     context = get_current_context()
     day = _partition_date(context)
     run_id = context["run_id"]
+    params = context["params"]
+    if step == "validate":
+        _check_overrides(params)
     try:
         settings = _settings()
         store = open_store(settings)
         if step == "validate":
             from recsys.validation import validate_partition
 
-            params = context["params"]
             report = validate_partition(
                 store, day, settings, accept_invalid=bool(params.get("accept_invalid")),
-                accept_reason=params.get("accept_reason"), run_id=run_id,
+                accept_reason=params.get("accept_reason"), run_id=run_id, force=bool(params.get("force_revalidate")),
             )
             return {"date": day.isoformat(), "success": report.success, "rows": report.rows,
                     "accepted": report.accepted is not None, "report": store.uri(report.report_path),
@@ -172,6 +180,12 @@ def _run_step(step: str) -> dict[str, Any]:
             from recsys.evaluation import evaluate_candidate
 
             return evaluate_candidate(store, settings, day, run_id=run_id)
+        if step == "deploy_gate":
+            from recsys import registry
+
+            return registry.deploy_override(
+                store, day, params.get("deploy_mode") or "gate", params.get("deploy_reason"), run_id
+            )
         if step == "deploy":
             from recsys.serving.deploy import deploy
 
@@ -203,6 +217,7 @@ def _run_step(step: str) -> dict[str, Any]:
         "retry_delay": timedelta(minutes=1),
         # each fine-tune starts from the day before: a date waits until the previous one succeeded
         "depends_on_past": True,
+        **support.failure_callbacks(),
     },
     params={
         "partition_date": Param(
@@ -228,11 +243,39 @@ def _run_step(step: str) -> dict[str, Any]:
             description="Why the failed partition is fine to train on (for example a known promotion "
             "explaining a volume spike). Required with 'Accept invalid partition'.",
         ),
+        "force_revalidate": Param(
+            False,
+            type="boolean",
+            title="Force re-validation",
+            description="Run the expectations again even if this delivery passed before (for example after the "
+            "rules or RECSYS_VALIDATION_* thresholds changed). Recorded in the registry history. A date that now "
+            "fails is quarantined and its run fails; what was trained from it stays.",
+        ),
+        "deploy_mode": Param(
+            "gate",
+            type="string",
+            enum=["gate", "skip", "force"],
+            values_display={
+                "gate": "gate: deploy only if the evaluation blessed the candidate (normal)",
+                "skip": "skip: do not deploy this date's candidate, even if blessed",
+                "force": "force: deploy this date's candidate even if the gate rejected it",
+            },
+            title="Deploy decision",
+            description="On-call override of the deploy gate. 'skip' and 'force' need a deploy override reason "
+            "and are recorded in the registry history with this run's id.",
+        ),
+        "deploy_reason": Param(
+            None,
+            type=["null", "string"],
+            title="Deploy override reason",
+            description="Why the gate is overridden (for example 'recall dip explained by a holiday; business "
+            "approved'). Required when 'Deploy decision' is skip or force.",
+        ),
     },
 )
 def recsys_incremental_update() -> None:
     if STORAGE_BACKEND == "webhdfs":
-        wait_for_partition = WebHdfsSensor(
+        wait_for_partition = support.LateAwareWebHdfsSensor(
             task_id="wait_for_partition",
             filepath="{{ recsys_success_marker(params, dag_run) }}",
             webhdfs_conn_id=WEBHDFS_CONN_ID,
@@ -256,7 +299,8 @@ def recsys_incremental_update() -> None:
             from recsys.config import ConfigError
             from recsys.storage import StorageError, layout, open_store
 
-            day = _partition_date(get_current_context())
+            context = get_current_context()
+            day = _partition_date(context)
             try:
                 store = open_store(_settings())
             except (ConfigError, StorageError) as err:
@@ -266,6 +310,8 @@ def recsys_incremental_update() -> None:
             logging.getLogger(__name__).info(
                 "partition %s %s", store.uri(partition), "is complete" if complete else "has no _SUCCESS marker yet"
             )
+            if not complete:
+                support.alert_if_late(context)
             return complete
 
         wait_for_partition = wait_for_local_partition()
@@ -289,8 +335,15 @@ def recsys_incremental_update() -> None:
     # ignore_downstream_trigger_rules=False: only deploy is skipped; the index refresh still runs
     @task.short_circuit(ignore_downstream_trigger_rules=False)
     def deploy_if_blessed(decision: dict[str, Any]) -> bool:
-        """Skip the deploy unless the candidate was blessed (the reason is in the registry)."""
-        return bool(decision["blessed"])
+        """Skip the deploy unless the candidate was blessed, or on-call's Deploy decision says otherwise."""
+        import logging
+
+        gate = _run_step("deploy_gate")
+        logging.getLogger(__name__).info(
+            "candidate v%s of %s: %s (%s)", decision["candidate_version"], decision["date"],
+            "deploy" if gate["deploy"] else "no deploy", gate["reason"],
+        )
+        return bool(gate["deploy"])
 
     @task
     def deploy() -> dict[str, Any]:

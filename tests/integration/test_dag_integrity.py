@@ -125,3 +125,45 @@ def test_a_malformed_poke_interval_is_an_import_error_naming_the_variable(monkey
     errors = DagBag(dag_folder=str(REPO_ROOT / "dags")).import_errors
     assert len(errors) == 1
     assert "RECSYS_SENSOR_POKE_SECONDS='soon'" in next(iter(errors.values()))
+
+
+def test_the_support_module_is_not_parsed_as_a_dag_file(dagbag):
+    assert "recsys_dag_support.py" in (REPO_ROOT / "dags" / ".airflowignore").read_text().splitlines()
+    assert not any(path.endswith("recsys_dag_support.py") for path in dagbag.file_last_changed)
+    assert set(dagbag.dag_ids) >= {"recsys_incremental_update", "recsys_full_retrain", "recsys_rollback"}
+
+
+def test_every_recsys_task_alerts_on_failure(dagbag):
+    for dag_id in ("recsys_incremental_update", "recsys_full_retrain", "recsys_rollback"):
+        for task in dagbag.dags[dag_id].tasks:
+            callbacks = task.on_failure_callback
+            callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+            assert any(type(c).__name__ == "RecsysFailureNotifier" for c in callbacks), (dag_id, task.task_id)
+
+
+def test_manual_operations_are_typed_documented_params(dagbag):
+    incremental = dagbag.dags["recsys_incremental_update"]
+    mode = incremental.params.get_param("deploy_mode")
+    assert mode.value == "gate" and mode.schema["enum"] == ["gate", "skip", "force"]
+    for dag_id, names in {
+        "recsys_incremental_update": ["partition_date", "accept_invalid", "accept_reason", "force_revalidate",
+                                      "deploy_mode", "deploy_reason"],
+        "recsys_full_retrain": ["end_date", "window_days"],
+        "recsys_rollback": ["version", "reason"],
+    }.items():
+        params = dagbag.dags[dag_id].params
+        for name in names:
+            param = params.get_param(name)
+            assert param.schema.get("title") and len(param.description or "") > 30, (dag_id, name)
+    reason = dagbag.dags["recsys_rollback"].params.get_param("reason")
+    assert reason.schema["minLength"] == 1  # the trigger form refuses an empty reason
+
+
+def test_retrain_is_weekly_and_rollback_manual(dagbag):
+    retrain = dagbag.dags["recsys_full_retrain"]
+    from airflow.serialization.encoders import coerce_to_core_timetable
+
+    assert coerce_to_core_timetable(retrain.timetable).summary == "0 3 * * 0" and retrain.max_active_runs == 1
+    assert retrain.get_task("deploy").upstream_task_ids == {"deploy_if_blessed", "evaluate"}
+    assert type(dagbag.dags["recsys_rollback"].timetable).__name__ == "NullTimetable"  # manual only
+    assert dagbag.dags["recsys_rollback"].task_ids == ["rollback"]
