@@ -10,6 +10,14 @@ if [ ! -x /usr/bin/chromium ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium
 fi
+# tests/unit/test_docker_compose.py runs `docker compose config` (or Debian's docker-compose 1.29 where the
+# Compose v2 plugin is absent) on docker/compose.yaml; no Docker daemon is needed
+if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
+  echo "test: installing Debian's docker-compose for the compose file test"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends docker-compose
+fi
 . scripts/env.sh
 echo "test: ruff"
 ruff check .
