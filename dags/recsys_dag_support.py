@@ -14,6 +14,7 @@ runs DAGs, and :func:`importable` does the same for tools that load a DAG file b
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import UTC, date, datetime
 from typing import Any
@@ -76,7 +77,12 @@ class RecsysFailureNotifier(BaseNotifier):
 
     A notifier that cannot deliver (SMTP relay down, webhook refusing) logs the alert instead; the
     callback itself never raises, so a broken alert channel cannot hide the task's own error.
+    ``partitioned``: the DAG processes one partition per run (the alert names its date).
     """
+
+    def __init__(self, partitioned: bool = False) -> None:
+        super().__init__()
+        self.partitioned = partitioned
 
     def notify(self, context: Any) -> None:
         from recsys.config import ConfigError, Settings
@@ -84,10 +90,10 @@ class RecsysFailureNotifier(BaseNotifier):
 
         ti = context.get("ti") or context.get("task_instance")
         dag_run = context.get("dag_run")
-        try:
-            day = partition_day(context.get("params"), getattr(dag_run, "logical_date", None))
-        except ValueError:
-            day = None
+        day = None
+        if self.partitioned:
+            with contextlib.suppress(ValueError):
+                day = partition_day(context.get("params"), getattr(dag_run, "logical_date", None))
         error = context.get("exception")
         alert = failure_alert(
             dag_id=getattr(ti, "dag_id", "?"), task_id=getattr(ti, "task_id", "?"),
@@ -138,6 +144,6 @@ class LateAwareWebHdfsSensor(WebHdfsSensor):
         return found
 
 
-def failure_callbacks() -> dict[str, Any]:
-    """``default_args`` entries that alert on a task's final failure."""
-    return {"on_failure_callback": RecsysFailureNotifier()}
+def failure_callbacks(partitioned: bool = False) -> dict[str, Any]:
+    """``default_args`` entries that alert on a task's final failure (see :class:`RecsysFailureNotifier`)."""
+    return {"on_failure_callback": RecsysFailureNotifier(partitioned)}

@@ -217,7 +217,7 @@ def _run_step(step: str) -> dict[str, Any]:
         "retry_delay": timedelta(minutes=1),
         # each fine-tune starts from the day before: a date waits until the previous one succeeded
         "depends_on_past": True,
-        **support.failure_callbacks(),
+        **support.failure_callbacks(partitioned=True),
     },
     params={
         "partition_date": Param(
