@@ -171,7 +171,7 @@ def _run_step(step: str) -> dict[str, Any]:
         if step == "features":
             from recsys.features import build_features
 
-            return build_features(store, day, settings.holdout_fraction).as_dict()
+            return build_features(store, day, settings).as_dict()
         if step == "train":
             from recsys.training import fine_tune
 

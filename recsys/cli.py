@@ -106,7 +106,7 @@ def run_all(store, settings: Settings, day: date) -> dict[str, Any]:
     from recsys.validation import validate_partition
 
     out: dict[str, Any] = {"validation": validate_partition(store, day).as_dict()}
-    out["features"] = build_features(store, day, settings.holdout_fraction).as_dict()
+    out["features"] = build_features(store, day, settings).as_dict()
     out["training"] = fine_tune(store, settings, day)
     out["evaluation"] = evaluate_candidate(store, settings, day)
     out["deploy"] = deploy(store, settings, day) if out["evaluation"]["blessed"] else None
@@ -134,7 +134,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> Any:
     if cmd == "features":
         from recsys.features import build_features
 
-        return build_features(store, args.date, settings.holdout_fraction).as_dict()
+        return build_features(store, args.date, settings).as_dict()
     if cmd == "train":
         from recsys.training import fine_tune
 

@@ -95,11 +95,12 @@ def decide(
                           f"({delta:+.4f}, allowed regression {thresholds.max_regression:.4f})")
 
 
-def rank_items(store: PartitionStore, version: int, user_ids: list[str], k: int) -> list[list[str]]:
-    """Top-``k`` item ids per user from a stored version (items it knows; unknown users -> OOV row)."""
+def rank_items(store: PartitionStore, version: int, user_ids: list[str], k: int, day: date) -> list[list[str]]:
+    """Top-``k`` item ids per user from a stored version, with the histories known before ``day``
+    (items the version knows; unknown users -> OOV row plus their history)."""
     from recsys.serving.index import load_scorer
 
-    return load_scorer(store, version).top_k(user_ids, k)
+    return load_scorer(store, version, before=day).top_k(user_ids, k)
 
 
 def evaluate_candidate(
@@ -141,7 +142,7 @@ def compare_with_champion(
     k = settings.k
 
     def metrics(version: int) -> dict[str, float]:
-        ranked = rank_items(store, version, users, max(k, 20))
+        ranked = rank_items(store, version, users, max(k, 20), day)
         return {f"recall@{k}": recall_at_k(ranked, relevant, k), "recall@20": recall_at_k(ranked, relevant, 20)}
 
     candidate_metrics = metrics(candidate_version) if users else {}

@@ -22,7 +22,8 @@ import pandas as pd
 
 from recsys import registry, schema
 from recsys.config import Settings
-from recsys.features.build import load_examples, load_stats
+from recsys.features import history, items, vocab
+from recsys.features.build import EXAMPLE_FILE_COLUMNS, load_examples, load_stats
 from recsys.storage import PartitionStore, layout
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def replay_sample(store: PartitionStore, day: date, size: int, seed: int) -> pd.
     """Up to ``size`` examples drawn uniformly from all feature partitions before ``day``."""
     older = [d for d in store.partitions(layout.FEATURES) if d < day]
     if size == 0 or not older:
-        return pd.DataFrame(columns=list(schema.EXAMPLE_COLUMNS))
+        return pd.DataFrame(columns=list(EXAMPLE_FILE_COLUMNS))
     pool = pd.concat([load_examples(store, d) for d in older], ignore_index=True)
     if len(pool) <= size:
         return pool
@@ -98,7 +99,7 @@ def train_from_scratch(
     frames = [load_examples(store, d) for d in days]
     frames[-1] = frames[-1][frames[-1][schema.SPLIT] == "train"]
     history = pd.concat(frames, ignore_index=True)
-    empty = pd.DataFrame(columns=list(schema.EXAMPLE_COLUMNS))
+    empty = pd.DataFrame(columns=list(EXAMPLE_FILE_COLUMNS))
     seed = settings.seed + day.toordinal()
     return _train_version(
         store, settings, day, history, empty, None, registry.FULL_RETRAIN, seed, run_id
@@ -117,29 +118,37 @@ def _train_version(
     examples = pd.concat([train, replay], ignore_index=True)
     stats = load_stats(store, day)
     user_rows, item_rows = stats["user_vocab_size"], stats["item_vocab_size"]
+    items_vocab = vocab.load(store, vocab.ITEMS)
+    item_features = items.feature_arrays(items.latest_catalog(store, day), items_vocab, item_rows)
+    row_of = dict(zip(items_vocab[vocab.ID].astype(str), items_vocab[vocab.ROW].astype(int), strict=True))
+    hist_rows, hist_days = history.to_rows(
+        examples[history.HIST_ITEMS], examples[history.HIST_DAYS], row_of, settings.history_length
+    )
 
     tf.keras.utils.set_random_seed(seed)
-    model = two_tower.build_model(user_rows, item_rows, settings.embedding_dim)
-    if parent is not None:
-        old = load_tables(store, parent)
-        two_tower.set_tables(model, {
-            "user": two_tower.grow_table(old["user"], user_rows, seed),
-            "item": two_tower.grow_table(old["item"], item_rows, seed + 1),
-        })
+    model = two_tower.build_model(user_rows, item_rows, settings.embedding_dim, **item_features)
+    old = load_tables(store, parent) if parent is not None else None
+    if old is not None:
+        two_tower.set_tables(model, two_tower.grow_tables(old, user_rows, item_rows, seed))
     model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=settings.learning_rate))
+    item_row = examples[schema.ITEM_ROW].to_numpy("int64")
+    features = {
+        schema.USER_ROW: examples[schema.USER_ROW].to_numpy("int64"),
+        schema.ITEM_ROW: item_row,
+        two_tower.HIST_ROWS: hist_rows,
+        two_tower.HIST_DAYS: hist_days,
+    }
+    if settings.logq_correction:
+        features[two_tower.ITEM_PROB] = two_tower.sampling_probability(item_row, item_rows)
     dataset = (
-        tf.data.Dataset.from_tensor_slices({
-            schema.USER_ROW: examples[schema.USER_ROW].to_numpy("int64"),
-            schema.ITEM_ROW: examples[schema.ITEM_ROW].to_numpy("int64"),
-        } | ({
-            two_tower.ITEM_PROB: two_tower.sampling_probability(examples[schema.ITEM_ROW].to_numpy("int64"), item_rows),
-        } if settings.logq_correction else {}))
+        tf.data.Dataset.from_tensor_slices(features)
         .shuffle(len(examples), seed=seed, reshuffle_each_iteration=True)
         .batch(settings.batch_size)
     )
     started = time.perf_counter()
-    history = model.fit(dataset, epochs=settings.epochs, verbose=0)
+    fit = model.fit(dataset, epochs=settings.epochs, verbose=0)
     seconds = time.perf_counter() - started
+    tables = two_tower.get_tables(model)
 
     reg = registry.load(store)
     version = registry.next_version(reg)
@@ -154,16 +163,22 @@ def _train_version(
         "epochs": settings.epochs,
         "learning_rate": settings.learning_rate,
         "embedding_dim": settings.embedding_dim,
+        "batch_size": settings.batch_size,
+        "history_length": settings.history_length,
         "user_rows": user_rows,
         "item_rows": item_rows,
-        "final_loss": float(history.history["loss"][-1]),
+        "new_user_rows": user_rows - (len(old["user"]) if old is not None else 0),
+        "new_item_rows": item_rows - (len(old["item"]) if old is not None else 0),
+        "table_megabytes": round(sum(t.nbytes for t in tables.values()) / 2**20, 3),
+        "final_loss": float(fit.history["loss"][-1]),
+        "repeat_weight": float(tables["repeat_weight"]),
         "logq_correction": settings.logq_correction,
         "train_seconds": round(seconds, 2),
+        "examples_per_second": round(len(examples) * settings.epochs / seconds, 1) if seconds > 0 else None,
         "created_at": registry.now(),
     }
     with tempfile.TemporaryDirectory() as tmp:
-        tables = two_tower.get_tables(model)
-        np.savez(Path(tmp) / TABLES_FILE, user=tables["user"], item=tables["item"])
+        np.savez(Path(tmp) / TABLES_FILE, **tables)  # type: ignore[arg-type]
         (Path(tmp) / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True))
         store.publish_dir(Path(tmp), layout.model_version(version))
     registry.add_version(store, version, metadata, run_id)

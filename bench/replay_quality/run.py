@@ -61,11 +61,12 @@ def _day_truth(store: Any, day: date) -> tuple[list[str], list[set[str]]]:
     return list(by_user), list(by_user.values())
 
 
-def _model_ranking(store: Any, version: int, users: list[str]) -> list[list[str]]:
-    """Top-K of a stored version over the items it knows that its index (or catalog) allows."""
+def _model_ranking(store: Any, version: int, users: list[str], day: date) -> list[list[str]]:
+    """Top-K of a stored version over the items it knows that its index (or catalog) allows, with the
+    customers' purchases known before ``day`` as the query tower's input (as serving would have them)."""
     from recsys.serving.index import load_scorer
 
-    scorer = load_scorer(store, version)
+    scorer = load_scorer(store, version, before=day)
     allowed = None
     index_path = f"models/two_tower/versions/{version}/index.parquet"
     if store.exists(index_path):
@@ -121,7 +122,7 @@ def worker(strategy: str, days: int, workdir: Path) -> dict[str, Any]:
 
     started = time.perf_counter()
     for day in before:
-        build_features(store, day, settings.holdout_fraction)
+        build_features(store, day, settings)
     prep_seconds = time.perf_counter() - started
 
     bootstrap_seconds = 0.0
@@ -150,17 +151,17 @@ def worker(strategy: str, days: int, workdir: Path) -> dict[str, Any]:
                 ignore_index=True,
             )
             ranked = _baseline_rankings(history, day, users, own_first=strategy == "own_popular")
-            build_features(store, day, settings.holdout_fraction)
+            build_features(store, day, settings)
             daily_seconds += time.perf_counter() - t0
         else:
             serving = registry.load(store)["champion"] if strategy == "fine_tune" else version
             assert serving is not None
-            ranked = _model_ranking(store, serving, users)
+            ranked = _model_ranking(store, serving, users, day)
             t0 = time.perf_counter()
             if strategy == "fine_tune":
                 run_all(store, settings, day)
             else:
-                build_features(store, day, settings.holdout_fraction)
+                build_features(store, day, settings)
                 if strategy == "retrain":
                     version = train_from_scratch(store, settings, day, run_id="bench-retrain")["version"]
             daily_seconds += time.perf_counter() - t0
@@ -180,6 +181,10 @@ def worker(strategy: str, days: int, workdir: Path) -> dict[str, Any]:
         "daily_seconds": round(daily_seconds, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "deploys": sum(1 for h in reg["history"] if h["action"] == "deployed"),
+        # the training step alone (model.fit), summed over the window's versions
+        "window_train_seconds": round(sum(
+            v.get("train_seconds", 0.0) for v in reg["versions"].values() if v["trained_on"] >= window[0].isoformat()
+        ), 1),
         "settings": {k: v for k, v in vars(settings).items() if k != "storage_root"},
     }
 

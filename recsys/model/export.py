@@ -1,7 +1,10 @@
 """Export a version as a SavedModel with a serving signature (TensorFlow Serving layout).
 
 The signature ``serving_default`` takes ``user_id`` (string, [batch]) and returns ``item_ids``
-(string, [batch, k]) and ``scores`` (float32, [batch, k]); unknown users use the OOV row.
+(string, [batch, k]) and ``scores`` (float32, [batch, k]). It scores as the model does (see
+:mod:`recsys.serving.index`): the user's row (OOV for unknown users) plus the mean of their recent
+items, dotted with every candidate vector, plus the item bias and the repeat term. The customers'
+recent items are those known at export time (the version's deploy), baked into the SavedModel.
 """
 
 from __future__ import annotations
@@ -11,31 +14,58 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from recsys.serving.index import Scorer
+
 
 class _Recommender(tf.Module):
-    def __init__(self, user_table: np.ndarray, item_table: np.ndarray, user_ids: list[str],
-                 user_rows: list[int], item_ids: list[str], served_rows: list[int], k: int) -> None:
+    def __init__(self, scorer: Scorer, served_rows: list[int], k: int) -> None:
         super().__init__()
-        self.user_table = tf.Variable(user_table, trainable=False)
-        self.item_table = tf.Variable(item_table[served_rows], trainable=False)
-        self.item_ids = tf.Variable([item_ids[r] for r in served_rows], trainable=False)
-        self.lookup = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(
-                tf.constant(user_ids, tf.string), tf.constant(user_rows, tf.int64)
-            ),
-            default_value=0,
-        )
+        users = [u for u, r in scorer.user_rows.items() if r < len(scorer.user_table)]
+        with_history = sorted(scorer.histories)
+        length = max([len(scorer.history(u)[0]) for u in with_history], default=0) or 1
+        hist_rows = np.zeros((len(with_history) + 1, length), np.int64)  # row 0: no history
+        hist_days = np.zeros((len(with_history) + 1, length), np.float32)
+        for n, user in enumerate(with_history, start=1):
+            rows, days = scorer.history(user)
+            hist_rows[n, : len(rows)] = rows
+            hist_days[n, : len(rows)] = days
+        served = np.full(len(scorer.item_table), -np.inf, np.float32)
+        served[served_rows] = 0.0
+        self.user_table = tf.Variable(scorer.user_table, trainable=False)
+        self.item_table = tf.Variable(scorer.item_table, trainable=False)
+        self.item_bias = tf.Variable(scorer.item_bias.astype(np.float32) + served, trainable=False)
+        self.item_ids = tf.Variable([str(i) for i in scorer.item_ids], trainable=False)
+        self.hist_rows = tf.Variable(hist_rows, trainable=False)
+        self.hist_days = tf.Variable(hist_days, trainable=False)
+        self.repeat_weight = tf.Variable(scorer.repeat_weight, trainable=False)
+        self.history_weight = tf.Variable(scorer.history_weight, trainable=False)
+        self.user_lookup = _table(users, [scorer.user_rows[u] for u in users])
+        self.history_lookup = _table(with_history, list(range(1, len(with_history) + 1)))
         self.k = min(k, len(served_rows))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id")])
     def serve(self, user_id: tf.Tensor) -> dict[str, tf.Tensor]:
-        queries = tf.gather(self.user_table, self.lookup.lookup(user_id))
-        scores, rows = tf.math.top_k(tf.matmul(queries, self.item_table, transpose_b=True), k=self.k)
-        return {"item_ids": tf.gather(self.item_ids, rows), "scores": scores}
+        rows = tf.gather(self.hist_rows, self.history_lookup.lookup(user_id))  # [B, H]
+        days = tf.gather(self.hist_days, self.history_lookup.lookup(user_id))
+        mask = tf.cast(rows > 0, tf.float32)[..., None]
+        recent = tf.reduce_sum(tf.gather(self.item_table, rows) * mask, 1) / tf.maximum(tf.reduce_sum(mask, 1), 1.0)
+        queries = tf.gather(self.user_table, self.user_lookup.lookup(user_id)) + self.history_weight * recent
+        scores = tf.matmul(queries, self.item_table, transpose_b=True) + self.item_bias[None, :]
+        bonus = self.repeat_weight * tf.math.log1p(days) * tf.cast(rows > 0, tf.float32)
+        scores += tf.reduce_sum(tf.one_hot(rows, tf.shape(self.item_table)[0]) * bonus[..., None], 1)
+        best, found = tf.math.top_k(scores, k=self.k)
+        return {"item_ids": tf.gather(self.item_ids, found), "scores": best}
 
 
-def export_saved_model(tables: dict[str, np.ndarray], user_rows: dict[str, int], item_ids: list[str],
-                       served_rows: list[int], out_dir: Path, k: int) -> None:
+def _table(keys: list[str], values: list[int]) -> tf.lookup.StaticHashTable:
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(keys or [""], tf.string),
+                                            tf.constant(values or [0], tf.int64)),
+        default_value=0,
+    )
+
+
+def export_saved_model(scorer: Scorer, served_rows: list[int], out_dir: Path, k: int) -> None:
     """Write a SavedModel into ``out_dir`` (``saved_model.pb`` + ``variables/``).
 
     Only the item rows in ``served_rows`` (the serving index: known and available items, never the
@@ -43,8 +73,5 @@ def export_saved_model(tables: dict[str, np.ndarray], user_rows: dict[str, int],
     """
     if not served_rows or 0 in served_rows:
         raise ValueError("served_rows must be non-empty and must not contain the OOV row 0")
-    ids = [u for u, r in user_rows.items() if r < len(tables["user"])]
-    module = _Recommender(
-        tables["user"], tables["item"], ids, [user_rows[u] for u in ids], item_ids, served_rows, k
-    )
+    module = _Recommender(scorer, served_rows, k)
     tf.saved_model.save(module, str(out_dir), signatures={"serving_default": module.serve})

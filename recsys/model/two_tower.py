@@ -1,4 +1,24 @@
-"""The TFRS two-tower retrieval model, its factory, and warm start across vocabulary growth."""
+"""The TFRS two-tower retrieval model, its tables, and warm start across vocabulary growth.
+
+Candidate tower: an item is its id embedding plus the mean of its title words' embeddings plus its
+price band's embedding (:mod:`recsys.features.items`), so a new item is placed near the items its
+title resembles before anyone has bought it.
+
+Query tower: a customer is their id embedding plus the mean of the candidate vectors of their recent
+purchases (:mod:`recsys.features.history`), so a customer the model has never trained on is still
+embedded by what they bought, and a purchase moves the query at once, without retraining.
+
+Score of item i for customer u::
+
+    query(u) . candidate(i)  +  bias(i)  +  repeat_weight * ln(1 + days u bought i)
+
+The item bias is the item's learned prior (its popularity, once the logQ correction has removed
+the sampling bias of in-batch negatives); the repeat term is non-zero only for the customer's own
+recent items, so retrieval stays a dot-product search over all items plus a sparse bonus over at
+most ``history_length`` of them (see :class:`recsys.serving.index.Scorer`). All of it is trained
+jointly with an in-batch softmax (tfrs ``Model``, its accidental-hit removal and sampling
+correction layers).
+"""
 
 from __future__ import annotations
 
@@ -7,57 +27,123 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from recsys import schema
-from recsys.model.towers import id_tower
+from recsys.features.items import PRICE_BANDS, TITLE_WORDS, WORD_BUCKETS
 
 ITEM_PROB = "item_prob"  # feature: the example's item share of the training examples (logQ correction)
+HIST_ROWS = "hist_rows"  # feature: [batch, history_length] item rows of the user's history, 0 = padding
+HIST_DAYS = "hist_days"  # feature: [batch, history_length] days each history item was bought
 
 # Keras' default Embedding initializer is uniform(-0.05, 0.05); new rows of a grown table use the same.
 INIT_SCALE = 0.05
+# tables grown with the vocabularies (rows = vocabulary size); the rest have fixed shapes
+GROWING = ("user", "item", "item_bias")
 
 
 class TwoTowerModel(tfrs.Model):
-    """Query tower (user), candidate tower (item), and an in-batch softmax retrieval task.
+    """Query tower (user id + recent items), candidate tower (item id + title + price), item bias and
+    repeat term, trained with an in-batch softmax (see the module docstring)."""
 
-    In-batch negatives are drawn in proportion to item popularity, which over-penalises popular
-    items; when the features carry ``item_prob`` (the item's share of the training examples), the
-    task applies the logQ correction (subtracts log(prob) from each logit), as in Yi et al. 2019.
-    """
-
-    def __init__(self, query_tower: tf.keras.Model, candidate_tower: tf.keras.Model) -> None:
+    def __init__(self, user_rows: int, item_rows: int, dim: int, item_words: np.ndarray,
+                 item_price: np.ndarray) -> None:
         super().__init__()
-        self.query_tower = query_tower
-        self.candidate_tower = candidate_tower
-        self.task = tfrs.tasks.Retrieval()
+        if item_words.shape != (item_rows, TITLE_WORDS) or item_price.shape != (item_rows,):
+            raise ValueError(f"item features must cover the {item_rows} item rows: got words {item_words.shape}, "
+                             f"price {item_price.shape}")
+        self.user_embedding = tf.keras.layers.Embedding(user_rows, dim, name="user_embedding")
+        self.item_embedding = tf.keras.layers.Embedding(item_rows, dim, name="item_embedding")
+        self.word_embedding = tf.keras.layers.Embedding(WORD_BUCKETS, dim, name="word_embedding")
+        self.price_embedding = tf.keras.layers.Embedding(PRICE_BANDS, dim, name="price_embedding")
+        self.item_bias = tf.keras.layers.Embedding(item_rows, 1, embeddings_initializer="zeros", name="item_bias")
+        self.repeat_weight = tf.Variable(1.0, name="repeat_weight")
+        self.item_words = tf.constant(item_words, tf.int32)
+        self.item_price = tf.constant(item_price, tf.int32)
+        self.remove_accidental_hits = tfrs.layers.loss.RemoveAccidentalHits()
+        self.sampling_correction = tfrs.layers.loss.SamplingProbablityCorrection()
+
+    def candidate_vectors(self, item_rows: tf.Tensor) -> tf.Tensor:
+        """[...] item rows -> [..., dim]: id + mean of title words + price band."""
+        words = tf.gather(self.item_words, item_rows)
+        mask = tf.cast(words > 0, tf.float32)[..., None]
+        title = tf.reduce_sum(self.word_embedding(words) * mask, -2) / tf.maximum(tf.reduce_sum(mask, -2), 1.0)
+        return self.item_embedding(item_rows) + title + self.price_embedding(tf.gather(self.item_price, item_rows))
+
+    def query_vectors(self, user_rows: tf.Tensor, hist_rows: tf.Tensor) -> tf.Tensor:
+        """[batch] user rows and [batch, H] history rows -> [batch, dim]: id + mean of recent items."""
+        mask = tf.cast(hist_rows > 0, tf.float32)[..., None]
+        recent = tf.reduce_sum(self.candidate_vectors(hist_rows) * mask, 1) / tf.maximum(tf.reduce_sum(mask, 1), 1.0)
+        return self.user_embedding(user_rows) + recent
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        queries = self.query_tower(features[schema.USER_ROW])
-        candidates = self.candidate_tower(features[schema.ITEM_ROW])
-        return self.task(
-            queries, candidates, compute_metrics=not training,
-            candidate_sampling_probability=features.get(ITEM_PROB),
-        )
+        items = features[schema.ITEM_ROW]
+        hist = features[HIST_ROWS]
+        queries = self.query_vectors(features[schema.USER_ROW], hist)
+        logits = tf.matmul(queries, self.candidate_vectors(items), transpose_b=True)
+        logits += tf.transpose(self.item_bias(items))
+        # repeat term: ln(1 + days) where the in-batch candidate is in the row's history
+        same = tf.cast(tf.equal(hist[:, :, None], items[None, None, :]), tf.float32)  # [B, H, B]
+        logits += self.repeat_weight * tf.reduce_sum(same * tf.math.log1p(features[HIST_DAYS])[:, :, None], 1)
+        if ITEM_PROB in features:
+            logits = self.sampling_correction(logits, features[ITEM_PROB])
+        labels = tf.eye(tf.shape(items)[0])
+        logits = self.remove_accidental_hits(labels, logits, items)
+        return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits))
 
 
-def build_model(user_rows: int, item_rows: int, dim: int) -> TwoTowerModel:
+def build_model(user_rows: int, item_rows: int, dim: int, item_words: np.ndarray | None = None,
+                item_price: np.ndarray | None = None) -> TwoTowerModel:
     """A fresh model for vocabularies of ``user_rows`` and ``item_rows`` rows (OOV row included)."""
-    model = TwoTowerModel(id_tower(user_rows, dim, "query"), id_tower(item_rows, dim, "candidate"))
+    if item_words is None:
+        item_words = np.zeros((item_rows, TITLE_WORDS), np.int32)
+    if item_price is None:
+        item_price = np.zeros(item_rows, np.int32)
+    model = TwoTowerModel(user_rows, item_rows, dim, item_words, item_price)
     # create the variables now so tables can be read and set before training
-    model.query_tower(tf.zeros([1], tf.int64))
-    model.candidate_tower(tf.zeros([1], tf.int64))
+    model.query_vectors(tf.zeros([1], tf.int64), tf.zeros([1, 1], tf.int64))
+    model.item_bias(tf.zeros([1], tf.int64))
     return model
 
 
 def get_tables(model: TwoTowerModel) -> dict[str, np.ndarray]:
-    """The embedding tables: ``user`` [user_rows, dim] and ``item`` [item_rows, dim], float32."""
+    """Every weight and item feature as float32/int32 arrays (the stored form of a version).
+
+    ``user`` [U, d], ``item`` [I, d], ``word`` [WORD_BUCKETS, d], ``price`` [PRICE_BANDS, d],
+    ``item_bias`` [I], ``repeat_weight`` [], ``item_words`` [I, TITLE_WORDS], ``item_price`` [I].
+    """
     return {
-        "user": model.query_tower.get_weights()[0],
-        "item": model.candidate_tower.get_weights()[0],
+        "user": model.user_embedding.get_weights()[0],
+        "item": model.item_embedding.get_weights()[0],
+        "word": model.word_embedding.get_weights()[0],
+        "price": model.price_embedding.get_weights()[0],
+        "item_bias": model.item_bias.get_weights()[0][:, 0],
+        "repeat_weight": np.asarray(model.repeat_weight.numpy(), np.float32),
+        "item_words": model.item_words.numpy(),
+        "item_price": model.item_price.numpy(),
     }
 
 
 def set_tables(model: TwoTowerModel, tables: dict[str, np.ndarray]) -> None:
-    model.query_tower.set_weights([tables["user"]])
-    model.candidate_tower.set_weights([tables["item"]])
+    """Load stored weights (tables of the model's shapes; item features are the model's own)."""
+    model.user_embedding.set_weights([tables["user"]])
+    model.item_embedding.set_weights([tables["item"]])
+    if "word" in tables:
+        model.word_embedding.set_weights([tables["word"]])
+        model.price_embedding.set_weights([tables["price"]])
+        model.item_bias.set_weights([tables["item_bias"][:, None]])
+        model.repeat_weight.assign(float(tables["repeat_weight"]))
+
+
+def grow_tables(old: dict[str, np.ndarray], user_rows: int, item_rows: int, seed: int) -> dict[str, np.ndarray]:
+    """``old`` with the user and item tables grown to the new vocabulary sizes (old rows bit for bit;
+    new id rows freshly initialised, new item biases 0); fixed-size tables are kept as they are."""
+    grown = dict(old)
+    grown["user"] = grow_table(old["user"], user_rows, seed)
+    grown["item"] = grow_table(old["item"], item_rows, seed + 1)
+    if "item_bias" in old:
+        bias = old["item_bias"]
+        if item_rows < len(bias):
+            raise ValueError(f"a vocabulary never shrinks: bias has {len(bias)} rows, asked for {item_rows}")
+        grown["item_bias"] = np.concatenate([bias, np.zeros(item_rows - len(bias), bias.dtype)])
+    return grown
 
 
 def sampling_probability(item_rows: np.ndarray, rows: int) -> np.ndarray:

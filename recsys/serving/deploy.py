@@ -43,7 +43,7 @@ def build_index(store: PartitionStore, version: int, day: date) -> pd.DataFrame:
     from recsys.features import vocab
     from recsys.validation.partition import read_partition
 
-    items = vocab.load(store, vocab.ITEMS)
+    items = vocab.with_rows(vocab.load(store, vocab.ITEMS))
     rows = registry.load(store)["versions"][str(version)]["item_rows"]
     items = items[items[vocab.ROW] < rows]
     try:
@@ -98,10 +98,7 @@ def deploy_version(
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / "version"
             store.download_dir(version_dir, local)
-            export_saved_model(
-                {"user": scorer.user_table, "item": scorer.item_table}, scorer.user_rows,
-                list(scorer.item_ids), [int(r) for r in index["row"]], local, settings.k,
-            )
+            export_saved_model(scorer, [int(r) for r in index["row"]], local, settings.k)
             data = _parquet_bytes(index)
             (local / INDEX_FILE).write_bytes(data)
             meta = index_metadata(data, index, catalog_day, run_id)

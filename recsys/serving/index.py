@@ -1,39 +1,100 @@
-"""Score users against items with a stored version's embedding tables (exact dot-product search)."""
+"""Score users against items with a stored version (exact search), as the model does (two_tower.py).
+
+score(u, i) = query(u) . candidate(i) + bias(i) + repeat_weight * ln(1 + days u bought i), where
+query(u) = user(u) + mean of candidate(j) over u's recent items j, and candidate(i) = item(i) +
+mean of i's title words + price band. Candidate vectors are computed once per version; a query costs
+a mean over at most ``history_length`` precomputed rows, one [d] x [d, I] product, a sparse add over
+the customer's own recent items and a partial sort: O(I * d + H * d).
+
+A version stored with id tables only (``user`` and ``item``) scores by the plain dot product.
+"""
 
 from __future__ import annotations
+
+from datetime import date
 
 import numpy as np
 import pandas as pd
 
-from recsys.features import vocab
+from recsys.features import history, vocab
 from recsys.storage import PartitionStore
+
+History = tuple[np.ndarray, np.ndarray]  # item rows (most recent first), days bought (float32)
+_NO_HISTORY: History = (np.zeros(0, np.int64), np.zeros(0, np.float32))
+
+
+def candidate_table(tables: dict[str, np.ndarray]) -> np.ndarray:
+    """[I, d] candidate vectors of every item row: id + mean of title words + price band."""
+    item = tables["item"].astype(np.float32)
+    if "word" not in tables:
+        return item
+    words = tables["item_words"]
+    mask = (words > 0)[..., None]
+    title = (tables["word"][words] * mask).sum(1) / np.maximum(mask.sum(1), 1)
+    return (item + title + tables["price"][tables["item_price"]]).astype(np.float32)
 
 
 class Scorer:
-    """Exact top-k retrieval over a version's known items.
+    """Exact top-k retrieval over a version's item rows (row 0 = OOV, never returned).
 
-    ``user_table`` [U, d] and ``item_table`` [I, d] are indexed by vocabulary row (row 0 = OOV);
-    ``user_rows`` maps user id -> row (ids missing or beyond the table use row 0); ``item_ids[r]`` is
-    the id of item row r. Cost of a query: one [d] x [d, I] product and a partial sort, O(I * d).
+    ``user_table`` [U, d] is indexed by vocabulary row; ``user_rows`` maps user id -> row (ids
+    missing or beyond the table use row 0); ``item_table`` [I, d] holds candidate vectors and
+    ``item_ids[r]`` the id of item row r; ``histories`` maps user id -> (item rows, days).
     """
 
     def __init__(self, user_table: np.ndarray, item_table: np.ndarray, user_rows: dict[str, int],
-                 item_ids: np.ndarray) -> None:
+                 item_ids: np.ndarray, item_bias: np.ndarray | None = None, repeat_weight: float = 0.0,
+                 history_weight: float = 0.0, histories: dict[str, History] | None = None) -> None:
         self.user_table = user_table
         self.item_table = item_table
         self.user_rows = user_rows
         self.item_ids = item_ids
+        self.item_bias = item_bias if item_bias is not None else np.zeros(len(item_table), np.float32)
+        self.repeat_weight = float(repeat_weight)
+        self.history_weight = float(history_weight)
+        self.histories = histories or {}
+
+    def history(self, user_id: str) -> History:
+        return self.histories.get(user_id, _NO_HISTORY)
+
+    def knows(self, user_id: str) -> bool:
+        """True if the version can embed ``user_id``: it has a row, or (history-aware models) a history."""
+        row = self.user_rows.get(user_id)
+        if row is not None and row < len(self.user_table):
+            return True
+        return self.history_weight > 0 and len(self.history(user_id)[0]) > 0
 
     def user_vectors(self, user_ids: list[str]) -> np.ndarray:
+        """[B, d] query vectors: the user row (OOV for unknown ids) plus the mean of recent items."""
         rows = [self.user_rows.get(u, vocab.OOV_ROW) for u in user_ids]
         rows = [r if r < len(self.user_table) else vocab.OOV_ROW for r in rows]
-        return self.user_table[rows]
+        queries = self.user_table[rows].astype(np.float32, copy=True)
+        if self.history_weight:
+            for n, user in enumerate(user_ids):
+                recent = self.history(user)[0]
+                if len(recent):
+                    queries[n] += self.history_weight * self.item_table[recent].mean(0)
+        return queries
+
+    def repeat_bonus(self, user_id: str) -> History:
+        """(item rows, bonus) of the repeat term for ``user_id``'s own recent items."""
+        recent, days = self.history(user_id)
+        return recent, (self.repeat_weight * np.log1p(days)).astype(np.float32)
+
+    def scores(self, user_ids: list[str]) -> np.ndarray:
+        """[B, I] scores of every item row (the OOV row included; callers exclude it)."""
+        scores = self.user_vectors(user_ids) @ self.item_table.T + self.item_bias[None, :]
+        if self.repeat_weight:
+            for n, user in enumerate(user_ids):
+                recent, bonus = self.repeat_bonus(user)
+                np.add.at(scores[n], recent, bonus)
+        return scores
 
     def top_k(self, user_ids: list[str], k: int, allowed: np.ndarray | None = None) -> list[list[str]]:
         """Top-``k`` item ids per user, best first; ``allowed`` is a boolean mask over item rows."""
         if not user_ids:
             return []
-        scores = self.user_vectors(user_ids) @ self.item_table.T
+        scores = self.scores(user_ids)
         scores[:, vocab.OOV_ROW] = -np.inf  # never recommend the OOV row
         if allowed is not None:
             scores[:, ~allowed] = -np.inf
@@ -62,18 +123,46 @@ def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
 
 
-def load_scorer(store: PartitionStore, version: int) -> Scorer:
-    """A :class:`Scorer` for a stored version, with the vocabularies as they were when it was trained."""
+def histories_by_row(snapshot: pd.DataFrame, item_rows: dict[str, int], rows: int, length: int) -> dict[str, History]:
+    """user id -> (item rows, days) of a history snapshot, for items with a row below ``rows``."""
+    known = {i: r for i, r in item_rows.items() if 0 < r < rows}
+    out: dict[str, History] = {}
+    for user, (ids, days) in history.by_user(snapshot).items():
+        matrix_rows, matrix_days = history.to_rows([ids], [days], known, length)
+        keep = matrix_rows[0] > 0
+        if keep.any():
+            out[user] = (matrix_rows[0][keep], matrix_days[0][keep])
+    return out
+
+
+def load_scorer(store: PartitionStore, version: int, before: date | None = None) -> Scorer:
+    """A :class:`Scorer` for a stored version, with the vocabularies as they were when it was trained.
+
+    Histories are what was known before ``before`` (evaluation of that day), else the newest (serving).
+    """
+    from recsys import registry
     from recsys.training import load_tables
 
     tables = load_tables(store, version)
-    users = vocab.load(store, vocab.USERS)
-    items = vocab.load(store, vocab.ITEMS)
-    item_ids = np.full(len(tables["item"]), "", dtype=object)
-    known = items[items[vocab.ROW] < len(tables["item"])]
+    users = vocab.with_rows(vocab.load(store, vocab.USERS))
+    items = vocab.with_rows(vocab.load(store, vocab.ITEMS))
+    item_table = candidate_table(tables)
+    item_ids = np.full(len(item_table), "", dtype=object)
+    known = items[items[vocab.ROW] < len(item_table)]
     item_ids[known[vocab.ROW].to_numpy()] = known[vocab.ID].astype(str).to_numpy()
     user_rows = dict(zip(users[vocab.ID].astype(str), users[vocab.ROW].astype(int), strict=True))
-    return Scorer(tables["user"], tables["item"], user_rows, item_ids)
+    histories: dict[str, History] = {}
+    aware = "word" in tables
+    if aware:
+        snapshot = history.load_before(store, before) if before is not None else history.load_latest(store)
+        length = int(registry.load(store)["versions"].get(str(version), {}).get("history_length", 50))
+        item_rows = dict(zip(known[vocab.ID].astype(str), known[vocab.ROW].astype(int), strict=True))
+        histories = histories_by_row(snapshot, item_rows, len(item_table), length)
+    return Scorer(
+        tables["user"].astype(np.float32), item_table, user_rows, item_ids,
+        item_bias=tables.get("item_bias"), repeat_weight=float(tables.get("repeat_weight", 0.0)),
+        history_weight=1.0 if aware else 0.0, histories=histories,
+    )
 
 
 def item_titles(index: pd.DataFrame) -> dict[str, str]:

@@ -59,14 +59,17 @@ class LoadedVersion:
 
     ``scorer`` holds the version's embedding tables restricted to the serving index: its item row 0 is
     the OOV row and rows 1..N are the served items in index order (so a delisted item cannot be
-    returned without any masking); user rows are the vocabulary's. Cost of a query: one [d] x [d, N]
-    product and a partial sort, O(N * d).
+    returned without any masking); user rows are the vocabulary's. Cost of a query: the mean of at
+    most ``history_length`` candidate vectors, one [d] x [d, N] product, a sparse add over the
+    customer's own recent items (repeat term) and a partial sort, O(N * d + H * d).
     """
 
     version: int
     index_sha256: str
     index_meta: dict[str, Any]
-    scorer: Scorer
+    scorer: Scorer  # served positions: row p is the candidate vector of served position p
+    full: Scorer  # the whole version (every item row): computes queries from recent items
+    position_of_row: np.ndarray  # [I] served position of each item row, 0 if not served
     titles: np.ndarray  # [N + 1] object, title of served position p (position 0 = OOV, "")
     position: dict[str, int]  # served item id -> position 1..N
     item_rows: dict[str, int]  # every item the version knows (served or not) -> its row in ``all_items``
@@ -83,19 +86,25 @@ class LoadedVersion:
         return len(self.position)
 
     def is_known_user(self, user_id: str) -> bool:
-        row = self.scorer.user_rows.get(user_id)
-        return row is not None and row < len(self.scorer.user_table)
+        return self.full.knows(user_id)
 
     def query_vector(self, user_id: str) -> np.ndarray | None:
         """The query tower's output for ``user_id``: a [d] vector, or None if this version cannot embed it.
 
-        This is the one place a query is computed. Today it is the user's embedding row. When the
-        query tower gets richer features (e.g. the user's recent items), change this method (and what
-        :func:`load_version` loads for it); ranking, exclusion and the fallback stay as they are.
+        This is the one place a query is computed: the user's row plus the mean of their recent items'
+        candidate vectors (:class:`~recsys.serving.index.Scorer`). A customer without a row but with
+        recent purchases is embedded by those; one with neither gets the popular fallback.
         """
         if not self.is_known_user(user_id):
             return None
-        return self.scorer.user_vectors([user_id])[0]
+        return self.full.user_vectors([user_id])[0]
+
+    def _repeat(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """Served positions of the user's recent items and their repeat bonus."""
+        rows, bonus = self.full.repeat_bonus(user_id)
+        positions = self.position_of_row[rows] if len(rows) else rows
+        keep = positions > 0
+        return positions[keep], bonus[keep]
 
     def recommend(self, user_id: str, k: int, exclude_purchased: bool = False) -> Recommendation:
         """Top-``k`` served items for ``user_id``; unknown users get the most bought items (fallback)."""
@@ -108,16 +117,23 @@ class LoadedVersion:
             top = ranked[:k]
             return Recommendation(self.version, False, FALLBACK_POPULAR,
                                   [str(x) for x in self.scorer.item_ids[top]], self.buyers[top].astype(float).tolist())
+        own, bonus = self._repeat(user_id)
         if self.ann is not None:
             extra = len(bought) if bought is not None else 0
-            found, found_scores = self.ann.search(query, min(k + extra, self.items))
-            positions = found + 1  # the index holds positions 1..N
+            found, _ = self.ann.search(np.append(query, np.float32(1.0)), min(k + extra, self.items))
+            # the ANN holds [candidate, bias] for positions 1..N; the customer's own items (repeat term)
+            # join the candidates, and all are scored exactly
+            positions = np.unique(np.concatenate([found + 1, own]))
             if bought is not None and extra:
-                keep_pos = ~np.isin(positions, bought)
-                positions, found_scores = positions[keep_pos], found_scores[keep_pos]
-            return Recommendation(self.version, True, None, [str(x) for x in self.scorer.item_ids[positions[:k]]],
-                                  found_scores[:k].astype(float).tolist())
-        scores = (self.scorer.item_table @ query)[None, :]
+                positions = positions[~np.isin(positions, bought)]
+            exact = self.scorer.item_table[positions] @ query + self.scorer.item_bias[positions]
+            bonus_at = dict(zip(own.tolist(), bonus.tolist(), strict=True))
+            exact += np.array([bonus_at.get(int(p), 0.0) for p in positions], dtype=np.float32)
+            order = np.argsort(-exact, kind="stable")[:k]
+            return Recommendation(self.version, True, None, [str(x) for x in self.scorer.item_ids[positions[order]]],
+                                  exact[order].astype(float).tolist())
+        scores = (self.scorer.item_table @ query + self.scorer.item_bias)[None, :]
+        np.add.at(scores[0], own, bonus)
         scores[0, vocab.OOV_ROW] = -np.inf
         if bought is not None and len(bought):
             scores[0, bought] = -np.inf
@@ -200,7 +216,10 @@ def load_version(store: PartitionStore, version: int, history: _HistoryCache | N
         raise ServingError(f"the serving index of version {version} names item rows outside its table")
     ids = np.concatenate([[""], index[schema.ITEM_ID].astype(str).to_numpy()]).astype(object)
     table = np.ascontiguousarray(np.vstack([full.item_table[:1], full.item_table[rows]]), dtype=np.float32)
-    scorer = Scorer(np.ascontiguousarray(full.user_table, dtype=np.float32), table, full.user_rows, ids)
+    bias = np.concatenate([full.item_bias[:1], full.item_bias[rows]]).astype(np.float32)
+    scorer = Scorer(np.ascontiguousarray(full.user_table, dtype=np.float32), table, full.user_rows, ids, bias)
+    position_of_row = np.zeros(len(full.item_table), dtype=np.int64)
+    position_of_row[rows] = np.arange(1, len(rows) + 1)
     norms = np.linalg.norm(table, axis=1, keepdims=True)
     unit = np.divide(table, norms, out=np.zeros_like(table), where=norms > 0)
     position = {str(i): p for p, i in enumerate(ids) if p > 0}
@@ -215,7 +234,7 @@ def load_version(store: PartitionStore, version: int, history: _HistoryCache | N
     ann = None
     if ann_min_items is not None and len(position) >= ann_min_items:
         try:
-            ann = HnswIndex(table[1:])
+            ann = HnswIndex(np.hstack([table[1:], bias[1:, None]]))
         except AnnUnavailable as err:
             log.warning("version %d: exact search over %d items (%s)", version, len(position), err)
     purchases: dict[str, np.ndarray] = {}
@@ -227,6 +246,8 @@ def load_version(store: PartitionStore, version: int, history: _HistoryCache | N
         index_sha256=hashlib.sha256(index_bytes).hexdigest(),
         index_meta=meta,
         scorer=scorer,
+        full=full,
+        position_of_row=position_of_row,
         titles=np.concatenate([[""], index[schema.TITLE].fillna("").astype(str).to_numpy()]).astype(object),
         position=position,
         item_rows=item_rows,

@@ -31,7 +31,7 @@ def recommend(store: PartitionStore, user_id: str, k: int = 10) -> dict[str, Any
     items = scorer.top_k([user_id], k, allowed)[0]
     return {
         "user_id": user_id,
-        "known_user": user_id in scorer.user_rows,
+        "known_user": scorer.knows(user_id),
         "version": champion,
         "items": [{"item_id": i, "title": titles.get(i, "")} for i in items],
     }

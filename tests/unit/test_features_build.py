@@ -8,12 +8,14 @@ import pandas as pd
 import pytest
 
 from recsys import schema
+from recsys.config import Settings
 from recsys.features import FeatureError, build_features, load_examples, vocab
 from recsys.features.build import is_holdout, load_stats
 from recsys.storage import StorageError
 
 D1, D2 = date(2011, 1, 4), date(2011, 1, 5)
 FRACTION = 0.5
+SETTINGS = Settings(holdout_fraction=FRACTION)
 
 DAY1 = [
     ("e1", "2011-01-04 09:00:00", "u1", "i1", "purchase", 1, 1.0),
@@ -56,7 +58,7 @@ def test_is_holdout_is_deterministic_and_close_to_the_fraction():
 
 def test_build_features_writes_examples_stats_and_vocab(store, publish_events):
     publish_events(store, D1, DAY1)
-    stats = build_features(store, D1, FRACTION)
+    stats = build_features(store, D1, SETTINGS)
     assert stats.as_dict() == {
         "date": "2011-01-04",
         "cleaning": {"rows_in": 7, "rows_out": 5, "duplicate_event_ids": 1, "non_positive_quantity": 1},
@@ -70,13 +72,20 @@ def test_build_features_writes_examples_stats_and_vocab(store, publish_events):
         "new_items": 3,
         "user_vocab_size": 4,  # u1, u2, u5 + OOV
         "item_vocab_size": 4,
+        "pending_users": 0,
+        "pending_items": 0,
+        "min_user_count": 1,
+        "min_item_count": 1,
+        "history_users": 3,  # after the day: u1 (i1, i2), u2 (i2), u5 (i3)
+        "history_rows": 4,
     }
     assert load_stats(store, D1) == stats.as_dict()
     assert store.is_complete("features/dt=2011-01-04")
 
     examples = load_examples(store, D1)
-    assert tuple(examples.columns) == schema.EXAMPLE_COLUMNS
-    assert [tuple(r) for r in examples.itertuples(index=False)] == [
+    assert tuple(examples.columns) == (*schema.EXAMPLE_COLUMNS, "hist_items", "hist_days")
+    assert all(len(h) == 0 for h in examples["hist_items"])  # nothing was known before the first day
+    assert [tuple(r)[:5] for r in examples.itertuples(index=False)] == [
         ("u1", "i1", 1, 1, "train"),
         ("u1", "i2", 1, 2, "train"),
         ("u2", "i2", 2, 2, "holdout"),
@@ -89,20 +98,20 @@ def test_build_features_writes_examples_stats_and_vocab(store, publish_events):
 
 def test_build_features_is_idempotent(store, publish_events):
     publish_events(store, D1, DAY1)
-    build_features(store, D1, FRACTION)
+    build_features(store, D1, SETTINGS)
     paths = ["features/dt=2011-01-04/stats.json", "features/dt=2011-01-04/examples.parquet",
              "vocab/users.parquet", "vocab/items.parquet"]
     before = {p: store.read_bytes(p) for p in paths}
-    build_features(store, D1, FRACTION)
+    build_features(store, D1, SETTINGS)
     assert {p: store.read_bytes(p) for p in paths} == before
 
 
 def test_a_later_day_grows_the_vocabularies_and_keeps_old_rows(store, publish_events):
     publish_events(store, D1, DAY1)
     publish_events(store, D2, DAY2)
-    build_features(store, D1, FRACTION)
+    build_features(store, D1, SETTINGS)
     day1_stats = store.read_bytes("features/dt=2011-01-04/stats.json")
-    stats = build_features(store, D2, FRACTION)
+    stats = build_features(store, D2, SETTINGS)
     assert (stats.new_users, stats.new_items) == (2, 1)
     assert (stats.user_vocab_size, stats.item_vocab_size) == (6, 5)
     users = vocab.load(store, vocab.USERS)
@@ -114,14 +123,14 @@ def test_a_later_day_grows_the_vocabularies_and_keeps_old_rows(store, publish_ev
         ("u0", 4, 4), ("u1", 1, 3), ("u6", 5, 1),
     ]
     # rerunning the earlier day after the vocabularies grew writes the same stats (counted from first_seen)
-    build_features(store, D1, FRACTION)
+    build_features(store, D1, SETTINGS)
     assert store.read_bytes("features/dt=2011-01-04/stats.json") == day1_stats
 
 
 def test_a_partition_with_nothing_left_after_cleaning_raises(store, publish_events):
     publish_events(store, D1, [("e1", "2011-01-04 09:00:00", "u1", "i1", "purchase", 0, 1.0)])
     with pytest.raises(FeatureError, match="no usable events after cleaning") as info:
-        build_features(store, D1, FRACTION)
+        build_features(store, D1, SETTINGS)
     assert "'non_positive_quantity': 1" in str(info.value)
     assert not store.exists("features/dt=2011-01-04")
     assert not store.exists("vocab")
@@ -136,12 +145,39 @@ def test_load_examples_before_the_features_step_raises(store):
 
 def test_features_of_a_missing_partition_say_it_is_not_published(store):
     with pytest.raises((FeatureError, StorageError)) as info:
-        build_features(store, D1, FRACTION)
+        build_features(store, D1, SETTINGS)
     assert "has a _SUCCESS marker" not in str(info.value)
 
 
 def test_features_of_an_unpublished_partition_are_refused(store, make_events):
     store.write_parquet("raw/events/dt=2011-01-04/part-00000.parquet", make_events(DAY1))  # no _SUCCESS yet
     with pytest.raises((FeatureError, StorageError)):
-        build_features(store, D1, FRACTION)
+        build_features(store, D1, SETTINGS)
     assert not store.exists("features/dt=2011-01-04")
+
+
+def test_examples_carry_the_users_history_before_the_day_and_the_snapshot_moves_on(store, publish_events):
+    from recsys.features import history
+
+    publish_events(store, D1, DAY1)
+    publish_events(store, D2, DAY2)
+    build_features(store, D1, SETTINGS)
+    build_features(store, D2, SETTINGS)
+    examples = load_examples(store, D2).set_index("user_id")
+    # u1 bought i1 and i2 on D1 (same day: by id), u6 and u0 are new
+    assert list(examples.loc["u1", "hist_items"]) == ["i1", "i2"]
+    assert list(examples.loc["u1", "hist_days"]) == [1, 1]
+    assert len(examples.loc["u6", "hist_items"]) == 0
+    snapshot = history.by_user(history.load(store, D2))
+    assert snapshot["u1"] == (["i3", "i1", "i2"], [1, 1, 1])  # D2's purchase first
+    assert history.by_user(history.load_before(store, D2)) == history.by_user(history.load(store, D1))
+
+
+def test_a_minimum_user_count_keeps_one_off_customers_on_the_oov_row(store, publish_events):
+    publish_events(store, D1, DAY1)
+    stats = build_features(store, D1, SETTINGS.replace(min_user_count=2))
+    # u1 has two examples (i1, i2) and qualifies; u2 and u5 have one each and wait
+    assert (stats.user_vocab_size, stats.pending_users, stats.min_user_count) == (2, 2, 2)
+    examples = load_examples(store, D1).set_index("user_id")
+    assert examples.loc["u2", "user_row"] == 0
+    assert examples.loc["u1", "user_row"].tolist() == [1, 1]

@@ -48,7 +48,7 @@ def test_replay_only_uses_days_before(feature_days):
 def test_replay_of_size_zero_is_empty_with_the_example_columns(feature_days):
     replay = replay_sample(feature_days, D3, size=0, seed=0)
     assert replay.empty
-    assert tuple(replay.columns) == schema.EXAMPLE_COLUMNS
+    assert tuple(replay.columns) == (*schema.EXAMPLE_COLUMNS, "hist_items", "hist_days")
 
 
 def test_replay_sample_is_seeded(feature_days):
@@ -83,7 +83,7 @@ def tiny(store, publish_events):
     """Two days of features: 6 users x 4 items, then one new user (u7) and one new item (i5)."""
     publish_events(store, D1, DAY1)
     publish_events(store, D2, DAY2)
-    stats = [build_features(store, D1, 0.25), build_features(store, D2, 0.25)]
+    stats = [build_features(store, day, Settings(holdout_fraction=0.25)) for day in (D1, D2)]
     settings = Settings(storage_root=str(store.root), epochs=1, embedding_dim=8, batch_size=4, replay_examples=100)
     return store, settings, stats
 
@@ -133,7 +133,7 @@ def test_fine_tune_cold_start_then_warm_start_then_reuse(tiny):
 @pytest.mark.slow
 def test_fine_tune_without_training_examples_raises(store, publish_events):
     publish_events(store, D1, DAY1)
-    build_features(store, D1, 1.0)  # every user held out
+    build_features(store, D1, Settings(holdout_fraction=0.99999))  # every user held out
     with pytest.raises(TrainingError, match="no training examples"):
         fine_tune(store, Settings(storage_root=str(store.root)), D1)
     assert registry.load(store)["versions"] == {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 import pandas as pd
+import pytest
 
 from recsys.features import vocab
 
@@ -15,9 +16,9 @@ def _rows(table: pd.DataFrame) -> list[tuple[str, int, str]]:
     return [(str(i), int(r), str(s)) for i, r, s in zip(table["id"], table["row"], table["first_seen"], strict=True)]
 
 
-def test_empty_has_the_three_columns():
+def test_empty_has_the_vocabulary_columns():
     table = vocab.empty()
-    assert list(table.columns) == ["id", "row", "first_seen"]
+    assert list(table.columns) == ["id", "row", "first_seen", "count", "qualified", "last_day"]
     assert len(table) == 0
     assert table["row"].dtype == "int64"
 
@@ -42,7 +43,8 @@ def test_grow_keeps_existing_rows_and_appends_new_ids_after_the_max():
         ("u0", 3, "2011-01-05"),  # new ids sorted among themselves, after every old row
         ("u3", 4, "2011-01-05"),
     ]
-    pd.testing.assert_frame_equal(grown.iloc[:2], first)
+    columns = ["id", "row", "first_seen", "qualified"]
+    pd.testing.assert_frame_equal(grown.iloc[:2][columns], first[columns])
 
 
 def test_grow_starts_after_the_largest_row_even_with_gaps():
@@ -104,3 +106,40 @@ def test_rows_for_maps_unknown_ids_to_the_oov_row():
 def test_rows_for_accepts_numeric_ids():
     table, _ = vocab.grow(vocab.empty(), pd.Series(["12583", "17850"]), D1)
     assert list(vocab.rows_for(table, pd.Series([17850, 12583, 1]))) == [2, 1, 0]
+
+
+def test_ids_below_the_minimum_count_wait_on_the_oov_row_until_they_qualify():
+    table, added = vocab.grow(vocab.empty(), pd.Series(["a", "b", "b"]), D1, min_count=2)
+    assert added == 1  # b was seen twice
+    assert vocab.rows_for(table, pd.Series(["a", "b", "zz"])).tolist() == [0, 1, 0]
+    assert vocab.pending_on(table, D1) == 1
+    assert vocab.growth_on(table, D1) == (1, 2)
+    table, added = vocab.grow(table, pd.Series(["a", "c"]), D2, min_count=2)
+    assert added == 1  # a reaches 2 on D2; c (seen once) waits
+    assert vocab.rows_for(table, pd.Series(["a", "b", "c"])).tolist() == [2, 1, 0]
+    row_a = table.set_index("id").loc["a"]
+    assert (row_a["first_seen"], row_a["qualified"], int(row_a["count"])) == ("2011-01-04", "2011-01-05", 2)
+    assert vocab.growth_on(table, D2) == (1, 3)
+    assert (vocab.pending_on(table, D1), vocab.pending_on(table, D2)) == (1, 1)  # a on D1, c on D2
+    assert vocab.size(table) == 3
+
+
+def test_counting_the_same_day_twice_changes_nothing():
+    once, _ = vocab.grow(vocab.empty(), pd.Series(["a"]), D1, min_count=2)
+    twice, added = vocab.grow(once, pd.Series(["a"]), D1, min_count=2)
+    assert added == 0
+    pd.testing.assert_frame_equal(once, twice)
+    assert vocab.rows_for(twice, pd.Series(["a"])).tolist() == [0]
+
+
+def test_a_table_written_before_minimum_counts_loads_as_qualified(store, put_vocab):
+    put_vocab(store, vocab.USERS, ["u1", "u2"])
+    table = vocab.load(store, vocab.USERS)
+    assert table["qualified"].tolist() == ["2011-01-04", "2011-01-04"]
+    assert table["count"].tolist() == [1, 1]
+    assert vocab.growth_on(table, D1) == (2, 3)
+
+
+def test_minimum_count_below_one_is_refused():
+    with pytest.raises(ValueError, match="min_count"):
+        vocab.grow(vocab.empty(), pd.Series(["a"]), D1, min_count=0)
