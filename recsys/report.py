@@ -35,6 +35,21 @@ def date_lines(store: PartitionStore, day: str, reg: dict[str, Any]) -> list[str
             f"{feats['holdout_examples']} held out from {feats['holdout_users']} users); "
             f"+{feats['new_users']} users, +{feats['new_items']} items"
         )
+        if "pending_users" in feats:
+            lines.append(
+                f"   vocabulary : {feats['user_vocab_size']} user rows, {feats['item_vocab_size']} item rows; "
+                f"{feats['pending_users']} users and {feats['pending_items']} items wait below the minimum count "
+                f"({feats['min_user_count']}, {feats['min_item_count']}) on the OOV row"
+            )
+    version = next((int(v) for v, m in reg["versions"].items() if m.get("trained_on") == day), None)
+    if version is not None and "table_megabytes" in reg["versions"][str(version)]:
+        meta = reg["versions"][str(version)]
+        lines.append(
+            f"   training   : v{version} {meta['kind']} on {meta['train_examples']} + {meta['replay_examples']} replay "
+            f"examples in {meta['train_seconds']} s; tables {meta['table_megabytes']} MB "
+            f"(+{meta['new_user_rows']} user, +{meta['new_item_rows']} item rows), repeat weight "
+            f"{meta['repeat_weight']:.2f}"
+        )
     decision = reg["decisions"].get(day)
     if decision:
         cand = decision["candidate_metrics"]
@@ -99,3 +114,104 @@ def showcase_text(store: PartitionStore, k: int = 10) -> str:
           for n, it in enumerate(recs["items"], 1)],
     ]
     return "\n".join(lines)
+
+
+# --- read-only views for the Airflow UI plugin (plugins/recsys_ui) ---------------------------------------
+
+
+def key_metric(k: int) -> str:
+    """The name of the metric that decides deployments (``recall@K``, K = ``RECSYS_K``)."""
+    return f"recall@{k}"
+
+
+def version_rows(reg: dict[str, Any], metric: str) -> list[dict[str, Any]]:
+    """Every trained version, newest first, with its decision, its ``metric`` and whether it served.
+
+    Each row: ``version``, ``kind`` (fine_tune or full_retrain), ``trained_on``, ``parent``,
+    ``created_at``, ``train_examples``, ``final_loss``, ``metric`` (the candidate's value when its date
+    was decided, None if never evaluated), ``metrics`` (all of them), ``decision`` (``DEPLOY``,
+    ``REJECT`` or None), ``reason``, ``champion`` (serving now) and ``served`` (ever made champion).
+    """
+    decided = {}
+    for day, dec in reg.get("decisions", {}).items():
+        if dec.get("candidate_version") is not None:
+            decided[int(dec["candidate_version"])] = (day, dec)
+    served = {int(h["to"]) for h in reg.get("history", []) if h.get("to") is not None}
+    rows = []
+    for key, meta in reg.get("versions", {}).items():
+        version = int(key)
+        _, dec = decided.get(version, (None, None))
+        metrics = dict(dec.get("candidate_metrics") or {}) if dec else {}
+        rows.append({
+            "version": version,
+            "kind": meta.get("kind", registry.FINE_TUNE),
+            "trained_on": meta.get("trained_on"),
+            "parent": meta.get("parent"),
+            "created_at": meta.get("created_at"),
+            "train_examples": meta.get("train_examples"),
+            "final_loss": meta.get("final_loss"),
+            "metric": metrics.get(metric),
+            "metrics": metrics,
+            "decision": None if dec is None else ("DEPLOY" if dec.get("blessed") else "REJECT"),
+            "reason": None if dec is None else dec.get("reason"),
+            "champion": version == reg.get("champion"),
+            "served": version in served,
+        })
+    return sorted(rows, key=lambda r: r["version"], reverse=True)
+
+
+def decision_rows(reg: dict[str, Any], metric: str) -> list[dict[str, Any]]:
+    """One row per decided partition date, oldest first: candidate and champion ``metric``, verdict, reason."""
+    rows = []
+    for day in sorted(reg.get("decisions", {})):
+        dec = reg["decisions"][day]
+        champion_metrics = dec.get("champion_metrics") or {}
+        rows.append({
+            "date": day,
+            "candidate_version": dec.get("candidate_version"),
+            "candidate": (dec.get("candidate_metrics") or {}).get(metric),
+            "champion_version": dec.get("champion_version"),
+            "champion": champion_metrics.get(metric),
+            "blessed": bool(dec.get("blessed")),
+            "reason": dec.get("reason", ""),
+            "eval_users": dec.get("eval_users"),
+            "decided_at": dec.get("decided_at"),
+        })
+    return rows
+
+
+def champion_info(reg: dict[str, Any]) -> dict[str, Any] | None:
+    """The serving champion: its version's metadata and the switch that made it champion; None if none yet."""
+    champion = reg.get("champion")
+    if champion is None:
+        return None
+    switches = [h for h in reg.get("history", []) if h.get("to") == champion]
+    return {
+        "version": int(champion),
+        "metadata": dict(reg.get("versions", {}).get(str(champion), {})),
+        "since": switches[-1] if switches else None,
+    }
+
+
+def validation_rows(store: PartitionStore) -> list[dict[str, Any]]:
+    """Every partition date that landed or was validated, newest first, with its validation status.
+
+    ``status`` is ``PASSED``, ``FAILED``, ``ACCEPTED`` (failed, let through by on-call) or ``NOT VALIDATED``
+    (landed, no report yet). ``summary`` is the stored ``summary.json`` (None when not validated).
+    """
+    days = {d.isoformat() for d in store.partitions(layout.RAW_EVENTS)}
+    for name in store.list_dir(layout.VALIDATION_REPORTS):
+        validated = layout.parse_partition_name(name)
+        if validated is not None:
+            days.add(validated.isoformat())
+    rows = []
+    for day in sorted(days, reverse=True):
+        summary = _read_optional(store, f"{layout.validation_report(date.fromisoformat(day))}/summary.json")
+        if summary is None:
+            status = "NOT VALIDATED"
+        elif summary.get("accepted"):
+            status = "ACCEPTED"
+        else:
+            status = "PASSED" if summary.get("success") else "FAILED"
+        rows.append({"date": day, "status": status, "summary": summary})
+    return rows

@@ -67,3 +67,21 @@ def test_load_scorer_uses_the_vocabularies_within_the_version_tables(store, put_
 def test_item_titles():
     index = pd.DataFrame({"item_id": ["A", "B"], "row": [1, 2], "title": ["Lantern", "Heart"]})
     assert item_titles(index) == {"A": "Lantern", "B": "Heart"}
+
+
+def test_history_bias_and_repeat_term_score_as_the_model_does():
+    # u1 bought B on 2 days: query = u1 + mean(B) = (1, 0) + (0, 2) = (1, 2)
+    #   dot: A 3, B 4, C 2 ; bias: A 0, B 0, C 1.5 -> A 3, B 4, C 3.5 ; repeat 0.5 * ln(3) on B -> B 4.549
+    bias = np.array([0.0, 0.0, 0.0, 1.5], np.float32)
+    histories = {"u1": (np.array([2]), np.array([2.0], np.float32)), "new": (np.array([1]), np.array([1.0]))}
+    rich = Scorer(USERS, ITEMS, {"u1": 1, "u2": 2}, ITEM_IDS, item_bias=bias, repeat_weight=0.5,
+                  history_weight=1.0, histories=histories)
+    np.testing.assert_allclose(rich.scores(["u1"])[0, 1:], [3.0, 4.0 + 0.5 * np.log(3), 3.5], rtol=1e-6)
+    assert rich.top_k(["u1"], 3) == [["B", "C", "A"]]
+    # a customer without a row but with a history is embedded by it: OOV row + A = (2, -1)
+    assert rich.knows("new") and not rich.knows("nobody")
+    np.testing.assert_allclose(rich.user_vectors(["new"]), [[2.0, -1.0]])
+    # without history_weight (a version stored with id tables only) histories are ignored
+    plain = Scorer(USERS, ITEMS, {"u1": 1}, ITEM_IDS, histories=histories)
+    assert not plain.knows("new")
+    np.testing.assert_array_equal(plain.user_vectors(["u1"]), USERS[[1]])
