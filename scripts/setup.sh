@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3.11}"
 
 # Debian packages: a C toolchain and libkrb5-dev (the HDFS provider's gssapi builds from source),
-# python3.11 with venv support.
+# python3.11 with venv support; postgresql (Airflow's production metadata database; its integration test
+# starts a throwaway cluster of it).
 need=()
-for pkg in libkrb5-dev gcc pkg-config; do
+for pkg in libkrb5-dev gcc pkg-config postgresql; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ! command -v "$PYTHON" >/dev/null 2>&1; then need+=(python3.11 python3.11-venv); fi
