@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
                 "(recorded in the registry history)",
             )
 
+    rt = sub.add_parser("retrain", help="train from scratch on a window of days; evaluate and deploy it through "
+                        "the same gate as a daily candidate (what the recsys_full_retrain DAG runs)")
+    rt.add_argument("--end", type=_date, help="last processed date to train on (default: the newest)")
+    rt.add_argument("--window-days", type=int, help="days of partitions ending at --end (default: "
+                    "RECSYS_RETRAIN_WINDOW_DAYS)")
+
     rb = sub.add_parser("rollback", help="point the champion back to an earlier deployed version")
     rb.add_argument("--to", type=int, help="version (default: the previous champion)")
     rb.add_argument("--reason", required=True, help="why (recorded in the registry history)")
@@ -149,6 +155,17 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> Any:
         return deploy(store, settings, args.date)
     if cmd == "run":
         return run_all(store, settings, args.date)
+    if cmd == "retrain":
+        from recsys import retrain
+
+        from recsys.registry import now
+
+        run_id = f"cli-retrain-{now()}"  # one run: a second command trains again
+        trained = retrain.train(store, settings, args.end, args.window_days, run_id=run_id)
+        version = int(trained["version"])
+        decision = retrain.evaluate(store, settings, version, run_id=run_id)
+        deployed = retrain.deploy(store, settings, version, run_id=run_id) if decision["blessed"] else None
+        return {"training": trained, "evaluation": decision, "deploy": deployed}
     if cmd == "rollback":
         from recsys.serving.deploy import rollback
 
