@@ -157,7 +157,6 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> Any:
         return run_all(store, settings, args.date)
     if cmd == "retrain":
         from recsys import retrain
-
         from recsys.registry import now
 
         run_id = f"cli-retrain-{now()}"  # one run: a second command trains again
