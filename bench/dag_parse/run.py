@@ -34,6 +34,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 TARGET_S = 0.5
 
+LIST = r"""
+import sys
+from airflow.configuration import conf
+from airflow.dag_processing.importers import get_importer_registry
+safe = conf.getboolean("core", "DAG_DISCOVERY_SAFE_MODE")
+print("\n".join(sorted(get_importer_registry().list_dag_files(sys.argv[1], safe_mode=safe))))
+"""
+
 CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
@@ -46,6 +54,7 @@ from airflow.dag_processing.dagbag import DagBag
 from airflow.serialization.serialized_objects import DagSerialization
 t1 = time.perf_counter()
 bag = DagBag(dag_folder=path, load_op_links=False)
+t_bag = time.perf_counter()
 serialized = [DagSerialization.to_dict(dag) for dag in bag.dags.values()]
 t2 = time.perf_counter()
 stat = bag.dagbag_stats[0] if bag.dagbag_stats else None
@@ -53,6 +62,7 @@ print(json.dumps({
     "pre_import_s": t1 - t0,
     "parse_s": t2 - t1,
     "dagbag_s": stat.duration.total_seconds() if stat else None,
+    "serialize_s": t2 - t_bag,
     "dags": sorted(bag.dag_ids),
     "tasks": stat.task_num if stat else 0,
     "import_errors": {k: v[-500:] for k, v in bag.import_errors.items()},
@@ -63,6 +73,16 @@ print(json.dumps({
 
 def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def dag_files(folder: Path) -> list[Path]:
+    """The files the DAG processor would parse: Airflow's own listing (``.airflowignore``, safe mode)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", LIST, str(folder)], capture_output=True, text=True, cwd=ROOT, env=os.environ.copy()
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"listing {folder} with Airflow failed:\n{proc.stderr[-2000:]}")
+    return [Path(line) for line in proc.stdout.split("\n") if line.endswith(".py")]
 
 
 def one(path: Path) -> dict:
@@ -88,7 +108,7 @@ def main() -> None:
         raise SystemExit(
             "AIRFLOW_HOME is not set: run `. scripts/env.sh` first (the DAGs read the project's Airflow configuration)"
         )
-    files = sorted(f for f in args.dags.glob("*.py") if not f.name.startswith("_"))
+    files = dag_files(args.dags)
     if not files:
         raise SystemExit(f"no DAG files in {args.dags}")
     runs: dict[str, list[dict]] = {f.name: [] for f in files}
@@ -103,7 +123,7 @@ def main() -> None:
     for name, rs in runs.items():
         med = {
             k: round(statistics.median(r[k] for r in rs), 3)
-            for k in ("parse_s", "dagbag_s", "pre_import_s", "process_s")
+            for k in ("parse_s", "dagbag_s", "serialize_s", "pre_import_s", "process_s")
         }
         results[name] = {
             **{f"median_{k}": v for k, v in med.items()},
@@ -134,12 +154,13 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
     width = max(len(n) for n in results)
-    print(f"{'file':<{width}}  parse s (median, min..max)  DagBag s  pre-import s  process s  dags/tasks")
+    print(f"{'file':<{width}}  parse s median (min..max)  DagBag s  serialise s  pre-import s  process s  dags/tasks")
     for name, r in results.items():
         print(
             f"{name:<{width}}  {r['median_parse_s']:6.3f} ({r['min_parse_s']:.3f}..{r['max_parse_s']:.3f})"
-            f"        {r['median_dagbag_s']:6.3f}    {r['median_pre_import_s']:6.3f}      {r['median_process_s']:6.2f}"
-            f"   {len(r['dags'])}/{r['tasks']}{'  IMPORT ERRORS' if r['import_errors'] else ''}"
+            f"     {r['median_dagbag_s']:6.3f}    {r['median_serialize_s']:6.3f}      {r['median_pre_import_s']:6.3f}"
+            f"     {r['median_process_s']:6.2f}   {len(r['dags'])}/{r['tasks']}"
+            f"{'  IMPORT ERRORS' if r['import_errors'] else ''}"
         )
     print(f"load: before {before}\n      after  {after}\nwrote {args.out}")
 
