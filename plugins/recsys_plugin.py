@@ -1,0 +1,99 @@
+"""The recsys Airflow plugin: model registry and validation report pages in the Airflow UI, and task links.
+
+- A FastAPI app (``recsys_ui/app.py``) that the API server mounts under ``/recsys``: ``/recsys/registry``,
+  ``/recsys/validation``, ``/recsys/validation/<date>`` and ``/recsys/reports/...`` (the Data Docs).
+  Every route needs a logged-in Airflow user allowed to read DAGs (the UI's session cookie does it).
+- Two entries in the Airflow navigation bar, *Registry* and *Validation*, that show those
+  pages inside the UI (``/plugin/recsys-registry``, ``/plugin/recsys-validation``).
+- Extra links on the recsys DAGs' tasks (``recsys_ui/links.py``): *Validation report* on ``validate``,
+  *Model registry* on ``fine_tune``, ``evaluate``, ``deploy`` and the other model tasks.
+
+The pages read the partition store that the pipeline writes (``RECSYS_STORAGE_*`` of the API server's
+environment; on HDFS the NameNode comes from ``RECSYS_WEBHDFS_URL`` or else the Airflow connection
+``RECSYS_WEBHDFS_CONN_ID``, as in the DAG).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, ClassVar
+
+from airflow.plugins_manager import AirflowPlugin
+from fastapi import Depends
+from recsys_ui.app import create_app
+from recsys_ui.links import URL_PREFIX, ModelRegistryLink, ValidationReportLink
+
+
+@functools.cache
+def _settings():  # type: ignore[no-untyped-def]
+    """The API server's recsys settings (read once; on HDFS with the NameNode of the Airflow connection)."""
+    from recsys.config import Settings
+
+    settings = Settings.from_env()
+    if settings.storage_backend != "webhdfs" or settings.webhdfs_url:
+        return settings
+    from airflow.models.connection import Connection
+
+    from recsys.storage.webhdfs import namenode_url
+
+    conn_id = os.environ.get("RECSYS_WEBHDFS_CONN_ID", "").strip() or "webhdfs_default"
+    conn = Connection.get_connection_from_secrets(conn_id)
+    use_ssl = str(conn.extra_dejson.get("use_ssl", False)).lower() == "true"
+    return settings.replace(
+        webhdfs_url=namenode_url(conn.host or "", conn.port, conn.schema, use_ssl),
+        webhdfs_user=conn.login or settings.webhdfs_user,
+    )
+
+
+def open_store():  # type: ignore[no-untyped-def]
+    from recsys.storage import open_store as open_partition_store
+
+    return open_partition_store(_settings())
+
+
+def key_metric() -> str:
+    from recsys.report import key_metric as name
+
+    return name(_settings().k)
+
+
+def _require_dag_reader():  # type: ignore[no-untyped-def]
+    """Airflow's own check: an authenticated user (JWT cookie or bearer token) who may read DAGs."""
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    return Depends(requires_access_dag(method="GET"))
+
+
+app = create_app(open_store, key_metric, dependencies=[_require_dag_reader()])
+
+ICON = (
+    "data:image/svg+xml;utf8,<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 24 24' fill='none' "
+    "stroke='%234a5568' stroke-width='2'><path d='{}'/></svg>"
+)
+
+
+class RecsysPlugin(AirflowPlugin):
+    name = "recsys"
+    fastapi_apps: ClassVar[list[Any]] = [
+        {"app": app, "url_prefix": URL_PREFIX, "name": "recsys registry and validation reports"}
+    ]
+    external_views: ClassVar[list[Any]] = [
+        {
+            "name": "Registry",
+            "href": f"{URL_PREFIX.lstrip('/')}/registry",
+            "url_route": "recsys-registry",
+            "destination": "nav",
+            "nav_top_level": True,
+            "icon": ICON.format("M3 17l5-5 4 4 8-8M14 8h6v6"),
+        },
+        {
+            "name": "Validation",
+            "href": f"{URL_PREFIX.lstrip('/')}/validation",
+            "url_route": "recsys-validation",
+            "destination": "nav",
+            "nav_top_level": True,
+            "icon": ICON.format("M9 11l3 3 8-8M20 12v7a1 1 0 0 1-1 1H5a1 1 0 0 1-1-1V5a1 1 0 0 1 1-1h11"),
+        },
+    ]
+    global_operator_extra_links: ClassVar[list[Any]] = [ValidationReportLink(), ModelRegistryLink()]

@@ -1,0 +1,390 @@
+"""Server-side HTML of the recsys pages: plain HTML, inline CSS and an inline SVG plot (works offline).
+
+Every function takes already-loaded data (``recsys.report`` rows) and a ``base`` path (where the app is
+mounted, e.g. ``/recsys``) and returns a string; every value from the store is escaped.
+"""
+
+from __future__ import annotations
+
+import math
+from html import escape
+from typing import Any
+from urllib.parse import quote
+
+DEPLOY_COLOUR = "#176b2c"
+REJECT_COLOUR = "#b00020"
+SERVING_COLOUR = "#1f5fa8"
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.2em 2em; color: #222; }
+nav a { margin-right: 1.2em; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
+table { border-collapse: collapse; width: 100%; margin: .5em 0; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; font-size: 92%; }
+th { background: #f2f2f2; }
+tr.focus td { background: #fff6d5; }
+.box { border: 1px solid #bbb; border-radius: 6px; padding: .6em 1em; background: #fafafa; }
+.focus-box { border-color: #d9a400; background: #fff6d5; }
+.PASSED, .DEPLOY { color: #176b2c; font-weight: bold; }
+.FAILED, .REJECT { color: #b00020; font-weight: bold; }
+.ACCEPTED { color: #9a5b00; font-weight: bold; } .NOT-VALIDATED { color: #666; font-weight: bold; }
+.muted { color: #666; } code { font-size: 90%; } ul { margin: 0; padding-left: 1.2em; }
+svg text { font-family: system-ui, sans-serif; }
+"""
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A number for a table cell: floats to ``digits`` decimals, None as an em dash."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return escape(str(value))
+
+
+def page(title: str, base: str, body: str) -> str:
+    """A complete page with the recsys navigation bar (``base`` ends with ``/recsys``; above it is Airflow)."""
+    airflow = base.rsplit("/", 1)[0]
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
+<style>{_STYLE}</style></head><body>
+<nav><a href="{base}/registry">Model registry</a><a href="{base}/validation">Validation reports</a>
+<a href="{base}/reports/site/partitions.html">Data Docs overview</a>
+<a href="{airflow}/" target="_top">Airflow</a></nav>
+<h1>{escape(title)}</h1>
+{body}
+</body></html>
+"""
+
+
+def message_page(title: str, base: str, message: str) -> str:
+    """A page that only says something (an error, an empty store)."""
+    return page(title, base, f'<p class="box">{escape(message)}</p>')
+
+
+# --- the plot ------------------------------------------------------------------------------------------
+
+
+def _nice_ceiling(value: float) -> float:
+    """The smallest of 1, 2, 2.5 or 5 times a power of ten that is >= ``value`` (> 0)."""
+    exponent = math.floor(math.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        candidate = step * 10**exponent
+        if candidate >= value * (1 - 1e-9):
+            return float(candidate)
+    return float(10 ** (exponent + 1))
+
+
+def serving_value(row: dict[str, Any]) -> float | None:
+    """The key metric of the model that served after a decision: the candidate if blessed, else the champion."""
+    return row["candidate"] if row["blessed"] else row["champion"]
+
+
+def metric_plot_svg(rows: list[dict[str, Any]], metric: str, width: int = 760, height: int = 300) -> str:
+    """An inline SVG of ``metric`` per decided date: each candidate (green deployed, red rejected) and a line
+    of the model serving after the decision. ``rows`` are ``recsys.report.decision_rows``, oldest first.
+    """
+    points = [r for r in rows if r["candidate"] is not None or r["champion"] is not None]
+    if not points:
+        return '<p class="muted" id="metric-plot-empty">No evaluated candidate yet: the plot appears after the ' \
+               "first evaluation.</p>"
+    left, right, top, bottom = 60, 20, 20, 70
+    plot_w, plot_h = width - left - right, height - top - bottom
+    values = [v for r in points for v in (r["candidate"], r["champion"]) if v is not None]
+    y_max = _nice_ceiling(max(max(values), 1e-6) * 1.1)
+    n = len(points)
+
+    def x(i: int) -> float:
+        return left + (plot_w / 2 if n == 1 else plot_w * i / (n - 1))
+
+    def y(v: float) -> float:
+        return top + plot_h * (1 - v / y_max)
+
+    parts = [
+        f'<svg id="metric-plot" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(metric)} per partition date">',
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fff" stroke="#999"/>',
+    ]
+    for k in range(5):
+        v = y_max * k / 4
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#eee"/>')
+        parts.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" font-size="11" text-anchor="end">{v:.3g}</text>')
+    label_every = max(1, math.ceil(n / 12))
+    for i, r in enumerate(points):
+        if i % label_every == 0 or i == n - 1:
+            parts.append(
+                f'<text x="{x(i):.1f}" y="{top + plot_h + 14}" font-size="11" text-anchor="end" '
+                f'transform="rotate(-35 {x(i):.1f} {top + plot_h + 14})">{escape(r["date"])}</text>'
+            )
+    parts.append(
+        f'<text x="14" y="{top + plot_h / 2:.1f}" font-size="12" text-anchor="middle" '
+        f'transform="rotate(-90 14 {top + plot_h / 2:.1f})">{escape(metric)}</text>'
+    )
+    serving = [(x(i), y(v)) for i, r in enumerate(points) if (v := serving_value(r)) is not None]
+    if len(serving) > 1:
+        path = " ".join(f"{px:.1f},{py:.1f}" for px, py in serving)
+        parts.append(f'<polyline class="serving" points="{path}" fill="none" stroke="{SERVING_COLOUR}" '
+                     'stroke-width="2"/>')
+    for px, py in serving:
+        parts.append(f'<circle class="serving" cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{SERVING_COLOUR}"/>')
+    for i, r in enumerate(points):
+        if r["candidate"] is None:
+            continue
+        verdict = "DEPLOY" if r["blessed"] else "REJECT"
+        colour = DEPLOY_COLOUR if r["blessed"] else REJECT_COLOUR
+        champion = f"champion v{r['champion_version']} {fmt(r['champion'])}" if r["champion"] is not None \
+            else "no champion"
+        tip = f"{r['date']}: candidate v{r['candidate_version']} {fmt(r['candidate'])} vs {champion}: {verdict}"
+        parts.append(
+            f'<circle class="candidate {verdict}" data-date="{escape(r["date"])}" cx="{x(i):.1f}" '
+            f'cy="{y(r["candidate"]):.1f}" r="5.5" fill="{colour}" stroke="#fff"><title>{escape(tip)}</title></circle>'
+        )
+    legend_y = height - 12
+    parts += [
+        f'<circle cx="{left + 6}" cy="{legend_y - 4}" r="5" fill="{DEPLOY_COLOUR}"/>',
+        f'<text x="{left + 16}" y="{legend_y}" font-size="12">candidate deployed</text>',
+        f'<circle cx="{left + 156}" cy="{legend_y - 4}" r="5" fill="{REJECT_COLOUR}"/>',
+        f'<text x="{left + 166}" y="{legend_y}" font-size="12">candidate rejected</text>',
+        f'<line x1="{left + 300}" x2="{left + 324}" y1="{legend_y - 4}" y2="{legend_y - 4}" '
+        f'stroke="{SERVING_COLOUR}" stroke-width="2"/>',
+        f'<text x="{left + 330}" y="{legend_y}" font-size="12">model serving after the decision '
+        "(each day's held-out users)</text>",
+        "</svg>",
+    ]
+    return "\n".join(parts)
+
+
+# --- the registry page ---------------------------------------------------------------------------------
+
+
+def _history_what(entry: dict[str, Any]) -> str:
+    if entry.get("to") is not None:
+        return f"{_version_or_none(entry.get('from'))} → v{entry['to']}"
+    if entry.get("version") is not None:
+        return f"v{entry['version']}"
+    return ""
+
+
+def registry_page(
+    base: str,
+    metric: str,
+    champion: dict[str, Any] | None,
+    versions: list[dict[str, Any]],
+    decisions: list[dict[str, Any]],
+    history: list[dict[str, Any]],
+    focus_date: str | None = None,
+    focus_version: int | None = None,
+) -> str:
+    """The model registry: champion, a plot of ``metric``, decisions, versions and history (newest first).
+
+    ``focus_date`` / ``focus_version`` (from the task links) are highlighted and summarised at the top.
+    """
+    body = []
+    focus = _focus_box(base, metric, versions, decisions, focus_date, focus_version)
+    if focus:
+        body.append(focus)
+    if champion is None:
+        body.append('<p class="box" id="champion">No champion deployed yet: the first blessed candidate becomes '
+                    "the champion.</p>")
+    else:
+        meta, since = champion["metadata"], champion["since"] or {}
+        champ_row = next((v for v in versions if v["version"] == champion["version"]), None)
+        value = f"; {escape(metric)} {fmt(champ_row['metric'])} when it was evaluated" if champ_row else ""
+        body.append(
+            f'<div class="box" id="champion"><b>Champion: version {champion["version"]}</b> '
+            f"({escape(str(meta.get('kind', 'fine_tune')))}, trained on {fmt(meta.get('trained_on'))}, "
+            f"{fmt(meta.get('user_rows'))} user rows x {fmt(meta.get('item_rows'))} item rows{value}).<br>"
+            f"Champion since {fmt(since.get('at'))} ({fmt(since.get('action'))}): {fmt(since.get('reason'))}</div>"
+        )
+    body.append(f"<h2>{escape(metric)} over time</h2>")
+    body.append('<p class="muted">Each day the candidate trained on the day and the champion are evaluated on the '
+                "same held-out users of that day; the candidate is deployed only when the thresholds say so. Hover a "
+                "point for its numbers.</p>")
+    body.append(metric_plot_svg(decisions, metric))
+
+    body.append(f'<h2 id="decisions">Decisions ({len(decisions)})</h2>')
+    rows = []
+    for d in reversed(decisions):
+        verdict = "DEPLOY" if d["blessed"] else "REJECT"
+        cls = ' class="focus"' if d["date"] == focus_date else ""
+        rows.append(
+            f'<tr id="d-{escape(d["date"])}"{cls}><td>{escape(d["date"])}</td>'
+            f'<td><a href="#v-{fmt(d["candidate_version"])}">v{fmt(d["candidate_version"])}</a> '
+            f"{fmt(d['candidate'])}</td><td>{_champion_cell(d)}</td>"
+            f'<td class="{verdict}">{verdict}</td><td>{fmt(d["reason"])}</td><td>{fmt(d["eval_users"])}</td>'
+            f'<td><a href="{base}/validation/{quote(d["date"])}">validation</a></td></tr>'
+        )
+    body.append(_table(["date", f"candidate {escape(metric)}", f"champion {escape(metric)}", "decision", "reason",
+                        "held-out users", "data"], rows, "No decision yet."))
+
+    body.append(f'<h2 id="versions">Versions ({len(versions)})</h2>')
+    rows = []
+    for v in versions:
+        status = "champion" if v["champion"] else ("served before" if v["served"] else "never served")
+        cls = ' class="focus"' if v["version"] == focus_version else ""
+        decision = (f'<span class="{v["decision"]}">{v["decision"]}</span>: {fmt(v["reason"])}'
+                    if v["decision"] else '<span class="muted">not decided</span>')
+        others = ", ".join(f"{escape(k)} {fmt(val)}" for k, val in sorted(v["metrics"].items()) if k != metric)
+        rows.append(
+            f'<tr id="v-{v["version"]}"{cls}><td>v{v["version"]}</td><td>{escape(status)}</td>'
+            f"<td>{fmt(v['kind'])}</td><td>{fmt(v['trained_on'])}</td><td>{_version_or_none(v['parent'])}</td>"
+            f"<td>{fmt(v['metric'])}</td><td>{others or '—'}</td><td>{decision}</td>"
+            f"<td>{fmt(v['train_examples'])}</td><td>{fmt(v['final_loss'], 2)}</td><td>{fmt(v['created_at'])}</td></tr>"
+        )
+    body.append(_table(["version", "status", "kind", "trained on", "parent", escape(metric), "other metrics",
+                        "decision", "train examples", "final loss", "created"], rows, "No version trained yet."))
+
+    body.append(f'<h2 id="history">History ({len(history)} entries, newest first)</h2>')
+    rows = [
+        f"<tr><td>{fmt(h.get('at'))}</td><td>{fmt(h.get('action'))}</td><td>{escape(_history_what(h))}</td>"
+        f"<td>{fmt(h.get('date'))}</td><td>{fmt(h.get('reason'))}</td><td><code>{fmt(h.get('run_id'))}</code></td></tr>"
+        for h in reversed(history)
+    ]
+    body.append(_table(["at", "action", "version", "date", "reason", "run"], rows, "Nothing happened yet."))
+    return page("Model registry", base, "\n".join(body))
+
+
+def _champion_cell(decision: dict[str, Any]) -> str:
+    if decision["champion_version"] is None:
+        return '<span class="muted">no champion</span>'
+    return f"{_version_or_none(decision['champion_version'])} {fmt(decision['champion'])}"
+
+
+def _version_or_none(version: Any) -> str:
+    return "—" if version is None else f"v{escape(str(version))}"
+
+
+def _table(headers: list[str], rows: list[str], empty: str) -> str:
+    if not rows:
+        return f'<p class="muted">{escape(empty)}</p>'
+    head = "".join(f"<th>{h}</th>" for h in headers)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table>"
+
+
+def _focus_box(
+    base: str, metric: str, versions: list[dict[str, Any]], decisions: list[dict[str, Any]],
+    focus_date: str | None, focus_version: int | None,
+) -> str:
+    lines = []
+    if focus_date is not None:
+        decision = next((d for d in decisions if d["date"] == focus_date), None)
+        trained = [v for v in versions if v["trained_on"] == focus_date]
+        names = ", ".join(f'<a href="#v-{v["version"]}">v{v["version"]}</a> ({escape(v["kind"])})' for v in trained)
+        lines.append(f"<b>Partition {escape(focus_date)}</b>: trained {names or 'no version'}.")
+        if decision is None:
+            lines.append("No decision recorded for this date (evaluation has not run or failed).")
+        else:
+            verdict = "DEPLOY" if decision["blessed"] else "REJECT"
+            lines.append(
+                f'Decision <span class="{verdict}">{verdict}</span>: candidate v{fmt(decision["candidate_version"])} '
+                f"{escape(metric)} {fmt(decision['candidate'])} vs champion "
+                f"{_version_or_none(decision['champion_version'])} {fmt(decision['champion'])}. "
+                f"{fmt(decision['reason'])}"
+            )
+        lines.append(f'<a href="{base}/validation/{quote(focus_date)}">Validation report of {escape(focus_date)}</a>')
+    if focus_version is not None:
+        row = next((v for v in versions if v["version"] == focus_version), None)
+        if row is None:
+            lines.append(f"<b>Version {focus_version}</b> is not in the registry.")
+        else:
+            status = "the champion" if row["champion"] else "served before" if row["served"] else "never served"
+            lines.append(f'<b>Version {focus_version}</b>: {escape(row["kind"])} on {fmt(row["trained_on"])}, '
+                         f"{escape(metric)} {fmt(row['metric'])}, {status}.")
+    if not lines:
+        return ""
+    return '<div class="box focus-box" id="focus">' + "<br>".join(lines) + "</div>"
+
+
+# --- the validation pages ------------------------------------------------------------------------------
+
+
+def _status_span(status: str) -> str:
+    return f'<span class="{status.replace(" ", "-")}">{escape(status)}</span>'
+
+
+def _docs_links(base: str, summary: dict[str, Any] | None) -> list[str]:
+    """Links to a partition's Data Docs pages (served by this app from ``reports/validation/``)."""
+    if not summary:
+        return []
+    pages = (summary.get("data_docs") or {}).get("pages") or {}
+    links = [
+        f'<a href="{base}/reports/{quote(_report_relative(path))}">{escape(suite)} Data Docs</a>'
+        for suite, path in sorted(pages.items())
+    ]
+    links.append(f'<a href="{base}/reports/{quote(_report_relative(summary.get("report_path", "")))}">summary.json</a>')
+    return links
+
+
+REPORTS_PREFIX = "reports/validation/"
+
+
+def _report_relative(store_path: str) -> str:
+    """A store path under ``reports/validation/``, relative to it (the app's ``/reports/`` route)."""
+    return store_path.removeprefix(REPORTS_PREFIX)
+
+
+def validation_list_page(base: str, rows: list[dict[str, Any]]) -> str:
+    """Every partition (newest first) with its status, failed checks and links to its report and Data Docs."""
+    body = [
+        '<p>One row per partition date. <b>PASSED</b>: the day met every rule. <b>FAILED</b>: a rule broke; the '
+        "partition was quarantined and the model was not touched. <b>ACCEPTED</b>: it failed and on-call let it "
+        "through with a reason. <b>NOT VALIDATED</b>: landed, not validated yet. "
+        f'The <a href="{base}/reports/site/partitions.html">Data Docs overview</a> has the same list as the '
+        "Great Expectations site.</p>"
+    ]
+    table = []
+    for r in rows:
+        s = r["summary"] or {}
+        failed = list(s.get("failed") or [])
+        if s.get("problem"):
+            failed.insert(0, f"partition problem: {s['problem']}")
+        failed_html = "<ul>" + "".join(f"<li>{escape(str(f))}</li>" for f in failed) + "</ul>" if failed else "none"
+        links = [f'<a href="{base}/validation/{quote(r["date"])}">report</a>', *_docs_links(base, r["summary"])]
+        table.append(
+            f'<tr id="dt-{escape(r["date"])}"><td>{escape(r["date"])}</td><td>{_status_span(r["status"])}</td>'
+            f"<td>{fmt(s.get('rows'))}</td><td>{failed_html if r['summary'] else '—'}</td>"
+            f"<td>{' | '.join(links)}</td></tr>"
+        )
+    body.append(_table(["date", "status", "rows", "failed checks", "reports"], table, "No partition has landed yet."))
+    return page("Validation reports", base, "\n".join(body))
+
+
+def validation_partition_page(base: str, day: str, status: str, summary: dict[str, Any] | None) -> str:
+    """One partition's validation: verdict, every check with what it observed, and its Data Docs."""
+    if summary is None:
+        return page(f"Validation of {day}", base,
+                    f'<p class="box">Partition {escape(day)}: {_status_span(status)}. Its validation has not run '
+                    "yet (or the partition has not landed).</p>")
+    head = [f"<b>Partition {escape(day)}</b>: {_status_span(status)}, {fmt(summary.get('rows'))} events, "
+            f"validated at {fmt(summary.get('validated_at'))}."]
+    if summary.get("problem"):
+        head.append(f"Partition problem: {escape(str(summary['problem']))}")
+    if summary.get("accepted"):
+        acc = summary["accepted"]
+        head.append(f"Accepted by on-call: {fmt(acc.get('reason'))} ({fmt(acc.get('at'))}, "
+                    f"run {fmt(acc.get('run_id'))})")
+    if status == "FAILED":
+        head.append(f"The partition was copied to <code>quarantine/events/dt={escape(day)}/</code> with a "
+                    "<code>reason.json</code>; later dates wait until it is fixed or accepted.")
+    head.append(" | ".join(_docs_links(base, summary)))
+    body = ['<div class="box" id="verdict">' + "<br>".join(head) + "</div>"]
+    notes = summary.get("notes") or {}
+    if notes:
+        body.append("<h2>Notes</h2><ul>" + "".join(f"<li><b>{escape(str(k))}</b>: {escape(str(v))}</li>"
+                                                   for k, v in sorted(notes.items())) + "</ul>")
+    checks = sorted(summary.get("checks") or [], key=lambda c: bool(c.get("success")))
+    rows = []
+    for c in checks:
+        verdict = "PASSED" if c.get("success") else "FAILED"
+        examples = ", ".join(map(repr, c.get("unexpected_examples") or []))
+        rows.append(
+            f"<tr><td>{_status_span(verdict)}</td><td>{fmt(c.get('suite'))}</td>"
+            f"<td>{fmt(c.get('check'))}<br><code>{fmt(c.get('expectation'))}</code></td><td>{fmt(c.get('column'))}</td>"
+            f"<td>{fmt(c.get('observed_value'))}</td><td>{fmt(c.get('unexpected_count'))}</td>"
+            f"<td>{escape(examples) or '—'}</td><td>{fmt(c.get('error'))}</td></tr>"
+        )
+    failed = sum(1 for c in checks if not c.get("success"))
+    body.append(f"<h2>Checks ({len(checks)}, {failed} failed; failed first)</h2>")
+    body.append(_table(["result", "suite", "check", "column", "observed", "unexpected", "examples", "error"], rows,
+                       "No check ran (see the partition problem)."))
+    return page(f"Validation of {day}", base, "\n".join(body))
