@@ -136,7 +136,11 @@ def load_examples(store: PartitionStore, day: date) -> pd.DataFrame:
     out = layout.features(day)
     if not store.is_complete(out):
         raise FeatureError(f"no features for {day} at {store.uri(out)}: run the features step first")
-    return store.read_parquet(f"{out}/{EXAMPLES_FILE}")
+    examples = store.read_parquet(f"{out}/{EXAMPLES_FILE}")
+    for column in (history.HIST_ITEMS, history.HIST_DAYS):  # written before histories existed: none known
+        if column not in examples:
+            examples[column] = [[] for _ in range(len(examples))]
+    return examples
 
 
 def load_stats(store: PartitionStore, day: date) -> dict[str, Any]:

@@ -33,6 +33,7 @@ class _Recommender(tf.Module):
         served[served_rows] = 0.0
         self.user_table = tf.Variable(scorer.user_table, trainable=False)
         self.item_table = tf.Variable(scorer.item_table, trainable=False)
+        self.history_table = tf.Variable(scorer.history_table, trainable=False)
         self.item_bias = tf.Variable(scorer.item_bias.astype(np.float32) + served, trainable=False)
         self.item_ids = tf.Variable([str(i) for i in scorer.item_ids], trainable=False)
         self.hist_rows = tf.Variable(hist_rows, trainable=False)
@@ -48,7 +49,7 @@ class _Recommender(tf.Module):
         rows = tf.gather(self.hist_rows, self.history_lookup.lookup(user_id))  # [B, H]
         days = tf.gather(self.hist_days, self.history_lookup.lookup(user_id))
         mask = tf.cast(rows > 0, tf.float32)[..., None]
-        recent = tf.reduce_sum(tf.gather(self.item_table, rows) * mask, 1) / tf.maximum(tf.reduce_sum(mask, 1), 1.0)
+        recent = tf.reduce_sum(tf.gather(self.history_table, rows) * mask, 1) / tf.maximum(tf.reduce_sum(mask, 1), 1.0)
         queries = tf.gather(self.user_table, self.user_lookup.lookup(user_id)) + self.history_weight * recent
         scores = tf.matmul(queries, self.item_table, transpose_b=True) + self.item_bias[None, :]
         bonus = self.repeat_weight * tf.math.log1p(days) * tf.cast(rows > 0, tf.float32)

@@ -1,7 +1,7 @@
 """Score users against items with a stored version (exact search), as the model does (two_tower.py).
 
 score(u, i) = query(u) . candidate(i) + bias(i) + repeat_weight * ln(1 + days u bought i), where
-query(u) = user(u) + mean of candidate(j) over u's recent items j, and candidate(i) = item(i) +
+query(u) = user(u) + mean of item(j) (id embeddings) over u's recent items j, and candidate(i) = item(i) +
 mean of i's title words + price band. Candidate vectors are computed once per version; a query costs
 a mean over at most ``history_length`` precomputed rows, one [d] x [d, I] product, a sparse add over
 the customer's own recent items and a partial sort: O(I * d + H * d).
@@ -39,12 +39,14 @@ class Scorer:
 
     ``user_table`` [U, d] is indexed by vocabulary row; ``user_rows`` maps user id -> row (ids
     missing or beyond the table use row 0); ``item_table`` [I, d] holds candidate vectors and
-    ``item_ids[r]`` the id of item row r; ``histories`` maps user id -> (item rows, days).
+    ``item_ids[r]`` the id of item row r; ``histories`` maps user id -> (item rows, days), whose mean
+    over ``history_table`` [I, d] (the item id embeddings; default ``item_table``) joins the query.
     """
 
     def __init__(self, user_table: np.ndarray, item_table: np.ndarray, user_rows: dict[str, int],
                  item_ids: np.ndarray, item_bias: np.ndarray | None = None, repeat_weight: float = 0.0,
-                 history_weight: float = 0.0, histories: dict[str, History] | None = None) -> None:
+                 history_weight: float = 0.0, histories: dict[str, History] | None = None,
+                 history_table: np.ndarray | None = None) -> None:
         self.user_table = user_table
         self.item_table = item_table
         self.user_rows = user_rows
@@ -53,6 +55,7 @@ class Scorer:
         self.repeat_weight = float(repeat_weight)
         self.history_weight = float(history_weight)
         self.histories = histories or {}
+        self.history_table = history_table if history_table is not None else item_table
 
     def history(self, user_id: str) -> History:
         return self.histories.get(user_id, _NO_HISTORY)
@@ -73,7 +76,7 @@ class Scorer:
             for n, user in enumerate(user_ids):
                 recent = self.history(user)[0]
                 if len(recent):
-                    queries[n] += self.history_weight * self.item_table[recent].mean(0)
+                    queries[n] += self.history_weight * self.history_table[recent].mean(0)
         return queries
 
     def repeat_bonus(self, user_id: str) -> History:
@@ -161,7 +164,7 @@ def load_scorer(store: PartitionStore, version: int, before: date | None = None)
     return Scorer(
         tables["user"].astype(np.float32), item_table, user_rows, item_ids,
         item_bias=tables.get("item_bias"), repeat_weight=float(tables.get("repeat_weight", 0.0)),
-        history_weight=1.0 if aware else 0.0, histories=histories,
+        history_weight=1.0 if aware else 0.0, histories=histories, history_table=tables["item"].astype(np.float32),
     )
 
 

@@ -178,3 +178,27 @@ def test_fine_tune_with_the_logq_correction_trains_and_records_it(tiny):
     # the correction changes the loss: the same day trained both ways gives different weights
     other = train_from_scratch(store, settings.replace(logq_correction=True), D1)
     assert not np.array_equal(load_tables(store, other["version"])["item"], load_tables(store, 1)["item"])
+
+
+@pytest.mark.slow
+def test_the_exported_saved_model_ranks_exactly_as_the_scorer(tiny, tmp_path):
+    """Serving paths agree: the SavedModel (TF Serving) and the numpy scorer (recsys serve, evaluation)
+    give the same top items for customers with and without histories, repeat term included."""
+    import tensorflow as tf
+
+    from recsys.model.export import export_saved_model
+    from recsys.serving.index import load_scorer
+
+    store, settings, _ = tiny
+    fine_tune(store, settings, D1)
+    fine_tune(store, settings, D2)
+    scorer = load_scorer(store, 2)
+    assert scorer.histories and scorer.repeat_weight != 0.0
+    rows = list(range(1, len(scorer.item_ids)))
+    export_saved_model(scorer, rows, tmp_path / "model", k=3)
+    serve = tf.saved_model.load(str(tmp_path / "model")).signatures["serving_default"]
+    users = ["u1", "u2", "u7", "stranger"]
+    out = serve(user_id=tf.constant(users))
+    exported = [[i.decode() for i in row] for row in out["item_ids"].numpy()]
+    assert exported == scorer.top_k(users, 3)
+    np.testing.assert_allclose(out["scores"].numpy()[:, 0], scorer.scores(users)[:, 1:].max(1), rtol=1e-5)
