@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from recsys import schema
+from recsys.config import Settings
 from recsys.datasets import synthetic
 from recsys.features import build_features
 from recsys.storage import layout
@@ -146,7 +147,7 @@ def test_published_days_pass_validation_and_build_features(store):
         assert report.rows == 20_000
         if n == 1:  # the second day is checked against the first's vocabulary: most users and items known
             assert "not checked" not in report.notes["share of new items"]
-        stats = build_features(store, day, 0.25)
+        stats = build_features(store, day, Settings())
         assert stats.cleaning["rows_out"] == 20_000
         assert 0 < stats.holdout_examples < stats.train_examples
     again = synthetic.publish_day(store, config, DAY)
