@@ -1,0 +1,281 @@
+"""One synthetic partition of 0.1M, 1M and 10M events through generate, validate, features and fine-tune.
+
+Each step of each size runs in its own child process (``python run.py --step STEP ...``), so the
+peak resident memory of a step is that process's own ``ru_maxrss`` (imports included), and a thread
+samples the RSS every 0.1 s for a timeline of where in the step the memory goes. The steps call the
+product's public functions with default settings, on a local store under ``--work``:
+
+* generate: ``recsys.datasets.synthetic.publish_day`` (part files of 1M events of whole sessions)
+* validate: ``recsys.validation.validate_partition`` (Great Expectations, report, Data Docs)
+* features: ``recsys.features.build_features``
+* train: ``recsys.training.fine_tune`` (cold start: the first partition of the store)
+
+    nice -n 10 .venv/bin/python bench/scale/run.py --sizes 100000,1000000,10000000 \\
+        --out bench/scale/results.json
+
+A step that fails (for example killed by ``--limit-gb``) is recorded with its error and the
+following steps of that size are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+STEPS = ("generate", "validate", "features", "train")
+DAY = date(2026, 1, 5)
+
+
+def machine() -> dict:
+    import numpy as np
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "gpu": "none",
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
+    }
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+# --- the child: one step ----------------------------------------------------------------------------
+class Sampler(threading.Thread):
+    """RSS of this process every ``interval`` seconds: (seconds since start, MB)."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        import psutil
+
+        self.process = psutil.Process()
+        self.interval = interval
+        self.samples: list[tuple[float, float]] = []
+        self.started = time.perf_counter()
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self.samples.append((time.perf_counter() - self.started, self.process.memory_info().rss / 2**20))
+            self._halt.wait(self.interval)
+
+    def stop(self) -> list[tuple[float, float]]:
+        self._halt.set()
+        self.join()
+        return self.samples
+
+
+def build_features(store: Any, day: date, settings: Any) -> Any:
+    """``recsys.features.build_features`` before (holdout fraction) and after (settings) its signature changed."""
+    from recsys.features import build_features as build
+
+    if "holdout_fraction" in inspect.signature(build).parameters:
+        return build(store, day, settings.holdout_fraction)
+    return build(store, day, settings)
+
+
+def run_step(step: str, events: int, store_root: Path) -> dict:
+    sampler = Sampler()
+    sampler.start()
+    marks: list[tuple[str, float, float]] = []  # (phase, seconds, rss MB) at the phase's start
+
+    def mark(phase: str) -> None:
+        marks.append(
+            (
+                phase,
+                round(time.perf_counter() - sampler.started, 2),
+                round(sampler.process.memory_info().rss / 2**20, 1),
+            )
+        )
+
+    mark("imports")
+    from recsys.config import Settings
+    from recsys.storage.local import LocalStore
+
+    settings = Settings.from_env({"RECSYS_STORAGE_ROOT": str(store_root)})
+    store = LocalStore(store_root)
+    out: dict = {}
+    if step == "generate":
+        from recsys.datasets import synthetic
+
+        config = synthetic.SyntheticConfig(events=events)
+        mark("generate")
+        out = synthetic.publish_day(store, config, DAY, overwrite=True).as_dict()
+        files = [store_root / p for p in store.data_files(f"raw/events/dt={DAY.isoformat()}")]
+        out["parquet_mb"] = round(sum(f.stat().st_size for f in files) / 2**20, 1)
+    elif step == "validate":
+        from recsys.validation import validate_partition
+
+        mark("validate")
+        report = validate_partition(store, DAY, settings)
+        out = {
+            "success": report.success,
+            "rows": report.rows,
+            "checks": len(report.checks),
+            "failed": [c["check"] for c in report.failed],
+        }
+    elif step == "features":
+        mark("features")
+        out = build_features(store, DAY, settings).as_dict()
+    elif step == "train":
+        import recsys.training  # noqa: F401  (TensorFlow and the model code load here, not in the step time)
+        from recsys.training import fine_tune
+
+        mark("fine_tune")
+        meta = fine_tune(store, settings, DAY, run_id="bench-scale")
+        out = {
+            k: meta.get(k)
+            for k in (
+                "version",
+                "train_examples",
+                "replay_examples",
+                "epochs",
+                "batch_size",
+                "final_loss",
+                "train_seconds",
+                "user_rows",
+                "item_rows",
+            )
+        }
+    else:
+        raise SystemExit(f"unknown step {step!r}; expected one of {STEPS}")
+    mark("done")
+    samples = sampler.stop()
+    step_start = next(s for name, s, _ in marks if name not in ("imports",))
+    step_end = marks[-1][1]
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "result": out,
+        "seconds": round(step_end - step_start, 2),  # the product call itself, without imports
+        "peak_rss_mb": round(peak_kb / 1024, 1),  # whole process, imports included
+        "rss_before_step_mb": next(r for name, _, r in marks if name not in ("imports",)),
+        "marks": marks,
+        "rss_timeline": _downsample(samples, 200),
+    }
+
+
+def _downsample(samples: list[tuple[float, float]], n: int) -> list[list[float]]:
+    """At most ``n`` points, keeping the maximum of each bucket (so the peak survives)."""
+    if len(samples) <= n:
+        return [[round(t, 2), round(m, 1)] for t, m in samples]
+    size = len(samples) / n
+    out = []
+    for i in range(n):
+        bucket = samples[int(i * size) : int((i + 1) * size)] or samples[-1:]
+        t, m = max(bucket, key=lambda s: s[1])
+        out.append([round(t, 2), round(m, 1)])
+    return out
+
+
+# --- the parent: every size, every step, one child each ------------------------------------------------
+def child(step: str, events: int, store_root: Path, limit_gb: float | None) -> dict:
+    command = [sys.executable, __file__, "--step", step, "--events", str(events), "--store", str(store_root)]
+    if limit_gb:
+        command += ["--limit-gb", str(limit_gb)]
+    started = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        return {"error": f"exit {proc.returncode}", "stderr_tail": proc.stderr[-3000:], "wall_seconds": round(wall, 1)}
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["wall_seconds"] = round(wall, 1)  # child process start to end, imports included
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="100000,1000000,10000000", help="events per partition, comma-separated")
+    p.add_argument("--steps", default=",".join(STEPS))
+    p.add_argument("--work", type=Path, default=ROOT / "var" / "bench" / "scale")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "scale" / "results.json")
+    p.add_argument(
+        "--limit-gb",
+        type=float,
+        default=None,
+        help="address-space limit of each child (RLIMIT_AS); off by default (TensorFlow maps "
+        "much more virtual memory than it uses)",
+    )
+    p.add_argument("--keep", action="store_true", help="keep each size's store under --work")
+    # child mode
+    p.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)
+    p.add_argument("--events", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--store", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args()
+
+    if args.step:
+        if args.limit_gb:
+            limit = int(args.limit_gb * 2**30)
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        print(json.dumps(run_step(args.step, args.events, args.store)))
+        return
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    steps = [s for s in args.steps.split(",") if s]
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results.setdefault("runs", {})
+    results["machine"] = machine()
+    results["command"] = " ".join(["nice -n 10 .venv/bin/python bench/scale/run.py", *sys.argv[1:]])
+    for events in sizes:
+        store_root = args.work / f"{events}" / "store"
+        if "generate" in steps and store_root.exists():
+            shutil.rmtree(store_root)
+        run = {
+            "events": events,
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "uptime_before": uptime(),
+            "steps": {},
+        }
+        if "generate" not in steps:  # later steps on a kept store (--keep): add to that size's earlier run
+            run = results["runs"].get(str(events), run)
+            run.setdefault("resumed", []).append(
+                {"steps": steps, "started": datetime.now(UTC).isoformat(timespec="seconds"), "uptime": uptime()}
+            )
+        for step in steps:
+            print(f"{events:>10,} {step:<9} ...", end=" ", flush=True)
+            res = child(step, events, store_root, args.limit_gb)
+            res["uptime_after"] = uptime()
+            run["steps"][step] = res
+            if "error" in res:
+                print(f"FAILED {res['error']}\n{res['stderr_tail'][-1500:]}", flush=True)
+                break
+            print(
+                f"{res['seconds']:8.1f} s  peak RSS {res['peak_rss_mb']:8.1f} MB  | {res['uptime_after']}", flush=True
+            )
+        run["uptime_after"] = uptime()
+        results["runs"][str(events)] = run
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        if not args.keep:
+            shutil.rmtree(args.work / f"{events}", ignore_errors=True)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
