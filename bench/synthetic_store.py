@@ -1,5 +1,9 @@
 """A synthetic partition store for the serving benchmarks: deployed versions of any catalog size.
 
+For synthetic *events* (Zipf popularity, sessions, titles) that run through the whole pipeline, see
+``recsys.datasets.synthetic`` (bench/scale, bench/training_throughput); this module only fakes what the
+service reads: vocabularies, a catalog, embedding tables and serving indexes.
+
 Embeddings are d-dimensional (default 32, the product's default) and clustered like trained ones: each
 item and user is one of ``clusters`` random centroids plus noise, with log-normal lengths (popular
 items have longer vectors). Purely isotropic Gaussian vectors would be the worst case for an
@@ -16,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from recsys import registry, schema
+from recsys.datasets import synthetic
 from recsys.features import vocab
 from recsys.serving.deploy import INDEX_FILE, INDEX_META_FILE, build_index, index_metadata
 from recsys.storage import layout
@@ -26,12 +31,10 @@ ONLINE_RETAIL_ITEMS = 4070  # distinct StockCodes in the shipped Online Retail b
 ONLINE_RETAIL_USERS = 4373  # distinct CustomerIDs
 
 
-def user_ids(n: int) -> list[str]:
-    return [f"u{i}" for i in range(1, n + 1)]
-
-
-def item_ids(n: int) -> list[str]:
-    return [f"i{i:07d}" for i in range(1, n + 1)]
+# the ids of the event generator (recsys.datasets.synthetic), so a store built here and events generated
+# there name the same users and items
+user_ids = synthetic.user_ids
+item_ids = synthetic.item_ids
 
 
 def clustered(rng: np.random.Generator, centroids: np.ndarray, n: int, noise: float = 0.6) -> np.ndarray:
