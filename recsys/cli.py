@@ -98,6 +98,20 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("showcase", help="the champion and sample recommendations for a real customer")
     sub.add_parser("registry", help="print the registry document")
 
+    gen = sub.add_parser(
+        "generate-synthetic",
+        help="publish synthetic raw partitions (Zipf items, skewed users, sessions, titles; "
+        "recsys/datasets/synthetic.py) for scale tests",
+    )
+    gen.add_argument("--from", dest="start", type=_date, required=True, help="first day")
+    gen.add_argument("--days", type=int, default=1, help="consecutive days (one user and item universe)")
+    gen.add_argument("--events", type=int, default=100_000, help="events per day")
+    gen.add_argument("--users", type=int, default=0, help="users in the universe (0: events / 8)")
+    gen.add_argument("--items", type=int, default=0, help="items in the universe (0: events / 50)")
+    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--chunk-events", type=int, default=1_000_000, help="events per part file")
+    gen.add_argument("--overwrite", action="store_true", help="replace days that were already published")
+
     bundle = sub.add_parser("bundle-online-retail", help="rebuild the shipped data bundle from per-day CSVs")
     bundle.add_argument("--source", type=Path, required=True)
     return p
@@ -201,6 +215,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> Any:
         from recsys import registry
 
         return registry.load(store)
+    if cmd == "generate-synthetic":
+        from recsys.datasets import synthetic
+
+        config = synthetic.SyntheticConfig(
+            events=args.events, users=args.users, items=args.items, seed=args.seed, chunk_events=args.chunk_events
+        )
+        return [g.as_dict() for g in synthetic.publish_days(store, config, args.start, args.days, args.overwrite)]
     if cmd == "bundle-online-retail":
         from recsys.datasets.online_retail import BUNDLE, SOURCE_COLUMNS, load_source
 

@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recsys import schema
+from recsys.config import ConfigError
 from recsys.storage import PartitionStore, layout
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ _NOUNS = (
 )
 
 
-class SyntheticError(ValueError):
+class SyntheticError(ConfigError):
     """The generator was asked for something it cannot produce (bad sizes, shares or dates)."""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 
 import numpy as np
@@ -13,6 +14,7 @@ from recsys.config import Settings
 from recsys.datasets import synthetic
 from recsys.features import build_features
 from recsys.storage import layout
+from recsys.storage.local import LocalStore
 from recsys.validation import validate_partition
 
 DAY = date(2026, 1, 5)
@@ -161,3 +163,18 @@ def test_republishing_replaces_an_unfinished_attempt(store):
     synthetic.publish_day(store, config, DAY)
     assert "part-00009.parquet" not in store.list_dir(day_dir)
     assert validate_partition(store, DAY).success
+
+
+def test_the_cli_publishes_days_and_refuses_bad_sizes(tmp_path, monkeypatch, capsys):
+    from recsys.cli import main
+
+    monkeypatch.setenv("RECSYS_STORAGE_ROOT", str(tmp_path / "store"))
+    argv = ["generate-synthetic", "--from", "2026-01-05", "--days", "2", "--events", "3000", "--chunk-events", "1000"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(d["day"], d["events"], d["files"]) for d in out] == [("2026-01-05", 3000, 3), ("2026-01-06", 3000, 3)]
+    store = LocalStore(tmp_path / "store")
+    assert store.partitions(layout.RAW_EVENTS) == [DAY, DAY + timedelta(days=1)]
+
+    assert main(["generate-synthetic", "--from", "2026-01-05", "--events", "0"]) == 2
+    assert "recsys generate-synthetic: events must be positive, got 0" in capsys.readouterr().err
