@@ -69,7 +69,13 @@ def uptime() -> str:
 
 # --- the child: one step ----------------------------------------------------------------------------
 class Sampler(threading.Thread):
-    """RSS of this process every ``interval`` seconds: (seconds since start, MB)."""
+    """RSS of this process every ``interval`` seconds, and where the main thread was at that moment.
+
+    ``samples``: (seconds since start, MB). ``places``: for each code location (the innermost frame of the
+    main thread in ``recsys/``, or the library call below it: ``recsys/training.py:_train_version:147 >
+    tf_keras...fit``), the seconds spent there and the largest RSS seen there. That attributes memory to
+    the product's code without instrumenting it.
+    """
 
     def __init__(self, interval: float = 0.1) -> None:
         super().__init__(daemon=True)
@@ -78,18 +84,49 @@ class Sampler(threading.Thread):
         self.process = psutil.Process()
         self.interval = interval
         self.samples: list[tuple[float, float]] = []
+        self.places: dict[str, dict[str, float]] = {}
         self.started = time.perf_counter()
+        self._main = threading.main_thread().ident
         self._halt = threading.Event()
 
+    def _where(self) -> str:
+        frame = sys._current_frames().get(self._main or 0)
+        ours, below = None, None
+        while frame is not None:
+            name = frame.f_code.co_filename
+            if "/recsys/" in name and "/bench/" not in name:
+                ours = f"{name.split('/recsys/', 1)[1]}:{frame.f_code.co_name}:{frame.f_lineno}"
+                break
+            below = f"{Path(name).parent.name}/{Path(name).name}:{frame.f_code.co_name}"
+            frame = frame.f_back
+        if ours is None:
+            return "outside recsys"
+        return f"recsys/{ours}" + (f" > {below}" if below else "")
+
     def run(self) -> None:
+        last = time.perf_counter()
         while not self._halt.is_set():
-            self.samples.append((time.perf_counter() - self.started, self.process.memory_info().rss / 2**20))
+            now = time.perf_counter()
+            rss = self.process.memory_info().rss / 2**20
+            self.samples.append((now - self.started, rss))
+            place = self.places.setdefault(self._where(), {"seconds": 0.0, "max_rss_mb": 0.0})
+            place["seconds"] += now - last
+            place["max_rss_mb"] = max(place["max_rss_mb"], rss)
+            last = now
             self._halt.wait(self.interval)
 
     def stop(self) -> list[tuple[float, float]]:
         self._halt.set()
         self.join()
         return self.samples
+
+    def top_places(self, n: int = 25) -> list[dict[str, Any]]:
+        """The ``n`` places with the most time, largest RSS first."""
+        top = sorted(self.places.items(), key=lambda kv: kv[1]["seconds"], reverse=True)[:n]
+        rows = [
+            {"where": k, "seconds": round(v["seconds"], 1), "max_rss_mb": round(v["max_rss_mb"], 1)} for k, v in top
+        ]
+        return sorted(rows, key=lambda r: r["max_rss_mb"], reverse=True)
 
 
 def build_features(store: Any, day: date, settings: Any) -> Any:
@@ -178,6 +215,7 @@ def run_step(step: str, events: int, store_root: Path) -> dict:
         "rss_before_step_mb": next(r for name, _, r in marks if name not in ("imports",)),
         "marks": marks,
         "rss_timeline": _downsample(samples, 200),
+        "where": sampler.top_places(),
     }
 
 
