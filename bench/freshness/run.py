@@ -1,0 +1,467 @@
+"""Freshness: from a day's partition landing to the service answering with the model trained on it.
+
+Everything runs as `airflow standalone` runs it, not `airflow dags test`: the api-server (the tasks'
+Execution API and the REST API), the scheduler with its LocalExecutor, the DAG processor and the
+triggerer, on SQLite, each a process of its own, plus `recsys serve`. Per run of this script:
+
+1. seed (once, cached in ``<workdir>/seed``): land ``--seed-days`` days of Online Retail from ``--seed-from``
+   and process them with ``recsys run`` (no Airflow), so there is a champion to serve;
+2. a fresh AIRFLOW_HOME and a copy of the seed store under ``<workdir>/runs/<label>``; ``airflow db migrate``;
+3. start api-server, scheduler, dag-processor, triggerer and ``recsys serve`` (all in new process groups);
+   wait until the service answers and the DAG is parsed;
+4. unpause the incremental DAG and trigger its run for ``--date`` through the REST API (as the daily
+   schedule would have created it at midnight; ``[scheduler] use_job_schedule`` is off so that the
+   scheduler does not also create today's run, which would take the DAG's only active-run slot);
+   ``deploy_mode=force`` with a reason unless ``--gate``, so that the day's candidate is deployed whatever
+   the evaluation says and "the new champion" is well defined;
+5. wait until the sensor has looked ``--land-after-looks`` times (default 1) and found nothing (it is now
+   waiting in reschedule mode), then land the day with ``recsys land --date``; **t0 is the mtime of the
+   events ``_SUCCESS`` marker**;
+6. poll ``GET /version`` (every 0.1 s) and the registry until the service answers with the new champion,
+   then wait for the run to finish; break the time down per task and per scheduling gap from the metadata
+   DB (task instances: scheduled / queued / start / end; the sensor's reschedules) and the task logs (when
+   each task's process had parsed the DAG file, entered and left the task's own code).
+
+Landing right after a negative look is the sensor's worst case: the next look is one full poke interval
+later. Every process started here is stopped at the end, also on failure.
+
+    . scripts/env.sh
+    python bench/freshness/run.py --label baseline --set RECSYS_SENSOR_POKE_SECONDS=60
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+def _serving_bench() -> Any:
+    """bench/serving_latency/run.py as a module (its free-port and CPU-name helpers are reused here)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("serving_latency_run", ROOT / "bench" / "serving_latency" / "run.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_serving = _serving_bench()
+_cpu_name, _free_port = _serving._cpu_name, _serving._free_port
+
+DAG_ID = "recsys_incremental_update"
+TASK_ORDER = ["wait_for_partition", "validate", "build_features", "fine_tune", "evaluate", "deploy_if_blessed",
+              "deploy", "refresh_serving_index"]
+TARGET_S = 120.0
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def ts(value: str | None) -> float | None:
+    """Epoch seconds of an ISO timestamp from the REST API (None stays None)."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
+
+
+def iso(epoch: float | None) -> str | None:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds") if epoch else None
+
+
+class Processes:
+    """Started processes, each in a process group of its own; ``stop`` ends every group it started."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
+        out = (self.logs / f"{name}.log").open("wb")
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                cwd=ROOT)
+        out.close()
+        self.procs[name] = proc
+        return proc
+
+    def check(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}: see {self.logs / (name + '.log')}")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for proc in self.procs.values():  # the group: LocalExecutor workers and task processes too
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+
+
+def run_cli(command: list[str], env: dict[str, str], log: Path) -> float:
+    started = time.monotonic()
+    with log.open("ab") as out:
+        subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, check=True, cwd=ROOT)
+    return round(time.monotonic() - started, 2)
+
+
+def wait_for(what: str, check: Any, timeout: float, procs: Processes, every: float = 0.5) -> float:
+    started = time.monotonic()
+    while True:
+        with contextlib.suppress(httpx.TransportError, sqlite3.OperationalError):
+            if check():
+                return round(time.monotonic() - started, 2)
+        procs.check()
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def seed(workdir: Path, start: str, days: int, env: dict[str, str]) -> dict[str, Any]:
+    """A store with ``days`` processed days (cached): the champion the service starts with."""
+    store = workdir / "seed" / "store"
+    done = workdir / "seed" / "seed.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    shutil.rmtree(workdir / "seed", ignore_errors=True)
+    store.mkdir(parents=True)
+    senv = {**env, "RECSYS_STORAGE_ROOT": str(store)}
+    log = workdir / "seed" / "seed.log"
+    landed = subprocess.run([sys.executable, "-m", "recsys.cli", "land", "--from", start, "--days", str(days)],
+                            env=senv, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    dates = [x["date"] for x in json.loads(landed)]
+    seconds = {d: run_cli([sys.executable, "-m", "recsys.cli", "run", "--date", d], senv, log) for d in dates}
+    info = {"dates": dates, "recsys_run_s": seconds, "uptime": uptime()}
+    done.write_text(json.dumps(info, indent=1) + "\n")
+    return info
+
+
+def read_registry(store: Path) -> dict[str, Any]:
+    return json.loads((store / "registry" / "two_tower.json").read_text())
+
+
+def db_rows(db: Path, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    con.row_factory = sqlite3.Row
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+def db_time(value: Any) -> float | None:
+    """Epoch seconds of a timestamp as Airflow stores it in SQLite (UTC, naive text)."""
+    if value is None:
+        return None
+    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC).timestamp()
+
+
+def log_marks(home: Path, run_id: str, task_id: str) -> dict[str, float]:
+    """When the task's (last) process started, had parsed the DAG file, entered and left the task's own code.
+
+    Airflow 3 writes each try's log as JSON lines under ``<AIRFLOW_HOME>/logs``; a sensor in reschedule mode
+    appends every look to the same file, so the marks are taken after the last ``Pre Execute`` group (the
+    process that found the partition).
+    """
+    folder = home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={task_id}"
+    files = sorted(folder.glob("attempt=*.log"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        return {}
+    events = []
+    for line in files[-1].read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if event.get("timestamp"):
+                events.append((ts(event["timestamp"]), str(event.get("event", ""))))
+    starts = [i for i, (_, text) in enumerate(events) if text == "::group::Pre Execute"]
+    if not starts:
+        return {}
+    marks: dict[str, float] = {"process_start": events[starts[-1]][0]}
+    for n, (first, nxt) in enumerate(zip(starts, [*starts[1:], len(events)], strict=True)):
+        # each process of the task (a sensor's looks): its first to its last log line
+        marks[f"process_{n + 1}_s"] = round(events[nxt - 1][0] - events[first][0], 2)
+    for when, text in events[starts[-1]:]:
+        if text == "Worker startup parse complete":
+            marks.setdefault("dag_parsed", when)
+        elif text == "::endgroup::":
+            marks.setdefault("task_code_start", when)
+        elif text == "::group::Post Execute":
+            marks.setdefault("task_code_end", when)
+    return marks
+
+
+def breakdown(db: Path, home: Path, run_id: str, t0: float) -> dict[str, Any]:
+    """Per task, from the metadata DB: when the scheduler made it scheduled and queued it, when its process
+    reported running (start) and when it ended; the gaps between those and the upstream task's end."""
+    tis = {r["task_id"]: r for r in db_rows(
+        db, "SELECT task_id, state, try_number, scheduled_dttm, queued_dttm, start_date, end_date FROM task_instance "
+            "WHERE dag_id = ? AND run_id = ?", (DAG_ID, run_id))}
+    reschedules = [
+        {"start": db_time(r["start_date"]), "end": db_time(r["end_date"]),
+         "reschedule_date": db_time(r["reschedule_date"])}
+        for r in db_rows(db, "SELECT tr.start_date, tr.end_date, tr.reschedule_date FROM task_reschedule tr "
+                             "JOIN task_instance ti ON ti.id = tr.ti_id WHERE ti.dag_id = ? AND ti.run_id = ? "
+                             "AND ti.task_id = 'wait_for_partition' ORDER BY tr.start_date", (DAG_ID, run_id))
+    ]
+    tasks: dict[str, Any] = {}
+    previous_end = None
+    for task_id in TASK_ORDER:
+        ti = tis.get(task_id)
+        if ti is None:
+            continue
+        start, end = db_time(ti["start_date"]), db_time(ti["end_date"])
+        scheduled, queued = db_time(ti["scheduled_dttm"]), db_time(ti["queued_dttm"])
+        marks = log_marks(home, run_id, task_id)
+        entry: dict[str, Any] = {"state": ti["state"], "try_number": ti["try_number"]}
+        if task_id == "wait_for_partition":
+            # the TI keeps the first look's start date; the look that found the partition is the process
+            # that started last (its first log line)
+            start = marks.get("process_start", start)
+            entry["negative_looks"] = len(reschedules)
+            # wall time of each look's process, first to last log line (the last one found the partition)
+            looks = {int(k.split("_")[1]): v for k, v in marks.items() if k.startswith("process_") and k.endswith("_s")}
+            entry["look_process_s"] = [looks[n] for n in sorted(looks)]
+            entry["reschedule_date_to_next_look_s"] = [
+                _d(r["reschedule_date"], nxt) for r, nxt in
+                zip(reschedules, [r["start"] for r in reschedules[1:]] + [start], strict=True)]
+            entry["reschedules"] = [{k: iso(v) for k, v in r.items()} for r in reschedules]
+            entry["t0_to_next_look_start_s"] = _d(t0, start)
+            if reschedules:
+                entry["t0_to_reschedule_date_s"] = _d(t0, reschedules[-1]["reschedule_date"])
+        entry.update({
+            "scheduled": iso(scheduled), "queued": iso(queued), "start": iso(start), "end": iso(end),
+            "upstream_end_to_scheduled_s": _d(previous_end, scheduled),
+            "scheduled_to_queued_s": _d(scheduled, queued),
+            "queued_to_start_s": _d(queued, start),
+            "start_to_task_code_s": _d(start, marks.get("task_code_start")),
+            "task_code_s": _d(marks.get("task_code_start"), marks.get("task_code_end")),
+            "task_code_end_to_end_s": _d(marks.get("task_code_end"), end),
+            "run_s": _d(start, end),
+            "log_marks": {k: iso(v) for k, v in marks.items() if not k.endswith("_s")},
+        })
+        tasks[task_id] = entry
+        if ti["state"] in ("success", "skipped") and end:
+            previous_end = end
+    return tasks
+
+
+def _d(a: float | None, b: float | None) -> float | None:
+    return round(b - a, 2) if a is not None and b is not None else None
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--label", required=True, help="name of this measurement (results-<label>.json)")
+    p.add_argument("--workdir", type=Path, default=ROOT / "var" / "bench" / "freshness")
+    p.add_argument("--seed-from", default="2010-12-01")
+    p.add_argument("--seed-days", type=int, default=3)
+    p.add_argument("--date", default="2010-12-05", help="the day landed and measured (after the seed days)")
+    p.add_argument("--gate", action="store_true", help="let the evaluation decide (default: deploy_mode=force)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment of every Airflow component (e.g. RECSYS_SENSOR_POKE_SECONDS=60)")
+    p.add_argument("--serve-poll-seconds", type=float, default=2.0, help="recsys serve --poll-seconds (default 2)")
+    p.add_argument("--land-after-looks", type=int, default=1,
+                   help="land once the sensor has looked this many times in vain (default 1)")
+    p.add_argument("--timeout", type=float, default=1200, help="seconds from t0 before giving up")
+    p.add_argument("--out", type=Path)
+    p.add_argument("--analyse", action="store_true",
+                   help="only recompute the breakdown of the results file from its run directory (no new run)")
+    args = p.parse_args()
+    out = args.out or Path(__file__).with_name(f"results-{args.label}.json")
+    if args.analyse:
+        analyse(out, args.workdir / "runs" / args.label)
+        return 0
+
+    env = dict(os.environ)
+    if "AIRFLOW__CORE__DAGS_FOLDER" not in env:
+        raise SystemExit("source scripts/env.sh first (it sets the DAG folder and the virtual environment)")
+    overrides = dict(item.split("=", 1) for item in args.set)
+    result: dict[str, Any] = {
+        "command": "python bench/freshness/run.py " + " ".join(sys.argv[1:]),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "cpu": _cpu_name(), "python": platform.python_version(),
+                    "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                             text=True, cwd=ROOT).stdout.strip()},
+        "uptime_before": uptime(), "date": args.date, "settings": overrides, "target_s": TARGET_S,
+    }
+    print(result["uptime_before"], flush=True)
+    result["seed"] = seed(args.workdir, args.seed_from, args.seed_days, env)
+
+    run_dir = args.workdir / "runs" / args.label
+    shutil.rmtree(run_dir, ignore_errors=True)
+    home, store, logs = run_dir / "airflow", run_dir / "store", run_dir / "logs"
+    logs.mkdir(parents=True)
+    home.mkdir()
+    shutil.copytree(args.workdir / "seed" / "store", store)
+    api_port, serve_port = _free_port(), _free_port()
+    env.update({
+        "AIRFLOW_HOME": str(home), "RECSYS_STORAGE_BACKEND": "local", "RECSYS_STORAGE_ROOT": str(store),
+        "AIRFLOW__API__PORT": str(api_port), "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        **overrides,
+    })
+    db = home / "airflow.db"
+    result["airflow_db_migrate_s"] = run_cli(["airflow", "db", "migrate"], env, logs / "db-migrate.log")
+    procs = Processes(logs)
+    api = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30)
+    serve = httpx.Client(base_url=f"http://127.0.0.1:{serve_port}", timeout=10)
+    try:
+        started = time.monotonic()
+        for name in ["api-server", "scheduler", "dag-processor", "triggerer"]:
+            procs.start(name, ["airflow", name], env)
+        procs.start("serve", [sys.executable, "-m", "recsys.cli", "serve", "--port", str(serve_port),
+                              "--poll-seconds", str(args.serve_poll_seconds), "--log-level", "warning"], env)
+        wait_for("recsys serve", lambda: serve.get("/readyz").status_code == 200, 600, procs)
+        wait_for("the api-server", lambda: api.get("/api/v2/monitor/health").status_code == 200, 600, procs)
+        wait_for("the DAG to be parsed", lambda: api.get(f"/api/v2/dags/{DAG_ID}").status_code == 200, 600, procs)
+        result["startup_s"] = round(time.monotonic() - started, 1)
+        old = serve.get("/version").json()["version"]
+        result["champion_before"] = old
+        api.patch(f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
+        conf = {} if args.gate else {"deploy_mode": "force", "deploy_reason": "bench/freshness: time to serve"}
+        t_trigger = time.time()
+        run = api.post(f"/api/v2/dags/{DAG_ID}/dagRuns",
+                       json={"logical_date": f"{args.date}T00:00:00Z", "conf": conf}).raise_for_status().json()
+        run_id = run["dag_run_id"]
+        result["run_id"] = run_id
+        result["trigger_request_s"] = round(time.time() - t_trigger, 3)
+
+        def negative_looks() -> int:
+            """Looks that found nothing, once the sensor is waiting again (up_for_reschedule) after the last."""
+            r = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/wait_for_partition")
+            if r.status_code != 200 or r.json().get("state") != "up_for_reschedule":
+                return 0
+            return len(db_rows(db, "SELECT tr.id FROM task_reschedule tr JOIN task_instance ti ON ti.id = tr.ti_id "
+                                   "WHERE ti.dag_id = ? AND ti.run_id = ?", (DAG_ID, run_id)))
+
+        wait_for(f"{args.land_after_looks} negative look(s) of the sensor",
+                 lambda: negative_looks() >= args.land_after_looks, 900, procs, 0.2)
+        result["trigger_to_landing_s"] = round(time.time() - t_trigger, 1)
+        print(f"sensor waiting after {result['trigger_to_landing_s']} s; landing {args.date}", flush=True)
+        land_started = time.time()
+        run_cli([sys.executable, "-m", "recsys.cli", "land", "--date", args.date], env, logs / "land.log")
+        marker = store / "raw" / "events" / f"dt={args.date}" / "_SUCCESS"
+        t0 = marker.stat().st_mtime
+        result["land_command_s"] = round(time.time() - land_started, 2)
+        result["t0"] = iso(t0)
+
+        served = switched = run_end = None
+        new_version = None
+        state = "running"
+        deadline = time.time() + args.timeout
+        last_run_check = 0.0
+        while time.time() < deadline:
+            if switched is None:
+                with contextlib.suppress(ValueError, OSError):
+                    champion = read_registry(store)["champion"]
+                    if champion is not None and champion != old:
+                        switched, new_version = time.time(), champion
+            if served is None:
+                with contextlib.suppress(httpx.TransportError):
+                    version = serve.get("/version").json()["version"]
+                    if version != old:
+                        served = time.time()
+                        print(f"serving v{version} {served - t0:.1f} s after t0", flush=True)
+            if time.time() - last_run_check > 1:
+                last_run_check = time.time()
+                state = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}").json()["state"]
+                if state in ("success", "failed") and run_end is None:
+                    run_end = time.time()
+            if run_end is not None and (served is not None or state == "failed" or args.gate):
+                break
+            procs.check()
+            time.sleep(0.1)
+        result["run_state"] = state
+        result["champion_after"] = serve.get("/version").json()["version"]
+        result["new_champion"] = new_version
+        result["tasks"] = breakdown(db, home, run_id, t0)
+        result["timeline_s"] = {
+            "t0_to_champion_switch": _d(t0, switched),
+            "champion_switch_to_served": _d(switched, served),
+            "t0_to_served": _d(t0, served),
+            "t0_to_run_end": _d(t0, run_end),
+        }
+        result["summary"] = summarise(result, t0, switched, served)
+        result["meets_target"] = served is not None and served - t0 <= TARGET_S
+    finally:
+        procs.stop()
+        api.close()
+        serve.close()
+        result["uptime_after"] = uptime()
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {out}", flush=True)
+    print(json.dumps(result.get("summary"), indent=1))
+    return 0 if result.get("meets_target") else 1
+
+
+def analyse(out: Path, run_dir: Path) -> None:
+    """Recompute ``tasks`` and ``summary`` of a results file from the metadata DB and logs it left behind."""
+    result = json.loads(out.read_text())
+    t0 = ts(result["t0"])
+    assert t0 is not None
+    timeline = result["timeline_s"]
+    switched = t0 + timeline["t0_to_champion_switch"] if timeline["t0_to_champion_switch"] is not None else None
+    served = t0 + timeline["t0_to_served"] if timeline["t0_to_served"] is not None else None
+    result["tasks"] = breakdown(run_dir / "airflow" / "airflow.db", run_dir / "airflow", result["run_id"], t0)
+    result["summary"] = summarise(result, t0, switched, served)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["summary"], indent=1))
+
+
+def summarise(result: dict[str, Any], t0: float, switched: float | None, served: float | None) -> dict[str, Any]:
+    """t0 -> served as consecutive, non-overlapping parts: sensor wait, per task its scheduling gap (upstream
+    end -> start: scheduler loop, executor, task process start) and its run (start -> end), then the service."""
+    tasks = result["tasks"]
+    parts: dict[str, float | None] = {}
+    sensor = tasks.get("wait_for_partition", {})
+    parts["sensor: t0 -> look that finds the partition starts"] = sensor.get("t0_to_next_look_start_s")
+    parts["sensor: that look (process start + poke)"] = sensor.get("run_s")
+    previous = "wait_for_partition"
+    for task_id in TASK_ORDER[1:]:
+        entry = tasks.get(task_id)
+        if not entry or entry["start"] is None:
+            continue
+        prev_end = ts(tasks[previous]["end"])
+        parts[f"gap: {previous} end -> {task_id} start"] = _d(prev_end, ts(entry["start"]))
+        if task_id == "deploy" and switched is not None:
+            parts["deploy: start -> champion switch"] = _d(ts(entry["start"]), switched)
+            break
+        parts[f"task: {task_id}"] = entry["run_s"]
+        previous = task_id
+    parts["service: champion switch -> answers with it"] = _d(switched, served)
+    known = [v for v in parts.values() if v is not None]
+    gaps = sum(v for k, v in parts.items() if k.startswith("gap") and v is not None)
+    return {"parts_s": parts, "sum_of_parts_s": round(sum(known), 1), "t0_to_served_s": _d(t0, served),
+            "scheduling_gaps_total_s": round(gaps, 1),
+            "task_runs_total_s": round(sum(v for k, v in parts.items() if k.startswith("task") and v), 1)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
