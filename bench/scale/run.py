@@ -36,6 +36,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = ("generate", "validate", "features", "train")
+# a step whose RSS passes this is stopped and reported (the machine is shared; the target is 4 GB)
+RSS_CAP_GB = float(os.environ.get("BENCH_RSS_CAP_GB", "8"))
+CAPPED_FILE: Path | None = None  # where a stopped step writes its report (set in child mode)
 DAY = date(2026, 1, 5)
 
 
@@ -113,7 +116,28 @@ class Sampler(threading.Thread):
             place["seconds"] += now - last
             place["max_rss_mb"] = max(place["max_rss_mb"], rss)
             last = now
+            if rss > RSS_CAP_GB * 1024:
+                self._give_up(rss)
             self._halt.wait(self.interval)
+
+    def _give_up(self, rss: float) -> None:
+        """Over the cap: report where the memory went (last line of stderr, and a file), exit 3 at once.
+
+        The machine is shared: a step that would take 25 GB must not push other people's work into swap
+        or the OOM killer. The report says where it was when it crossed the cap.
+        """
+        partial = {
+            "capped_at_mb": round(rss, 1),
+            "rss_cap_gb": RSS_CAP_GB,
+            "seconds": round(time.perf_counter() - self.started, 1),
+            "where": self.top_places(15),
+        }
+        if CAPPED_FILE is not None:
+            CAPPED_FILE.write_text(
+                json.dumps({**partial, "rss_timeline": _downsample(self.samples, 200)}, indent=1) + "\n"
+            )
+        print(json.dumps(partial), file=sys.stderr, flush=True)
+        os._exit(3)
 
     def stop(self) -> list[tuple[float, float]]:
         self._halt.set()
@@ -241,7 +265,13 @@ def child(step: str, events: int, store_root: Path, limit_gb: float | None) -> d
     proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
-        return {"error": f"exit {proc.returncode}", "stderr_tail": proc.stderr[-3000:], "wall_seconds": round(wall, 1)}
+        failed = {"error": f"exit {proc.returncode}", "stderr_tail": proc.stderr[-3000:]}
+        failed["wall_seconds"] = round(wall, 1)
+        capped = store_root.parent / f"{step}-capped.json"
+        if proc.returncode == 3 and capped.exists():
+            failed["error"] = f"stopped: RSS passed the cap of {RSS_CAP_GB:g} GB"
+            failed["capped"] = json.loads(capped.read_text())
+        return failed
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["wall_seconds"] = round(wall, 1)  # child process start to end, imports included
     return result
@@ -268,6 +298,8 @@ def main() -> None:
     args = p.parse_args()
 
     if args.step:
+        global CAPPED_FILE
+        CAPPED_FILE = args.store.parent / f"{args.step}-capped.json"
         if args.limit_gb:
             limit = int(args.limit_gb * 2**30)
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
