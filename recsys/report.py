@@ -124,23 +124,31 @@ def key_metric(k: int) -> str:
     return f"recall@{k}"
 
 
+VERSION_SIZE_FIELDS = ("table_megabytes", "user_rows", "item_rows", "new_user_rows", "new_item_rows", "window_days")
+
+
 def version_rows(reg: dict[str, Any], metric: str) -> list[dict[str, Any]]:
     """Every trained version, newest first, with its decision, its ``metric`` and whether it served.
 
     Each row: ``version``, ``kind`` (fine_tune or full_retrain), ``trained_on``, ``parent``,
-    ``created_at``, ``train_examples``, ``final_loss``, ``metric`` (the candidate's value when its date
-    was decided, None if never evaluated), ``metrics`` (all of them), ``decision`` (``DEPLOY``,
-    ``REJECT`` or None), ``reason``, ``champion`` (serving now) and ``served`` (ever made champion).
+    ``created_at``, ``train_examples``, ``final_loss``, ``metric`` (the value the deploy gate saw, None if
+    never evaluated), ``metrics`` (all of them), ``decision`` (``DEPLOY``, ``REJECT`` or None), ``reason``,
+    ``decided_by`` (``date``: the gate of its partition date; ``retrain``: the full-retrain gate, under the
+    registry's ``retrains``; None), ``champion`` (serving now) and ``served`` (ever made champion); and from
+    the version's metadata (None for versions trained before they were recorded): ``table_megabytes``,
+    ``user_rows``, ``item_rows``, ``new_user_rows``, ``new_item_rows``, ``window_days``.
     """
-    decided = {}
-    for day, dec in reg.get("decisions", {}).items():
+    decided: dict[int, tuple[str, dict[str, Any]]] = {}
+    for dec in reg.get("decisions", {}).values():
         if dec.get("candidate_version") is not None:
-            decided[int(dec["candidate_version"])] = (day, dec)
+            decided[int(dec["candidate_version"])] = ("date", dec)
+    for key, dec in reg.get("retrains", {}).items():  # a full retrain's own gate decision
+        decided[int(key)] = ("retrain", dec)
     served = {int(h["to"]) for h in reg.get("history", []) if h.get("to") is not None}
     rows = []
     for key, meta in reg.get("versions", {}).items():
         version = int(key)
-        _, dec = decided.get(version, (None, None))
+        source, dec = decided.get(version, (None, None))
         metrics = dict(dec.get("candidate_metrics") or {}) if dec else {}
         rows.append({
             "version": version,
@@ -154,8 +162,10 @@ def version_rows(reg: dict[str, Any], metric: str) -> list[dict[str, Any]]:
             "metrics": metrics,
             "decision": None if dec is None else ("DEPLOY" if dec.get("blessed") else "REJECT"),
             "reason": None if dec is None else dec.get("reason"),
+            "decided_by": source,
             "champion": version == reg.get("champion"),
             "served": version in served,
+            **{name: meta.get(name) for name in VERSION_SIZE_FIELDS},
         })
     return sorted(rows, key=lambda r: r["version"], reverse=True)
 
@@ -178,6 +188,34 @@ def decision_rows(reg: dict[str, Any], metric: str) -> list[dict[str, Any]]:
             "decided_at": dec.get("decided_at"),
         })
     return rows
+
+
+def retrain_rows(reg: dict[str, Any], metric: str) -> list[dict[str, Any]]:
+    """One row per full retrain the deploy gate decided on (registry ``retrains``), oldest first.
+
+    Each row: ``version``, ``date`` (the retrain's end day, whose held-out users it was judged on),
+    ``window_days``, ``candidate`` and ``champion`` (their ``metric``), ``champion_version``, ``blessed``,
+    ``reason``, ``eval_users``, ``decided_at``, and ``deployed`` (it was made champion at some point).
+    """
+    history = reg.get("history", [])
+    deployed = {int(h["to"]) for h in history if h.get("action") == "deployed" and h.get("to") is not None}
+    rows = []
+    for key, dec in reg.get("retrains", {}).items():
+        version = int(key)
+        rows.append({
+            "version": version,
+            "date": dec.get("date") or reg.get("versions", {}).get(key, {}).get("trained_on"),
+            "window_days": dec.get("window_days"),
+            "candidate": (dec.get("candidate_metrics") or {}).get(metric),
+            "champion_version": dec.get("champion_version"),
+            "champion": (dec.get("champion_metrics") or {}).get(metric),
+            "blessed": bool(dec.get("blessed")),
+            "reason": dec.get("reason", ""),
+            "eval_users": dec.get("eval_users"),
+            "decided_at": dec.get("decided_at"),
+            "deployed": version in deployed,
+        })
+    return sorted(rows, key=lambda r: (r["date"] or "", r["version"]))
 
 
 def champion_info(reg: dict[str, Any]) -> dict[str, Any] | None:

@@ -3,7 +3,8 @@
 Routes (relative to the mount point):
 
 - ``/registry`` (``?date=YYYY-MM-DD`` and/or ``?version=N`` highlight one partition or version): the model
-  registry page; ``/api/registry`` is the same data as JSON.
+  registry page (champion, plot, daily decisions, full retrains, versions, history); ``/api/registry`` is the
+  same data as JSON.
 - ``/validation``: every partition's validation status; ``/validation/{date}``: one partition's checks.
 - ``/reports/{path}``: files under ``reports/validation/`` in the store (the Great Expectations Data Docs
   site, ``site/partitions.html``, ``dt=D/summary.json``), so the report links work from the browser.
@@ -104,6 +105,7 @@ def create_app(
             "champion": report.champion_info(reg),
             "versions": report.version_rows(reg, name),
             "decisions": report.decision_rows(reg, name),
+            "retrains": report.retrain_rows(reg, name),
             "history": list(reg.get("history", [])),
         }
 
@@ -124,7 +126,7 @@ def create_app(
         data = registry_data()
         return HTMLResponse(render.registry_page(
             base(request), data["metric"], data["champion"], data["versions"], data["decisions"], data["history"],
-            focus_date=focus_date, focus_version=version,
+            focus_date=focus_date, focus_version=version, retrains=data["retrains"],
         ))
 
     @app.get("/validation", response_class=HTMLResponse)

@@ -7,6 +7,7 @@ mounted, e.g. ``/recsys``) and returns a string; every value from the store is e
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from html import escape
 from typing import Any
 from urllib.parse import quote
@@ -28,6 +29,7 @@ tr.focus td { background: #fff6d5; }
 .PASSED, .DEPLOY { color: #176b2c; font-weight: bold; }
 .FAILED, .REJECT { color: #b00020; font-weight: bold; }
 .ACCEPTED { color: #9a5b00; font-weight: bold; } .NOT-VALIDATED { color: #666; font-weight: bold; }
+tr.on-call td { background: #f3efff; }
 .muted { color: #666; } code { font-size: 90%; } ul { margin: 0; padding-left: 1.2em; }
 svg text { font-family: system-ui, sans-serif; }
 """
@@ -80,19 +82,29 @@ def serving_value(row: dict[str, Any]) -> float | None:
     return row["candidate"] if row["blessed"] else row["champion"]
 
 
-def metric_plot_svg(rows: list[dict[str, Any]], metric: str, width: int = 760, height: int = 300) -> str:
+def metric_plot_svg(
+    rows: list[dict[str, Any]], metric: str, width: int = 760, height: int = 300,
+    retrains: list[dict[str, Any]] | None = None,
+) -> str:
     """An inline SVG of ``metric`` per decided date: each candidate (green deployed, red rejected) and a line
     of the model serving after the decision. ``rows`` are ``recsys.report.decision_rows``, oldest first.
+
+    ``retrains`` (``recsys.report.retrain_rows``) add each judged full retrain as a diamond at its end date
+    (green blessed, red rejected), on the same axis: it was scored on that day's held-out users too. The
+    x axis has one slot per date that has a daily decision or a full retrain.
     """
     points = [r for r in rows if r["candidate"] is not None or r["champion"] is not None]
-    if not points:
+    retrain_points = [r for r in retrains or [] if r["candidate"] is not None and r["date"]]
+    if not points and not retrain_points:
         return '<p class="muted" id="metric-plot-empty">No evaluated candidate yet: the plot appears after the ' \
                "first evaluation.</p>"
-    left, right, top, bottom = 60, 20, 20, 70
+    left, right, top, bottom = 60, 20, 20, 70 + (18 if retrain_points else 0)
     plot_w, plot_h = width - left - right, height - top - bottom
-    values = [v for r in points for v in (r["candidate"], r["champion"]) if v is not None]
+    values = [v for r in points + retrain_points for v in (r["candidate"], r["champion"]) if v is not None]
     y_max = _nice_ceiling(max(max(values), 1e-6) * 1.1)
-    n = len(points)
+    dates = sorted({r["date"] for r in points} | {r["date"] for r in retrain_points})
+    slot = {day: i for i, day in enumerate(dates)}
+    n = len(dates)
 
     def x(i: int) -> float:
         return left + (plot_w / 2 if n == 1 else plot_w * i / (n - 1))
@@ -110,26 +122,27 @@ def metric_plot_svg(rows: list[dict[str, Any]], metric: str, width: int = 760, h
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#eee"/>')
         parts.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" font-size="11" text-anchor="end">{v:.3g}</text>')
     label_every = max(1, math.ceil(n / 12))
-    for i, r in enumerate(points):
+    for i, day in enumerate(dates):
         if i % label_every == 0 or i == n - 1:
             parts.append(
                 f'<text x="{x(i):.1f}" y="{top + plot_h + 14}" font-size="11" text-anchor="end" '
-                f'transform="rotate(-35 {x(i):.1f} {top + plot_h + 14})">{escape(r["date"])}</text>'
+                f'transform="rotate(-35 {x(i):.1f} {top + plot_h + 14})">{escape(day)}</text>'
             )
     parts.append(
         f'<text x="14" y="{top + plot_h / 2:.1f}" font-size="12" text-anchor="middle" '
         f'transform="rotate(-90 14 {top + plot_h / 2:.1f})">{escape(metric)}</text>'
     )
-    serving = [(x(i), y(v)) for i, r in enumerate(points) if (v := serving_value(r)) is not None]
+    serving = [(x(slot[r["date"]]), y(value)) for r in points if (value := serving_value(r)) is not None]
     if len(serving) > 1:
         path = " ".join(f"{px:.1f},{py:.1f}" for px, py in serving)
         parts.append(f'<polyline class="serving" points="{path}" fill="none" stroke="{SERVING_COLOUR}" '
                      'stroke-width="2"/>')
     for px, py in serving:
         parts.append(f'<circle class="serving" cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{SERVING_COLOUR}"/>')
-    for i, r in enumerate(points):
+    for r in points:
         if r["candidate"] is None:
             continue
+        i = slot[r["date"]]
         verdict = "DEPLOY" if r["blessed"] else "REJECT"
         colour = DEPLOY_COLOUR if r["blessed"] else REJECT_COLOUR
         champion = f"champion v{r['champion_version']} {fmt(r['champion'])}" if r["champion"] is not None \
@@ -139,7 +152,31 @@ def metric_plot_svg(rows: list[dict[str, Any]], metric: str, width: int = 760, h
             f'<circle class="candidate {verdict}" data-date="{escape(r["date"])}" cx="{x(i):.1f}" '
             f'cy="{y(r["candidate"]):.1f}" r="5.5" fill="{colour}" stroke="#fff"><title>{escape(tip)}</title></circle>'
         )
+    for r in retrain_points:
+        verdict = "DEPLOY" if r["blessed"] else "REJECT"
+        colour = DEPLOY_COLOUR if r["blessed"] else REJECT_COLOUR
+        px, py = x(slot[r["date"]]), y(r["candidate"])
+        champion = f"champion v{r['champion_version']} {fmt(r['champion'])}" if r["champion"] is not None \
+            else "no champion"
+        window = f", {r['window_days']} days" if r.get("window_days") else ""
+        tip = (f"full retrain v{r['version']} ending {r['date']}{window}: {fmt(r['candidate'])} vs {champion}: "
+               f"{verdict}")
+        parts.append(
+            f'<polygon class="retrain {verdict}" data-version="{r["version"]}" data-date="{escape(r["date"])}" '
+            f'points="{px:.1f},{py - 7:.1f} {px + 7:.1f},{py:.1f} {px:.1f},{py + 7:.1f} {px - 7:.1f},{py:.1f}" '
+            f'fill="{colour}" stroke="#222"><title>{escape(tip)}</title></polygon>'
+        )
     legend_y = height - 12
+    if retrain_points:
+        ry = legend_y - 18
+        parts += [
+            f'<polygon points="{left + 6},{ry - 10} {left + 12},{ry - 4} {left + 6},{ry + 2} {left},{ry - 4}" '
+            f'fill="{DEPLOY_COLOUR}" stroke="#222"/>',
+            f'<polygon points="{left + 22},{ry - 10} {left + 28},{ry - 4} {left + 22},{ry + 2} {left + 16},{ry - 4}" '
+            f'fill="{REJECT_COLOUR}" stroke="#222"/>',
+            f'<text x="{left + 36}" y="{ry}" font-size="12">full retrain blessed / rejected (its end date\'s '
+            "held-out users)</text>",
+        ]
     parts += [
         f'<circle cx="{left + 6}" cy="{legend_y - 4}" r="5" fill="{DEPLOY_COLOUR}"/>',
         f'<text x="{left + 16}" y="{legend_y}" font-size="12">candidate deployed</text>',
@@ -157,12 +194,52 @@ def metric_plot_svg(rows: list[dict[str, Any]], metric: str, width: int = 760, h
 # --- the registry page ---------------------------------------------------------------------------------
 
 
-def _history_what(entry: dict[str, Any]) -> str:
-    if entry.get("to") is not None:
-        return f"{_version_or_none(entry.get('from'))} → v{entry['to']}"
-    if entry.get("version") is not None:
-        return f"v{entry['version']}"
-    return ""
+# history actions that are on-call decisions (the others are the pipeline's own steps)
+ON_CALL_ACTIONS = frozenset({"rollback", "deploy_skipped", "deploy_forced", "revalidation_forced", "accepted_invalid"})
+# keys every history entry may have, shown in their own columns (the rest go into the description)
+_HISTORY_COLUMNS = ("at", "action", "reason", "run_id")
+
+
+def _v(version: Any) -> str:
+    return "none" if version is None else f"v{version}"
+
+
+def history_text(entry: dict[str, Any]) -> str:
+    """One registry history entry as a plain sentence (not escaped): what happened to which version and date.
+
+    Knows every action the pipeline and on-call write (``trained``, ``blessed``/``rejected`` of a date or of
+    a full retrain, ``deployed``, ``rollback``, ``deploy_skipped``, ``deploy_forced``, ``revalidation_forced``,
+    ``accepted_invalid``); any other action is shown with its fields, so nothing is hidden.
+    """
+    action, version, day = entry.get("action"), entry.get("version"), entry.get("date")
+    of_day = f" of {day}" if day else ""
+    if action == "trained":
+        return f"trained {_v(version)} on partition {day}" if day else f"trained {_v(version)}"
+    if action in ("blessed", "rejected"):
+        verdict = "blessed (deploy)" if action == "blessed" else "rejected (no deploy)"
+        if entry.get("kind") == "full_retrain":
+            return f"gate {verdict} full retrain {_v(version)} ending {day}"
+        return f"gate {verdict} candidate {_v(version)}{of_day}"
+    if action == "deployed":
+        return f"deployed {_v(entry.get('to'))} as champion (was {_v(entry.get('from'))})"
+    if action == "rollback":
+        return f"on-call rolled the champion back from {_v(entry.get('from'))} to {_v(entry.get('to'))}"
+    if action == "deploy_skipped":
+        blessed = entry.get("gate_blessed")
+        gate = "" if blessed is None else f" (the gate had {'blessed' if blessed else 'rejected'} it)"
+        return f"on-call skipped the deploy of candidate {_v(version)}{of_day}{gate}"
+    if action == "deploy_forced":
+        said = entry.get("gate_reason")
+        return f"on-call forced the deploy of candidate {_v(version)}{of_day}" + (
+            f" (the gate said: {said})" if said else "")
+    if action == "revalidation_forced":
+        return f"on-call forced the re-validation of partition {day}"
+    if action == "accepted_invalid":
+        failed = ", ".join(str(f) for f in entry.get("failed_expectations") or [])
+        return f"on-call accepted partition {day} although it failed validation" + (
+            f" (failed: {failed})" if failed else "")
+    rest = ", ".join(f"{k} {v}" for k, v in entry.items() if k not in _HISTORY_COLUMNS and v is not None)
+    return f"{action}: {rest}" if rest else str(action)
 
 
 def registry_page(
@@ -174,13 +251,16 @@ def registry_page(
     history: list[dict[str, Any]],
     focus_date: str | None = None,
     focus_version: int | None = None,
+    retrains: list[dict[str, Any]] | None = None,
 ) -> str:
-    """The model registry: champion, a plot of ``metric``, decisions, versions and history (newest first).
+    """The model registry: champion, a plot of ``metric``, decisions, full retrains, versions and history.
 
+    ``retrains`` are ``recsys.report.retrain_rows`` (the gate's decisions on full retrains).
     ``focus_date`` / ``focus_version`` (from the task links) are highlighted and summarised at the top.
     """
+    retrains = retrains or []
     body = []
-    focus = _focus_box(base, metric, versions, decisions, focus_date, focus_version)
+    focus = _focus_box(base, metric, versions, decisions, focus_date, focus_version, retrains)
     if focus:
         body.append(focus)
     if champion is None:
@@ -193,14 +273,16 @@ def registry_page(
         body.append(
             f'<div class="box" id="champion"><b>Champion: version {champion["version"]}</b> '
             f"({escape(str(meta.get('kind', 'fine_tune')))}, trained on {fmt(meta.get('trained_on'))}, "
-            f"{fmt(meta.get('user_rows'))} user rows x {fmt(meta.get('item_rows'))} item rows{value}).<br>"
+            f"{fmt(meta.get('user_rows'))} user rows x {fmt(meta.get('item_rows'))} item rows"
+            f"{_megabytes(meta.get('table_megabytes'), ', ')}{value}).<br>"
             f"Champion since {fmt(since.get('at'))} ({fmt(since.get('action'))}): {fmt(since.get('reason'))}</div>"
         )
     body.append(f"<h2>{escape(metric)} over time</h2>")
     body.append('<p class="muted">Each day the candidate trained on the day and the champion are evaluated on the '
-                "same held-out users of that day; the candidate is deployed only when the thresholds say so. Hover a "
-                "point for its numbers.</p>")
-    body.append(metric_plot_svg(decisions, metric))
+                "same held-out users of that day; the candidate is deployed only when the thresholds say so. A full "
+                "retrain (diamond) is judged the same way on its end date's held-out users. Hover a point for its "
+                "numbers.</p>")
+    body.append(metric_plot_svg(decisions, metric, retrains=retrains))
 
     body.append(f'<h2 id="decisions">Decisions ({len(decisions)})</h2>')
     rows = []
@@ -217,31 +299,80 @@ def registry_page(
     body.append(_table(["date", f"candidate {escape(metric)}", f"champion {escape(metric)}", "decision", "reason",
                         "held-out users", "data"], rows, "No decision yet."))
 
+    body.append(f'<h2 id="retrains">Full retrains ({len(retrains)})</h2>')
+    body.append('<p class="muted">Models trained from scratch on a window of days (the <code>recsys_full_retrain'
+                "</code> DAG), judged by the same gate as a daily candidate on their end date's held-out users. A "
+                "rejected retrain is never deployed nor used as the starting point of later fine-tunes.</p>")
+    rows = []
+    for r in reversed(retrains):
+        verdict = "DEPLOY" if r["blessed"] else "REJECT"
+        cls = ' class="focus"' if r["version"] == focus_version else ""
+        rows.append(
+            f'<tr id="r-{r["version"]}"{cls}><td><a href="#v-{r["version"]}">v{r["version"]}</a></td>'
+            f"<td>{fmt(r['date'])}</td><td>{fmt(r['window_days'])}</td><td>{fmt(r['candidate'])}</td>"
+            f"<td>{_champion_cell(r)}</td><td class=\"{verdict}\">{verdict}</td><td>{fmt(r['reason'])}</td>"
+            f"<td>{fmt(r['eval_users'])}</td><td>{'yes' if r['deployed'] else 'no'}</td>"
+            f"<td>{fmt(r['decided_at'])}</td></tr>"
+        )
+    body.append(_table(["version", "end date", "window (days)", f"retrain {escape(metric)}",
+                        f"champion {escape(metric)}", "decision", "reason", "held-out users", "deployed", "decided"],
+                       rows, "No full retrain was judged yet."))
+
     body.append(f'<h2 id="versions">Versions ({len(versions)})</h2>')
     rows = []
     for v in versions:
         status = "champion" if v["champion"] else ("served before" if v["served"] else "never served")
         cls = ' class="focus"' if v["version"] == focus_version else ""
-        decision = (f'<span class="{v["decision"]}">{v["decision"]}</span>: {fmt(v["reason"])}'
+        gate = (f' <a class="muted" href="#r-{v["version"]}">(full-retrain gate)</a>'
+                if v.get("decided_by") == "retrain" else "")
+        decision = (f'<span class="{v["decision"]}">{v["decision"]}</span>{gate}: {fmt(v["reason"])}'
                     if v["decision"] else '<span class="muted">not decided</span>')
         others = ", ".join(f"{escape(k)} {fmt(val)}" for k, val in sorted(v["metrics"].items()) if k != metric)
         rows.append(
             f'<tr id="v-{v["version"]}"{cls}><td>v{v["version"]}</td><td>{escape(status)}</td>'
-            f"<td>{fmt(v['kind'])}</td><td>{fmt(v['trained_on'])}</td><td>{_version_or_none(v['parent'])}</td>"
+            f"<td>{_kind_cell(v)}</td><td>{fmt(v['trained_on'])}</td><td>{_version_or_none(v['parent'])}</td>"
             f"<td>{fmt(v['metric'])}</td><td>{others or '—'}</td><td>{decision}</td>"
-            f"<td>{fmt(v['train_examples'])}</td><td>{fmt(v['final_loss'], 2)}</td><td>{fmt(v['created_at'])}</td></tr>"
+            f"<td>{fmt(v['train_examples'])}</td><td>{_megabytes(v.get('table_megabytes'))}</td>"
+            f"<td>{rows_added(v)}</td><td>{fmt(v['final_loss'], 2)}</td><td>{fmt(v['created_at'])}</td></tr>"
         )
     body.append(_table(["version", "status", "kind", "trained on", "parent", escape(metric), "other metrics",
-                        "decision", "train examples", "final loss", "created"], rows, "No version trained yet."))
+                        "decision", "train examples", "tables (MB)", "rows added", "final loss", "created"], rows,
+                       "No version trained yet."))
 
     body.append(f'<h2 id="history">History ({len(history)} entries, newest first)</h2>')
-    rows = [
-        f"<tr><td>{fmt(h.get('at'))}</td><td>{fmt(h.get('action'))}</td><td>{escape(_history_what(h))}</td>"
-        f"<td>{fmt(h.get('date'))}</td><td>{fmt(h.get('reason'))}</td><td><code>{fmt(h.get('run_id'))}</code></td></tr>"
-        for h in reversed(history)
-    ]
-    body.append(_table(["at", "action", "version", "date", "reason", "run"], rows, "Nothing happened yet."))
+    rows = []
+    for h in reversed(history):
+        action = str(h.get("action"))
+        by = ' class="on-call"' if action in ON_CALL_ACTIONS else ""
+        rows.append(
+            f"<tr{by}><td>{fmt(h.get('at'))}</td><td><code>{escape(action)}</code></td>"
+            f"<td>{escape(history_text(h))}</td><td>{fmt(h.get('reason'))}</td>"
+            f"<td><code>{fmt(h.get('run_id'))}</code></td></tr>"
+        )
+    body.append('<p class="muted">On-call decisions (rollbacks, deploy overrides, forced re-validations, accepted '
+                "invalid partitions) are highlighted.</p>")
+    body.append(_table(["at", "action", "what happened", "reason", "run"], rows, "Nothing happened yet."))
     return page("Model registry", base, "\n".join(body))
+
+
+def _megabytes(value: Any, prefix: str = "") -> str:
+    """Embedding table size in MB (two decimals), '' with a prefix or '—' alone when unknown."""
+    if value is None:
+        return "" if prefix else "—"
+    return f"{prefix}{float(value):.2f} MB" if prefix else f"{float(value):.2f}"
+
+
+def rows_added(version: dict[str, Any]) -> str:
+    """The user and item table rows a version added over its parent ('+u users, +i items'); '—' if unknown."""
+    users, items = version.get("new_user_rows"), version.get("new_item_rows")
+    if users is None and items is None:
+        return "—"
+    return f"+{fmt(users)} users, +{fmt(items)} items"
+
+
+def _kind_cell(version: dict[str, Any]) -> str:
+    window = version.get("window_days")
+    return fmt(version["kind"]) + (f" ({fmt(window)} days)" if window else "")
 
 
 def _champion_cell(decision: dict[str, Any]) -> str:
@@ -263,7 +394,7 @@ def _table(headers: list[str], rows: list[str], empty: str) -> str:
 
 def _focus_box(
     base: str, metric: str, versions: list[dict[str, Any]], decisions: list[dict[str, Any]],
-    focus_date: str | None, focus_version: int | None,
+    focus_date: str | None, focus_version: int | None, retrains: Sequence[dict[str, Any]] = (),
 ) -> str:
     lines = []
     if focus_date is not None:
@@ -281,6 +412,9 @@ def _focus_box(
                 f"{_version_or_none(decision['champion_version'])} {fmt(decision['champion'])}. "
                 f"{fmt(decision['reason'])}"
             )
+        for r in retrains:
+            if r["date"] == focus_date:
+                lines.append(f"Full retrain {_retrain_summary(r, metric)}")
         lines.append(f'<a href="{base}/validation/{quote(focus_date)}">Validation report of {escape(focus_date)}</a>')
     if focus_version is not None:
         row = next((v for v in versions if v["version"] == focus_version), None)
@@ -290,9 +424,20 @@ def _focus_box(
             status = "the champion" if row["champion"] else "served before" if row["served"] else "never served"
             lines.append(f'<b>Version {focus_version}</b>: {escape(row["kind"])} on {fmt(row["trained_on"])}, '
                          f"{escape(metric)} {fmt(row['metric'])}, {status}.")
+            retrain = next((r for r in retrains if r["version"] == focus_version), None)
+            if retrain is not None and retrain["date"] != focus_date:
+                lines.append(f"Full retrain {_retrain_summary(retrain, metric)}")
     if not lines:
         return ""
     return '<div class="box focus-box" id="focus">' + "<br>".join(lines) + "</div>"
+
+
+def _retrain_summary(r: dict[str, Any], metric: str) -> str:
+    verdict = "DEPLOY" if r["blessed"] else "REJECT"
+    window = f", {fmt(r['window_days'])} days" if r["window_days"] else ""
+    return (f'<a href="#r-{r["version"]}">v{r["version"]}</a> (ending {fmt(r["date"])}{window}): '
+            f'<span class="{verdict}">{verdict}</span>, {escape(metric)} {fmt(r["candidate"])} vs champion '
+            f"{_version_or_none(r['champion_version'])} {fmt(r['champion'])}. {fmt(r['reason'])}")
 
 
 # --- the validation pages ------------------------------------------------------------------------------
