@@ -6,7 +6,9 @@
 - Two entries in the Airflow navigation bar, *Registry* and *Validation*, that show those
   pages inside the UI (``/plugin/recsys-registry``, ``/plugin/recsys-validation``).
 - Extra links on the recsys DAGs' tasks (``recsys_ui/links.py``): *Validation report* on ``validate``,
-  *Model registry* on ``fine_tune``, ``evaluate``, ``deploy`` and the other model tasks.
+  *Model registry* on the tasks that train, evaluate, deploy or roll back a version (``MODEL_TASKS``: the
+  incremental DAG's ``fine_tune`` .. ``refresh_serving_index``, the full retrain's ``train_from_scratch`` ..
+  ``deploy``, the rollback DAG's ``rollback``).
 
 The pages read the partition store that the pipeline writes (``RECSYS_STORAGE_*`` of the API server's
 environment; on HDFS the NameNode comes from ``RECSYS_WEBHDFS_URL`` or else the Airflow connection

@@ -6,6 +6,7 @@ check what it registers with Airflow and that its app refuses requests without a
 
 from __future__ import annotations
 
+import copy
 import re
 import sys
 from datetime import date
@@ -52,6 +53,45 @@ REGISTRY = {
         {"at": "h4", "action": "deployed", "from": 1, "to": 3, "reason": "better", "run_id": "r3"},
     ],
 }
+
+
+# REGISTRY plus two full retrains ending 12-03 (v4 blessed and deployed, v5 rejected), then on-call's actions;
+# v4 and v5 carry the newer metadata (table size, rows added, window)
+REGISTRY_OPS = copy.deepcopy(REGISTRY) | {"champion": 3}
+REGISTRY_OPS["versions"] |= {
+    "4": {"trained_on": "2010-12-03", "kind": "full_retrain", "parent": None, "created_at": "t4",
+          "train_examples": 400, "final_loss": 60.0, "user_rows": 31, "item_rows": 41, "new_user_rows": 31,
+          "new_item_rows": 41, "table_megabytes": 2.5, "window_days": 3, "history_length": 10, "batch_size": 256},
+    "5": {"trained_on": "2010-12-03", "kind": "full_retrain", "parent": None, "created_at": "t5",
+          "train_examples": 250, "final_loss": 65.5, "user_rows": 31, "item_rows": 41, "new_user_rows": 31,
+          "new_item_rows": 41, "table_megabytes": 1.25, "window_days": 2},
+}
+REGISTRY_OPS["retrains"] = {
+    "4": {"kind": "full_retrain", "date": "2010-12-03", "window_days": 3, "candidate_version": 4,
+          "candidate_metrics": {METRIC: 0.25, "recall@20": 0.1}, "champion_version": 3,
+          "champion_metrics": {METRIC: 0.2}, "blessed": True, "reason": "better by 25%", "eval_users": 20,
+          "decided_at": "d4"},
+    "5": {"kind": "full_retrain", "date": "2010-12-03", "window_days": 2, "candidate_version": 5,
+          "candidate_metrics": {METRIC: 0.12}, "champion_version": 4, "champion_metrics": {METRIC: 0.25},
+          "blessed": False, "reason": "worse than the champion", "eval_users": 20, "decided_at": "d5"},
+}
+REGISTRY_OPS["history"] = REGISTRY["history"] + [
+    {"at": "h5", "action": "trained", "version": 4, "date": "2010-12-03", "run_id": "fr1"},
+    {"at": "h6", "action": "blessed", "kind": "full_retrain", "version": 4, "date": "2010-12-03",
+     "reason": "better by 25%", "run_id": "fr1"},
+    {"at": "h7", "action": "deployed", "from": 3, "to": 4, "reason": "full retrain: better by 25%", "run_id": "fr1"},
+    {"at": "h8", "action": "rejected", "kind": "full_retrain", "version": 5, "date": "2010-12-03",
+     "reason": "worse than the champion", "run_id": "fr2"},
+    {"at": "h9", "action": "rollback", "from": 4, "to": 3, "reason": "v4 recommends delisted items", "run_id": "rb1"},
+    {"at": "h10", "action": "deploy_skipped", "date": "2010-12-02", "version": 2, "gate_blessed": False,
+     "reason": "hold deploys", "run_id": "m1"},
+    {"at": "h11", "action": "deploy_forced", "date": "2010-12-02", "version": 2, "gate_reason": "worse",
+     "reason": "business approved", "run_id": "m2"},
+    {"at": "h12", "action": "revalidation_forced", "date": "2010-12-01", "reason": None, "run_id": "m3"},
+    {"at": "h13", "action": "accepted_invalid", "date": "2010-12-03", "reason": "known promotion",
+     "failed_expectations": ["expect_a", "expect_b"], "run_id": "m4"},
+    {"at": "h14", "action": "index_refreshed", "version": 3, "items": 40, "reason": None, "run_id": "m5"},
+]
 
 
 def _summary(day: str, success: bool, **extra) -> dict:
@@ -143,6 +183,29 @@ def test_validation_rows_include_a_validated_date_whose_raw_partition_is_gone(st
     assert [(r["date"], r["status"]) for r in report.validation_rows(store)] == [("2011-01-04", "FAILED")]
 
 
+def test_retrain_rows_are_the_full_retrain_decisions_oldest_first():
+    rows = report.retrain_rows(REGISTRY_OPS, METRIC)
+    assert [(r["version"], r["date"], r["window_days"], r["candidate"], r["champion_version"], r["champion"],
+             r["blessed"], r["deployed"]) for r in rows] == [
+        (4, "2010-12-03", 3, 0.25, 3, 0.2, True, True), (5, "2010-12-03", 2, 0.12, 4, 0.25, False, False)]
+    assert rows[1]["reason"] == "worse than the champion" and rows[0]["decided_at"] == "d4"
+    assert report.retrain_rows(REGISTRY, METRIC) == []  # a registry from before full retrains were judged
+
+
+def test_version_rows_take_a_full_retrain_decision_from_retrains_and_show_table_growth():
+    rows = {r["version"]: r for r in report.version_rows(REGISTRY_OPS, METRIC)}
+    assert list(rows) == [5, 4, 3, 2, 1]
+    v5, v4 = rows[5], rows[4]
+    assert (v5["metric"], v5["decision"], v5["decided_by"], v5["reason"]) == (
+        0.12, "REJECT", "retrain", "worse than the champion")
+    assert (v4["metric"], v4["metrics"], v4["decision"], v4["served"], v4["champion"]) == (
+        0.25, {METRIC: 0.25, "recall@20": 0.1}, "DEPLOY", True, False)
+    assert (v4["table_megabytes"], v4["new_user_rows"], v4["new_item_rows"], v4["window_days"]) == (2.5, 31, 41, 3)
+    assert rows[3]["decided_by"] == "date" and rows[3]["champion"]  # the rollback made v3 champion again
+    assert (rows[2]["table_megabytes"], rows[2]["new_user_rows"]) == (None, None)  # older metadata
+    assert report.champion_info(REGISTRY_OPS)["since"]["action"] == "rollback"
+
+
 def test_key_metric_is_recall_at_k():
     assert report.key_metric(100) == "recall@100"
 
@@ -168,6 +231,23 @@ def test_plot_places_candidates_and_the_serving_line_by_hand_computed_coordinate
     assert ">0.2</text>" in svg and ">0.1</text>" in svg  # y axis ticks
 
 
+def test_full_retrains_are_diamonds_on_the_union_of_dates_by_hand_computed_coordinates():
+    # 12-01: candidate 0.1 (no champion); a rejected retrain ending 12-05 at 0.2 (no daily decision that day)
+    retrain = {"version": 9, "date": "2010-12-05", "window_days": 90, "candidate": 0.2, "champion_version": 1,
+               "champion": 0.1, "blessed": False}
+    svg = render.metric_plot_svg(report.decision_rows(REGISTRY, METRIC)[:1], METRIC, retrains=[retrain])
+    # two date slots at x 60 and 740; the retrain legend row makes the bottom margin 88: plot y 20..212
+    # (height 192); y max = ceiling(0.2 x 1.1 = 0.22) = 0.25; y(0.1) = 20 + 192 x 0.6, y(0.2) = 20 + 192 x 0.2
+    assert re.findall(r'class="candidate (\w+)" data-date="([\d-]+)" cx="([\d.]+)" cy="([\d.]+)"', svg) == [
+        ("DEPLOY", "2010-12-01", "60.0", "135.2")]
+    assert '<polygon class="retrain REJECT" data-version="9" data-date="2010-12-05" ' \
+           'points="740.0,51.4 747.0,58.4 740.0,65.4 733.0,58.4"' in svg
+    assert "full retrain v9 ending 2010-12-05, 90 days: 0.2000 vs champion v1 0.1000: REJECT" in svg
+    assert ">2010-12-05</text>" in svg and "full retrain blessed / rejected" in svg
+    # only full retrains: still a plot
+    assert 'class="retrain REJECT"' in render.metric_plot_svg([], METRIC, retrains=[retrain])
+
+
 def test_plot_of_no_decision_says_so():
     assert 'id="metric-plot-empty"' in render.metric_plot_svg([], METRIC)
 
@@ -189,7 +269,8 @@ def test_registry_page_shows_champion_plot_decisions_versions_and_history(client
     assert re.search(r'<tr id="d-2010-12-02"><td>2010-12-02</td>.*?class="REJECT">REJECT', html)
     assert 'id="v-1"' in html and 'id="v-2"' in html and 'id="v-3"' in html
     assert "candidate &lt;b&gt;worse&lt;/b&gt; than the champion" in html and "<b>worse</b>" not in html
-    assert "v1 → v3" in html  # the history's deploy
+    assert "deployed v3 as champion (was v1)" in html  # the history's deploy
+    assert "No full retrain was judged yet" in html
     assert 'href="/recsys/validation/2010-12-02"' in html  # links are under the mount point
     assert 'id="focus"' not in html
 
@@ -200,6 +281,78 @@ def test_registry_page_highlights_the_date_and_version_of_a_task_link(client):
     assert "Partition 2010-12-02" in focus and "REJECT" in focus and "v2" in focus
     assert "Version 2</b>: fine_tune on 2010-12-02" in focus and "never served" in focus
     assert '<tr id="d-2010-12-02" class="focus">' in html and '<tr id="v-2" class="focus">' in html
+
+
+@pytest.fixture
+def ops_client(store):
+    from fastapi.testclient import TestClient
+
+    store.write_json(layout.REGISTRY, REGISTRY_OPS)
+    return TestClient(create_app(lambda: store, lambda: METRIC), root_path="/recsys")
+
+
+def test_registry_page_shows_full_retrains_table_size_and_rows_added(ops_client):
+    html = ops_client.get("/registry").text
+    assert 'id="retrains">Full retrains (2)' in html
+    r5 = re.search(r'<tr id="r-5">(.*?)</tr>', html).group(1)
+    assert re.fullmatch(
+        r'<td><a href="#v-5">v5</a></td><td>2010-12-03</td><td>2</td><td>0.1200</td><td>v4 0.2500</td>'
+        r'<td class="REJECT">REJECT</td><td>worse than the champion</td><td>20</td><td>no</td><td>d5</td>', r5)
+    assert "<td>yes</td>" in re.search(r'<tr id="r-4">(.*?)</tr>', html).group(1)  # v4 was deployed
+    assert html.count('<polygon class="retrain') == 2 and html.count('<circle class="candidate') == 3
+    v5 = re.search(r'<tr id="v-5">(.*?)</tr>', html).group(1)
+    assert "full_retrain (2 days)" in v5 and "<td>0.1200</td>" in v5
+    assert '<span class="REJECT">REJECT</span> <a class="muted" href="#r-5">(full-retrain gate)</a>' in v5
+    assert "<td>1.25</td><td>+31 users, +41 items</td>" in v5
+    v2 = re.search(r'<tr id="v-2">(.*?)</tr>', html).group(1)
+    assert "<td>—</td><td>—</td>" in v2  # no table size or rows added recorded for v2
+    assert "2.50 MB" not in html.split('id="champion"')[1].split("</div>")[0]  # champion v3 has no size
+    assert ops_client.get("/api/registry").json()["retrains"] == report.retrain_rows(REGISTRY_OPS, METRIC)
+
+
+HISTORY_TEXT = [
+    ("h1", "trained", "trained v1 on partition 2010-12-01"),
+    ("h2", "deployed", "deployed v1 as champion (was none)"),
+    ("h3", "rejected", "gate rejected (no deploy) candidate v2 of 2010-12-02"),
+    ("h6", "blessed", "gate blessed (deploy) full retrain v4 ending 2010-12-03"),
+    ("h8", "rejected", "gate rejected (no deploy) full retrain v5 ending 2010-12-03"),
+    ("h9", "rollback", "on-call rolled the champion back from v4 to v3"),
+    ("h10", "deploy_skipped", "on-call skipped the deploy of candidate v2 of 2010-12-02 (the gate had rejected it)"),
+    ("h11", "deploy_forced", "on-call forced the deploy of candidate v2 of 2010-12-02 (the gate said: worse)"),
+    ("h12", "revalidation_forced", "on-call forced the re-validation of partition 2010-12-01"),
+    ("h13", "accepted_invalid",
+     "on-call accepted partition 2010-12-03 although it failed validation (failed: expect_a, expect_b)"),
+    ("h14", "index_refreshed", "index_refreshed: version 3, items 40"),  # unknown: every field shown
+]
+
+
+@pytest.mark.parametrize(("at", "action", "text"), HISTORY_TEXT)
+def test_every_history_action_reads_as_a_sentence(at, action, text):
+    entry = next(h for h in REGISTRY_OPS["history"] if h["at"] == at)
+    assert entry["action"] == action and render.history_text(entry) == text
+
+
+def test_registry_history_marks_on_call_decisions_with_their_reason_and_run(ops_client):
+    html = ops_client.get("/registry").text
+    history = html.split('id="history"')[1]
+    assert history.count('<tr class="on-call">') == 5  # rollback, skip, force, re-validation, acceptance
+    row = re.search(r'<tr class="on-call"><td>h9</td>(.*?)</tr>', history).group(1)
+    assert row == ("<td><code>rollback</code></td><td>on-call rolled the champion back from v4 to v3</td>"
+                   "<td>v4 recommends delisted items</td><td><code>rb1</code></td>")
+    assert history.index("<td>h14</td>") < history.index("<td>h1</td>")  # newest first
+    assert "the gate said: worse" in history
+
+
+def test_registry_focus_on_a_full_retrain_version_shows_its_gate_decision(ops_client):
+    html = ops_client.get("/registry", params={"version": 5}).text
+    focus = re.search(r'<div class="box focus-box" id="focus">(.*?)</div>', html).group(1)
+    assert "Version 5</b>: full_retrain on 2010-12-03, recall@100 0.1200, never served." in focus
+    assert ('Full retrain <a href="#r-5">v5</a> (ending 2010-12-03, 2 days): <span class="REJECT">REJECT</span>, '
+            "recall@100 0.1200 vs champion v4 0.2500. worse than the champion") in focus
+    assert '<tr id="r-5" class="focus">' in html and '<tr id="v-5" class="focus">' in html
+    by_date = ops_client.get("/registry", params={"date": "2010-12-03"}).text
+    focus = re.search(r'id="focus">(.*?)</div>', by_date).group(1)
+    assert focus.count("Full retrain <a") == 2  # both retrains ending that day, next to the daily decision
 
 
 def test_registry_page_rejects_a_bad_date_or_version(client):
@@ -213,7 +366,7 @@ def test_registry_json_is_the_report_data(client):
     assert data["metric"] == METRIC and data["champion"]["version"] == 3
     assert data["versions"] == report.version_rows(REGISTRY, METRIC)
     assert data["decisions"] == report.decision_rows(REGISTRY, METRIC)
-    assert len(data["history"]) == 4
+    assert data["retrains"] == [] and len(data["history"]) == 4
 
 
 def test_registry_page_of_an_empty_store(tmp_path):
@@ -324,9 +477,79 @@ def test_link_urls():
 def test_version_from_a_task_return_value():
     assert links.version_from({"version": 3, "changed": True}) == 3
     assert links.version_from({"candidate_version": 4, "blessed": False}) == 4
-    assert links.version_from({"to": 2, "from": 5}) == 2
+    assert links.version_from({"version": 2, "previous": 5, "changed": True}) == 2  # rollback's return value
     assert links.version_from({"version": True}) is None
     assert links.version_from(True) is None and links.version_from(None) is None
+
+
+def _target(dag_id, task_id, returned, run=None):
+    """links.link_target over literal XCom values; records which tasks' values were read."""
+    read = []
+
+    def value(task):
+        read.append(task)
+        return returned.get(task)
+
+    def run_info():
+        read.append("<run>")
+        return run
+
+    return links.link_target(dag_id, task_id, value, run_info), read
+
+
+def test_incremental_tasks_link_to_the_run_date_and_their_version():
+    from datetime import datetime
+
+    run = ({"partition_date": "2010-12-05"}, datetime(2026, 11, 28))
+    xcom = {"fine_tune": {"version": 7, "trained_on": "2010-12-05"}, "deploy_if_blessed": True,
+            "evaluate": {"candidate_version": 7, "date": "2010-12-05", "blessed": True},
+            "deploy": {"version": 7, "changed": True, "previous": 6}}
+    inc = "recsys_incremental_update"
+    assert _target(inc, "fine_tune", xcom, run) == ((date(2010, 12, 5), 7), ["fine_tune", "<run>"])
+    assert _target(inc, "deploy_if_blessed", xcom, run)[0] == (date(2010, 12, 5), 7)  # from evaluate
+    assert _target(inc, "deploy", xcom, run)[0] == (date(2010, 12, 5), 7)
+    assert _target(inc, "deploy", {}, (None, datetime(2010, 12, 6)))[0] == (date(2010, 12, 6), None)
+    assert _target(inc, "build_features", xcom, run) == (None, [])
+
+
+def test_full_retrain_tasks_link_to_the_retrained_version_at_its_end_date():
+    from datetime import datetime
+
+    run = ({"end_date": None, "window_days": None}, datetime(2026, 11, 29, 3))  # a weekly run: not a partition
+    xcom = {"train_from_scratch": {"version": 9, "kind": "full_retrain", "trained_on": "2010-12-20"},
+            "evaluate": {"candidate_version": 9, "date": "2010-12-20", "blessed": True}, "deploy_if_blessed": True,
+            "deploy": {"version": 9, "changed": True, "previous": 7}}
+    fr = "recsys_full_retrain"
+    assert _target(fr, "train_from_scratch", xcom, run) == ((date(2010, 12, 20), 9), ["train_from_scratch"])
+    assert _target(fr, "evaluate", xcom, run) == ((date(2010, 12, 20), 9), ["evaluate"])
+    assert _target(fr, "deploy_if_blessed", xcom, run) == ((date(2010, 12, 20), 9), ["evaluate"])
+    assert _target(fr, "deploy", xcom, run) == ((date(2010, 12, 20), 9), ["deploy", "evaluate"])
+    # the training failed: no return value; the End date param if given, never the logical date
+    assert _target(fr, "train_from_scratch", {}, ({"end_date": "2010-12-19"}, None))[0] == (date(2010, 12, 19), None)
+    assert _target(fr, "train_from_scratch", {}, run)[0] == (None, None)
+    assert _target(fr, "train", xcom, run) == (None, [])  # no such task
+
+
+def test_rollback_links_to_the_version_rolled_back_to_without_a_date():
+    xcom = {"rollback": {"version": 2, "index_catalog_date": "2010-12-20", "previous": 5, "changed": True}}
+    assert _target("recsys_rollback", "rollback", xcom) == ((None, 2), ["rollback"])
+    assert links.registry_url(None, 2) == "/recsys/registry?version=2#v-2"
+
+
+def test_model_tasks_name_real_tasks_of_the_real_dags():
+    from airflow.dag_processing.dagbag import DagBag
+
+    dagbag = DagBag(dag_folder=str(PLUGINS.parent / "dags"))
+    assert dagbag.import_errors == {}
+    assert set(links.MODEL_TASKS) <= set(dagbag.dag_ids)
+    for dag_id, tasks in links.MODEL_TASKS.items():
+        task_ids = set(dagbag.dags[dag_id].task_ids)
+        for task_id, sources in tasks.sources.items():
+            assert {task_id, *sources} <= task_ids, (dag_id, task_id, sources)
+        if tasks.date_param:
+            assert tasks.date_param in dagbag.dags[dag_id].params
+    assert set(links.MODEL_TASKS["recsys_full_retrain"].sources) == set(dagbag.dags["recsys_full_retrain"].task_ids)
+    assert links.VALIDATION_TASKS <= set(dagbag.dags["recsys_incremental_update"].task_ids)
 
 
 def test_partition_day_prefers_the_param_over_the_logical_date():
