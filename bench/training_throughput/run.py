@@ -215,6 +215,8 @@ def main() -> None:
                 row.update(run_bare(tf, call, not args.no_loop))
             # else: this pair's bare side ran first, on the previous day's data (about as many examples)
             pending = call
+            # same call, no load drift in between: the share of the step that is model.fit itself
+            row["fit_share_of_step"] = round(row["pipeline_fit_s"] / row["pipeline_s"], 3)
             row["ratio_pipeline_to_bare_fit"] = round(
                 row["pipeline_examples_per_s"] / row["bare_fit_examples_per_s"], 3
             )
@@ -259,6 +261,7 @@ def main() -> None:
                 "bare_loop_examples_per_s",
                 "ratio_pipeline_to_bare_fit",
                 "ratio_pipeline_to_bare_loop",
+                "fit_share_of_step",
                 "pipeline_s",
                 "pipeline_fit_s",
                 "bare_fit_s",
