@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -119,6 +120,19 @@ class Processes:
                 proc.wait(timeout=10)
 
 
+def group_cpu_s(pgids: set[int]) -> float:
+    """CPU seconds (user + system, with reaped children: task processes) of every process in these groups."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in pgids:  # pgrp; then utime, stime, cutime, cstime
+            total += sum(int(x) for x in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def run_cli(command: list[str], env: dict[str, str], log: Path) -> float:
     started = time.monotonic()
     with log.open("ab") as out:
@@ -199,8 +213,9 @@ def log_marks(home: Path, run_id: str, task_id: str) -> dict[str, float]:
         return {}
     marks: dict[str, float] = {"process_start": events[starts[-1]][0]}
     for n, (first, nxt) in enumerate(zip(starts, [*starts[1:], len(events)], strict=True)):
-        # each process of the task (a sensor's looks): its first to its last log line
-        marks[f"process_{n + 1}_s"] = round(events[nxt - 1][0] - events[first][0], 2)
+        # each process of the task (a sensor's looks): its first and its last log line
+        marks[f"process_{n + 1}_first"] = events[first][0]
+        marks[f"process_{n + 1}_last"] = events[nxt - 1][0]
     for when, text in events[starts[-1]:]:
         if text == "Worker startup parse complete":
             marks.setdefault("dag_parsed", when)
@@ -239,13 +254,12 @@ def breakdown(db: Path, home: Path, run_id: str, t0: float) -> dict[str, Any]:
             # that started last (its first log line)
             start = marks.get("process_start", start)
             entry["negative_looks"] = len(reschedules)
-            # wall time of each look's process, first to last log line (the last one found the partition)
-            looks = {int(k.split("_")[1]): v for k, v in marks.items() if k.startswith("process_") and k.endswith("_s")}
-            entry["look_process_s"] = [looks[n] for n in sorted(looks)]
-            entry["reschedule_date_to_next_look_s"] = [
-                _d(r["reschedule_date"], nxt) for r, nxt in
-                zip(reschedules, [r["start"] for r in reschedules[1:]] + [start], strict=True)]
-            entry["reschedules"] = [{k: iso(v) for k, v in r.items()} for r in reschedules]
+            # each look's process (first to last log line; the last one found the partition), and the time from
+            # one look's end to the next one's start: the poke interval plus the scheduler's and executor's delay
+            n_looks = len([k for k in marks if k.endswith("_first")])
+            looks = [(marks[f"process_{n}_first"], marks[f"process_{n}_last"]) for n in range(1, n_looks + 1)]
+            entry["look_process_s"] = [_d(a, b) for a, b in looks]
+            entry["look_end_to_next_look_start_s"] = [_d(a[1], b[0]) for a, b in itertools.pairwise(looks)]
             entry["t0_to_next_look_start_s"] = _d(t0, start)
             if reschedules:
                 entry["t0_to_reschedule_date_s"] = _d(t0, reschedules[-1]["reschedule_date"])
@@ -258,7 +272,7 @@ def breakdown(db: Path, home: Path, run_id: str, t0: float) -> dict[str, Any]:
             "task_code_s": _d(marks.get("task_code_start"), marks.get("task_code_end")),
             "task_code_end_to_end_s": _d(marks.get("task_code_end"), end),
             "run_s": _d(start, end),
-            "log_marks": {k: iso(v) for k, v in marks.items() if not k.endswith("_s")},
+            "log_marks": {k: iso(v) for k, v in marks.items() if not k.startswith("process_")},
         })
         tasks[task_id] = entry
         if ti["state"] in ("success", "skipped") and end:
@@ -283,6 +297,8 @@ def main() -> int:
     p.add_argument("--serve-poll-seconds", type=float, default=2.0, help="recsys serve --poll-seconds (default 2)")
     p.add_argument("--land-after-looks", type=int, default=1,
                    help="land once the sensor has looked this many times in vain (default 1)")
+    p.add_argument("--idle-seconds", type=float, default=30,
+                   help="measure the idle CPU of the Airflow processes this long before triggering")
     p.add_argument("--timeout", type=float, default=1200, help="seconds from t0 before giving up")
     p.add_argument("--out", type=Path)
     p.add_argument("--analyse", action="store_true",
@@ -327,6 +343,8 @@ def main() -> int:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         **overrides,
     })
+    result["environment"] = {k: env.get(k) for k in ["RECSYS_SENSOR_POKE_SECONDS", "AIRFLOW__CORE__EXECUTOR",
+                                                      "AIRFLOW__CORE__PARALLELISM"]}
     db = home / "airflow.db"
     result["airflow_db_migrate_s"] = run_cli(["airflow", "db", "migrate"], env, logs / "db-migrate.log")
     procs = Processes(logs)
@@ -342,6 +360,11 @@ def main() -> int:
         wait_for("the api-server", lambda: api.get("/api/v2/monitor/health").status_code == 200, 600, procs)
         wait_for("the DAG to be parsed", lambda: api.get(f"/api/v2/dags/{DAG_ID}").status_code == 200, 600, procs)
         result["startup_s"] = round(time.monotonic() - started, 1)
+        airflow_groups = {procs.procs[n].pid for n in ["api-server", "scheduler", "dag-processor", "triggerer"]}
+        cpu, t_cpu = group_cpu_s(airflow_groups), time.time()
+        time.sleep(args.idle_seconds)
+        idle = (group_cpu_s(airflow_groups) - cpu) / (time.time() - t_cpu)
+        result["airflow_cpu_idle"] = {"seconds": round(time.time() - t_cpu, 1), "cpu_per_s": round(idle, 3)}
         old = serve.get("/version").json()["version"]
         result["champion_before"] = old
         api.patch(f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
@@ -361,8 +384,14 @@ def main() -> int:
             return len(db_rows(db, "SELECT tr.id FROM task_reschedule tr JOIN task_instance ti ON ti.id = tr.ti_id "
                                    "WHERE ti.dag_id = ? AND ti.run_id = ?", (DAG_ID, run_id)))
 
+        wait_for("the sensor's first look", lambda: negative_looks() >= 1, 900, procs, 0.2)
+        cpu, t_cpu = group_cpu_s(airflow_groups), time.time()
         wait_for(f"{args.land_after_looks} negative look(s) of the sensor",
                  lambda: negative_looks() >= args.land_after_looks, 900, procs, 0.2)
+        if args.land_after_looks > 1:  # the looks after the first (cold) one, with the scheduler's own loop
+            result["airflow_cpu_while_waiting"] = {
+                "seconds": round(time.time() - t_cpu, 1), "looks": args.land_after_looks - 1,
+                "cpu_per_s": round((group_cpu_s(airflow_groups) - cpu) / (time.time() - t_cpu), 3)}
         result["trigger_to_landing_s"] = round(time.time() - t_trigger, 1)
         print(f"sensor waiting after {result['trigger_to_landing_s']} s; landing {args.date}", flush=True)
         land_started = time.time()
