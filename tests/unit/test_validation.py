@@ -174,6 +174,19 @@ def test_read_partition_concatenates_every_data_file(store, make_events):
     assert list(frame["event_id"]) == ["581001-0", "581001-1", "581002-0"]
 
 
+def test_read_partition_reads_only_the_asked_columns_of_parquet_and_csv_files(store, make_events):
+    store.write_parquet(f"{RAW}/part-00000.parquet", make_events(VALID[:2]))
+    store.write_bytes(f"{RAW}/part-00001.csv", make_events(VALID[2:]).to_csv(index=False).encode())
+    store.mark_success(RAW)
+    frame = read_partition(store, RAW, columns=["user_id", "quantity"])
+    assert list(frame.columns) == ["user_id", "quantity"]
+    assert list(frame["user_id"]) == ["17850", "17850", "13047"]
+    assert list(frame["quantity"]) == [6, 1, 1]
+    assert str(frame["quantity"].dtype) == "int64"
+    with pytest.raises(StorageError, match=r"part-00000\.parquet has no column basket_id \(it has event_id, "):
+        read_partition(store, RAW, columns=["user_id", "basket_id"])
+
+
 def test_a_valid_csv_partition_passes(store, make_events):
     store.write_bytes(f"{RAW}/part-00000.csv", make_events(VALID).to_csv(index=False).encode())
     store.mark_success(RAW)
