@@ -10,8 +10,8 @@ export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=True
 export RECSYS_STORAGE_ROOT="${RECSYS_STORAGE_ROOT:-$REPO_ROOT/var/store}"
 # The partition sensor looks every 15 s here instead of the DAG's 60 s default: a day that lands while its run
-# waits is picked up within 15 s, not 60 (bench/freshness: landing to served 148 s -> see its README). Each look
-# is a short task process (reschedule mode), about 1 s of CPU; read by the DAG processor, so set it before
-# `airflow standalone`.
+# waits is found within ~16 s instead of ~61 s (bench/freshness/README.md: landing to served 148 s -> 83 s).
+# The price: each look is a short task process (reschedule mode), ~3.5 CPU-s on this machine, so a waiting run
+# costs ~0.2 of a core. Read by the DAG processor: set it before `airflow standalone`.
 export RECSYS_SENSOR_POKE_SECONDS="${RECSYS_SENSOR_POKE_SECONDS:-15}"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"

@@ -4,8 +4,9 @@ Everything runs as `airflow standalone` runs it, not `airflow dags test`: the ap
 Execution API and the REST API), the scheduler with its LocalExecutor, the DAG processor and the
 triggerer, on SQLite, each a process of its own, plus `recsys serve`. Per run of this script:
 
-1. seed (once, cached in ``<workdir>/seed``): land ``--seed-days`` days of Online Retail from ``--seed-from``
-   and process them with ``recsys run`` (no Airflow), so there is a champion to serve;
+1. seed (cached in ``<workdir>/seed`` until the recsys sources or RECSYS_* settings change): land
+   ``--seed-days`` days of Online Retail from ``--seed-from`` and process them with ``recsys run`` (no
+   Airflow), so there is a champion to serve;
 2. a fresh AIRFLOW_HOME and a copy of the seed store under ``<workdir>/runs/<label>``; ``airflow db migrate``;
 3. start api-server, scheduler, dag-processor, triggerer and ``recsys serve`` (all in new process groups);
    wait until the service answers and the DAG is parsed;
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import itertools
 import json
 import os
@@ -52,6 +54,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 
+
 def _serving_bench() -> Any:
     """bench/serving_latency/run.py as a module (its free-port and CPU-name helpers are reused here)."""
     import importlib.util
@@ -67,8 +70,16 @@ _serving = _serving_bench()
 _cpu_name, _free_port = _serving._cpu_name, _serving._free_port
 
 DAG_ID = "recsys_incremental_update"
-TASK_ORDER = ["wait_for_partition", "validate", "build_features", "fine_tune", "evaluate", "deploy_if_blessed",
-              "deploy", "refresh_serving_index"]
+TASK_ORDER = [
+    "wait_for_partition",
+    "validate",
+    "build_features",
+    "fine_tune",
+    "evaluate",
+    "deploy_if_blessed",
+    "deploy",
+    "refresh_serving_index",
+]
 TARGET_S = 120.0
 
 
@@ -94,8 +105,9 @@ class Processes:
 
     def start(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
         out = (self.logs / f"{name}.log").open("wb")
-        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                cwd=ROOT)
+        proc = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT
+        )
         out.close()
         self.procs[name] = proc
         return proc
@@ -152,21 +164,42 @@ def wait_for(what: str, check: Any, timeout: float, procs: Processes, every: flo
         time.sleep(every)
 
 
+def code_key(start: str, days: int, env: dict[str, str]) -> str:
+    """What the seed store depends on: the recsys sources, the seed days and the RECSYS_* settings.
+
+    A seed trained by other code (say, another embedding size) cannot be fine-tuned by this code.
+    """
+    digest = hashlib.sha256(f"{start} {days}".encode())
+    for path in sorted((ROOT / "recsys").rglob("*.py")):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + path.read_bytes())
+    for name in sorted(k for k in env if k.startswith("RECSYS_") and k != "RECSYS_STORAGE_ROOT"):
+        digest.update(f"{name}={env[name]}".encode())
+    return digest.hexdigest()[:16]
+
+
 def seed(workdir: Path, start: str, days: int, env: dict[str, str]) -> dict[str, Any]:
-    """A store with ``days`` processed days (cached): the champion the service starts with."""
+    """A store with ``days`` processed days: the champion the service starts with. Cached in ``<workdir>/seed``
+    and rebuilt when :func:`code_key` changes."""
     store = workdir / "seed" / "store"
     done = workdir / "seed" / "seed.json"
-    if done.exists():
+    key = code_key(start, days, env)
+    if done.exists() and json.loads(done.read_text()).get("key") == key:
         return json.loads(done.read_text())
     shutil.rmtree(workdir / "seed", ignore_errors=True)
     store.mkdir(parents=True)
     senv = {**env, "RECSYS_STORAGE_ROOT": str(store)}
     log = workdir / "seed" / "seed.log"
-    landed = subprocess.run([sys.executable, "-m", "recsys.cli", "land", "--from", start, "--days", str(days)],
-                            env=senv, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    landed = subprocess.run(
+        [sys.executable, "-m", "recsys.cli", "land", "--from", start, "--days", str(days)],
+        env=senv,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
     dates = [x["date"] for x in json.loads(landed)]
     seconds = {d: run_cli([sys.executable, "-m", "recsys.cli", "run", "--date", d], senv, log) for d in dates}
-    info = {"dates": dates, "recsys_run_s": seconds, "uptime": uptime()}
+    info = {"key": key, "dates": dates, "recsys_run_s": seconds, "uptime": uptime()}
     done.write_text(json.dumps(info, indent=1) + "\n")
     return info
 
@@ -216,7 +249,7 @@ def log_marks(home: Path, run_id: str, task_id: str) -> dict[str, float]:
         # each process of the task (a sensor's looks): its first and its last log line
         marks[f"process_{n + 1}_first"] = events[first][0]
         marks[f"process_{n + 1}_last"] = events[nxt - 1][0]
-    for when, text in events[starts[-1]:]:
+    for when, text in events[starts[-1] :]:
         if text == "Worker startup parse complete":
             marks.setdefault("dag_parsed", when)
         elif text == "::endgroup::":
@@ -229,15 +262,28 @@ def log_marks(home: Path, run_id: str, task_id: str) -> dict[str, float]:
 def breakdown(db: Path, home: Path, run_id: str, t0: float) -> dict[str, Any]:
     """Per task, from the metadata DB: when the scheduler made it scheduled and queued it, when its process
     reported running (start) and when it ended; the gaps between those and the upstream task's end."""
-    tis = {r["task_id"]: r for r in db_rows(
-        db, "SELECT task_id, state, try_number, scheduled_dttm, queued_dttm, start_date, end_date FROM task_instance "
-            "WHERE dag_id = ? AND run_id = ?", (DAG_ID, run_id))}
+    tis = {
+        r["task_id"]: r
+        for r in db_rows(
+            db,
+            "SELECT task_id, state, try_number, scheduled_dttm, queued_dttm, start_date, end_date FROM task_instance "
+            "WHERE dag_id = ? AND run_id = ?",
+            (DAG_ID, run_id),
+        )
+    }
     reschedules = [
-        {"start": db_time(r["start_date"]), "end": db_time(r["end_date"]),
-         "reschedule_date": db_time(r["reschedule_date"])}
-        for r in db_rows(db, "SELECT tr.start_date, tr.end_date, tr.reschedule_date FROM task_reschedule tr "
-                             "JOIN task_instance ti ON ti.id = tr.ti_id WHERE ti.dag_id = ? AND ti.run_id = ? "
-                             "AND ti.task_id = 'wait_for_partition' ORDER BY tr.start_date", (DAG_ID, run_id))
+        {
+            "start": db_time(r["start_date"]),
+            "end": db_time(r["end_date"]),
+            "reschedule_date": db_time(r["reschedule_date"]),
+        }
+        for r in db_rows(
+            db,
+            "SELECT tr.start_date, tr.end_date, tr.reschedule_date FROM task_reschedule tr "
+            "JOIN task_instance ti ON ti.id = tr.ti_id WHERE ti.dag_id = ? AND ti.run_id = ? "
+            "AND ti.task_id = 'wait_for_partition' ORDER BY tr.start_date",
+            (DAG_ID, run_id),
+        )
     ]
     tasks: dict[str, Any] = {}
     previous_end = None
@@ -263,17 +309,22 @@ def breakdown(db: Path, home: Path, run_id: str, t0: float) -> dict[str, Any]:
             entry["t0_to_next_look_start_s"] = _d(t0, start)
             if reschedules:
                 entry["t0_to_reschedule_date_s"] = _d(t0, reschedules[-1]["reschedule_date"])
-        entry.update({
-            "scheduled": iso(scheduled), "queued": iso(queued), "start": iso(start), "end": iso(end),
-            "upstream_end_to_scheduled_s": _d(previous_end, scheduled),
-            "scheduled_to_queued_s": _d(scheduled, queued),
-            "queued_to_start_s": _d(queued, start),
-            "start_to_task_code_s": _d(start, marks.get("task_code_start")),
-            "task_code_s": _d(marks.get("task_code_start"), marks.get("task_code_end")),
-            "task_code_end_to_end_s": _d(marks.get("task_code_end"), end),
-            "run_s": _d(start, end),
-            "log_marks": {k: iso(v) for k, v in marks.items() if not k.startswith("process_")},
-        })
+        entry.update(
+            {
+                "scheduled": iso(scheduled),
+                "queued": iso(queued),
+                "start": iso(start),
+                "end": iso(end),
+                "upstream_end_to_scheduled_s": _d(previous_end, scheduled),
+                "scheduled_to_queued_s": _d(scheduled, queued),
+                "queued_to_start_s": _d(queued, start),
+                "start_to_task_code_s": _d(start, marks.get("task_code_start")),
+                "task_code_s": _d(marks.get("task_code_start"), marks.get("task_code_end")),
+                "task_code_end_to_end_s": _d(marks.get("task_code_end"), end),
+                "run_s": _d(start, end),
+                "log_marks": {k: iso(v) for k, v in marks.items() if not k.startswith("process_")},
+            }
+        )
         tasks[task_id] = entry
         if ti["state"] in ("success", "skipped") and end:
             previous_end = end
@@ -292,17 +343,33 @@ def main() -> int:
     p.add_argument("--seed-days", type=int, default=3)
     p.add_argument("--date", default="2010-12-05", help="the day landed and measured (after the seed days)")
     p.add_argument("--gate", action="store_true", help="let the evaluation decide (default: deploy_mode=force)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="environment of every Airflow component (e.g. RECSYS_SENSOR_POKE_SECONDS=60)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment of every Airflow component (e.g. RECSYS_SENSOR_POKE_SECONDS=60)",
+    )
     p.add_argument("--serve-poll-seconds", type=float, default=2.0, help="recsys serve --poll-seconds (default 2)")
-    p.add_argument("--land-after-looks", type=int, default=1,
-                   help="land once the sensor has looked this many times in vain (default 1)")
-    p.add_argument("--idle-seconds", type=float, default=30,
-                   help="measure the idle CPU of the Airflow processes this long before triggering")
+    p.add_argument(
+        "--land-after-looks",
+        type=int,
+        default=1,
+        help="land once the sensor has looked this many times in vain (default 1)",
+    )
+    p.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=30,
+        help="measure the idle CPU of the Airflow processes this long before triggering",
+    )
     p.add_argument("--timeout", type=float, default=1200, help="seconds from t0 before giving up")
     p.add_argument("--out", type=Path)
-    p.add_argument("--analyse", action="store_true",
-                   help="only recompute the breakdown of the results file from its run directory (no new run)")
+    p.add_argument(
+        "--analyse",
+        action="store_true",
+        help="only recompute the breakdown of the results file from its run directory (no new run)",
+    )
     args = p.parse_args()
     out = args.out or Path(__file__).with_name(f"results-{args.label}.json")
     if args.analyse:
@@ -316,10 +383,18 @@ def main() -> int:
     result: dict[str, Any] = {
         "command": "python bench/freshness/run.py " + " ".join(sys.argv[1:]),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "cpu": _cpu_name(), "python": platform.python_version(),
-                    "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                             text=True, cwd=ROOT).stdout.strip()},
-        "uptime_before": uptime(), "date": args.date, "settings": overrides, "target_s": TARGET_S,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "cpu": _cpu_name(),
+            "python": platform.python_version(),
+            "commit": subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+            ).stdout.strip(),
+        },
+        "uptime_before": uptime(),
+        "date": args.date,
+        "settings": overrides,
+        "target_s": TARGET_S,
     }
     print(result["uptime_before"], flush=True)
     result["seed"] = seed(args.workdir, args.seed_from, args.seed_days, env)
@@ -331,20 +406,26 @@ def main() -> int:
     home.mkdir()
     shutil.copytree(args.workdir / "seed" / "store", store)
     api_port, serve_port = _free_port(), _free_port()
-    env.update({
-        "AIRFLOW_HOME": str(home), "RECSYS_STORAGE_BACKEND": "local", "RECSYS_STORAGE_ROOT": str(store),
-        "AIRFLOW__API__PORT": str(api_port), "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        **overrides,
-    })
-    result["environment"] = {k: env.get(k) for k in ["RECSYS_SENSOR_POKE_SECONDS", "AIRFLOW__CORE__EXECUTOR",
-                                                      "AIRFLOW__CORE__PARALLELISM"]}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "RECSYS_STORAGE_BACKEND": "local",
+            "RECSYS_STORAGE_ROOT": str(store),
+            "AIRFLOW__API__PORT": str(api_port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            **overrides,
+        }
+    )
+    result["environment"] = {
+        k: env.get(k) for k in ["RECSYS_SENSOR_POKE_SECONDS", "AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__PARALLELISM"]
+    }
     db = home / "airflow.db"
     result["airflow_db_migrate_s"] = run_cli(["airflow", "db", "migrate"], env, logs / "db-migrate.log")
     procs = Processes(logs)
@@ -354,8 +435,22 @@ def main() -> int:
         started = time.monotonic()
         for name in ["api-server", "scheduler", "dag-processor", "triggerer"]:
             procs.start(name, ["airflow", name], env)
-        procs.start("serve", [sys.executable, "-m", "recsys.cli", "serve", "--port", str(serve_port),
-                              "--poll-seconds", str(args.serve_poll_seconds), "--log-level", "warning"], env)
+        procs.start(
+            "serve",
+            [
+                sys.executable,
+                "-m",
+                "recsys.cli",
+                "serve",
+                "--port",
+                str(serve_port),
+                "--poll-seconds",
+                str(args.serve_poll_seconds),
+                "--log-level",
+                "warning",
+            ],
+            env,
+        )
         wait_for("recsys serve", lambda: serve.get("/readyz").status_code == 200, 600, procs)
         wait_for("the api-server", lambda: api.get("/api/v2/monitor/health").status_code == 200, 600, procs)
         wait_for("the DAG to be parsed", lambda: api.get(f"/api/v2/dags/{DAG_ID}").status_code == 200, 600, procs)
@@ -370,8 +465,11 @@ def main() -> int:
         api.patch(f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
         conf = {} if args.gate else {"deploy_mode": "force", "deploy_reason": "bench/freshness: time to serve"}
         t_trigger = time.time()
-        run = api.post(f"/api/v2/dags/{DAG_ID}/dagRuns",
-                       json={"logical_date": f"{args.date}T00:00:00Z", "conf": conf}).raise_for_status().json()
+        run = (
+            api.post(f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": f"{args.date}T00:00:00Z", "conf": conf})
+            .raise_for_status()
+            .json()
+        )
         run_id = run["dag_run_id"]
         result["run_id"] = run_id
         result["trigger_request_s"] = round(time.time() - t_trigger, 3)
@@ -381,17 +479,30 @@ def main() -> int:
             r = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/wait_for_partition")
             if r.status_code != 200 or r.json().get("state") != "up_for_reschedule":
                 return 0
-            return len(db_rows(db, "SELECT tr.id FROM task_reschedule tr JOIN task_instance ti ON ti.id = tr.ti_id "
-                                   "WHERE ti.dag_id = ? AND ti.run_id = ?", (DAG_ID, run_id)))
+            return len(
+                db_rows(
+                    db,
+                    "SELECT tr.id FROM task_reschedule tr JOIN task_instance ti ON ti.id = tr.ti_id "
+                    "WHERE ti.dag_id = ? AND ti.run_id = ?",
+                    (DAG_ID, run_id),
+                )
+            )
 
         wait_for("the sensor's first look", lambda: negative_looks() >= 1, 900, procs, 0.2)
         cpu, t_cpu = group_cpu_s(airflow_groups), time.time()
-        wait_for(f"{args.land_after_looks} negative look(s) of the sensor",
-                 lambda: negative_looks() >= args.land_after_looks, 900, procs, 0.2)
+        wait_for(
+            f"{args.land_after_looks} negative look(s) of the sensor",
+            lambda: negative_looks() >= args.land_after_looks,
+            900,
+            procs,
+            0.2,
+        )
         if args.land_after_looks > 1:  # the looks after the first (cold) one, with the scheduler's own loop
             result["airflow_cpu_while_waiting"] = {
-                "seconds": round(time.time() - t_cpu, 1), "looks": args.land_after_looks - 1,
-                "cpu_per_s": round((group_cpu_s(airflow_groups) - cpu) / (time.time() - t_cpu), 3)}
+                "seconds": round(time.time() - t_cpu, 1),
+                "looks": args.land_after_looks - 1,
+                "cpu_per_s": round((group_cpu_s(airflow_groups) - cpu) / (time.time() - t_cpu), 3),
+            }
         result["trigger_to_landing_s"] = round(time.time() - t_trigger, 1)
         print(f"sensor waiting after {result['trigger_to_landing_s']} s; landing {args.date}", flush=True)
         land_started = time.time()
@@ -475,7 +586,7 @@ def summarise(result: dict[str, Any], t0: float, switched: float | None, served:
     previous = "wait_for_partition"
     for task_id in TASK_ORDER[1:]:
         entry = tasks.get(task_id)
-        if not entry or entry["start"] is None:
+        if not entry or entry["start"] is None or entry["state"] not in ("success", "skipped", "failed"):
             continue
         prev_end = ts(tasks[previous]["end"])
         parts[f"gap: {previous} end -> {task_id} start"] = _d(prev_end, ts(entry["start"]))
@@ -487,9 +598,13 @@ def summarise(result: dict[str, Any], t0: float, switched: float | None, served:
     parts["service: champion switch -> answers with it"] = _d(switched, served)
     known = [v for v in parts.values() if v is not None]
     gaps = sum(v for k, v in parts.items() if k.startswith("gap") and v is not None)
-    return {"parts_s": parts, "sum_of_parts_s": round(sum(known), 1), "t0_to_served_s": _d(t0, served),
-            "scheduling_gaps_total_s": round(gaps, 1),
-            "task_runs_total_s": round(sum(v for k, v in parts.items() if k.startswith("task") and v), 1)}
+    return {
+        "parts_s": parts,
+        "sum_of_parts_s": round(sum(known), 1),
+        "t0_to_served_s": _d(t0, served),
+        "scheduling_gaps_total_s": round(gaps, 1),
+        "task_runs_total_s": round(sum(v for k, v in parts.items() if k.startswith("task") and v), 1),
+    }
 
 
 if __name__ == "__main__":
