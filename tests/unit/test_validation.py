@@ -13,6 +13,7 @@ from recsys.validation.partition import (
     ValidationReport,
     load_suite,
     read_partition,
+    suite_columns,
     validate_partition,
 )
 
@@ -185,6 +186,14 @@ def test_read_partition_reads_only_the_asked_columns_of_parquet_and_csv_files(st
     assert str(frame["quantity"].dtype) == "int64"
     with pytest.raises(StorageError, match=r"part-00000\.parquet has no column basket_id \(it has event_id, "):
         read_partition(store, RAW, columns=["user_id", "basket_id"])
+
+
+def test_great_expectations_gets_only_the_columns_its_suite_reads(make_events):
+    frame = make_events(VALID)
+    picked = suite_columns(frame, load_suite())
+    assert list(picked.columns) == ["event_id", "event_time", "user_id", "item_id", "event_type", "quantity", "price"]
+    table_rule = {"expectations": [{"type": "expect_table_columns_to_match_set", "kwargs": {"column_set": []}}]}
+    assert list(suite_columns(frame, table_rule).columns) == list(frame.columns)
 
 
 def test_a_valid_csv_partition_passes(store, make_events):
