@@ -40,14 +40,14 @@ class Settings:
     sensor_poke_seconds: int = 60
     sensor_timeout_seconds: int = 12 * 3600
     # model
-    embedding_dim: int = 32
+    embedding_dim: int = 64
     learning_rate: float = 0.1
     epochs: int = 3
-    batch_size: int = 256
-    logq_correction: bool = False  # correct in-batch negatives for item popularity (see two_tower.py)
+    batch_size: int = 1024
+    logq_correction: bool = True  # correct in-batch negatives for item popularity (see two_tower.py)
     replay_examples: int = 20_000  # older examples mixed into each fine-tune (forgetting guard)
     history_length: int = 50  # recent distinct items per customer the query tower sees
-    min_user_count: int = 1  # examples an id needs before it gets its own embedding row (else OOV row)
+    min_user_count: int = 2  # examples an id needs before it gets its own embedding row (else OOV row)
     min_item_count: int = 1
     seed: int = 42
     # evaluation and the deploy gate

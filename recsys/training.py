@@ -128,6 +128,12 @@ def _train_version(
     tf.keras.utils.set_random_seed(seed)
     model = two_tower.build_model(user_rows, item_rows, settings.embedding_dim, **item_features)
     old = load_tables(store, parent) if parent is not None else None
+    if old is not None and old["user"].shape[1] != settings.embedding_dim:
+        raise TrainingError(
+            f"version {parent} has {old['user'].shape[1]}-d embeddings but RECSYS_EMBEDDING_DIM is "
+            f"{settings.embedding_dim}: a fine-tune cannot change the size; run a full retrain (`recsys retrain` "
+            f"or the recsys_full_retrain DAG) with the new size first, or set the size back"
+        )
     if old is not None:
         two_tower.set_tables(model, two_tower.grow_tables(old, user_rows, item_rows, seed))
     model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=settings.learning_rate))

@@ -104,7 +104,8 @@ def test_features_prints_the_stats(root, capsys, publish_events):
     publish_events(LocalStore(root), date(2011, 1, 4), [("e1", "2011-01-04 09:00:00", "u1", "i1", "purchase", 1, 1.0)])
     assert main(["features", "--date", "2011-01-04"]) == 0
     stats = json.loads(capsys.readouterr().out)
-    assert (stats["date"], stats["examples"], stats["new_users"], stats["new_items"]) == ("2011-01-04", 1, 1, 1)
+    assert (stats["date"], stats["examples"], stats["new_users"], stats["new_items"]) == ("2011-01-04", 1, 0, 1)
+    assert stats["pending_users"] == 1  # one example: below the default minimum count of 2, on the OOV row
 
 
 def test_domain_errors_of_a_step_exit_2(root, capsys):

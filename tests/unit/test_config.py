@@ -12,7 +12,7 @@ from recsys.config import ConfigError, Settings
 def test_empty_env_gives_the_documented_defaults():
     s = Settings.from_env({})
     assert s == Settings()
-    assert (s.storage_backend, s.k, s.embedding_dim, s.epochs, s.batch_size) == ("local", 100, 32, 3, 256)
+    assert (s.storage_backend, s.k, s.embedding_dim, s.epochs, s.batch_size) == ("local", 100, 64, 3, 1024)
     assert (s.min_recall, s.max_regression, s.min_eval_users) == (0.02, 0.0, 10)
     assert s.holdout_fraction == 0.25
 
@@ -171,6 +171,6 @@ def test_nan_is_rejected(var):
 def test_boolean_settings_parse_words_and_reject_others():
     assert Settings.from_env({"RECSYS_LOGQ_CORRECTION": "true"}).logq_correction is True
     assert Settings.from_env({"RECSYS_LOGQ_CORRECTION": "0"}).logq_correction is False
-    assert Settings.from_env({}).logq_correction is False
+    assert Settings.from_env({}).logq_correction is True  # measured: bench/replay_quality
     with pytest.raises(ConfigError, match="RECSYS_LOGQ_CORRECTION"):
         Settings.from_env({"RECSYS_LOGQ_CORRECTION": "maybe"})

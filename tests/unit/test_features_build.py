@@ -15,7 +15,7 @@ from recsys.storage import StorageError
 
 D1, D2 = date(2011, 1, 4), date(2011, 1, 5)
 FRACTION = 0.5
-SETTINGS = Settings(holdout_fraction=FRACTION)
+SETTINGS = Settings(holdout_fraction=FRACTION, min_user_count=1)  # every id gets a row (see the min-count test)
 
 DAY1 = [
     ("e1", "2011-01-04 09:00:00", "u1", "i1", "purchase", 1, 1.0),

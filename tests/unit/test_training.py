@@ -83,7 +83,7 @@ def tiny(store, publish_events):
     """Two days of features: 6 users x 4 items, then one new user (u7) and one new item (i5)."""
     publish_events(store, D1, DAY1)
     publish_events(store, D2, DAY2)
-    stats = [build_features(store, day, Settings(holdout_fraction=0.25)) for day in (D1, D2)]
+    stats = [build_features(store, day, Settings(holdout_fraction=0.25, min_user_count=1)) for day in (D1, D2)]
     settings = Settings(storage_root=str(store.root), epochs=1, embedding_dim=8, batch_size=4, replay_examples=100)
     return store, settings, stats
 
@@ -171,12 +171,12 @@ def test_train_from_scratch_needs_the_days_features(store):
 @pytest.mark.slow
 def test_fine_tune_with_the_logq_correction_trains_and_records_it(tiny):
     store, settings, _ = tiny
-    plain = fine_tune(store, settings, D1)
+    plain = fine_tune(store, settings.replace(logq_correction=False), D1)
     corrected = fine_tune(store, settings.replace(logq_correction=True), D2)
     assert plain["logq_correction"] is False and corrected["logq_correction"] is True
     assert np.isfinite(corrected["final_loss"])
     # the correction changes the loss: the same day trained both ways gives different weights
-    other = train_from_scratch(store, settings.replace(logq_correction=True), D1)
+    other = train_from_scratch(store, settings.replace(logq_correction=True), D1)  # v1 is without it
     assert not np.array_equal(load_tables(store, other["version"])["item"], load_tables(store, 1)["item"])
 
 
@@ -202,3 +202,11 @@ def test_the_exported_saved_model_ranks_exactly_as_the_scorer(tiny, tmp_path):
     exported = [[i.decode() for i in row] for row in out["item_ids"].numpy()]
     assert exported == scorer.top_k(users, 3)
     np.testing.assert_allclose(out["scores"].numpy()[:, 0], scorer.scores(users)[:, 1:].max(1), rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_fine_tune_refuses_to_change_the_embedding_size_and_says_what_to_do(tiny):
+    store, settings, _ = tiny
+    fine_tune(store, settings, D1)
+    with pytest.raises(TrainingError, match=r"version 1 has 8-d embeddings but RECSYS_EMBEDDING_DIM is 16.*retrain"):
+        fine_tune(store, settings.replace(embedding_dim=16), D2)
