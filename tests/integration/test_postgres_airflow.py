@@ -1,23 +1,21 @@
 """Airflow's metadata database on a real PostgreSQL server: migrate it and run the incremental DAG on it.
 
-The test starts a throwaway cluster of Debian's ``postgresql`` package (``initdb`` + ``pg_ctl`` on a free
-loopback port, as the ``postgres`` user when run as root) and stops it afterwards. Airflow runs in
-subprocesses (its database is chosen when it is first imported, and this session's is SQLite).
+The test starts a throwaway cluster of Debian's ``postgresql`` package (tests/postgres.py: ``initdb`` +
+``pg_ctl`` on a free loopback port, as the ``postgres`` user when run as root) and stops it afterwards.
+Airflow runs in subprocesses (its database is chosen when it is first imported, and this session's is SQLite).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 from datetime import date
 from pathlib import Path
 
 import pytest
+
+from tests.postgres import throwaway_postgres
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -26,71 +24,11 @@ DAG_ID = "recsys_incremental_update"
 DAY = "2010-12-01"
 
 
-def _pg_bin() -> Path:
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
-    if not versions:
-        pytest.fail("PostgreSQL is not installed: apt-get install postgresql (.ci/run and scripts/setup.sh do)",
-                    pytrace=False)
-    return versions[-1].parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def postgres():
-    """A running PostgreSQL cluster with an ``airflow`` database; yields its SQLAlchemy URL.
-
-    The cluster lives in its own directory under the system temp dir (pytest's are private to root),
-    owned by the ``postgres`` user when the tests run as root (PostgreSQL refuses to run as root).
-    """
-    bindir = _pg_bin()
-    root = Path(tempfile.mkdtemp(prefix="recsys-test-postgres-"))
-    data, sockets = root / "data", root / "sockets"
-    sockets.mkdir()
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        root.chmod(0o755)
-        shutil.chown(root, "postgres")
-        shutil.chown(sockets, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-
-    def run(*cmd: str, timeout: int = 120) -> None:
-        out = subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=timeout)
-        assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}"
-
-    try:
-        run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "-o",
-            f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
-        run(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "airflow")
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/airflow"
-    finally:
-        _stop(as_user, bindir, data)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _stop(as_user: list[str], bindir: Path, data: Path) -> None:
-    """pg_ctl's fast shutdown; if that fails, SIGINT (fast shutdown) to the postmaster of ``postmaster.pid``."""
-    import signal
-    import time
-
-    pid_file = data / "postmaster.pid"
-    if not pid_file.exists():
-        return
-    pid = int(pid_file.read_text().split()[0])
-    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                   capture_output=True, timeout=120)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGINT)
-        for _ in range(100):
-            os.kill(pid, 0)
-            time.sleep(0.1)
-        os.kill(pid, signal.SIGKILL)
+    """A running PostgreSQL cluster with an ``airflow`` database (tests/postgres.py); yields its SQLAlchemy URL."""
+    with throwaway_postgres() as url:
+        yield url
 
 
 def test_the_incremental_dag_runs_with_its_metadata_in_postgresql(postgres, tmp_path):
