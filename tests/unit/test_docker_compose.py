@@ -9,6 +9,7 @@ access for the base images in CI).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -28,6 +29,12 @@ AIRFLOW_SERVICES = {
     "airflow-worker",
     "airflow-init",
 }
+
+
+def compose_env() -> dict[str, str]:
+    """Where to find Docker and its plugins, and nothing the compose file interpolates (its defaults apply)."""
+    keep = ("PATH", "HOME", "DOCKER_CONFIG", "DOCKER_HOST")
+    return {k: v for k, v in os.environ.items() if k in keep}
 
 
 def compose_command() -> list[str]:
@@ -51,7 +58,7 @@ def rendered() -> dict:
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin"},
+        env=compose_env(),
     )
     assert proc.returncode == 0, f"docker compose config rejected {COMPOSE}:\n{proc.stderr}"
     return yaml.safe_load(proc.stdout)
@@ -72,7 +79,7 @@ def test_compose_rejects_a_broken_file(tmp_path):
         [*compose_command(), "-f", str(path), "config"],
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin"},
+        env=compose_env(),
     )
     assert proc.returncode != 0
     assert "no-such-service" in proc.stderr
@@ -96,6 +103,10 @@ def test_airflow_runs_celery_on_postgres_and_redis_with_one_shared_configuration
     assert commands["airflow-apiserver"] == "airflow api-server"
     for name in AIRFLOW_SERVICES - {"airflow-init"}:
         assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+
+
+def test_the_network_has_the_name_the_docker_operator_joins(rendered):
+    assert rendered["networks"]["default"]["name"] == "recsys_default"
 
 
 def test_hdfs_namenode_and_datanode_agree_on_the_file_system(rendered):
