@@ -66,6 +66,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # the shared glue next to this file
     sys.path.append(str(Path(__file__).resolve().parent))
+import recsys_container_training as container_training
 import recsys_dag_support as support
 
 DAG_ID = "recsys_incremental_update"
@@ -324,9 +325,15 @@ def recsys_incremental_update() -> None:
     def build_features() -> dict[str, Any]:
         return _run_step("features")
 
-    @task
-    def fine_tune() -> dict[str, Any]:
-        return _run_step("train")
+    # RECSYS_TRAIN_IN_CONTAINER=docker|kubernetes runs the same step (`recsys train`) in the trainer image
+    train = container_training.training_task()
+    if train is None:
+
+        @task
+        def fine_tune() -> dict[str, Any]:
+            return _run_step("train")
+
+        train = fine_tune()
 
     @task
     def evaluate() -> dict[str, Any]:
@@ -355,7 +362,7 @@ def recsys_incremental_update() -> None:
         return _run_step("refresh_index")
 
     decision = evaluate()
-    wait_for_partition >> validate() >> build_features() >> fine_tune() >> decision
+    wait_for_partition >> validate() >> build_features() >> train >> decision
     deploy_if_blessed(decision) >> deploy() >> refresh_serving_index()
 
 
