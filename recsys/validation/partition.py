@@ -117,9 +117,10 @@ def read_partition(
         if path.endswith(".parquet"):
             try:
                 if columns is None:
-                    frames.append(store.read_parquet(path))
+                    frame = store.read_parquet(path)
                 else:
-                    frames.append(_read_parquet_columns(store, path, columns))
+                    frame = _read_parquet_columns(store, path, columns)
+                frames.append(_canonical_text(frame))
             except (OSError, ValueError) as err:  # pyarrow raises ArrowInvalid (a ValueError) for bad bytes
                 raise StorageError(
                     f"{store.uri(path)} cannot be read: a truncated or corrupt parquet file ({err})"
@@ -158,6 +159,20 @@ def _require_columns(store: PartitionStore, path: str, present: list[str], colum
     missing = [c for c in columns if c not in present]
     if missing:
         raise StorageError(f"{store.uri(path)} has no column {', '.join(missing)} (it has {', '.join(present)})")
+
+
+def _canonical_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text columns of the canonical schemas as pandas' ``string`` dtype.
+
+    Parquet written without pandas metadata (Spark, plain Arrow writers) reads back as ``str``/object;
+    the suites check the canonical dtype. Only columns that already hold text are converted, so a
+    wrongly typed column (numbers where ids belong) is still reported.
+    """
+    for column in frame.columns:
+        wanted = schema.EVENT_DTYPES.get(column) or schema.CATALOG_DTYPES.get(column)
+        if wanted == "string" and str(frame[column].dtype) != "string" and pd.api.types.is_string_dtype(frame[column]):
+            frame[column] = frame[column].astype("string")
+    return frame
 
 
 def _read_csv(data: bytes) -> pd.DataFrame:

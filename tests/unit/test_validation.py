@@ -250,3 +250,24 @@ def test_validation_thresholds_come_from_the_environment(store, publish_events):
     publish_events(store, DAY, VALID)  # prices up to 3.39
     with pytest.raises(ValidationFailed, match=r"\[price range\]"):
         validate_partition(store, DAY, settings)
+
+
+def test_parquet_written_without_pandas_metadata_validates_like_pandas_output(store, make_events):
+    """Spark and plain Arrow writers store no pandas metadata: text columns come back as str, not string."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from recsys.storage import layout
+
+    day = date(2011, 1, 4)
+    events = make_events([("e1", "2011-01-04 09:00:00", "u1", "i1", "purchase", 1, 1.0),
+                          ("e2", "2011-01-04 09:05:00", "u2", "i2", "purchase", 2, 3.5)])
+    partition = layout.raw_events(day)
+    target = store.root / partition / "part-00000.parquet"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(events, preserve_index=False).replace_schema_metadata(None), target)
+    store.mark_success(partition)
+    frame = read_partition(store, partition)
+    assert frame["user_id"].dtype == "string"
+    report = validate_partition(store, day)
+    assert report.success, report.failed
