@@ -11,10 +11,14 @@ scheduler, a DAG processor, an api-server and the CLI writing at once SQLite ans
 The two tests are consecutive chapters of one deployment's history (they share the stack; the second
 starts where the first ended, and also passes on its own):
 
-1. a backfill of 2010-12-01..03 runs the dates in order, one at a time, and each date gets one decision;
-2. a backfill of 2010-12-05..06 whose first date fails validation (a corrupt delivery): 2010-12-06 looks
-   for its partition and then waits (``depends_on_past``); after the delivery is fixed and the failed
-   date cleared, both dates complete in order, and clearing the fixed date again changes nothing.
+1. a backfill of 2010-12-01..03 stays queued while the DAG is paused; once unpaused, it runs the dates in
+   order, one at a time, and each date gets one decision;
+2. a backfill of 2010-12-05..06 whose first date fails validation (a corrupt delivery): 2010-12-06 finds
+   its partition and then waits at ``validate`` (``depends_on_past``). Once the delivery is fixed,
+   clearing the failed date alone is not enough in Airflow 3.3: the cleared run is queued behind the
+   waiting run, which holds the backfill's only slot (``--max-active-runs 1``), so neither moves. Putting
+   the waiting run back in the queue (REST) lets the backfill run both dates, in order. Clearing the
+   fixed date once more reprocesses it without changing a byte of the store or touching the later date.
 
 Operator actions go through the commands the README documents (``airflow dags unpause``, ``airflow
 backfill create``, ``airflow tasks clear``); states and the reasons a task waits are read from the REST
@@ -65,7 +69,7 @@ AFTER_SENSOR = [
 START_TIMEOUT = 240  # s: migrate is separate; the three servers up and the DAG parsed
 CLI_TIMEOUT = 180  # s: one `airflow ...` command (about 5 s on a quiet machine, 25 s on a busy one)
 RUN_TIMEOUT = 420  # s: one date through all its tasks (about 1 min quiet, 2-3 min on 2 busy cores)
-HOLD_SECONDS = 20  # s: how long a held run is watched for tasks that should not start (the loop is ~1 s)
+HOLD_SECONDS = 15  # s: how long a held run is watched for tasks that should not start (the loop is ~1 s)
 POLL_SECONDS = 2.0
 
 SCHEDULER_ENV = {
@@ -240,6 +244,36 @@ class AirflowStack:
             lines.append(f"(REST API not answering: {err})")
         return "\n".join(lines) + "\n" + self.log_tail("scheduler", 25)
 
+    def hold(self, check: Callable[[], None], seconds: float = HOLD_SECONDS) -> None:
+        """Call ``check`` (which asserts) again and again for ``seconds``: something stays as it is."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.check_alive()
+            check()
+            time.sleep(POLL_SECONDS)
+
+    def backfill(self, first: str, last: str) -> None:
+        """The README's backfill command for ``first``..``last``."""
+        self.cli(
+            "backfill",
+            "create",
+            "--dag-id",
+            DAG_ID,
+            "--from-date",
+            first,
+            "--to-date",
+            last,
+            "--reprocess-behavior",
+            "failed",
+            "--max-active-runs",
+            "1",
+        )
+
+    def unpause(self) -> None:
+        if self.rest("GET", f"/api/v2/dags/{DAG_ID}")["is_paused"]:
+            self.cli("dags", "unpause", DAG_ID)
+        assert self.rest("GET", f"/api/v2/dags/{DAG_ID}")["is_paused"] is False
+
     def wait(self, what: str, check: Callable[[], Any], timeout: float) -> Any:
         """Poll ``check`` until it returns something truthy; fail after ``timeout`` s with the diagnostics."""
         deadline = time.monotonic() + timeout
@@ -262,7 +296,7 @@ def metadata_db():
 
 @pytest.fixture(scope="module")
 def stack(metadata_db, tmp_path_factory):
-    """Landed days, a migrated Airflow home, the three servers running and the DAG parsed and unpaused."""
+    """Landed days, a migrated Airflow home, the three servers running and the DAG parsed (paused, as new DAGs are)."""
     home = tmp_path_factory.mktemp("airflow-home")
     store_root = tmp_path_factory.mktemp("store")
     api_port = free_port()
@@ -291,18 +325,19 @@ def stack(metadata_db, tmp_path_factory):
             "RECSYS_STORAGE_ROOT": str(store_root),
         }
     )
-    landed = subprocess.run(
+    land = subprocess.Popen(  # upstream publishes the days while Airflow's schema is created
         [str(BIN / "recsys"), "land", "--from", FIRST_DAYS[0], "--days", "5"],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=env,
-        timeout=300,
     )
-    assert landed.returncode == 0, landed.stderr[-3000:]
-    assert [d["date"] for d in json.loads(landed.stdout)] == [*FIRST_DAYS, BAD_DAY, LATER_DAY]
-
     airflow = AirflowStack(home, store_root, env, api_url)
     airflow.cli("db", "migrate", timeout=300)
+    out, err = land.communicate(timeout=300)
+    assert land.returncode == 0, err[-3000:]
+    assert [d["date"] for d in json.loads(out)] == [*FIRST_DAYS, BAD_DAY, LATER_DAY]
+
     try:
         airflow.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(api_port), "--workers", "1")
         airflow.start("dag-processor", "dag-processor")
@@ -317,10 +352,6 @@ def stack(metadata_db, tmp_path_factory):
             return health["scheduler"]["status"] == "healthy"
 
         airflow.wait("the api-server up, the scheduler healthy and the DAG parsed", ready, START_TIMEOUT)
-        assert airflow.rest("GET", f"/api/v2/dags/{DAG_ID}")["is_paused"] is True
-        # backfill runs of a paused DAG stay queued: the operator unpauses it first (which also creates the
-        # run of the latest day, as catchup is off; that date has no partition and fails at the sensor)
-        airflow.cli("dags", "unpause", DAG_ID)
         yield airflow
     finally:
         airflow.stop()
@@ -341,20 +372,18 @@ def test_backfill_runs_the_dates_in_order_one_at_a_time(stack):
     from recsys import registry
     from recsys.storage.local import LocalStore
 
-    stack.cli(
-        "backfill",
-        "create",
-        "--dag-id",
-        DAG_ID,
-        "--from-date",
-        FIRST_DAYS[0],
-        "--to-date",
-        FIRST_DAYS[-1],
-        "--reprocess-behavior",
-        "failed",
-        "--max-active-runs",
-        "1",
-    )
+    assert stack.rest("GET", f"/api/v2/dags/{DAG_ID}")["is_paused"] is True  # DAGS_ARE_PAUSED_AT_CREATION
+    stack.backfill(FIRST_DAYS[0], FIRST_DAYS[-1])
+    # the runs of a paused DAG's backfill are created but stay queued: nothing starts until it is unpaused
+
+    def all_queued() -> None:
+        runs = stack.backfill_runs()
+        assert sorted(runs) == FIRST_DAYS and {r["state"] for r in runs.values()} == {"queued"}, runs
+
+    stack.hold(all_queued)
+    # unpausing also creates the run of the latest day (catchup is off): it has no partition, and its
+    # sensor fails after RECSYS_SENSOR_TIMEOUT_SECONDS; it is not part of the backfill
+    stack.unpause()
     concurrent: list[list[str]] = []
 
     def all_succeeded() -> bool:
@@ -404,6 +433,7 @@ def test_a_failed_date_holds_the_later_dates_until_it_is_fixed_and_cleared(stack
 
     store = LocalStore(stack.store_root)
     assert stack.open_backfills() == [], "an earlier backfill is still running (see the first test's failure)"
+    stack.unpause()  # done by the first test; run on its own, this test unpauses
     # the README: Airflow refuses to backfill a depends_on_past DAG without a reprocess behaviour
     refused = stack.rest(
         "POST",
@@ -427,20 +457,7 @@ def test_a_failed_date_holds_the_later_dates_until_it_is_fixed_and_cleared(stack
     store.write_parquet(data_file, events)
     registry_before = registry.load(store)
 
-    stack.cli(
-        "backfill",
-        "create",
-        "--dag-id",
-        DAG_ID,
-        "--from-date",
-        BAD_DAY,
-        "--to-date",
-        LATER_DAY,
-        "--reprocess-behavior",
-        "failed",
-        "--max-active-runs",
-        "1",
-    )
+    stack.backfill(BAD_DAY, LATER_DAY)
 
     def held_run_not_started(runs: dict[str, dict]) -> None:
         """The later date has not gone past its sensor (and its run has not ended)."""
@@ -476,10 +493,7 @@ def test_a_failed_date_holds_the_later_dates_until_it_is_fixed_and_cleared(stack
     assert all(bad_states[t] == "upstream_failed" for t in AFTER_SENSOR[1:]), bad_states
 
     # the later date waits at validate, for as long as we look, because the failed date's validate failed
-    deadline = time.monotonic() + HOLD_SECONDS
-    while time.monotonic() < deadline:
-        held_run_not_started(stack.backfill_runs())
-        time.sleep(POLL_SECONDS)
+    stack.hold(lambda: held_run_not_started(stack.backfill_runs()))
     reasons = stack.waiting_reasons(later_run, "validate")
     assert any("depends_on_past" in r and "not in a successful state" in r for r in reasons), reasons
     assert registry.load(store) == registry_before  # nothing trained, decided or deployed
@@ -492,12 +506,13 @@ def test_a_failed_date_holds_the_later_dates_until_it_is_fixed_and_cleared(stack
     # Airflow 3.3: the cleared run goes back to *queued*, and the backfill's only slot
     # (--max-active-runs 1) is held by the later date's run, which waits for it: neither moves
     stack.wait(f"the cleared {BAD_DAY} to be queued", lambda: stack.backfill_runs()[BAD_DAY]["state"] == "queued", 60)
-    deadline = time.monotonic() + HOLD_SECONDS
-    while time.monotonic() < deadline:
+
+    def deadlocked() -> None:
         runs = stack.backfill_runs()
         assert (runs[BAD_DAY]["state"], runs[LATER_DAY]["state"]) == ("queued", "running"), stack.diagnostics()
         held_run_not_started(runs)
-        time.sleep(POLL_SECONDS)
+
+    stack.hold(deadlocked)
     assert any("queued" in r for r in stack.waiting_reasons(bad_run, "validate"))
     # the way out: put the waiting later run back in the queue too (REST; the UI offers only success/failed);
     # the backfill then starts its queued runs in date order, one at a time
