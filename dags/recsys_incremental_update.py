@@ -37,7 +37,9 @@ alert through `RECSYS_NOTIFY_BACKEND` (log by default; smtp or webhook, see recs
 Backfill: `airflow backfill create --dag-id recsys_incremental_update --from-date D1 --to-date D2
 --reprocess-behavior failed --max-active-runs 1` (Airflow refuses `none` and `--run-backwards` for a DAG with
 `depends_on_past`). Runs go in date order; the first failed date stops the rest: the next date's run waits
-at `validate` until the failed date succeeds (clear it once fixed), later dates stay queued. A date with no
+at `validate` until the failed date succeeds, later dates stay queued. Once fixed, clear the failed date AND
+put the waiting run back in the queue (REST PATCH state=queued; never "mark as failed": skipped tasks count as
+done for the next date). A date with no
 partition (Online Retail has no Saturdays) fails at the sensor's time-out and holds the later dates the same
 way; if upstream confirms there is no data for it, mark that run as success (nothing is trained for the
 date; the next date fine-tunes from the last model). The README's "Operating the platform" has the details.
