@@ -249,7 +249,8 @@ def test_rerun_a_date_from_the_trigger_form_then_read_the_registry_and_the_valid
 
     # the model registry from the navigation bar: shown inside the Airflow UI
     page.get_by_role("link", name="Registry", exact=True).click()
-    page.wait_for_url(re.compile(r"/plugin/recsys-registry$"))
+    # the nav is a client-side route change (no page load event): poll the address, not the load
+    expect(page).to_have_url(re.compile(r"/plugin/recsys-registry$"), timeout=60_000)
     registry = page.frame_locator("iframe[title='Registry']")
     expect(registry.get_by_role("heading", name="Model registry")).to_be_visible()
     expect(registry.locator("#champion")).to_contain_text("Champion: version 1")
@@ -260,7 +261,7 @@ def test_rerun_a_date_from_the_trigger_form_then_read_the_registry_and_the_valid
 
     # the validation reports from the navigation bar: the run's date passed, the next one is not validated yet
     page.get_by_role("link", name="Validation", exact=True).click()
-    page.wait_for_url(re.compile(r"/plugin/recsys-validation$"))
+    expect(page).to_have_url(re.compile(r"/plugin/recsys-validation$"), timeout=60_000)
     reports = page.frame_locator("iframe[title='Validation']")
     expect(reports.locator(f"#dt-{DAY}")).to_contain_text("PASSED")
     expect(reports.locator("#dt-2010-12-02")).to_contain_text("NOT VALIDATED")
