@@ -201,8 +201,14 @@ def to_rows(
     """Histories as padded arrays: rows [N, length] int64 (0 = padding) and days [N, length] float32.
 
     Items without a row in ``item_rows`` (unknown, or pending below the minimum count) are skipped.
+    A loop over the lists: right for a few histories (serving looks up one user at a time); many go
+    through :func:`matrix` (training: one vectorised pass over a long table).
     """
-    ids = pd.Index(list(item_rows.keys()), dtype=object)
-    rows, counts = matrix(table_from_lists(items, days), len(items), ids,
-                          np.fromiter(item_rows.values(), np.int64, len(item_rows)), length)
-    return rows.astype(np.int64), counts
+    rows = np.zeros((len(items), length), dtype=np.int64)
+    counts = np.zeros((len(items), length), dtype=np.float32)
+    for n, (ids, ds) in enumerate(zip(items, days, strict=True)):
+        kept = [(item_rows[i], d) for i, d in zip(ids, ds, strict=True) if item_rows.get(i, 0) > 0][:length]
+        if kept:
+            rows[n, : len(kept)] = [r for r, _ in kept]
+            counts[n, : len(kept)] = [d for _, d in kept]
+    return rows, counts

@@ -100,3 +100,15 @@ def test_load_before_reads_the_latest_earlier_snapshot(store):
     assert history.by_user(history.load_before(store, D2))["u1"] == (["a"], [1])
     assert history.by_user(history.load_before(store, D3))["u1"] == (["b", "a"], [1, 1])
     assert history.by_user(history.load_latest(store))["u1"] == (["b", "a"], [1, 1])
+
+
+def test_matrix_and_to_rows_agree():
+    rng = np.random.default_rng(0)
+    ids = [f"i{n}" for n in range(20)]
+    row_of = {i: int(r) for i, r in zip(ids, rng.integers(0, 5, 20), strict=True)}  # some pending (0)
+    lists = [[str(i) for i in rng.choice([*ids, "unknown"], rng.integers(0, 8), replace=False)] for _ in range(30)]
+    days = [[int(d) for d in rng.integers(1, 9, len(h))] for h in lists]
+    rows, counts = history.to_rows(lists, days, row_of, length=3)
+    table = history.table_from_lists(lists, days)
+    m_rows, m_days = history.matrix(table, len(lists), pd.Index(list(row_of)), np.array(list(row_of.values())), 3)
+    assert np.array_equal(m_rows, rows) and np.array_equal(m_days, counts)
