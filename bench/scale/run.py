@@ -38,6 +38,9 @@ ROOT = Path(__file__).resolve().parents[2]
 STEPS = ("generate", "validate", "features", "train")
 # a step whose RSS passes this is stopped and reported (the machine is shared; the target is 4 GB)
 RSS_CAP_GB = float(os.environ.get("BENCH_RSS_CAP_GB", "8"))
+# a step still running after this many seconds is stopped and reports its memory so far (0: no limit);
+# for a 10M fine-tune on a busy machine, whose memory is flat once model.fit runs
+TIME_CAP_S = float(os.environ.get("BENCH_TIME_CAP_S", "0"))
 CAPPED_FILE: Path | None = None  # where a stopped step writes its report (set in child mode)
 DAY = date(2026, 1, 5)
 
@@ -118,17 +121,22 @@ class Sampler(threading.Thread):
             last = now
             if rss > RSS_CAP_GB * 1024:
                 self._give_up(rss)
+            if TIME_CAP_S and now - self.started > TIME_CAP_S:
+                self._give_up(rss, timed_out=True)
             self._halt.wait(self.interval)
 
-    def _give_up(self, rss: float) -> None:
-        """Over the cap: report where the memory went (last line of stderr, and a file), exit 3 at once.
+    def _give_up(self, rss: float, timed_out: bool = False) -> None:
+        """Over the cap: report where the memory went (last line of stderr, and a file), exit 3 at once
+        (4 when stopped by ``BENCH_TIME_CAP_S``).
 
         The machine is shared: a step that would take 25 GB must not push other people's work into swap
         or the OOM killer. The report says where it was when it crossed the cap.
         """
         partial = {
             "capped_at_mb": round(rss, 1),
+            "peak_rss_mb": round(max(m for _, m in self.samples), 1),
             "rss_cap_gb": RSS_CAP_GB,
+            "time_cap_s": TIME_CAP_S if timed_out else None,
             "seconds": round(time.perf_counter() - self.started, 1),
             "where": self.top_places(15),
         }
@@ -137,7 +145,7 @@ class Sampler(threading.Thread):
                 json.dumps({**partial, "rss_timeline": _downsample(self.samples, 200)}, indent=1) + "\n"
             )
         print(json.dumps(partial), file=sys.stderr, flush=True)
-        os._exit(3)
+        os._exit(4 if timed_out else 3)
 
     def stop(self) -> list[tuple[float, float]]:
         self._halt.set()
@@ -268,8 +276,12 @@ def child(step: str, events: int, store_root: Path, limit_gb: float | None) -> d
         failed = {"error": f"exit {proc.returncode}", "stderr_tail": proc.stderr[-3000:]}
         failed["wall_seconds"] = round(wall, 1)
         capped = store_root.parent / f"{step}-capped.json"
-        if proc.returncode == 3 and capped.exists():
-            failed["error"] = f"stopped: RSS passed the cap of {RSS_CAP_GB:g} GB"
+        if proc.returncode in (3, 4) and capped.exists():
+            failed["error"] = (
+                f"stopped: RSS passed the cap of {RSS_CAP_GB:g} GB"
+                if proc.returncode == 3
+                else f"stopped after the time cap of {TIME_CAP_S:g} s (BENCH_TIME_CAP_S)"
+            )
             failed["capped"] = json.loads(capped.read_text())
         return failed
     result = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -1,7 +1,8 @@
 """Turn a validated raw partition into training examples under ``features/dt=<day>/``.
 
-An example is a distinct (user, item) interaction of the day, with the user's recent purchases
-before the day (``hist_items``, ``hist_days``: the query tower's input, :mod:`recsys.features.history`).
+An example is a distinct (user, item) interaction of the day, with the index (``hist_index``) of
+the user's recent purchases before the day in the day's ``query_history.parquet`` (the query
+tower's input, :mod:`recsys.features.history`).
 Users are split deterministically (a hash of user id and day) into ``train`` and ``holdout``: the
 holdout users' interactions are what candidate and champion are evaluated on, and the day's
 fine-tune never sees them. Ids get embedding rows once seen ``RECSYS_MIN_USER_COUNT`` /
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from recsys import schema
@@ -29,7 +32,9 @@ log = logging.getLogger(__name__)
 
 EXAMPLES_FILE = "examples.parquet"
 STATS_FILE = "stats.json"
-EXAMPLE_FILE_COLUMNS = (*schema.EXAMPLE_COLUMNS, history.HIST_ITEMS, history.HIST_DAYS)
+EXAMPLE_FILE_COLUMNS = (*schema.EXAMPLE_COLUMNS, history.HIST_INDEX)
+# the columns of the raw events the step reads (the others are never decoded: bench/scale)
+READ_COLUMNS = (schema.EVENT_ID, schema.USER_ID, schema.ITEM_ID, schema.QUANTITY)
 
 
 class FeatureError(RuntimeError):
@@ -64,25 +69,29 @@ class FeatureStats:
 
 
 def is_holdout(user_ids: pd.Series, day: date, fraction: float) -> pd.Series:
-    """Deterministic per-(user, day) split: True for about ``fraction`` of the users."""
+    """Deterministic per-(user, day) split: True for about ``fraction`` of the users.
 
-    def bucket(user: str) -> float:
-        digest = hashlib.sha256(f"{user}|{day.isoformat()}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2**64
-
-    return user_ids.astype(str).map(bucket) < fraction
+    A user's bucket is the first 8 bytes of sha256("<user>|<day>") / 2**64, hashed once per distinct user.
+    """
+    stamp = day.isoformat()
+    code, users = pd.factorize(user_ids.astype(str))
+    buckets = np.array([int.from_bytes(hashlib.sha256(f"{u}|{stamp}".encode()).digest()[:8], "big") / 2**64
+                        for u in users], dtype=np.float64)
+    return pd.Series(buckets[code] < fraction if len(users) else np.zeros(len(code), bool), index=user_ids.index)
 
 
 def build_features(store: PartitionStore, day: date, settings: Settings) -> FeatureStats:
     """Clean ``raw/events/dt=<day>``, grow the vocabularies, write examples, history and stats. Idempotent."""
-    events = read_partition(store, layout.raw_events(day))
+    events = read_partition(store, layout.raw_events(day), columns=READ_COLUMNS)
     cleaned, cleaning = clean_events(events)
+    del events
     if cleaned.empty:
         raise FeatureError(f"partition {day} has no usable events after cleaning: {cleaning.as_dict()}")
     pairs = (
         cleaned[[schema.USER_ID, schema.ITEM_ID]].astype(str).drop_duplicates()
         .sort_values([schema.USER_ID, schema.ITEM_ID]).reset_index(drop=True)
     )
+    del cleaned
     users_before = vocab.load(store, vocab.USERS)
     items_before = vocab.load(store, vocab.ITEMS)
     users, _ = vocab.grow(users_before, pairs[schema.USER_ID], day, settings.min_user_count)
@@ -92,8 +101,9 @@ def build_features(store: PartitionStore, day: date, settings: Settings) -> Feat
     holdout = is_holdout(pairs[schema.USER_ID], day, settings.holdout_fraction)
     pairs[schema.SPLIT] = holdout.map({True: "holdout", False: "train"})
     before = history.load_before(store, day)
-    pairs = history.attach(pairs, before)
+    pairs[history.HIST_INDEX], queries = history.query_table(before, pairs[schema.USER_ID])
     after = history.update(before, pairs, day, settings.history_length)
+    del before
 
     if not users.equals(users_before):  # a rerun of the day counts nothing and writes nothing
         vocab.save(store, vocab.USERS, users)
@@ -124,6 +134,7 @@ def build_features(store: PartitionStore, day: date, settings: Settings) -> Feat
     )
     out = layout.features(day)
     store.write_parquet(f"{out}/{EXAMPLES_FILE}", pairs[list(EXAMPLE_FILE_COLUMNS)])
+    store.write_parquet(f"{out}/{history.QUERY_FILE}", queries)
     store.write_parquet(f"{out}/{history.HISTORY_FILE}", after)
     store.write_json(f"{out}/{STATS_FILE}", stats.as_dict())
     store.mark_success(out)
@@ -131,16 +142,82 @@ def build_features(store: PartitionStore, day: date, settings: Settings) -> Feat
     return stats
 
 
-def load_examples(store: PartitionStore, day: date) -> pd.DataFrame:
-    """The examples of ``features/dt=<day>``; :class:`FeatureError` if that step has not run."""
+def load_examples(
+    store: PartitionStore, day: date, columns: Sequence[str] | None = None, histories: bool = False,
+    rows: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """The examples of ``features/dt=<day>``; :class:`FeatureError` if that step has not run.
+
+    Columns: ``EXAMPLE_FILE_COLUMNS`` (or only ``columns`` of them: nothing else is decoded).
+    ``histories``: also ``hist_items`` / ``hist_days``, each example user's history as lists (costly
+    for a large day: training gathers rows of :func:`load_query_history` instead). ``rows``: only
+    the examples at these positions, in this order (the rest are never converted). Examples written
+    before ``hist_index`` existed read the same: with their history lists, or empty histories.
+    """
     out = layout.features(day)
     if not store.is_complete(out):
         raise FeatureError(f"no features for {day} at {store.uri(out)}: run the features step first")
-    examples = store.read_parquet(f"{out}/{EXAMPLES_FILE}")
-    for column in (history.HIST_ITEMS, history.HIST_DAYS):  # written before histories existed: none known
-        if column not in examples:
-            examples[column] = [[] for _ in range(len(examples))]
+    wanted = list(columns) if columns is not None else list(EXAMPLE_FILE_COLUMNS)
+    unknown = [c for c in wanted if c not in EXAMPLE_FILE_COLUMNS]
+    if unknown:
+        raise ValueError(f"examples have no columns {unknown}; they have {list(EXAMPLE_FILE_COLUMNS)}")
+    file = _examples_file(store, day)
+    names = file.schema_arrow.names
+    read = [c for c in wanted if c in names]
+    table = file.read(columns=read)
+    examples = (table if rows is None else table.take(rows)).to_pandas()
+    del table
+    if history.HIST_INDEX in wanted and history.HIST_INDEX not in names:
+        legacy = _legacy_index(file)
+        examples[history.HIST_INDEX] = legacy if rows is None else legacy[rows]
+    examples = examples[wanted]
+    if histories:
+        if history.HIST_INDEX in examples:
+            index = examples[history.HIST_INDEX].to_numpy()
+        else:
+            index = _index_of(file) if rows is None else _index_of(file)[rows]
+        items, days = history.lists_from_table(index, load_query_history(store, day))
+        examples = examples.assign(**{history.HIST_ITEMS: items, history.HIST_DAYS: days})
     return examples
+
+
+def load_query_history(store: PartitionStore, day: date) -> pd.DataFrame:
+    """The day's histories that examples' ``hist_index`` point into (:func:`history.query_table`)."""
+    path = f"{layout.features(day)}/{history.QUERY_FILE}"
+    if store.exists(path):
+        return store.read_parquet(path)
+    file = _examples_file(store, day)
+    if history.HIST_ITEMS not in file.schema_arrow.names:  # written before histories existed: none known
+        return history.empty_query_table()
+    lists = file.read(columns=[history.HIST_ITEMS, history.HIST_DAYS]).to_pandas()
+    lists = lists[lists[history.HIST_ITEMS].map(len) > 0]
+    table = history.table_from_lists(lists[history.HIST_ITEMS], lists[history.HIST_DAYS])
+    table[history.HIST_INDEX] += 1
+    return table
+
+
+def _examples_file(store: PartitionStore, day: date) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(pa.BufferReader(store.read_bytes(f"{layout.features(day)}/{EXAMPLES_FILE}")))
+
+
+def _index_of(file: Any) -> np.ndarray:
+    if history.HIST_INDEX in file.schema_arrow.names:
+        return file.read(columns=[history.HIST_INDEX]).column(0).to_numpy()
+    return _legacy_index(file)
+
+
+def _legacy_index(file: Any) -> np.ndarray:
+    """Examples with history lists: each example with a non-empty one is its own index (1, 2, ...)."""
+    import pyarrow.compute as pc
+
+    if history.HIST_ITEMS not in file.schema_arrow.names:
+        return np.zeros(file.metadata.num_rows, np.int32)
+    lengths = pc.list_value_length(file.read(columns=[history.HIST_ITEMS]).column(0)).to_numpy(zero_copy_only=False)
+    some = np.nan_to_num(lengths.astype(np.float64)) > 0
+    return np.where(some, np.cumsum(some), 0).astype(np.int32)
 
 
 def load_stats(store: PartitionStore, day: date) -> dict[str, Any]:

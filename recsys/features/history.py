@@ -7,6 +7,11 @@ the day's examples, so it costs O(users x length) per day and stays bounded howe
 history gets. A model for day D reads the snapshot of the latest day *before* D (what was known
 when D's queries were asked); a serving process reads the newest.
 
+The day's examples do not carry their users' histories: ``features/dt=<day>/query_history.parquet``
+holds the histories of that day's users once (long form: ``hist_index``, ``item_id``, ``days``, as
+of before the day) and each example has the ``hist_index`` of its user (0: none). Training turns
+the table into one ``[users, length]`` matrix (:func:`matrix`) and gathers rows per batch.
+
 Items are kept by id, not row: a history outlives vocabulary changes (an item still below the
 minimum count has no row yet and is simply skipped when the history is turned into rows).
 """
@@ -27,6 +32,8 @@ DAYS = "days"
 LAST_DAY = "last_day"
 HIST_ITEMS = "hist_items"  # example columns: the user's history before the example's day
 HIST_DAYS = "hist_days"
+HIST_INDEX = "hist_index"  # example column: the example user's history in the day's query table (0: none)
+QUERY_FILE = "query_history.parquet"
 COLUMNS = (schema.USER_ID, schema.ITEM_ID, DAYS, LAST_DAY)
 
 
@@ -36,21 +43,45 @@ def empty() -> pd.DataFrame:
 
 
 def update(previous: pd.DataFrame, pairs: pd.DataFrame, day: date, length: int) -> pd.DataFrame:
-    """The snapshot after ``day``: ``previous`` plus the day's distinct (user_id, item_id) ``pairs``."""
+    """The snapshot after ``day``: ``previous`` plus the day's distinct (user_id, item_id) ``pairs``.
+
+    Works on integer codes of the ids (one sort and one group-by over int64 keys), not on the strings:
+    at 10M events a day the string group-by and sort were the features step's peak (bench/scale).
+    """
     if length < 1:
         raise ValueError(f"history length must be >= 1, got {length}")
-    today = pairs[[schema.USER_ID, schema.ITEM_ID]].astype(str).drop_duplicates()
-    today = today.assign(**{DAYS: 1, LAST_DAY: day.isoformat()})
-    both = pd.concat([previous[list(COLUMNS)].astype({schema.USER_ID: str, schema.ITEM_ID: str}), today],
-                     ignore_index=True)
-    merged = both.groupby([schema.USER_ID, schema.ITEM_ID], as_index=False, sort=False).agg(
-        **{DAYS: (DAYS, "sum"), LAST_DAY: (LAST_DAY, "max")}
-    )
-    merged = merged.sort_values([schema.USER_ID, LAST_DAY, schema.ITEM_ID], ascending=[True, False, True])
-    merged = merged.groupby(schema.USER_ID, sort=False).head(length)
-    return merged.reset_index(drop=True).astype(
-        {schema.USER_ID: "string", schema.ITEM_ID: "string", DAYS: "int64", LAST_DAY: "string"}
-    )
+    stamp = day.isoformat()
+    prev = previous[list(COLUMNS)]
+    users = pd.concat([prev[schema.USER_ID].astype(str), pairs[schema.USER_ID].astype(str)], ignore_index=True)
+    items = pd.concat([prev[schema.ITEM_ID].astype(str), pairs[schema.ITEM_ID].astype(str)], ignore_index=True)
+    # sorted codes: code order is the ids' string order, so sorting codes sorts the ids
+    user_code, user_ids = pd.factorize(users, sort=True)
+    item_code, item_ids = pd.factorize(items, sort=True)
+    del users, items
+    last = np.concatenate([prev[LAST_DAY].astype(str).to_numpy(object), np.full(len(pairs), stamp, object)])
+    day_code, day_ids = pd.factorize(last, sort=True)
+    days = np.concatenate([prev[DAYS].to_numpy(np.int64), np.zeros(len(pairs), np.int64)])
+    key = user_code.astype(np.int64) * max(len(item_ids), 1) + item_code
+    # pairs of the day count once each (the day's pairs may repeat), older rows add their days
+    today = np.zeros(len(key), bool)
+    today[len(prev):] = True
+    frame = pd.DataFrame({"key": key, DAYS: days, "today": today, "day": day_code})
+    grouped = frame.groupby("key", sort=False)
+    summed = grouped[DAYS].sum()
+    keys = summed.index.to_numpy()
+    counted = summed.to_numpy() + grouped["today"].any().to_numpy()
+    newest = grouped["day"].max().to_numpy()
+    del frame, grouped, summed
+    user, item = np.divmod(keys, max(len(item_ids), 1))
+    order = np.lexsort((item, len(day_ids) - 1 - newest, user))  # user, newest day first, item id
+    rank = pd.Series(user[order]).groupby(user[order], sort=False).cumcount().to_numpy()
+    keep = order[rank < length]
+    return pd.DataFrame({
+        schema.USER_ID: pd.array(np.asarray(user_ids, object)[user[keep]], dtype="string"),
+        schema.ITEM_ID: pd.array(np.asarray(item_ids, object)[item[keep]], dtype="string"),
+        DAYS: counted[keep].astype(np.int64),
+        LAST_DAY: pd.array(np.asarray(day_ids, object)[newest[keep]], dtype="string"),
+    })
 
 
 def load(store: PartitionStore, day: date) -> pd.DataFrame:
@@ -72,19 +103,96 @@ def load_latest(store: PartitionStore) -> pd.DataFrame:
 
 def by_user(snapshot: pd.DataFrame) -> dict[str, tuple[list[str], list[int]]]:
     """user id -> (item ids most recent first, days bought) of a snapshot."""
-    out: dict[str, tuple[list[str], list[int]]] = {}
     ordered = snapshot.sort_values([schema.USER_ID, LAST_DAY, schema.ITEM_ID], ascending=[True, False, True])
-    for user, group in ordered.groupby(schema.USER_ID, sort=False):
-        out[str(user)] = (group[schema.ITEM_ID].astype(str).tolist(), group[DAYS].astype(int).tolist())
-    return out
+    users = ordered[schema.USER_ID].astype(str).to_numpy(object)
+    if not len(users):
+        return {}
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    items = np.split(ordered[schema.ITEM_ID].astype(str).to_numpy(object), starts[1:])
+    days = np.split(ordered[DAYS].to_numpy(np.int64), starts[1:])
+    return {str(users[s]): (i.tolist(), d.tolist()) for s, i, d in zip(starts, items, days, strict=True)}
 
 
-def attach(examples: pd.DataFrame, snapshot: pd.DataFrame) -> pd.DataFrame:
-    """``examples`` with ``hist_items`` / ``hist_days``: each example user's history in ``snapshot``."""
-    users = by_user(snapshot)
+def query_table(snapshot: pd.DataFrame, user_ids: pd.Series) -> tuple[np.ndarray, pd.DataFrame]:
+    """The histories of ``user_ids`` in ``snapshot``, compactly: (index per user, long table).
+
+    Index 0: no history; k >= 1: the k-th user with one (in user id order). The table has one row per
+    history entry (``hist_index``, ``item_id``, ``days``), most recent first within an index: the
+    day's ``query_history.parquet``, which examples point into instead of carrying lists.
+    """
+    ids = user_ids.astype(str)
+    mine = snapshot[snapshot[schema.USER_ID].astype(str).isin(pd.unique(ids.to_numpy(object)))]
+    mine = mine.sort_values([schema.USER_ID, LAST_DAY, schema.ITEM_ID], ascending=[True, False, True])
+    code, with_history = pd.factorize(mine[schema.USER_ID].astype(str), sort=True)
+    table = pd.DataFrame({
+        HIST_INDEX: (code + 1).astype(np.int32),
+        schema.ITEM_ID: pd.array(mine[schema.ITEM_ID].astype(str).to_numpy(object), dtype="string"),
+        DAYS: mine[DAYS].to_numpy(np.int32),
+    })
+    index = (pd.Index(with_history).get_indexer(ids.to_numpy(object)) + 1).astype(np.int32)
+    return index, table
+
+
+def empty_query_table() -> pd.DataFrame:
+    return pd.DataFrame({HIST_INDEX: pd.Series(dtype="int32"), schema.ITEM_ID: pd.Series(dtype="string"),
+                         DAYS: pd.Series(dtype="int32")})
+
+
+def table_from_lists(items: list[list[str]] | pd.Series, days: list[list[int]] | pd.Series) -> pd.DataFrame:
+    """Histories given as lists (one per row) in the long form of :func:`query_table`: row n -> index n."""
+    frame = pd.DataFrame({schema.ITEM_ID: list(items), DAYS: list(days)})
+    frame[HIST_INDEX] = np.arange(len(frame), dtype=np.int32)
+    if not len(frame):
+        return empty_query_table()
+    long = frame.explode([schema.ITEM_ID, DAYS], ignore_index=True).dropna(subset=[schema.ITEM_ID])
+    return pd.DataFrame({
+        HIST_INDEX: long[HIST_INDEX].to_numpy(np.int32),
+        schema.ITEM_ID: pd.array(long[schema.ITEM_ID].astype(str).to_numpy(object), dtype="string"),
+        DAYS: long[DAYS].to_numpy(np.int32),
+    })
+
+
+def lists_from_table(index: np.ndarray, table: pd.DataFrame) -> tuple[list[list[str]], list[list[int]]]:
+    """The inverse of :func:`query_table` for a few examples: (item ids, days) lists per ``index``."""
+    found = by_index(table)
     none: tuple[list[str], list[int]] = ([], [])
-    found = [users.get(str(u), none) for u in examples[schema.USER_ID]]
-    return examples.assign(**{HIST_ITEMS: [f[0] for f in found], HIST_DAYS: [f[1] for f in found]})
+    picked = [found.get(int(i), none) for i in index]
+    return [p[0] for p in picked], [p[1] for p in picked]
+
+
+def by_index(table: pd.DataFrame) -> dict[int, tuple[list[str], list[int]]]:
+    if not len(table):
+        return {}
+    index = table[HIST_INDEX].to_numpy(np.int64)
+    starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
+    items = np.split(table[schema.ITEM_ID].astype(str).to_numpy(object), starts[1:])
+    days = np.split(table[DAYS].to_numpy(np.int64), starts[1:])
+    return {int(index[s]): (i.tolist(), d.tolist()) for s, i, d in zip(starts, items, days, strict=True)}
+
+
+def matrix(
+    table: pd.DataFrame, count: int, item_index: pd.Index, item_rows: np.ndarray, length: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A long history table (:func:`query_table`) as padded arrays for indexes 0..count-1.
+
+    Rows [count, length] int32 (0 = padding) and days [count, length] float32. An entry's item row
+    is ``item_rows[item_index.get_loc(item_id)]``; items not in ``item_index`` or with row 0 (pending)
+    are skipped, then each history is cut at ``length``, as :func:`to_rows` does.
+    """
+    rows = np.zeros((count, length), dtype=np.int32)
+    counts = np.zeros((count, length), dtype=np.float32)
+    if not len(table):
+        return rows, counts
+    found = item_index.get_indexer(table[schema.ITEM_ID].astype(str).to_numpy(object))
+    row = np.where(found >= 0, np.asarray(item_rows)[np.maximum(found, 0)], 0)
+    kept = row > 0
+    index = table[HIST_INDEX].to_numpy(np.int64)[kept]
+    row, day = row[kept], table[DAYS].to_numpy(np.float32)[kept]
+    rank = pd.Series(index).groupby(index, sort=False).cumcount().to_numpy()
+    fits = rank < length
+    rows[index[fits], rank[fits]] = row[fits]
+    counts[index[fits], rank[fits]] = day[fits]
+    return rows, counts
 
 
 def to_rows(
@@ -93,6 +201,8 @@ def to_rows(
     """Histories as padded arrays: rows [N, length] int64 (0 = padding) and days [N, length] float32.
 
     Items without a row in ``item_rows`` (unknown, or pending below the minimum count) are skipped.
+    A loop over the lists: right for a few histories (serving looks up one user at a time); many go
+    through :func:`matrix` (training: one vectorised pass over a long table).
     """
     rows = np.zeros((len(items), length), dtype=np.int64)
     counts = np.zeros((len(items), length), dtype=np.float32)

@@ -38,20 +38,30 @@ def price_band(price: float | None) -> int:
     return int(min(PRICE_BANDS - 1, 1 + np.floor(4 * np.log1p(price))))
 
 
+def price_bands(prices: np.ndarray) -> np.ndarray:
+    """:func:`price_band` of every price (int32)."""
+    prices = np.asarray(prices, dtype=np.float64)
+    valid = ~np.isnan(prices) & (prices >= 0)
+    with np.errstate(invalid="ignore"):
+        bands = np.minimum(PRICE_BANDS - 1, 1 + np.floor(4 * np.log1p(np.where(valid, prices, 0.0))))
+    return np.where(valid, bands, 0).astype(np.int32)
+
+
 def feature_arrays(catalog: pd.DataFrame, items: pd.DataFrame, rows: int) -> dict[str, np.ndarray]:
     """``item_words`` [rows, TITLE_WORDS] int32 and ``item_price`` [rows] int32 for item rows < ``rows``."""
     words = np.zeros((rows, TITLE_WORDS), dtype=np.int32)
     bands = np.zeros(rows, dtype=np.int32)
     known = vocab.with_rows(items)
     known = known[known[vocab.ROW] < rows]
-    entries = catalog.drop_duplicates(schema.ITEM_ID, keep="last").set_index(schema.ITEM_ID)
-    for item_id, row in zip(known[vocab.ID].astype(str), known[vocab.ROW].astype(int), strict=True):
-        if item_id not in entries.index:
-            continue
-        entry = entries.loc[item_id]
-        hashed = title_words(entry[schema.TITLE])
+    entries = catalog.drop_duplicates(schema.ITEM_ID, keep="last")
+    found = pd.Index(entries[schema.ITEM_ID]).get_indexer(known[vocab.ID].astype(str).to_numpy(object))
+    listed = found >= 0
+    item_rows = known[vocab.ROW].to_numpy(np.int64)[listed]
+    entries = entries.iloc[found[listed]]
+    for row, title in zip(item_rows, entries[schema.TITLE].to_numpy(object), strict=True):
+        hashed = title_words(title)
         words[row, : len(hashed)] = hashed
-        bands[row] = price_band(entry[schema.PRICE])
+    bands[item_rows] = price_bands(pd.to_numeric(entries[schema.PRICE], errors="coerce").to_numpy(np.float64))
     return {"item_words": words, "item_price": bands}
 
 

@@ -117,8 +117,10 @@ def pending_on(vocab: pd.DataFrame, day: date) -> int:
 
 def rows_for(vocab: pd.DataFrame, ids: pd.Series) -> pd.Series:
     """Embedding rows of ``ids``; unknown and pending ids map to the OOV row."""
-    mapping = dict(zip(vocab[ID], vocab[ROW], strict=True))
-    return ids.astype(str).map(mapping).fillna(OOV_ROW).astype("int64")
+    found = pd.Index(vocab[ID].astype(str).to_numpy(object)).get_indexer(ids.astype(str).to_numpy(object))
+    rows = np.where(found >= 0, vocab[ROW].to_numpy(np.int64)[np.maximum(found, 0)], OOV_ROW) if len(vocab) else (
+        np.full(len(ids), OOV_ROW, np.int64))
+    return pd.Series(rows, index=ids.index, dtype="int64")
 
 
 def with_rows(vocab: pd.DataFrame) -> pd.DataFrame:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import date
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from recsys import schema
 from recsys.config import Settings
 from recsys.features import FeatureError, build_features, load_examples, vocab
-from recsys.features.build import is_holdout, load_stats
+from recsys.features.build import is_holdout, load_query_history, load_stats
 from recsys.storage import StorageError
 
 D1, D2 = date(2011, 1, 4), date(2011, 1, 5)
@@ -83,8 +84,10 @@ def test_build_features_writes_examples_stats_and_vocab(store, publish_events):
     assert store.is_complete("features/dt=2011-01-04")
 
     examples = load_examples(store, D1)
-    assert tuple(examples.columns) == (*schema.EXAMPLE_COLUMNS, "hist_items", "hist_days")
-    assert all(len(h) == 0 for h in examples["hist_items"])  # nothing was known before the first day
+    assert tuple(examples.columns) == (*schema.EXAMPLE_COLUMNS, "hist_index")
+    assert (examples["hist_index"] == 0).all()  # nothing was known before the first day
+    assert all(len(h) == 0 for h in load_examples(store, D1, histories=True)["hist_items"])
+    assert load_query_history(store, D1).empty
     assert [tuple(r)[:5] for r in examples.itertuples(index=False)] == [
         ("u1", "i1", 1, 1, "train"),
         ("u1", "i2", 1, 2, "train"),
@@ -100,6 +103,7 @@ def test_build_features_is_idempotent(store, publish_events):
     publish_events(store, D1, DAY1)
     build_features(store, D1, SETTINGS)
     paths = ["features/dt=2011-01-04/stats.json", "features/dt=2011-01-04/examples.parquet",
+             "features/dt=2011-01-04/query_history.parquet", "features/dt=2011-01-04/history.parquet",
              "vocab/users.parquet", "vocab/items.parquet"]
     before = {p: store.read_bytes(p) for p in paths}
     build_features(store, D1, SETTINGS)
@@ -141,6 +145,27 @@ def test_load_examples_before_the_features_step_raises(store):
         load_examples(store, D1)
 
 
+def test_examples_written_with_history_lists_or_without_histories_still_load(store):
+    from recsys.storage import layout
+
+    old = pd.DataFrame({"user_id": ["u1", "u2", "u3"], "item_id": ["i1", "i1", "i2"], "user_row": [1, 2, 3],
+                        "item_row": [1, 1, 2], "split": ["train", "train", "holdout"],
+                        "hist_items": [["i9", "i8"], [], ["i7"]], "hist_days": [[2, 1], [], [1]]})
+    store.write_parquet(f"{layout.features(D1)}/examples.parquet", old)
+    store.mark_success(layout.features(D1))
+    examples = load_examples(store, D1, histories=True)
+    assert examples["hist_index"].tolist() == [1, 0, 2]
+    assert examples["hist_items"].tolist() == [["i9", "i8"], [], ["i7"]]
+    assert examples["hist_days"].tolist() == [[2, 1], [], [1]]
+    assert load_examples(store, D1, rows=np.array([2, 0]))["hist_index"].tolist() == [2, 1]
+    store.write_parquet(f"{layout.features(D2)}/examples.parquet", old.drop(columns=["hist_items", "hist_days"]))
+    store.mark_success(layout.features(D2))
+    assert load_examples(store, D2)["hist_index"].tolist() == [0, 0, 0]
+    assert load_query_history(store, D2).empty
+    with pytest.raises(ValueError, match="no columns"):
+        load_examples(store, D2, columns=["price"])
+
+
 
 
 def test_features_of_a_missing_partition_say_it_is_not_published(store):
@@ -163,11 +188,15 @@ def test_examples_carry_the_users_history_before_the_day_and_the_snapshot_moves_
     publish_events(store, D2, DAY2)
     build_features(store, D1, SETTINGS)
     build_features(store, D2, SETTINGS)
-    examples = load_examples(store, D2).set_index("user_id")
+    examples = load_examples(store, D2, histories=True).set_index("user_id")
     # u1 bought i1 and i2 on D1 (same day: by id), u6 and u0 are new
     assert list(examples.loc["u1", "hist_items"]) == ["i1", "i2"]
     assert list(examples.loc["u1", "hist_days"]) == [1, 1]
     assert len(examples.loc["u6", "hist_items"]) == 0
+    # stored once per user: D2's query table holds u1's two entries, the example points to them
+    queries = load_query_history(store, D2)
+    assert queries["item_id"].tolist() == ["i1", "i2"]
+    assert examples.loc["u1", "hist_index"] == 1 and examples.loc["u6", "hist_index"] == 0
     snapshot = history.by_user(history.load(store, D2))
     assert snapshot["u1"] == (["i3", "i1", "i2"], [1, 1, 1])  # D2's purchase first
     assert history.by_user(history.load_before(store, D2)) == history.by_user(history.load(store, D1))

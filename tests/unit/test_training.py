@@ -10,7 +10,7 @@ import pytest
 
 from recsys import registry, schema
 from recsys.config import Settings
-from recsys.features import FeatureError, build_features
+from recsys.features import FeatureError, build_features, load_examples
 from recsys.training import TrainingError, fine_tune, load_tables, replay_sample, train_from_scratch
 
 D1, D2, D3 = date(2011, 1, 4), date(2011, 1, 5), date(2011, 1, 6)
@@ -210,3 +210,68 @@ def test_a_fine_tune_refuses_to_change_the_embedding_size_and_says_what_to_do(ti
     fine_tune(store, settings, D1)
     with pytest.raises(TrainingError, match=r"version 1 has 8-d embeddings but RECSYS_EMBEDDING_DIM is 16.*retrain"):
         fine_tune(store, settings.replace(embedding_dim=16), D2)
+
+
+def test_replay_draws_exactly_what_dataframe_sample_draws_with_each_users_history(tiny):
+    store, _, _ = tiny
+    pool = pd.concat([load_examples(store, d, histories=True) for d in (D1, D2)], ignore_index=True)
+    for size, seed in ((3, 0), (5, 7), (len(pool) - 1, 2)):
+        expected = pool.sample(n=size, random_state=seed).reset_index(drop=True)
+        replay = replay_sample(store, D3, size=size, seed=seed)
+        assert replay[schema.USER_ID].tolist() == expected[schema.USER_ID].tolist()
+        assert replay[schema.ITEM_ID].tolist() == expected[schema.ITEM_ID].tolist()
+        assert replay["hist_items"].tolist() == [list(h) for h in expected["hist_items"]]
+        assert replay["hist_days"].tolist() == [list(h) for h in expected["hist_days"]]
+    assert any(len(h) for h in replay_sample(store, D3, size=100, seed=0)["hist_items"])  # D2 has histories
+
+
+def test_training_dataset_gives_every_example_once_per_epoch_with_its_history_reshuffled_by_seed():
+    import tensorflow as tf
+
+    from recsys.model import two_tower
+    from recsys.training import training_dataset
+
+    n = 10
+    features = {schema.USER_ROW: np.arange(n, dtype=np.int32) + 100, schema.ITEM_ROW: np.arange(n, dtype=np.int32)}
+    hist_index = (np.arange(n) % 3).astype(np.int32)  # example k has history k % 3 (0: none)
+    hist_rows = np.array([[0, 0], [5, 0], [6, 7]], np.int32)
+    hist_days = np.array([[0, 0], [2, 0], [1, 3]], np.uint16)
+
+    def epochs(seed: int) -> list[list[int]]:
+        tf.keras.utils.set_random_seed(seed)  # as fine_tune does before building its dataset
+        dataset = training_dataset(features, hist_index, hist_rows, hist_days, batch_size=4, seed=seed)
+        out = []
+        for _ in range(3):  # an iteration is an epoch of fit
+            order = []
+            for batch in dataset:
+                items = batch[schema.ITEM_ROW].numpy()
+                assert len(items) <= 4
+                assert (batch[schema.USER_ROW].numpy() == items + 100).all()
+                assert (batch[two_tower.HIST_ROWS].numpy() == hist_rows[hist_index[items]]).all()
+                assert batch[two_tower.HIST_DAYS].dtype == tf.float32
+                assert (batch[two_tower.HIST_DAYS].numpy() == hist_days[hist_index[items]]).all()
+                order += items.tolist()
+            assert sorted(order) == list(range(n))
+            out.append(order)
+        return out
+
+    first = epochs(1)
+    assert len({tuple(o) for o in first}) > 1  # reshuffled every epoch
+    assert epochs(1) == first  # and reproducibly
+
+
+@pytest.mark.slow
+def test_fine_tune_is_deterministic_per_seed(tiny, tmp_path):
+    import shutil
+
+    from recsys.storage.local import LocalStore
+
+    store, settings, _ = tiny
+    shutil.copytree(store.root, tmp_path / "copy")
+    copy = LocalStore(tmp_path / "copy")
+    for day in (D1, D2):
+        fine_tune(store, settings, day)
+        fine_tune(copy, settings.replace(storage_root=str(copy.root)), day)
+    for version in (1, 2):
+        path = f"models/two_tower/versions/{version}/tables.npz"
+        assert store.read_bytes(path) == copy.read_bytes(path)
