@@ -103,16 +103,12 @@ def _partition_day(params: Any, logical_date: Any) -> Any:
     Scheduled runs use a data-interval timetable, so their logical date is the start of the day they
     process; a manual run's logical date is the date the operator picked.
     """
-    from datetime import date
-
-    explicit = params.get("partition_date")
-    if explicit:
-        return date.fromisoformat(explicit)
-    if logical_date is None:
+    day = support.partition_day(params, logical_date)
+    if day is None:
         raise AirflowFailException(
             "this run has no logical date: trigger it with the 'Partition date' parameter set"
         )
-    return logical_date.date()
+    return day
 
 
 def _partition_date(context: Any) -> Any:
@@ -128,9 +124,6 @@ def _success_marker(params: Any, dag_run: Any) -> str:
     day = _partition_day(params, dag_run.logical_date)
     root = Settings.from_env().storage_root.rstrip("/")
     return f"{root}/{layout.raw_events(day)}/{layout.SUCCESS}"
-
-
-_settings = support.settings  # the NameNode of RECSYS_WEBHDFS_CONN_ID on HDFS
 
 
 def _check_overrides(params: Any) -> None:
@@ -159,7 +152,7 @@ def _run_step(step: str) -> dict[str, Any]:
     if step == "validate":
         _check_overrides(params)
     try:
-        settings = _settings()
+        settings = support.settings()
         store = open_store(settings)
         if step == "validate":
             from recsys.validation import validate_partition
@@ -305,7 +298,7 @@ def recsys_incremental_update() -> None:
             context = get_current_context()
             day = _partition_date(context)
             try:
-                store = open_store(_settings())
+                store = open_store(support.settings())
             except (ConfigError, StorageError) as err:
                 raise AirflowFailException(f"cannot open the partition store: {err}") from err
             partition = layout.raw_events(day)

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,27 +22,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import chromium_page
+from tests.postgres import free_port
+
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
-CHROMIUM = Path(os.environ.get("RECSYS_TEST_CHROMIUM", "/usr/bin/chromium"))
 BIN = Path(sys.executable).parent
 DAG_ID = "recsys_incremental_update"
 DAY = "2010-12-01"
 USER, PASSWORD = "ui-tester", "a-known-password-for-the-test"
 START_TIMEOUT = 240  # the API server imports a lot; on 2 busy cores it has taken 50 s
 RUN_TIMEOUT = 420  # a real run takes 1-2 min here
-LAUNCH_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -101,7 +92,7 @@ def airflow(tmp_path_factory):
     """api-server + scheduler + dag-processor on a fresh SQLite home and a store with two landed days."""
     home = tmp_path_factory.mktemp("airflow-ui-home")
     store = home / "store"
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     (home / "passwords.json").write_text(json.dumps({USER: PASSWORD}))
     env = os.environ | {
@@ -121,8 +112,8 @@ def airflow(tmp_path_factory):
         "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__API__BASE_URL": base,
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base}/execution/",
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "RECSYS_STORAGE_ROOT": str(store),
         "RECSYS_SENSOR_POKE_SECONDS": "5",
     }
@@ -162,21 +153,9 @@ def airflow(tmp_path_factory):
 
 @pytest.fixture
 def page(tmp_path):
-    if not CHROMIUM.is_file():
-        pytest.fail(f"Chromium is not installed at {CHROMIUM}: apt-get install chromium (.ci/run does)", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS,
-            viewport={"width": 1400, "height": 1000},
-        )
-        try:
-            page = context.new_page()
-            page.set_default_timeout(60_000)  # the UI is slow to answer while TensorFlow trains on 2 cores
-            yield page
-        finally:
-            context.close()
+    # the UI is slow to answer while TensorFlow trains on 2 cores
+    with chromium_page(tmp_path / "chromium-profile", timeout_ms=60_000) as page:
+        yield page
 
 
 def _expected_dag_ids() -> set[str]:

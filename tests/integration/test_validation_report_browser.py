@@ -7,7 +7,6 @@ Screenshots are kept in test-artifacts/.
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import date
 from pathlib import Path
@@ -15,36 +14,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.browser import chromium_page
+
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
-CHROMIUM = Path(os.environ.get("RECSYS_TEST_CHROMIUM", "/usr/bin/chromium"))
 DAY = date(2011, 1, 4)
-LAUNCH_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 
 
 @pytest.fixture
 def browser_page(tmp_path):
     """A page of a fresh headless Chromium (its own user-data-dir); fails if Chromium is missing."""
-    if not CHROMIUM.is_file():
-        pytest.fail(f"Chromium is not installed at {CHROMIUM}: apt-get install chromium (.ci/run does)", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS,
-            viewport={"width": 1400, "height": 1000},
-        )
-        try:
-            page = context.new_page()
-            page.set_default_timeout(10_000)
-            yield page
-        finally:
-            context.close()
+    with chromium_page(tmp_path / "chromium-profile", timeout_ms=10_000) as page:
+        yield page
 
 
 @pytest.fixture
