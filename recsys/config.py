@@ -47,6 +47,9 @@ class Settings:
     logq_correction: bool = True  # correct in-batch negatives for item popularity (see two_tower.py)
     replay_examples: int = 20_000  # older examples mixed into each fine-tune (forgetting guard)
     history_length: int = 50  # recent distinct items per customer the query tower sees
+    # distinct past items per customer (most recent first) the serving repeat term covers; the history
+    # snapshots keep max(history_length, repeat_length) items (bench/replay_quality: 50 -> 200 items)
+    repeat_length: int = 200
     min_user_count: int = 2  # examples an id needs before it gets its own embedding row (else OOV row)
     min_item_count: int = 1
     seed: int = 42
@@ -127,7 +130,7 @@ class Settings:
                 "e.g. /data/recsys"
             )
         for name in ("embedding_dim", "epochs", "batch_size", "k", "min_eval_users", "sensor_poke_seconds",
-                     "history_length", "min_user_count", "min_item_count",
+                     "history_length", "repeat_length", "min_user_count", "min_item_count",
                      "sensor_timeout_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"RECSYS_{name.upper()} must be positive, got {getattr(self, name)}")

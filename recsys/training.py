@@ -314,6 +314,7 @@ def _train_version(
         "embedding_dim": settings.embedding_dim,
         "batch_size": settings.batch_size,
         "history_length": settings.history_length,
+        "repeat_length": settings.repeat_length,
         "user_rows": user_rows,
         "item_rows": item_rows,
         "new_user_rows": user_rows - (len(old["user"]) if old is not None else 0),

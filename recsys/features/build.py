@@ -101,8 +101,8 @@ def build_features(store: PartitionStore, day: date, settings: Settings) -> Feat
     holdout = is_holdout(pairs[schema.USER_ID], day, settings.holdout_fraction)
     pairs[schema.SPLIT] = holdout.map({True: "holdout", False: "train"})
     before = history.load_before(store, day)
-    pairs[history.HIST_INDEX], queries = history.query_table(before, pairs[schema.USER_ID])
-    after = history.update(before, pairs, day, settings.history_length)
+    pairs[history.HIST_INDEX], queries = history.query_table(before, pairs[schema.USER_ID], settings.history_length)
+    after = history.update(before, pairs, day, max(settings.history_length, settings.repeat_length))
     del before
 
     if not users.equals(users_before):  # a rerun of the day counts nothing and writes nothing

@@ -113,16 +113,21 @@ def by_user(snapshot: pd.DataFrame) -> dict[str, tuple[list[str], list[int]]]:
     return {str(users[s]): (i.tolist(), d.tolist()) for s, i, d in zip(starts, items, days, strict=True)}
 
 
-def query_table(snapshot: pd.DataFrame, user_ids: pd.Series) -> tuple[np.ndarray, pd.DataFrame]:
+def query_table(
+    snapshot: pd.DataFrame, user_ids: pd.Series, length: int | None = None
+) -> tuple[np.ndarray, pd.DataFrame]:
     """The histories of ``user_ids`` in ``snapshot``, compactly: (index per user, long table).
 
     Index 0: no history; k >= 1: the k-th user with one (in user id order). The table has one row per
-    history entry (``hist_index``, ``item_id``, ``days``), most recent first within an index: the
-    day's ``query_history.parquet``, which examples point into instead of carrying lists.
+    history entry (``hist_index``, ``item_id``, ``days``), most recent first within an index, at most
+    ``length`` per user (None: all the snapshot has): the day's ``query_history.parquet``, which
+    examples point into instead of carrying lists.
     """
     ids = user_ids.astype(str)
     mine = snapshot[snapshot[schema.USER_ID].astype(str).isin(pd.unique(ids.to_numpy(object)))]
     mine = mine.sort_values([schema.USER_ID, LAST_DAY, schema.ITEM_ID], ascending=[True, False, True])
+    if length is not None:
+        mine = mine[mine.groupby(schema.USER_ID, sort=False).cumcount().to_numpy() < length]
     code, with_history = pd.factorize(mine[schema.USER_ID].astype(str), sort=True)
     table = pd.DataFrame({
         HIST_INDEX: (code + 1).astype(np.int32),

@@ -3,8 +3,9 @@
 The signature ``serving_default`` takes ``user_id`` (string, [batch]) and returns ``item_ids``
 (string, [batch, k]) and ``scores`` (float32, [batch, k]). It scores as the model does (see
 :mod:`recsys.serving.index`): the user's row (OOV for unknown users) plus the mean of their recent
-items, dotted with every candidate vector, plus the item bias and the repeat term. The customers'
-recent items are those known at export time (the version's deploy), baked into the SavedModel.
+items, dotted with every candidate vector, plus the item bias and the repeat term (over the whole
+stored history; the query's mean over its first ``query_length`` items). The customers' past items
+are those known at export time (the version's deploy), baked into the SavedModel.
 """
 
 from __future__ import annotations
@@ -42,14 +43,17 @@ class _Recommender(tf.Module):
         self.history_weight = tf.Variable(scorer.history_weight, trainable=False)
         self.user_lookup = _table(users, [scorer.user_rows[u] for u in users])
         self.history_lookup = _table(with_history, list(range(1, len(with_history) + 1)))
+        self.query_length = min(scorer.query_length or length, length)
         self.k = min(k, len(served_rows))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id")])
     def serve(self, user_id: tf.Tensor) -> dict[str, tf.Tensor]:
         rows = tf.gather(self.hist_rows, self.history_lookup.lookup(user_id))  # [B, H]
         days = tf.gather(self.hist_days, self.history_lookup.lookup(user_id))
-        mask = tf.cast(rows > 0, tf.float32)[..., None]
-        recent = tf.reduce_sum(tf.gather(self.history_table, rows) * mask, 1) / tf.maximum(tf.reduce_sum(mask, 1), 1.0)
+        query_rows = rows[:, : self.query_length]
+        mask = tf.cast(query_rows > 0, tf.float32)[..., None]
+        recent = (tf.reduce_sum(tf.gather(self.history_table, query_rows) * mask, 1)
+                  / tf.maximum(tf.reduce_sum(mask, 1), 1.0))
         queries = tf.gather(self.user_table, self.user_lookup.lookup(user_id)) + self.history_weight * recent
         scores = tf.matmul(queries, self.item_table, transpose_b=True) + self.item_bias[None, :]
         bonus = self.repeat_weight * tf.math.log1p(days) * tf.cast(rows > 0, tf.float32)

@@ -48,6 +48,15 @@ def test_query_table_holds_each_users_history_once_and_indexes_it_per_example():
     assert history.lists_from_table(index, table) == ([["a", "b"], ["a", "b"], ["d"], []], [[1, 1], [1, 1], [1], []])
 
 
+def test_query_table_cuts_each_history_at_length_keeping_the_most_recent():
+    snap = history.update(history.empty(), _pairs(("u1", "a"), ("u1", "b")), D1, length=5)
+    snap = history.update(snap, _pairs(("u1", "c"), ("u2", "a")), D2, length=5)
+    index, table = history.query_table(snap, pd.Series(["u1", "u2"]), length=2)
+    assert history.lists_from_table(index, table) == ([["c", "a"], ["a"]], [[1, 1], [1]])
+    index, table = history.query_table(snap, pd.Series(["u1"]))
+    assert history.lists_from_table(index, table)[0] == [["c", "a", "b"]]
+
+
 def _update_by_strings(previous: pd.DataFrame, pairs: pd.DataFrame, day: date, length: int) -> pd.DataFrame:
     """The string group-by update that ``history.update`` replaced (its output must not change)."""
     today = pairs[["user_id", "item_id"]].astype(str).drop_duplicates().assign(days=1, last_day=day.isoformat())

@@ -81,6 +81,15 @@ def test_history_bias_and_repeat_term_score_as_the_model_does():
     # a customer without a row but with a history is embedded by it: OOV row + A = (2, -1)
     assert rich.knows("new") and not rich.knows("nobody")
     np.testing.assert_allclose(rich.user_vectors(["new"]), [[2.0, -1.0]])
+    # query_length: the query averages the most recent items only; the repeat term covers every one
+    two = {"u1": (np.array([2, 1]), np.array([2.0, 1.0], np.float32))}  # B (most recent), then A
+    short = Scorer(USERS, ITEMS, {"u1": 1}, ITEM_IDS, item_bias=bias, repeat_weight=0.5, history_weight=1.0,
+                   histories=two, query_length=1)
+    np.testing.assert_allclose(short.user_vectors(["u1"]), [[1.0, 2.0]])  # u1 + B, not u1 + mean(B, A)
+    np.testing.assert_allclose(short.scores(["u1"])[0, 1:], [3.0 + 0.5 * np.log(2), 4.0 + 0.5 * np.log(3), 3.5],
+                               rtol=1e-6)
+    full = Scorer(USERS, ITEMS, {"u1": 1}, ITEM_IDS, history_weight=1.0, histories=two)
+    np.testing.assert_allclose(full.user_vectors(["u1"]), [[2.5, 1.0]])  # u1 + mean((0, 2), (3, 0))
     # without history_weight (a version stored with id tables only) histories are ignored
     plain = Scorer(USERS, ITEMS, {"u1": 1}, ITEM_IDS, histories=histories)
     assert not plain.knows("new")

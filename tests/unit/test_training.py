@@ -195,13 +195,17 @@ def test_the_exported_saved_model_ranks_exactly_as_the_scorer(tiny, tmp_path):
     scorer = load_scorer(store, 2)
     assert scorer.histories and scorer.repeat_weight != 0.0
     rows = list(range(1, len(scorer.item_ids)))
-    export_saved_model(scorer, rows, tmp_path / "model", k=3)
-    serve = tf.saved_model.load(str(tmp_path / "model")).signatures["serving_default"]
     users = ["u1", "u2", "u7", "stranger"]
-    out = serve(user_id=tf.constant(users))
-    exported = [[i.decode() for i in row] for row in out["item_ids"].numpy()]
-    assert exported == scorer.top_k(users, 3)
-    np.testing.assert_allclose(out["scores"].numpy()[:, 0], scorer.scores(users)[:, 1:].max(1), rtol=1e-5)
+    assert max(len(scorer.history(u)[0]) for u in users) > 1
+    # as stored, then with a query over the most recent item only (the repeat term still covers them all)
+    for query_length in (scorer.query_length, 1):
+        scorer.query_length = query_length
+        export_saved_model(scorer, rows, tmp_path / f"model{query_length}", k=3)
+        serve = tf.saved_model.load(str(tmp_path / f"model{query_length}")).signatures["serving_default"]
+        out = serve(user_id=tf.constant(users))
+        exported = [[i.decode() for i in row] for row in out["item_ids"].numpy()]
+        assert exported == scorer.top_k(users, 3)
+        np.testing.assert_allclose(out["scores"].numpy()[:, 0], scorer.scores(users)[:, 1:].max(1), rtol=1e-5)
 
 
 @pytest.mark.slow
