@@ -49,6 +49,7 @@ def date_lines(store: PartitionStore, day: str, reg: dict[str, Any]) -> list[str
             f"examples in {meta['train_seconds']} s; tables {meta['table_megabytes']} MB "
             f"(+{meta['new_user_rows']} user, +{meta['new_item_rows']} item rows), repeat weight "
             f"{meta['repeat_weight']:.2f}"
+            + (f", trend weight {meta['trend_weight']:.2f}" if "trend_weight" in meta else "")
         )
     decision = reg["decisions"].get(day)
     if decision:

@@ -23,13 +23,14 @@ import pandas as pd
 
 from recsys import registry, schema
 from recsys.config import Settings
-from recsys.features import history, items, vocab
+from recsys.features import history, items, trend, vocab
 from recsys.features.build import load_examples, load_query_history, load_stats
 from recsys.storage import PartitionStore, layout
 
 log = logging.getLogger(__name__)
 
 TABLES_FILE = "tables.npz"
+REPLAY_DAY = "day"  # replay_sample column: the example's partition (date ordinal)
 METADATA_FILE = "metadata.json"
 
 
@@ -40,13 +41,14 @@ class TrainingError(RuntimeError):
 def replay_sample(store: PartitionStore, day: date, size: int, seed: int) -> pd.DataFrame:
     """Up to ``size`` examples drawn uniformly from all feature partitions before ``day``.
 
-    The example columns plus ``hist_items`` / ``hist_days`` (each example user's history as lists).
+    The example columns plus ``hist_items`` / ``hist_days`` (each example user's history as lists) and
+    ``day`` (the example's partition, as a date ordinal).
     The draw is ``pandas.DataFrame.sample(n=size, random_state=seed)`` of all those days' examples
     concatenated in date order, but only the drawn rows are ever read (a day of 10M events holds
     7.5M examples).
     """
     older = [d for d in store.partitions(layout.FEATURES) if d < day]
-    columns = [*schema.EXAMPLE_COLUMNS, history.HIST_ITEMS, history.HIST_DAYS]
+    columns = [*schema.EXAMPLE_COLUMNS, history.HIST_ITEMS, history.HIST_DAYS, REPLAY_DAY]
     if size == 0 or not older:
         return pd.DataFrame(columns=columns)
     counts = np.array([_example_count(store, d) for d in older], np.int64)
@@ -66,7 +68,7 @@ def replay_sample(store: PartitionStore, day: date, size: int, seed: int) -> pd.
             picked[history.HIST_INDEX].to_numpy(), _query_rows(load_query_history(store, d), picked)
         )
         frames.append(picked[list(schema.EXAMPLE_COLUMNS)].assign(
-            **{history.HIST_ITEMS: items_, history.HIST_DAYS: days_}))
+            **{history.HIST_ITEMS: items_, history.HIST_DAYS: days_, REPLAY_DAY: d.toordinal()}))
         order.append(mine)
     replay = pd.concat(frames, ignore_index=True)
     # back into the order of the draw
@@ -146,12 +148,14 @@ def train_from_scratch(
 @dataclass(frozen=True)
 class _Part:
     """Examples of one source (a day's train split, or the replay sample) as the model reads them:
-    int32 rows, and each example's index into ``table``, the source's long history table (0: none)."""
+    int32 rows, each example's index into ``table``, the source's long history table (0: none), and
+    each example's day (date ordinal: the day its trend is counted before)."""
 
     user_row: np.ndarray
     item_row: np.ndarray
     hist_index: np.ndarray
     table: pd.DataFrame
+    day: np.ndarray
 
     @property
     def size(self) -> int:
@@ -168,7 +172,7 @@ class _Part:
     @staticmethod
     def empty() -> _Part:
         none = np.zeros(0, np.int32)
-        return _Part(none, none, none, history.empty_query_table())
+        return _Part(none, none, none, history.empty_query_table(), none)
 
 
 def _train_part(store: PartitionStore, day: date, only_train: bool) -> _Part:
@@ -179,6 +183,7 @@ def _train_part(store: PartitionStore, day: date, only_train: bool) -> _Part:
     return _Part(
         examples[schema.USER_ROW].to_numpy(np.int32), examples[schema.ITEM_ROW].to_numpy(np.int32),
         examples[history.HIST_INDEX].to_numpy(np.int32), load_query_history(store, day),
+        np.full(len(examples), day.toordinal(), np.int32),
     )
 
 
@@ -188,7 +193,7 @@ def _replay_part(replay: pd.DataFrame) -> _Part:
     table[history.HIST_INDEX] += 1
     return _Part(
         replay[schema.USER_ROW].to_numpy(np.int32), replay[schema.ITEM_ROW].to_numpy(np.int32),
-        np.arange(1, len(replay) + 1, dtype=np.int32), table,
+        np.arange(1, len(replay) + 1, dtype=np.int32), table, replay[REPLAY_DAY].to_numpy(np.int32),
     )
 
 
@@ -212,14 +217,16 @@ def _history_inputs(
 
 def training_dataset(
     features: dict[str, np.ndarray], hist_index: np.ndarray, hist_rows: np.ndarray, hist_days: np.ndarray,
-    batch_size: int, seed: int,
+    batch_size: int, seed: int, trend_table: np.ndarray | None = None,
 ) -> Any:
     """Shuffled batches of ``features`` (arrays of one value per example) with each example's history.
 
     Every array is held once (as a constant); an epoch draws a fresh permutation of the example
     indices (seeded: the same seed gives the same batches) and each batch gathers its rows, its
     history index and its history rows. Nothing is copied per example: no ``from_tensor_slices`` of
-    the features and no shuffle buffer of whole examples (bench/scale).
+    the features and no shuffle buffer of whole examples (bench/scale). With ``trend_table`` [days,
+    items] and a ``trend_day`` feature (each example's row in it), each batch also gets ``trend``
+    [B, B]: the trend of candidate j as of row i's day.
     """
     import tensorflow as tf
 
@@ -230,6 +237,7 @@ def training_dataset(
     index_c = tf.constant(hist_index, tf.int32)
     rows_c = tf.constant(hist_rows, tf.int32)
     days_c = tf.constant(hist_days)
+    trend_c = tf.constant(trend_table, tf.float32) if trend_table is not None else None
     batches = -(-n // batch_size)
 
     def epoch(draw: tf.Tensor) -> tf.data.Dataset:
@@ -243,6 +251,9 @@ def training_dataset(
         h = tf.gather(index_c, i)
         batch[two_tower.HIST_ROWS] = tf.gather(rows_c, h)
         batch[two_tower.HIST_DAYS] = tf.cast(tf.gather(days_c, h), tf.float32)
+        if trend_c is not None:
+            day_row, item = tf.meshgrid(batch.pop(trend.TREND_DAY), batch[schema.ITEM_ROW], indexing="ij")
+            batch[trend.TREND] = tf.gather_nd(trend_c, tf.stack([day_row, item], -1))
         return batch
 
     # one random draw per iteration (an epoch of fit), seeded: reshuffled every epoch, reproducibly
@@ -291,8 +302,15 @@ def _train_version(
     }
     if settings.logq_correction:
         features[two_tower.ITEM_PROB] = two_tower.sampling_probability(item_row, item_rows)
+    trend_table = None
+    if settings.trend_days:  # one trend row per distinct day of the examples (the day's and the replay's)
+        ordinals = np.concatenate([p.day for p in everything])
+        days = np.unique(ordinals)
+        trend_table = trend.table(store, [date.fromordinal(int(o)) for o in days], item_rows, settings.trend_days)
+        features[trend.TREND_DAY] = np.searchsorted(days, ordinals).astype(np.int32)
+        del ordinals
     del everything, parts
-    dataset = training_dataset(features, hist_index, hist_rows, hist_days, settings.batch_size, seed)
+    dataset = training_dataset(features, hist_index, hist_rows, hist_days, settings.batch_size, seed, trend_table)
     del features, hist_index, hist_rows, hist_days
     started = time.perf_counter()
     fit = model.fit(dataset, epochs=settings.epochs, verbose=0)
@@ -315,6 +333,8 @@ def _train_version(
         "batch_size": settings.batch_size,
         "history_length": settings.history_length,
         "repeat_length": settings.repeat_length,
+        "repeat_scale": settings.repeat_scale,
+        "trend_days": settings.trend_days,
         "user_rows": user_rows,
         "item_rows": item_rows,
         "new_user_rows": user_rows - (len(old["user"]) if old is not None else 0),
@@ -322,6 +342,7 @@ def _train_version(
         "table_megabytes": round(sum(t.nbytes for t in tables.values()) / 2**20, 3),
         "final_loss": float(fit.history["loss"][-1]),
         "repeat_weight": float(tables["repeat_weight"]),
+        "trend_weight": float(tables["trend_weight"]),
         "logq_correction": settings.logq_correction,
         "train_seconds": round(seconds, 2),
         "examples_per_second": round(examples * settings.epochs / seconds, 1) if seconds > 0 else None,

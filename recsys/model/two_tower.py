@@ -11,13 +11,16 @@ embedded by what they bought, and a purchase moves the query at once, without re
 Score of item i for customer u::
 
     query(u) . candidate(i)  +  bias(i)  +  repeat_weight * ln(1 + days u bought i)
+                             +  trend_weight * ln(1 + purchases of i in the last trend_days days)
 
 The item bias is the item's learned prior (its popularity, once the logQ correction has removed
-the sampling bias of in-batch negatives); the repeat term is non-zero only for the customer's own
-recent items, so retrieval stays a dot-product search over all items plus a sparse bonus over at
-most ``history_length`` of them (see :class:`recsys.serving.index.Scorer`). All of it is trained
-jointly with an in-batch softmax (tfrs ``Model``, its accidental-hit removal and sampling
-correction layers).
+the sampling bias of in-batch negatives); the trend term is its recent popularity, counted from
+the data as of the query's day (:mod:`recsys.features.trend`); the repeat term is non-zero only for
+the customer's own past items, so retrieval stays a dot-product search over all items (bias and
+trend fold into one per-item constant) plus a sparse bonus over the customer's own items (see
+:class:`recsys.serving.index.Scorer`). All of it is trained jointly with an in-batch softmax (tfrs
+``Model``, its accidental-hit removal and sampling correction layers); in training, each in-batch
+candidate's trend is the one as of the *row's* day (examples of a batch come from many days).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import tensorflow_recommenders as tfrs
 
 from recsys import schema
 from recsys.features.items import PRICE_BANDS, TITLE_WORDS, WORD_BUCKETS
+from recsys.features.trend import TREND
 
 ITEM_PROB = "item_prob"  # feature: the example's item share of the training examples (logQ correction)
 HIST_ROWS = "hist_rows"  # feature: [batch, history_length] item rows of the user's history, 0 = padding
@@ -55,6 +59,7 @@ class TwoTowerModel(tfrs.Model):
         self.price_embedding = tf.keras.layers.Embedding(PRICE_BANDS, dim, name="price_embedding")
         self.item_bias = tf.keras.layers.Embedding(item_rows, 1, embeddings_initializer="zeros", name="item_bias")
         self.repeat_weight = tf.Variable(1.0, name="repeat_weight")
+        self.trend_weight = tf.Variable(0.0, name="trend_weight")
         self.item_words = tf.constant(item_words, tf.int32)
         self.item_price = tf.constant(item_price, tf.int32)
         self.remove_accidental_hits = tfrs.layers.loss.RemoveAccidentalHits()
@@ -84,6 +89,8 @@ class TwoTowerModel(tfrs.Model):
         # repeat term: ln(1 + days) where the in-batch candidate is in the row's history
         same = tf.cast(tf.equal(hist[:, :, None], items[None, None, :]), tf.float32)  # [B, H, B]
         logits += self.repeat_weight * tf.reduce_sum(same * tf.math.log1p(features[HIST_DAYS])[:, :, None], 1)
+        if TREND in features:  # [B, B]: candidate j's recent purchases as of row i's day
+            logits += self.trend_weight * features[TREND]
         if ITEM_PROB in features:
             logits = self.sampling_correction(logits, features[ITEM_PROB])
         labels = tf.eye(tf.shape(items)[0])
@@ -110,7 +117,8 @@ def get_tables(model: TwoTowerModel) -> dict[str, np.ndarray]:
     """Every weight and item feature as float32/int32 arrays (the stored form of a version).
 
     ``user`` [U, d], ``item`` [I, d], ``word`` [WORD_BUCKETS, d], ``price`` [PRICE_BANDS, d],
-    ``item_bias`` [I], ``repeat_weight`` [], ``item_words`` [I, TITLE_WORDS], ``item_price`` [I].
+    ``item_bias`` [I], ``repeat_weight`` [], ``trend_weight`` [], ``item_words`` [I, TITLE_WORDS],
+    ``item_price`` [I].
     """
     return {
         "user": model.user_embedding.get_weights()[0],
@@ -119,6 +127,7 @@ def get_tables(model: TwoTowerModel) -> dict[str, np.ndarray]:
         "price": model.price_embedding.get_weights()[0],
         "item_bias": model.item_bias.get_weights()[0][:, 0],
         "repeat_weight": np.asarray(model.repeat_weight.numpy(), np.float32),
+        "trend_weight": np.asarray(model.trend_weight.numpy(), np.float32),
         "item_words": model.item_words.numpy(),
         "item_price": model.item_price.numpy(),
     }
@@ -133,6 +142,8 @@ def set_tables(model: TwoTowerModel, tables: dict[str, np.ndarray]) -> None:
         model.price_embedding.set_weights([tables["price"]])
         model.item_bias.set_weights([tables["item_bias"][:, None]])
         model.repeat_weight.assign(float(tables["repeat_weight"]))
+    if "trend_weight" in tables:  # versions stored before the trend term start it at 0
+        model.trend_weight.assign(float(tables["trend_weight"]))
 
 
 def grow_tables(old: dict[str, np.ndarray], user_rows: int, item_rows: int, seed: int) -> dict[str, np.ndarray]:

@@ -147,9 +147,14 @@ def histories_by_row(snapshot: pd.DataFrame, item_rows: dict[str, int], rows: in
 def load_scorer(store: PartitionStore, version: int, before: date | None = None) -> Scorer:
     """A :class:`Scorer` for a stored version, with the vocabularies as they were when it was trained.
 
-    Histories are what was known before ``before`` (evaluation of that day), else the newest (serving).
+    Histories and the trend counts are what was known before ``before`` (evaluation of that day),
+    else the newest (serving). The repeat weight is the learned one times the version's
+    ``repeat_scale`` (``RECSYS_REPEAT_SCALE`` when it was trained; 1 for older versions). The trend
+    term is the same for every customer, so it is folded into the item bias: ``item_bias`` =
+    learned bias + trend_weight * ln(1 + recent purchases).
     """
     from recsys import registry
+    from recsys.features import trend
     from recsys.training import load_tables
 
     tables = load_tables(store, version)
@@ -162,9 +167,15 @@ def load_scorer(store: PartitionStore, version: int, before: date | None = None)
     user_rows = dict(zip(users[vocab.ID].astype(str), users[vocab.ROW].astype(int), strict=True))
     histories: dict[str, History] = {}
     aware = "word" in tables
+    bias = tables.get("item_bias")
+    meta = registry.load(store)["versions"].get(str(version), {})
+    repeat_weight = float(tables.get("repeat_weight", 0.0)) * float(meta.get("repeat_scale", 1.0))
+    trend_weight = float(tables.get("trend_weight", 0.0))
+    asof = before if before is not None else trend.serving_day(store)
+    if bias is not None and trend_weight and asof is not None:
+        bias = bias + trend_weight * trend.vector(store, asof, len(bias), int(meta.get("trend_days", 7)))
     if aware:
         snapshot = history.load_before(store, before) if before is not None else history.load_latest(store)
-        meta = registry.load(store)["versions"].get(str(version), {})
         query_length = int(meta.get("history_length", 50))
         # versions stored before repeat_length existed had the repeat term over the query's items only
         length = max(query_length, int(meta.get("repeat_length", query_length)))
@@ -172,7 +183,7 @@ def load_scorer(store: PartitionStore, version: int, before: date | None = None)
         histories = histories_by_row(snapshot, item_rows, len(item_table), length)
     return Scorer(
         tables["user"].astype(np.float32), item_table, user_rows, item_ids,
-        item_bias=tables.get("item_bias"), repeat_weight=float(tables.get("repeat_weight", 0.0)),
+        item_bias=bias, repeat_weight=repeat_weight,
         history_weight=1.0 if aware else 0.0, histories=histories, history_table=tables["item"].astype(np.float32),
         query_length=query_length if aware else None,
     )

@@ -38,6 +38,7 @@ def feature_days(store):
 def test_replay_takes_everything_when_the_pool_is_small(feature_days):
     replay = replay_sample(feature_days, D3, size=10, seed=0)
     assert list(replay[schema.USER_ID]) == ["a1", "a2", "a3", "b1", "b2"]
+    assert list(replay["day"]) == [D1.toordinal()] * 3 + [D2.toordinal()] * 2  # each example's partition
 
 
 def test_replay_only_uses_days_before(feature_days):
@@ -48,7 +49,7 @@ def test_replay_only_uses_days_before(feature_days):
 def test_replay_of_size_zero_is_empty_with_the_example_columns(feature_days):
     replay = replay_sample(feature_days, D3, size=0, seed=0)
     assert replay.empty
-    assert tuple(replay.columns) == (*schema.EXAMPLE_COLUMNS, "hist_items", "hist_days")
+    assert tuple(replay.columns) == (*schema.EXAMPLE_COLUMNS, "hist_items", "hist_days", "day")
 
 
 def test_replay_sample_is_seeded(feature_days):
@@ -279,3 +280,23 @@ def test_fine_tune_is_deterministic_per_seed(tiny, tmp_path):
     for version in (1, 2):
         path = f"models/two_tower/versions/{version}/tables.npz"
         assert store.read_bytes(path) == copy.read_bytes(path)
+
+
+@pytest.mark.slow
+def test_the_trend_term_is_trained_and_folded_into_the_served_item_bias(tiny):
+    from recsys.features import trend
+    from recsys.serving.index import load_scorer
+
+    store, settings, _ = tiny
+    fine_tune(store, settings, D1)
+    meta = fine_tune(store, settings, D2)
+    tables = load_tables(store, 2)
+    # D2's examples see D1's purchases as their trend, so the weight moves from its start at 0
+    assert meta["trend_weight"] == pytest.approx(float(tables["trend_weight"])) and meta["trend_weight"] != 0.0
+    recent = trend.vector(store, D3, len(tables["item_bias"]), settings.trend_days)
+    assert recent.any()
+    for scorer in (load_scorer(store, 2, before=D3), load_scorer(store, 2)):  # serving ranks the day after D2
+        np.testing.assert_allclose(scorer.item_bias, tables["item_bias"] + tables["trend_weight"] * recent, rtol=1e-6)
+        # the whole catalog is ranked with the learned repeat weight times RECSYS_REPEAT_SCALE (default 2)
+        assert meta["repeat_scale"] == settings.repeat_scale == 2.0
+        assert scorer.repeat_weight == pytest.approx(2.0 * float(tables["repeat_weight"]))
