@@ -174,8 +174,11 @@ def run_step(step: str, events: int, store_root: Path) -> dict:
     sampler = Sampler()
     sampler.start()
     marks: list[tuple[str, float, float]] = []  # (phase, seconds, rss MB) at the phase's start
+    cpu: dict[str, float] = {}  # CPU seconds of the process (all threads) at each mark
 
     def mark(phase: str) -> None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu[phase] = usage.ru_utime + usage.ru_stime
         marks.append(
             (
                 phase,
@@ -243,6 +246,8 @@ def run_step(step: str, events: int, store_root: Path) -> dict:
     return {
         "result": out,
         "seconds": round(step_end - step_start, 2),  # the product call itself, without imports
+        # CPU seconds of that call (all threads): what other jobs on a shared machine do not stretch
+        "cpu_seconds": round(cpu["done"] - next(c for name, c in cpu.items() if name != "imports"), 1),
         "peak_rss_mb": round(peak_kb / 1024, 1),  # whole process, imports included
         "rss_before_step_mb": next(r for name, _, r in marks if name not in ("imports",)),
         "marks": marks,
