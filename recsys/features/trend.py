@@ -27,7 +27,11 @@ TREND_DAY = "trend_day"  # training feature: the example's row in the batch's tr
 
 def window(store: PartitionStore, day: date, days: int) -> list[date]:
     """The feature partitions in the ``days`` calendar days before ``day`` (``day`` itself excluded)."""
-    return [d for d in store.partitions(layout.FEATURES) if day - timedelta(days=days) <= d < day]
+    return _within(store.partitions(layout.FEATURES), day, days)
+
+
+def _within(partitions: list[date], day: date, days: int) -> list[date]:
+    return [d for d in partitions if day - timedelta(days=days) <= d < day]
 
 
 def daily_counts(store: PartitionStore, day: date, item_rows: int) -> np.ndarray:
@@ -41,15 +45,16 @@ def daily_counts(store: PartitionStore, day: date, item_rows: int) -> np.ndarray
 def table(store: PartitionStore, days: list[date], item_rows: int, window_days: int) -> np.ndarray:
     """[len(days), item_rows] float32: row n is ln(1 + purchases) over the window before ``days[n]``.
 
-    Each partition is read once however many windows it falls in.
+    The partitions are listed once, and each is read once however many windows it falls in.
     """
     out = np.zeros((len(days), item_rows), np.float32)
     if window_days <= 0:
         return out
+    partitions = store.partitions(layout.FEATURES)
     counts: dict[date, np.ndarray] = {}
     for n, day in enumerate(days):
         total = np.zeros(item_rows, np.int64)
-        for d in window(store, day, window_days):
+        for d in _within(partitions, day, window_days):
             if d not in counts:
                 counts[d] = daily_counts(store, d, item_rows)
             total += counts[d]
