@@ -23,6 +23,8 @@ from airflow.providers.apache.hdfs.sensors.web_hdfs import WebHdfsSensor
 from airflow.sdk import BaseNotifier
 from airflow.sdk.exceptions import AirflowFailException
 
+from recsys.errors import DOMAIN_ERRORS
+
 log = logging.getLogger(__name__)
 
 
@@ -118,7 +120,7 @@ def alert_if_late(context: Any) -> dict[str, Any] | None:
 
     Never fails the sensor: a broken alert channel or store is logged and the sensor keeps looking.
     """
-    from recsys.notify import NotifyError, check_late, notifier_from_settings
+    from recsys.notify import check_late, notifier_from_settings
     from recsys.storage import open_store
 
     day = partition_day(context.get("params"), context.get("logical_date"))
@@ -128,13 +130,7 @@ def alert_if_late(context: Any) -> dict[str, Any] | None:
         current = settings()
         return check_late(open_store(current), current, day, datetime.now(UTC), notifier_from_settings(current),
                           run_id=context.get("run_id"))
-    except Exception as err:
-        # imported only here: recsys.errors loads every step's module (pandas, Great Expectations), which
-        # made each empty look of the sensor cost seconds (bench/freshness)
-        from recsys.errors import DOMAIN_ERRORS
-
-        if not isinstance(err, (NotifyError, *DOMAIN_ERRORS)):
-            raise
+    except DOMAIN_ERRORS as err:
         log.warning("could not check or report whether partition %s is late: %s", day, err)
         return None
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.config import Settings
+from recsys.errors import DOMAIN_ERRORS
 
 
 def _date(text: str) -> date:
@@ -244,8 +245,6 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from recsys.errors import DOMAIN_ERRORS
-
     try:
         settings = Settings.from_env()
         result = _dispatch(args, settings)

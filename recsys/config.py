@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from recsys.errors import RecsysError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STORAGE_ROOT = REPO_ROOT / "var" / "store"
 
 
-class ConfigError(ValueError):
+class ConfigError(RecsysError, ValueError):
     """A setting is missing, malformed or out of range."""
 
 

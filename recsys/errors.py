@@ -1,20 +1,14 @@
-"""The domain exceptions of every module, gathered for callers that report them (CLI, DAG tasks)."""
+"""The one base class of every domain exception (a leaf: imports nothing from recsys).
+
+Callers that report domain errors (CLI, DAG tasks) catch :data:`DOMAIN_ERRORS`; programming errors
+(``KeyError``, ``TypeError``, ...) are not domain errors and keep their tracebacks.
+"""
 
 from __future__ import annotations
 
-from recsys.config import ConfigError
-from recsys.datasets.online_retail import SourceError
-from recsys.evaluation import EvaluationError
-from recsys.features.build import FeatureError
-from recsys.registry import RegistryError
-from recsys.retrain import RetrainError
-from recsys.serving.deploy import DeployError
-from recsys.serving.recommend import RecommendError
-from recsys.storage import StorageError
-from recsys.training import TrainingError
-from recsys.validation.partition import ValidationFailed
 
-DOMAIN_ERRORS: tuple[type[Exception], ...] = (
-    ConfigError, SourceError, EvaluationError, FeatureError, RegistryError, DeployError, StorageError,
-    TrainingError, ValidationFailed, RecommendError, RetrainError,
-)
+class RecsysError(Exception):
+    """Base of every exception a recsys module raises on purpose (bad input, missing data, failed check)."""
+
+
+DOMAIN_ERRORS = RecsysError

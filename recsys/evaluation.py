@@ -15,12 +15,13 @@ import numpy as np
 
 from recsys import registry, schema
 from recsys.config import Settings
+from recsys.errors import RecsysError
 from recsys.storage import PartitionStore
 
 log = logging.getLogger(__name__)
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(RecsysError, RuntimeError):
     """Evaluation cannot run (no candidate for the day, no held-out examples)."""
 
 

@@ -33,6 +33,7 @@ from email.message import EmailMessage
 from typing import Any, Protocol
 
 from recsys.config import Settings
+from recsys.errors import RecsysError
 from recsys.storage import PartitionStore, layout
 
 log = logging.getLogger("recsys.alerts")
@@ -41,7 +42,7 @@ LATE_ALERTS = "alerts/late"
 SEVERITIES = ("error", "warning", "info")
 
 
-class NotifyError(RuntimeError):
+class NotifyError(RecsysError, RuntimeError):
     """An alert could not be delivered (it was logged instead)."""
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
+from recsys.errors import RecsysError
 from recsys.storage import PartitionStore, layout
 
 
-class RegistryError(RuntimeError):
+class RegistryError(RecsysError, RuntimeError):
     """The registry is inconsistent with a request (unknown version, nothing to roll back to)."""
 
 

@@ -22,12 +22,13 @@ from typing import Any
 
 from recsys import registry
 from recsys.config import Settings
+from recsys.errors import RecsysError
 from recsys.storage import PartitionStore, layout
 
 log = logging.getLogger(__name__)
 
 
-class RetrainError(RuntimeError):
+class RetrainError(RecsysError, RuntimeError):
     """A full retrain cannot run (no features in the window, unknown version, a contaminated comparison)."""
 
 

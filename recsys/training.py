@@ -23,6 +23,7 @@ import pandas as pd
 
 from recsys import registry, schema
 from recsys.config import Settings
+from recsys.errors import RecsysError
 from recsys.features import history, items, trend, vocab
 from recsys.features.build import load_examples, load_query_history, load_stats
 from recsys.storage import PartitionStore, layout
@@ -34,7 +35,7 @@ REPLAY_DAY = "day"  # replay_sample column: the example's partition (date ordina
 METADATA_FILE = "metadata.json"
 
 
-class TrainingError(RuntimeError):
+class TrainingError(RecsysError, RuntimeError):
     """Fine-tuning cannot run (no features, no training examples)."""
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from recsys import schema
+from recsys.errors import RecsysError
 
 SOURCE_COLUMNS = (
     "InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country",
@@ -37,7 +38,7 @@ SOURCE_COLUMNS = (
 BUNDLE = Path(__file__).parent / "data" / "online_retail.parquet"
 
 
-class SourceError(ValueError):
+class SourceError(RecsysError, ValueError):
     """The Online Retail source is missing, malformed, or has no data for a requested day."""
 
 

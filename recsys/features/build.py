@@ -23,6 +23,7 @@ import pandas as pd
 
 from recsys import schema
 from recsys.config import Settings
+from recsys.errors import RecsysError
 from recsys.features import history, vocab
 from recsys.features.cleaning import clean_events
 from recsys.storage import PartitionStore, layout
@@ -37,7 +38,7 @@ EXAMPLE_FILE_COLUMNS = (*schema.EXAMPLE_COLUMNS, history.HIST_INDEX)
 READ_COLUMNS = (schema.EVENT_ID, schema.USER_ID, schema.ITEM_ID, schema.QUANTITY)
 
 
-class FeatureError(RuntimeError):
+class FeatureError(RecsysError, RuntimeError):
     """Examples cannot be built or read (missing partition, nothing left after cleaning)."""
 
 

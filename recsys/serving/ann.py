@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from recsys.errors import RecsysError
+
 log = logging.getLogger(__name__)
 
 HNSW_M = 32  # graph degree
@@ -21,7 +23,7 @@ EF_CONSTRUCTION = 80
 EF_SEARCH = 1024  # recall@100 >= 0.95 at 1M items (bench/serving_latency; 256 gave 0.91)
 
 
-class AnnUnavailable(RuntimeError):
+class AnnUnavailable(RecsysError, RuntimeError):
     """The approximate index cannot be built here (faiss is not installed)."""
 
 

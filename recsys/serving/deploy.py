@@ -26,6 +26,7 @@ import pandas as pd
 
 from recsys import registry, schema
 from recsys.config import Settings
+from recsys.errors import RecsysError
 from recsys.storage import PartitionStore, StorageError, layout
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ INDEX_FILE = "index.parquet"
 INDEX_META_FILE = "index.json"
 
 
-class DeployError(RuntimeError):
+class DeployError(RecsysError, RuntimeError):
     """A deploy or rollback was refused (not blessed, unknown version, nothing to roll back to)."""
 
 

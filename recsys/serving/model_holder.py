@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from recsys import registry, schema
+from recsys.errors import RecsysError
 from recsys.features import vocab
 from recsys.serving.ann import AnnUnavailable, HnswIndex
 from recsys.serving.deploy import INDEX_FILE, INDEX_META_FILE
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 FALLBACK_POPULAR = "popular"
 
 
-class ServingError(RuntimeError):
+class ServingError(RecsysError, RuntimeError):
     """Nothing can be served (no champion yet, or its files cannot be loaded)."""
 
 

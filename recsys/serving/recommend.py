@@ -7,12 +7,13 @@ from typing import Any
 import numpy as np
 
 from recsys import registry
+from recsys.errors import RecsysError
 from recsys.serving.deploy import INDEX_FILE, DeployError
 from recsys.serving.index import load_scorer
 from recsys.storage import PartitionStore, layout
 
 
-class RecommendError(ValueError):
+class RecommendError(RecsysError, ValueError):
     """A recommendation request is invalid (k out of range)."""
 
 

@@ -14,13 +14,14 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recsys.errors import RecsysError
 from recsys.storage import layout
 
 if TYPE_CHECKING:
     import pandas as pd
 
 
-class StorageError(RuntimeError):
+class StorageError(RecsysError, RuntimeError):
     """A storage operation failed: missing path, unreadable data, or a backend error."""
 
 

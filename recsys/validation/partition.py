@@ -29,6 +29,7 @@ import pandas as pd
 
 from recsys import schema
 from recsys.config import Settings
+from recsys.errors import RecsysError
 from recsys.storage import PartitionStore, StorageError, layout
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ NEW_USER, NEW_ITEM, TOP_ITEM = "_new_user", "_new_item", "_top_item"
 EVENT_TIME_DTYPE = "_event_time_dtype"
 
 
-class ValidationFailed(RuntimeError):
+class ValidationFailed(RecsysError, RuntimeError):
     """A partition broke the data contract; it was quarantined and must not be trained on."""
 
 
