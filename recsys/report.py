@@ -99,7 +99,7 @@ def showcase_text(store: PartitionStore, k: int = 10) -> str:
     user = examples[schema.USER_ID].value_counts().idxmax()
     bought = examples.loc[examples[schema.USER_ID] == user, schema.ITEM_ID].astype(str)
     catalog_day: date = max(store.partitions(layout.RAW_CATALOG))
-    from recsys.validation.partition import read_partition
+    from recsys.storage.raw import read_partition
 
     catalog = read_partition(store, layout.raw_catalog(catalog_day))
     titles = dict(zip(catalog[schema.ITEM_ID].astype(str), catalog[schema.TITLE].astype(str), strict=True))

@@ -26,13 +26,12 @@ from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.features import history, items, trend, vocab
 from recsys.features.build import load_examples, load_query_history, load_stats
+from recsys.model.tables import METADATA_FILE, TABLES_FILE, load_tables
 from recsys.storage import PartitionStore, layout
 
 log = logging.getLogger(__name__)
 
-TABLES_FILE = "tables.npz"
 REPLAY_DAY = "day"  # replay_sample column: the example's partition (date ordinal)
-METADATA_FILE = "metadata.json"
 
 
 class TrainingError(RecsysError, RuntimeError):
@@ -89,14 +88,6 @@ def _example_count(store: PartitionStore, day: date) -> int:
 def _query_rows(table: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFrame:
     """The entries of ``table`` that ``examples`` point to."""
     return table[table[history.HIST_INDEX].isin(examples[history.HIST_INDEX].unique())]
-
-
-def load_tables(store: PartitionStore, version: int) -> dict[str, np.ndarray]:
-    """The embedding tables of a stored version."""
-    import io
-
-    with np.load(io.BytesIO(store.read_bytes(f"{layout.model_version(version)}/{TABLES_FILE}"))) as npz:
-        return {name: npz[name] for name in npz.files}
 
 
 def fine_tune(

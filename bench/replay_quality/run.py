@@ -60,7 +60,7 @@ def _day_truth(store: Any, day: date) -> tuple[list[str], list[set[str]]]:
     """The day's purchasing customers and the distinct items each bought."""
     from recsys import schema
     from recsys.storage import layout
-    from recsys.validation.partition import read_partition
+    from recsys.storage.raw import read_partition
 
     events = read_partition(store, layout.raw_events(day))
     by_user = {str(u): set(map(str, items)) for u, items in events.groupby(schema.USER_ID)[schema.ITEM_ID]}

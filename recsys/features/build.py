@@ -27,7 +27,7 @@ from recsys.errors import RecsysError
 from recsys.features import history, vocab
 from recsys.features.cleaning import clean_events
 from recsys.storage import PartitionStore, layout
-from recsys.validation.partition import read_partition
+from recsys.storage.raw import read_partition
 
 log = logging.getLogger(__name__)
 

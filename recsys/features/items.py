@@ -67,7 +67,7 @@ def feature_arrays(catalog: pd.DataFrame, items: pd.DataFrame, rows: int) -> dic
 
 def latest_catalog(store: PartitionStore, day: date) -> pd.DataFrame:
     """The newest complete catalog snapshot on or before ``day`` (empty if there is none)."""
-    from recsys.validation.partition import read_partition
+    from recsys.storage.raw import read_partition
 
     days = [d for d in store.partitions(layout.RAW_CATALOG) if d <= day]
     for candidate in reversed(days):

@@ -42,7 +42,7 @@ class DeployError(RecsysError, RuntimeError):
 def build_index(store: PartitionStore, version: int, day: date) -> pd.DataFrame:
     """Items the version knows that the day's catalog lists as available: item_id, row, title, price."""
     from recsys.features import vocab
-    from recsys.validation.partition import read_partition
+    from recsys.storage.raw import read_partition
 
     items = vocab.with_rows(vocab.load(store, vocab.ITEMS))
     rows = registry.load(store)["versions"][str(version)]["item_rows"]
@@ -81,7 +81,7 @@ def deploy_version(
     Callers check the deploy gate first (:func:`deploy` for a day's candidate, ``recsys.retrain`` for a
     full retrain).
     """
-    from recsys.model.export import export_saved_model
+    from recsys.serving.export import export_saved_model
     from recsys.serving.index import load_scorer
 
     reg = registry.load(store)

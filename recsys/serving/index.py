@@ -155,7 +155,7 @@ def load_scorer(store: PartitionStore, version: int, before: date | None = None)
     """
     from recsys import registry
     from recsys.features import trend
-    from recsys.training import load_tables
+    from recsys.model.tables import load_tables
 
     tables = load_tables(store, version)
     users = vocab.with_rows(vocab.load(store, vocab.USERS))

@@ -11,7 +11,8 @@ import pytest
 from recsys import registry, schema
 from recsys.config import Settings
 from recsys.features import FeatureError, build_features, load_examples
-from recsys.training import TrainingError, fine_tune, load_tables, replay_sample, train_from_scratch
+from recsys.model.tables import load_tables
+from recsys.training import TrainingError, fine_tune, replay_sample, train_from_scratch
 
 D1, D2, D3 = date(2011, 1, 4), date(2011, 1, 5), date(2011, 1, 6)
 
@@ -187,7 +188,7 @@ def test_the_exported_saved_model_ranks_exactly_as_the_scorer(tiny, tmp_path):
     give the same top items for customers with and without histories, repeat term included."""
     import tensorflow as tf
 
-    from recsys.model.export import export_saved_model
+    from recsys.serving.export import export_saved_model
     from recsys.serving.index import load_scorer
 
     store, settings, _ = tiny

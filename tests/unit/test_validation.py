@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 from recsys.storage import StorageError
+from recsys.storage.raw import read_partition
 from recsys.validation.partition import (
     ValidationFailed,
     ValidationReport,
     load_suite,
-    read_partition,
     suite_columns,
     validate_partition,
 )
