@@ -13,85 +13,30 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from recsys import registry, schema
 from recsys.config import Settings
 from recsys.errors import RecsysError
-from recsys.features import history, items, trend, vocab
-from recsys.features.build import load_examples, load_query_history, load_stats
+from recsys.features import items, trend, vocab
+from recsys.features.build import load_stats
+from recsys.features.inputs import Part, history_inputs, replay_part, replay_sample, train_part
 from recsys.model.tables import METADATA_FILE, TABLES_FILE, load_tables
 from recsys.storage import PartitionStore, layout
 
 log = logging.getLogger(__name__)
-
-REPLAY_DAY = "day"  # replay_sample column: the example's partition (date ordinal)
 
 
 class TrainingError(RecsysError, RuntimeError):
     """Fine-tuning cannot run (no features, no training examples)."""
 
 
-def replay_sample(store: PartitionStore, day: date, size: int, seed: int) -> pd.DataFrame:
-    """Up to ``size`` examples drawn uniformly from all feature partitions before ``day``.
-
-    The example columns plus ``hist_items`` / ``hist_days`` (each example user's history as lists) and
-    ``day`` (the example's partition, as a date ordinal).
-    The draw is ``pandas.DataFrame.sample(n=size, random_state=seed)`` of all those days' examples
-    concatenated in date order, but only the drawn rows are ever read (a day of 10M events holds
-    7.5M examples).
-    """
-    older = [d for d in store.partitions(layout.FEATURES) if d < day]
-    columns = [*schema.EXAMPLE_COLUMNS, history.HIST_ITEMS, history.HIST_DAYS, REPLAY_DAY]
-    if size == 0 or not older:
-        return pd.DataFrame(columns=columns)
-    counts = np.array([_example_count(store, d) for d in older], np.int64)
-    total = int(counts.sum())
-    # what DataFrame.sample draws (numpy's RandomState.choice without replacement), or every row in order
-    drawn = np.arange(total) if total <= size else np.random.RandomState(seed).choice(total, size=size, replace=False)
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    which = np.searchsorted(starts, drawn, side="right") - 1
-    frames = []
-    order = []
-    for n, d in enumerate(older):
-        mine = np.flatnonzero(which == n)
-        if not len(mine):
-            continue
-        picked = load_examples(store, d, rows=drawn[mine] - starts[n])
-        items_, days_ = history.lists_from_table(
-            picked[history.HIST_INDEX].to_numpy(), _query_rows(load_query_history(store, d), picked)
-        )
-        frames.append(picked[list(schema.EXAMPLE_COLUMNS)].assign(
-            **{history.HIST_ITEMS: items_, history.HIST_DAYS: days_, REPLAY_DAY: d.toordinal()}))
-        order.append(mine)
-    replay = pd.concat(frames, ignore_index=True)
-    # back into the order of the draw
-    return replay.iloc[np.argsort(np.concatenate(order), kind="stable")].reset_index(drop=True)
-
-
-def _example_count(store: PartitionStore, day: date) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from recsys.features.build import EXAMPLES_FILE
-
-    data = store.read_bytes(f"{layout.features(day)}/{EXAMPLES_FILE}")
-    return int(pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows)
-
-
-def _query_rows(table: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFrame:
-    """The entries of ``table`` that ``examples`` point to."""
-    return table[table[history.HIST_INDEX].isin(examples[history.HIST_INDEX].unique())]
-
-
 def fine_tune(
-    store: PartitionStore, settings: Settings, day: date, run_id: str | None = None
+    store: PartitionStore, settings: Settings, day: date, *, run_id: str | None = None
 ) -> dict[str, Any]:
     """Train the candidate for ``day`` and store it as a new version; returns its metadata.
 
@@ -103,11 +48,11 @@ def fine_tune(
         log.info("version %d was already trained on %s; nothing to do", existing, day)
         return reg["versions"][str(existing)] | {"version": existing, "reused": True}
 
-    train = _train_part(store, day, only_train=True)
+    train = train_part(store, day, only_train=True)
     if not train.size:
         raise TrainingError(f"partition {day} has no training examples (all users were held out)")
     seed = settings.seed + day.toordinal()
-    replay = _replay_part(replay_sample(store, day, settings.replay_examples, seed))
+    replay = replay_part(replay_sample(store, day, settings.replay_examples, seed))
     parent = registry.parent_for_date(reg, day)
     return _train_version(
         store, settings, day, [train], replay, parent, registry.FINE_TUNE, seed, run_id
@@ -115,7 +60,7 @@ def fine_tune(
 
 
 def train_from_scratch(
-    store: PartitionStore, settings: Settings, day: date, run_id: str | None = None,
+    store: PartitionStore, settings: Settings, day: date, *, run_id: str | None = None,
     window_days: int | None = None,
 ) -> dict[str, Any]:
     """Train a fresh model on every feature partition up to ``day`` (``day``'s holdout excluded).
@@ -130,81 +75,11 @@ def train_from_scratch(
     days = [d for d in store.partitions(layout.FEATURES) if first <= d <= day]
     if day not in days:
         raise TrainingError(f"no features for {day}: run the features step first")
-    parts = [_train_part(store, d, only_train=d == day) for d in days]
+    parts = [train_part(store, d, only_train=d == day) for d in days]
     seed = settings.seed + day.toordinal()
     return _train_version(
-        store, settings, day, parts, _Part.empty(), None, registry.FULL_RETRAIN, seed, run_id
+        store, settings, day, parts, Part.empty(), None, registry.FULL_RETRAIN, seed, run_id
     )
-
-
-@dataclass(frozen=True)
-class _Part:
-    """Examples of one source (a day's train split, or the replay sample) as the model reads them:
-    int32 rows, each example's index into ``table``, the source's long history table (0: none), and
-    each example's day (date ordinal: the day its trend is counted before)."""
-
-    user_row: np.ndarray
-    item_row: np.ndarray
-    hist_index: np.ndarray
-    table: pd.DataFrame
-    day: np.ndarray
-
-    @property
-    def size(self) -> int:
-        return len(self.user_row)
-
-    @property
-    def histories(self) -> int:
-        """Rows of this part's history matrix (index 0 included)."""
-        top = [int(self.hist_index.max()) if self.size else 0]
-        if len(self.table):
-            top.append(int(self.table[history.HIST_INDEX].max()))
-        return max(top) + 1
-
-    @staticmethod
-    def empty() -> _Part:
-        none = np.zeros(0, np.int32)
-        return _Part(none, none, none, history.empty_query_table(), none)
-
-
-def _train_part(store: PartitionStore, day: date, only_train: bool) -> _Part:
-    """A day's examples (its train split only if ``only_train``) and its query histories."""
-    examples = load_examples(store, day, columns=[schema.USER_ROW, schema.ITEM_ROW, schema.SPLIT, history.HIST_INDEX])
-    if only_train:
-        examples = examples[examples[schema.SPLIT].to_numpy() == "train"]
-    return _Part(
-        examples[schema.USER_ROW].to_numpy(np.int32), examples[schema.ITEM_ROW].to_numpy(np.int32),
-        examples[history.HIST_INDEX].to_numpy(np.int32), load_query_history(store, day),
-        np.full(len(examples), day.toordinal(), np.int32),
-    )
-
-
-def _replay_part(replay: pd.DataFrame) -> _Part:
-    """The replay sample (histories as lists): example n has its own history, index n + 1."""
-    table = history.table_from_lists(replay[history.HIST_ITEMS], replay[history.HIST_DAYS])
-    table[history.HIST_INDEX] += 1
-    return _Part(
-        replay[schema.USER_ROW].to_numpy(np.int32), replay[schema.ITEM_ROW].to_numpy(np.int32),
-        np.arange(1, len(replay) + 1, dtype=np.int32), table, replay[REPLAY_DAY].to_numpy(np.int32),
-    )
-
-
-def _history_inputs(
-    parts: list[_Part], items_vocab: pd.DataFrame, length: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(history rows [H, length] int32, days [H, length] uint16, each example's row in them [N] int32):
-    one matrix row per user history of a part, not per example (bench/scale: 3.4 GB -> ~0.3 GB at 10M)."""
-    item_index = pd.Index(items_vocab[vocab.ID].astype(str).to_numpy(object))
-    item_rows = items_vocab[vocab.ROW].to_numpy(np.int64)
-    rows, days, index = [], [], []
-    offset = 0
-    for part in parts:
-        r, d = history.matrix(part.table, part.histories, item_index, item_rows, length)
-        rows.append(r)
-        days.append(np.minimum(d, np.iinfo(np.uint16).max).astype(np.uint16))
-        index.append(part.hist_index + np.int32(offset))
-        offset += len(r)
-    return np.concatenate(rows), np.concatenate(days), np.concatenate(index).astype(np.int32)
 
 
 def training_dataset(
@@ -258,7 +133,7 @@ def training_dataset(
 
 
 def _train_version(
-    store: PartitionStore, settings: Settings, day: date, parts: list[_Part], replay: _Part,
+    store: PartitionStore, settings: Settings, day: date, parts: list[Part], replay: Part,
     parent: int | None, kind: str, seed: int, run_id: str | None,
 ) -> dict[str, Any]:
     """Build (or warm-start from ``parent``), train on ``parts`` + ``replay``, store a new version."""
@@ -271,36 +146,16 @@ def _train_version(
     items_vocab = vocab.load(store, vocab.ITEMS)
     item_features = items.feature_arrays(items.latest_catalog(store, day), items_vocab, item_rows)
     everything = [*parts, replay]
-    hist_rows, hist_days, hist_index = _history_inputs(everything, items_vocab, settings.history_length)
+    hist_rows, hist_days, hist_index = history_inputs(everything, items_vocab, settings.history_length)
     train_examples = sum(p.size for p in parts)
-    examples = train_examples + replay.size
 
     tf.keras.utils.set_random_seed(seed)
     model = two_tower.build_model(user_rows, item_rows, settings.embedding_dim, **item_features)
-    old = load_tables(store, parent) if parent is not None else None
-    if old is not None and old["user"].shape[1] != settings.embedding_dim:
-        raise TrainingError(
-            f"version {parent} has {old['user'].shape[1]}-d embeddings but RECSYS_EMBEDDING_DIM is "
-            f"{settings.embedding_dim}: a fine-tune cannot change the size; run a full retrain (`recsys retrain` "
-            f"or the recsys_full_retrain DAG) with the new size first, or set the size back"
-        )
+    old = _parent_tables(store, settings, parent)
     if old is not None:
         two_tower.set_tables(model, two_tower.grow_tables(old, user_rows, item_rows, seed))
     model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=settings.learning_rate))
-    item_row = np.concatenate([p.item_row for p in everything])
-    features = {
-        schema.USER_ROW: np.concatenate([p.user_row for p in everything]),
-        schema.ITEM_ROW: item_row,
-    }
-    if settings.logq_correction:
-        features[two_tower.ITEM_PROB] = two_tower.sampling_probability(item_row, item_rows)
-    trend_table = None
-    if settings.trend_days:  # one trend row per distinct day of the examples (the day's and the replay's)
-        ordinals = np.concatenate([p.day for p in everything])
-        days = np.unique(ordinals)
-        trend_table = trend.table(store, [date.fromordinal(int(o)) for o in days], item_rows, settings.trend_days)
-        features[trend.TREND_DAY] = np.searchsorted(days, ordinals).astype(np.int32)
-        del ordinals
+    features, trend_table = _example_features(store, settings, everything, item_rows)
     del everything, parts
     dataset = training_dataset(features, hist_index, hist_rows, hist_days, settings.batch_size, seed, trend_table)
     del features, hist_index, hist_rows, hist_days
@@ -309,16 +164,71 @@ def _train_version(
     seconds = time.perf_counter() - started
     tables = two_tower.get_tables(model)
 
-    reg = registry.load(store)
-    version = registry.next_version(reg)
-    metadata = {
+    version = registry.next_version(registry.load(store))
+    metadata = _metadata(
+        version, kind, day, parent, settings, train_examples, replay.size, user_rows, item_rows, old, tables,
+        float(fit.history["loss"][-1]), seconds,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez(Path(tmp) / TABLES_FILE, **tables)  # type: ignore[arg-type]
+        (Path(tmp) / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True))
+        store.publish_dir(Path(tmp), layout.model_version(version))
+    registry.add_version(store, version, metadata, run_id)
+    log.info("trained %s version %d on %s (parent %s): %s", kind, version, day, parent, metadata)
+    return metadata | {"reused": False}
+
+
+def _parent_tables(store: PartitionStore, settings: Settings, parent: int | None) -> dict[str, np.ndarray] | None:
+    """The parent version's tables (None for a cold start); their size must match the settings'."""
+    if parent is None:
+        return None
+    old = load_tables(store, parent)
+    if old["user"].shape[1] != settings.embedding_dim:
+        raise TrainingError(
+            f"version {parent} has {old['user'].shape[1]}-d embeddings but RECSYS_EMBEDDING_DIM is "
+            f"{settings.embedding_dim}: a fine-tune cannot change the size; run a full retrain (`recsys retrain` "
+            f"or the recsys_full_retrain DAG) with the new size first, or set the size back"
+        )
+    return old
+
+
+def _example_features(
+    store: PartitionStore, settings: Settings, parts: list[Part], item_rows: int
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """One array per feature over every example of ``parts``, and the trend table (None: no trend)."""
+    from recsys.model import two_tower
+
+    item_row = np.concatenate([p.item_row for p in parts])
+    features = {
+        schema.USER_ROW: np.concatenate([p.user_row for p in parts]),
+        schema.ITEM_ROW: item_row,
+    }
+    if settings.logq_correction:
+        features[two_tower.ITEM_PROB] = two_tower.sampling_probability(item_row, item_rows)
+    trend_table = None
+    if settings.trend_days:  # one trend row per distinct day of the examples (the day's and the replay's)
+        ordinals = np.concatenate([p.day for p in parts])
+        days = np.unique(ordinals)
+        trend_table = trend.table(store, [date.fromordinal(int(o)) for o in days], item_rows, settings.trend_days)
+        features[trend.TREND_DAY] = np.searchsorted(days, ordinals).astype(np.int32)
+    return features, trend_table
+
+
+def _metadata(
+    version: int, kind: str, day: date, parent: int | None, settings: Settings, train_examples: int,
+    replay_examples: int, user_rows: int, item_rows: int, old: dict[str, np.ndarray] | None,
+    tables: dict[str, np.ndarray], final_loss: float, seconds: float,
+) -> dict[str, Any]:
+    """The version's ``metadata.json``: what it was trained on, with which settings, and how it went."""
+    examples = train_examples + replay_examples
+    return {
         "version": version,
         "kind": kind,
         "trained_on": day.isoformat(),
         "parent": parent,
         "cold_start": parent is None,
         "train_examples": train_examples,
-        "replay_examples": replay.size,
+        "replay_examples": replay_examples,
         "epochs": settings.epochs,
         "learning_rate": settings.learning_rate,
         "embedding_dim": settings.embedding_dim,
@@ -332,7 +242,7 @@ def _train_version(
         "new_user_rows": user_rows - (len(old["user"]) if old is not None else 0),
         "new_item_rows": item_rows - (len(old["item"]) if old is not None else 0),
         "table_megabytes": round(sum(t.nbytes for t in tables.values()) / 2**20, 3),
-        "final_loss": float(fit.history["loss"][-1]),
+        "final_loss": final_loss,
         "repeat_weight": float(tables["repeat_weight"]),
         "trend_weight": float(tables["trend_weight"]),
         "logq_correction": settings.logq_correction,
@@ -340,10 +250,3 @@ def _train_version(
         "examples_per_second": round(examples * settings.epochs / seconds, 1) if seconds > 0 else None,
         "created_at": registry.now(),
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        np.savez(Path(tmp) / TABLES_FILE, **tables)  # type: ignore[arg-type]
-        (Path(tmp) / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True))
-        store.publish_dir(Path(tmp), layout.model_version(version))
-    registry.add_version(store, version, metadata, run_id)
-    log.info("trained %s version %d on %s (parent %s): %s", kind, version, day, parent, metadata)
-    return metadata | {"reused": False}

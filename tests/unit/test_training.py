@@ -1,4 +1,4 @@
-"""recsys.training: replay sampling, stored tables, and fine-tuning across two days."""
+"""recsys.training and recsys.features.inputs: replay sampling, stored tables, and fine-tuning across two days."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 from recsys import registry, schema
 from recsys.config import Settings
 from recsys.features import FeatureError, build_features, load_examples
+from recsys.features.inputs import replay_sample
 from recsys.model.tables import load_tables
-from recsys.training import TrainingError, fine_tune, replay_sample, train_from_scratch
+from recsys.training import TrainingError, fine_tune, train_from_scratch
 
 D1, D2, D3 = date(2011, 1, 4), date(2011, 1, 5), date(2011, 1, 6)
 
