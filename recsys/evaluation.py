@@ -128,7 +128,7 @@ def evaluate_candidate(
 
 def compare_with_champion(
     store: PartitionStore, settings: Settings, day: date, candidate_version: int, champion_version: int | None
-) -> dict[str, Any]:
+) -> registry.Decision:
     """Score both versions on ``day``'s held-out users and apply the deploy gate (:func:`decide`).
 
     The same evaluation for a day's fine-tuned candidate and for a full retrain; records nothing.
@@ -156,7 +156,7 @@ def compare_with_champion(
         Thresholds(settings.min_recall, settings.max_regression, settings.min_eval_users),
         metric=key,
     )
-    result = {
+    result: registry.Decision = {
         "date": day.isoformat(),
         "candidate_version": candidate_version,
         "champion_version": champion_version,

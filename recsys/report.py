@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Any, Final
 
 from recsys import registry
 from recsys.storage import PartitionStore, layout
@@ -14,7 +14,7 @@ def _read_optional(store: PartitionStore, path: str) -> dict[str, Any] | None:
     return store.read_json(path) if store.exists(path) else None
 
 
-def date_lines(store: PartitionStore, day: str, reg: dict[str, Any]) -> list[str]:
+def date_lines(store: PartitionStore, day: str, reg: registry.Registry) -> list[str]:
     """A few readable lines about one partition date."""
     lines = [f"== {day}"]
     val = _read_optional(store, f"{layout.validation_report(date.fromisoformat(day))}/summary.json")
@@ -22,12 +22,12 @@ def date_lines(store: PartitionStore, day: str, reg: dict[str, Any]) -> list[str
         lines.append("   validation : not run")
     else:
         if val["success"]:
-            verdict = "passed"
+            outcome = "passed"
         elif val.get("accepted"):
-            verdict = f"failed ({', '.join(val['failed'])}) but ACCEPTED by on-call: {val['accepted']['reason']}"
+            outcome = f"failed ({', '.join(val['failed'])}) but ACCEPTED by on-call: {val['accepted']['reason']}"
         else:
-            verdict = f"FAILED ({val['problem'] or ', '.join(val['failed'])})"
-        lines.append(f"   validation : {verdict}, {val['rows']} events, {len(val['checks'])} checks")
+            outcome = f"FAILED ({val['problem'] or ', '.join(val['failed'])})"
+        lines.append(f"   validation : {outcome}, {val['rows']} events, {len(val['checks'])} checks")
     feats = _read_optional(store, f"{layout.features(date.fromisoformat(day))}/stats.json")
     if feats:
         lines.append(
@@ -55,13 +55,13 @@ def date_lines(store: PartitionStore, day: str, reg: dict[str, Any]) -> list[str
     if decision:
         cand = decision["candidate_metrics"]
         champ = decision["champion_metrics"]
-        metric = next(iter(cand), None)
+        metric = next(iter(cand), "")
         champ_text = f"champion v{decision['champion_version']} {champ[metric]:.4f}" if champ else "no champion"
         cand_text = f"{cand[metric]:.4f}" if metric else "n/a"
         lines.append(
             f"   {metric or 'metric'} : candidate v{decision['candidate_version']} {cand_text} vs {champ_text}"
         )
-        lines.append(f"   decision   : {'DEPLOY' if decision['blessed'] else 'REJECT'} - {decision['reason']}")
+        lines.append(f"   decision   : {verdict(decision['blessed'])} - {decision['reason']}")
     return lines
 
 
@@ -127,8 +127,25 @@ def key_metric(k: int) -> str:
 
 VERSION_SIZE_FIELDS = ("table_megabytes", "user_rows", "item_rows", "new_user_rows", "new_item_rows", "window_days")
 
+# a decision as the pages show it
+DEPLOY: Final = "DEPLOY"
+REJECT: Final = "REJECT"
+# which gate decided a version (``decided_by`` of :func:`version_rows`)
+DECIDED_BY_DATE: Final = "date"
+DECIDED_BY_RETRAIN: Final = "retrain"
+# a partition's validation status (:func:`validation_rows`)
+PASSED: Final = "PASSED"
+FAILED: Final = "FAILED"
+ACCEPTED: Final = "ACCEPTED"
+NOT_VALIDATED: Final = "NOT VALIDATED"
 
-def version_rows(reg: dict[str, Any], metric: str) -> list[dict[str, Any]]:
+
+def verdict(blessed: bool) -> str:
+    """:data:`DEPLOY` for a blessed candidate, else :data:`REJECT`."""
+    return DEPLOY if blessed else REJECT
+
+
+def version_rows(reg: registry.Registry, metric: str) -> list[dict[str, Any]]:
     """Every trained version, newest first, with its decision, its ``metric`` and whether it served.
 
     Each row: ``version``, ``kind`` (fine_tune or full_retrain), ``trained_on``, ``parent``,
@@ -139,17 +156,20 @@ def version_rows(reg: dict[str, Any], metric: str) -> list[dict[str, Any]]:
     the version's metadata (None for versions trained before they were recorded): ``table_megabytes``,
     ``user_rows``, ``item_rows``, ``new_user_rows``, ``new_item_rows``, ``window_days``.
     """
-    decided: dict[int, tuple[str, dict[str, Any]]] = {}
-    for dec in reg.get("decisions", {}).values():
-        if dec.get("candidate_version") is not None:
-            decided[int(dec["candidate_version"])] = ("date", dec)
-    for key, dec in reg.get("retrains", {}).items():  # a full retrain's own gate decision
-        decided[int(key)] = ("retrain", dec)
+    decided: dict[int, tuple[str, registry.Decision]] = {}
+    for decision in reg.get("decisions", {}).values():
+        if decision.get("candidate_version") is not None:
+            decided[int(decision["candidate_version"])] = (DECIDED_BY_DATE, decision)
+    for key, retrain in reg.get("retrains", {}).items():  # a full retrain's own gate decision
+        decided[int(key)] = (DECIDED_BY_RETRAIN, retrain)
     served = {int(h["to"]) for h in reg.get("history", []) if h.get("to") is not None}
     rows = []
     for key, meta in reg.get("versions", {}).items():
         version = int(key)
-        source, dec = decided.get(version, (None, None))
+        source: str | None = None
+        dec: registry.Decision | None = None
+        if version in decided:
+            source, dec = decided[version]
         metrics = dict(dec.get("candidate_metrics") or {}) if dec else {}
         rows.append({
             "version": version,
@@ -161,7 +181,7 @@ def version_rows(reg: dict[str, Any], metric: str) -> list[dict[str, Any]]:
             "final_loss": meta.get("final_loss"),
             "metric": metrics.get(metric),
             "metrics": metrics,
-            "decision": None if dec is None else ("DEPLOY" if dec.get("blessed") else "REJECT"),
+            "decision": None if dec is None else verdict(bool(dec.get("blessed"))),
             "reason": None if dec is None else dec.get("reason"),
             "decided_by": source,
             "champion": version == reg.get("champion"),
@@ -171,7 +191,7 @@ def version_rows(reg: dict[str, Any], metric: str) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["version"], reverse=True)
 
 
-def decision_rows(reg: dict[str, Any], metric: str) -> list[dict[str, Any]]:
+def decision_rows(reg: registry.Registry, metric: str) -> list[dict[str, Any]]:
     """One row per decided partition date, oldest first: candidate and champion ``metric``, verdict, reason."""
     rows = []
     for day in sorted(reg.get("decisions", {})):
@@ -191,7 +211,7 @@ def decision_rows(reg: dict[str, Any], metric: str) -> list[dict[str, Any]]:
     return rows
 
 
-def retrain_rows(reg: dict[str, Any], metric: str) -> list[dict[str, Any]]:
+def retrain_rows(reg: registry.Registry, metric: str) -> list[dict[str, Any]]:
     """One row per full retrain the deploy gate decided on (registry ``retrains``), oldest first.
 
     Each row: ``version``, ``date`` (the retrain's end day, whose held-out users it was judged on),
@@ -199,13 +219,14 @@ def retrain_rows(reg: dict[str, Any], metric: str) -> list[dict[str, Any]]:
     ``reason``, ``eval_users``, ``decided_at``, and ``deployed`` (it was made champion at some point).
     """
     history = reg.get("history", [])
-    deployed = {int(h["to"]) for h in history if h.get("action") == "deployed" and h.get("to") is not None}
+    deployed = {int(h["to"]) for h in history if h.get("action") == registry.DEPLOYED and h.get("to") is not None}
     rows = []
     for key, dec in reg.get("retrains", {}).items():
         version = int(key)
+        meta = reg.get("versions", {}).get(key)
         rows.append({
             "version": version,
-            "date": dec.get("date") or reg.get("versions", {}).get(key, {}).get("trained_on"),
+            "date": dec.get("date") or (meta.get("trained_on") if meta else None),
             "window_days": dec.get("window_days"),
             "candidate": (dec.get("candidate_metrics") or {}).get(metric),
             "champion_version": dec.get("champion_version"),
@@ -219,7 +240,7 @@ def retrain_rows(reg: dict[str, Any], metric: str) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["date"] or "", r["version"]))
 
 
-def champion_info(reg: dict[str, Any]) -> dict[str, Any] | None:
+def champion_info(reg: registry.Registry) -> dict[str, Any] | None:
     """The serving champion: its version's metadata and the switch that made it champion; None if none yet."""
     champion = reg.get("champion")
     if champion is None:
@@ -247,10 +268,10 @@ def validation_rows(store: PartitionStore) -> list[dict[str, Any]]:
     for day in sorted(days, reverse=True):
         summary = _read_optional(store, f"{layout.validation_report(date.fromisoformat(day))}/summary.json")
         if summary is None:
-            status = "NOT VALIDATED"
+            status = NOT_VALIDATED
         elif summary.get("accepted"):
-            status = "ACCEPTED"
+            status = ACCEPTED
         else:
-            status = "PASSED" if summary.get("success") else "FAILED"
+            status = PASSED if summary.get("success") else FAILED
         rows.append({"date": day, "status": status, "summary": summary})
     return rows

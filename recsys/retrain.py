@@ -65,7 +65,7 @@ def train(
     if run_id is not None:
         for entry in reg["history"]:
             meta = reg["versions"].get(str(entry.get("version")))
-            if (entry["action"] == "trained" and entry.get("run_id") == run_id and meta
+            if (entry["action"] == registry.TRAINED and entry.get("run_id") == run_id and meta
                     and meta.get("kind") == registry.FULL_RETRAIN and meta["trained_on"] == day.isoformat()):
                 log.info("run %s already trained full retrain version %s", run_id, entry["version"])
                 return meta | {"version": int(entry["version"]), "reused": True}
@@ -96,8 +96,8 @@ def evaluate(store: PartitionStore, settings: Settings, version: int, run_id: st
             f"the champion (version {champion}) was trained on {reg['versions'][str(champion)]['trained_on']}, "
             f"after this retrain's end day {day}: retrain up to the newest processed date instead"
         )
-    result = compare_with_champion(store, settings, day, version, champion)
-    result |= {"kind": registry.FULL_RETRAIN, "window_days": meta.get("window_days")}
+    result: registry.RetrainDecision = {**compare_with_champion(store, settings, day, version, champion),
+                                        "kind": registry.FULL_RETRAIN, "window_days": meta.get("window_days")}
     registry.record_retrain_decision(store, version, result, run_id)
     log.info("full retrain version %d: %s", version, result["reason"])
     return result | {"reused": False}

@@ -218,7 +218,7 @@ def _metadata(
     version: int, kind: str, day: date, parent: int | None, settings: Settings, train_examples: int,
     replay_examples: int, user_rows: int, item_rows: int, old: dict[str, np.ndarray] | None,
     tables: dict[str, np.ndarray], final_loss: float, seconds: float,
-) -> dict[str, Any]:
+) -> registry.VersionEntry:
     """The version's ``metadata.json``: what it was trained on, with which settings, and how it went."""
     examples = train_examples + replay_examples
     return {

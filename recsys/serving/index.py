@@ -15,7 +15,9 @@ A version stored with id tables only (``user`` and ``item``) scores by the plain
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -168,7 +170,7 @@ def load_scorer(store: PartitionStore, version: int, before: date | None = None)
     histories: dict[str, History] = {}
     aware = "word" in tables
     bias = tables.get("item_bias")
-    meta = registry.load(store)["versions"].get(str(version), {})
+    meta: Mapping[str, Any] = registry.load(store)["versions"].get(str(version)) or {}
     repeat_weight = float(tables.get("repeat_weight", 0.0)) * float(meta.get("repeat_scale", 1.0))
     trend_weight = float(tables.get("trend_weight", 0.0))
     asof = before if before is not None else trend.serving_day(store)
