@@ -126,8 +126,8 @@ def run_all(store, settings: Settings, day: date) -> dict[str, Any]:
     from recsys.training import fine_tune
     from recsys.validation import validate_partition
 
-    out: dict[str, Any] = {"validation": validate_partition(store, day).as_dict()}
-    out["features"] = build_features(store, day, settings).as_dict()
+    out: dict[str, Any] = {"validation": validate_partition(store, settings, day).as_dict()}
+    out["features"] = build_features(store, settings, day).as_dict()
     out["training"] = fine_tune(store, settings, day)
     out["evaluation"] = evaluate_candidate(store, settings, day)
     out["deploy"] = deploy(store, settings, day) if out["evaluation"]["blessed"] else None
@@ -150,12 +150,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> Any:
 
         accept = args.accept_reason is not None
         return validate_partition(
-            store, args.date, settings, accept_invalid=accept, accept_reason=args.accept_reason, run_id="cli"
+            store, settings, args.date, accept_invalid=accept, accept_reason=args.accept_reason, run_id="cli"
         ).as_dict()
     if cmd == "features":
         from recsys.features import build_features
 
-        return build_features(store, args.date, settings).as_dict()
+        return build_features(store, settings, args.date).as_dict()
     if cmd == "train":
         from recsys.training import fine_tune
 

@@ -105,7 +105,7 @@ def rank_items(store: PartitionStore, version: int, user_ids: list[str], k: int,
 
 
 def evaluate_candidate(
-    store: PartitionStore, settings: Settings, day: date, run_id: str | None = None
+    store: PartitionStore, settings: Settings, day: date, *, run_id: str | None = None
 ) -> dict[str, Any]:
     """Score the candidate of ``day`` and the champion on the day's held-out users; record the decision.
 

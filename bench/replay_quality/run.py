@@ -135,7 +135,7 @@ def worker(strategy: str, days: int, workdir: Path, every: int = 1) -> dict[str,
 
     started = time.perf_counter()
     for day in before:
-        build_features(store, day, settings)
+        build_features(store, settings, day)
     prep_seconds = time.perf_counter() - started
 
     bootstrap_seconds = bootstrap_cpu = 0.0
@@ -167,7 +167,7 @@ def worker(strategy: str, days: int, workdir: Path, every: int = 1) -> dict[str,
                 ignore_index=True,
             )
             ranked = _baseline_rankings(history, day, users, own_first=strategy == "own_popular") if evaluated else []
-            build_features(store, day, settings)
+            build_features(store, settings, day)
             daily_seconds += time.perf_counter() - t0
             daily_cpu += _cpu() - c0
         else:
@@ -178,7 +178,7 @@ def worker(strategy: str, days: int, workdir: Path, every: int = 1) -> dict[str,
             if strategy == "fine_tune":
                 run_all(store, settings, day)
             else:
-                build_features(store, day, settings)
+                build_features(store, settings, day)
                 if strategy == "retrain" and next_evaluated:
                     version = train_from_scratch(store, settings, day, run_id="bench-retrain")["version"]
             daily_seconds += time.perf_counter() - t0
@@ -208,7 +208,7 @@ def worker(strategy: str, days: int, workdir: Path, every: int = 1) -> dict[str,
         "window_train_seconds": round(sum(
             v.get("train_seconds", 0.0) for v in reg["versions"].values() if v["trained_on"] >= window[0].isoformat()
         ), 1),
-        "settings": {k: v for k, v in vars(settings).items() if k != "storage_root"},
+        "settings": {k: v for k, v in settings.public().items() if k != "storage_root"},  # no secrets
     }
 
 

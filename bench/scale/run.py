@@ -162,12 +162,15 @@ class Sampler(threading.Thread):
 
 
 def build_features(store: Any, day: date, settings: Any) -> Any:
-    """``recsys.features.build_features`` before (holdout fraction) and after (settings) its signature changed."""
+    """``recsys.features.build_features`` across its signature changes (holdout fraction; settings; step order)."""
     from recsys.features import build_features as build
 
-    if "holdout_fraction" in inspect.signature(build).parameters:
+    parameters = list(inspect.signature(build).parameters)
+    if "holdout_fraction" in parameters:
         return build(store, day, settings.holdout_fraction)
-    return build(store, day, settings)
+    if parameters[1] == "day":  # before the common step signature (store, settings, day)
+        return build(store, day, settings)
+    return build(store, settings, day)
 
 
 def run_step(step: str, events: int, store_root: Path) -> dict:
@@ -206,7 +209,7 @@ def run_step(step: str, events: int, store_root: Path) -> dict:
         from recsys.validation import validate_partition
 
         mark("validate")
-        report = validate_partition(store, DAY, settings)
+        report = validate_partition(store, settings, DAY)
         out = {
             "success": report.success,
             "rows": report.rows,

@@ -81,8 +81,13 @@ def is_holdout(user_ids: pd.Series, day: date, fraction: float) -> pd.Series:
     return pd.Series(buckets[code] < fraction if len(users) else np.zeros(len(code), bool), index=user_ids.index)
 
 
-def build_features(store: PartitionStore, day: date, settings: Settings) -> FeatureStats:
-    """Clean ``raw/events/dt=<day>``, grow the vocabularies, write examples, history and stats. Idempotent."""
+def build_features(
+    store: PartitionStore, settings: Settings, day: date, *, run_id: str | None = None
+) -> FeatureStats:
+    """Clean ``raw/events/dt=<day>``, grow the vocabularies, write examples, history and stats. Idempotent.
+
+    ``run_id`` is accepted for the common step signature; nothing here records it.
+    """
     events = read_partition(store, layout.raw_events(day), columns=READ_COLUMNS)
     cleaned, cleaning = clean_events(events)
     del events

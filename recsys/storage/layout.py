@@ -20,6 +20,18 @@ MODELS = "models/two_tower/versions"
 REGISTRY = "registry/two_tower.json"
 VALIDATION_REPORTS = "reports/validation"
 
+# file names inside those directories
+SUMMARY_FILE = "summary.json"  # reports/validation/dt=<day>/: the validation summary of the partition
+REASON_FILE = "reason.json"  # quarantine/events/dt=<day>/: why the partition was quarantined
+EXAMPLES_FILE = "examples.parquet"  # features/dt=<day>/: the training and holdout examples
+STATS_FILE = "stats.json"  # features/dt=<day>/: cleaning and example statistics
+QUERY_FILE = "query_history.parquet"  # features/dt=<day>/: each example's history (see features.history)
+HISTORY_FILE = "history.parquet"  # features/dt=<day>/: each customer's recent items after the day
+TABLES_FILE = "tables.npz"  # models/.../<n>/: the embedding tables
+METADATA_FILE = "metadata.json"  # models/.../<n>/: how the version was trained
+INDEX_FILE = "index.parquet"  # models/.../<n>/: the serving index (written on deploy)
+INDEX_META_FILE = "index.json"  # models/.../<n>/: what the serving index was built from
+
 
 def partition_name(day: date) -> str:
     """``dt=YYYY-MM-DD``."""
@@ -63,3 +75,8 @@ def model_version(version: int) -> str:
 
 def validation_report(day: date) -> str:
     return f"{VALIDATION_REPORTS}/{partition_name(day)}"
+
+
+def validation_summary(day: date) -> str:
+    """``reports/validation/dt=<day>/summary.json``."""
+    return f"{validation_report(day)}/{SUMMARY_FILE}"

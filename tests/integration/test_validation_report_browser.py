@@ -34,6 +34,7 @@ def browser_page(tmp_path):
 def failed_store(tmp_path):
     """A local store with a good first day and a failed (quarantined) second day with an unknown event type."""
     from recsys import schema
+    from recsys.config import Settings
     from recsys.storage import layout
     from recsys.storage.local import LocalStore
     from recsys.validation.partition import ValidationFailed, validate_partition
@@ -51,9 +52,9 @@ def failed_store(tmp_path):
         }).astype({c: t for c, t in schema.EVENT_DTYPES.items() if c in schema.REQUIRED_EVENT_COLUMNS})
         store.write_parquet(f"{layout.raw_events(day)}/part-00000.parquet", frame)
         store.mark_success(layout.raw_events(day))
-    assert validate_partition(store, date(2011, 1, 3)).success
+    assert validate_partition(store, Settings(), date(2011, 1, 3)).success
     with pytest.raises(ValidationFailed, match="event types"):
-        validate_partition(store, DAY)
+        validate_partition(store, Settings(), DAY)
     return store
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from recsys import registry
+from recsys.config import Settings
 from recsys.storage import layout
 from recsys.validation.partition import ValidationFailed, validate_partition
 
@@ -50,7 +51,7 @@ def _stopped(store, *needles: str) -> str:
     raw_before = _files(store, RAW)
     registry_before = registry.load(store)
     with pytest.raises(ValidationFailed) as info:
-        validate_partition(store, DAY)
+        validate_partition(store, Settings(), DAY)
     message = str(info.value)
     for needle in needles:
         assert needle in message, (needle, message)
@@ -117,7 +118,7 @@ def test_bad_timestamps_outside_the_day(champion_store, publish_events):
 
 def test_late_events_within_the_tolerance_pass(store, publish_events):
     publish_events(store, DAY, [*GOOD, ("581004-0", "2011-01-03 23:30:00", "12583", "22633", "purchase", 1, 1.0)])
-    assert validate_partition(store, DAY).success is True
+    assert validate_partition(store, Settings(), DAY).success is True
 
 
 def test_bad_timestamps_in_the_future(champion_store, publish_events):
@@ -135,11 +136,9 @@ def test_bad_negative_prices_and_zero_quantities(champion_store, publish_events)
 
 
 def test_a_few_bad_prices_within_the_tolerance_pass(store, publish_events):
-    from recsys.config import Settings
-
     publish_events(store, DAY, [*GOOD, ("581004-1", "2011-01-04 13:00:00", "12583", "22633", "purchase", 1, -4.5)])
     settings = Settings.from_env({"RECSYS_VALIDATION_RANGE_TOLERANCE": "0.25"})  # 1 of 5 rows is 0.2
-    report = validate_partition(store, DAY, settings)
+    report = validate_partition(store, settings, DAY)
     assert report.success
     price = next(c for c in report.checks if c["check"] == "price range")
     assert price["unexpected_count"] == 1 and price["expected"]["mostly"] == 0.75
@@ -159,12 +158,12 @@ def test_bad_marker_without_data(champion_store):
 
 def test_identical_redelivery_passes_and_changes_nothing(champion_store, publish_events, tmp_path):
     publish_events(champion_store, DAY, GOOD)
-    first = validate_partition(champion_store, DAY)
+    first = validate_partition(champion_store, Settings(), DAY)
     champion_store.mark_success(layout.features(DAY))  # the date was processed
     root = champion_store.root
     before = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
     publish_events(champion_store, DAY, GOOD)  # upstream delivers the same data again
-    again = validate_partition(champion_store, DAY)
+    again = validate_partition(champion_store, Settings(), DAY)
     after = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
     assert again.success and again.fingerprint == first.fingerprint
     assert after == before
@@ -172,13 +171,13 @@ def test_identical_redelivery_passes_and_changes_nothing(champion_store, publish
 
 def test_bad_different_redelivery_of_a_processed_date(champion_store, publish_events):
     publish_events(champion_store, DAY, GOOD)
-    first = validate_partition(champion_store, DAY)
+    first = validate_partition(champion_store, Settings(), DAY)
     champion_store.mark_success(layout.features(DAY))  # features were built from the first delivery
     publish_events(champion_store, DAY, GOOD[:3])  # upstream re-runs and delivers different data
     message = _stopped(champion_store, "was already processed", "second delivery differs", first.fingerprint[:12])
     assert "cannot be accepted" not in message
     with pytest.raises(ValidationFailed, match="cannot be accepted"):
-        validate_partition(champion_store, DAY, accept_invalid=True, accept_reason="looks fine")
+        validate_partition(champion_store, Settings(), DAY, accept_invalid=True, accept_reason="looks fine")
 
 
 def test_bad_truncated_parquet(champion_store, make_events):
@@ -209,7 +208,7 @@ def _accepted_history(store, publish_events, days: list[date], rows: int) -> Non
         publish_events(store, day, [
             (f"{n}-{i}", f"{day} 10:00:00", f"u{i}", f"i{i}", "purchase", 1, 1.0) for i in range(rows)
         ])
-        assert validate_partition(store, day).success
+        assert validate_partition(store, Settings(), day).success
 
 
 def test_bad_volume_spike(champion_store, publish_events):
@@ -270,7 +269,7 @@ def test_bad_catalog_snapshot(champion_store, publish_events):
 def test_acceptance_without_a_reason_is_refused(champion_store, publish_events):
     publish_events(champion_store, DAY, [*GOOD, ("581004-0", "2011-01-04 13:00:00", "12583", "22633", "click", 1, 1.0)])
     with pytest.raises(ValidationFailed, match="needs a reason"):
-        validate_partition(champion_store, DAY, accept_invalid=True, accept_reason="  ")
+        validate_partition(champion_store, Settings(), DAY, accept_invalid=True, accept_reason="  ")
     assert not champion_store.exists(SUMMARY)
     assert [h["action"] for h in registry.load(champion_store)["history"]] == ["trained", "deployed"]
 
@@ -278,9 +277,10 @@ def test_acceptance_without_a_reason_is_refused(champion_store, publish_events):
 def test_acceptance_with_a_reason_passes_and_is_recorded(champion_store, publish_events):
     publish_events(champion_store, DAY, [*GOOD, ("581004-0", "2011-01-04 13:00:00", "12583", "22633", "click", 1, 1.0)])
     with pytest.raises(ValidationFailed):
-        validate_partition(champion_store, DAY)
+        validate_partition(champion_store, Settings(), DAY)
     report = validate_partition(
-        champion_store, DAY, accept_invalid=True, accept_reason="new click tracking, known and harmless", run_id="r1"
+        champion_store, Settings(), DAY, accept_invalid=True, accept_reason="new click tracking, known and harmless",
+        run_id="r1",
     )
     assert report.success is False and report.accepted is not None
     entry = registry.load(champion_store)["history"][-1]
@@ -291,26 +291,26 @@ def test_acceptance_with_a_reason_passes_and_is_recorded(champion_store, publish
     summary = champion_store.read_json(SUMMARY)
     assert summary["accepted"]["reason"] == entry["reason"]
     # an accepted partition counts as history and is not validated again on an identical rerun
-    assert validate_partition(champion_store, DAY).accepted == summary["accepted"]
+    assert validate_partition(champion_store, Settings(), DAY).accepted == summary["accepted"]
 
 
 def test_unreadable_partition_cannot_be_accepted(champion_store):
     champion_store.write_bytes(f"{RAW}/part-00000.parquet", b"not parquet")
     champion_store.mark_success(RAW)
     with pytest.raises(ValidationFailed, match=r"cannot be accepted: .*truncated or corrupt"):
-        validate_partition(champion_store, DAY, accept_invalid=True, accept_reason="please")
+        validate_partition(champion_store, Settings(), DAY, accept_invalid=True, accept_reason="please")
     assert not any(h["action"] == "accepted_invalid" for h in registry.load(champion_store)["history"])
 
 
 def test_a_second_quarantine_of_a_different_delivery_keeps_the_first(champion_store, publish_events):
     publish_events(champion_store, DAY, [*GOOD, ("581004-0", "2011-01-04 13:00:00", "12583", "22633", "click", 1, 1.0)])
     with pytest.raises(ValidationFailed):
-        validate_partition(champion_store, DAY)
+        validate_partition(champion_store, Settings(), DAY)
     first = champion_store.read_bytes(f"{QUARANTINE}/part-00000.parquet")
     first_print = champion_store.read_json(f"{QUARANTINE}/reason.json")["fingerprint"]
     publish_events(champion_store, DAY, [*GOOD, ("581004-0", "2011-01-04 13:00:00", "12583", "22633", "tap", 1, 1.0)])
     with pytest.raises(ValidationFailed, match="'tap'"):
-        validate_partition(champion_store, DAY)
+        validate_partition(champion_store, Settings(), DAY)
     kept = f"{QUARANTINE}/_previous/{first_print[:16]}"
     assert champion_store.read_bytes(f"{kept}/part-00000.parquet") == first
     assert champion_store.read_bytes(f"{QUARANTINE}/part-00000.parquet") != first

@@ -59,7 +59,7 @@ def test_is_holdout_is_deterministic_and_close_to_the_fraction():
 
 def test_build_features_writes_examples_stats_and_vocab(store, publish_events):
     publish_events(store, D1, DAY1)
-    stats = build_features(store, D1, SETTINGS)
+    stats = build_features(store, SETTINGS, D1)
     assert stats.as_dict() == {
         "date": "2011-01-04",
         "cleaning": {"rows_in": 7, "rows_out": 5, "duplicate_event_ids": 1, "non_positive_quantity": 1},
@@ -101,21 +101,21 @@ def test_build_features_writes_examples_stats_and_vocab(store, publish_events):
 
 def test_build_features_is_idempotent(store, publish_events):
     publish_events(store, D1, DAY1)
-    build_features(store, D1, SETTINGS)
+    build_features(store, SETTINGS, D1)
     paths = ["features/dt=2011-01-04/stats.json", "features/dt=2011-01-04/examples.parquet",
              "features/dt=2011-01-04/query_history.parquet", "features/dt=2011-01-04/history.parquet",
              "vocab/users.parquet", "vocab/items.parquet"]
     before = {p: store.read_bytes(p) for p in paths}
-    build_features(store, D1, SETTINGS)
+    build_features(store, SETTINGS, D1)
     assert {p: store.read_bytes(p) for p in paths} == before
 
 
 def test_a_later_day_grows_the_vocabularies_and_keeps_old_rows(store, publish_events):
     publish_events(store, D1, DAY1)
     publish_events(store, D2, DAY2)
-    build_features(store, D1, SETTINGS)
+    build_features(store, SETTINGS, D1)
     day1_stats = store.read_bytes("features/dt=2011-01-04/stats.json")
-    stats = build_features(store, D2, SETTINGS)
+    stats = build_features(store, SETTINGS, D2)
     assert (stats.new_users, stats.new_items) == (2, 1)
     assert (stats.user_vocab_size, stats.item_vocab_size) == (6, 5)
     users = vocab.load(store, vocab.USERS)
@@ -127,14 +127,14 @@ def test_a_later_day_grows_the_vocabularies_and_keeps_old_rows(store, publish_ev
         ("u0", 4, 4), ("u1", 1, 3), ("u6", 5, 1),
     ]
     # rerunning the earlier day after the vocabularies grew writes the same stats (counted from first_seen)
-    build_features(store, D1, SETTINGS)
+    build_features(store, SETTINGS, D1)
     assert store.read_bytes("features/dt=2011-01-04/stats.json") == day1_stats
 
 
 def test_a_partition_with_nothing_left_after_cleaning_raises(store, publish_events):
     publish_events(store, D1, [("e1", "2011-01-04 09:00:00", "u1", "i1", "purchase", 0, 1.0)])
     with pytest.raises(FeatureError, match="no usable events after cleaning") as info:
-        build_features(store, D1, SETTINGS)
+        build_features(store, SETTINGS, D1)
     assert "'non_positive_quantity': 1" in str(info.value)
     assert not store.exists("features/dt=2011-01-04")
     assert not store.exists("vocab")
@@ -170,14 +170,14 @@ def test_examples_written_with_history_lists_or_without_histories_still_load(sto
 
 def test_features_of_a_missing_partition_say_it_is_not_published(store):
     with pytest.raises((FeatureError, StorageError)) as info:
-        build_features(store, D1, SETTINGS)
+        build_features(store, SETTINGS, D1)
     assert "has a _SUCCESS marker" not in str(info.value)
 
 
 def test_features_of_an_unpublished_partition_are_refused(store, make_events):
     store.write_parquet("raw/events/dt=2011-01-04/part-00000.parquet", make_events(DAY1))  # no _SUCCESS yet
     with pytest.raises((FeatureError, StorageError)):
-        build_features(store, D1, SETTINGS)
+        build_features(store, SETTINGS, D1)
     assert not store.exists("features/dt=2011-01-04")
 
 
@@ -186,8 +186,8 @@ def test_examples_carry_the_users_history_before_the_day_and_the_snapshot_moves_
 
     publish_events(store, D1, DAY1)
     publish_events(store, D2, DAY2)
-    build_features(store, D1, SETTINGS)
-    build_features(store, D2, SETTINGS)
+    build_features(store, SETTINGS, D1)
+    build_features(store, SETTINGS, D2)
     examples = load_examples(store, D2, histories=True).set_index("user_id")
     # u1 bought i1 and i2 on D1 (same day: by id), u6 and u0 are new
     assert list(examples.loc["u1", "hist_items"]) == ["i1", "i2"]
@@ -204,7 +204,7 @@ def test_examples_carry_the_users_history_before_the_day_and_the_snapshot_moves_
 
 def test_a_minimum_user_count_keeps_one_off_customers_on_the_oov_row(store, publish_events):
     publish_events(store, D1, DAY1)
-    stats = build_features(store, D1, SETTINGS.replace(min_user_count=2))
+    stats = build_features(store, SETTINGS.replace(min_user_count=2), D1)
     # u1 has two examples (i1, i2) and qualifies; u2 and u5 have one each and wait
     assert (stats.user_vocab_size, stats.pending_users, stats.min_user_count) == (2, 2, 2)
     examples = load_examples(store, D1).set_index("user_id")

@@ -144,12 +144,12 @@ def test_published_days_pass_validation_and_build_features(store):
     ]
     assert store.is_complete(layout.raw_catalog(DAY))
     for n, day in enumerate([DAY, DAY + timedelta(days=1)]):
-        report = validate_partition(store, day)
+        report = validate_partition(store, Settings(), day)
         assert report.success, [c for c in report.failed]
         assert report.rows == 20_000
         if n == 1:  # the second day is checked against the first's vocabulary: most users and items known
             assert "not checked" not in report.notes["share of new items"]
-        stats = build_features(store, day, Settings())
+        stats = build_features(store, Settings(), day)
         assert stats.cleaning["rows_out"] == 20_000
         assert 0 < stats.holdout_examples < stats.train_examples
     again = synthetic.publish_day(store, config, DAY)
@@ -162,7 +162,7 @@ def test_republishing_replaces_an_unfinished_attempt(store):
     config = synthetic.SyntheticConfig(events=2_000, seed=1)
     synthetic.publish_day(store, config, DAY)
     assert "part-00009.parquet" not in store.list_dir(day_dir)
-    assert validate_partition(store, DAY).success
+    assert validate_partition(store, Settings(), DAY).success
 
 
 def test_the_cli_publishes_days_and_refuses_bad_sizes(tmp_path, monkeypatch, capsys):

@@ -86,7 +86,7 @@ def tiny(store, publish_events):
     """Two days of features: 6 users x 4 items, then one new user (u7) and one new item (i5)."""
     publish_events(store, D1, DAY1)
     publish_events(store, D2, DAY2)
-    stats = [build_features(store, day, Settings(holdout_fraction=0.25, min_user_count=1)) for day in (D1, D2)]
+    stats = [build_features(store, Settings(holdout_fraction=0.25, min_user_count=1), day) for day in (D1, D2)]
     settings = Settings(storage_root=str(store.root), epochs=1, embedding_dim=8, batch_size=4, replay_examples=100)
     return store, settings, stats
 
@@ -136,7 +136,7 @@ def test_fine_tune_cold_start_then_warm_start_then_reuse(tiny):
 @pytest.mark.slow
 def test_fine_tune_without_training_examples_raises(store, publish_events):
     publish_events(store, D1, DAY1)
-    build_features(store, D1, Settings(holdout_fraction=0.99999))  # every user held out
+    build_features(store, Settings(holdout_fraction=0.99999), D1)  # every user held out
     with pytest.raises(TrainingError, match="no training examples"):
         fine_tune(store, Settings(storage_root=str(store.root)), D1)
     assert registry.load(store)["versions"] == {}

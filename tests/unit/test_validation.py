@@ -1,4 +1,4 @@
-"""recsys.validation.partition: real Great Expectations runs, reports and quarantine (no mocks)."""
+"""recsys.validation (partition, suites, results, quarantine): real Great Expectations runs (no mocks)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,12 @@ from datetime import date
 import pandas as pd
 import pytest
 
+from recsys.config import Settings
 from recsys.storage import StorageError
 from recsys.storage.raw import read_partition
-from recsys.validation.partition import (
-    ValidationFailed,
-    ValidationReport,
-    load_suite,
-    suite_columns,
-    validate_partition,
-)
+from recsys.validation.partition import validate_partition
+from recsys.validation.results import ValidationFailed, ValidationReport
+from recsys.validation.suites import load_suite, suite_columns
 
 DAY = date(2011, 1, 4)
 RAW = "raw/events/dt=2011-01-04"
@@ -36,7 +33,7 @@ def _files(store, directory: str) -> dict[str, bytes]:
 
 def test_a_valid_partition_passes_and_writes_its_summary(store, publish_events):
     publish_events(store, DAY, VALID)
-    report = validate_partition(store, DAY)
+    report = validate_partition(store, Settings(), DAY)
     assert report.success is True
     assert report.rows == 3
     assert len(report.checks) == SUITE_SIZE
@@ -55,7 +52,7 @@ def test_an_unknown_event_type_fails_and_quarantines(store, publish_events):
     raw_before = _files(store, RAW)
 
     with pytest.raises(ValidationFailed) as info:
-        validate_partition(store, DAY)
+        validate_partition(store, Settings(), DAY)
     message = str(info.value)
     assert "expect_column_values_to_be_in_set(event_type)" in message
     assert QUARANTINE in message
@@ -102,7 +99,7 @@ def test_an_unknown_event_type_fails_and_quarantines(store, publish_events):
 def test_each_broken_rule_is_reported(store, publish_events, bad_row, expectation, column):
     publish_events(store, DAY, [*VALID, bad_row])
     with pytest.raises(ValidationFailed, match=rf"{expectation}\({column}\)"):
-        validate_partition(store, DAY)
+        validate_partition(store, Settings(), DAY)
     failed = store.read_json(f"{QUARANTINE}/reason.json")["failed"]
     assert [(c["expectation"], c["column"]) for c in failed] == [(expectation, column)]
 
@@ -113,14 +110,14 @@ def test_a_null_user_is_reported(store, make_events):
     store.write_parquet(f"{RAW}/part-00000.parquet", frame)
     store.mark_success(RAW)
     with pytest.raises(ValidationFailed, match=r"expect_column_values_to_not_be_null\(user_id\)"):
-        validate_partition(store, DAY)
+        validate_partition(store, Settings(), DAY)
 
 
 def test_a_missing_column_is_reported(store, make_events):
     store.write_parquet(f"{RAW}/part-00000.parquet", make_events(VALID).drop(columns=["price"]))
     store.mark_success(RAW)
     with pytest.raises(ValidationFailed, match=r"expect_column_to_exist\(price\)"):
-        validate_partition(store, DAY)
+        validate_partition(store, Settings(), DAY)
     assert "expect_column_to_exist" in store.read_json(SUMMARY)["failed"]
 
 
@@ -128,7 +125,7 @@ def test_a_marker_without_data_files_is_quarantined_with_a_clear_problem(store):
     store.write_json(f"{RAW}/_source_stats.json", {"events": 0})
     store.mark_success(RAW)
     with pytest.raises(ValidationFailed, match="has a _SUCCESS marker but no data files"):
-        validate_partition(store, DAY)
+        validate_partition(store, Settings(), DAY)
     reason = store.read_json(f"{QUARANTINE}/reason.json")
     assert "no data files" in reason["problem"]
     # the problem is reported by the one check of the partition_integrity suite, with the problem as value
@@ -146,7 +143,7 @@ def test_an_unreadable_data_file_is_quarantined(store):
     store.write_bytes(f"{RAW}/part-00000.parquet", b"this is not parquet")
     store.mark_success(RAW)
     with pytest.raises(ValidationFailed, match="cannot be read"):
-        validate_partition(store, DAY)
+        validate_partition(store, Settings(), DAY)
     assert store.read_bytes(f"{QUARANTINE}/part-00000.parquet") == b"this is not parquet"
     assert store.read_bytes(f"{RAW}/part-00000.parquet") == b"this is not parquet"
 
@@ -155,14 +152,14 @@ def test_an_unknown_data_file_type_is_quarantined(store):
     store.write_bytes(f"{RAW}/part-00000.json", b"[]")
     store.mark_success(RAW)
     with pytest.raises(ValidationFailed, match="unknown data file type"):
-        validate_partition(store, DAY)
+        validate_partition(store, Settings(), DAY)
     assert "unknown data file type" in store.read_json(SUMMARY)["problem"]
 
 
 def test_a_missing_marker_raises_storage_error_and_quarantines_nothing(store, make_events):
     store.write_parquet(f"{RAW}/part-00000.parquet", make_events(VALID))  # data, but not yet published
     with pytest.raises(StorageError, match="no _SUCCESS marker"):
-        validate_partition(store, DAY)
+        validate_partition(store, Settings(), DAY)
     assert not store.exists("quarantine")
     assert not store.exists(SUMMARY)
 
@@ -199,7 +196,7 @@ def test_great_expectations_gets_only_the_columns_its_suite_reads(make_events):
 def test_a_valid_csv_partition_passes(store, make_events):
     store.write_bytes(f"{RAW}/part-00000.csv", make_events(VALID).to_csv(index=False).encode())
     store.mark_success(RAW)
-    assert validate_partition(store, DAY).success is True
+    assert validate_partition(store, Settings(), DAY).success is True
 
 
 def test_load_suite_reads_the_shipped_suite_and_reports_a_missing_one():
@@ -243,13 +240,11 @@ def test_validation_thresholds_are_checked_and_name_the_variable(variable, value
 
 
 def test_validation_thresholds_come_from_the_environment(store, publish_events):
-    from recsys.config import Settings
-
     settings = Settings.from_env({"RECSYS_VALIDATION_MAX_PRICE": "3.0", "RECSYS_VALIDATION_LATE_HOURS": "0"})
     assert (settings.validation_max_price, settings.validation_late_hours) == (3.0, 0.0)
     publish_events(store, DAY, VALID)  # prices up to 3.39
     with pytest.raises(ValidationFailed, match=r"\[price range\]"):
-        validate_partition(store, DAY, settings)
+        validate_partition(store, settings, DAY)
 
 
 def test_parquet_written_without_pandas_metadata_validates_like_pandas_output(store, make_events):
@@ -269,5 +264,5 @@ def test_parquet_written_without_pandas_metadata_validates_like_pandas_output(st
     store.mark_success(partition)
     frame = read_partition(store, partition)
     assert frame["user_id"].dtype == "string"
-    report = validate_partition(store, day)
+    report = validate_partition(store, Settings(), day)
     assert report.success, report.failed
