@@ -1,0 +1,87 @@
+"""recsys.progress: a bar on a real terminal (a pseudo-terminal), nothing in a log file."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import logging
+import os
+import select
+import struct
+import termios
+
+from recsys.progress import bar, is_terminal, progress
+
+
+def _terminal() -> tuple[int, int]:
+    """A pseudo-terminal (master, slave) of 120 x 24 characters, as a terminal window would be."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    return master, slave
+
+
+def _read_all(fd: int) -> bytes:
+    out = b""
+    while select.select([fd], [], [], 0.2)[0]:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def test_a_terminal_shows_items_done_rate_and_time_left():
+    master, slave = _terminal()
+    try:
+        with os.fdopen(slave, "w", closefd=False) as tty:
+            assert is_terminal(tty)
+            seen = list(progress(range(4), "landing", unit="day", stream=tty))
+            tty.flush()
+        output = _read_all(master).decode()
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert seen == [0, 1, 2, 3]
+    assert "landing" in output
+    assert "4/4" in output  # items done of the total
+    assert "day/s" in output  # the rate
+    assert "<00:00" in output  # the time left
+
+
+def test_a_log_file_gets_nothing_and_every_item_is_still_yielded(tmp_path):
+    log = io.StringIO()
+    assert not is_terminal(log)
+    assert list(progress(iter(["a", "b"]), "days", stream=log)) == ["a", "b"]
+    with bar(10, "events", unit="event", stream=log) as shown:
+        shown.update(10)
+    assert log.getvalue() == ""
+    with open(tmp_path / "task.log", "w") as file:
+        assert list(progress([1, 2, 3], "days", stream=file)) == [1, 2, 3]
+    assert (tmp_path / "task.log").read_text() == ""
+
+
+def test_a_log_record_during_a_bar_is_printed_once_on_the_terminal(monkeypatch):
+    master, slave = _terminal()
+    root = logging.getLogger()
+    try:
+        with os.fdopen(slave, "w", closefd=False) as tty:
+            monkeypatch.setattr("sys.stderr", tty)
+            handler = logging.StreamHandler(tty)  # what logging.basicConfig(stream=sys.stderr) installs
+            root.addHandler(handler)
+            monkeypatch.setattr(root, "level", logging.INFO)
+            try:
+                for day in progress(["2011-01-04", "2011-01-05"], "landing", unit="day"):
+                    logging.getLogger("recsys.datasets").info("landed %s", day)
+            finally:
+                root.removeHandler(handler)
+            tty.flush()
+        output = _read_all(master).decode()
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert output.count("landed 2011-01-04") == 1
+    assert output.count("landed 2011-01-05") == 1
+    assert "2/2" in output
