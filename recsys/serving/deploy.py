@@ -3,8 +3,12 @@
 A deployed version directory holds, besides its checkpoint (``tables.npz``) and ``metadata.json``,
 a SavedModel (``saved_model.pb``, ``variables/``; so ``models/two_tower/versions`` is a TensorFlow
 Serving base path) and ``index.parquet``: the items it may recommend, with titles, from the
-catalog snapshot of its day (delisted items excluded), described by ``index.json`` (catalog date,
-item count, SHA-256 of the parquet bytes; the serving process watches it).
+catalog snapshot of its day (delisted items excluded). The parquet file is the unit of publication:
+it carries its own description (catalog date, item count, build time, run id) in its schema metadata,
+and is replaced by one atomic write. ``index.json`` repeats that description with the SHA-256 of the
+parquet bytes; it is written after the parquet and the serving process watches it. A crash between
+the two writes leaves a consistent parquet and a stale ``index.json``; readers trust the parquet and
+a rerun of :func:`refresh_index` rewrites the stale file.
 
 :func:`refresh_index` rebuilds a version's index from the newest complete catalog partition without
 retraining: a delisted item disappears, a relisted one comes back. A rollback refreshes the index of
@@ -51,7 +55,7 @@ def build_index(store: PartitionStore, version: int, day: date) -> pd.DataFrame:
         catalog = read_partition(store, layout.raw_catalog(day))
     except StorageError as err:
         raise DeployError(f"cannot build the serving index of version {version}: {err}") from err
-    catalog = catalog[catalog[schema.AVAILABLE]]
+    catalog = catalog[_listed(catalog, day, version)]
     index = items.rename(columns={vocab.ID: schema.ITEM_ID, vocab.ROW: "row"})[[schema.ITEM_ID, "row"]].merge(
         catalog[[schema.ITEM_ID, schema.TITLE, schema.PRICE]], on=schema.ITEM_ID, how="inner"
     )
@@ -62,7 +66,26 @@ def build_index(store: PartitionStore, version: int, day: date) -> pd.DataFrame:
     return index.sort_values("row").reset_index(drop=True)
 
 
-def deploy(store: PartitionStore, settings: Settings, day: date, run_id: str | None = None) -> dict[str, Any]:
+def _listed(catalog: pd.DataFrame, day: date, version: int) -> pd.Series:
+    """The catalog's ``available`` flags as a plain boolean mask; a catalog the index cannot be built from
+    (a required column missing, availability blank or not true/false) raises :class:`DeployError`."""
+    what = f"cannot build the serving index of version {version} from the catalog of {day}"
+    missing = [c for c in (schema.ITEM_ID, schema.TITLE, schema.PRICE, schema.AVAILABLE) if c not in catalog.columns]
+    if missing:
+        raise DeployError(f"{what}: it has no column {', '.join(missing)}; redeliver the catalog snapshot")
+    available = catalog[schema.AVAILABLE]
+    blank = available.isna()
+    if blank.any() or not pd.api.types.is_bool_dtype(available.dtype):
+        bad = catalog.loc[blank, schema.ITEM_ID] if blank.any() else catalog[schema.ITEM_ID]
+        raise DeployError(
+            f"{what}: {schema.AVAILABLE} must be true or false for every item, but it is "
+            f"{'blank' if blank.any() else f'of type {available.dtype}'} for {int(blank.sum()) or len(catalog)} "
+            f"items (e.g. {', '.join(map(repr, bad.astype(str).head(3)))}); redeliver the catalog snapshot"
+        )
+    return available.astype(bool)
+
+
+def deploy(store: PartitionStore, settings: Settings, day: date, *, run_id: str | None = None) -> dict[str, Any]:
     """Export the blessed candidate of ``day``, build its index, make it champion. Idempotent."""
     reg = registry.load(store)
     decision = reg["decisions"].get(day.isoformat())
@@ -86,7 +109,7 @@ def deploy_version(
 
     reg = registry.load(store)
     if reg["champion"] == version or any(
-        h["action"] == "deployed" and h.get("to") == version for h in reg["history"]
+        h["action"] == registry.DEPLOYED and h.get("to") == version for h in reg["history"]
     ):
         # a rerun of a date deployed before must not take the champion back (that is a rollback)
         log.info("version %d was already deployed; champion stays %s", version, reg["champion"])
@@ -100,12 +123,12 @@ def deploy_version(
             local = Path(tmp) / "version"
             store.download_dir(version_dir, local)
             export_saved_model(scorer, [int(r) for r in index["row"]], local, settings.k)
-            data = _parquet_bytes(index)
+            data = index_bytes(index, catalog_day, run_id)
             (local / INDEX_FILE).write_bytes(data)
             meta = index_metadata(data, index, catalog_day, run_id)
             (local / INDEX_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
             store.publish_dir(local, version_dir)
-    entry = registry.set_champion(store, version, "deployed", reason, run_id)
+    entry = registry.set_champion(store, version, registry.DEPLOYED, reason, run_id)
     log.info("version %d is the champion (was %s)", version, entry["from"])
     return {"version": version, "changed": True, "previous": entry["from"]}
 
@@ -124,7 +147,7 @@ def rollback(store: PartitionStore, reason: str, to: int | None = None, run_id: 
     current = reg["champion"]
     if to is None:
         # the version deployed before the current champion was, so repeated rollbacks walk back in time
-        deployed = list(dict.fromkeys(h["to"] for h in reg["history"] if h["action"] == "deployed"))
+        deployed = list(dict.fromkeys(h["to"] for h in reg["history"] if h["action"] == registry.DEPLOYED))
         earlier = deployed[: deployed.index(current)] if current in deployed else []
         if not earlier:
             raise DeployError(f"champion {current} has no earlier deployed version to roll back to; pass --to VERSION")
@@ -135,17 +158,41 @@ def rollback(store: PartitionStore, reason: str, to: int | None = None, run_id: 
     try:
         refreshed = refresh_index(store, to, run_id=run_id, only_if_newer=True)
         out["index_catalog_date"] = refreshed["catalog_date"]
-    except DeployError as err:
-        log.warning("rolling back to version %d with its old serving index: %s", to, err)
-        out["index_error"] = str(err)
-    entry = registry.set_champion(store, to, "rollback", reason, run_id)
+    except Exception as err:  # noqa: BLE001 - the on-call escape hatch: no index rebuild failure may block it
+        message = f"the serving index of version {to} was not rebuilt, it keeps its old one ({err})"
+        log.warning("rolling back to version %d: %s", to, message)
+        out["index_error"] = message
+    entry = registry.set_champion(store, to, registry.ROLLBACK, reason, run_id)
     return {**out, "previous": entry["from"], "changed": entry["from"] != to}
 
 
-def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+def index_bytes(index: pd.DataFrame, catalog_day: date | None, run_id: str | None) -> bytes:
+    """``index.parquet``: the index rows plus their description (:func:`embedded_metadata`) in one file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    described = {"items": len(index), "catalog_date": catalog_day.isoformat() if catalog_day else None,
+                 "built_at": registry.now(), "run_id": run_id}
+    table = pa.Table.from_pandas(index, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           EMBEDDED_KEY: json.dumps(described, sort_keys=True).encode()})
     buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
+    pq.write_table(table, buf)
     return buf.getvalue()
+
+
+EMBEDDED_KEY = b"recsys.index"
+
+
+def embedded_metadata(data: bytes) -> dict[str, Any]:
+    """The description an ``index.parquet`` carries (:func:`index_bytes`) plus the sha256 of ``data``;
+    for files written before it was embedded, only the sha256 and the item count."""
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(io.BytesIO(data))
+    raw = (parquet.schema_arrow.metadata or {}).get(EMBEDDED_KEY)
+    described = json.loads(raw) if raw else {"items": parquet.metadata.num_rows}
+    return {**described, "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def index_metadata(data: bytes, index: pd.DataFrame, catalog_day: date | None, run_id: str | None) -> dict[str, Any]:
@@ -159,10 +206,30 @@ def index_metadata(data: bytes, index: pd.DataFrame, catalog_day: date | None, r
     }
 
 
+def publish_index(store: PartitionStore, version: int, index: pd.DataFrame, catalog_day: date | None,
+                  run_id: str | None) -> bytes:
+    """Replace ``version``'s serving index: the parquet (the unit, one atomic write), then ``index.json``."""
+    version_dir = layout.model_version(version)
+    data = index_bytes(index, catalog_day, run_id)
+    store.write_bytes(f"{version_dir}/{INDEX_FILE}", data)
+    store.write_json(f"{version_dir}/{INDEX_META_FILE}", embedded_metadata(data))
+    return data
+
+
 def read_index_metadata(store: PartitionStore, version: int) -> dict[str, Any] | None:
-    """The ``index.json`` of a version, or None (versions deployed before it existed have none)."""
-    path = f"{layout.model_version(version)}/{INDEX_META_FILE}"
-    return store.read_json(path) if store.exists(path) else None
+    """The description of a version's serving index, or None if it has none (never deployed).
+
+    ``index.json`` when it describes the current ``index.parquet`` (same sha256), else what the parquet
+    itself carries (an interrupted publish left ``index.json`` stale)."""
+    version_dir = layout.model_version(version)
+    if not store.exists(f"{version_dir}/{INDEX_FILE}"):
+        return None
+    data = store.read_bytes(f"{version_dir}/{INDEX_FILE}")
+    path = f"{version_dir}/{INDEX_META_FILE}"
+    meta = store.read_json(path) if store.exists(path) else None
+    if meta is not None and meta.get("sha256") == hashlib.sha256(data).hexdigest():
+        return meta
+    return embedded_metadata(data)
 
 
 def newest_catalog(store: PartitionStore) -> date | None:
@@ -186,8 +253,9 @@ def refresh_index(
     delisted item drops out and a relisted one comes back. ``index.parquet`` is replaced atomically,
     then ``index.json``; a running service picks the change up at its next registry poll. Unchanged
     item sets are not rewritten (idempotent). With ``only_if_newer`` nothing happens unless the catalog
-    is newer than the one the index was built from. Returns version, catalog date, item count,
-    ``changed``, and the ids ``delisted`` / ``relisted`` relative to the previous index.
+    is newer than the one the index was built from. An ``index.json`` left stale by an interrupted
+    refresh (it does not describe ``index.parquet``) is rewritten. Returns version, catalog date, item
+    count, ``changed``, and the ids ``delisted`` / ``relisted`` relative to the previous index.
     """
     if version is None:
         version = registry.load(store)["champion"]
@@ -199,23 +267,23 @@ def refresh_index(
     day = newest_catalog(store)
     if day is None:
         raise DeployError(f"no complete catalog partition under {store.uri(layout.RAW_CATALOG)}: nothing to apply")
+    data = store.read_bytes(f"{version_dir}/{INDEX_FILE}")
     meta = read_index_metadata(store, version) or {}
-    old = store.read_parquet(f"{version_dir}/{INDEX_FILE}")
-    if only_if_newer and meta.get("catalog_date") and meta["catalog_date"] >= day.isoformat():
+    old = pd.read_parquet(io.BytesIO(data))
+    json_path = f"{version_dir}/{INDEX_META_FILE}"
+    stale = not store.exists(json_path) or store.read_json(json_path).get("sha256") != meta.get("sha256")
+    if only_if_newer and not stale and meta.get("catalog_date") and meta["catalog_date"] >= day.isoformat():
         return {"version": version, "catalog_date": meta["catalog_date"], "items": len(old), "changed": False,
                 "delisted": [], "relisted": []}
     index = build_index(store, version, day)
     old_ids = set(old[schema.ITEM_ID].astype(str)) if schema.ITEM_ID in old else set()
     new_ids = set(index[schema.ITEM_ID].astype(str))
     same = list(old.columns) == list(index.columns) and old.reset_index(drop=True).equals(index)
-    if not same:
-        data = _parquet_bytes(index)
-        store.write_bytes(f"{version_dir}/{INDEX_FILE}", data)
-        store.write_json(f"{version_dir}/{INDEX_META_FILE}", index_metadata(data, index, day, run_id))
-    elif meta.get("catalog_date") != day.isoformat():
-        # same items, newer catalog: record that it was applied (the sha still names the same bytes)
-        data = store.read_bytes(f"{version_dir}/{INDEX_FILE}")
-        store.write_json(f"{version_dir}/{INDEX_META_FILE}", index_metadata(data, index, day, run_id))
+    if not same or meta.get("catalog_date") != day.isoformat():
+        # new items, or the same items from a newer catalog: record that it was applied
+        publish_index(store, version, index, day, run_id)
+    elif stale:
+        store.write_json(json_path, meta)  # an interrupted publish: the parquet is right, describe it
     result = {"version": version, "catalog_date": day.isoformat(), "items": len(index), "changed": not same,
               "delisted": sorted(old_ids - new_ids), "relisted": sorted(new_ids - old_ids)}
     log.info("serving index of version %d from the catalog of %s: %d items (%s)", version, day, len(index),

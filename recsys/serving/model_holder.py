@@ -7,7 +7,8 @@ once and answers from it to the end, so a swap (one attribute assignment, atomic
 mixes two versions in one answer and in-flight requests finish on the version they started with.
 
 The watcher thread polls the registry (champion pointer) and the champion's ``index.json`` every few
-seconds. A change is loaded in the background and swapped in when complete; a version that fails to
+seconds (``index.parquet`` is the truth: a stale ``index.json`` is reported once, not reloaded on
+every poll). A change is loaded in the background and swapped in when complete; a version that fails to
 load leaves the old one serving, and the failure is kept for readiness and metrics (and retried
 after ``retry_seconds``). Everything is read through the :class:`~recsys.storage.PartitionStore`
 interface, so the same code serves from a local store or from HDFS.
@@ -30,7 +31,7 @@ from recsys import registry, schema
 from recsys.errors import RecsysError
 from recsys.features import vocab
 from recsys.serving.ann import AnnUnavailable, HnswIndex
-from recsys.serving.deploy import INDEX_FILE, INDEX_META_FILE
+from recsys.serving.deploy import INDEX_FILE, INDEX_META_FILE, embedded_metadata
 from recsys.serving.index import Scorer, top_k_rows
 from recsys.storage import PartitionStore, StorageError, layout
 
@@ -202,13 +203,20 @@ def load_version(store: PartitionStore, version: int, history: _HistoryCache | N
     vdir = layout.model_version(version)
     try:
         meta_path = f"{vdir}/{INDEX_META_FILE}"
-        meta = store.read_json(meta_path) if store.exists(meta_path) else {}
+        described = store.read_json(meta_path) if store.exists(meta_path) else {}
         index_bytes = store.read_bytes(f"{vdir}/{INDEX_FILE}")
         index = pd.read_parquet(io.BytesIO(index_bytes))
+        meta = embedded_metadata(index_bytes)  # the parquet describes itself: never a stale description
         full = load_scorer(store, version)
         pairs = (history or _HistoryCache()).pairs(store)
     except (StorageError, OSError, ValueError, KeyError) as err:
         raise ServingError(f"cannot load version {version} from {store.uri(vdir)}: {err}") from err
+    if described and described.get("sha256") != meta["sha256"]:
+        log.warning("version %d: %s does not describe %s (an interrupted refresh-index?); serving %s as it is; "
+                    "rerun `recsys refresh-index --version %d` to repair it", version, INDEX_META_FILE, INDEX_FILE,
+                    INDEX_FILE, version)
+    else:
+        meta = {**described, **meta}
     missing = {schema.ITEM_ID, "row", schema.TITLE} - set(index.columns)
     if missing:
         raise ServingError(f"the serving index of version {version} lacks columns {sorted(missing)}")
@@ -290,6 +298,7 @@ class ModelHolder:
         self.loads = {"success": 0, "failure": 0}
         self.swaps = 0
         self._history = _HistoryCache()
+        self._loaded_for: str | None = None  # the index.json sha256 seen when ``current`` was loaded
         self._load_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -315,8 +324,10 @@ class ModelHolder:
                 return False
             self.champion = champion
             cur = self.current
+            # index.json naming what is served, or what it named when that was loaded (a stale index.json
+            # left by an interrupted publish must not reload the same parquet on every poll)
             if champion is None or (cur is not None and cur.version == champion
-                                    and (sha is None or sha == cur.index_sha256)):
+                                    and (sha is None or sha in (cur.index_sha256, self._loaded_for))):
                 if cur is not None and cur.version == champion:
                     self.failure = None
                 return False
@@ -334,6 +345,7 @@ class ModelHolder:
                           cur.version if cur else "nothing", err)
                 return False
             self.current = loaded  # the swap: requests that already hold the old object finish on it
+            self._loaded_for = sha
             self.failure = None
             self.loads["success"] += 1
             self.swaps += 1

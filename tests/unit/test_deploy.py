@@ -275,3 +275,95 @@ def test_the_saved_model_never_serves_a_delisted_item(dstore, settings):
     serve = tf.saved_model.load(str(dstore.root / "models/two_tower/versions/1")).signatures["serving_default"]
     served = {x.decode() for x in serve(user_id=tf.constant(["u1", "u2"]))["item_ids"].numpy().ravel()}
     assert "C" not in served  # C is delisted in the catalog of D1; it is each user's second best
+
+
+# --- a catalog the index cannot be built from (issue 18 #3) ---------------------------------------------
+def _bad_catalog(store, day: date, kind: str) -> None:
+    frame = pd.DataFrame({schema.ITEM_ID: ["A", "B", "C", "D"],
+                          schema.TITLE: ["Lantern", "Heart", "Warmer", "Ornament"],
+                          schema.PRICE: [3.39, 2.55, 1.85, 1.69]})
+    if kind == "blank availability":
+        frame[schema.AVAILABLE] = pd.array([True, None, True, True], dtype="boolean")
+    elif kind == "availability as text":
+        frame[schema.AVAILABLE] = ["yes", "no", "yes", "yes"]
+    elif kind == "no availability column":
+        pass
+    frame = frame.astype({schema.ITEM_ID: "string", schema.TITLE: "string"})
+    store.write_parquet(f"raw/catalog/dt={day.isoformat()}/part-00000.parquet", frame)
+    store.mark_success(f"raw/catalog/dt={day.isoformat()}")
+
+
+BAD_CATALOGS = ["blank availability", "availability as text", "no availability column"]
+
+
+@pytest.mark.parametrize("kind", BAD_CATALOGS)
+def test_a_catalog_the_index_cannot_use_is_a_deploy_error_naming_the_problem(dstore, settings, kind):
+    _bad_catalog(dstore, date(2011, 1, 7), kind)
+    with pytest.raises(DeployError, match="from the catalog of 2011-01-07") as info:
+        build_index(dstore, 1, date(2011, 1, 7))
+    assert "redeliver the catalog snapshot" in str(info.value)
+    if kind == "blank availability":
+        assert "available must be true or false for every item, but it is blank for 1 items (e.g. 'B')" in str(
+            info.value)
+
+
+@pytest.mark.parametrize("kind", [*BAD_CATALOGS, "unreadable file"])
+def test_a_bad_catalog_never_blocks_a_rollback(dstore, settings, kind):
+    _deployed(dstore, settings, (D1, 1), (D2, 2))
+    day = date(2011, 1, 7)
+    if kind == "unreadable file":
+        dstore.write_bytes(f"raw/catalog/dt={day.isoformat()}/part-00000.parquet", b"PAR1 not really")
+        dstore.mark_success(f"raw/catalog/dt={day.isoformat()}")
+    else:
+        _bad_catalog(dstore, day, kind)
+    result = rollback(dstore, "2 is bad", run_id="oncall")
+    assert (result["version"], result["previous"], result["changed"]) == (1, 2, True)
+    assert result["index_error"].startswith("the serving index of version 1 was not rebuilt, it keeps its old one")
+    assert registry.load(dstore)["champion"] == 1  # the pointer switch happened
+    # the prebuilt index is untouched (it holds only row 1)
+    assert list(dstore.read_parquet(f"models/two_tower/versions/1/{INDEX_FILE}").columns) == ["row"]
+
+
+# --- publishing the index and its description as one unit (issue 18 #5) -----------------------------------
+def test_a_crash_between_index_parquet_and_index_json_is_repaired_by_a_rerun(dstore, settings, monkeypatch):
+    import hashlib
+
+    from recsys.serving.deploy import INDEX_META_FILE
+
+    _deployed(dstore, settings, (D1, 1))
+    refresh_index(dstore)
+    _catalog(dstore, date(2011, 1, 7), [False, True, True, True])  # A delisted
+    real = type(dstore).write_json
+
+    def killed(self, path, obj):
+        if path.endswith(INDEX_META_FILE):
+            raise OSError("killed between index.parquet and index.json")
+        real(self, path, obj)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(type(dstore), "write_json", killed)
+        with pytest.raises(OSError, match="killed"):
+            refresh_index(dstore)
+    vdir = "models/two_tower/versions/1"
+    parquet_sha = hashlib.sha256(dstore.read_bytes(f"{vdir}/{INDEX_FILE}")).hexdigest()
+    assert dstore.read_json(f"{vdir}/{INDEX_META_FILE}")["sha256"] != parquet_sha  # stale after the crash
+    # the parquet describes itself: readers see the catalog it was built from, not the stale json
+    meta = read_index_metadata(dstore, 1)
+    assert (meta["catalog_date"], meta["items"], meta["sha256"]) == ("2011-01-07", 2, parquet_sha)
+    again = refresh_index(dstore)  # the rerun
+    assert (again["catalog_date"], again["changed"], _served(dstore, 1)) == ("2011-01-07", False, ["B", "C"])
+    on_disk = dstore.read_json(f"{vdir}/{INDEX_META_FILE}")
+    assert (on_disk["sha256"], on_disk["catalog_date"]) == (parquet_sha, "2011-01-07")
+    assert refresh_index(dstore, only_if_newer=True)["changed"] is False
+
+
+def test_a_stale_index_json_is_repaired_even_by_a_rollback_refresh(dstore, settings):
+    from recsys.serving.deploy import INDEX_META_FILE
+
+    _deployed(dstore, settings, (D1, 1), (D2, 2))
+    refresh_index(dstore, 1)
+    vdir = "models/two_tower/versions/1"
+    stale = {**dstore.read_json(f"{vdir}/{INDEX_META_FILE}"), "sha256": "0" * 64}
+    dstore.write_json(f"{vdir}/{INDEX_META_FILE}", stale)
+    rollback(dstore, "2 is bad")  # only_if_newer: the catalog is not newer, but the json is stale
+    assert dstore.read_json(f"{vdir}/{INDEX_META_FILE}")["sha256"] == read_index_metadata(dstore, 1)["sha256"]

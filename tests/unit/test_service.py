@@ -375,3 +375,40 @@ def test_small_catalogs_and_missing_faiss_stay_exact(sstore, monkeypatch):
     holder.poll()
     assert holder.current.ann is None
     assert holder.current.recommend("u1", 2).item_ids == ["A", "D"]
+
+
+def test_an_interrupted_index_publish_is_served_once_and_never_thrashes(client, sstore, monkeypatch, caplog):
+    """A crash between index.parquet and index.json (issue 18 #5): a running service keeps its version, a
+    started one serves the published parquet, each swaps once and warns once, and a rerun of refresh-index
+    makes the two files agree again."""
+    import hashlib
+    import logging
+
+    holder = client.app.state.holder
+    _catalog(sstore, D2, [False, True, True, True])  # A delisted
+    real = type(sstore).write_json
+
+    def killed(self, path, obj):
+        if path.endswith(INDEX_META_FILE):
+            raise OSError("killed between index.parquet and index.json")
+        real(self, path, obj)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(type(sstore), "write_json", killed)
+        with pytest.raises(OSError, match="killed"):
+            refresh_index(sstore)
+    assert [holder.poll() for _ in range(3)] == [False] * 3  # the running service keeps its consistent version
+    fresh = ModelHolder(sstore, retry_seconds=0.0)  # a service (re)started after the crash
+    with caplog.at_level(logging.WARNING, logger="recsys.serving.model_holder"):
+        polls = [fresh.poll() for _ in range(6)]
+    assert polls == [True] + [False] * 5 and fresh.swaps == 1  # loaded once, no reload on every poll
+    assert len([r for r in caplog.records if "does not describe" in r.getMessage()]) == 1
+    assert "A" not in fresh.current.recommend("u1", 10).item_ids  # the parquet that was published
+    assert fresh.current.describe()["catalog_date"] == "2011-01-05"  # described by the parquet itself
+    refresh_index(sstore)  # the rerun repairs index.json
+    vdir = "models/two_tower/versions/1"
+    assert sstore.read_json(f"{vdir}/{INDEX_META_FILE}")["sha256"] == hashlib.sha256(
+        sstore.read_bytes(f"{vdir}/{INDEX_FILE}")).hexdigest()
+    assert [holder.poll() for _ in range(3)] == [True, False, False]
+    assert [fresh.poll() for _ in range(3)] == [False] * 3  # it already serves those bytes
+    assert _ids(client.get("/recommendations/u1")) == ["D", "C", "B"]
