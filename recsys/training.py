@@ -25,7 +25,7 @@ from recsys.errors import RecsysError
 from recsys.features import items, trend, vocab
 from recsys.features.build import load_stats
 from recsys.features.inputs import Part, history_inputs, replay_part, replay_sample, train_part
-from recsys.model.tables import METADATA_FILE, TABLES_FILE, load_tables
+from recsys.model.tables import load_tables
 from recsys.storage import PartitionStore, layout
 
 log = logging.getLogger(__name__)
@@ -170,8 +170,8 @@ def _train_version(
         float(fit.history["loss"][-1]), seconds,
     )
     with tempfile.TemporaryDirectory() as tmp:
-        np.savez(Path(tmp) / TABLES_FILE, **tables)  # type: ignore[arg-type]
-        (Path(tmp) / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True))
+        np.savez(Path(tmp) / layout.TABLES_FILE, **tables)  # type: ignore[arg-type]
+        (Path(tmp) / layout.METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True))
         store.publish_dir(Path(tmp), layout.model_version(version))
     registry.add_version(store, version, metadata, run_id)
     log.info("trained %s version %d on %s (parent %s): %s", kind, version, day, parent, metadata)

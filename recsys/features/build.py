@@ -27,12 +27,11 @@ from recsys.errors import RecsysError
 from recsys.features import history, vocab
 from recsys.features.cleaning import clean_events
 from recsys.storage import PartitionStore, layout
+from recsys.storage.layout import EXAMPLES_FILE, STATS_FILE
 from recsys.storage.raw import read_partition
 
 log = logging.getLogger(__name__)
 
-EXAMPLES_FILE = "examples.parquet"
-STATS_FILE = "stats.json"
 EXAMPLE_FILE_COLUMNS = (*schema.EXAMPLE_COLUMNS, history.HIST_INDEX)
 # the columns of the raw events the step reads (the others are never decoded: bench/scale)
 READ_COLUMNS = (schema.EVENT_ID, schema.USER_ID, schema.ITEM_ID, schema.QUANTITY)
@@ -140,8 +139,8 @@ def build_features(
     )
     out = layout.features(day)
     store.write_parquet(f"{out}/{EXAMPLES_FILE}", pairs[list(EXAMPLE_FILE_COLUMNS)])
-    store.write_parquet(f"{out}/{history.QUERY_FILE}", queries)
-    store.write_parquet(f"{out}/{history.HISTORY_FILE}", after)
+    store.write_parquet(f"{out}/{layout.QUERY_FILE}", queries)
+    store.write_parquet(f"{out}/{layout.HISTORY_FILE}", after)
     store.write_json(f"{out}/{STATS_FILE}", stats.as_dict())
     store.mark_success(out)
     log.info("features %s: %s", day, stats.as_dict())
@@ -189,7 +188,7 @@ def load_examples(
 
 def load_query_history(store: PartitionStore, day: date) -> pd.DataFrame:
     """The day's histories that examples' ``hist_index`` point into (:func:`history.query_table`)."""
-    path = f"{layout.features(day)}/{history.QUERY_FILE}"
+    path = f"{layout.features(day)}/{layout.QUERY_FILE}"
     if store.exists(path):
         return store.read_parquet(path)
     file = _examples_file(store, day)

@@ -27,13 +27,11 @@ import pandas as pd
 from recsys import schema
 from recsys.storage import PartitionStore, layout
 
-HISTORY_FILE = "history.parquet"
 DAYS = "days"
 LAST_DAY = "last_day"
 HIST_ITEMS = "hist_items"  # example columns: the user's history before the example's day
 HIST_DAYS = "hist_days"
 HIST_INDEX = "hist_index"  # example column: the example user's history in the day's query table (0: none)
-QUERY_FILE = "query_history.parquet"
 COLUMNS = (schema.USER_ID, schema.ITEM_ID, DAYS, LAST_DAY)
 
 
@@ -86,7 +84,7 @@ def update(previous: pd.DataFrame, pairs: pd.DataFrame, day: date, length: int) 
 
 def load(store: PartitionStore, day: date) -> pd.DataFrame:
     """The snapshot written with the features of ``day`` (empty if that day has none)."""
-    path = f"{layout.features(day)}/{HISTORY_FILE}"
+    path = f"{layout.features(day)}/{layout.HISTORY_FILE}"
     return store.read_parquet(path) if store.exists(path) else empty()
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from recsys import schema
 from recsys.features import history, vocab
-from recsys.features.build import EXAMPLES_FILE, load_examples, load_query_history
+from recsys.features.build import load_examples, load_query_history
 from recsys.storage import PartitionStore, layout
 
 REPLAY_DAY = "day"  # replay_sample column: the example's partition (date ordinal)
@@ -58,7 +58,7 @@ def _example_count(store: PartitionStore, day: date) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    data = store.read_bytes(f"{layout.features(day)}/{EXAMPLES_FILE}")
+    data = store.read_bytes(f"{layout.features(day)}/{layout.EXAMPLES_FILE}")
     return int(pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows)
 
 

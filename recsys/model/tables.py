@@ -1,4 +1,4 @@
-"""The stored embedding tables of a model version and the names of a version's files."""
+"""The stored embedding tables of a model version."""
 
 from __future__ import annotations
 
@@ -8,11 +8,8 @@ import numpy as np
 
 from recsys.storage import PartitionStore, layout
 
-TABLES_FILE = "tables.npz"
-METADATA_FILE = "metadata.json"
-
 
 def load_tables(store: PartitionStore, version: int) -> dict[str, np.ndarray]:
     """The embedding tables of a stored version."""
-    with np.load(io.BytesIO(store.read_bytes(f"{layout.model_version(version)}/{TABLES_FILE}"))) as npz:
+    with np.load(io.BytesIO(store.read_bytes(f"{layout.model_version(version)}/{layout.TABLES_FILE}"))) as npz:
         return {name: npz[name] for name in npz.files}

@@ -8,7 +8,7 @@ import numpy as np
 
 from recsys import registry
 from recsys.errors import RecsysError
-from recsys.serving.deploy import INDEX_FILE, DeployError
+from recsys.serving.deploy import DeployError
 from recsys.serving.index import load_scorer
 from recsys.storage import PartitionStore, layout
 
@@ -25,7 +25,7 @@ def recommend(store: PartitionStore, user_id: str, k: int = 10) -> dict[str, Any
     if champion is None:
         raise DeployError("no champion is deployed yet: run the pipeline for at least one partition")
     scorer = load_scorer(store, champion)
-    index = store.read_parquet(f"{layout.model_version(champion)}/{INDEX_FILE}")
+    index = store.read_parquet(f"{layout.model_version(champion)}/{layout.INDEX_FILE}")
     allowed = np.zeros(len(scorer.item_ids), dtype=bool)
     allowed[index["row"].to_numpy()] = True
     titles = dict(zip(index["item_id"].astype(str), index["title"].astype(str), strict=True))

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from recsys.features import history
+from recsys.storage import layout
 
 D1, D2, D3 = date(2011, 1, 4), date(2011, 1, 5), date(2011, 1, 6)
 
@@ -98,12 +99,11 @@ def test_to_rows_pads_skips_items_without_a_row_and_cuts_at_length():
 
 
 def test_load_before_reads_the_latest_earlier_snapshot(store):
-    from recsys.storage import layout
 
     for day, item in ((D1, "a"), (D2, "b")):
         out = layout.features(day)
         snap = history.update(history.load_before(store, day), _pairs(("u1", item)), day, length=5)
-        store.write_parquet(f"{out}/{history.HISTORY_FILE}", snap)
+        store.write_parquet(f"{out}/{layout.HISTORY_FILE}", snap)
         store.mark_success(out)
     assert history.by_user(history.load_before(store, D1)) == {}
     assert history.by_user(history.load_before(store, D2))["u1"] == (["a"], [1])

@@ -24,9 +24,21 @@ def test_parse_partition_name_rejects_other_names(name):
     assert layout.parse_partition_name(name) is None
 
 
-@pytest.mark.parametrize("name", ["dt=20110104", "dt=2011-W01-2"])
-def test_parse_partition_name_accepts_only_the_canonical_form(name):
-    assert layout.parse_partition_name(name) is None
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("dt=2011-01-04", date(2011, 1, 4)),
+        ("dt=2012-02-29", date(2012, 2, 29)),  # a leap day
+        ("dt=0001-01-01", date(1, 1, 1)),
+        # ISO 8601 forms that date.fromisoformat also reads are not partition names
+        ("dt=20110104", None),
+        ("dt=2011-W01-2", None),
+        ("dt=2011-01-04T00:00", None),
+        ("dt=2011-01-04 ", None),
+    ],
+)
+def test_parse_partition_name_accepts_only_the_canonical_form(name, expected):
+    assert layout.parse_partition_name(name) == expected
 
 
 def test_paths_of_the_layout():
@@ -37,5 +49,6 @@ def test_paths_of_the_layout():
     assert layout.vocab_table("users") == "vocab/users.parquet"
     assert layout.model_version(3) == "models/two_tower/versions/3"
     assert layout.validation_report(DAY) == "reports/validation/dt=2011-01-04"
+    assert layout.validation_summary(DAY) == "reports/validation/dt=2011-01-04/summary.json"
     assert layout.REGISTRY == "registry/two_tower.json"
     assert layout.SUCCESS == "_SUCCESS"
