@@ -1,4 +1,5 @@
-"""Server-side HTML of the recsys pages: plain HTML, inline CSS and an inline SVG plot (works offline).
+"""Server-side HTML of the recsys pages: plain HTML, inline CSS and an inline SVG plot (``plot.py``; works
+offline).
 
 Every function takes already-loaded data (``recsys.report`` rows) and a ``base`` path (where the app is
 mounted, e.g. ``/recsys``) and returns a string; every value from the store is escaped.
@@ -6,15 +7,14 @@ mounted, e.g. ``/recsys``) and returns a string; every value from the store is e
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 from typing import Any
 from urllib.parse import quote
 
-DEPLOY_COLOUR = "#176b2c"
-REJECT_COLOUR = "#b00020"
-SERVING_COLOUR = "#1f5fa8"
+from recsys import registry, report
+from recsys_ui.cells import fmt
+from recsys_ui.plot import metric_plot_svg
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.2em 2em; color: #222; }
@@ -33,15 +33,6 @@ tr.on-call td { background: #f3efff; }
 .muted { color: #666; } code { font-size: 90%; } ul { margin: 0; padding-left: 1.2em; }
 svg text { font-family: system-ui, sans-serif; }
 """
-
-
-def fmt(value: Any, digits: int = 4) -> str:
-    """A number for a table cell: floats to ``digits`` decimals, None as an em dash."""
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return escape(str(value))
 
 
 def page(title: str, base: str, body: str) -> str:
@@ -64,138 +55,9 @@ def message_page(title: str, base: str, message: str) -> str:
     return page(title, base, f'<p class="box">{escape(message)}</p>')
 
 
-# --- the plot ------------------------------------------------------------------------------------------
-
-
-def _nice_ceiling(value: float) -> float:
-    """The smallest of 1, 2, 2.5 or 5 times a power of ten that is >= ``value`` (> 0)."""
-    exponent = math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
-        candidate = step * 10**exponent
-        if candidate >= value * (1 - 1e-9):
-            return float(candidate)
-    return float(10 ** (exponent + 1))
-
-
-def serving_value(row: dict[str, Any]) -> float | None:
-    """The key metric of the model that served after a decision: the candidate if blessed, else the champion."""
-    return row["candidate"] if row["blessed"] else row["champion"]
-
-
-def metric_plot_svg(
-    rows: list[dict[str, Any]], metric: str, width: int = 760, height: int = 300,
-    retrains: list[dict[str, Any]] | None = None,
-) -> str:
-    """An inline SVG of ``metric`` per decided date: each candidate (green deployed, red rejected) and a line
-    of the model serving after the decision. ``rows`` are ``recsys.report.decision_rows``, oldest first.
-
-    ``retrains`` (``recsys.report.retrain_rows``) add each judged full retrain as a diamond at its end date
-    (green blessed, red rejected), on the same axis: it was scored on that day's held-out users too. The
-    x axis has one slot per date that has a daily decision or a full retrain.
-    """
-    points = [r for r in rows if r["candidate"] is not None or r["champion"] is not None]
-    retrain_points = [r for r in retrains or [] if r["candidate"] is not None and r["date"]]
-    if not points and not retrain_points:
-        return '<p class="muted" id="metric-plot-empty">No evaluated candidate yet: the plot appears after the ' \
-               "first evaluation.</p>"
-    left, right, top, bottom = 60, 20, 20, 70 + (18 if retrain_points else 0)
-    plot_w, plot_h = width - left - right, height - top - bottom
-    values = [v for r in points + retrain_points for v in (r["candidate"], r["champion"]) if v is not None]
-    y_max = _nice_ceiling(max(max(values), 1e-6) * 1.1)
-    dates = sorted({r["date"] for r in points} | {r["date"] for r in retrain_points})
-    slot = {day: i for i, day in enumerate(dates)}
-    n = len(dates)
-
-    def x(i: int) -> float:
-        return left + (plot_w / 2 if n == 1 else plot_w * i / (n - 1))
-
-    def y(v: float) -> float:
-        return top + plot_h * (1 - v / y_max)
-
-    parts = [
-        f'<svg id="metric-plot" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(metric)} per partition date">',
-        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fff" stroke="#999"/>',
-    ]
-    for k in range(5):
-        v = y_max * k / 4
-        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#eee"/>')
-        parts.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" font-size="11" text-anchor="end">{v:.3g}</text>')
-    label_every = max(1, math.ceil(n / 12))
-    for i, day in enumerate(dates):
-        if i % label_every == 0 or i == n - 1:
-            parts.append(
-                f'<text x="{x(i):.1f}" y="{top + plot_h + 14}" font-size="11" text-anchor="end" '
-                f'transform="rotate(-35 {x(i):.1f} {top + plot_h + 14})">{escape(day)}</text>'
-            )
-    parts.append(
-        f'<text x="14" y="{top + plot_h / 2:.1f}" font-size="12" text-anchor="middle" '
-        f'transform="rotate(-90 14 {top + plot_h / 2:.1f})">{escape(metric)}</text>'
-    )
-    serving = [(x(slot[r["date"]]), y(value)) for r in points if (value := serving_value(r)) is not None]
-    if len(serving) > 1:
-        path = " ".join(f"{px:.1f},{py:.1f}" for px, py in serving)
-        parts.append(f'<polyline class="serving" points="{path}" fill="none" stroke="{SERVING_COLOUR}" '
-                     'stroke-width="2"/>')
-    for px, py in serving:
-        parts.append(f'<circle class="serving" cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{SERVING_COLOUR}"/>')
-    for r in points:
-        if r["candidate"] is None:
-            continue
-        i = slot[r["date"]]
-        verdict = "DEPLOY" if r["blessed"] else "REJECT"
-        colour = DEPLOY_COLOUR if r["blessed"] else REJECT_COLOUR
-        champion = f"champion v{r['champion_version']} {fmt(r['champion'])}" if r["champion"] is not None \
-            else "no champion"
-        tip = f"{r['date']}: candidate v{r['candidate_version']} {fmt(r['candidate'])} vs {champion}: {verdict}"
-        parts.append(
-            f'<circle class="candidate {verdict}" data-date="{escape(r["date"])}" cx="{x(i):.1f}" '
-            f'cy="{y(r["candidate"]):.1f}" r="5.5" fill="{colour}" stroke="#fff"><title>{escape(tip)}</title></circle>'
-        )
-    for r in retrain_points:
-        verdict = "DEPLOY" if r["blessed"] else "REJECT"
-        colour = DEPLOY_COLOUR if r["blessed"] else REJECT_COLOUR
-        px, py = x(slot[r["date"]]), y(r["candidate"])
-        champion = f"champion v{r['champion_version']} {fmt(r['champion'])}" if r["champion"] is not None \
-            else "no champion"
-        window = f", {r['window_days']} days" if r.get("window_days") else ""
-        tip = (f"full retrain v{r['version']} ending {r['date']}{window}: {fmt(r['candidate'])} vs {champion}: "
-               f"{verdict}")
-        parts.append(
-            f'<polygon class="retrain {verdict}" data-version="{r["version"]}" data-date="{escape(r["date"])}" '
-            f'points="{px:.1f},{py - 7:.1f} {px + 7:.1f},{py:.1f} {px:.1f},{py + 7:.1f} {px - 7:.1f},{py:.1f}" '
-            f'fill="{colour}" stroke="#222"><title>{escape(tip)}</title></polygon>'
-        )
-    legend_y = height - 12
-    if retrain_points:
-        ry = legend_y - 18
-        parts += [
-            f'<polygon points="{left + 6},{ry - 10} {left + 12},{ry - 4} {left + 6},{ry + 2} {left},{ry - 4}" '
-            f'fill="{DEPLOY_COLOUR}" stroke="#222"/>',
-            f'<polygon points="{left + 22},{ry - 10} {left + 28},{ry - 4} {left + 22},{ry + 2} {left + 16},{ry - 4}" '
-            f'fill="{REJECT_COLOUR}" stroke="#222"/>',
-            f'<text x="{left + 36}" y="{ry}" font-size="12">full retrain blessed / rejected (its end date\'s '
-            "held-out users)</text>",
-        ]
-    parts += [
-        f'<circle cx="{left + 6}" cy="{legend_y - 4}" r="5" fill="{DEPLOY_COLOUR}"/>',
-        f'<text x="{left + 16}" y="{legend_y}" font-size="12">candidate deployed</text>',
-        f'<circle cx="{left + 156}" cy="{legend_y - 4}" r="5" fill="{REJECT_COLOUR}"/>',
-        f'<text x="{left + 166}" y="{legend_y}" font-size="12">candidate rejected</text>',
-        f'<line x1="{left + 300}" x2="{left + 324}" y1="{legend_y - 4}" y2="{legend_y - 4}" '
-        f'stroke="{SERVING_COLOUR}" stroke-width="2"/>',
-        f'<text x="{left + 330}" y="{legend_y}" font-size="12">model serving after the decision '
-        "(each day's held-out users)</text>",
-        "</svg>",
-    ]
-    return "\n".join(parts)
-
-
 # --- the registry page ---------------------------------------------------------------------------------
 
 
-# history actions that are on-call decisions (the others are the pipeline's own steps)
-ON_CALL_ACTIONS = frozenset({"rollback", "deploy_skipped", "deploy_forced", "revalidation_forced", "accepted_invalid"})
 # keys every history entry may have, shown in their own columns (the rest go into the description)
 _HISTORY_COLUMNS = ("at", "action", "reason", "run_id")
 
@@ -204,40 +66,64 @@ def _v(version: Any) -> str:
     return "none" if version is None else f"v{version}"
 
 
-def history_text(entry: dict[str, Any]) -> str:
+def _of_day(entry: Mapping[str, Any]) -> str:
+    return f" of {entry['date']}" if entry.get("date") else ""
+
+
+def _trained(entry: Mapping[str, Any]) -> str:
+    version, day = entry.get("version"), entry.get("date")
+    return f"trained {_v(version)} on partition {day}" if day else f"trained {_v(version)}"
+
+
+def _gate(entry: Mapping[str, Any]) -> str:
+    verdict = "blessed (deploy)" if entry.get("action") == registry.BLESSED else "rejected (no deploy)"
+    if entry.get("kind") == registry.FULL_RETRAIN:
+        return f"gate {verdict} full retrain {_v(entry.get('version'))} ending {entry.get('date')}"
+    return f"gate {verdict} candidate {_v(entry.get('version'))}{_of_day(entry)}"
+
+
+def _deploy_skipped(entry: Mapping[str, Any]) -> str:
+    blessed = entry.get("gate_blessed")
+    gate = "" if blessed is None else f" (the gate had {'blessed' if blessed else 'rejected'} it)"
+    return f"on-call skipped the deploy of candidate {_v(entry.get('version'))}{_of_day(entry)}{gate}"
+
+
+def _deploy_forced(entry: Mapping[str, Any]) -> str:
+    said = entry.get("gate_reason")
+    return f"on-call forced the deploy of candidate {_v(entry.get('version'))}{_of_day(entry)}" + (
+        f" (the gate said: {said})" if said else "")
+
+
+def _accepted_invalid(entry: Mapping[str, Any]) -> str:
+    failed = ", ".join(str(f) for f in entry.get("failed_expectations") or [])
+    return f"on-call accepted partition {entry.get('date')} although it failed validation" + (
+        f" (failed: {failed})" if failed else "")
+
+
+_SENTENCES: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    registry.TRAINED: _trained,
+    registry.BLESSED: _gate,
+    registry.REJECTED: _gate,
+    registry.DEPLOYED: lambda e: f"deployed {_v(e.get('to'))} as champion (was {_v(e.get('from'))})",
+    registry.ROLLBACK: lambda e: f"on-call rolled the champion back from {_v(e.get('from'))} to {_v(e.get('to'))}",
+    registry.DEPLOY_SKIPPED: _deploy_skipped,
+    registry.DEPLOY_FORCED: _deploy_forced,
+    registry.REVALIDATION_FORCED: lambda e: f"on-call forced the re-validation of partition {e.get('date')}",
+    registry.ACCEPTED_INVALID: _accepted_invalid,
+}
+
+
+def history_text(entry: Mapping[str, Any]) -> str:
     """One registry history entry as a plain sentence (not escaped): what happened to which version and date.
 
     Knows every action the pipeline and on-call write (``trained``, ``blessed``/``rejected`` of a date or of
     a full retrain, ``deployed``, ``rollback``, ``deploy_skipped``, ``deploy_forced``, ``revalidation_forced``,
     ``accepted_invalid``); any other action is shown with its fields, so nothing is hidden.
     """
-    action, version, day = entry.get("action"), entry.get("version"), entry.get("date")
-    of_day = f" of {day}" if day else ""
-    if action == "trained":
-        return f"trained {_v(version)} on partition {day}" if day else f"trained {_v(version)}"
-    if action in ("blessed", "rejected"):
-        verdict = "blessed (deploy)" if action == "blessed" else "rejected (no deploy)"
-        if entry.get("kind") == "full_retrain":
-            return f"gate {verdict} full retrain {_v(version)} ending {day}"
-        return f"gate {verdict} candidate {_v(version)}{of_day}"
-    if action == "deployed":
-        return f"deployed {_v(entry.get('to'))} as champion (was {_v(entry.get('from'))})"
-    if action == "rollback":
-        return f"on-call rolled the champion back from {_v(entry.get('from'))} to {_v(entry.get('to'))}"
-    if action == "deploy_skipped":
-        blessed = entry.get("gate_blessed")
-        gate = "" if blessed is None else f" (the gate had {'blessed' if blessed else 'rejected'} it)"
-        return f"on-call skipped the deploy of candidate {_v(version)}{of_day}{gate}"
-    if action == "deploy_forced":
-        said = entry.get("gate_reason")
-        return f"on-call forced the deploy of candidate {_v(version)}{of_day}" + (
-            f" (the gate said: {said})" if said else "")
-    if action == "revalidation_forced":
-        return f"on-call forced the re-validation of partition {day}"
-    if action == "accepted_invalid":
-        failed = ", ".join(str(f) for f in entry.get("failed_expectations") or [])
-        return f"on-call accepted partition {day} although it failed validation" + (
-            f" (failed: {failed})" if failed else "")
+    action = entry.get("action")
+    sentence = _SENTENCES.get(str(action))
+    if sentence is not None:
+        return sentence(entry)
     rest = ", ".join(f"{k} {v}" for k, v in entry.items() if k not in _HISTORY_COLUMNS and v is not None)
     return f"{action}: {rest}" if rest else str(action)
 
@@ -248,7 +134,7 @@ def registry_page(
     champion: dict[str, Any] | None,
     versions: list[dict[str, Any]],
     decisions: list[dict[str, Any]],
-    history: list[dict[str, Any]],
+    history: Sequence[Mapping[str, Any]],
     focus_date: str | None = None,
     focus_version: int | None = None,
     retrains: list[dict[str, Any]] | None = None,
@@ -259,35 +145,51 @@ def registry_page(
     ``focus_date`` / ``focus_version`` (from the task links) are highlighted and summarised at the top.
     """
     retrains = retrains or []
-    body = []
-    focus = _focus_box(base, metric, versions, decisions, focus_date, focus_version, retrains)
-    if focus:
-        body.append(focus)
-    if champion is None:
-        body.append('<p class="box" id="champion">No champion deployed yet: the first blessed candidate becomes '
-                    "the champion.</p>")
-    else:
-        meta, since = champion["metadata"], champion["since"] or {}
-        champ_row = next((v for v in versions if v["version"] == champion["version"]), None)
-        value = f"; {escape(metric)} {fmt(champ_row['metric'])} when it was evaluated" if champ_row else ""
-        body.append(
-            f'<div class="box" id="champion"><b>Champion: version {champion["version"]}</b> '
-            f"({escape(str(meta.get('kind', 'fine_tune')))}, trained on {fmt(meta.get('trained_on'))}, "
-            f"{fmt(meta.get('user_rows'))} user rows x {fmt(meta.get('item_rows'))} item rows"
-            f"{_megabytes(meta.get('table_megabytes'), ', ')}{value}).<br>"
-            f"Champion since {fmt(since.get('at'))} ({fmt(since.get('action'))}): {fmt(since.get('reason'))}</div>"
-        )
-    body.append(f"<h2>{escape(metric)} over time</h2>")
-    body.append('<p class="muted">Each day the candidate trained on the day and the champion are evaluated on the '
-                "same held-out users of that day; the candidate is deployed only when the thresholds say so. A full "
-                "retrain (diamond) is judged the same way on its end date's held-out users. Hover a point for its "
-                "numbers.</p>")
-    body.append(metric_plot_svg(decisions, metric, retrains=retrains))
+    body = [
+        _focus_box(base, metric, versions, decisions, focus_date, focus_version, retrains),
+        _champion_section(metric, champion, versions),
+        _plot_section(metric, decisions, retrains),
+        _decisions_section(base, metric, decisions, focus_date),
+        _retrains_section(metric, retrains, focus_version),
+        _versions_section(metric, versions, focus_version),
+        _history_section(history),
+    ]
+    return page("Model registry", base, "\n".join(part for part in body if part))
 
-    body.append(f'<h2 id="decisions">Decisions ({len(decisions)})</h2>')
+
+def _champion_section(metric: str, champion: dict[str, Any] | None, versions: list[dict[str, Any]]) -> str:
+    """The serving champion: its kind, training day, table sizes, metric and the switch that made it champion."""
+    if champion is None:
+        return ('<p class="box" id="champion">No champion deployed yet: the first blessed candidate becomes '
+                "the champion.</p>")
+    meta, since = champion["metadata"], champion["since"] or {}
+    champ_row = next((v for v in versions if v["version"] == champion["version"]), None)
+    value = f"; {escape(metric)} {fmt(champ_row['metric'])} when it was evaluated" if champ_row else ""
+    return (
+        f'<div class="box" id="champion"><b>Champion: version {champion["version"]}</b> '
+        f"({escape(str(meta.get('kind', registry.FINE_TUNE)))}, trained on {fmt(meta.get('trained_on'))}, "
+        f"{fmt(meta.get('user_rows'))} user rows x {fmt(meta.get('item_rows'))} item rows"
+        f"{_megabytes(meta.get('table_megabytes'), ', ')}{value}).<br>"
+        f"Champion since {fmt(since.get('at'))} ({fmt(since.get('action'))}): {fmt(since.get('reason'))}</div>"
+    )
+
+
+def _plot_section(metric: str, decisions: list[dict[str, Any]], retrains: list[dict[str, Any]]) -> str:
+    return "\n".join([
+        f"<h2>{escape(metric)} over time</h2>",
+        '<p class="muted">Each day the candidate trained on the day and the champion are evaluated on the '
+        "same held-out users of that day; the candidate is deployed only when the thresholds say so. A full "
+        "retrain (diamond) is judged the same way on its end date's held-out users. Hover a point for its "
+        "numbers.</p>",
+        metric_plot_svg(decisions, metric, retrains=retrains),
+    ])
+
+
+def _decisions_section(base: str, metric: str, decisions: list[dict[str, Any]], focus_date: str | None) -> str:
+    """The daily decisions, newest first; the focused date's row highlighted."""
     rows = []
     for d in reversed(decisions):
-        verdict = "DEPLOY" if d["blessed"] else "REJECT"
+        verdict = report.verdict(d["blessed"])
         cls = ' class="focus"' if d["date"] == focus_date else ""
         rows.append(
             f'<tr id="d-{escape(d["date"])}"{cls}><td>{escape(d["date"])}</td>'
@@ -296,16 +198,18 @@ def registry_page(
             f'<td class="{verdict}">{verdict}</td><td>{fmt(d["reason"])}</td><td>{fmt(d["eval_users"])}</td>'
             f'<td><a href="{base}/validation/{quote(d["date"])}">validation</a></td></tr>'
         )
-    body.append(_table(["date", f"candidate {escape(metric)}", f"champion {escape(metric)}", "decision", "reason",
-                        "held-out users", "data"], rows, "No decision yet."))
+    return "\n".join([
+        f'<h2 id="decisions">Decisions ({len(decisions)})</h2>',
+        _table(["date", f"candidate {escape(metric)}", f"champion {escape(metric)}", "decision", "reason",
+                "held-out users", "data"], rows, "No decision yet."),
+    ])
 
-    body.append(f'<h2 id="retrains">Full retrains ({len(retrains)})</h2>')
-    body.append('<p class="muted">Models trained from scratch on a window of days (the <code>recsys_full_retrain'
-                "</code> DAG), judged by the same gate as a daily candidate on their end date's held-out users. A "
-                "rejected retrain is never deployed nor used as the starting point of later fine-tunes.</p>")
+
+def _retrains_section(metric: str, retrains: list[dict[str, Any]], focus_version: int | None) -> str:
+    """The full retrains the gate judged, newest first; the focused version's row highlighted."""
     rows = []
     for r in reversed(retrains):
-        verdict = "DEPLOY" if r["blessed"] else "REJECT"
+        verdict = report.verdict(r["blessed"])
         cls = ' class="focus"' if r["version"] == focus_version else ""
         rows.append(
             f'<tr id="r-{r["version"]}"{cls}><td><a href="#v-{r["version"]}">v{r["version"]}</a></td>'
@@ -314,45 +218,68 @@ def registry_page(
             f"<td>{fmt(r['eval_users'])}</td><td>{'yes' if r['deployed'] else 'no'}</td>"
             f"<td>{fmt(r['decided_at'])}</td></tr>"
         )
-    body.append(_table(["version", "end date", "window (days)", f"retrain {escape(metric)}",
-                        f"champion {escape(metric)}", "decision", "reason", "held-out users", "deployed", "decided"],
-                       rows, "No full retrain was judged yet."))
+    return "\n".join([
+        f'<h2 id="retrains">Full retrains ({len(retrains)})</h2>',
+        '<p class="muted">Models trained from scratch on a window of days (the <code>recsys_full_retrain'
+        "</code> DAG), judged by the same gate as a daily candidate on their end date's held-out users. A "
+        "rejected retrain is never deployed nor used as the starting point of later fine-tunes.</p>",
+        _table(["version", "end date", "window (days)", f"retrain {escape(metric)}", f"champion {escape(metric)}",
+                "decision", "reason", "held-out users", "deployed", "decided"], rows,
+               "No full retrain was judged yet."),
+    ])
 
-    body.append(f'<h2 id="versions">Versions ({len(versions)})</h2>')
+
+def _version_status(version: dict[str, Any]) -> str:
+    return "champion" if version["champion"] else ("served before" if version["served"] else "never served")
+
+
+def _version_decision(version: dict[str, Any]) -> str:
+    """The decision on a version with its reason (and a link to the full-retrain gate's row)."""
+    if not version["decision"]:
+        return '<span class="muted">not decided</span>'
+    gate = (f' <a class="muted" href="#r-{version["version"]}">(full-retrain gate)</a>'
+            if version.get("decided_by") == report.DECIDED_BY_RETRAIN else "")
+    return f'<span class="{version["decision"]}">{version["decision"]}</span>{gate}: {fmt(version["reason"])}'
+
+
+def _versions_section(metric: str, versions: list[dict[str, Any]], focus_version: int | None) -> str:
+    """Every trained version, newest first; the focused one highlighted."""
     rows = []
     for v in versions:
-        status = "champion" if v["champion"] else ("served before" if v["served"] else "never served")
         cls = ' class="focus"' if v["version"] == focus_version else ""
-        gate = (f' <a class="muted" href="#r-{v["version"]}">(full-retrain gate)</a>'
-                if v.get("decided_by") == "retrain" else "")
-        decision = (f'<span class="{v["decision"]}">{v["decision"]}</span>{gate}: {fmt(v["reason"])}'
-                    if v["decision"] else '<span class="muted">not decided</span>')
         others = ", ".join(f"{escape(k)} {fmt(val)}" for k, val in sorted(v["metrics"].items()) if k != metric)
         rows.append(
-            f'<tr id="v-{v["version"]}"{cls}><td>v{v["version"]}</td><td>{escape(status)}</td>'
+            f'<tr id="v-{v["version"]}"{cls}><td>v{v["version"]}</td><td>{escape(_version_status(v))}</td>'
             f"<td>{_kind_cell(v)}</td><td>{fmt(v['trained_on'])}</td><td>{_version_or_none(v['parent'])}</td>"
-            f"<td>{fmt(v['metric'])}</td><td>{others or '—'}</td><td>{decision}</td>"
+            f"<td>{fmt(v['metric'])}</td><td>{others or '—'}</td><td>{_version_decision(v)}</td>"
             f"<td>{fmt(v['train_examples'])}</td><td>{_megabytes(v.get('table_megabytes'))}</td>"
             f"<td>{rows_added(v)}</td><td>{fmt(v['final_loss'], 2)}</td><td>{fmt(v['created_at'])}</td></tr>"
         )
-    body.append(_table(["version", "status", "kind", "trained on", "parent", escape(metric), "other metrics",
-                        "decision", "train examples", "tables (MB)", "rows added", "final loss", "created"], rows,
-                       "No version trained yet."))
+    return "\n".join([
+        f'<h2 id="versions">Versions ({len(versions)})</h2>',
+        _table(["version", "status", "kind", "trained on", "parent", escape(metric), "other metrics", "decision",
+                "train examples", "tables (MB)", "rows added", "final loss", "created"], rows,
+               "No version trained yet."),
+    ])
 
-    body.append(f'<h2 id="history">History ({len(history)} entries, newest first)</h2>')
+
+def _history_section(history: Sequence[Mapping[str, Any]]) -> str:
+    """Every history entry, newest first; on-call decisions highlighted."""
     rows = []
     for h in reversed(history):
         action = str(h.get("action"))
-        by = ' class="on-call"' if action in ON_CALL_ACTIONS else ""
+        by = ' class="on-call"' if action in registry.ON_CALL_ACTIONS else ""
         rows.append(
             f"<tr{by}><td>{fmt(h.get('at'))}</td><td><code>{escape(action)}</code></td>"
             f"<td>{escape(history_text(h))}</td><td>{fmt(h.get('reason'))}</td>"
             f"<td><code>{fmt(h.get('run_id'))}</code></td></tr>"
         )
-    body.append('<p class="muted">On-call decisions (rollbacks, deploy overrides, forced re-validations, accepted '
-                "invalid partitions) are highlighted.</p>")
-    body.append(_table(["at", "action", "what happened", "reason", "run"], rows, "Nothing happened yet."))
-    return page("Model registry", base, "\n".join(body))
+    return "\n".join([
+        f'<h2 id="history">History ({len(history)} entries, newest first)</h2>',
+        '<p class="muted">On-call decisions (rollbacks, deploy overrides, forced re-validations, accepted '
+        "invalid partitions) are highlighted.</p>",
+        _table(["at", "action", "what happened", "reason", "run"], rows, "Nothing happened yet."),
+    ])
 
 
 def _megabytes(value: Any, prefix: str = "") -> str:
@@ -405,7 +332,7 @@ def _focus_box(
         if decision is None:
             lines.append("No decision recorded for this date (evaluation has not run or failed).")
         else:
-            verdict = "DEPLOY" if decision["blessed"] else "REJECT"
+            verdict = report.verdict(decision["blessed"])
             lines.append(
                 f'Decision <span class="{verdict}">{verdict}</span>: candidate v{fmt(decision["candidate_version"])} '
                 f"{escape(metric)} {fmt(decision['candidate'])} vs champion "
@@ -433,7 +360,7 @@ def _focus_box(
 
 
 def _retrain_summary(r: dict[str, Any], metric: str) -> str:
-    verdict = "DEPLOY" if r["blessed"] else "REJECT"
+    verdict = report.verdict(r["blessed"])
     window = f", {fmt(r['window_days'])} days" if r["window_days"] else ""
     return (f'<a href="#r-{r["version"]}">v{r["version"]}</a> (ending {fmt(r["date"])}{window}): '
             f'<span class="{verdict}">{verdict}</span>, {escape(metric)} {fmt(r["candidate"])} vs champion '
@@ -508,7 +435,7 @@ def validation_partition_page(base: str, day: str, status: str, summary: dict[st
         acc = summary["accepted"]
         head.append(f"Accepted by on-call: {fmt(acc.get('reason'))} ({fmt(acc.get('at'))}, "
                     f"run {fmt(acc.get('run_id'))})")
-    if status == "FAILED":
+    if status == report.FAILED:
         head.append(f"The partition was copied to <code>quarantine/events/dt={escape(day)}/</code> with a "
                     "<code>reason.json</code>; later dates wait until it is fixed or accepted.")
     head.append(" | ".join(_docs_links(base, summary)))
@@ -520,7 +447,7 @@ def validation_partition_page(base: str, day: str, status: str, summary: dict[st
     checks = sorted(summary.get("checks") or [], key=lambda c: bool(c.get("success")))
     rows = []
     for c in checks:
-        verdict = "PASSED" if c.get("success") else "FAILED"
+        verdict = report.PASSED if c.get("success") else report.FAILED
         examples = ", ".join(map(repr, c.get("unexpected_examples") or []))
         rows.append(
             f"<tr><td>{_status_span(verdict)}</td><td>{fmt(c.get('suite'))}</td>"

@@ -347,3 +347,49 @@ def _legend(y: float) -> list[str]:
         parts.append(f'<text x="{x + 18:.0f}" y="{y}" font-size="12">{escape(label)}</text>')
         x += 26 + 7 * len(label)
     return parts
+
+
+def _margin_cell(margin: dict[str, Any]) -> str:
+    value = _num(margin.get("margin"))
+    if not margin.get("checked") or value is None:
+        return '<span class="muted">not checked</span>'
+    if str(margin.get("unit", "")).startswith("x"):
+        amount = f"{abs(value):.2f}x"
+    else:
+        amount = f"{abs(value):.1%}"
+    verdict = "inside" if value >= 0 else "beyond"
+    css = "FAILED" if value < 0 else ""
+    return f'<span class="{css}">{amount} {verdict}</span>'
+
+
+def trend_section(rows: list[dict[str, Any]], base: str) -> str:
+    """The Validation view's trend section: the plot, the export links and the newest validated day's
+    margins to each threshold (``rows`` as in :func:`trend_svg`)."""
+    counts = {status: sum(1 for r in rows if r.get("status") == status) for status in STATUS_COLOUR}
+    summary = ", ".join(f"{n} {status.lower()}" for status, n in counts.items() if n)
+    parts = [
+        '<section id="trend">',
+        "<h2>Data health over time</h2>",
+        '<p class="muted">One column per partition date'
+        + (f" ({escape(str(rows[0]['date']))} .. {escape(str(rows[-1]['date']))}: {escape(summary)})" if rows else "")
+        + ". The band is the event count the volume check accepted that day (a factor around the average of the "
+        "trailing accepted partitions); dashed lines are each check's threshold. Red days failed and were "
+        "quarantined, amber ones failed and were accepted by on-call; click one for its report. Hover a date "
+        f'for its numbers. Export: <a href="{escape(base)}/api/validation/trend">JSON</a> | '
+        f'<a href="{escape(base)}/api/validation/trend?format=csv">CSV</a>.</p>',
+        trend_svg(rows, base),
+    ]
+    newest = next((r for r in reversed(rows) if r.get("margins")), None)
+    if newest is not None:
+        day = escape(str(newest["date"]))
+        lines = []
+        for margin in (newest.get("margins") or {}).values():
+            if not isinstance(margin, dict):
+                continue
+            lines.append(f"<tr><td>{escape(str(margin.get('check', '')))}</td><td>{escape(str(margin.get('text', '')))}"
+                         f"</td><td>{_margin_cell(margin)}</td></tr>")
+        parts.append(f'<h3 id="margins">Margins to the thresholds on {day} (the newest validated partition)</h3>')
+        parts.append('<table id="margins-table"><thead><tr><th>check</th><th>that day</th><th>margin to the limit'
+                     "</th></tr></thead><tbody>" + "".join(lines) + "</tbody></table>")
+    parts.append("</section>")
+    return "\n".join(parts)
