@@ -1,0 +1,149 @@
+"""The collector's edge checks, without a broker: every refusal names the event and field, and is counted.
+
+A batch with a bad event is refused whole before anything reaches the producer, so these tests run the
+app without its lifespan (no producer exists: a request that got past the checks would fail loudly).
+The accepted path (202 after the broker's acknowledgement) is in tests/integration/test_streaming.py.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from recsys.streaming import events
+from recsys.streaming.collector import CollectorConfig, create_app
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def event(**changes: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "event_id": "e-1", "event_time": "2026-12-01T11:59:00Z", "user_id": "u1", "item_id": "85123A",
+        "event_type": "purchase", "quantity": 2, "price": 2.55,
+    }
+    base.update(changes)
+    return {k: v for k, v in base.items() if v is not ...}
+
+
+def problems(obj: object, now: datetime | None = NOW) -> list[tuple[str, str]]:
+    found, probs = events.check_event(obj, 0, events.EventRules(), now)
+    assert (found is None) == bool(probs)
+    return [(p.field, p.problem) for p in probs]
+
+
+@pytest.fixture
+def client() -> TestClient:
+    config = CollectorConfig(bootstrap="127.0.0.1:9", max_events=5, max_body_bytes=4096)
+    return TestClient(create_app(config, clock=lambda: NOW))
+
+
+def test_a_valid_event_is_normalised_to_utc() -> None:
+    found, probs = events.check_event(event(event_time="2026-12-01T13:30:00+02:00", price=3), 0, events.EventRules(),
+                                      NOW)
+    assert probs == []
+    assert found is not None
+    assert found["event_time"] == datetime(2026, 12, 1, 11, 30, tzinfo=UTC)
+    assert found["price"] == 3.0 and isinstance(found["price"], float)
+    assert found["session_id"] is None and found["country"] is None
+    assert events.encode(found).startswith(b'{"event_id":"e-1","event_time":"2026-12-01T11:30:00.000000Z"')
+
+
+@pytest.mark.parametrize(("changes", "field", "words"), [
+    ({"user_id": ...}, "user_id", "is required"),
+    ({"user_id": 17135}, "user_id", "must be a string"),
+    ({"user_id": " 17135"}, "user_id", "leading or trailing spaces"),
+    ({"item_id": "a\u2028b"}, "item_id", "printable"),
+    ({"event_id": "x" * 65}, "event_id", "1 to 64 characters"),
+    ({"event_id": ""}, "event_id", "1 to 64 characters"),
+    ({"event_type": "click"}, "event_type", "must be one of view, add_to_cart, purchase"),
+    ({"quantity": True}, "quantity", "whole number"),
+    ({"quantity": 1.5}, "quantity", "whole number"),
+    ({"quantity": 0}, "quantity", "must be 1 to 100000"),
+    ({"price": -1}, "price", "must be 0 to"),
+    ({"price": "2.55"}, "price", "must be a number"),
+    ({"event_time": "2026-12-01T11:00:00"}, "event_time", "has no time zone"),
+    ({"event_time": "yesterday"}, "event_time", "is not an ISO 8601 time"),
+    ({"event_time": 1764590400}, "event_time", "must be an ISO 8601 string"),
+    ({"event_time": "2026-12-01T12:06:00Z"}, "event_time", "is in the future"),
+    ({"event_time": "2026-11-24T11:59:00Z"}, "event_time", "is too old"),
+    ({"country": "\x00"}, "country", "printable"),
+    ({"colour": "red"}, "colour", "unknown field"),
+])
+def test_each_bad_field_is_named(changes: dict[str, object], field: str, words: str) -> None:
+    found = problems(event(**changes))
+    assert [f for f, _ in found] == [field]
+    assert words in found[0][1]
+
+
+def test_the_time_window_edges_are_accepted_and_skipped_without_a_clock() -> None:
+    assert problems(event(event_time="2026-12-01T12:05:00Z")) == []  # exactly max_future ahead
+    assert problems(event(event_time="2026-11-24T12:00:00Z")) == []  # exactly max_age old
+    assert problems(event(event_time="2020-01-01T00:00:00Z"), now=None) == []
+
+
+def test_not_an_object_and_several_problems() -> None:
+    assert problems([1, 2]) == [("(event)", "must be a JSON object, got list")]
+    assert [f for f, _ in problems(event(user_id=..., quantity=-3, extra=1))] == ["extra", "user_id", "quantity"]
+
+
+def test_a_batch_with_bad_events_is_refused_whole_naming_index_and_field(client: TestClient) -> None:
+    batch = [event(event_id="a"), event(event_id="b", user_id=...),
+             event(event_id="c", event_time="2027-01-01T00:00:00Z")]
+    answer = client.post("/events", json=batch)
+    assert answer.status_code == 422
+    body = answer.json()
+    assert body["invalid_events"] == 2
+    assert "nothing of this batch was accepted" in body["detail"]
+    assert [(e["index"], e["field"], e["event_id"]) for e in body["errors"]] == [(1, "user_id", "b"),
+                                                                               (2, "event_time", "c")]
+    metrics = client.get("/metrics").text
+    assert 'recsys_collector_events_total{result="invalid"} 2' in metrics
+    assert 'recsys_collector_events_total{result="batch_refused"} 1' in metrics
+    assert 'recsys_collector_events_total{result="accepted"} 0' in metrics
+    assert 'recsys_collector_refused_fields_total{field="event_time"} 1' in metrics
+    assert 'recsys_collector_requests_total{status="422"} 1' in metrics
+
+
+def test_ndjson_is_read_line_by_line(client: TestClient) -> None:
+    body = json.dumps(event(event_id="a")) + "\n\n" + json.dumps(event(event_id="b", price=-1)) + "\n"
+    answer = client.post("/events", content=body, headers={"content-type": "application/x-ndjson"})
+    assert answer.status_code == 422
+    assert [(e["index"], e["field"]) for e in answer.json()["errors"]] == [(1, "price")]
+
+
+@pytest.mark.parametrize(("body", "content_type", "words"), [
+    (b'[{"event_id": "a",', "application/json", "not valid JSON"),
+    (b'{"event_id": "a"}\n{oops}\n', "application/x-ndjson", "line 2 of the NDJSON body"),
+    (b'{"event_id": "a"}\n{oops}\n', "", "line 2 of the NDJSON body"),
+    (b"\xff\xfe[]", "application/json", "not UTF-8"),
+    (b"   ", "application/json", "the body is empty"),
+    (b"[]", "application/json", "empty array"),
+    (b'"hello"', "application/json", "must be a JSON array"),
+])
+def test_malformed_bodies_are_refused_with_400(client: TestClient, body: bytes, content_type: str,
+                                               words: str) -> None:
+    answer = client.post("/events", content=body, headers={"content-type": content_type})
+    assert answer.status_code == 400, answer.text
+    assert words in answer.json()["detail"]
+
+
+def test_oversized_batches_and_bodies_are_refused_with_413(client: TestClient) -> None:
+    too_many = client.post("/events", json=[event(event_id=str(i)) for i in range(6)])
+    assert too_many.status_code == 413
+    assert "6 events in one request; at most 5" in too_many.json()["detail"]
+    lines = "\n".join(json.dumps(event(event_id=str(i))) for i in range(6))
+    assert client.post("/events", content=lines, headers={"content-type": "application/x-ndjson"}).status_code == 413
+    big = b"[" + b" " * 5000 + b"]"
+    declared = client.post("/events", content=big, headers={"content-type": "application/json"})
+    assert declared.status_code == 413 and "at most 4096" in declared.json()["detail"]
+    streamed = client.post("/events", content=iter([big[:3000], big[3000:]]),
+                           headers={"content-type": "application/json"})  # chunked: no content-length
+    assert streamed.status_code == 413 and "exceeds 4096 bytes" in streamed.json()["detail"]
+    assert 'recsys_collector_requests_total{status="413"} 4' in client.get("/metrics").text
+
+
+def test_healthz(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
