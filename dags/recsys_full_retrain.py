@@ -23,46 +23,18 @@ Failures alert through `RECSYS_NOTIFY_BACKEND` like every recsys task.
 
 from __future__ import annotations
 
-import sys
-from datetime import timedelta
-from pathlib import Path
+from datetime import date, timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import CronTriggerTimetable, Param, dag, task
+from recsys_airflow import dag_support as support
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # the shared glue next to this file
-    sys.path.append(str(Path(__file__).resolve().parent))
-import recsys_dag_support as support
+from recsys.config import Settings
 
 DAG_ID = "recsys_full_retrain"
-
-
-def _step(step: str, version: int | None = None) -> dict[str, Any]:
-    """Run one ``recsys.retrain`` step; domain errors fail the task without retry."""
-    from datetime import date
-
-    from recsys import retrain
-    from recsys.errors import DOMAIN_ERRORS
-    from recsys.storage import open_store
-
-    context = get_current_context()
-    params, run_id = context["params"], context["run_id"]
-    try:
-        settings = support.settings()
-        store = open_store(settings)
-        if step == "train":
-            end = date.fromisoformat(params["end_date"]) if params.get("end_date") else None
-            window = params.get("window_days")
-            return retrain.train(store, settings, end, int(window) if window else None, run_id=run_id)
-        if step == "evaluate" and version is not None:
-            return retrain.evaluate(store, settings, version, run_id=run_id)
-        if step == "deploy" and version is not None:
-            return retrain.deploy(store, settings, version, run_id=run_id)
-    except DOMAIN_ERRORS as err:
-        raise AirflowFailException(f"full retrain {step} failed: {err}") from err
-    raise AirflowFailException(f"unknown step {step!r}")
+# read when this file is parsed: the queue of the training task
+TRAINING_QUEUE = support.training_queue(Settings.from_env())
 
 
 @dag(
@@ -73,12 +45,7 @@ def _step(step: str, version: int | None = None) -> dict[str, Any]:
     max_active_runs=1,
     doc_md=__doc__,
     tags=["recsys", "training", "full-retrain"],
-    default_args={
-        "owner": "ml-platform",
-        "retries": 1,
-        "retry_delay": timedelta(minutes=1),
-        **support.failure_callbacks(),
-    },
+    default_args=support.default_args(retry_delay=timedelta(minutes=1)),
     params={
         "end_date": Param(
             None,
@@ -99,13 +66,23 @@ def _step(step: str, version: int | None = None) -> dict[str, Any]:
     },
 )
 def recsys_full_retrain() -> None:
-    @task
+    @task(**TRAINING_QUEUE)
+    @support.fails_on_domain_error
     def train_from_scratch() -> dict[str, Any]:
-        return _step("train")
+        from recsys import retrain
+
+        step = support.current_step()
+        end, window = step.params.get("end_date"), step.params.get("window_days")
+        return retrain.train(step.store, step.settings, date.fromisoformat(end) if end else None,
+                             int(window) if window else None, run_id=step.run_id)
 
     @task
+    @support.fails_on_domain_error
     def evaluate(trained: dict[str, Any]) -> dict[str, Any]:
-        return _step("evaluate", int(trained["version"]))
+        from recsys import retrain
+
+        step = support.current_step()
+        return retrain.evaluate(step.store, step.settings, int(trained["version"]), run_id=step.run_id)
 
     @task.short_circuit
     def deploy_if_blessed(decision: dict[str, Any]) -> bool:
@@ -113,11 +90,15 @@ def recsys_full_retrain() -> None:
         return bool(decision["blessed"])
 
     @task
+    @support.fails_on_domain_error
     def deploy(decision: dict[str, Any]) -> dict[str, Any]:
-        return _step("deploy", int(decision["candidate_version"]))
+        from recsys import retrain
+
+        step = support.current_step()
+        return retrain.deploy(step.store, step.settings, int(decision["candidate_version"]), run_id=step.run_id)
 
     decision = evaluate(train_from_scratch())
-    deploy_if_blessed(decision) >> deploy(decision)
+    deploy_if_blessed(decision) >> deploy(decision)  # type: ignore[arg-type]  # an XComArg: its value at run time
 
 
 recsys_full_retrain()

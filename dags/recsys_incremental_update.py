@@ -49,81 +49,29 @@ interval). To reprocess a
 date by hand, trigger the DAG with the **Partition date** parameter; every task is idempotent, so
 rerunning a processed date changes nothing.
 
-Configuration: `RECSYS_*` environment variables of the workers (see the README). The storage backend,
-the connection id and the sensor's interval and time-out are also read when this file is parsed (they
-choose and set up the sensor), so give the DAG processor the same values.
+Configuration: `RECSYS_*` environment variables of the workers (`recsys.config.Settings`, see the README).
+The storage backend, the connection id, the sensor's interval and time-out, the training container
+(`RECSYS_TRAIN_IN_CONTAINER` and its image and resources) and the training queue are also read when this
+file is parsed (they choose and set up tasks), so give the DAG processor the same values.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk import BaseOperator, CronDataIntervalTimetable, Param, XComArg, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from recsys_airflow import dag_support as support
+from recsys_airflow.sensors import LateAwareWebHdfsSensor, partition_landed
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # the shared glue next to this file
-    sys.path.append(str(Path(__file__).resolve().parent))
-import recsys_container_training as container_training
-import recsys_dag_support as support
+from recsys.config import Settings
 
 DAG_ID = "recsys_incremental_update"
-
-
-def _seconds(name: str, default: int) -> int:
-    """A positive whole number of seconds from environment variable ``name``; a bad value names it."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ValueError(f"{name}={raw!r}: expected a positive whole number of seconds")
-    return value
-
-
-# Read when this file is parsed, because they choose and configure the sensor (recsys.config.Settings
-# documents the same variables and validates them again in every task). The connection id is also the
-# one the tasks use, so the sensor and the tasks always talk to the same NameNode.
-STORAGE_BACKEND = os.environ.get("RECSYS_STORAGE_BACKEND", "local").strip()
-WEBHDFS_CONN_ID = os.environ.get("RECSYS_WEBHDFS_CONN_ID", "").strip() or "webhdfs_default"
-SENSOR_POKE_SECONDS = _seconds("RECSYS_SENSOR_POKE_SECONDS", 60)
-SENSOR_TIMEOUT = timedelta(seconds=_seconds("RECSYS_SENSOR_TIMEOUT_SECONDS", 12 * 3600))
-
-
-def _partition_day(params: Any, logical_date: Any) -> Any:
-    """The ``partition_date`` param if set, else the run's logical date, as a ``date``.
-
-    Scheduled runs use a data-interval timetable, so their logical date is the start of the day they
-    process; a manual run's logical date is the date the operator picked.
-    """
-    day = support.partition_day(params, logical_date)
-    if day is None:
-        raise AirflowFailException(
-            "this run has no logical date: trigger it with the 'Partition date' parameter set"
-        )
-    return day
-
-
-def _partition_date(context: Any) -> Any:
-    """The partition date of the running task (see :func:`_partition_day`)."""
-    return _partition_day(context["params"], context.get("logical_date"))
-
-
-def _success_marker(params: Any, dag_run: Any) -> str:
-    """Absolute HDFS path of the run's ``_SUCCESS`` marker: the ``WebHdfsSensor``'s templated filepath."""
-    from recsys.config import Settings
-    from recsys.storage import layout
-
-    day = _partition_day(params, dag_run.logical_date)
-    root = Settings.from_env().storage_root.rstrip("/")
-    return f"{root}/{layout.raw_events(day)}/{layout.SUCCESS}"
+# read when this file is parsed: they choose and set up tasks (every task reads its settings again)
+SETTINGS = Settings.from_env()
+TRAINING_QUEUE = support.training_queue(SETTINGS)
 
 
 def _check_overrides(params: Any) -> None:
@@ -140,64 +88,6 @@ def _check_overrides(params: Any) -> None:
         )
 
 
-def _run_step(step: str) -> dict[str, Any]:
-    """Run one recsys step for this run's partition date; domain errors fail the task without retry."""
-    from recsys.errors import DOMAIN_ERRORS
-    from recsys.storage import open_store
-
-    context = get_current_context()
-    day = _partition_date(context)
-    run_id = context["run_id"]
-    params = context["params"]
-    if step == "validate":
-        _check_overrides(params)
-    try:
-        settings = support.settings()
-        store = open_store(settings)
-        if step == "validate":
-            from recsys.validation import validate_partition
-
-            report = validate_partition(
-                store, day, settings, accept_invalid=bool(params.get("accept_invalid")),
-                accept_reason=params.get("accept_reason"), run_id=run_id, force=bool(params.get("force_revalidate")),
-            )
-            return {"date": day.isoformat(), "success": report.success, "rows": report.rows,
-                    "accepted": report.accepted is not None, "report": store.uri(report.report_path),
-                    "data_docs": store.uri(report.data_docs.get("index", report.report_path))}
-        if step == "features":
-            from recsys.features import build_features
-
-            return build_features(store, day, settings).as_dict()
-        if step == "train":
-            from recsys.training import fine_tune
-
-            return fine_tune(store, settings, day, run_id=run_id)
-        if step == "evaluate":
-            from recsys.evaluation import evaluate_candidate
-
-            return evaluate_candidate(store, settings, day, run_id=run_id)
-        if step == "deploy_gate":
-            from recsys import registry
-
-            return registry.deploy_override(
-                store, day, params.get("deploy_mode") or "gate", params.get("deploy_reason"), run_id
-            )
-        if step == "deploy":
-            from recsys.serving.deploy import deploy
-
-            return deploy(store, settings, day, run_id=run_id)
-        if step == "refresh_index":
-            from recsys import registry
-            from recsys.serving.deploy import refresh_index
-
-            if registry.load(store)["champion"] is None:
-                raise AirflowSkipException("no champion is deployed yet: there is no serving index to refresh")
-            return refresh_index(store, run_id=run_id)
-    except DOMAIN_ERRORS as err:
-        raise AirflowFailException(f"{step} of {day} failed: {err}") from err
-    raise AirflowFailException(f"unknown step {step!r}")
-
-
 @dag(
     dag_id=DAG_ID,
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
@@ -206,15 +96,9 @@ def _run_step(step: str) -> dict[str, Any]:
     max_active_runs=1,
     doc_md=__doc__,
     tags=["recsys", "training", "incremental"],
-    user_defined_macros={"recsys_success_marker": _success_marker},
-    default_args={
-        "owner": "ml-platform",
-        "retries": 1,
-        "retry_delay": timedelta(minutes=1),
-        # each fine-tune starts from the day before: a date waits until the previous one succeeded
-        "depends_on_past": True,
-        **support.failure_callbacks(partitioned=True),
-    },
+    user_defined_macros=support.user_defined_macros(),
+    # each fine-tune starts from the day before: a date waits until the previous one succeeded
+    default_args=support.default_args(retry_delay=timedelta(minutes=1), partitioned=True, depends_on_past=True),
     params={
         "partition_date": Param(
             None,
@@ -270,77 +154,88 @@ def _run_step(step: str) -> dict[str, Any]:
     },
 )
 def recsys_incremental_update() -> None:
-    if STORAGE_BACKEND == "webhdfs":
-        wait_for_partition = support.LateAwareWebHdfsSensor(
+    sensor_timing: dict[str, Any] = {
+        "poke_interval": SETTINGS.sensor_poke_seconds,
+        "timeout": timedelta(seconds=SETTINGS.sensor_timeout_seconds),
+        "mode": "reschedule",
+    }
+    wait_for_partition: BaseOperator | XComArg
+    if SETTINGS.storage_backend == "webhdfs":
+        wait_for_partition = LateAwareWebHdfsSensor(
             task_id="wait_for_partition",
             filepath="{{ recsys_success_marker(params, dag_run) }}",
-            webhdfs_conn_id=WEBHDFS_CONN_ID,
-            poke_interval=SENSOR_POKE_SECONDS,
-            timeout=SENSOR_TIMEOUT,
-            mode="reschedule",
+            webhdfs_conn_id=SETTINGS.webhdfs_conn_id,
             doc_md="True once the partition's `_SUCCESS` marker exists on HDFS (the rendered filepath).",
+            **sensor_timing,
         )
     else:
 
-        @task.sensor(
-            task_id="wait_for_partition",
-            poke_interval=SENSOR_POKE_SECONDS,
-            timeout=SENSOR_TIMEOUT,
-            mode="reschedule",
-        )
+        @task.sensor(task_id="wait_for_partition", **sensor_timing)
         def wait_for_local_partition() -> bool:
             """True once the partition's ``_SUCCESS`` marker exists."""
-            import logging
-
-            from recsys.config import ConfigError
-            from recsys.storage import StorageError, layout, open_store
-
-            context = get_current_context()
-            day = _partition_date(context)
-            try:
-                store = open_store(support.settings())
-            except (ConfigError, StorageError) as err:
-                raise AirflowFailException(f"cannot open the partition store: {err}") from err
-            partition = layout.raw_events(day)
-            complete = store.is_complete(partition)
-            logging.getLogger(__name__).info(
-                "partition %s %s", store.uri(partition), "is complete" if complete else "has no _SUCCESS marker yet"
-            )
-            if not complete:
-                support.alert_if_late(context)
-            return complete
+            return partition_landed(get_current_context())
 
         wait_for_partition = wait_for_local_partition()
 
     @task
+    @support.fails_on_domain_error
     def validate() -> dict[str, Any]:
-        return _run_step("validate")
+        from recsys.validation import validate_partition
+
+        _check_overrides(get_current_context()["params"])  # before any work
+        step, day = support.current_step(), support.current_day()
+        report = validate_partition(
+            step.store, step.settings, day, run_id=step.run_id, accept_invalid=bool(step.params.get("accept_invalid")),
+            accept_reason=step.params.get("accept_reason"), force=bool(step.params.get("force_revalidate")),
+        )
+        return {"date": day.isoformat(), "success": report.success, "rows": report.rows,
+                "accepted": report.accepted is not None, "report": step.store.uri(report.report_path),
+                "data_docs": step.store.uri(report.data_docs.get("index", report.report_path))}
 
     @task
+    @support.fails_on_domain_error
     def build_features() -> dict[str, Any]:
-        return _run_step("features")
+        from recsys.features import build_features as build
 
-    # RECSYS_TRAIN_IN_CONTAINER=docker|kubernetes runs the same step (`recsys train`) in the trainer image
-    train = container_training.training_task()
-    if train is None:
+        step = support.current_step()
+        return build(step.store, step.settings, support.current_day(), run_id=step.run_id).as_dict()
 
-        @task
+    if SETTINGS.train_in_container:  # docker | kubernetes: the same step (`recsys train`) in the trainer image
+        from recsys_airflow.operators import trainer_operator
+
+        train = trainer_operator(SETTINGS, **TRAINING_QUEUE)
+    else:
+
+        @task(**TRAINING_QUEUE)
+        @support.fails_on_domain_error
         def fine_tune() -> dict[str, Any]:
-            return _run_step("train")
+            from recsys.training import fine_tune as train_candidate
+
+            step = support.current_step()
+            return train_candidate(step.store, step.settings, support.current_day(), run_id=step.run_id)
 
         train = fine_tune()
 
     @task
+    @support.fails_on_domain_error
     def evaluate() -> dict[str, Any]:
-        return _run_step("evaluate")
+        from recsys.evaluation import evaluate_candidate
+
+        step = support.current_step()
+        return evaluate_candidate(step.store, step.settings, support.current_day(), run_id=step.run_id)
 
     # ignore_downstream_trigger_rules=False: only deploy is skipped; the index refresh still runs
     @task.short_circuit(ignore_downstream_trigger_rules=False)
+    @support.fails_on_domain_error
     def deploy_if_blessed(decision: dict[str, Any]) -> bool:
         """Skip the deploy unless the candidate was blessed, or on-call's Deploy decision says otherwise."""
         import logging
 
-        gate = _run_step("deploy_gate")
+        from recsys.registry import deploy_override
+
+        step = support.current_step()
+        gate = deploy_override(step.store, support.current_day(), step.params.get("deploy_mode") or "gate",
+                               step.params.get("deploy_reason"), step.run_id)
         logging.getLogger(__name__).info(
             "candidate v%s of %s: %s (%s)", decision["candidate_version"], decision["date"],
             "deploy" if gate["deploy"] else "no deploy", gate["reason"],
@@ -348,17 +243,29 @@ def recsys_incremental_update() -> None:
         return bool(gate["deploy"])
 
     @task
+    @support.fails_on_domain_error
     def deploy() -> dict[str, Any]:
-        return _run_step("deploy")
+        from recsys.serving.deploy import deploy as deploy_candidate
+
+        step = support.current_step()
+        return deploy_candidate(step.store, step.settings, support.current_day(), run_id=step.run_id)
 
     @task(trigger_rule="none_failed")
+    @support.fails_on_domain_error
     def refresh_serving_index() -> dict[str, Any]:
         """Apply the newest catalog to the champion's serving index (delisted items drop out)."""
-        return _run_step("refresh_index")
+        from recsys import registry
+        from recsys.serving.deploy import refresh_index
+
+        step = support.current_step()
+        if registry.load(step.store)["champion"] is None:
+            raise AirflowSkipException("no champion is deployed yet: there is no serving index to refresh")
+        return refresh_index(step.store, run_id=step.run_id)
 
     decision = evaluate()
     wait_for_partition >> validate() >> build_features() >> train >> decision
-    deploy_if_blessed(decision) >> deploy() >> refresh_serving_index()
+    # an XComArg: Airflow passes evaluate's return value at run time
+    deploy_if_blessed(decision) >> deploy() >> refresh_serving_index()  # type: ignore[arg-type]
 
 
 recsys_incremental_update()

@@ -19,18 +19,12 @@ A failed rollback alerts through `RECSYS_NOTIFY_BACKEND` like every recsys task.
 
 from __future__ import annotations
 
-import sys
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
-
-if str(Path(__file__).resolve().parent) not in sys.path:  # the shared glue next to this file
-    sys.path.append(str(Path(__file__).resolve().parent))
-import recsys_dag_support as support
+from airflow.sdk import Param, dag, task
+from recsys_airflow import dag_support as support
 
 DAG_ID = "recsys_rollback"
 
@@ -43,12 +37,7 @@ DAG_ID = "recsys_rollback"
     max_active_runs=1,
     doc_md=__doc__,
     tags=["recsys", "serving", "rollback"],
-    default_args={
-        "owner": "ml-platform",
-        "retries": 1,
-        "retry_delay": timedelta(seconds=30),
-        **support.failure_callbacks(),
-    },
+    default_args=support.default_args(retry_delay=timedelta(seconds=30)),
     params={
         "version": Param(
             None,
@@ -70,22 +59,15 @@ DAG_ID = "recsys_rollback"
 )
 def recsys_rollback() -> None:
     @task
+    @support.fails_on_domain_error
     def rollback() -> dict[str, Any]:
         """Switch the champion back (recsys.serving.deploy.rollback, as the CLI does)."""
-        from recsys.errors import DOMAIN_ERRORS
         from recsys.serving.deploy import rollback as rollback_to
-        from recsys.storage import open_store
 
-        context = get_current_context()
-        params = context["params"]
-        version = params.get("version")
-        try:
-            return rollback_to(
-                open_store(support.settings()), str(params.get("reason") or ""),
-                int(version) if version is not None else None, run_id=context["run_id"],
-            )
-        except DOMAIN_ERRORS as err:
-            raise AirflowFailException(f"rollback failed: {err}") from err
+        step = support.current_step()
+        version = step.params.get("version")
+        return rollback_to(step.store, str(step.params.get("reason") or ""),
+                           int(version) if version is not None else None, run_id=step.run_id)
 
     rollback()
 

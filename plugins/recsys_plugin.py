@@ -12,23 +12,26 @@
 
 The pages read the partition store that the pipeline writes (``RECSYS_STORAGE_*`` of the API server's
 environment; on HDFS the NameNode comes from ``RECSYS_WEBHDFS_URL`` or else the Airflow connection
-``RECSYS_WEBHDFS_CONN_ID``, as in the DAG).
+``RECSYS_WEBHDFS_CONN_ID``, as in the DAG: ``recsys_airflow.runtime.with_connection``).
 """
 
 from __future__ import annotations
 
 import functools
-import os
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends
 from recsys_ui.app import create_app
 from recsys_ui.links import URL_PREFIX, ModelRegistryLink, ValidationReportLink
 
+if TYPE_CHECKING:
+    from recsys.config import Settings
+    from recsys.storage import PartitionStore
+
 
 @functools.cache
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     """The API server's recsys settings (read once; on HDFS with the NameNode of the Airflow connection)."""
     from recsys.config import Settings
 
@@ -36,19 +39,12 @@ def _settings():  # type: ignore[no-untyped-def]
     if settings.storage_backend != "webhdfs" or settings.webhdfs_url:
         return settings
     from airflow.models.connection import Connection
+    from recsys_airflow.runtime import with_connection
 
-    from recsys.storage.webhdfs import namenode_url
-
-    conn_id = os.environ.get("RECSYS_WEBHDFS_CONN_ID", "").strip() or "webhdfs_default"
-    conn = Connection.get_connection_from_secrets(conn_id)
-    use_ssl = str(conn.extra_dejson.get("use_ssl", False)).lower() == "true"
-    return settings.replace(
-        webhdfs_url=namenode_url(conn.host or "", conn.port, conn.schema, use_ssl),
-        webhdfs_user=conn.login or settings.webhdfs_user,
-    )
+    return with_connection(settings, Connection.get_connection_from_secrets(settings.webhdfs_conn_id))
 
 
-def open_store():  # type: ignore[no-untyped-def]
+def open_store() -> PartitionStore:
     from recsys.storage import open_store as open_partition_store
 
     return open_partition_store(_settings())
@@ -60,7 +56,7 @@ def key_metric() -> str:
     return name(_settings().k)
 
 
-def _require_dag_reader():  # type: ignore[no-untyped-def]
+def _require_dag_reader() -> Any:
     """Airflow's own check: an authenticated user (JWT cookie or bearer token) who may read DAGs."""
     from airflow.api_fastapi.core_api.security import requires_access_dag
 
@@ -77,10 +73,11 @@ ICON = (
 
 class RecsysPlugin(AirflowPlugin):
     name = "recsys"
-    fastapi_apps: ClassVar[list[Any]] = [
+    # AirflowPlugin declares these as plain list attributes (not ClassVar), so overrides keep that type
+    fastapi_apps: list[Any] = [  # noqa: RUF012
         {"app": app, "url_prefix": URL_PREFIX, "name": "recsys registry and validation reports"}
     ]
-    external_views: ClassVar[list[Any]] = [
+    external_views: list[Any] = [  # noqa: RUF012
         {
             "name": "Registry",
             "href": f"{URL_PREFIX.lstrip('/')}/registry",
@@ -98,4 +95,4 @@ class RecsysPlugin(AirflowPlugin):
             "icon": ICON.format("M9 11l3 3 8-8M20 12v7a1 1 0 0 1-1 1H5a1 1 0 0 1-1-1V5a1 1 0 0 1 1-1h11"),
         },
     ]
-    global_operator_extra_links: ClassVar[list[Any]] = [ValidationReportLink(), ModelRegistryLink()]
+    global_operator_extra_links: list[Any] = [ValidationReportLink(), ModelRegistryLink()]  # noqa: RUF012

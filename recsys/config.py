@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -90,14 +90,36 @@ class Settings:
     notify_smtp_port: int = 25
     notify_smtp_starttls: bool = False  # upgrade the connection with STARTTLS before logging in
     notify_smtp_user: str | None = None  # log in when set (with notify_smtp_password)
-    notify_smtp_password: str | None = None
+    notify_smtp_password: str | None = field(default=None, repr=False, metadata={"secret": True})
     notify_smtp_from: str = "recsys@localhost"
     notify_smtp_to: str | None = None  # recipients, separated by commas
-    notify_webhook_url: str | None = None  # http(s) URL that receives {"subject", "body", "severity", ...}
+    # http(s) URL that receives {"subject", "body", "severity", ...}; a secret: such URLs carry their token
+    notify_webhook_url: str | None = field(default=None, repr=False, metadata={"secret": True})
     notify_timeout_seconds: float = 10.0  # per SMTP conversation or webhook request
     # lateness: a partition whose _SUCCESS marker is still missing at this UTC hour of the day after its
     # date is reported once through the notifier (the sensor keeps waiting); None switches it off
     partition_late_hour: int | None = 6
+    # the fine-tune in a container (plugins/recsys_airflow/operators.py); read when the DAG file is parsed.
+    # train_in_container: '' (in the worker) | docker (DockerOperator) | kubernetes (KubernetesPodOperator)
+    train_in_container: str = ""
+    trainer_image: str = "recsys-trainer:latest"  # docker/Dockerfile.trainer; its entrypoint is `recsys`
+    docker_url: str = "unix://var/run/docker.sock"  # the Docker daemon the DockerOperator talks to
+    docker_network: str = "recsys_default"  # the compose network, so the container reaches `namenode`
+    train_memory: str | None = None  # memory limit; None: 6g on Docker, 6Gi on Kubernetes
+    train_cpu: str = "2"  # the pod's CPU request (Kubernetes)
+    k8s_namespace: str = "default"
+    # the Celery queue of the training tasks (fine_tune, train_from_scratch); None: Airflow's default queue
+    training_queue: str | None = None
+
+    @classmethod
+    def secret_fields(cls) -> frozenset[str]:
+        """Names of the fields that hold secrets (passwords, URLs with tokens): never dump, log or forward them."""
+        return frozenset(f.name for f in fields(cls) if f.metadata.get("secret"))
+
+    def public(self) -> dict[str, Any]:
+        """Every field except the secrets, by name: what results files, metadata and logs may show."""
+        secret = self.secret_fields()
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in secret}
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -170,6 +192,12 @@ class Settings:
         if self.retrain_window_days <= 0:
             raise ConfigError(f"RECSYS_RETRAIN_WINDOW_DAYS must be positive, got {self.retrain_window_days}")
         self._check_notify()
+        object.__setattr__(self, "train_in_container", self.train_in_container.strip().lower())
+        if self.train_in_container not in TRAIN_IN_CONTAINER_MODES:
+            raise ConfigError(
+                f"RECSYS_TRAIN_IN_CONTAINER={self.train_in_container!r}: expected '' (in the worker), 'docker' or "
+                "'kubernetes'"
+            )
         if self.learning_rate <= 0:
             raise ConfigError(f"RECSYS_LEARNING_RATE must be positive, got {self.learning_rate}")
         if self.min_recall is not None and not 0.0 <= self.min_recall <= 1.0:
@@ -210,6 +238,7 @@ class Settings:
 
 
 NOTIFY_BACKENDS = ("log", "smtp", "webhook")
+TRAIN_IN_CONTAINER_MODES = ("", "docker", "kubernetes")
 
 
 def _parse(name: str, type_name: Any, raw: str) -> Any:

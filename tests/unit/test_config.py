@@ -174,3 +174,42 @@ def test_boolean_settings_parse_words_and_reject_others():
     assert Settings.from_env({}).logq_correction is True  # measured: bench/replay_quality
     with pytest.raises(ConfigError, match="RECSYS_LOGQ_CORRECTION"):
         Settings.from_env({"RECSYS_LOGQ_CORRECTION": "maybe"})
+
+
+SECRETS = {
+    "RECSYS_NOTIFY_BACKEND": "smtp", "RECSYS_NOTIFY_SMTP_HOST": "smtp.example.com", "RECSYS_NOTIFY_SMTP_TO": "a@b.c",
+    "RECSYS_NOTIFY_SMTP_USER": "alerts", "RECSYS_NOTIFY_SMTP_PASSWORD": "pw-8c1f0e",
+    "RECSYS_NOTIFY_WEBHOOK_URL": "https://hooks.example.com/services/T0/B0/tok-5d2a9b",
+}
+
+
+def test_settings_know_their_secrets_and_never_show_them():
+    s = Settings.from_env(SECRETS)
+    assert Settings.secret_fields() == {"notify_smtp_password", "notify_webhook_url"}
+    assert (s.notify_smtp_password, s.notify_webhook_url) == ("pw-8c1f0e", SECRETS["RECSYS_NOTIFY_WEBHOOK_URL"])
+    public = s.public()
+    assert set(public) == {f.name for f in dataclasses.fields(Settings)} - Settings.secret_fields()
+    assert public["notify_smtp_user"] == "alerts" and public["k"] == 100
+    for shown in (repr(public), repr(s), str(s)):
+        assert "pw-8c1f0e" not in shown and "tok-5d2a9b" not in shown
+
+
+def test_the_airflow_glue_variables_are_settings_fields():
+    s = Settings.from_env({
+        "RECSYS_TRAIN_IN_CONTAINER": " Kubernetes ", "RECSYS_TRAINER_IMAGE": "registry.example/trainer:7",
+        "RECSYS_DOCKER_URL": "tcp://docker:2375", "RECSYS_DOCKER_NETWORK": "shop", "RECSYS_TRAIN_MEMORY": "12Gi",
+        "RECSYS_TRAIN_CPU": "4", "RECSYS_K8S_NAMESPACE": "ml", "RECSYS_TRAINING_QUEUE": "training",
+        "RECSYS_WEBHDFS_CONN_ID": "hdfs_prod", "RECSYS_SENSOR_POKE_SECONDS": "15",
+    })
+    assert (s.train_in_container, s.trainer_image, s.docker_url, s.docker_network) == (
+        "kubernetes", "registry.example/trainer:7", "tcp://docker:2375", "shop")
+    assert (s.train_memory, s.train_cpu, s.k8s_namespace, s.training_queue) == ("12Gi", "4", "ml", "training")
+    assert (s.webhdfs_conn_id, s.sensor_poke_seconds) == ("hdfs_prod", 15)
+    d = Settings()
+    assert (d.train_in_container, d.trainer_image, d.train_memory, d.training_queue) == (
+        "", "recsys-trainer:latest", None, None)
+
+
+def test_an_unknown_container_mode_is_refused_with_the_choices():
+    with pytest.raises(ConfigError, match=r"RECSYS_TRAIN_IN_CONTAINER='podman': expected .*'docker' or 'kubernetes'"):
+        Settings.from_env({"RECSYS_TRAIN_IN_CONTAINER": "podman"})

@@ -1,0 +1,101 @@
+"""What the recsys DAG files share: default_args, Jinja macros, the domain-error wrapper and step inputs."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, TypeVar
+
+from airflow.sdk import get_current_context
+from airflow.sdk.exceptions import AirflowFailException
+
+from recsys.errors import DOMAIN_ERRORS
+from recsys_airflow.notifiers import RecsysFailureNotifier
+from recsys_airflow.runtime import require_partition_day, settings
+
+if TYPE_CHECKING:
+    from recsys.config import Settings
+    from recsys.storage import PartitionStore
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def default_args(
+    *, retry_delay: timedelta = timedelta(minutes=1), partitioned: bool = False, depends_on_past: bool = False
+) -> dict[str, Any]:
+    """``default_args`` of a recsys DAG: owner, one retry, and an alert when a task fails for good.
+
+    ``partitioned``: one partition per run (the alert names its date); ``depends_on_past``: a date waits
+    until the previous one succeeded.
+    """
+    args: dict[str, Any] = {
+        "owner": "ml-platform",
+        "retries": 1,
+        "retry_delay": retry_delay,
+        "on_failure_callback": RecsysFailureNotifier(partitioned=partitioned),
+    }
+    if depends_on_past:
+        args["depends_on_past"] = True
+    return args
+
+
+def training_queue(settings: Settings) -> dict[str, Any]:
+    """``queue=`` of the training tasks: ``RECSYS_TRAINING_QUEUE`` if set, else nothing (Airflow's default)."""
+    return {"queue": settings.training_queue} if settings.training_queue else {}
+
+
+def success_marker(params: Any, dag_run: Any) -> str:
+    """Absolute HDFS path of the run's ``_SUCCESS`` marker: the ``WebHdfsSensor``'s templated filepath."""
+    from recsys.config import Settings
+    from recsys.storage import layout
+
+    day = require_partition_day(params, dag_run.logical_date)
+    root = Settings.from_env().storage_root.rstrip("/")
+    return f"{root}/{layout.raw_events(day)}/{layout.SUCCESS}"
+
+
+def user_defined_macros() -> dict[str, Callable[..., Any]]:
+    """The Jinja macros of a partitioned DAG: the partition date rule and the ``_SUCCESS`` marker path."""
+    return {"recsys_partition_day": require_partition_day, "recsys_success_marker": success_marker}
+
+
+def fails_on_domain_error(body: Callable[P, R]) -> Callable[P, R]:
+    """Task body wrapper: a recsys domain error fails the task at once (no retry), naming the task.
+
+    Anything else (a lost connection, a programming error) keeps its traceback and is retried.
+    """
+
+    @functools.wraps(body)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return body(*args, **kwargs)
+        except DOMAIN_ERRORS as err:
+            raise AirflowFailException(f"{body.__name__} failed: {err}") from err
+
+    return run
+
+
+class Step(NamedTuple):
+    """The inputs of one recsys step in a running task."""
+
+    store: PartitionStore
+    settings: Settings
+    run_id: str
+    params: Mapping[str, Any]
+
+
+def current_step() -> Step:
+    """The running task's store, settings, run id and params."""
+    from recsys.storage import open_store
+
+    context = get_current_context()
+    current = settings()
+    return Step(open_store(current), current, str(context["run_id"]), context["params"])
+
+
+def current_day() -> date:
+    """The running task's partition date (see :func:`recsys_airflow.runtime.partition_day`)."""
+    context = get_current_context()
+    return require_partition_day(context["params"], context.get("logical_date"))
