@@ -3,13 +3,35 @@
 Paths are relative POSIX strings under the store's root (``raw/events/dt=2011-01-04/part-0.parquet``).
 Writes are atomic: a file or directory is written under a temporary name next to its destination
 and renamed into place, so a reader never sees half of it.
+
+Publishing a directory takes steps that a crash (``kill -9``, a lost connection) can interrupt; every
+step leaves a state the next operation on that path repairs (:meth:`PartitionStore.publish_dir`):
+
+1. copy the tree to ``.tmp-<token>-<name>`` (a crash here leaves an incomplete copy: stale, deleted);
+2. rename it to ``.new-<token>-<name>``: a complete copy, ready to be swapped in;
+3. rename the current ``<name>`` aside to ``.old-<token>-<name>``;
+4. rename ``.new-<token>-<name>`` to ``<name>``, then delete ``.old-<token>-<name>``.
+
+If ``<name>`` is missing and a ``.new-*`` sibling exists, the swap is finished; if only an ``.old-*``
+sibling exists, it is put back. The token records when and by which process (host, pid) a temporary was
+made: one whose process is dead, or older than :data:`STALE_SECONDS`, is deleted by the next publish of
+the same name or listing of its directory. Listings never show temporaries.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import json
+import os
+import posixpath
+import re
+import socket
+import time
+import uuid
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +45,67 @@ if TYPE_CHECKING:
 
 class StorageError(RecsysError, RuntimeError):
     """A storage operation failed: missing path, unreadable data, or a backend error."""
+
+
+# A temporary whose process cannot be checked (another host) is left alone this long: longer than any
+# copy of a model version takes, short enough that a crashed copy does not hold its disk space for days.
+STALE_SECONDS = 6 * 3600
+HOST_ID = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TEMPORARY = re.compile(r"^\.(tmp|new|old)-(\d+)-(\d+)-([0-9a-f]{8})-[0-9a-f]{8}-(.+)$")
+_LEGACY_TEMPORARY = re.compile(r"^\.(tmp|old)-[0-9a-f]{32}-(.+)$")  # written before tokens had an owner
+
+
+@dataclass(frozen=True)
+class Temporary:
+    """A parsed temporary sibling name: its kind, the entry it belongs to, and its owner if recorded."""
+
+    entry: str  # the temporary's own name
+    kind: str  # tmp (copy under way) | new (complete copy) | old (the replaced entry)
+    target: str  # the name it is published as
+    created: float | None = None  # seconds since the epoch
+    pid: int | None = None
+    host: str | None = None  # HOST_ID of the writer
+
+
+def new_token() -> str:
+    """A temporary's token: ``<seconds>-<pid>-<host id>-<random>``, this process and now."""
+    return f"{int(time.time())}-{os.getpid()}-{HOST_ID}-{uuid.uuid4().hex[:8]}"
+
+
+def temporary_name(kind: str, target: str, token: str | None = None) -> str:
+    """``.<kind>-<token>-<target>``, with a new token unless one is given."""
+    return f".{kind}-{token or new_token()}-{target}"
+
+
+def parse_temporary(entry: str) -> Temporary | None:
+    """The temporary named ``entry``, or None if it is an ordinary name."""
+    m = _TEMPORARY.match(entry)
+    if m:
+        kind, created, pid, host, target = m.groups()
+        return Temporary(entry, kind, target, float(created), int(pid), host)
+    m = _LEGACY_TEMPORARY.match(entry)
+    if m:
+        return Temporary(entry, m.group(1), m.group(2))
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale(tmp: Temporary, mtime: float, now: float | None = None) -> bool:
+    """True if no live process can still be writing ``tmp`` (dead owner on this host, or too old)."""
+    now = time.time() if now is None else now
+    if tmp.host == HOST_ID and tmp.pid is not None and not _pid_alive(tmp.pid):
+        return True
+    created = tmp.created if tmp.created is not None else mtime
+    return now - created > STALE_SECONDS
 
 
 class PartitionStore(ABC):
@@ -46,16 +129,144 @@ class PartitionStore(ABC):
         """Write ``data`` to ``path`` atomically (temporary file + rename), replacing any old file."""
 
     @abstractmethod
-    def publish_dir(self, local_dir: Path, path: str) -> None:
-        """Copy a local directory tree to ``path`` atomically, replacing anything already there."""
-
-    @abstractmethod
     def download_dir(self, path: str, local_dir: Path) -> None:
         """Copy directory ``path`` into ``local_dir`` (created); :class:`StorageError` if absent."""
 
     @abstractmethod
     def uri(self, path: str) -> str:
         """A human-readable location for messages and links (``file:///...``, ``hdfs://...``)."""
+
+    # --- steps of a directory publish, each backend's (paths relative to the root) ------------
+    @abstractmethod
+    def _entries(self, path: str) -> dict[str, float] | None:
+        """Every name under directory ``path`` (temporaries too) with its modification time; None if absent."""
+
+    @abstractmethod
+    def _present(self, path: str) -> bool:
+        """``exists`` without repairing anything."""
+
+    @abstractmethod
+    def _copy_tree(self, local_dir: Path, path: str) -> None:
+        """Copy the local tree to the new directory ``path`` (its parents created)."""
+
+    @abstractmethod
+    def _move(self, src: str, dst: str, replace: bool) -> None:
+        """Rename ``src`` to ``dst`` in one step; without ``replace`` an existing ``dst`` is an error."""
+
+    @abstractmethod
+    def _remove(self, path: str) -> None:
+        """Delete a file or tree if it exists; errors are ignored (it is garbage either way)."""
+
+    # --- publishing a directory and repairing an interrupted publish ---------------------------
+    def publish_dir(self, local_dir: Path, path: str) -> None:
+        """Copy a local directory tree to ``path``, replacing anything already there (module docstring)."""
+        local_dir = Path(local_dir)
+        if not local_dir.is_dir():
+            raise StorageError(f"cannot publish {local_dir}: not a directory")
+        self.uri(path)  # refuses a path outside the root before anything is written
+        parent, name = posixpath.split(posixpath.normpath(path))
+        self._settle(path)  # finish or undo an earlier interrupted publish, drop stale temporaries
+        token = new_token()
+        tmp, new, old = (posixpath.join(parent, temporary_name(k, name, token)) for k in ("tmp", "new", "old"))
+        try:
+            self._copy_tree(local_dir, tmp)
+            self._move(tmp, new, replace=False)
+        except BaseException:
+            self._remove(tmp)
+            raise
+        moved_aside = False
+        try:
+            if self._present(path):
+                self._move(path, old, replace=False)
+                moved_aside = True
+            self._move(new, path, replace=False)
+        except (StorageError, OSError):
+            if not self._undo_swap(path, new, old, moved_aside):
+                raise
+        self._remove(old)
+
+    def _undo_swap(self, path: str, new: str, old: str, moved_aside: bool) -> bool:
+        """After a failed swap: True if another process finished it, else put the previous tree back.
+
+        Best effort: if this fails too (the backend is unreachable), the next operation on ``path``
+        finishes the swap from ``new`` (module docstring).
+        """
+        try:
+            if not self._present(new) and self._present(path):
+                return True  # a reader repaired this path in the middle of our swap: it is published
+            if moved_aside and not self._present(path):
+                self._move(old, path, replace=False)
+            self._remove(new)
+        except (StorageError, OSError):
+            pass
+        return False
+
+    def _settle(self, path: str) -> bool:
+        """Repair ``path`` after an interrupted publish and drop stale temporaries of it; True if repaired."""
+        path = posixpath.normpath(path)
+        if path in ("", "."):
+            return False
+        parent, name = posixpath.split(path)
+        entries = self._entries(parent)
+        if not entries:
+            return False
+        temps = [t for t in map(parse_temporary, entries) if t is not None and t.target == name]
+        if not temps:
+            return False
+        repaired = False
+        if name not in entries and not self._present(path):
+            # a complete new copy wins over the old one; the latest of each kind if several
+            for kind in ("new", "old"):
+                candidates = sorted(
+                    (t for t in temps if t.kind == kind), key=lambda t: (t.created or 0, entries[t.entry])
+                )
+                if candidates:
+                    src = candidates[-1]
+                    try:
+                        self._move(posixpath.join(parent, src.entry), path, replace=False)
+                    except StorageError:
+                        pass  # another process got there first
+                    temps.remove(src)
+                    repaired = True
+                    break
+        if self._present(path):
+            for t in temps:
+                if t.kind == "old" or is_stale(t, entries[t.entry]):
+                    self._remove(posixpath.join(parent, t.entry))
+        return repaired
+
+    def _repair(self, path: str) -> bool:
+        """After ``path`` was found missing: repair the nearest ancestor with an interrupted publish."""
+        path = posixpath.normpath(path)
+        try:
+            while path not in ("", "."):
+                parent = posixpath.dirname(path)
+                if self._entries(parent) is not None:
+                    return self._settle(path)
+                path = parent
+        except StorageError:
+            pass  # best effort: a reader may not be allowed to write; the caller reports the miss
+        return False
+
+    def _visible(self, path: str, entries: dict[str, float]) -> list[str]:
+        """The sorted names in ``entries`` without temporaries.
+
+        An entry whose publish was interrupted is repaired (and listed); stale copies are deleted.
+        """
+        names = {entry for entry in entries if parse_temporary(entry) is None}
+        for entry, mtime in entries.items():
+            tmp = parse_temporary(entry)
+            if tmp is None:
+                continue
+            if tmp.target not in names and tmp.kind in ("new", "old"):
+                child = posixpath.join(path, tmp.target)
+                with contextlib.suppress(StorageError):
+                    self._settle(child)
+                if self._present(child):
+                    names.add(tmp.target)
+            elif tmp.kind == "tmp" and is_stale(tmp, mtime):
+                self._remove(posixpath.join(path, entry))
+        return sorted(names)
 
     # --- derived helpers --------------------------------------------------------------------
     def read_json(self, path: str) -> Any:

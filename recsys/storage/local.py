@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
 import os
 import shutil
-import uuid
 from pathlib import Path
 
-from recsys.storage.base import PartitionStore, StorageError
+from recsys.storage.base import PartitionStore, StorageError, temporary_name
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+
+
+def _rename_noreplace(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst``, failing if ``dst`` exists (``os.rename`` replaces an empty directory)."""
+    if _renameat2 is not None:
+        if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL):  # EINVAL: a file system without the flag
+            raise OSError(err, os.strerror(err), str(src), None, str(dst))
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+    os.rename(src, dst)
 
 
 class LocalStore(PartitionStore):
@@ -23,14 +43,18 @@ class LocalStore(PartitionStore):
         return full
 
     def exists(self, path: str) -> bool:
-        return self._path(path).exists()
+        return self._present(path) or (self._repair(path) and self._present(path))
 
     def list_dir(self, path: str) -> list[str]:
-        full = self._path(path)
-        return sorted(os.listdir(full)) if full.is_dir() else []
+        entries = self._entries(path)
+        if entries is None and self._repair(path):
+            entries = self._entries(path)
+        return self._visible(path, entries) if entries is not None else []
 
     def read_bytes(self, path: str) -> bytes:
         full = self._path(path)
+        if not full.exists():
+            self._repair(path)
         try:
             return full.read_bytes()
         except FileNotFoundError as err:
@@ -41,42 +65,55 @@ class LocalStore(PartitionStore):
     def write_bytes(self, path: str, data: bytes) -> None:
         full = self._path(path)
         full.parent.mkdir(parents=True, exist_ok=True)
-        tmp = full.with_name(f".tmp-{uuid.uuid4().hex}-{full.name}")
+        tmp = full.with_name(temporary_name("tmp", full.name))
         try:
             with open(tmp, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, full)
+            self._move(str(tmp.relative_to(self.root)), path, replace=True)
         finally:
             tmp.unlink(missing_ok=True)
 
-    def publish_dir(self, local_dir: Path, path: str) -> None:
-        full = self._path(path)
-        if not Path(local_dir).is_dir():
-            raise StorageError(f"cannot publish {local_dir}: not a directory")
-        full.parent.mkdir(parents=True, exist_ok=True)
-        tmp = full.with_name(f".tmp-{uuid.uuid4().hex}-{full.name}")
-        trash = full.with_name(f".old-{uuid.uuid4().hex}-{full.name}")
-        shutil.copytree(local_dir, tmp)
-        try:
-            if full.exists():
-                os.rename(full, trash)
-            try:
-                os.rename(tmp, full)
-            except OSError:
-                if trash.exists() and not full.exists():
-                    os.rename(trash, full)  # put the previous tree back: a failed publish loses nothing
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(trash, ignore_errors=True)
-
     def download_dir(self, path: str, local_dir: Path) -> None:
         full = self._path(path)
-        if not full.is_dir():
+        if not full.is_dir() and not (self._repair(path) and full.is_dir()):
             raise StorageError(f"{self.uri(path)} is not a directory")
         shutil.copytree(full, local_dir, dirs_exist_ok=True)
 
     def uri(self, path: str) -> str:
         return f"file://{self._path(path)}"
+
+    # --- steps of a directory publish ------------------------------------------------------------
+    def _entries(self, path: str) -> dict[str, float] | None:
+        full = self._path(path)
+        try:
+            with os.scandir(full) as it:
+                return {e.name: e.stat(follow_symlinks=False).st_mtime for e in it}
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def _present(self, path: str) -> bool:
+        return self._path(path).exists()
+
+    def _copy_tree(self, local_dir: Path, path: str) -> None:
+        full = self._path(path)
+        full.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(local_dir, full)
+
+    def _move(self, src: str, dst: str, replace: bool) -> None:
+        source, target = self._path(src), self._path(dst)
+        try:
+            if replace:
+                os.replace(source, target)
+            else:
+                _rename_noreplace(source, target)
+        except OSError as err:
+            raise StorageError(f"renaming {self.uri(src)} to {self.uri(dst)} failed: {err}") from err
+
+    def _remove(self, path: str) -> None:
+        full = self._path(path)
+        if full.is_dir() and not full.is_symlink():
+            shutil.rmtree(full, ignore_errors=True)
+        else:
+            full.unlink(missing_ok=True)

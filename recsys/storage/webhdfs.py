@@ -1,16 +1,16 @@
 """The production partition store: a directory tree on HDFS, reached over WebHDFS (the REST API).
 
-Uses the ``hdfs`` client (the library behind Airflow's ``WebHDFSHook``) with simple authentication:
-the user name is sent as ``user.name``. Semantics are those of :class:`~recsys.storage.local.LocalStore`:
+Uses the ``hdfs`` client (the library behind Airflow's ``WebHDFSHook``) with simple authentication (the
+user name sent as ``user.name``) or Kerberos (SPNEGO, with the ticket of the process's credentials cache:
+``kinit`` first, or ``KRB5CCNAME``). Semantics are those of :class:`~recsys.storage.local.LocalStore`:
 
-- a file is written to a temporary sibling (``.tmp-<uuid>-<name>``) and renamed over its destination
+- a file is written to a temporary sibling (``.tmp-<token>-<name>``) and renamed over its destination
   with WebHDFS ``RENAME`` + ``renameoptions=OVERWRITE`` (HDFS ``rename2``: one atomic NameNode
   operation, so a reader sees the old or the new file, never half of one);
-- a directory is uploaded to a temporary sibling, the old directory (if any) renamed aside to
-  ``.old-<uuid>-<name>``, the new one renamed into place, then the old one deleted. HDFS cannot
-  replace a non-empty directory in one step, so a reader may find the directory missing for the
-  moment between the two renames (as on the local store); if the second rename fails, the old
-  directory is renamed back.
+- a directory is published in the steps of :mod:`recsys.storage.base`, each repaired by the next
+  operation on that path if a crash interrupts it. HDFS cannot replace a non-empty directory in one
+  step, so a reader may find the directory missing for the moment between the two renames (as on the
+  local store); it then finishes the swap itself.
 
 Every rename into place uses ``rename2`` with explicit options: plain HDFS ``rename`` onto an existing
 directory would move the source *into* it instead of failing.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import posixpath
-import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,7 +27,9 @@ from urllib.parse import urlsplit
 import requests
 from hdfs import HdfsError, InsecureClient
 
-from recsys.storage.base import PartitionStore, StorageError
+from recsys.storage.base import PartitionStore, StorageError, temporary_name
+
+AUTH_MODES = ("simple", "kerberos")
 
 # (connect, read) seconds for one WebHDFS request: fail instead of hanging on an unreachable NameNode
 TIMEOUT = (10.0, 300.0)
@@ -63,15 +64,20 @@ class WebHDFSStore(PartitionStore):
 
     :param url: WebHDFS base URL of the NameNode, ``http://namenode:9870`` (several separated by ``;``).
     :param root: absolute HDFS path of the store, e.g. ``/data/recsys``.
-    :param user: HDFS user to act as (simple authentication); None: the user running this process.
+    :param user: HDFS user to act as: with simple authentication the user name sent; with Kerberos a
+        user to impersonate (``doas``, needs a proxy-user rule on the cluster); None: the user running
+        this process, or the Kerberos principal of its ticket.
     :param client: an ``hdfs`` client to use instead of building one (tests).
+    :param auth: ``simple`` or ``kerberos`` (SPNEGO; the ticket comes from the credentials cache).
 
     :meth:`uri` returns WebHDFS URIs, ``webhdfs://namenode:9870/data/recsys/<path>``: Hadoop's own
     scheme for this file system over HTTP, usable as is with ``hdfs dfs -ls`` (the NameNode RPC port of
     an ``hdfs://`` URI is not known to a WebHDFS client).
     """
 
-    def __init__(self, url: str, root: str, user: str | None = None, client: Any = None) -> None:
+    def __init__(
+        self, url: str, root: str, user: str | None = None, client: Any = None, auth: str = "simple"
+    ) -> None:
         if not root.startswith("/"):
             raise StorageError(f"the HDFS store root must be an absolute path, got {root!r} (RECSYS_STORAGE_ROOT)")
         self.url = url
@@ -81,6 +87,13 @@ class WebHDFSStore(PartitionStore):
         if first.scheme not in ("http", "https") or not first.netloc:
             raise StorageError(f"the WebHDFS URL must look like http://namenode:9870, got {url!r}")
         self._netloc = first.netloc
+        if auth not in AUTH_MODES:
+            raise StorageError(f"unknown WebHDFS authentication {auth!r}: expected 'simple' or 'kerberos'")
+        self.auth = auth
+        if client is None and auth == "kerberos":
+            from hdfs.ext.kerberos import KerberosClient
+
+            client = KerberosClient(url, proxy=user, timeout=TIMEOUT)
         self.client = client if client is not None else InsecureClient(url, user=user, timeout=TIMEOUT)
 
     # --- paths and errors ---------------------------------------------------------------------
@@ -138,17 +151,22 @@ class WebHDFSStore(PartitionStore):
 
     # --- primitives ---------------------------------------------------------------------------
     def exists(self, path: str) -> bool:
-        return self._status(self._path(path)) is not None
+        return self._present(path) or (self._repair(path) and self._present(path))
 
     def list_dir(self, path: str) -> list[str]:
-        full = self._path(path)
-        status = self._status(full)
-        if status is None or status["type"] != "DIRECTORY":
-            return []
-        return sorted(self._call("listing", full, self.client.list, full))
+        entries = self._entries(path)
+        if entries is None and self._repair(path):
+            entries = self._entries(path)
+        return self._visible(path, entries) if entries is not None else []
 
     def read_bytes(self, path: str) -> bytes:
-        return self._read(self._path(path))
+        full = self._path(path)
+        try:
+            return self._read(full)
+        except StorageError:
+            if not self._repair(path):
+                raise
+        return self._read(full)
 
     def _read(self, full: str) -> bytes:
         try:
@@ -167,60 +185,20 @@ class WebHDFSStore(PartitionStore):
 
     def write_bytes(self, path: str, data: bytes) -> None:
         full = self._path(path)
-        tmp = posixpath.join(posixpath.dirname(full), f".tmp-{uuid.uuid4().hex}-{posixpath.basename(full)}")
+        tmp = posixpath.join(posixpath.dirname(path), temporary_name("tmp", posixpath.basename(full)))
         try:
             # CREATE makes the missing parent directories; the temporary file is new, never overwritten
-            self._call("writing", tmp, self.client.write, tmp, data=data, overwrite=False)
-            self._rename(tmp, full, overwrite=True)
+            self._call("writing", self._path(tmp), self.client.write, self._path(tmp), data=data, overwrite=False)
+            self._move(tmp, path, replace=True)
         except BaseException:
-            self._delete_quietly(tmp)
+            self._remove(tmp)
             raise
-
-    def publish_dir(self, local_dir: Path, path: str) -> None:
-        full = self._path(path)
-        local_dir = Path(local_dir)
-        if not local_dir.is_dir():
-            raise StorageError(f"cannot publish {local_dir}: not a directory")
-        parent, name = posixpath.split(full)
-        tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{name}")
-        trash = posixpath.join(parent, f".old-{uuid.uuid4().hex}-{name}")
-        moved_aside = False
-        try:
-            self._upload_tree(local_dir, tmp)
-            if self._status(full) is not None:
-                self._rename(full, trash, overwrite=False)
-                moved_aside = True
-            try:
-                self._rename(tmp, full, overwrite=False)
-            except StorageError as err:
-                if moved_aside:
-                    try:
-                        self._rename(trash, full, overwrite=False)
-                    except StorageError as restore_err:
-                        raise StorageError(
-                            f"publishing {self._uri_of(full)} failed ({err}) and the previous content could not "
-                            f"be put back ({restore_err}): it is kept at {self._uri_of(trash)}"
-                        ) from err
-                raise
-        finally:
-            self._delete_quietly(tmp)
-        if moved_aside:
-            self._delete_quietly(trash)
-
-    def _upload_tree(self, local_dir: Path, target: str) -> None:
-        """Copy the local tree under ``local_dir`` to the new HDFS directory ``target``."""
-        self._call("creating", target, self.client.makedirs, target)
-        for item in sorted(local_dir.rglob("*")):
-            dest = posixpath.join(target, item.relative_to(local_dir).as_posix())
-            if item.is_dir():
-                self._call("creating", dest, self.client.makedirs, dest)
-            else:
-                with open(item, "rb") as fh:
-                    self._call("writing", dest, self.client.write, dest, data=fh, overwrite=False)
 
     def download_dir(self, path: str, local_dir: Path) -> None:
         full = self._path(path)
         status = self._status(full)
+        if status is None and self._repair(path):
+            status = self._status(full)
         if status is None or status["type"] != "DIRECTORY":
             raise StorageError(f"{self._uri_of(full)} is not a directory")
         local_dir = Path(local_dir)
@@ -235,3 +213,37 @@ class WebHDFSStore(PartitionStore):
 
     def uri(self, path: str) -> str:
         return self._uri_of(self._path(path))
+
+    # --- steps of a directory publish ------------------------------------------------------------
+    def _entries(self, path: str) -> dict[str, float] | None:
+        full = self._path(path)
+        try:
+            listing = self.client.list(full, status=True)
+        except HdfsError as err:
+            if err.exception in (None, "FileNotFoundException"):  # None: the path is a file
+                return None
+            raise StorageError(f"listing {self._uri_of(full)} failed: {err}") from err
+        except requests.RequestException as err:
+            raise self._unreachable("listing", full, err) from err
+        return {name: status["modificationTime"] / 1000.0 for name, status in listing}
+
+    def _present(self, path: str) -> bool:
+        return self._status(self._path(path)) is not None
+
+    def _copy_tree(self, local_dir: Path, path: str) -> None:
+        """Copy the local tree under ``local_dir`` to the new HDFS directory ``path``."""
+        target = self._path(path)
+        self._call("creating", target, self.client.makedirs, target)
+        for item in sorted(local_dir.rglob("*")):
+            dest = posixpath.join(target, item.relative_to(local_dir).as_posix())
+            if item.is_dir():
+                self._call("creating", dest, self.client.makedirs, dest)
+            else:
+                with open(item, "rb") as fh:
+                    self._call("writing", dest, self.client.write, dest, data=fh, overwrite=False)
+
+    def _move(self, src: str, dst: str, replace: bool) -> None:
+        self._rename(self._path(src), self._path(dst), overwrite=replace)
+
+    def _remove(self, path: str) -> None:
+        self._delete_quietly(self._path(path))

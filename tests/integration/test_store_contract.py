@@ -9,7 +9,12 @@ The HDFS cases run against the single-node cluster of scripts/hdfs-minicluster.s
 from __future__ import annotations
 
 import io
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import date
 from pathlib import Path
 
@@ -17,7 +22,7 @@ import pandas as pd
 import pytest
 
 from recsys.storage import StorageError, layout
-from recsys.storage.base import PartitionStore
+from recsys.storage.base import HOST_ID, PartitionStore, parse_temporary, temporary_name
 
 pytestmark = pytest.mark.integration
 
@@ -40,27 +45,30 @@ def _tree(root: Path) -> list[str]:
 def _break_rename_into_place(store: PartitionStore, monkeypatch, calls_before_failure: int) -> None:
     """Make the ``calls_before_failure + 1``-th rename of the store fail (a crash between two steps)."""
     calls: list[object] = []
-    if store.uri("").startswith("file://"):
-        for name in ("rename", "replace"):
-            real = getattr(os, name)
+    real_move = store._move  # type: ignore[attr-defined]
 
-            def failing(src, dst, _real=real):
-                calls.append((src, dst))
-                if len(calls) == calls_before_failure + 1:
-                    raise OSError("simulated failure")
-                return _real(src, dst)
+    def failing_move(src, dst, replace):
+        calls.append((src, dst))
+        if len(calls) == calls_before_failure + 1:
+            raise StorageError("simulated failure")
+        return real_move(src, dst, replace)
 
-            monkeypatch.setattr(os, name, failing)
-    else:
-        real_rename = store._rename  # type: ignore[attr-defined]
+    monkeypatch.setattr(store, "_move", failing_move)
 
-        def failing_rename(src, dst, overwrite):
-            calls.append((src, dst))
-            if len(calls) == calls_before_failure + 1:
-                raise StorageError("simulated failure")
-            return real_rename(src, dst, overwrite)
 
-        monkeypatch.setattr(store, "_rename", failing_rename)
+def _temporaries(store: PartitionStore, path: str) -> list[str]:
+    """The temporary names under ``path`` (which listings hide)."""
+    return sorted(name for name in store._entries(path) or {} if parse_temporary(name))  # type: ignore[attr-defined]
+
+
+def _version(tmp_path: Path, name: str, content: bytes, files: int = 1) -> Path:
+    """A local model version directory: ``tables.npz`` with ``content`` and ``files - 1`` more files."""
+    local = tmp_path / name
+    (local / "variables").mkdir(parents=True)
+    (local / "tables.npz").write_bytes(content)
+    for i in range(files - 1):
+        (local / "variables" / f"part-{i:03d}").write_bytes(content * 100)
+    return local
 
 
 # --- files ----------------------------------------------------------------------------------------
@@ -251,6 +259,191 @@ def test_publish_then_download_is_the_identity(store, tmp_path):
     for rel in _tree(source):
         if (source / rel).is_file():
             assert (back / rel).read_bytes() == (source / rel).read_bytes()
+
+
+# --- crashes while publishing a directory (fault injection) ----------------------------------------
+VERSIONS = "models/two_tower/versions"
+V1 = f"{VERSIONS}/1"
+
+# A child process that publishes a directory and is killed (SIGKILL, by itself: a deterministic point)
+# between the two renames or in the middle of the copy, as ``kill -9`` or an OOM kill would stop it.
+_PUBLISH_AND_DIE = """
+import json, os, posixpath, shutil, signal, sys
+from pathlib import Path
+spec = json.loads(sys.argv[1])
+if spec["backend"] == "local":
+    from recsys.storage.local import LocalStore
+    store = LocalStore(spec["root"])
+else:
+    from recsys.storage.webhdfs import WebHDFSStore
+    store = WebHDFSStore(spec["url"], spec["root"], user=spec["user"])
+die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+if spec["kill"] == "between-renames":
+    real_move = store._move
+    def move(src, dst, replace):
+        real_move(src, dst, replace)
+        if posixpath.basename(dst).startswith(".old-"):
+            die()  # the previous version moved aside, the new one not yet in place
+    store._move = move
+else:  # during-copy: after the second file of the tree was copied
+    copied = []
+    def counting(real):
+        def copy(*args, **kwargs):
+            result = real(*args, **kwargs)
+            copied.append(1)
+            if len(copied) == 2:
+                die()
+            return result
+        return copy
+    if spec["backend"] == "local":
+        shutil.copyfile = counting(shutil.copyfile)
+    else:
+        store.client.write = counting(store.client.write)
+store.publish_dir(Path(spec["source"]), spec["path"])
+sys.exit("the publish finished: it should have been killed")
+"""
+
+
+def _publish_and_die(store: PartitionStore, source: Path, path: str, kill: str) -> None:
+    """Publish ``source`` to ``path`` in a child process killed with SIGKILL at point ``kill``."""
+    if store.uri("").startswith("file://"):
+        spec = {"backend": "local", "root": str(store.root)}  # type: ignore[attr-defined]
+    else:
+        spec = {"backend": "webhdfs", "url": store.url, "root": store.root, "user": store.user}  # type: ignore[attr-defined]
+    spec |= {"source": str(source), "path": path, "kill": kill}
+    child = subprocess.run(
+        [sys.executable, "-c", _PUBLISH_AND_DIE, json.dumps(spec)], capture_output=True, text=True, timeout=120
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+
+
+def _crash_between_the_renames(store: PartitionStore, tmp_path: Path, monkeypatch) -> None:
+    """Publish v1 "old", then crash a publish of "new" after it moved v1 aside (an exception, no undo)."""
+    store.publish_dir(_version(tmp_path, "old", b"old"), V1)
+    _break_rename_into_place(store, monkeypatch, calls_before_failure=2)  # tmp -> new, v1 -> old, new -> v1
+    monkeypatch.setattr(store, "_undo_swap", lambda *args: False)  # the process died: nothing cleans up
+    with pytest.raises(StorageError, match="simulated failure"):
+        store.publish_dir(_version(tmp_path, "new", b"new"), V1)
+    monkeypatch.undo()
+    assert not store._present(V1)  # type: ignore[attr-defined]
+    assert [name[:5] for name in _temporaries(store, VERSIONS)] == [".new-", ".old-"]
+
+
+def test_a_failed_swap_puts_the_previous_directory_back(store, tmp_path, monkeypatch):
+    store.publish_dir(_version(tmp_path, "old", b"old"), V1)
+    _break_rename_into_place(store, monkeypatch, calls_before_failure=2)
+    with pytest.raises(StorageError, match="simulated failure"):
+        store.publish_dir(_version(tmp_path, "new", b"new"), V1)
+    monkeypatch.undo()
+    assert store.read_bytes(f"{V1}/tables.npz") == b"old"
+    assert _temporaries(store, VERSIONS) == []
+
+
+def test_a_failed_copy_keeps_the_previous_directory_and_leaves_nothing(store, tmp_path, monkeypatch):
+    store.publish_dir(_version(tmp_path, "old", b"old"), V1)
+    real_copy = store._copy_tree  # type: ignore[attr-defined]
+
+    def copy_then_fail(local_dir, path):
+        real_copy(local_dir, path)
+        raise StorageError("simulated failure")
+
+    monkeypatch.setattr(store, "_copy_tree", copy_then_fail)
+    with pytest.raises(StorageError, match="simulated failure"):
+        store.publish_dir(_version(tmp_path, "new", b"new"), V1)
+    monkeypatch.undo()
+    assert store.read_bytes(f"{V1}/tables.npz") == b"old"
+    assert _temporaries(store, VERSIONS) == []
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        lambda store, tmp_path: store.exists(V1),
+        lambda store, tmp_path: store.read_bytes(f"{V1}/tables.npz"),
+        lambda store, tmp_path: store.list_dir(VERSIONS),
+        lambda store, tmp_path: store.list_dir(V1),
+        lambda store, tmp_path: store.download_dir(V1, tmp_path / "down"),
+    ],
+    ids=["exists", "read_bytes", "list_dir-parent", "list_dir", "download_dir"],
+)
+def test_the_next_operation_finishes_a_publish_that_crashed_between_the_renames(
+    store, tmp_path, monkeypatch, operation
+):
+    _crash_between_the_renames(store, tmp_path, monkeypatch)
+    operation(store, tmp_path)
+    assert store.read_bytes(f"{V1}/tables.npz") == b"new"  # the complete new copy was swapped in
+    assert store.list_dir(VERSIONS) == ["1"]
+    assert _temporaries(store, VERSIONS) == []
+
+
+def test_a_rerun_of_a_publish_that_crashed_between_the_renames_succeeds(store, tmp_path, monkeypatch):
+    _crash_between_the_renames(store, tmp_path, monkeypatch)
+    store.publish_dir(_version(tmp_path, "rerun", b"rerun"), V1)
+    assert store.read_bytes(f"{V1}/tables.npz") == b"rerun"
+    assert _temporaries(store, VERSIONS) == []
+
+
+def test_a_directory_left_aside_by_an_older_release_is_put_back(store, tmp_path):
+    # what a crash of the previous publish_dir left (issue 18, #4): only .old-<uuid>-1, no version 1
+    store.publish_dir(_version(tmp_path, "old", b"old"), V1)
+    store._move(V1, f"{VERSIONS}/.old-{'ab' * 16}-1", replace=False)  # type: ignore[attr-defined]
+    store.write_bytes(f"{VERSIONS}/2/tables.npz", b"v2")
+    assert store.read_bytes(f"{V1}/tables.npz") == b"old"
+    assert store.list_dir(VERSIONS) == ["1", "2"]
+    assert _temporaries(store, VERSIONS) == []
+
+
+def test_kill_9_between_the_renames_then_the_next_read_finishes_the_publish(store, tmp_path):
+    store.publish_dir(_version(tmp_path, "old", b"old"), V1)
+    _publish_and_die(store, _version(tmp_path, "new", b"new"), V1, "between-renames")
+    assert not store._present(V1)  # type: ignore[attr-defined]
+    assert [name[:5] for name in _temporaries(store, VERSIONS)] == [".new-", ".old-"]
+    assert store.read_bytes(f"{V1}/tables.npz") == b"new"
+    assert store.list_dir(VERSIONS) == ["1"]
+    assert _temporaries(store, VERSIONS) == []
+
+
+def test_kill_9_between_the_renames_then_a_rerun_publishes(store, tmp_path):
+    store.publish_dir(_version(tmp_path, "old", b"old"), V1)
+    _publish_and_die(store, _version(tmp_path, "new", b"new"), V1, "between-renames")
+    store.publish_dir(_version(tmp_path, "rerun", b"rerun"), V1)
+    assert store.read_bytes(f"{V1}/tables.npz") == b"rerun"
+    assert _temporaries(store, VERSIONS) == []
+
+
+def test_kill_9_during_the_copy_keeps_the_old_version_and_the_rerun_cleans_up(store, tmp_path):
+    store.publish_dir(_version(tmp_path, "old", b"old"), V1)
+    _publish_and_die(store, _version(tmp_path, "new", b"new", files=5), V1, "during-copy")
+    left = _temporaries(store, VERSIONS)
+    assert [name[:5] for name in left] == [".tmp-"]  # the half copy of the dead process
+    assert store.read_bytes(f"{V1}/tables.npz") == b"old"
+    store.publish_dir(_version(tmp_path, "rerun", b"rerun", files=3), V1)
+    assert store.read_bytes(f"{V1}/tables.npz") == b"rerun"
+    assert _temporaries(store, VERSIONS) == []
+
+
+def test_kill_9_during_the_first_copy_leaves_no_version(store, tmp_path):
+    _publish_and_die(store, _version(tmp_path, "new", b"new", files=5), V1, "during-copy")
+    assert not store.exists(V1)
+    assert store.list_dir(VERSIONS) == []
+
+
+def test_listings_hide_temporaries_and_delete_stale_ones(store):
+    live = temporary_name("tmp", "a.txt")  # this process: still writing
+    dead = temporary_name("tmp", "b.txt", token=f"{int(time.time())}-{_dead_pid()}-{HOST_ID}-00000000")
+    old = temporary_name("tmp", "c", token="1000000000-1-ffffffff-00000000")  # another host, years ago
+    for name in (live, dead, f"{old}/f.bin", "a.txt"):
+        store.write_bytes(f"d/{name}", b"x")
+    assert store.list_dir("d") == ["a.txt"]
+    assert _temporaries(store, "d") == [live]
+    assert store.data_files("d") == ["d/a.txt"]
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and was reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
 # --- locations --------------------------------------------------------------------------------------

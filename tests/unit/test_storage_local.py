@@ -1,8 +1,14 @@
-"""recsys.storage.local.LocalStore and the PartitionStore helpers of recsys.storage.base."""
+"""What is particular to recsys.storage.local.LocalStore, and the PartitionStore helpers of recsys.storage.base.
+
+The store contract both backends share (files, listings, directories, crashes while publishing) is
+tests/integration/test_store_contract.py.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -10,13 +16,8 @@ import pandas as pd
 import pytest
 
 from recsys.config import Settings
-from recsys.storage import StorageError, open_store
+from recsys.storage import StorageError, local, open_store
 from recsys.storage.local import LocalStore
-
-
-def _tree(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
-
 
 # --- primitives -----------------------------------------------------------------------------------
 
@@ -29,63 +30,6 @@ def test_root_is_resolved_and_created_on_first_write(tmp_path):
     assert (tmp_path / "store" / "x" / "y.bin").read_bytes() == b"1"
 
 
-def test_write_bytes_then_read_bytes(store):
-    store.write_bytes("raw/events/dt=2011-01-04/part-0.parquet", b"\x00\x01data")
-    assert store.read_bytes("raw/events/dt=2011-01-04/part-0.parquet") == b"\x00\x01data"
-    assert store.exists("raw/events/dt=2011-01-04/part-0.parquet")
-    assert store.exists("raw/events")
-    assert not store.exists("raw/catalog")
-
-
-def test_write_bytes_leaves_no_temporary_files(store):
-    store.write_bytes("d/f.txt", b"one")
-    store.write_bytes("d/f.txt", b"two")
-    assert os.listdir(store.root / "d") == ["f.txt"]
-
-
-def test_write_bytes_overwrite_replaces_the_content(store):
-    store.write_bytes("d/f.txt", b"a much longer first content")
-    store.write_bytes("d/f.txt", b"short")
-    assert store.read_bytes("d/f.txt") == b"short"
-
-
-def test_failed_write_keeps_the_old_file_and_cleans_up(store, monkeypatch):
-    store.write_bytes("d/f.txt", b"old")
-
-    def broken_replace(src, dst):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
-        store.write_bytes("d/f.txt", b"new")
-    monkeypatch.undo()
-    assert store.read_bytes("d/f.txt") == b"old"
-    assert os.listdir(store.root / "d") == ["f.txt"]
-
-
-def test_read_of_a_missing_path_raises_with_the_path(store):
-    with pytest.raises(StorageError, match=r"nope/missing\.json") as info:
-        store.read_bytes("nope/missing.json")
-    assert "does not exist" in str(info.value)
-
-
-def test_read_of_a_directory_raises(store):
-    store.write_bytes("d/f.txt", b"x")
-    with pytest.raises(StorageError, match="is a directory"):
-        store.read_bytes("d")
-
-
-@pytest.mark.parametrize("path", ["../x", "a/../../x", "/etc/passwd"])
-def test_paths_escaping_the_root_are_refused(store, path):
-    with pytest.raises(StorageError, match="escapes the store root"):
-        store.write_bytes(path, b"x")
-    with pytest.raises(StorageError, match="escapes the store root"):
-        store.read_bytes(path)
-    with pytest.raises(StorageError, match="escapes the store root"):
-        store.exists(path)
-    assert not (store.root.parent / "x").exists()
-
-
 def test_a_symlink_pointing_outside_the_root_is_refused(store, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -96,94 +40,53 @@ def test_a_symlink_pointing_outside_the_root_is_refused(store, tmp_path):
     assert list(outside.iterdir()) == []
 
 
-def test_list_dir_returns_sorted_names_and_empty_for_missing(store):
-    for name in ["b.txt", "a.txt", "_SUCCESS"]:
-        store.write_bytes(f"d/{name}", b"")
-    store.write_bytes("d/sub/c.txt", b"")
-    assert store.list_dir("d") == ["_SUCCESS", "a.txt", "b.txt", "sub"]
-    assert store.list_dir("missing") == []
-    assert store.list_dir("d/a.txt") == []  # a file is not a directory
+def test_a_rename_into_place_never_replaces_an_empty_directory(store, tmp_path):
+    # os.rename replaces an empty directory: a repair racing a publish of an empty tree must not
+    store.write_bytes("a/f.txt", b"x")
+    (store.root / "b").mkdir()
+    with pytest.raises(StorageError, match="renaming"):
+        store._move("a", "b", replace=False)
+    assert (store.root / "a" / "f.txt").exists() and list((store.root / "b").iterdir()) == []
 
 
-def test_publish_dir_creates_and_replaces_atomically(store, tmp_path):
-    first = tmp_path / "first"
-    (first / "variables").mkdir(parents=True)
-    (first / "old.txt").write_text("old")
-    (first / "variables" / "v.bin").write_bytes(b"v1")
-    store.publish_dir(first, "models/two_tower/versions/1")
-    assert store.list_dir("models/two_tower/versions/1") == ["old.txt", "variables"]
-
-    second = tmp_path / "second"
-    second.mkdir()
-    (second / "new.txt").write_text("new")
-    store.publish_dir(second, "models/two_tower/versions/1")
-    # replaced, not merged: old.txt and variables/ are gone
-    assert store.list_dir("models/two_tower/versions/1") == ["new.txt"]
-    assert store.read_bytes("models/two_tower/versions/1/new.txt") == b"new"
-    # no .tmp-/.old- siblings left behind
-    assert store.list_dir("models/two_tower/versions") == ["1"]
-    # the local source is left as it was
-    assert (second / "new.txt").read_text() == "new"
+def test_without_renameat2_a_rename_into_place_still_never_replaces(store, monkeypatch):
+    monkeypatch.setattr(local, "_renameat2", None)
+    store.write_bytes("a/f.txt", b"x")
+    (store.root / "b").mkdir()
+    with pytest.raises(StorageError, match="exists"):
+        store._move("a", "b", replace=False)
+    store._move("a", "c", replace=False)
+    assert store.read_bytes("c/f.txt") == b"x"
 
 
-def test_publish_dir_of_a_missing_local_dir_raises(store, tmp_path):
-    with pytest.raises(StorageError, match="not a directory"):
-        store.publish_dir(tmp_path / "nope", "x")
-    assert not store.exists("x")
+def test_a_crash_during_a_file_write_leaves_a_temporary_the_next_listing_deletes(store, monkeypatch):
+    store.write_bytes("d/f.txt", b"old")
+    monkeypatch.setattr(os, "getpid", lambda: _dead_pid())  # the temporary of a process that died
 
+    def killed(src, dst, replace):
+        raise KeyboardInterrupt  # stands for the kill: no cleanup runs in a killed process
 
-def test_failed_publish_dir_keeps_the_previous_directory(store, tmp_path, monkeypatch):
-    old = tmp_path / "old"
-    old.mkdir()
-    (old / "tables.npz").write_bytes(b"old")
-    store.publish_dir(old, "models/two_tower/versions/1")
-    new = tmp_path / "new"
-    new.mkdir()
-    (new / "tables.npz").write_bytes(b"new")
-
-    real_rename = os.rename
-    calls = []
-
-    def rename_fails_second_time(src, dst):
-        calls.append((src, dst))
-        if len(calls) == 2:  # first: current -> .old-*, second: .tmp-* -> current
-            raise OSError("simulated failure")
-        return real_rename(src, dst)
-
-    monkeypatch.setattr(os, "rename", rename_fails_second_time)
-    with pytest.raises((OSError, StorageError), match="simulated failure"):
-        store.publish_dir(new, "models/two_tower/versions/1")
+    monkeypatch.setattr(store, "_move", killed)
+    monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: None)
+    with pytest.raises(KeyboardInterrupt):
+        store.write_bytes("d/f.txt", b"new")
     monkeypatch.undo()
-    assert store.read_bytes("models/two_tower/versions/1/tables.npz") == b"old"
+    assert len(os.listdir(store.root / "d")) == 2
+    assert store.list_dir("d") == ["f.txt"]
+    assert os.listdir(store.root / "d") == ["f.txt"]
+    assert store.read_bytes("d/f.txt") == b"old"
 
 
-def test_download_dir_copies_the_tree(store, tmp_path):
-    store.write_bytes("v/a.txt", b"a")
-    store.write_bytes("v/sub/b.txt", b"b")
-    target = tmp_path / "local"
-    store.download_dir("v", target)
-    assert _tree(target) == ["a.txt", "sub", "sub/b.txt"]
-    assert (target / "sub" / "b.txt").read_bytes() == b"b"
-
-
-def test_download_dir_of_a_missing_dir_raises(store, tmp_path):
-    with pytest.raises(StorageError, match="is not a directory"):
-        store.download_dir("v", tmp_path / "local")
-
-
-def test_uri_is_an_absolute_file_uri(store):
-    assert store.uri("raw/events") == f"file://{store.root}/raw/events"
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
 def test_open_store_local(tmp_path):
     store = open_store(Settings(storage_root=str(tmp_path / "s")))
     assert isinstance(store, LocalStore)
     assert store.root == (tmp_path / "s").resolve()
-
-
-def test_open_store_webhdfs_without_url_says_what_to_set():
-    with pytest.raises(StorageError, match="set RECSYS_WEBHDFS_URL"):
-        open_store(Settings(storage_backend="webhdfs", storage_root="/data/recsys"))
 
 
 # --- helpers of PartitionStore ---------------------------------------------------------------------
@@ -220,13 +123,6 @@ def test_parquet_roundtrip(store, make_events):
     pd.testing.assert_frame_equal(back, frame, check_dtype=False)
     assert back["event_time"].iloc[0] == pd.Timestamp("2011-01-04 10:00:00", tz="UTC")
     assert back["quantity"].dtype == "int64"
-
-
-def test_mark_success_and_is_complete(store):
-    assert not store.is_complete("raw/events/dt=2011-01-04")
-    store.mark_success("raw/events/dt=2011-01-04")
-    assert store.is_complete("raw/events/dt=2011-01-04")
-    assert store.read_bytes("raw/events/dt=2011-01-04/_SUCCESS") == b""
 
 
 def test_partitions_lists_complete_dt_dirs_sorted(store):
