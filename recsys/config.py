@@ -36,6 +36,9 @@ class Settings:
     # ``webhdfs_conn_id``; the CLI reads them from the environment.
     webhdfs_url: str | None = None  # http://namenode:9870 (several NameNodes separated by ';')
     webhdfs_user: str | None = None  # HDFS user (simple auth); None: the user running the process
+    # simple (the user name as user.name) | kerberos (SPNEGO with the ticket of the process's credentials
+    # cache: kinit first, or KRB5CCNAME; webhdfs_user then names a user to impersonate)
+    webhdfs_auth: str = "simple"
     webhdfs_conn_id: str = "webhdfs_default"  # the Airflow connection of the NameNode
     # Airflow's partition sensor: how often it looks for the _SUCCESS marker (it sleeps in between) and
     # when it gives up. The DAG file reads these two and webhdfs_conn_id also when it is parsed.
@@ -152,6 +155,8 @@ class Settings:
         user = self.webhdfs_user
         if user is not None and (not user or any(c.isspace() for c in user)):
             raise ConfigError(f"RECSYS_WEBHDFS_USER={self.webhdfs_user!r} is not a user name")
+        if self.webhdfs_auth not in ("simple", "kerberos"):
+            raise ConfigError(f"RECSYS_WEBHDFS_AUTH={self.webhdfs_auth!r}: expected 'simple' or 'kerberos'")
         if not self.webhdfs_conn_id.strip():
             raise ConfigError("RECSYS_WEBHDFS_CONN_ID must name an Airflow connection, got an empty string")
         if self.storage_backend == "webhdfs" and not self.storage_root.startswith("/"):

@@ -27,7 +27,9 @@ def open_store(settings: Settings) -> PartitionStore:
             )
         from recsys.storage.webhdfs import WebHDFSStore
 
-        return WebHDFSStore(settings.webhdfs_url, settings.storage_root, user=settings.webhdfs_user)
+        return WebHDFSStore(
+            settings.webhdfs_url, settings.storage_root, user=settings.webhdfs_user, auth=settings.webhdfs_auth
+        )
     raise StorageError(
         f"unknown storage backend {settings.storage_backend!r}: set RECSYS_STORAGE_BACKEND=local or webhdfs"
     )

@@ -57,6 +57,7 @@ def test_webhdfs_settings_defaults_and_parsing():
         ("RECSYS_WEBHDFS_URL", "hdfs://namenode:8020"),
         ("RECSYS_WEBHDFS_URL", "http://nn:9870;ftp://nn2"),
         ("RECSYS_WEBHDFS_USER", "two words"),
+        ("RECSYS_WEBHDFS_AUTH", "negotiate"),
         ("RECSYS_WEBHDFS_CONN_ID", " "),
         ("RECSYS_SENSOR_POKE_SECONDS", "0"),
         ("RECSYS_SENSOR_TIMEOUT_SECONDS", "-1"),
@@ -78,6 +79,26 @@ def test_open_store_builds_the_webhdfs_store_from_the_settings():
     ))
     assert isinstance(store, WebHDFSStore)
     assert (store.root, store.user, store.url) == ("/data/recsys", "etl", "http://nn:9870")
+
+
+def test_kerberos_authentication_is_chosen_by_a_setting():
+    from hdfs import InsecureClient
+    from hdfs.ext.kerberos import KerberosClient
+
+    assert Settings.from_env({}).webhdfs_auth == "simple"
+    settings = Settings.from_env({
+        "RECSYS_STORAGE_BACKEND": "webhdfs", "RECSYS_STORAGE_ROOT": "/data/recsys",
+        "RECSYS_WEBHDFS_URL": "http://nn:9870", "RECSYS_WEBHDFS_AUTH": "kerberos",
+    })
+    store = open_store(settings)
+    assert isinstance(store, WebHDFSStore) and store.auth == "kerberos"
+    assert isinstance(store.client, KerberosClient)
+    assert isinstance(open_store(settings.replace(webhdfs_auth="simple")).client, InsecureClient)
+
+
+def test_the_store_refuses_an_unknown_authentication():
+    with pytest.raises(StorageError, match="'simple' or 'kerberos'"):
+        WebHDFSStore("http://nn:9870", "/data/recsys", auth="negotiate")
 
 
 def test_open_store_without_a_namenode_says_what_to_set():
