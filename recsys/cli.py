@@ -11,12 +11,16 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recsys.config import Settings
 from recsys.errors import DOMAIN_ERRORS
+
+if TYPE_CHECKING:
+    from recsys.storage import PartitionStore
 
 
 def _date(text: str) -> date:
@@ -118,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_all(store, settings: Settings, day: date) -> dict[str, Any]:
+def run_all(store: PartitionStore, settings: Settings, day: date) -> dict[str, Any]:
     """Every step for ``day`` in order, as the DAG runs them (used by the CLI and benchmarks)."""
     from recsys.evaluation import evaluate_candidate
     from recsys.features import build_features
@@ -134,102 +138,147 @@ def run_all(store, settings: Settings, day: date) -> dict[str, Any]:
     return out
 
 
+# one function per command: (store, settings, parsed arguments) -> the JSON-able result (None: printed already)
+def _land(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
+    from recsys.datasets.landing import land_days
+
+    start = args.date or args.start
+    days = 1 if args.date else args.days
+    return [x.as_dict() for x in land_days(store, start, days, args.source, exact=args.date is not None)]
+
+
+def _validate(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
+    from recsys.validation import validate_partition
+
+    accept = args.accept_reason is not None
+    return validate_partition(
+        store, settings, args.date, accept_invalid=accept, accept_reason=args.accept_reason, run_id="cli"
+    ).as_dict()
+
+
+def _features(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
+    from recsys.features import build_features
+
+    return build_features(store, settings, args.date).as_dict()
+
+
+def _train(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
+    from recsys.training import fine_tune
+
+    return fine_tune(store, settings, args.date)
+
+
+def _evaluate(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
+    from recsys.evaluation import evaluate_candidate
+
+    return evaluate_candidate(store, settings, args.date)
+
+
+def _deploy(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
+    from recsys.serving.deploy import deploy
+
+    return deploy(store, settings, args.date)
+
+
+def _run(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
+    return run_all(store, settings, args.date)
+
+
+def _retrain(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
+    from recsys import retrain
+    from recsys.registry import now
+
+    run_id = f"cli-retrain-{now()}"  # one run: a second command trains again
+    trained = retrain.train(store, settings, args.end, args.window_days, run_id=run_id)
+    version = int(trained["version"])
+    decision = retrain.evaluate(store, settings, version, run_id=run_id)
+    deployed = retrain.deploy(store, settings, version, run_id=run_id) if decision["blessed"] else None
+    return {"training": trained, "evaluation": decision, "deploy": deployed}
+
+
+def _rollback(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
+    from recsys.serving.deploy import rollback
+
+    return rollback(store, args.reason, args.to, run_id="cli")
+
+
+def _refresh_index(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
+    from recsys.serving.deploy import refresh_index
+
+    return refresh_index(store, args.version, run_id="cli")
+
+
+def _serve(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
+    import uvicorn
+
+    from recsys.serving.service import create_app
+
+    app = create_app(store, poll_seconds=args.poll_seconds,
+                     ann_min_items=None if args.exact else max(1, args.ann_min_items))
+    print(f"recsys serve: http://{args.host}:{args.port} (store {store.uri('')}; docs at /docs)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return None
+
+
+def _recommend(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
+    from recsys.serving.recommend import recommend
+
+    return recommend(store, args.user, args.k)
+
+
+def _summary(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
+    from recsys.report import summary_text
+
+    print(summary_text(store, args.date.isoformat() if args.date else None))
+    return None
+
+
+def _showcase(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
+    from recsys.report import showcase_text
+
+    print(showcase_text(store))
+    return None
+
+
+def _registry(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
+    from recsys import registry
+
+    return registry.load(store)
+
+
+def _generate_synthetic(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
+    from recsys.datasets import synthetic
+
+    config = synthetic.SyntheticConfig(
+        events=args.events, users=args.users, items=args.items, seed=args.seed, chunk_events=args.chunk_events
+    )
+    return [g.as_dict() for g in synthetic.publish_days(store, config, args.start, args.days, args.overwrite)]
+
+
+def _bundle_online_retail(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
+    from recsys.datasets.online_retail import BUNDLE, SOURCE_COLUMNS, load_source
+
+    raw = load_source(args.source)
+    raw[list(SOURCE_COLUMNS)].to_parquet(BUNDLE, compression="zstd", compression_level=19, index=False)
+    return {"rows": len(raw), "path": str(BUNDLE)}
+
+
+_COMMANDS: dict[str, Callable[[PartitionStore, Settings, argparse.Namespace], Any]] = {
+    "land": _land, "validate": _validate, "features": _features, "train": _train, "evaluate": _evaluate,
+    "deploy": _deploy, "run": _run, "retrain": _retrain, "rollback": _rollback, "refresh-index": _refresh_index,
+    "serve": _serve, "recommend": _recommend, "summary": _summary, "showcase": _showcase, "registry": _registry,
+    "generate-synthetic": _generate_synthetic, "bundle-online-retail": _bundle_online_retail,
+}
+
+
 def _dispatch(args: argparse.Namespace, settings: Settings) -> Any:
     from recsys.storage import open_store
 
+    command = _COMMANDS.get(args.command)
     store = open_store(settings)
-    cmd = args.command
-    if cmd == "land":
-        from recsys.datasets.landing import land_days
-
-        start = args.date or args.start
-        days = 1 if args.date else args.days
-        return [x.as_dict() for x in land_days(store, start, days, args.source, exact=args.date is not None)]
-    if cmd == "validate":
-        from recsys.validation import validate_partition
-
-        accept = args.accept_reason is not None
-        return validate_partition(
-            store, settings, args.date, accept_invalid=accept, accept_reason=args.accept_reason, run_id="cli"
-        ).as_dict()
-    if cmd == "features":
-        from recsys.features import build_features
-
-        return build_features(store, settings, args.date).as_dict()
-    if cmd == "train":
-        from recsys.training import fine_tune
-
-        return fine_tune(store, settings, args.date)
-    if cmd == "evaluate":
-        from recsys.evaluation import evaluate_candidate
-
-        return evaluate_candidate(store, settings, args.date)
-    if cmd == "deploy":
-        from recsys.serving.deploy import deploy
-
-        return deploy(store, settings, args.date)
-    if cmd == "run":
-        return run_all(store, settings, args.date)
-    if cmd == "retrain":
-        from recsys import retrain
-        from recsys.registry import now
-
-        run_id = f"cli-retrain-{now()}"  # one run: a second command trains again
-        trained = retrain.train(store, settings, args.end, args.window_days, run_id=run_id)
-        version = int(trained["version"])
-        decision = retrain.evaluate(store, settings, version, run_id=run_id)
-        deployed = retrain.deploy(store, settings, version, run_id=run_id) if decision["blessed"] else None
-        return {"training": trained, "evaluation": decision, "deploy": deployed}
-    if cmd == "rollback":
-        from recsys.serving.deploy import rollback
-
-        return rollback(store, args.reason, args.to, run_id="cli")
-    if cmd == "refresh-index":
-        from recsys.serving.deploy import refresh_index
-
-        return refresh_index(store, args.version, run_id="cli")
-    if cmd == "serve":
-        import uvicorn
-
-        from recsys.serving.service import create_app
-
-        app = create_app(store, poll_seconds=args.poll_seconds,
-                         ann_min_items=None if args.exact else max(1, args.ann_min_items))
-        print(f"recsys serve: http://{args.host}:{args.port} (store {store.uri('')}; docs at /docs)", file=sys.stderr)
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-        return None
-    if cmd == "recommend":
-        from recsys.serving.recommend import recommend
-
-        return recommend(store, args.user, args.k)
-    if cmd == "summary":
-        from recsys.report import summary_text
-
-        print(summary_text(store, args.date.isoformat() if args.date else None))
-        return None
-    if cmd == "showcase":
-        from recsys.report import showcase_text
-
-        print(showcase_text(store))
-        return None
-    if cmd == "registry":
-        from recsys import registry
-
-        return registry.load(store)
-    if cmd == "generate-synthetic":
-        from recsys.datasets import synthetic
-
-        config = synthetic.SyntheticConfig(
-            events=args.events, users=args.users, items=args.items, seed=args.seed, chunk_events=args.chunk_events
-        )
-        return [g.as_dict() for g in synthetic.publish_days(store, config, args.start, args.days, args.overwrite)]
-    if cmd == "bundle-online-retail":
-        from recsys.datasets.online_retail import BUNDLE, SOURCE_COLUMNS, load_source
-
-        raw = load_source(args.source)
-        raw[list(SOURCE_COLUMNS)].to_parquet(BUNDLE, compression="zstd", compression_level=19, index=False)
-        return {"rows": len(raw), "path": str(BUNDLE)}
-    raise AssertionError(f"unhandled command {cmd}")
+    if command is None:
+        raise AssertionError(f"unhandled command {args.command}")
+    return command(store, settings, args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,9 +10,13 @@ import logging
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recsys.datasets import online_retail
 from recsys.storage import PartitionStore, layout
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +71,7 @@ def land_days(
     return [_land_one(store, raw, day) for day in select_days(available, start, days)]
 
 
-def _land_one(store: PartitionStore, raw, day: date) -> Landed:
+def _land_one(store: PartitionStore, raw: pd.DataFrame, day: date) -> Landed:
     events_dir = layout.raw_events(day)
     catalog_dir = layout.raw_catalog(day)
     if store.is_complete(events_dir):

@@ -173,28 +173,27 @@ class SyntheticConfig:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)  # free-form notes for the stats file
 
     def __post_init__(self) -> None:
-        if self.events <= 0:
-            raise SyntheticError(f"events must be positive, got {self.events}")
-        if self.users < 0 or self.items < 0 or self.categories < 0:
-            raise SyntheticError("users, items and categories must be >= 0 (0 picks a size from events)")
-        if not self.zipf_s > 0:
-            raise SyntheticError(f"zipf_s must be positive, got {self.zipf_s}")
-        if self.activity_sigma < 0:
-            raise SyntheticError(f"activity_sigma must be >= 0, got {self.activity_sigma}")
-        if not self.session_mean >= 1:
-            raise SyntheticError(f"session_mean must be >= 1 event, got {self.session_mean}")
-        if not 0.0 <= self.session_focus <= 1.0:
-            raise SyntheticError(f"session_focus must be in [0, 1], got {self.session_focus}")
-        if not self.gap_mean_seconds > 0:
-            raise SyntheticError(f"gap_mean_seconds must be positive, got {self.gap_mean_seconds}")
-        if len(self.event_mix) != 3 or min(self.event_mix) < 0 or not math.isclose(sum(self.event_mix), 1.0):
-            raise SyntheticError(
-                f"event_mix must be three shares (view, add_to_cart, purchase) summing to 1, got {self.event_mix}"
-            )
-        if not 0.0 <= self.delisted_share < 1.0:
-            raise SyntheticError(f"delisted_share must be in [0, 1), got {self.delisted_share}")
-        if self.chunk_events <= 0:
-            raise SyntheticError(f"chunk_events must be positive, got {self.chunk_events}")
+        for broken, problem in self._problems():
+            if broken:
+                raise SyntheticError(problem)
+
+    def _problems(self) -> list[tuple[bool, str]]:
+        """(is it broken, what to say) for every rule of the fields, checked in this order."""
+        mix = self.event_mix
+        return [
+            (self.events <= 0, f"events must be positive, got {self.events}"),
+            (self.users < 0 or self.items < 0 or self.categories < 0,
+             "users, items and categories must be >= 0 (0 picks a size from events)"),
+            (not self.zipf_s > 0, f"zipf_s must be positive, got {self.zipf_s}"),
+            (self.activity_sigma < 0, f"activity_sigma must be >= 0, got {self.activity_sigma}"),
+            (not self.session_mean >= 1, f"session_mean must be >= 1 event, got {self.session_mean}"),
+            (not 0.0 <= self.session_focus <= 1.0, f"session_focus must be in [0, 1], got {self.session_focus}"),
+            (not self.gap_mean_seconds > 0, f"gap_mean_seconds must be positive, got {self.gap_mean_seconds}"),
+            (len(mix) != 3 or min(mix) < 0 or not math.isclose(sum(mix), 1.0),
+             f"event_mix must be three shares (view, add_to_cart, purchase) summing to 1, got {mix}"),
+            (not 0.0 <= self.delisted_share < 1.0, f"delisted_share must be in [0, 1), got {self.delisted_share}"),
+            (self.chunk_events <= 0, f"chunk_events must be positive, got {self.chunk_events}"),
+        ]
 
     @property
     def n_users(self) -> int:

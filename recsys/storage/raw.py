@@ -30,35 +30,43 @@ def read_partition(
     frames = []
     for path in files:
         if path.endswith(".parquet"):
-            try:
-                if columns is None:
-                    frame = store.read_parquet(path)
-                else:
-                    frame = _read_parquet_columns(store, path, columns)
-                frames.append(_canonical_text(frame))
-            except (OSError, ValueError) as err:  # pyarrow raises ArrowInvalid (a ValueError) for bad bytes
-                raise StorageError(
-                    f"{store.uri(path)} cannot be read: a truncated or corrupt parquet file ({err})"
-                ) from err
+            frames.append(_parquet_file(store, path, columns))
         elif path.endswith(".csv"):
-            data = store.read_bytes(path)
-            try:
-                data.decode("utf-8")  # first, so the error names the offending byte and its offset
-                frame = _read_csv(data)
-            except UnicodeDecodeError as err:
-                raise StorageError(
-                    f"{store.uri(path)} cannot be read: it is not UTF-8 text (byte {data[err.start]:#04x} at "
-                    f"offset {err.start}); the upstream export must write UTF-8"
-                ) from err
-            except (OSError, ValueError) as err:  # pandas' ParserError and EmptyDataError are ValueErrors
-                raise StorageError(f"{store.uri(path)} cannot be read: not a valid CSV file ({err})") from err
-            if columns is not None:
-                _require_columns(store, path, list(frame.columns), columns)
-                frame = frame[list(columns)]
-            frames.append(frame)
+            frames.append(_csv_file(store, path, columns))
         else:
             raise StorageError(f"{store.uri(path)}: unknown data file type (expected .parquet or .csv)")
     return pd.concat(frames, ignore_index=True)
+
+
+def _parquet_file(store: PartitionStore, path: str, columns: Sequence[str] | None) -> pd.DataFrame:
+    try:
+        if columns is None:
+            frame = store.read_parquet(path)
+        else:
+            frame = _read_parquet_columns(store, path, columns)
+        return _canonical_text(frame)
+    except (OSError, ValueError) as err:  # pyarrow raises ArrowInvalid (a ValueError) for bad bytes
+        raise StorageError(
+            f"{store.uri(path)} cannot be read: a truncated or corrupt parquet file ({err})"
+        ) from err
+
+
+def _csv_file(store: PartitionStore, path: str, columns: Sequence[str] | None) -> pd.DataFrame:
+    data = store.read_bytes(path)
+    try:
+        data.decode("utf-8")  # first, so the error names the offending byte and its offset
+        frame = _read_csv(data)
+    except UnicodeDecodeError as err:
+        raise StorageError(
+            f"{store.uri(path)} cannot be read: it is not UTF-8 text (byte {data[err.start]:#04x} at "
+            f"offset {err.start}); the upstream export must write UTF-8"
+        ) from err
+    except (OSError, ValueError) as err:  # pandas' ParserError and EmptyDataError are ValueErrors
+        raise StorageError(f"{store.uri(path)} cannot be read: not a valid CSV file ({err})") from err
+    if columns is not None:
+        _require_columns(store, path, list(frame.columns), columns)
+        frame = frame[list(columns)]
+    return frame
 
 
 def _read_parquet_columns(store: PartitionStore, path: str, columns: Sequence[str]) -> pd.DataFrame:

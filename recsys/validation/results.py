@@ -8,6 +8,7 @@ from datetime import date
 from typing import Any
 
 from recsys.errors import RecsysError
+from recsys.registry import HistoryEntry
 from recsys.storage import PartitionStore, layout
 
 
@@ -30,7 +31,7 @@ class ValidationReport:
     passed_fingerprint: str | None = None
     notes: dict[str, str] = field(default_factory=dict)  # what the history-based checks compared with
     data_docs: dict[str, Any] = field(default_factory=dict)  # store paths of the site index and pages
-    accepted: dict[str, Any] | None = None  # on-call accepted this failed partition (who, why)
+    accepted: HistoryEntry | None = None  # on-call accepted this failed partition (who, why)
     validated_at: str | None = None
 
     @property

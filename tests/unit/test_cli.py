@@ -139,3 +139,12 @@ def test_validate_accepts_a_failed_partition_only_with_a_reason(root, capsys, pu
     assert main(["validate", "--date", "2011-01-04", "--accept-reason", "click tracking test"]) == 0
     assert json.loads(capsys.readouterr().out)["accepted"]["reason"] == "click tracking test"
     assert registry.load(store)["history"][-1]["action"] == "accepted_invalid"
+
+
+def test_every_command_of_the_parser_has_a_handler():
+    import argparse
+
+    from recsys.cli import _COMMANDS, _parser
+
+    commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(commands.choices) == set(_COMMANDS)
