@@ -46,6 +46,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,21 +54,9 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
 
-
-def _serving_bench() -> Any:
-    """bench/serving_latency/run.py as a module (its free-port and CPU-name helpers are reused here)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("serving_latency_run", ROOT / "bench" / "serving_latency" / "run.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_serving = _serving_bench()
-_cpu_name, _free_port = _serving._cpu_name, _serving._free_port
+import _harness  # noqa: E402
 
 DAG_ID = "recsys_incremental_update"
 TASK_ORDER = [
@@ -153,15 +142,11 @@ def run_cli(command: list[str], env: dict[str, str], log: Path) -> float:
 
 
 def wait_for(what: str, check: Any, timeout: float, procs: Processes, every: float = 0.5) -> float:
-    started = time.monotonic()
-    while True:
-        with contextlib.suppress(httpx.TransportError, sqlite3.OperationalError):
-            if check():
-                return round(time.monotonic() - started, 2)
-        procs.check()
-        if time.monotonic() - started > timeout:
-            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
+    """Seconds until ``check()`` is true (a refused connection or a locked database is "not yet")."""
+    seconds = _harness.wait_until(
+        what, check, timeout, every=every, alive=procs.check, ignore=(httpx.TransportError, sqlite3.OperationalError)
+    )
+    return round(seconds, 2)
 
 
 def code_key(start: str, days: int, env: dict[str, str]) -> str:
@@ -235,12 +220,13 @@ def log_marks(home: Path, run_id: str, task_id: str) -> dict[str, float]:
     files = sorted(folder.glob("attempt=*.log"), key=lambda p: p.stat().st_mtime)
     if not files:
         return {}
-    events = []
+    events: list[tuple[float, str]] = []
     for line in files[-1].read_text(errors="replace").splitlines():
         with contextlib.suppress(ValueError):
             event = json.loads(line)
-            if event.get("timestamp"):
-                events.append((ts(event["timestamp"]), str(event.get("event", ""))))
+            when = ts(event.get("timestamp"))
+            if when is not None:
+                events.append((when, str(event.get("event", ""))))
     starts = [i for i, (_, text) in enumerate(events) if text == "::group::Pre Execute"]
     if not starts:
         return {}
@@ -335,7 +321,7 @@ def _d(a: float | None, b: float | None) -> float | None:
     return round(b - a, 2) if a is not None and b is not None else None
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--label", required=True, help="name of this measurement (results-<label>.json)")
     p.add_argument("--workdir", type=Path, default=ROOT / "var" / "bench" / "freshness")
@@ -370,22 +356,44 @@ def main() -> int:
         action="store_true",
         help="only recompute the breakdown of the results file from its run directory (no new run)",
     )
-    args = p.parse_args()
-    out = args.out or Path(__file__).with_name(f"results-{args.label}.json")
-    if args.analyse:
-        analyse(out, args.workdir / "runs" / args.label)
-        return 0
+    return p.parse_args(argv)
 
-    env = dict(os.environ)
-    if "AIRFLOW__CORE__DAGS_FOLDER" not in env:
-        raise SystemExit("source scripts/env.sh first (it sets the DAG folder and the virtual environment)")
-    overrides = dict(item.split("=", 1) for item in args.set)
-    result: dict[str, Any] = {
+
+AIRFLOW_COMPONENTS = ["api-server", "scheduler", "dag-processor", "triggerer"]
+
+
+@dataclass
+class Run:
+    """One measurement: its directories, the components' environment, the started processes, the clients of
+    the REST API and of the service, and the results so far."""
+
+    args: argparse.Namespace
+    env: dict[str, str]
+    home: Path  # AIRFLOW_HOME
+    store: Path
+    logs: Path
+    serve_port: int
+    procs: Processes
+    api: httpx.Client
+    serve: httpx.Client
+    result: dict[str, Any]
+
+    @property
+    def db(self) -> Path:
+        return self.home / "airflow.db"
+
+    def airflow_groups(self) -> set[int]:
+        return {self.procs.procs[n].pid for n in AIRFLOW_COMPONENTS}
+
+
+def header(args: argparse.Namespace, overrides: dict[str, str]) -> dict[str, Any]:
+    """The results' first keys: the command, the machine, the load, the measured date and the settings."""
+    return {
         "command": "python bench/freshness/run.py " + " ".join(sys.argv[1:]),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
             "cpus": os.cpu_count(),
-            "cpu": _cpu_name(),
+            "cpu": _harness.cpu_name(),
             "python": platform.python_version(),
             "commit": subprocess.run(
                 ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
@@ -396,164 +404,227 @@ def main() -> int:
         "settings": overrides,
         "target_s": TARGET_S,
     }
-    print(result["uptime_before"], flush=True)
-    result["seed"] = seed(args.workdir, args.seed_from, args.seed_days, env)
 
+
+def prepare(args: argparse.Namespace, env: dict[str, str], overrides: dict[str, str], result: dict[str, Any]) -> Run:
+    """A fresh run directory (AIRFLOW_HOME, a copy of the seed store, logs), the components' environment on
+    free ports, and a migrated metadata DB."""
     run_dir = args.workdir / "runs" / args.label
     shutil.rmtree(run_dir, ignore_errors=True)
     home, store, logs = run_dir / "airflow", run_dir / "store", run_dir / "logs"
     logs.mkdir(parents=True)
     home.mkdir()
     shutil.copytree(args.workdir / "seed" / "store", store)
-    api_port, serve_port = _free_port(), _free_port()
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "RECSYS_STORAGE_BACKEND": "local",
-            "RECSYS_STORAGE_ROOT": str(store),
-            "AIRFLOW__API__PORT": str(api_port),
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            **overrides,
-        }
-    )
+    api_port, serve_port = _harness.free_port(), _harness.free_port()
+    env = env | {
+        "AIRFLOW_HOME": str(home),
+        "RECSYS_STORAGE_BACKEND": "local",
+        "RECSYS_STORAGE_ROOT": str(store),
+        "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_harness.free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_harness.free_port()),
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        **overrides,
+    }
     result["environment"] = {
         k: env.get(k) for k in ["RECSYS_SENSOR_POKE_SECONDS", "AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__PARALLELISM"]
     }
-    db = home / "airflow.db"
     result["airflow_db_migrate_s"] = run_cli(["airflow", "db", "migrate"], env, logs / "db-migrate.log")
-    procs = Processes(logs)
-    api = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30)
-    serve = httpx.Client(base_url=f"http://127.0.0.1:{serve_port}", timeout=10)
-    try:
-        started = time.monotonic()
-        for name in ["api-server", "scheduler", "dag-processor", "triggerer"]:
-            procs.start(name, ["airflow", name], env)
-        procs.start(
-            "serve",
-            [
-                sys.executable,
-                "-m",
-                "recsys.cli",
-                "serve",
-                "--port",
-                str(serve_port),
-                "--poll-seconds",
-                str(args.serve_poll_seconds),
-                "--log-level",
-                "warning",
-            ],
-            env,
-        )
-        wait_for("recsys serve", lambda: serve.get("/readyz").status_code == 200, 600, procs)
-        wait_for("the api-server", lambda: api.get("/api/v2/monitor/health").status_code == 200, 600, procs)
-        wait_for("the DAG to be parsed", lambda: api.get(f"/api/v2/dags/{DAG_ID}").status_code == 200, 600, procs)
-        result["startup_s"] = round(time.monotonic() - started, 1)
-        airflow_groups = {procs.procs[n].pid for n in ["api-server", "scheduler", "dag-processor", "triggerer"]}
-        cpu, t_cpu = group_cpu_s(airflow_groups), time.time()
-        time.sleep(args.idle_seconds)
-        idle = (group_cpu_s(airflow_groups) - cpu) / (time.time() - t_cpu)
-        result["airflow_cpu_idle"] = {"seconds": round(time.time() - t_cpu, 1), "cpu_per_s": round(idle, 3)}
-        old = serve.get("/version").json()["version"]
-        result["champion_before"] = old
-        api.patch(f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
-        conf = {} if args.gate else {"deploy_mode": "force", "deploy_reason": "bench/freshness: time to serve"}
-        t_trigger = time.time()
-        run = (
-            api.post(f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": f"{args.date}T00:00:00Z", "conf": conf})
-            .raise_for_status()
-            .json()
-        )
-        run_id = run["dag_run_id"]
-        result["run_id"] = run_id
-        result["trigger_request_s"] = round(time.time() - t_trigger, 3)
+    return Run(
+        args, env, home, store, logs, serve_port, Processes(logs),
+        httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30),
+        httpx.Client(base_url=f"http://127.0.0.1:{serve_port}", timeout=10),
+        result,
+    )
 
-        def negative_looks() -> int:
-            """Looks that found nothing, once the sensor is waiting again (up_for_reschedule) after the last."""
-            r = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/wait_for_partition")
-            if r.status_code != 200 or r.json().get("state") != "up_for_reschedule":
-                return 0
-            return len(
-                db_rows(
-                    db,
-                    "SELECT tr.id FROM task_reschedule tr JOIN task_instance ti ON ti.id = tr.ti_id "
-                    "WHERE ti.dag_id = ? AND ti.run_id = ?",
-                    (DAG_ID, run_id),
-                )
-            )
 
-        wait_for("the sensor's first look", lambda: negative_looks() >= 1, 900, procs, 0.2)
-        cpu, t_cpu = group_cpu_s(airflow_groups), time.time()
-        wait_for(
-            f"{args.land_after_looks} negative look(s) of the sensor",
-            lambda: negative_looks() >= args.land_after_looks,
-            900,
-            procs,
-            0.2,
+def start(run: Run) -> None:
+    """Start the Airflow components and ``recsys serve``; wait until the service answers and the DAG is parsed."""
+    started = time.monotonic()
+    for name in AIRFLOW_COMPONENTS:
+        run.procs.start(name, ["airflow", name], run.env)
+    options = ("--poll-seconds", str(run.args.serve_poll_seconds), "--log-level", "warning")
+    run.procs.start("serve", _harness.serve_command(run.serve_port, *options), run.env)
+    wait_for("recsys serve", lambda: run.serve.get(_harness.READY_PATH).status_code == 200, 600, run.procs)
+    wait_for("the api-server", lambda: run.api.get("/api/v2/monitor/health").status_code == 200, 600, run.procs)
+    wait_for("the DAG to be parsed", lambda: run.api.get(f"/api/v2/dags/{DAG_ID}").status_code == 200, 600, run.procs)
+    run.result["startup_s"] = round(time.monotonic() - started, 1)
+
+
+def measure_idle_cpu(run: Run) -> None:
+    """CPU per second of the Airflow processes while nothing runs, over ``--idle-seconds``."""
+    groups = run.airflow_groups()
+    cpu, t_cpu = group_cpu_s(groups), time.time()
+    time.sleep(run.args.idle_seconds)
+    idle = (group_cpu_s(groups) - cpu) / (time.time() - t_cpu)
+    run.result["airflow_cpu_idle"] = {"seconds": round(time.time() - t_cpu, 1), "cpu_per_s": round(idle, 3)}
+
+
+def trigger(run: Run) -> tuple[str, float]:
+    """Unpause the DAG and trigger its run of ``--date`` (forced deploy unless ``--gate``); its run id and when."""
+    api, args = run.api, run.args
+    api.patch(f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
+    conf = {} if args.gate else {"deploy_mode": "force", "deploy_reason": "bench/freshness: time to serve"}
+    t_trigger = time.time()
+    dag_run = (
+        api.post(f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": f"{args.date}T00:00:00Z", "conf": conf})
+        .raise_for_status()
+        .json()
+    )
+    run_id = dag_run["dag_run_id"]
+    run.result["run_id"] = run_id
+    run.result["trigger_request_s"] = round(time.time() - t_trigger, 3)
+    return run_id, t_trigger
+
+
+def negative_looks(run: Run, run_id: str) -> int:
+    """Looks that found nothing, once the sensor is waiting again (up_for_reschedule) after the last."""
+    r = run.api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/wait_for_partition")
+    if r.status_code != 200 or r.json().get("state") != "up_for_reschedule":
+        return 0
+    return len(
+        db_rows(
+            run.db,
+            "SELECT tr.id FROM task_reschedule tr JOIN task_instance ti ON ti.id = tr.ti_id "
+            "WHERE ti.dag_id = ? AND ti.run_id = ?",
+            (DAG_ID, run_id),
         )
-        if args.land_after_looks > 1:  # the looks after the first (cold) one, with the scheduler's own loop
-            result["airflow_cpu_while_waiting"] = {
-                "seconds": round(time.time() - t_cpu, 1),
-                "looks": args.land_after_looks - 1,
-                "cpu_per_s": round((group_cpu_s(airflow_groups) - cpu) / (time.time() - t_cpu), 3),
-            }
-        result["trigger_to_landing_s"] = round(time.time() - t_trigger, 1)
-        print(f"sensor waiting after {result['trigger_to_landing_s']} s; landing {args.date}", flush=True)
-        land_started = time.time()
-        run_cli([sys.executable, "-m", "recsys.cli", "land", "--date", args.date], env, logs / "land.log")
-        marker = store / "raw" / "events" / f"dt={args.date}" / "_SUCCESS"
-        t0 = marker.stat().st_mtime
-        result["land_command_s"] = round(time.time() - land_started, 2)
-        result["t0"] = iso(t0)
+    )
 
-        served = switched = run_end = None
-        new_version = None
-        state = "running"
-        deadline = time.time() + args.timeout
-        last_run_check = 0.0
-        while time.time() < deadline:
-            if switched is None:
-                with contextlib.suppress(ValueError, OSError):
-                    champion = read_registry(store)["champion"]
-                    if champion is not None and champion != old:
-                        switched, new_version = time.time(), champion
-            if served is None:
-                with contextlib.suppress(httpx.TransportError):
-                    version = serve.get("/version").json()["version"]
-                    if version != old:
-                        served = time.time()
-                        print(f"serving v{version} {served - t0:.1f} s after t0", flush=True)
-            if time.time() - last_run_check > 1:
-                last_run_check = time.time()
-                state = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}").json()["state"]
-                if state in ("success", "failed") and run_end is None:
-                    run_end = time.time()
-            if run_end is not None and (served is not None or state == "failed" or args.gate):
-                break
-            procs.check()
-            time.sleep(0.1)
-        result["run_state"] = state
-        result["champion_after"] = serve.get("/version").json()["version"]
-        result["new_champion"] = new_version
-        result["tasks"] = breakdown(db, home, run_id, t0)
-        result["timeline_s"] = {
-            "t0_to_champion_switch": _d(t0, switched),
-            "champion_switch_to_served": _d(switched, served),
-            "t0_to_served": _d(t0, served),
-            "t0_to_run_end": _d(t0, run_end),
+
+def wait_for_sensor(run: Run, run_id: str) -> None:
+    """Until the sensor has looked ``--land-after-looks`` times in vain (with the CPU of the later looks)."""
+    args = run.args
+    wait_for("the sensor's first look", lambda: negative_looks(run, run_id) >= 1, 900, run.procs, 0.2)
+    groups = run.airflow_groups()
+    cpu, t_cpu = group_cpu_s(groups), time.time()
+    wait_for(
+        f"{args.land_after_looks} negative look(s) of the sensor",
+        lambda: negative_looks(run, run_id) >= args.land_after_looks,
+        900,
+        run.procs,
+        0.2,
+    )
+    if args.land_after_looks > 1:  # the looks after the first (cold) one, with the scheduler's own loop
+        run.result["airflow_cpu_while_waiting"] = {
+            "seconds": round(time.time() - t_cpu, 1),
+            "looks": args.land_after_looks - 1,
+            "cpu_per_s": round((group_cpu_s(groups) - cpu) / (time.time() - t_cpu), 3),
         }
-        result["summary"] = summarise(result, t0, switched, served)
-        result["meets_target"] = served is not None and served - t0 <= TARGET_S
+
+
+def land(run: Run, t_trigger: float) -> float:
+    """Land ``--date`` with ``recsys land``; t0, the mtime of its events ``_SUCCESS`` marker."""
+    args = run.args
+    run.result["trigger_to_landing_s"] = round(time.time() - t_trigger, 1)
+    print(f"sensor waiting after {run.result['trigger_to_landing_s']} s; landing {args.date}", flush=True)
+    land_started = time.time()
+    run_cli([sys.executable, "-m", "recsys.cli", "land", "--date", args.date], run.env, run.logs / "land.log")
+    marker = run.store / "raw" / "events" / f"dt={args.date}" / "_SUCCESS"
+    t0 = marker.stat().st_mtime
+    run.result["land_command_s"] = round(time.time() - land_started, 2)
+    run.result["t0"] = iso(t0)
+    return t0
+
+
+@dataclass
+class Watched:
+    """What :func:`watch` saw: when the champion switched (and to which version), when the service answered
+    with it, when the run ended and in which state."""
+
+    switched: float | None = None
+    new_version: int | None = None
+    served: float | None = None
+    run_end: float | None = None
+    state: str = "running"
+
+
+def watch(run: Run, run_id: str, old: int, t0: float) -> Watched:
+    """Poll the registry and ``GET /version`` (every 0.1 s) and the run's state (every second) until the run
+    ended and the service answers with the new champion (or the run failed, or ``--gate``), or ``--timeout``."""
+    seen = Watched()
+    deadline = time.time() + run.args.timeout
+    last_run_check = 0.0
+    while time.time() < deadline:
+        if seen.switched is None:
+            with contextlib.suppress(ValueError, OSError):
+                champion = read_registry(run.store)["champion"]
+                if champion is not None and champion != old:
+                    seen.switched, seen.new_version = time.time(), champion
+        if seen.served is None:
+            with contextlib.suppress(httpx.TransportError):
+                version = run.serve.get("/version").json()["version"]
+                if version != old:
+                    seen.served = time.time()
+                    print(f"serving v{version} {seen.served - t0:.1f} s after t0", flush=True)
+        if time.time() - last_run_check > 1:
+            last_run_check = time.time()
+            seen.state = run.api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}").json()["state"]
+            if seen.state in ("success", "failed") and seen.run_end is None:
+                seen.run_end = time.time()
+        if seen.run_end is not None and (seen.served is not None or seen.state == "failed" or run.args.gate):
+            break
+        run.procs.check()
+        time.sleep(0.1)
+    return seen
+
+
+def record(run: Run, run_id: str, t0: float, seen: Watched) -> None:
+    """The run's outcome, its per-task breakdown, the timeline from t0 and the summary."""
+    result = run.result
+    result["run_state"] = seen.state
+    result["champion_after"] = run.serve.get("/version").json()["version"]
+    result["new_champion"] = seen.new_version
+    result["tasks"] = breakdown(run.db, run.home, run_id, t0)
+    result["timeline_s"] = {
+        "t0_to_champion_switch": _d(t0, seen.switched),
+        "champion_switch_to_served": _d(seen.switched, seen.served),
+        "t0_to_served": _d(t0, seen.served),
+        "t0_to_run_end": _d(t0, seen.run_end),
+    }
+    result["summary"] = summarise(result, t0, seen.switched, seen.served)
+    result["meets_target"] = seen.served is not None and seen.served - t0 <= TARGET_S
+
+
+def measure(run: Run) -> None:
+    """Steps 3 to 6 of the module docstring: start, trigger, land, watch, record."""
+    start(run)
+    measure_idle_cpu(run)
+    old = run.serve.get("/version").json()["version"]
+    run.result["champion_before"] = old
+    run_id, t_trigger = trigger(run)
+    wait_for_sensor(run, run_id)
+    t0 = land(run, t_trigger)
+    seen = watch(run, run_id, old, t0)
+    record(run, run_id, t0, seen)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = args.out or Path(__file__).with_name(f"results-{args.label}.json")
+    if args.analyse:
+        analyse(out, args.workdir / "runs" / args.label)
+        return 0
+
+    env = dict(os.environ)
+    if "AIRFLOW__CORE__DAGS_FOLDER" not in env:
+        raise SystemExit("source scripts/env.sh first (it sets the DAG folder and the virtual environment)")
+    overrides = dict(item.split("=", 1) for item in args.set)
+    result = header(args, overrides)
+    print(result["uptime_before"], flush=True)
+    result["seed"] = seed(args.workdir, args.seed_from, args.seed_days, env)
+    run = prepare(args, env, overrides, result)
+    try:
+        measure(run)
     finally:
-        procs.stop()
-        api.close()
-        serve.close()
+        run.procs.stop()
+        run.api.close()
+        run.serve.close()
         result["uptime_after"] = uptime()
         out.write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {out}", flush=True)

@@ -18,8 +18,6 @@ import argparse
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,6 +31,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import _harness  # noqa: E402
 import synthetic_store  # noqa: E402
 
 from recsys.serving.model_holder import LoadedVersion, load_version  # noqa: E402
@@ -64,34 +63,12 @@ def in_process(lv: LoadedVersion, users: list[str], queries: int, seed: int = 0)
     return {**percentiles(times), "throughput_per_s": round(queries / total, 1)}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def over_http(root: Path, users: list[str], queries: int, seconds: float, threads: int = 4,
               exact: bool = True) -> dict:
     import httpx
 
-    port = _free_port()
-    env = {**os.environ, "RECSYS_STORAGE_BACKEND": "local", "RECSYS_STORAGE_ROOT": str(root)}
-    command = [sys.executable, "-m", "recsys.cli", "serve", "--port", str(port), "--log-level", "warning",
-               "--poll-seconds", "2", *(["--exact"] if exact else [])]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        started = time.monotonic()
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() - started > 600:
-                raise RuntimeError("recsys serve did not become ready")
-            time.sleep(0.2)
-        ready_seconds = time.monotonic() - started
+    options = ["--log-level", "warning", "--poll-seconds", "2", *(["--exact"] if exact else [])]
+    with _harness.recsys_serve(root, *options, timeout=600) as (base, ready_seconds):
         rng = np.random.default_rng(1)
         times = []
         with httpx.Client(timeout=30) as client:
@@ -124,9 +101,6 @@ def over_http(root: Path, users: list[str], queries: int, seconds: float, thread
         return {"sequential": percentiles(times), "startup_to_ready_s": round(ready_seconds, 2),
                 "concurrent": {"client_threads": threads, "seconds": round(elapsed, 1), "requests": sum(done),
                                "failed": sum(failed), "throughput_per_s": round(sum(done) / elapsed, 1)}}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def ann(lv: LoadedVersion, users: list[str], queries: int, ef_values: list[int]) -> tuple[LoadedVersion, dict]:
@@ -177,7 +151,7 @@ def main() -> None:
     args = p.parse_args()
 
     result: dict = {
-        "machine": {"cpus": os.cpu_count(), "cpu": _cpu_name(), "python": platform.python_version(),
+        "machine": {"cpus": os.cpu_count(), "cpu": _harness.cpu_name(), "python": platform.python_version(),
                     "numpy": np.__version__, "loadavg_before": os.getloadavg()},
         "k": K, "dim": args.dim, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "catalogs": {},
     }
@@ -218,16 +192,6 @@ def main() -> None:
     result["machine"]["loadavg_after"] = os.getloadavg()
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,18 +27,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import _harness
 import synthetic_store
 
 from recsys import registry
 from recsys.serving.deploy import rollback
 
 K = 100
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def main() -> None:
@@ -69,28 +62,9 @@ def main() -> None:
             top = -np.sort(-(user64 @ item64.T), axis=1)[:, :10]
             expected[version] = (user64, item64, top)
 
-        port = _free_port()
-        env = {**os.environ, "RECSYS_STORAGE_BACKEND": "local", "RECSYS_STORAGE_ROOT": str(store.root)}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "recsys.cli", "serve", "--port", str(port), "--log-level", "warning",
-             "--poll-seconds", str(args.poll_seconds)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            while True:
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None:
-                    raise RuntimeError(f"recsys serve exited: {proc.stderr.read() if proc.stderr else ''}")
-                time.sleep(0.2)
+        options = ("--log-level", "warning", "--poll-seconds", str(args.poll_seconds))
+        with _harness.recsys_serve(store.root, *options, log=Path(tmp) / "serve.log") as (base, _):
             result = run_load(base, store, args, users, items, expected)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
     result["loadavg_after"] = os.getloadavg()
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "switches"}, indent=2))

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -25,6 +22,10 @@ from recsys.features import vocab
 from recsys.serving.deploy import INDEX_FILE, INDEX_META_FILE, build_index, index_metadata, rollback
 from recsys.storage import layout
 from recsys.storage.local import LocalStore
+
+# bench/_harness.py starts `recsys serve` and waits until it is ready, as the serving benchmarks do
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import _harness
 
 pytestmark = pytest.mark.integration
 
@@ -87,44 +88,12 @@ def _is_top10(tables: tuple[np.ndarray, np.ndarray], user: str, body: dict) -> b
             and np.allclose(returned, best, atol=1e-4))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def server(tmp_path):
     store, expected = _build_store(tmp_path / "store")
-    port = _free_port()
-    env = {**os.environ, "RECSYS_STORAGE_BACKEND": "local", "RECSYS_STORAGE_ROOT": str(store.root)}
-    log = open(tmp_path / "serve.log", "w")  # closed in the finally below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "recsys.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--poll-seconds", "0.1", "--log-level", "warning"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"recsys serve did not become ready; log:\n{(tmp_path / 'serve.log').read_text()}")
-            time.sleep(0.2)
+    options = ("--host", "127.0.0.1", "--poll-seconds", "0.1", "--log-level", "warning")
+    with _harness.recsys_serve(store.root, *options, log=tmp_path / "serve.log", timeout=90) as (base, _):
         yield base, store, expected
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def _served_version(client: httpx.Client, base: str) -> int:
