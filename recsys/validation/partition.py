@@ -78,7 +78,7 @@ def validate_partition(
     before = previous_summary(store, day)
     passed_print = (before or {}).get("passed_fingerprint")
     if force:
-        registry.record_manual(store, "revalidation_forced", None, run_id, date=day.isoformat())
+        registry.record_manual(store, registry.REVALIDATION_FORCED, None, run_id, date=day.isoformat())
     elif before and passed_print == current and before.get("fingerprint") == current:
         log.info("%s was validated before from the identical delivery %s; nothing changes", day, current[:12])
         return ValidationReport.from_summary(day, before)
