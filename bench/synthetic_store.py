@@ -85,5 +85,5 @@ def build(root: Path, n_users: int, n_items: int, dim: int = 32, versions: int =
         index.to_parquet(data, index=False)
         store.write_bytes(f"{vdir}/{INDEX_FILE}", data.getvalue())
         store.write_json(f"{vdir}/{INDEX_META_FILE}", index_metadata(data.getvalue(), index, DAY, "bench"))
-        registry.set_champion(store, version, "deployed", "benchmark", "bench")
+        registry.set_champion(store, version, registry.DEPLOYED, "benchmark", "bench")
     return store

@@ -203,7 +203,7 @@ def worker(strategy: str, days: int, workdir: Path, every: int = 1) -> dict[str,
         "bootstrap_cpu_seconds": round(bootstrap_cpu, 1),
         "daily_cpu_seconds": round(daily_cpu, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "deploys": sum(1 for h in reg["history"] if h["action"] == "deployed"),
+        "deploys": sum(1 for h in reg["history"] if h["action"] == registry.DEPLOYED),
         # the training step alone (model.fit), summed over the window's versions
         "window_train_seconds": round(sum(
             v.get("train_seconds", 0.0) for v in reg["versions"].values() if v["trained_on"] >= window[0].isoformat()

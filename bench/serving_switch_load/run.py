@@ -49,7 +49,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="recsys-switch-") as tmp:
         store = synthetic_store.build(Path(tmp) / "store", args.users, args.items, versions=3)
-        registry.set_champion(store, 1, "rollback", "start of the load test", "bench")
+        registry.set_champion(store, 1, registry.ROLLBACK, "start of the load test", "bench")
         users = synthetic_store.user_ids(args.users)
         items = synthetic_store.item_ids(args.items)
         # per version: the tables (float64) and each user's exact top-10 scores. An answer is right when
@@ -125,7 +125,7 @@ def run_load(base: str, store, args, users: list[str], items: list[str],
                 else:  # another version, in turn
                     action = "deploy"
                     target = [v for v in (1, 2, 3) if v != current][(i // 2) % 2]
-                    registry.set_champion(store, target, "deployed", f"load test switch {i}", "bench")
+                    registry.set_champion(store, target, registry.DEPLOYED, f"load test switch {i}", "bench")
                 previous = current
                 t = time.perf_counter()
                 while probe.get(f"{base}/version").json()["version"] != target:

@@ -70,8 +70,8 @@ def _build_store(root: Path) -> tuple[LocalStore, dict[int, tuple[np.ndarray, np
         store.write_json(f"{vdir}/{INDEX_META_FILE}", index_metadata(data.getvalue(), index, DAY0, None))
         expected[version] = (user[1:].astype(np.float64), item[1:].astype(np.float64))
     for version in VERSIONS:
-        registry.set_champion(store, version, "deployed", "initial deploy", "test")
-    registry.set_champion(store, 1, "rollback", "start from version 1", "test")
+        registry.set_champion(store, version, registry.DEPLOYED, "initial deploy", "test")
+    registry.set_champion(store, 1, registry.ROLLBACK, "start from version 1", "test")
     return store, expected
 
 
@@ -141,7 +141,7 @@ def test_deploys_and_rollbacks_under_load_fail_no_request_and_never_mix_versions
                     target = rollback(store, "load test rollback", run_id="load-test")["version"]
                 else:
                     target = int(step)
-                    registry.set_champion(store, target, "deployed", "load test deploy", "load-test")
+                    registry.set_champion(store, target, registry.DEPLOYED, "load test deploy", "load-test")
                 switched = time.monotonic()
                 while _served_version(probe, base) != target:
                     assert time.monotonic() - switched < SWITCH_BOUND_SECONDS, f"version {target} not served in time"
@@ -151,7 +151,7 @@ def test_deploys_and_rollbacks_under_load_fail_no_request_and_never_mix_versions
 
             # a champion that cannot be loaded: the old version keeps answering, readiness says why
             served = _served_version(probe, base)
-            registry.set_champion(store, BROKEN, "deployed", "a broken export", "load-test")
+            registry.set_champion(store, BROKEN, registry.DEPLOYED, "a broken export", "load-test")
             deadline = time.monotonic() + SWITCH_BOUND_SECONDS
             while probe.get(f"{base}/readyz").json()["load_error"] is None:
                 assert time.monotonic() < deadline, "the failed load never showed in /readyz"
@@ -162,7 +162,7 @@ def test_deploys_and_rollbacks_under_load_fail_no_request_and_never_mix_versions
             assert _served_version(probe, base) == served
             assert "recsys_model_load_failing 1" in probe.get(f"{base}/metrics").text
             time.sleep(0.3)
-            registry.set_champion(store, 2, "deployed", "fixed", "load-test")
+            registry.set_champion(store, 2, registry.DEPLOYED, "fixed", "load-test")
             switched = time.monotonic()
             while _served_version(probe, base) != 2:
                 assert time.monotonic() - switched < SWITCH_BOUND_SECONDS
