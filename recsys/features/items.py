@@ -18,6 +18,7 @@ import pandas as pd
 from recsys import schema
 from recsys.features import vocab
 from recsys.storage import PartitionStore, StorageError, layout
+from recsys.storage.raw import read_partition
 
 TITLE_WORDS = 8  # words of a title that count (the rest are cut)
 WORD_BUCKETS = 1 << 14  # hash buckets for title words; bucket 0 is padding
@@ -67,8 +68,6 @@ def feature_arrays(catalog: pd.DataFrame, items: pd.DataFrame, rows: int) -> dic
 
 def latest_catalog(store: PartitionStore, day: date) -> pd.DataFrame:
     """The newest complete catalog snapshot on or before ``day`` (empty if there is none)."""
-    from recsys.storage.raw import read_partition
-
     days = [d for d in store.partitions(layout.RAW_CATALOG) if d <= day]
     for candidate in reversed(days):
         try:
