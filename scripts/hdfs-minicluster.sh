@@ -9,6 +9,10 @@
 #   scripts/hdfs-minicluster.sh stop     # SIGTERM, clean shutdown
 #   scripts/hdfs-minicluster.sh status   # exit 0 when running and ready
 #   scripts/hdfs-minicluster.sh build    # only build (CI does this before the tests)
+#   scripts/hdfs-minicluster.sh start kerberos   # (also stop/status kerberos) a second, Kerberized cluster:
+#       an in-process KDC (Hadoop's MiniKdc), Kerberos RPC, SPNEGO on WebHDFS http://localhost:9871, NameNode
+#       RPC 127.0.0.1:8021, block access tokens, SASL data transfer; state in var/hdfs-minicluster-kerberos,
+#       client krb5.conf and keytab under its kerberos/ (their paths, the realm and principal in ready.json)
 #
 # Environment: HDFS_MINICLUSTER_HOME (state: data, log, pid, ready file; default var/hdfs-minicluster),
 # HDFS_MINICLUSTER_TIMEOUT (seconds to wait for ready, default 180), HDFS_MINICLUSTER_JAVA_HOME (default
@@ -17,14 +21,19 @@
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOL="$REPO_ROOT/tools/hdfs-minicluster"
-STATE="${HDFS_MINICLUSTER_HOME:-$REPO_ROOT/var/hdfs-minicluster}"
+MODE="${2:-simple}"
+case "$MODE" in
+  simple) STATE="${HDFS_MINICLUSTER_HOME:-$REPO_ROOT/var/hdfs-minicluster}"; RPC_PORT=8020; HTTP_PORT=9870; EXTRA_ARGS=() ;;
+  kerberos)
+    STATE="${HDFS_MINICLUSTER_KERBEROS_HOME:-$REPO_ROOT/var/hdfs-minicluster-kerberos}"; RPC_PORT=8021; HTTP_PORT=9871
+    EXTRA_ARGS=(--kerberos "$STATE/kerberos") ;;
+  *) echo "usage: $0 start|stop|status|build [simple|kerberos]" >&2; exit 2 ;;
+esac
 TIMEOUT="${HDFS_MINICLUSTER_TIMEOUT:-180}"
 JAVA_HOME="${HDFS_MINICLUSTER_JAVA_HOME:-/usr/lib/jvm/java-17-openjdk-amd64}"
 PIDFILE="$STATE/cluster.pid"
 READY="$STATE/ready.json"
 LOG="$STATE/cluster.log"
-RPC_PORT=8020
-HTTP_PORT=9870
 
 # The JDK internals Hadoop reaches into (the list Hadoop's own build passes to its tests on Java 17).
 JAVA_OPTS=(
@@ -45,6 +54,8 @@ JAVA_OPTS=(
   --add-opens=java.base/sun.security.x509=ALL-UNNAMED
   --add-exports=java.base/sun.net.dns=ALL-UNNAMED
   --add-exports=java.base/sun.net.util=ALL-UNNAMED
+  --add-exports=java.security.jgss/sun.security.krb5=ALL-UNNAMED
+  --add-opens=java.security.jgss/sun.security.krb5=ALL-UNNAMED
 )
 
 say() { echo "hdfs-minicluster: $*" >&2; }
@@ -139,13 +150,13 @@ start() {
   done
   mkdir -p "$STATE"
   # a fresh cluster: formatted anew; started-by-tests is set again by the pytest fixture if it started it
-  rm -rf "$STATE/data" "$READY" "$STATE/started-by-tests"
+  rm -rf "$STATE/data" "$STATE/kerberos" "$READY" "$STATE/started-by-tests"
   started="$(date +%s%N)"
   # setsid: the cluster outlives this script and the shell that ran it, until `stop`
   setsid "$JAVA_HOME/bin/java" "${JAVA_OPTS[@]}" \
     -cp "$TOOL/target/classes:$(cat "$TOOL/target/classpath.txt")" recsys.hdfs.MiniHdfs \
     --base-dir "$STATE/data" --ready-file "$READY" --rpc-port "$RPC_PORT" --http-port "$HTTP_PORT" \
-    >"$LOG" 2>&1 </dev/null &
+    ${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"} >"$LOG" 2>&1 </dev/null &
   pid=$!
   echo "$pid" > "$PIDFILE"
   wait_ready "$pid" "$started" || exit 1
@@ -191,5 +202,5 @@ case "${1:-}" in
   stop) stop ;;
   status) status ;;
   build) build ;;
-  *) echo "usage: $0 start|stop|status|build" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|build [simple|kerberos]" >&2; exit 2 ;;
 esac

@@ -44,6 +44,9 @@ def airflow_db() -> str:
 # --- a real HDFS ------------------------------------------------------------------------------------
 HDFS_SCRIPT = REPO_ROOT / "scripts" / "hdfs-minicluster.sh"
 HDFS_STATE = Path(os.environ.get("HDFS_MINICLUSTER_HOME", REPO_ROOT / "var" / "hdfs-minicluster"))
+HDFS_KERBEROS_STATE = Path(
+    os.environ.get("HDFS_MINICLUSTER_KERBEROS_HOME", REPO_ROOT / "var" / "hdfs-minicluster-kerberos")
+)
 HDFS_START_TIMEOUT = 240  # seconds; a start takes about 10 s on 2 cores, the first build about 30 s more
 HDFS_USER = "recsys"
 
@@ -74,8 +77,8 @@ class HdfsCluster:
         return json.dumps({"conn_type": "webhdfs", "host": web.hostname, "port": web.port, "login": self.user})
 
 
-def _log_tail(lines: int = 60) -> str:
-    log = HDFS_STATE / "cluster.log"
+def _log_tail(lines: int = 60, state: Path = HDFS_STATE) -> str:
+    log = state / "cluster.log"
     if not log.exists():
         return f"(no {log})"
     return f"--- last {lines} lines of {log} ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
@@ -91,9 +94,8 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-@pytest.fixture(scope="session")
-def hdfs_cluster():
-    """A real single-node HDFS (scripts/hdfs-minicluster.sh), shared by the test sessions of this checkout.
+def _shared_cluster(mode: str, state: Path):
+    """Start (or join) the test cluster of ``scripts/hdfs-minicluster.sh ... <mode>``; yield its ready.json.
 
     The first session that needs it starts it; every session registers itself while it uses it, and
     the last one to finish stops it. A cluster started by hand is used and left running. If it cannot
@@ -103,45 +105,103 @@ def hdfs_cluster():
     import json
     import subprocess
 
-    env = os.environ | {"HDFS_MINICLUSTER_HOME": str(HDFS_STATE), "HDFS_MINICLUSTER_TIMEOUT": str(HDFS_START_TIMEOUT)}
-    HDFS_STATE.mkdir(parents=True, exist_ok=True)
-    users = HDFS_STATE / "test-sessions"
+    env = os.environ | {
+        "HDFS_MINICLUSTER_HOME": str(HDFS_STATE), "HDFS_MINICLUSTER_KERBEROS_HOME": str(HDFS_KERBEROS_STATE),
+        "HDFS_MINICLUSTER_TIMEOUT": str(HDFS_START_TIMEOUT),
+    }
+    script = [str(HDFS_SCRIPT)]
+    state.mkdir(parents=True, exist_ok=True)
+    users = state / "test-sessions"
     users.mkdir(exist_ok=True)
-    started_by_tests = HDFS_STATE / "started-by-tests"
+    started_by_tests = state / "started-by-tests"
     me = users / str(os.getpid())
 
-    with open(HDFS_STATE / "fixture.lock", "w") as lock:
+    with open(state / "fixture.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one session at a time decides whether to start it
-        running = subprocess.run([str(HDFS_SCRIPT), "status"], capture_output=True, text=True, env=env)
+        running = subprocess.run([*script, "status", mode], capture_output=True, text=True, env=env)
         if running.returncode != 0:
             try:
                 start = subprocess.run(
-                    [str(HDFS_SCRIPT), "start"], capture_output=True, text=True, env=env,
+                    [*script, "start", mode], capture_output=True, text=True, env=env,
                     timeout=HDFS_START_TIMEOUT + 120,
                 )
             except subprocess.TimeoutExpired as err:
-                subprocess.run([str(HDFS_SCRIPT), "stop"], capture_output=True, env=env)
-                pytest.fail(f"the test HDFS did not start within {err.timeout:.0f} s\n{_log_tail()}", pytrace=False)
+                subprocess.run([*script, "stop", mode], capture_output=True, env=env)
+                pytest.fail(
+                    f"the test HDFS ({mode}) did not start within {err.timeout:.0f} s\n{_log_tail(state=state)}",
+                    pytrace=False,
+                )
             if start.returncode != 0:
                 pytest.fail(
-                    f"the test HDFS did not start (scripts/hdfs-minicluster.sh start exited {start.returncode}):\n"
-                    f"{start.stderr}\n{_log_tail()}",
+                    f"the test HDFS did not start (scripts/hdfs-minicluster.sh start {mode} exited "
+                    f"{start.returncode}):\n{start.stderr}\n{_log_tail(state=state)}",
                     pytrace=False,
                 )
             if "already running" not in start.stderr and "started by someone else" not in start.stderr:
                 started_by_tests.touch()
-        ready_file = HDFS_STATE / "ready.json"
+        ready_file = state / "ready.json"
         if not ready_file.exists():
-            pytest.fail(f"the test HDFS reports no {ready_file}\n{_log_tail()}", pytrace=False)
-        cluster = HdfsCluster(json.loads(ready_file.read_text()))
+            pytest.fail(f"the test HDFS reports no {ready_file}\n{_log_tail(state=state)}", pytrace=False)
+        ready = json.loads(ready_file.read_text())
         me.touch()
 
-    yield cluster
+    yield ready
 
-    with open(HDFS_STATE / "fixture.lock", "w") as lock:
+    with open(state / "fixture.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         me.unlink(missing_ok=True)
         others = [p for p in users.iterdir() if p.name.isdigit() and _pid_alive(int(p.name))]
         if not others and started_by_tests.exists():
-            subprocess.run([str(HDFS_SCRIPT), "stop"], capture_output=True, env=env)
+            subprocess.run([*script, "stop", mode], capture_output=True, env=env)
             started_by_tests.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def hdfs_cluster():
+    """A real single-node HDFS (scripts/hdfs-minicluster.sh), shared by the test sessions of this checkout."""
+    for ready in _shared_cluster("simple", HDFS_STATE):
+        yield HdfsCluster(ready)
+
+
+class KerberizedHdfsCluster(HdfsCluster):
+    """The Kerberized test HDFS: SPNEGO on WebHDFS, its KDC's client krb5.conf, principal and keytab."""
+
+    def __init__(self, ready: dict) -> None:
+        super().__init__(ready)
+        self.realm: str = ready["realm"]
+        self.krb5_conf = Path(ready["krb5_conf"])
+        self.principal: str = ready["client_principal"]
+        self.keytab = Path(ready["client_keytab"])
+
+    def store(self, name: str = "store"):
+        """A WebHDFS store with Kerberos authentication (needs a ticket: fixture ``kerberos_ticket``)."""
+        import uuid
+
+        from recsys.storage.webhdfs import WebHDFSStore
+
+        return WebHDFSStore(self.webhdfs_url, f"/recsys-test/{name}-{uuid.uuid4().hex[:8]}", auth="kerberos")
+
+    def kinit(self, ccache: Path) -> None:
+        """Get the client principal's ticket from its keytab into ``ccache`` (what ``kinit -kt`` does)."""
+        import gssapi
+
+        name = gssapi.Name(self.principal, gssapi.NameType.kerberos_principal)
+        store: dict[bytes | str, bytes | str] = {"client_keytab": str(self.keytab), "ccache": f"FILE:{ccache}"}
+        gssapi.Credentials(name=name, usage="initiate", store=store)
+
+
+@pytest.fixture(scope="session")
+def hdfs_kerberos_cluster():
+    """A Kerberized single-node HDFS with its KDC (scripts/hdfs-minicluster.sh start kerberos)."""
+    for ready in _shared_cluster("kerberos", HDFS_KERBEROS_STATE):
+        yield KerberizedHdfsCluster(ready)
+
+
+@pytest.fixture
+def kerberos_ticket(hdfs_kerberos_cluster, tmp_path, monkeypatch) -> KerberizedHdfsCluster:
+    """This test holds a ticket of the cluster's client principal (KRB5_CONFIG, KRB5CCNAME in tmp_path)."""
+    ccache = tmp_path / "krb5cc"
+    monkeypatch.setenv("KRB5_CONFIG", str(hdfs_kerberos_cluster.krb5_conf))
+    monkeypatch.setenv("KRB5CCNAME", f"FILE:{ccache}")
+    hdfs_kerberos_cluster.kinit(ccache)
+    return hdfs_kerberos_cluster

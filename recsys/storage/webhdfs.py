@@ -114,9 +114,18 @@ class WebHDFSStore(PartitionStore):
         try:
             return fn(*args, **kwargs)
         except HdfsError as err:
-            raise StorageError(f"{what} {self._uri_of(full)} failed: {err}") from err
+            raise StorageError(f"{what} {self._uri_of(full)} failed: {err}{self._auth_hint(err)}") from err
         except requests.RequestException as err:
             raise self._unreachable(what, full, err) from err
+
+    def _auth_hint(self, err: HdfsError) -> str:
+        """What to do when the NameNode refused the credentials (HTTP 401), else nothing."""
+        if not str(err).startswith("Authentication failure"):
+            return ""
+        if self.auth == "kerberos":
+            return (" (the NameNode refused SPNEGO: this process needs a valid Kerberos ticket; run kinit with "
+                    "the principal's keytab, or point KRB5CCNAME at a credentials cache that holds one)")
+        return " (the NameNode asks for Kerberos: set RECSYS_WEBHDFS_AUTH=kerberos and kinit first)"
 
     def _unreachable(self, what: str, full: str, err: Exception) -> StorageError:
         """The error for a NameNode that cannot be reached, saying where to fix its address."""
@@ -220,9 +229,9 @@ class WebHDFSStore(PartitionStore):
         try:
             listing = self.client.list(full, status=True)
         except HdfsError as err:
-            if err.exception in (None, "FileNotFoundException"):  # None: the path is a file
+            if err.exception == "FileNotFoundException" or "is not a directory" in str(err):
                 return None
-            raise StorageError(f"listing {self._uri_of(full)} failed: {err}") from err
+            raise StorageError(f"listing {self._uri_of(full)} failed: {err}{self._auth_hint(err)}") from err
         except requests.RequestException as err:
             raise self._unreachable("listing", full, err) from err
         return {name: status["modificationTime"] / 1000.0 for name, status in listing}

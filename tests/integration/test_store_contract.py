@@ -3,7 +3,8 @@
 Both stores must behave the same for everything the pipeline relies on: atomic replacement of files
 and directories through a temporary sibling, markers, listings, error messages that name the path.
 The HDFS cases run against the single-node cluster of scripts/hdfs-minicluster.sh (fixture
-``hdfs_cluster``); they fail, never skip, when it cannot start.
+``hdfs_cluster``) and, through Kerberos (SPNEGO, a ticket from the KDC's keytab), against its Kerberized
+twin (fixture ``kerberos_ticket``); they fail, never skip, when it cannot start.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from recsys.storage.base import HOST_ID, PartitionStore, parse_temporary, tempor
 
 pytestmark = pytest.mark.integration
 
-BACKENDS = ["local", pytest.param("webhdfs", marks=pytest.mark.hdfs)]
+BACKENDS = [
+    "local", pytest.param("webhdfs", marks=pytest.mark.hdfs), pytest.param("webhdfs-kerberos", marks=pytest.mark.hdfs),
+]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -35,6 +38,8 @@ def store(request, tmp_path) -> PartitionStore:
         from recsys.storage.local import LocalStore
 
         return LocalStore(tmp_path / "store")
+    if request.param == "webhdfs-kerberos":
+        return request.getfixturevalue("kerberos_ticket").store("contract")
     return request.getfixturevalue("hdfs_cluster").store("contract")
 
 
@@ -276,7 +281,7 @@ if spec["backend"] == "local":
     store = LocalStore(spec["root"])
 else:
     from recsys.storage.webhdfs import WebHDFSStore
-    store = WebHDFSStore(spec["url"], spec["root"], user=spec["user"])
+    store = WebHDFSStore(spec["url"], spec["root"], user=spec["user"], auth=spec["auth"])
 die = lambda: os.kill(os.getpid(), signal.SIGKILL)
 if spec["kill"] == "between-renames":
     real_move = store._move
@@ -309,7 +314,10 @@ def _publish_and_die(store: PartitionStore, source: Path, path: str, kill: str) 
     if store.uri("").startswith("file://"):
         spec = {"backend": "local", "root": str(store.root)}  # type: ignore[attr-defined]
     else:
-        spec = {"backend": "webhdfs", "url": store.url, "root": store.root, "user": store.user}  # type: ignore[attr-defined]
+        spec = {
+            "backend": "webhdfs", "url": store.url, "root": store.root,  # type: ignore[attr-defined]
+            "user": store.user, "auth": store.auth,  # type: ignore[attr-defined]
+        }
     spec |= {"source": str(source), "path": path, "kill": kill}
     child = subprocess.run(
         [sys.executable, "-c", _PUBLISH_AND_DIE, json.dumps(spec)], capture_output=True, text=True, timeout=120
@@ -454,4 +462,6 @@ def test_uri_is_absolute_and_names_the_backend(store):
     if uri.startswith("file://"):
         assert uri == f"file://{store.root}/raw/events"  # type: ignore[attr-defined]
     else:
-        assert uri == f"webhdfs://127.0.0.1:9870{store.root}/raw/events"  # type: ignore[attr-defined]
+        netloc = store.url.split("://", 1)[1]  # type: ignore[attr-defined]
+        assert netloc in ("127.0.0.1:9870", "localhost:9871")
+        assert uri == f"webhdfs://{netloc}{store.root}/raw/events"  # type: ignore[attr-defined]
