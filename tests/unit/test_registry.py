@@ -98,3 +98,46 @@ def test_now_is_utc_iso_seconds():
     assert parsed.utcoffset().total_seconds() == 0
     assert parsed.microsecond == 0
     assert stamp.endswith("+00:00")
+
+
+def _keys(typed_dict: type) -> set[str]:
+    return set(typed_dict.__required_keys__) | set(typed_dict.__optional_keys__)  # type: ignore[attr-defined]
+
+
+def test_every_write_stays_inside_the_declared_document_shape(store):
+    """What every writer puts on disk uses only the keys of registry.Registry and its parts, and the history
+    only the action constants (a new key or action must be declared there first)."""
+    for version, day in ((1, D1), (2, D2)):
+        registry.add_version(store, version, {"version": version, "kind": registry.FINE_TUNE,
+                                              "trained_on": day.isoformat()}, "r1")
+    decision = {"date": D1.isoformat(), "candidate_version": 1, "champion_version": None,
+                "candidate_metrics": {"recall@100": 0.5}, "champion_metrics": None, "eval_users": 3,
+                "eval_examples": 4, "blessed": True, "reason": "no champion yet", "decided_at": registry.now()}
+    registry.record_decision(store, D1, decision, "r1")
+    registry.set_champion(store, 1, registry.DEPLOYED, "no champion yet", "r1")
+    registry.record_decision(store, D2, decision | {"date": D2.isoformat(), "candidate_version": 2,
+                                                    "blessed": False, "reason": "worse"}, "r2")
+    registry.deploy_override(store, D2, registry.SKIP, "hold", "m1")
+    registry.deploy_override(store, D2, registry.FORCE, "approved", "m2")
+    registry.set_champion(store, 2, registry.DEPLOYED, "forced", "m2")
+    registry.set_champion(store, 1, registry.ROLLBACK, "bad", "m3")
+    registry.add_version(store, 3, {"version": 3, "kind": registry.FULL_RETRAIN, "trained_on": D2.isoformat(),
+                                    "window_days": 2}, "fr")
+    registry.record_retrain_decision(store, 3, decision | {"date": D2.isoformat(), "candidate_version": 3,
+                                                           "kind": registry.FULL_RETRAIN, "window_days": 2}, "fr")
+    registry.record_accepted_invalid(store, D3, "known promotion", ["expect_a"], "m4")
+    registry.record_manual(store, registry.REVALIDATION_FORCED, None, "m5", date=D3.isoformat())
+
+    doc = store.read_json("registry/two_tower.json")
+    assert set(doc) == _keys(registry.Registry)
+    assert all(set(v) <= _keys(registry.VersionEntry) for v in doc["versions"].values())
+    assert all(set(d) <= _keys(registry.Decision) for d in doc["decisions"].values())
+    assert set(doc["decisions"][D2.isoformat()]["forced"]) == _keys(registry.Forced)
+    assert all(set(d) <= _keys(registry.RetrainDecision) for d in doc["retrains"].values())
+    assert all(set(h) <= _keys(registry.HistoryEntry) for h in doc["history"])
+    assert [h["action"] for h in doc["history"]] == [
+        registry.TRAINED, registry.TRAINED, registry.BLESSED, registry.DEPLOYED, registry.REJECTED,
+        registry.DEPLOY_SKIPPED, registry.DEPLOY_FORCED, registry.DEPLOYED, registry.ROLLBACK, registry.TRAINED,
+        registry.BLESSED, registry.ACCEPTED_INVALID, registry.REVALIDATION_FORCED]
+    assert registry.ON_CALL_ACTIONS == {registry.ROLLBACK, registry.DEPLOY_SKIPPED, registry.DEPLOY_FORCED,
+                                        registry.REVALIDATION_FORCED, registry.ACCEPTED_INVALID}
