@@ -109,7 +109,7 @@ def is_stale(tmp: Temporary, mtime: float, now: float | None = None) -> bool:
 
 
 class PartitionStore(ABC):
-    """Abstract partition store. Subclasses implement the primitive operations only."""
+    """Abstract partition store. Subclasses implement the primitives and the steps of a publish only."""
 
     # --- primitives -------------------------------------------------------------------------
     @abstractmethod
@@ -118,7 +118,7 @@ class PartitionStore(ABC):
 
     @abstractmethod
     def list_dir(self, path: str) -> list[str]:
-        """Names (not paths) of the entries directly under directory ``path``, sorted; [] if absent."""
+        """Names (not paths) of the entries under directory ``path``, sorted, never temporaries; [] if absent."""
 
     @abstractmethod
     def read_bytes(self, path: str) -> bytes:
@@ -165,6 +165,8 @@ class PartitionStore(ABC):
             raise StorageError(f"cannot publish {local_dir}: not a directory")
         self.uri(path)  # refuses a path outside the root before anything is written
         parent, name = posixpath.split(posixpath.normpath(path))
+        if name in ("", ".", ".."):
+            raise StorageError(f"cannot publish {local_dir} over the store root: name a directory under it")
         self._settle(path)  # finish or undo an earlier interrupted publish, drop stale temporaries
         token = new_token()
         tmp, new, old = (posixpath.join(parent, temporary_name(k, name, token)) for k in ("tmp", "new", "old"))

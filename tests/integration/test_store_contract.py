@@ -216,6 +216,14 @@ def test_publish_dir_of_a_missing_local_dir_raises(store, tmp_path):
     assert not store.exists("x")
 
 
+@pytest.mark.parametrize("path", ["", ".", "a/.."])
+def test_publish_dir_over_the_root_is_refused(store, tmp_path, path):
+    store.write_bytes("keep.txt", b"x")
+    with pytest.raises(StorageError, match="store root"):
+        store.publish_dir(_version(tmp_path, "v", b"v"), path)
+    assert store.list_dir("") == ["keep.txt"]
+
+
 def test_a_failed_publish_keeps_the_previous_directory(store, tmp_path, monkeypatch):
     old = tmp_path / "old"
     old.mkdir()
