@@ -68,30 +68,43 @@ def create_app(
         openapi_url=None,
     )
 
-    def base(request: Request) -> str:
-        return str(request.scope.get("root_path", "")).rstrip("/")
-
     def store_or_503() -> PartitionStore:
         try:
             return open_store()
         except (StorageError, ValueError) as err:  # ValueError: recsys.config's errors on bad settings
             raise HTTPException(503, f"the partition store cannot be opened: {err}") from err
 
-    @app.exception_handler(HTTPException)
-    async def html_errors(request: Request, exc: HTTPException) -> Response:
-        if request.url.path.rstrip("/").endswith("/api/registry") or "text/html" not in request.headers.get(
-            "accept", ""
-        ):
-            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-        hint = " Log in to Airflow first." if exc.status_code in (401, 403) else ""
-        return HTMLResponse(
-            render.message_page(f"Error {exc.status_code}", base(request), f"{exc.detail}.{hint}"),
-            status_code=exc.status_code,
-        )
+    app.exception_handler(HTTPException)(_html_errors)
+    _registry_routes(app, store_or_503, metric)
+    _validation_routes(app, store_or_503)
+    _report_routes(app, store_or_503)
+    return app
+
+
+def _base(request: Request) -> str:
+    """Where the app is mounted (``/recsys`` under Airflow's base path)."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+async def _html_errors(request: Request, exc: HTTPException) -> Response:
+    """Errors as a page for a browser, as JSON for the API and for clients that do not ask for HTML."""
+    if request.url.path.rstrip("/").endswith("/api/registry") or "text/html" not in request.headers.get(
+        "accept", ""
+    ):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    hint = " Log in to Airflow first." if exc.status_code in (401, 403) else ""
+    return HTMLResponse(
+        render.message_page(f"Error {exc.status_code}", _base(request), f"{exc.detail}.{hint}"),
+        status_code=exc.status_code,
+    )
+
+
+def _registry_routes(app: FastAPI, store_or_503: Callable[[], PartitionStore], metric: Callable[[], str]) -> None:
+    """``/`` (to the registry), ``/api/registry`` and ``/registry``."""
 
     @app.get("/", include_in_schema=False)
     def index(request: Request) -> RedirectResponse:
-        return RedirectResponse(f"{base(request)}/registry")
+        return RedirectResponse(f"{_base(request)}/registry")
 
     def registry_data() -> dict[str, Any]:
         store = store_or_503()
@@ -125,14 +138,18 @@ def create_app(
             raise HTTPException(422, str(err)) from err
         data = registry_data()
         return HTMLResponse(render.registry_page(
-            base(request), data["metric"], data["champion"], data["versions"], data["decisions"], data["history"],
+            _base(request), data["metric"], data["champion"], data["versions"], data["decisions"], data["history"],
             focus_date=focus_date, focus_version=version, retrains=data["retrains"],
         ))
+
+
+def _validation_routes(app: FastAPI, store_or_503: Callable[[], PartitionStore]) -> None:
+    """``/validation`` and ``/validation/{date}``."""
 
     @app.get("/validation", response_class=HTMLResponse)
     def validation_list(request: Request) -> HTMLResponse:
         store = store_or_503()
-        return HTMLResponse(render.validation_list_page(base(request), report.validation_rows(store)))
+        return HTMLResponse(render.validation_list_page(_base(request), report.validation_rows(store)))
 
     @app.get("/validation/{day}", response_class=HTMLResponse)
     def validation_partition(request: Request, day: str) -> HTMLResponse:
@@ -144,7 +161,11 @@ def create_app(
         row = next((r for r in report.validation_rows(store) if r["date"] == day), None)
         if row is None:
             raise HTTPException(404, f"no partition {day} has landed or been validated")
-        return HTMLResponse(render.validation_partition_page(base(request), day, row["status"], row["summary"]))
+        return HTMLResponse(render.validation_partition_page(_base(request), day, row["status"], row["summary"]))
+
+
+def _report_routes(app: FastAPI, store_or_503: Callable[[], PartitionStore]) -> None:
+    """``/reports/{path}``: the files under ``reports/validation/`` (confined there, under :data:`REPORT_CSP`)."""
 
     @app.get("/reports/{relative:path}")
     def report_file(relative: str) -> Response:
@@ -162,5 +183,3 @@ def create_app(
             media_type += "; charset=utf-8"
         return Response(data, media_type=media_type, headers={"Content-Security-Policy": REPORT_CSP,
                                                               "X-Content-Type-Options": "nosniff"})
-
-    return app
