@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -71,43 +72,81 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
+@dataclass
+class Tally:
+    """What the client threads saw; :meth:`add` under the lock."""
+
+    stats: dict = field(
+        default_factory=lambda: {"requests": 0, "failed": 0, "mixed_or_wrong": 0, "by_version": {1: 0, 2: 0, 3: 0}}
+    )
+    latencies: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, u: int, took: float, r: httpx.Response | None, ok: bool,
+            expected: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        """One answer to user row ``u``: right when its ids score the named version's top 10 for ``u``."""
+        with self.lock:
+            self.stats["requests"] += 1
+            self.latencies.append(took)
+            if not ok or r is None:
+                self.stats["failed"] += 1
+                if r is not None:
+                    self.failures.append(f"{r.status_code} {r.text[:200]}")
+                return
+            body = r.json()
+            user64, item64, top = expected[body["version"]]
+            got = [int(x["item_id"][1:]) - 1 for x in body["items"][:10]]
+            self.stats["by_version"][body["version"]] += 1
+            if len(body["items"]) != K or not np.allclose(item64[got] @ user64[u], top[u], atol=1e-4):
+                self.stats["mixed_or_wrong"] += 1
+
+
+def client(n: int, base: str, users: list[str], expected: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]],
+           stop: threading.Event, tally: Tally) -> None:
+    """Client thread ``n``: random users' top-K until ``stop`` is set."""
+    rng = np.random.default_rng(n)
+    with httpx.Client(timeout=30) as http:
+        while not stop.is_set():
+            u = int(rng.integers(len(users)))
+            t = time.perf_counter()
+            r: httpx.Response | None
+            try:
+                r = http.get(f"{base}/recommendations/{users[u]}", params={"k": K})
+                ok = r.status_code == 200
+            except httpx.HTTPError as err:
+                ok, r = False, None
+                tally.failures.append(repr(err))
+            tally.add(u, time.perf_counter() - t, r, ok, expected)
+
+
+def switch(store, base: str, probe: httpx.Client, i: int, previous: int, interval: float) -> dict:
+    """Switch ``i``: odd ones roll back to ``previous``, even ones deploy another version in turn; then wait
+    until the service answers with it (and the rest of ``interval``)."""
+    current = registry.load(store)["champion"]
+    if i % 2 == 1:  # on-call undoes the deploy just made
+        action = "rollback"
+        target = rollback(store, f"load test switch {i}", to=previous, run_id="bench")["version"]
+    else:  # another version, in turn
+        action = "deploy"
+        target = [v for v in (1, 2, 3) if v != current][(i // 2) % 2]
+        registry.set_champion(store, target, registry.DEPLOYED, f"load test switch {i}", "bench")
+    t = time.perf_counter()
+    while probe.get(f"{base}/version").json()["version"] != target:
+        if time.perf_counter() - t > 60:
+            raise RuntimeError(f"version {target} not served 60 s after the switch")
+        time.sleep(0.005)
+    done = {"action": action, "from": current, "to": target, "seconds_until_served": round(time.perf_counter() - t, 3)}
+    time.sleep(max(0.0, interval - (time.perf_counter() - t)))
+    return done
+
+
 def run_load(base: str, store, args, users: list[str], items: list[str],
              expected: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict:
     stop = threading.Event()
-    lock = threading.Lock()
-    stats = {"requests": 0, "failed": 0, "mixed_or_wrong": 0, "by_version": {1: 0, 2: 0, 3: 0}}
-    latencies: list[float] = []
-    failures: list[str] = []
-
-    def client(n: int) -> None:
-        rng = np.random.default_rng(n)
-        with httpx.Client(timeout=30) as http:
-            while not stop.is_set():
-                u = int(rng.integers(len(users)))
-                t = time.perf_counter()
-                try:
-                    r = http.get(f"{base}/recommendations/{users[u]}", params={"k": K})
-                    ok = r.status_code == 200
-                except httpx.HTTPError as err:
-                    ok, r = False, None
-                    failures.append(repr(err))
-                took = time.perf_counter() - t
-                with lock:
-                    stats["requests"] += 1
-                    latencies.append(took)
-                    if not ok:
-                        stats["failed"] += 1
-                        if r is not None:
-                            failures.append(f"{r.status_code} {r.text[:200]}")
-                        continue
-                    body = r.json()
-                    user64, item64, top = expected[body["version"]]
-                    got = [int(x["item_id"][1:]) - 1 for x in body["items"][:10]]
-                    stats["by_version"][body["version"]] += 1
-                    if len(body["items"]) != K or not np.allclose(item64[got] @ user64[u], top[u], atol=1e-4):
-                        stats["mixed_or_wrong"] += 1
-
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(args.threads)]
+    tally = Tally()
+    threads = [threading.Thread(target=client, args=(n, base, users, expected, stop, tally))
+               for n in range(args.threads)]
     started = time.perf_counter()
     loadavg_before = os.getloadavg()
     for t in threads:
@@ -118,30 +157,16 @@ def run_load(base: str, store, args, users: list[str], items: list[str],
             time.sleep(args.interval)
             previous = 1
             for i in range(args.switches):
-                current = registry.load(store)["champion"]
-                if i % 2 == 1:  # on-call undoes the deploy just made
-                    action = "rollback"
-                    target = rollback(store, f"load test switch {i}", to=previous, run_id="bench")["version"]
-                else:  # another version, in turn
-                    action = "deploy"
-                    target = [v for v in (1, 2, 3) if v != current][(i // 2) % 2]
-                    registry.set_champion(store, target, registry.DEPLOYED, f"load test switch {i}", "bench")
-                previous = current
-                t = time.perf_counter()
-                while probe.get(f"{base}/version").json()["version"] != target:
-                    if time.perf_counter() - t > 60:
-                        raise RuntimeError(f"version {target} not served 60 s after the switch")
-                    time.sleep(0.005)
-                switches.append({"action": action, "from": current, "to": target,
-                                 "seconds_until_served": round(time.perf_counter() - t, 3)})
-                time.sleep(max(0.0, args.interval - (time.perf_counter() - t)))
+                switches.append(switch(store, base, probe, i, previous, args.interval))
+                previous = switches[-1]["from"]
     finally:
         stop.set()
         for t in threads:
             t.join()
     elapsed = time.perf_counter() - started
-    ms = np.asarray(latencies) * 1000
+    ms = np.asarray(tally.latencies) * 1000
     served = [s["seconds_until_served"] for s in switches]
+    stats = tally.stats
     return {
         "items": len(items), "users": len(users), "k": K, "client_threads": args.threads,
         "poll_seconds": args.poll_seconds, "seconds": round(elapsed, 1), **{k: v for k, v in stats.items()},
@@ -150,7 +175,7 @@ def run_load(base: str, store, args, users: list[str], items: list[str],
                        "max": round(float(ms.max()), 2)},
         "switch_count": len(switches),
         "seconds_until_served": {"max": max(served), "mean": round(float(np.mean(served)), 3)},
-        "first_failures": failures[:5], "loadavg_before": loadavg_before, "switches": switches,
+        "first_failures": tally.failures[:5], "loadavg_before": loadavg_before, "switches": switches,
     }
 
 
