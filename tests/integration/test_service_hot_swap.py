@@ -100,35 +100,39 @@ def _served_version(client: httpx.Client, base: str) -> int:
     return int(client.get(f"{base}/version").json()["version"])
 
 
+def _client_loop(base: str, seed: int, expected: dict, stop: threading.Event, lock: threading.Lock,
+                 errors: list[str], answers: list[int]) -> None:
+    """Ask for random users' top 10 until ``stop``; every failed or wrong answer goes to ``errors``, the version of
+    every answer with status 200 to ``answers``."""
+    rng = np.random.default_rng(seed)
+    with httpx.Client(timeout=10) as client:
+        while not stop.is_set():
+            user = USERS[int(rng.integers(N_USERS))]
+            try:
+                response = client.get(f"{base}/recommendations/{user}", params={"k": 10})
+            except httpx.HTTPError as err:
+                with lock:
+                    errors.append(f"{user}: {err!r}")
+                continue
+            with lock:
+                if response.status_code != 200:
+                    errors.append(f"{user}: {response.status_code} {response.text[:200]}")
+                    continue
+                body = response.json()
+                got = [x["item_id"] for x in body["items"]]
+                if body["version"] not in expected or not _is_top10(expected[body["version"]], user, body):
+                    errors.append(f"{user}: version {body['version']} answered {got}")
+                answers.append(body["version"])
+
+
 def test_deploys_and_rollbacks_under_load_fail_no_request_and_never_mix_versions(server):
     base, store, expected = server
     stop = threading.Event()
     errors: list[str] = []
     answers: list[int] = []  # version of each good answer
     lock = threading.Lock()
-
-    def client_loop(seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        with httpx.Client(timeout=10) as client:
-            while not stop.is_set():
-                user = USERS[int(rng.integers(N_USERS))]
-                try:
-                    response = client.get(f"{base}/recommendations/{user}", params={"k": 10})
-                except httpx.HTTPError as err:
-                    with lock:
-                        errors.append(f"{user}: {err!r}")
-                    continue
-                with lock:
-                    if response.status_code != 200:
-                        errors.append(f"{user}: {response.status_code} {response.text[:200]}")
-                        continue
-                    body = response.json()
-                    got = [x["item_id"] for x in body["items"]]
-                    if body["version"] not in expected or not _is_top10(expected[body["version"]], user, body):
-                        errors.append(f"{user}: version {body['version']} answered {got}")
-                    answers.append(body["version"])
-
-    threads = [threading.Thread(target=client_loop, args=(s,)) for s in range(CLIENT_THREADS)]
+    threads = [threading.Thread(target=_client_loop, args=(base, s, expected, stop, lock, errors, answers))
+               for s in range(CLIENT_THREADS)]
     for t in threads:
         t.start()
     switch_seconds: list[float] = []
