@@ -11,8 +11,9 @@ Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``):
   a failed load of a newer champion), ``GET /version`` (what is served), ``GET /metrics`` (Prometheus).
 
 Every answer names the version it came from; one request is answered by exactly one version (see
-:mod:`recsys.serving.model_holder`). Input is checked before any work: ``k`` in 1..1000, ids of 1..64
-printable characters; violations are 422 answers with a message naming the field.
+:mod:`recsys.serving.model_holder`). Input is checked before any work: ``k`` in 1..1000, ids by the
+rule of :func:`recsys.schema.valid_id` (the one validation applies to the data; its ``pattern`` is in
+the OpenAPI schema); violations are 422 answers ``{"detail": "<message naming the field>"}``.
 """
 
 from __future__ import annotations
@@ -29,11 +30,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
+from recsys import schema
 from recsys.serving.model_holder import LoadedVersion, ModelHolder
 from recsys.storage import PartitionStore
 
 MAX_K = 1000
-MAX_ID_LENGTH = 64
+MAX_ID_LENGTH = schema.MAX_ID_LENGTH
+ID_RULE = ("1..{n} characters without control, format or separator characters (but inner spaces), "
+           "without '/', and not only dots")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -58,6 +62,16 @@ class SimilarOut(BaseModel):
     title: str
     version: int
     items: list[ScoredItem]
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="what was wrong (input errors name the field) and what to do")
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorOut, "description": "invalid input; the message names the field"},
+    503: {"model": ErrorOut, "description": "no model version is loaded yet"},
+}
 
 
 class VersionOut(BaseModel):
@@ -175,27 +189,29 @@ class _MetricsMiddleware:
 
 
 # --- input checks ------------------------------------------------------------------------------------
-def _checked_id(value: str, what: str) -> str:
-    """Reject ids a shop never issues: control or other non-printable characters (length is checked by
-    the path parameter). 422 like every other input error."""
-    if not value.isprintable() or value != value.strip():
-        raise HTTPException(
-            status_code=422,
-            detail=f"{what} must be printable characters without leading or trailing spaces, got {value!r}",
-        )
-    return value
+def _problem(err: Any, max_id_length: int) -> str:
+    """One readable line for a pydantic error: ``field: message`` (an id's rule rather than its regex)."""
+    field = ".".join(str(p) for p in err["loc"][1:]) or str(err["loc"][0])
+    if err.get("type") == "string_pattern_mismatch":
+        return f"{field}: not a valid id ({ID_RULE.format(n=max_id_length)}), got {err.get('input')!r}"
+    return f"{field}: {err['msg']}"
 
 
-UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, description="the shop's customer id")]
-ItemId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, description="the shop's item id (StockCode)")]
 K = Annotated[int, Query(ge=1, le=MAX_K, description=f"how many items, 1..{MAX_K}")]
 
 
 def create_app(store: PartitionStore, poll_seconds: float = 2.0, retry_seconds: float = 30.0,
-               holder: ModelHolder | None = None, watch: bool = True, ann_min_items: int | None = None) -> FastAPI:
+               holder: ModelHolder | None = None, watch: bool = True, ann_min_items: int | None = None,
+               max_id_length: int = MAX_ID_LENGTH) -> FastAPI:
     """The service over ``store``. With ``watch`` the registry watcher runs while the app is up
     (started by the ASGI lifespan); without it, call ``app.state.holder.poll()`` to (re)load.
-    Catalogs of at least ``ann_min_items`` items are searched with an HNSW index (None: always exact)."""
+    Catalogs of at least ``ann_min_items`` items are searched with an HNSW index (None: always exact).
+    ``max_id_length``: the longest id served (validation's ``RECSYS_VALIDATION_MAX_ID_LENGTH``)."""
+    rule = ID_RULE.format(n=max_id_length)
+    user_id_param = Path(min_length=1, max_length=max_id_length, pattern=schema.ID_PATTERN,
+                         description=f"the shop's customer id: {rule}")
+    item_id_param = Path(min_length=1, max_length=max_id_length, pattern=schema.ID_PATTERN,
+                         description=f"the shop's item id (StockCode): {rule}")
     holder = holder or ModelHolder(store, poll_seconds=poll_seconds, retry_seconds=retry_seconds,
                                    ann_min_items=ann_min_items)
     metrics = Metrics()
@@ -221,9 +237,7 @@ def create_app(store: PartitionStore, poll_seconds: float = 2.0, retry_seconds: 
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            f"{'.'.join(str(p) for p in err['loc'][1:]) or err['loc'][0]}: {err['msg']}" for err in exc.errors()
-        ]
+        problems = [_problem(err, max_id_length) for err in exc.errors()]
         return JSONResponse(status_code=422, content={"detail": "; ".join(problems)})
 
     def serving() -> LoadedVersion:
@@ -235,10 +249,11 @@ def create_app(store: PartitionStore, poll_seconds: float = 2.0, retry_seconds: 
             raise HTTPException(status_code=503, detail=f"no model version is loaded: {why}")
         return current
 
-    @app.get("/recommendations/{user_id}", response_model=RecommendationsOut, tags=["recommendations"])
-    def recommendations(user_id: UserId, k: K = 10, exclude_purchased: bool = False) -> RecommendationsOut:
+    @app.get("/recommendations/{user_id}", response_model=RecommendationsOut, tags=["recommendations"],
+             responses=ERRORS)
+    def recommendations(user_id: str = user_id_param, k: K = 10,
+                        exclude_purchased: bool = False) -> RecommendationsOut:
         """Top-``k`` available items for a user, best first; unknown users get the most bought items."""
-        _checked_id(user_id, "user_id")
         lv = serving()  # one reference for the whole request: a swap cannot mix versions
         rec = lv.recommend(user_id, k, exclude_purchased)
         return RecommendationsOut(
@@ -249,10 +264,9 @@ def create_app(store: PartitionStore, poll_seconds: float = 2.0, retry_seconds: 
         )
 
     @app.get("/items/{item_id}/similar", response_model=SimilarOut, tags=["recommendations"],
-             responses={404: {"description": "the serving version does not know the item"}})
-    def similar(item_id: ItemId, k: K = 10) -> SimilarOut:
+             responses={**ERRORS, 404: {"model": ErrorOut, "description": "the version does not know the item"}})
+    def similar(item_id: str = item_id_param, k: K = 10) -> SimilarOut:
         """The ``k`` available items most similar (cosine of item embeddings) to an item, itself excluded."""
-        _checked_id(item_id, "item_id")
         lv = serving()
         found = lv.similar(item_id, k)
         if found is None:
@@ -274,7 +288,7 @@ def create_app(store: PartitionStore, poll_seconds: float = 2.0, retry_seconds: 
         status = holder.status()
         return JSONResponse(status_code=200 if status["ready"] else 503, content=status)
 
-    @app.get("/version", response_model=VersionOut, tags=["operations"])
+    @app.get("/version", response_model=VersionOut, tags=["operations"], responses={503: ERRORS[503]})
     def version() -> VersionOut:
         """The version being served and its serving index."""
         return VersionOut(**serving().describe())

@@ -85,6 +85,7 @@ def event_parameters(
         "day_end": pd.Timestamp(day_start + timedelta(days=1) - timedelta(microseconds=1)),
         "now": pd.Timestamp(datetime.now(UTC)),
         "max_id_length": settings.validation_max_id_length,
+        "invalid_id": schema.INVALID_ID_REGEX,
         "max_quantity": settings.validation_max_quantity,
         "max_price": settings.validation_max_price,
         "min_unique_event_ids": 1.0 - settings.validation_max_duplicate_ratio,
@@ -165,4 +166,5 @@ def event_parameters(
 
 def catalog_parameters(settings: Settings) -> dict[str, Any]:
     """The parameters of the catalog suite."""
-    return {"max_id_length": settings.validation_max_id_length, "max_price": settings.validation_max_price}
+    return {"max_id_length": settings.validation_max_id_length, "max_price": settings.validation_max_price,
+            "invalid_id": schema.INVALID_ID_REGEX}

@@ -236,7 +236,7 @@ def test_bad_absurdly_long_ids(champion_store, publish_events):
 def test_bad_control_character_ids(champion_store, publish_events):
     bad_id = "226\x0033\n"
     publish_events(champion_store, DAY, [*GOOD, ("581004-0", "2011-01-04 13:00:00", "125", bad_id, "purchase", 1, 1.0)])
-    _stopped(champion_store, "[item_id has no control characters]")
+    _stopped(champion_store, "[item_id is a valid id]")
 
 
 def test_bad_share_of_new_users(champion_store, publish_events, put_vocab):
