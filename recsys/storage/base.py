@@ -231,10 +231,12 @@ class PartitionStore(ABC):
                     temps.remove(src)
                     repaired = True
                     break
-        if self._present(path):
-            for t in temps:
-                if t.kind == "old" or is_stale(t, entries[t.entry]):
-                    self._remove(posixpath.join(parent, t.entry))
+        present = self._present(path)
+        for t in temps:
+            stale = is_stale(t, entries[t.entry])
+            # a half copy is garbage once its writer is gone; a whole one or the old tree only once in place
+            if (t.kind == "tmp" and stale) or (present and (t.kind == "old" or stale)):
+                self._remove(posixpath.join(parent, t.entry))
         return repaired
 
     def _repair(self, path: str) -> bool:

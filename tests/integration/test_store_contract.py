@@ -438,10 +438,20 @@ def test_kill_9_during_the_copy_keeps_the_old_version_and_the_rerun_cleans_up(st
     assert _temporaries(store, VERSIONS) == []
 
 
-def test_kill_9_during_the_first_copy_leaves_no_version(store, tmp_path):
+def test_kill_9_during_the_first_copy_leaves_no_version_and_the_rerun_cleans_up(store, tmp_path):
     _publish_and_die(store, _version(tmp_path, "new", b"new", files=5), V1, "during-copy")
+    assert [name[:5] for name in _temporaries(store, VERSIONS)] == [".tmp-"]
+    store.publish_dir(_version(tmp_path, "rerun", b"rerun", files=3), V1)
+    assert store.read_bytes(f"{V1}/tables.npz") == b"rerun"
+    assert _temporaries(store, VERSIONS) == []
+    assert store.list_dir(VERSIONS) == ["1"]
+
+
+def test_a_half_copy_of_a_dead_process_is_deleted_by_the_next_look_at_its_path(store, tmp_path):
+    _publish_and_die(store, _version(tmp_path, "new", b"new", files=5), V1, "during-copy")
+    assert [name[:5] for name in _temporaries(store, VERSIONS)] == [".tmp-"]
     assert not store.exists(V1)
-    assert store.list_dir(VERSIONS) == []
+    assert _temporaries(store, VERSIONS) == []
 
 
 def test_listings_hide_temporaries_and_delete_stale_ones(store):
