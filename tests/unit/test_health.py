@@ -223,3 +223,31 @@ def test_margin_lines_name_the_limit_and_the_distance(health_store):
 def test_volume_margin_of_an_empty_day_is_below_the_band():
     margin = health.volume_margin(0, (200, 5001), 1000.0, 7)
     assert margin["side"] == "min" and margin["margin"] == pytest.approx(-0.2)
+
+
+def test_the_trend_of_days_validated_by_the_real_suites(store, publish_events):
+    """Two real validations (Great Expectations): 3 events, then 6; the second day's band is 1 .. 16 around
+    the average 3 (factor 5: int(3 / 5) -> at least 1, int(3 * 5) + 1 = 16), 6 / 3 = 2.00x of the average,
+    the upper end 16 / 3 = 5.33x is the nearer one (log 2.67 < log 6), margin 3.33x."""
+    from recsys.config import Settings
+    from recsys.validation import validate_partition
+
+    first = [(f"a-{i}", f"2011-01-03 0{i}:00:00", f"u{i}", "85123A", "purchase", 1, 2.5) for i in range(3)]
+    second = [(f"b-{i}", f"2011-01-04 0{i}:00:00", f"u{i}", f"i{i % 3}", "purchase", 1, 2.5) for i in range(6)]
+    publish_events(store, D1, first)
+    publish_events(store, date(2011, 1, 4), second)
+    for day in (D1, date(2011, 1, 4)):
+        assert validate_partition(store, Settings(), day).success
+    rows = health.trend_rows(store)
+    assert [(r["date"], r["status"], r["events"], r["failed_checks"]) for r in rows] == [
+        ("2011-01-03", health.PASSED, 3, 0), ("2011-01-04", health.PASSED, 6, 0)]
+    assert (rows[0]["volume_min"], rows[0]["volume_max"], rows[0]["volume_margin"]) == (1, None, None)
+    assert rows[0]["top_item"] == "85123A" and rows[0]["top_item_share"] == 1.0
+    assert rows[0]["top_item_limit"] is None  # fewer than 100 rows: not checked
+    day2 = rows[1]
+    assert (day2["volume_min"], day2["volume_max"], day2["volume_average"], day2["volume_days"]) == (1, 16, 3.0, 1)
+    assert day2["volume_ratio"] == pytest.approx(2.0)
+    assert day2["volume_high_limit"] == pytest.approx(16 / 3)
+    assert day2["volume_margin"] == pytest.approx(16 / 3 - 2)
+    assert day2["duplicate_ratio"] == 0.0 and day2["duplicate_limit"] == 0.0 and day2["duplicate_margin"] == 0.0
+    assert day2["top_item_share"] == pytest.approx(2 / 6)

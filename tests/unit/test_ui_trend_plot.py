@@ -159,3 +159,19 @@ def test_markup_in_an_item_id_or_reason_is_escaped():
     assert f"top item {evil} 30.0%, limit 20.0%" in title  # the text is intact once unescaped
     assert f"accepted by on-call: reason {evil}" in title
     assert f"problem: problem {evil}" in title
+
+
+def test_the_section_has_the_plot_the_exports_and_the_newest_margins_escaped():
+    evil = "<script>alert(1)</script>"
+    margins = {"top_item": health.share_margin(health.TOP_ITEM_CHECK, f"top item {evil}", 0.3, 0.2, False,
+                                               item_id=evil),
+               "volume": health.volume_margin(310, (200, 5001), 1000.0, 7, True)}
+    rows = [*ROWS, _row("2011-01-06", "ACCEPTED", events=310, margins=margins)]
+    html = trend_plot.trend_section(rows, BASE)
+    assert "<script" not in html
+    assert f'href="{BASE}/api/validation/trend?format=csv"' in html and f'href="{BASE}/api/validation/trend"' in html
+    assert "Margins to the thresholds on 2011-01-06" in html
+    assert "volume 0.31x of the trailing average (1000 events over 7 accepted days), limit 0.20x" in html
+    assert "0.11x inside" in html and "10.0% beyond" in html
+    assert "2 passed" not in html and "1 passed, 1 failed, 1 accepted, 1 missing" in html
+    assert 'id="trend-plot-empty"' in trend_plot.trend_section([], BASE)
