@@ -9,21 +9,14 @@ from __future__ import annotations
 
 import itertools
 import math
-import sys
 import xml.etree.ElementTree as ET
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
+from recsys_ui import trend_plot
 
-PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
-if str(PLUGINS) not in sys.path:
-    sys.path.insert(0, str(PLUGINS))
-
-from recsys_ui import trend_plot  # noqa: E402
-
-from recsys.validation import health  # noqa: E402
+from recsys.validation import health
 
 SVG = "{http://www.w3.org/2000/svg}"
 BASE = "/recsys"
