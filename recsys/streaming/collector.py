@@ -281,7 +281,7 @@ def create_app(
         try:
             yield
         finally:
-            left = holder["producer"].stop()
+            left = holder.pop("producer").stop()
             if left:
                 log.error("collector stopped with %d events not acknowledged by the broker", left)
 

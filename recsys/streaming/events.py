@@ -60,14 +60,15 @@ class Problem:
 
 
 def id_problem(value: object, max_length: int) -> str | None:
-    """Why ``value`` is not an id (None if it is one): text of 1..max_length printable characters without
-    leading or trailing spaces (the rule the recommendation service applies to the ids it answers for)."""
+    """Why ``value`` is not an id (None if it is one), by the one id rule of :func:`recsys.schema.valid_id`
+    (the rule validation, the vocabularies and the recommendation service apply)."""
     if not isinstance(value, str):
         return f"must be a string, got {type(value).__name__}"
     if not 1 <= len(value) <= max_length:
         return f"must be 1 to {max_length} characters, got {len(value)}"
-    if not value.isprintable() or value != value.strip():
-        return f"must be printable characters without leading or trailing spaces, got {value!r}"
+    if not schema.valid_id(value, max_length):
+        return (f"must not hold control, format or separator characters or '/', start or end with a space, "
+                f"or be only dots; got {value!r}")
     return None
 
 

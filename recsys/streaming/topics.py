@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from recsys.streaming import StreamingError
@@ -42,7 +43,13 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = DEFAULT_PARTITION
     except KafkaException as err:
         if err.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
             raise StreamingError(f"cannot create topic {topic!r} on {bootstrap}: {err.args[0].str()}") from err
-    metadata = admin.list_topics(topic, timeout=timeout).topics[topic]
-    if metadata.error is not None:
-        raise StreamingError(f"topic {topic!r} on {bootstrap} is not usable: {metadata.error.str()}")
-    return len(metadata.partitions)
+    # a new topic's metadata reaches the broker's cache shortly after the controller created it
+    deadline = time.monotonic() + timeout
+    while True:
+        metadata = admin.list_topics(topic, timeout=timeout).topics[topic]
+        if metadata.error is None and metadata.partitions:
+            return len(metadata.partitions)
+        if time.monotonic() >= deadline:
+            why = metadata.error.str() if metadata.error is not None else "no partitions"
+            raise StreamingError(f"topic {topic!r} on {bootstrap} is not usable after {timeout:.0f} s: {why}")
+        time.sleep(0.1)

@@ -1,0 +1,464 @@
+"""The sink: a Kafka consumer group that writes the events topic to the partition store exactly once.
+
+Each topic partition is cut into chunks of consecutive offsets (at most ``max_file_events`` events, or what
+arrived within ``max_file_seconds``). A chunk becomes one parquet file per event day::
+
+    raw/events/dt=D/part-p0002-000000001200-000000001299.parquet     (partition 2, offsets 1200..1299)
+
+Per chunk, in this order: (1) its offset range is recorded in ``streaming/sink/<topic>/p0002.json``;
+(2) its files are published (each written to a temporary name and renamed); (3) the offsets are committed
+(manual commit). A sink killed anywhere in between restarts from the committed offset, finds the recorded
+range, cuts the same chunk again and rewrites the same files under the same names: nothing is lost and
+nothing is written twice. Events whose ``event_id`` the partition already holds for that day (a client
+resending a batch) are dropped and counted as duplicates. Both copies of an event share its ``user_id``,
+the message key, so they are on the same topic partition: deduplication needs no other partition.
+
+Day D is closed (``_sink.json``, then ``_SUCCESS``) once the event-time watermark passes
+D + 1 day + ``allowed_lateness``. The watermark is the earliest "latest event time" among the assigned
+partitions that still have unread messages; when every partition is read to its end, it is the later of the
+newest event time and the wall clock (a quiet topic still closes its days). Events of a closed day that
+arrive later go to ``raw/late_events/dt=D/`` and are counted; a closed partition is never modified.
+Messages that are not valid events go to ``raw/invalid_events/`` (JSON lines, with offset and problems).
+
+Closing assumes one sink instance holds every partition of the topic (run one per topic; a second one in
+the same group takes partitions over when the first dies).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+
+from recsys import schema
+from recsys.storage import PartitionStore, layout
+from recsys.streaming import StreamingError, events
+from recsys.streaming.topics import EVENTS_TOPIC
+
+log = logging.getLogger(__name__)
+
+RAW_LATE_EVENTS = "raw/late_events"  # events of a day that was already closed
+RAW_INVALID_EVENTS = "raw/invalid_events"  # messages that are not valid events
+SINK_STATE = "streaming/sink"  # per topic partition: the chunk being written and running totals
+SINK_MARKER = "_sink.json"  # written into a partition just before its _SUCCESS
+_FILE = re.compile(r"part-p(\d{4})-(\d{12})-(\d{12})\.parquet")
+FAILPOINT_ENV = "RECSYS_SINK_FAILPOINT"  # tests: "publish:N" kills the sink (SIGKILL) after its N-th file
+TOTALS = ("consumed", "written", "duplicates", "late", "invalid")
+
+
+def file_name(partition: int, start: int, end: int) -> str:
+    """``part-p0002-000000001200-000000001299.parquet``: the chunk of partition 2 from offset 1200 to 1299."""
+    return f"part-p{partition:04d}-{start:012d}-{end:012d}.parquet"
+
+
+def late_events(day: date) -> str:
+    return f"{RAW_LATE_EVENTS}/{layout.partition_name(day)}"
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    """Where the sink reads, how it cuts files and when it closes a day."""
+
+    bootstrap: str
+    topic: str = EVENTS_TOPIC
+    group: str = "recsys-sink"
+    # static group membership (group.instance.id): a restarted sink takes its partitions back at once instead of
+    # waiting for the session of the killed one to time out
+    instance_id: str | None = None
+    max_file_events: int = 100_000
+    max_file_seconds: float = 60.0
+    allowed_lateness: timedelta = timedelta(hours=1)
+    dedup_days: int = 10  # days of event ids kept in memory per partition (the collector refuses older events)
+    poll_batch: int = 2000
+    close_check_seconds: float = 1.0  # how often a due day's watermark is asked of the broker
+    # what a message must be to be written (the collector's rules; the age limits do not apply here)
+    rules: events.EventRules = field(default_factory=events.EventRules)
+
+
+@dataclass
+class _Message:
+    offset: int
+    event: dict[str, Any] | None
+    raw: bytes | None = None
+    problems: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Partition:
+    """What the sink knows about one assigned topic partition."""
+
+    number: int
+    recovery: int  # the committed offset at assignment: files from here on are (re)written by this sink
+    cut_at: int | None = None  # end of the chunk a killed sink left half published: cut exactly there
+    buffer: list[_Message] = field(default_factory=list)
+    first_buffered: float = 0.0  # monotonic time of the buffer's first message
+    next_offset: int | None = None
+    max_time: datetime | None = None
+    seen: dict[date, set[str]] = field(default_factory=dict)  # event ids in the store per day
+    totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOTALS, 0))
+
+
+class Sink:
+    """The consumer loop; ``run`` until ``stop`` is set (or ``until`` returns True)."""
+
+    def __init__(self, store: PartitionStore, config: SinkConfig,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        from confluent_kafka import Consumer
+
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.consumer = Consumer({
+            "bootstrap.servers": config.bootstrap,
+            "group.id": config.group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            **({"group.instance.id": config.instance_id} if config.instance_id else {}),
+        })
+        self.parts: dict[int, _Partition] = {}
+        self.closed: list[date] = []  # days this sink closed
+        self.session = dict.fromkeys(TOTALS, 0)  # this process's counts (``totals()``: across restarts)
+        self._totals: dict[int, dict[str, int]] = {}  # per partition, as of its last commit (kept after revoke)
+        self.files = 0
+        self._open_days: set[date] = set()
+        self._day_closed: dict[date, bool] = {}  # days seen in messages: closed already?
+        self._next_close_check = 0.0
+        self._failpoint = _parse_failpoint(os.environ.get(FAILPOINT_ENV, ""))
+
+    # --- assignment ---------------------------------------------------------------------------------
+    def _state_path(self, partition: int) -> str:
+        return f"{SINK_STATE}/{self.config.topic}/p{partition:04d}.json"
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        committed = consumer.committed(partitions, timeout=30)
+        for tp in committed:
+            offset = tp.offset
+            if offset < 0:  # nothing committed yet: the sink starts at the log's beginning
+                low, _high = consumer.get_watermark_offsets(tp, timeout=30)
+                offset = low
+            part = _Partition(tp.partition, recovery=offset)
+            path = self._state_path(tp.partition)
+            if self.store.exists(path):
+                state = self.store.read_json(path)
+                if state["start"] == offset:  # a chunk was being published when the last sink stopped
+                    part.cut_at = int(state["end"])
+                    part.totals = dict(state["totals_before"])
+                    log.warning("partition %d: rewriting the interrupted chunk %d..%d", tp.partition, offset,
+                                part.cut_at)
+                else:
+                    part.totals = dict(state["totals_after"])
+            self.parts[tp.partition] = part
+            self._totals[tp.partition] = part.totals
+        self._open_days |= self._unclosed_days()
+        log.info("assigned partitions %s", {p.partition: self.parts[p.partition].recovery for p in committed})
+
+    def _on_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
+        # unpublished messages are dropped: the next owner reads them again from the committed offset
+        for tp in partitions:
+            self.parts.pop(tp.partition, None)
+        log.info("revoked partitions %s", [tp.partition for tp in partitions])
+
+    def _unclosed_days(self) -> set[date]:
+        days = set()
+        for day in self.store.partitions(layout.RAW_EVENTS, complete_only=False):
+            folder = layout.raw_events(day)
+            if not self.store.is_complete(folder) and any(_FILE.fullmatch(n) for n in self.store.list_dir(folder)):
+                days.add(day)
+        return days
+
+    # --- consuming -----------------------------------------------------------------------------------
+    def run(self, stop: threading.Event | None = None, until: Callable[[Sink], bool] | None = None) -> None:
+        """Consume until ``stop`` is set or ``until(self)`` is true; then publish what is buffered."""
+        from confluent_kafka import KafkaException
+
+        stop = stop or threading.Event()
+        self.consumer.subscribe([self.config.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        try:
+            while not stop.is_set() and not (until and until(self)):
+                for msg in self.consumer.consume(num_messages=self.config.poll_batch, timeout=0.2):
+                    err = msg.error()
+                    if err is not None:
+                        if err.fatal():
+                            raise StreamingError(f"the consumer failed: {err.str()}")
+                        log.warning("consumer: %s", err.str())
+                        continue
+                    self._add(msg)
+                self._flush_due()
+                self._close_due()
+            for part in list(self.parts.values()):
+                if part.buffer and part.cut_at is None:
+                    self._flush(part)
+        except KafkaException as err:
+            raise StreamingError(f"Kafka: {err.args[0].str()}") from err
+        finally:
+            self.consumer.close()
+
+    def _add(self, msg: Any) -> None:
+        part = self.parts.get(msg.partition())
+        if part is None or msg.offset() < part.recovery:
+            return  # not ours (any more), or already published before the sink restarted
+        if part.cut_at is not None and msg.offset() > part.cut_at and part.buffer:
+            self._flush(part)
+        message = _decode(msg.offset(), msg.value(), self.config.rules)
+        if not part.buffer:
+            part.first_buffered = time.monotonic()
+        part.buffer.append(message)
+        part.next_offset = msg.offset() + 1
+        if message.event is not None:
+            when = message.event[schema.EVENT_TIME]
+            part.max_time = when if part.max_time is None or when > part.max_time else part.max_time
+            day = when.date()
+            if day not in self._day_closed:
+                self._day_closed[day] = self.store.is_complete(layout.raw_events(day))
+                if not self._day_closed[day]:
+                    self._open_days.add(day)
+        if part.cut_at is not None:
+            if msg.offset() >= part.cut_at:
+                self._flush(part)
+        elif len(part.buffer) >= self.config.max_file_events:
+            self._flush(part)
+
+    def _flush_due(self) -> None:
+        now = time.monotonic()
+        for part in list(self.parts.values()):
+            if part.buffer and part.cut_at is None and now - part.first_buffered >= self.config.max_file_seconds:
+                self._flush(part)
+
+    # --- publishing a chunk --------------------------------------------------------------------------
+    def _seen(self, part: _Partition, day: date) -> set[str]:
+        """Event ids of ``day`` this partition already has in the store, from files before its recovery
+        offset (a chunk after it is being rewritten and must not count against itself)."""
+        if day not in part.seen:
+            ids: set[str] = set()
+            for folder in (layout.raw_events(day), late_events(day)):
+                for name in self.store.list_dir(folder):
+                    found = _FILE.fullmatch(name)
+                    if found and int(found[1]) == part.number and int(found[2]) < part.recovery:
+                        data = io.BytesIO(self.store.read_bytes(f"{folder}/{name}"))
+                        ids.update(pd.read_parquet(data, columns=[schema.EVENT_ID])[schema.EVENT_ID].astype(str))
+            part.seen[day] = ids
+            for old in [d for d in part.seen if d < day - timedelta(days=self.config.dedup_days)]:
+                del part.seen[old]
+        return part.seen[day]
+
+    def _flush(self, part: _Partition) -> None:
+        from confluent_kafka import TopicPartition
+
+        chunk, part.buffer = part.buffer, []
+        start, end = chunk[0].offset, chunk[-1].offset
+        name = file_name(part.number, start, end)
+        by_day: dict[date, list[dict[str, Any]]] = {}
+        invalid = []
+        for message in chunk:
+            if message.event is None:
+                invalid.append(message)
+            else:
+                by_day.setdefault(message.event[schema.EVENT_TIME].date(), []).append(message.event)
+        counts = dict.fromkeys(TOTALS, 0)
+        counts["consumed"], counts["invalid"] = len(chunk), len(invalid)
+        files: list[tuple[str, pd.DataFrame | bytes]] = []
+        new_ids: dict[date, list[str]] = {}
+        for day, rows in sorted(by_day.items()):
+            seen = self._seen(part, day)
+            kept, ids = [], set()
+            for row in rows:
+                if row[schema.EVENT_ID] in seen or row[schema.EVENT_ID] in ids:
+                    counts["duplicates"] += 1
+                    continue
+                ids.add(row[schema.EVENT_ID])
+                kept.append(row)
+            if not kept:
+                continue
+            late = self.store.is_complete(layout.raw_events(day))
+            folder = late_events(day) if late else layout.raw_events(day)
+            counts["late" if late else "written"] += len(kept)
+            files.append((f"{folder}/{name}", events_frame(kept)))
+            new_ids[day] = [r[schema.EVENT_ID] for r in kept]
+        if invalid:
+            lines = [json.dumps({"offset": m.offset, "problems": m.problems,
+                                 "value": (m.raw or b"").decode("utf-8", "replace")}) for m in invalid]
+            files.append((f"{RAW_INVALID_EVENTS}/{name.replace('.parquet', '.jsonl')}",
+                          ("\n".join(lines) + "\n").encode()))
+        after = {k: part.totals[k] + counts[k] for k in TOTALS}
+        # (1) the chunk's range, so that a sink killed during (2) cuts the same chunk again
+        self.store.write_json(self._state_path(part.number),
+                              {"start": start, "end": end, "totals_before": part.totals, "totals_after": after})
+        # (2) its files, each atomically
+        for path, content in files:
+            if isinstance(content, bytes):
+                self.store.write_bytes(path, content)
+            else:
+                self.store.write_parquet(path, content)
+            self.files += 1
+            self._maybe_fail()
+        # (3) the offsets
+        self.consumer.commit(offsets=[TopicPartition(self.config.topic, part.number, end + 1)], asynchronous=False)
+        for day, ids_ in new_ids.items():
+            part.seen[day].update(ids_)
+        part.totals = self._totals[part.number] = after
+        part.recovery = end + 1
+        if part.cut_at is not None and end >= part.cut_at:
+            part.cut_at = None
+        for k in TOTALS:
+            self.session[k] += counts[k]
+        if counts["late"] or counts["invalid"] or counts["duplicates"]:
+            log.warning("partition %d offsets %d..%d: %s", part.number, start, end, counts)
+
+    def _maybe_fail(self) -> None:
+        if self._failpoint is not None and self.files >= self._failpoint:
+            log.error("failpoint %s reached after %d files: killing this process", FAILPOINT_ENV, self.files)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    # --- closing days --------------------------------------------------------------------------------
+    def watermark(self) -> datetime | None:
+        """The event time up to which every assigned partition has been read (see the module doc)."""
+        from confluent_kafka import TopicPartition
+
+        if not self.parts:
+            return None
+        behind: list[datetime | None] = []
+        newest = [p.max_time for p in self.parts.values() if p.max_time is not None]
+        for part in self.parts.values():
+            tp = TopicPartition(self.config.topic, part.number)
+            marks = self.consumer.get_watermark_offsets(tp, timeout=10)
+            if marks is None:
+                return None
+            position = part.next_offset if part.next_offset is not None else part.recovery
+            if position < marks[1]:
+                behind.append(part.max_time)
+        if behind:
+            if any(t is None for t in behind):
+                return None
+            return min(t for t in behind if t is not None)
+        return max([*newest, self.clock()])
+
+    def _close_due(self) -> None:
+        lateness = self.config.allowed_lateness
+        due = sorted(d for d in self._open_days
+                     if datetime.combine(d + timedelta(days=1), datetime.min.time(), UTC) + lateness <= self.clock())
+        if not due:
+            return
+        if any(p.cut_at is not None for p in self.parts.values()):
+            return  # an interrupted chunk is being rewritten; close after it
+        if time.monotonic() < self._next_close_check:
+            return
+        self._next_close_check = time.monotonic() + self.config.close_check_seconds
+        mark = self.watermark()
+        if mark is None:
+            return
+        closing = [d for d in due if datetime.combine(d + timedelta(days=1), datetime.min.time(), UTC) + lateness
+                   <= mark]
+        if not closing:
+            return
+        for part in list(self.parts.values()):
+            if part.buffer:
+                self._flush(part)
+        for day in closing:
+            folder = layout.raw_events(day)
+            self._open_days.discard(day)
+            if self.store.is_complete(folder):
+                continue
+            files = [n for n in self.store.list_dir(folder) if _FILE.fullmatch(n)]
+            self.store.write_json(f"{folder}/{SINK_MARKER}", {
+                "closed_at": events.format_time(self.clock()), "watermark": events.format_time(mark),
+                "allowed_lateness_seconds": lateness.total_seconds(), "files": len(files), "topic": self.config.topic,
+            })
+            self.store.mark_success(folder)
+            self._day_closed[day] = True
+            self.closed.append(day)
+            log.info("closed %s: %d files, watermark %s", day, len(files), mark.isoformat())
+
+    def totals(self) -> dict[str, int]:
+        """Counts over every run of this sink group (consumed, written, duplicates, late, invalid), summed over
+        the partitions this sink was assigned."""
+        return {k: sum(t[k] for t in self._totals.values()) for k in TOTALS}
+
+
+def _decode(offset: int, value: bytes | None, rules: events.EventRules) -> _Message:
+    try:
+        obj = json.loads(value or b"")
+    except ValueError as err:
+        return _Message(offset, None, value, [{"field": "(message)", "problem": f"not JSON: {err}"}])
+    event, problems = events.check_event(obj, offset, rules, now=None)
+    if event is None:
+        return _Message(offset, None, value, [p.as_dict() for p in problems])
+    return _Message(offset, event)
+
+
+def events_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Checked events as a DataFrame in the canonical column order and dtypes (what validation reads)."""
+    frame = pd.DataFrame(rows, columns=list(schema.EVENT_COLUMNS))
+    frame[schema.EVENT_TIME] = pd.to_datetime(frame[schema.EVENT_TIME], utc=True)
+    return frame.astype(schema.EVENT_DTYPES)
+
+
+def _parse_failpoint(value: str) -> int | None:
+    if not value:
+        return None
+    kind, _, n = value.partition(":")
+    if kind != "publish" or not n.isdigit():
+        raise StreamingError(f"{FAILPOINT_ENV}={value!r}: expected publish:N")
+    return int(n)
+
+
+def read_events(store: PartitionStore, folder: str) -> pd.DataFrame:
+    """Every sink file of a folder (published or not yet closed) as one DataFrame; empty if none."""
+    frames = [store.read_parquet(f"{folder}/{n}") for n in store.list_dir(folder) if _FILE.fullmatch(n)]
+    if not frames:
+        return events_frame([])
+    return pd.concat(frames, ignore_index=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m recsys.streaming.sink``: run the sink until SIGTERM/SIGINT (until ``recsys sink``)."""
+    import argparse
+
+    from recsys.config import Settings
+    from recsys.storage import open_store
+    from recsys.streaming.topics import default_bootstrap
+
+    parser = argparse.ArgumentParser(description="the recsys sink (Kafka topic -> raw/events partitions)")
+    parser.add_argument("--bootstrap", help="host:port of a broker (default: RECSYS_KAFKA_BOOTSTRAP or var/kafka)")
+    parser.add_argument("--topic", default=EVENTS_TOPIC)
+    parser.add_argument("--group", default="recsys-sink")
+    parser.add_argument("--instance-id", help="static group membership: a restart takes the partitions back at once")
+    parser.add_argument("--max-file-events", type=int, default=100_000)
+    parser.add_argument("--max-file-seconds", type=float, default=60.0)
+    parser.add_argument("--lateness-seconds", type=float, default=3600.0, help="allowed lateness after a day")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+        config = SinkConfig(bootstrap=args.bootstrap or default_bootstrap(), topic=args.topic, group=args.group,
+                            instance_id=args.instance_id,
+                            max_file_events=args.max_file_events, max_file_seconds=args.max_file_seconds,
+                            allowed_lateness=timedelta(seconds=args.lateness_seconds),
+                            rules=events.EventRules.from_settings(settings))
+    except StreamingError as err:
+        parser.exit(1, f"recsys sink: {err}\n")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    sink = Sink(open_store(settings), config)
+    sink.run(stop)
+    log.info("sink stopped: this run %s; closed %s", sink.session, [d.isoformat() for d in sink.closed])
+    print(json.dumps({"session": sink.session, "closed": [d.isoformat() for d in sink.closed],
+                      "files": sink.files}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,231 @@
+"""Collector -> real Kafka broker -> sink -> partition store, exactly once, also when the sink is killed.
+
+The broker is the single KRaft node of scripts/kafka.sh (fails, never skips, when it cannot start). Event
+times are relative to now (the collector refuses events older than 7 days): day D is two days ago, so the
+wall-clock watermark of a caught-up sink always passes D + 1 day + 1 hour of allowed lateness.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from recsys.config import Settings
+from recsys.storage import layout
+from recsys.storage.local import LocalStore
+from recsys.storage.raw import fingerprint, read_partition
+from recsys.streaming.collector import CollectorConfig, create_app
+from recsys.streaming.sink import RAW_INVALID_EVENTS, SINK_MARKER, Sink, SinkConfig, late_events, read_events
+from recsys.validation.partition import validate_partition
+from tests.kafka_broker import KafkaBroker, broker_session
+
+pytestmark = pytest.mark.integration
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[KafkaBroker]:
+    yield from broker_session()
+
+
+def make_events(prefix: str, day: date, n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` events spread over ``day`` (UTC): 30 users, 40 items, every event type."""
+    rng = random.Random(seed)
+    start = datetime.combine(day, datetime.min.time(), UTC)
+    return [{
+        "event_id": f"{prefix}-{i}",
+        "event_time": (start + timedelta(seconds=rng.randrange(86_400))).isoformat(),
+        "user_id": f"u{rng.randrange(30)}",
+        "item_id": f"item-{rng.randrange(40)}",
+        "event_type": rng.choice(["view", "add_to_cart", "purchase"]),
+        "quantity": rng.randrange(1, 5),
+        "price": round(rng.uniform(0.5, 20), 2),
+        "session_id": f"s{rng.randrange(100)}",
+        "country": "United Kingdom",
+    } for i in range(n)]
+
+
+def recent_events(prefix: str, n: int) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    return [{"event_id": f"{prefix}-{i}", "event_time": (now - timedelta(seconds=30 + i)).isoformat(),
+             "user_id": f"u{i % 30}", "item_id": f"item-{i % 40}", "event_type": "view", "quantity": 1,
+             "price": 1.0} for i in range(n)]
+
+
+def post_all(client: TestClient, batch: list[dict[str, Any]], size: int = 100) -> int:
+    accepted = 0
+    for i in range(0, len(batch), size):
+        answer = client.post("/events", json=batch[i:i + size])
+        assert answer.status_code == 202, answer.text
+        accepted += answer.json()["accepted"]
+    return accepted
+
+
+def run_sink(sink: Sink, until: Any, timeout: float = 120.0) -> None:
+    """Run ``sink`` in a thread until ``until(sink)``; fail after ``timeout`` s."""
+    stop = threading.Event()
+    errors: list[Exception] = []
+
+    def target() -> None:
+        try:
+            sink.run(stop, until=until)
+        except Exception as err:  # noqa: BLE001 - any failure of the thread is re-raised by the test
+            errors.append(err)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(timeout)
+    stop.set()
+    thread.join(30)
+    assert not errors, errors
+    assert until(sink), f"the sink did not get there within {timeout:.0f} s: {sink.session}, closed {sink.closed}"
+
+
+def ids_in_sink_files(store: LocalStore, *folders: str) -> collections.Counter[str]:
+    counts: collections.Counter[str] = collections.Counter()
+    for folder in folders:
+        counts.update(read_events(store, folder)["event_id"].astype(str))
+    return counts
+
+
+def test_collector_to_store_exactly_once_then_late_events_and_validation(kafka_broker: KafkaBroker,
+                                                                         tmp_path: Path) -> None:
+    topic = kafka_broker.new_topic("e2e")
+    store = LocalStore(tmp_path / "store")
+    today = datetime.now(UTC).date()
+    day, day2 = today - timedelta(days=2), today - timedelta(days=1)
+    old, newer, current = make_events("d", day, 300, 1), make_events("d2", day2, 100, 2), recent_events("now", 20)
+    config = CollectorConfig(bootstrap=kafka_broker.bootstrap, topic=topic)
+
+    with TestClient(create_app(config)) as client:
+        accepted = post_all(client, old) + post_all(client, newer)
+        ndjson = "\n".join(json.dumps(e) for e in current)
+        answer = client.post("/events", content=ndjson, headers={"content-type": "application/x-ndjson"})
+        assert answer.status_code == 202 and answer.json()["accepted"] == 20
+        accepted += 20
+        # a client that did not see the answer resends a batch: the topic holds it twice
+        resent = post_all(client, old[:50])
+        bad = client.post("/events", json=[*make_events("bad", day, 3, 3), {"event_id": "x"}])
+        assert bad.status_code == 422
+        metrics = client.get("/metrics").text
+    assert accepted == 420
+    assert f'recsys_collector_events_total{{result="accepted"}} {accepted + resent}' in metrics
+    assert 'recsys_collector_events_total{result="batch_refused"} 3' in metrics
+
+    group = f"sink-{uuid.uuid4().hex[:6]}"
+    sink_config = SinkConfig(bootstrap=kafka_broker.bootstrap, topic=topic, group=group, instance_id=group,
+                             max_file_events=64, max_file_seconds=0.5, allowed_lateness=timedelta(hours=1),
+                             close_check_seconds=0.2)
+    sink = Sink(store, sink_config)
+    run_sink(sink, lambda s: s.session["consumed"] >= accepted + resent and day in s.closed
+             and not any(p.buffer for p in s.parts.values()))
+
+    assert sink.session == {"consumed": 470, "written": 420, "duplicates": 50, "late": 0, "invalid": 0}
+    partition = layout.raw_events(day)
+    assert store.is_complete(partition) and store.exists(f"{partition}/{SINK_MARKER}")
+    frame = read_partition(store, partition)
+    assert sorted(frame["event_id"]) == sorted(e["event_id"] for e in old)
+    assert str(frame["event_time"].dtype) == "datetime64[ns, UTC]" and str(frame["user_id"].dtype) == "string"
+    assert ids_in_sink_files(store, layout.raw_events(day2)) == collections.Counter(e["event_id"] for e in newer)
+    assert ids_in_sink_files(store, layout.raw_events(today)) == collections.Counter(e["event_id"] for e in current)
+    assert not store.exists(RAW_INVALID_EVENTS)
+    delivered = fingerprint(store, partition)
+
+    # after day D closed: its late events go to the late area (counted), a resent one is still a duplicate
+    late = make_events("late", day, 10, 4)
+    with TestClient(create_app(config)) as client:
+        assert post_all(client, [*late, old[0]]) == 11
+    sink = Sink(store, sink_config)
+    run_sink(sink, lambda s: s.session["consumed"] >= 11 and not any(p.buffer for p in s.parts.values()))
+    assert sink.session == {"consumed": 11, "written": 0, "duplicates": 1, "late": 10, "invalid": 0}
+    assert sink.totals()["late"] == 10 and sink.totals()["written"] == 420  # kept across runs
+    assert ids_in_sink_files(store, late_events(day)) == collections.Counter(e["event_id"] for e in late)
+    assert fingerprint(store, partition) == delivered  # a closed partition is never modified
+
+    report = validate_partition(store, day=day, settings=Settings.from_env())
+    assert report.success, [c for c in report.checks if not c["success"]]
+    assert report.rows == 300
+
+
+def _sink_process(kafka_broker: KafkaBroker, topic: str, group: str, root: Path, log: Path,
+                  max_file_events: int, failpoint: str | None = None) -> subprocess.Popen[bytes]:
+    env = os.environ | {"RECSYS_STORAGE_BACKEND": "local", "RECSYS_STORAGE_ROOT": str(root)}
+    env.pop("RECSYS_SINK_FAILPOINT", None)
+    if failpoint:
+        env["RECSYS_SINK_FAILPOINT"] = failpoint
+    return subprocess.Popen(
+        [sys.executable, "-m", "recsys.streaming.sink", "--bootstrap", kafka_broker.bootstrap, "--topic", topic,
+         "--group", group, "--instance-id", group, "--max-file-events", str(max_file_events),
+         "--max-file-seconds", "0.5", "--lateness-seconds", "3600"],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=open(log, "ab"),
+    )
+
+
+def _data_files(store: LocalStore, *folders: str) -> list[str]:
+    return [f for folder in folders for f in store.data_files(folder)]
+
+
+def test_kill_9_of_the_sink_mid_chunk_then_restart_stores_every_event_once(kafka_broker: KafkaBroker,
+                                                                           tmp_path: Path) -> None:
+    topic = kafka_broker.new_topic("kill")
+    root = tmp_path / "store"
+    store = LocalStore(root)
+    today = datetime.now(UTC).date()
+    day, day2 = today - timedelta(days=2), today - timedelta(days=1)
+    batch = make_events("k1", day, 300, 5) + make_events("k2", day2, 300, 6)
+    random.Random(7).shuffle(batch)  # every chunk holds both days: two files per chunk
+    with TestClient(create_app(CollectorConfig(bootstrap=kafka_broker.bootstrap, topic=topic))) as client:
+        assert post_all(client, batch) == 600
+    folders = (layout.raw_events(day), layout.raw_events(day2))
+    group, log = f"sink-{uuid.uuid4().hex[:6]}", tmp_path / "sink.log"
+
+    # 1. killed by SIGKILL after its 3rd file: the first file of its second chunk is out, the second is not
+    first = _sink_process(kafka_broker, topic, group, root, log, 50, failpoint="publish:3")
+    assert first.wait(timeout=120) == -signal.SIGKILL, log.read_text()
+    assert len(_data_files(store, *folders)) == 3
+
+    # 2. killed by SIGKILL from outside while it works; restarted with larger files (a new configuration), it
+    # must still cut the interrupted chunk where the killed sink did, or that chunk's events would be doubled
+    second = _sink_process(kafka_broker, topic, group, root, log, 80)
+    deadline = time.monotonic() + 120
+    while len(_data_files(store, *folders)) < 9 and time.monotonic() < deadline and second.poll() is None:
+        time.sleep(0.02)
+    second.kill()
+    assert second.wait(timeout=30) == -signal.SIGKILL, log.read_text()
+    assert "rewriting the interrupted chunk" in log.read_text()
+
+    # 3. runs to the end and is stopped cleanly
+    third = _sink_process(kafka_broker, topic, group, root, log, 80)
+    expected = collections.Counter(e["event_id"] for e in batch)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and third.poll() is None:
+        if store.is_complete(folders[0]) and ids_in_sink_files(store, *folders) == expected:
+            break
+        time.sleep(0.2)
+    third.send_signal(signal.SIGTERM)
+    out, _ = third.communicate(timeout=60)
+    assert third.returncode == 0, log.read_text()[-3000:]
+
+    found = ids_in_sink_files(store, *folders, late_events(day), late_events(day2))
+    assert found == expected, (sum(found.values()), [i for i, n in found.items() if n > 1][:5])
+    assert store.is_complete(folders[0])
+    assert json.loads(out.decode().strip().splitlines()[-1])["session"]["late"] == 0
+
+    report = validate_partition(store, day=day, settings=Settings.from_env())
+    assert report.success, [c for c in report.checks if not c["success"]]
+    assert report.rows == 300
