@@ -5,7 +5,8 @@ Routes (relative to the mount point):
 - ``/registry`` (``?date=YYYY-MM-DD`` and/or ``?version=N`` highlight one partition or version): the model
   registry page (champion, plot, daily decisions, full retrains, versions, history); ``/api/registry`` is the
   same data as JSON.
-- ``/validation``: every partition's validation status; ``/validation/{date}``: one partition's checks.
+- ``/validation``: the data-health trend and every partition's validation status; ``/validation/{date}``: one
+  partition's checks; ``/api/validation/trend`` (``?format=csv``): the trend's numbers per date.
 - ``/reports/{path}``: files under ``reports/validation/`` in the store (the Great Expectations Data Docs
   site, ``site/partitions.html``, ``dt=D/summary.json``), so the report links work from the browser.
 """
@@ -23,6 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from recsys import registry, report
 from recsys.storage import PartitionStore, StorageError, layout
+from recsys.validation import health
 from recsys_ui import render
 
 REPORTS_ROOT = layout.VALIDATION_REPORTS
@@ -88,9 +90,7 @@ def _base(request: Request) -> str:
 
 async def _html_errors(request: Request, exc: HTTPException) -> Response:
     """Errors as a page for a browser, as JSON for the API and for clients that do not ask for HTML."""
-    if request.url.path.rstrip("/").endswith("/api/registry") or "text/html" not in request.headers.get(
-        "accept", ""
-    ):
+    if "/api/" in request.url.path or "text/html" not in request.headers.get("accept", ""):
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
     hint = " Log in to Airflow first." if exc.status_code in (401, 403) else ""
     return HTMLResponse(
@@ -144,12 +144,24 @@ def _registry_routes(app: FastAPI, store_or_503: Callable[[], PartitionStore], m
 
 
 def _validation_routes(app: FastAPI, store_or_503: Callable[[], PartitionStore]) -> None:
-    """``/validation`` and ``/validation/{date}``."""
+    """``/validation``, ``/api/validation/trend`` and ``/validation/{date}``."""
 
     @app.get("/validation", response_class=HTMLResponse)
     def validation_list(request: Request) -> HTMLResponse:
         store = store_or_503()
-        return HTMLResponse(render.validation_list_page(_base(request), report.validation_rows(store)))
+        return HTMLResponse(render.validation_list_page(_base(request), report.validation_rows(store),
+                                                        health.trend_rows(store)))
+
+    @app.get("/api/validation/trend")
+    def validation_trend(
+        output: str = Query("json", alias="format", pattern="^(json|csv)$",
+                            description="json (one object per date) or csv (a header and one line per date)"),
+    ) -> Response:
+        rows = health.trend_rows(store_or_503())
+        if output == "csv":
+            return Response(health.rows_csv(rows), media_type="text/csv; charset=utf-8",
+                            headers={"Content-Disposition": 'attachment; filename="validation-trend.csv"'})
+        return Response(health.rows_json(rows), media_type="application/json")
 
     @app.get("/validation/{day}", response_class=HTMLResponse)
     def validation_partition(request: Request, day: str) -> HTMLResponse:

@@ -13,8 +13,10 @@ from typing import Any
 from urllib.parse import quote
 
 from recsys import registry, report
+from recsys.validation import health
 from recsys_ui.cells import fmt
 from recsys_ui.plot import metric_plot_svg
+from recsys_ui.trend_plot import trend_section
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.2em 2em; color: #222; }
@@ -395,8 +397,9 @@ def _report_relative(store_path: str) -> str:
     return store_path.removeprefix(REPORTS_PREFIX)
 
 
-def validation_list_page(base: str, rows: list[dict[str, Any]]) -> str:
-    """Every partition (newest first) with its status, failed checks and links to its report and Data Docs."""
+def validation_list_page(base: str, rows: list[dict[str, Any]], trend: list[dict[str, Any]] | None = None) -> str:
+    """Every partition (newest first) with its status, failed checks and links to its report and Data Docs;
+    above them the data-health trend of ``trend`` (``recsys.validation.health.trend_rows``) when given."""
     body = [
         '<p>One row per partition date. <b>PASSED</b>: the day met every rule. <b>FAILED</b>: a rule broke; the '
         "partition was quarantined and the model was not touched. <b>ACCEPTED</b>: it failed and on-call let it "
@@ -417,6 +420,9 @@ def validation_list_page(base: str, rows: list[dict[str, Any]]) -> str:
             f"<td>{fmt(s.get('rows'))}</td><td>{failed_html if r['summary'] else '—'}</td>"
             f"<td>{' | '.join(links)}</td></tr>"
         )
+    if trend is not None:
+        body.append(trend_section(trend, base))
+        body.append('<h2 id="partitions">Every partition</h2>')
     body.append(_table(["date", "status", "rows", "failed checks", "reports"], table, "No partition has landed yet."))
     return page("Validation reports", base, "\n".join(body))
 
@@ -444,6 +450,10 @@ def validation_partition_page(base: str, day: str, status: str, summary: dict[st
     if notes:
         body.append("<h2>Notes</h2><ul>" + "".join(f"<li><b>{escape(str(k))}</b>: {escape(str(v))}</li>"
                                                    for k, v in sorted(notes.items())) + "</ul>")
+    margins = health.margin_lines(summary)
+    if margins:
+        body.append('<h2 id="margins">Margins to the thresholds</h2><ul>'
+                    + "".join(f"<li>{escape(line)}</li>" for line in margins) + "</ul>")
     checks = sorted(summary.get("checks") or [], key=lambda c: bool(c.get("success")))
     rows = []
     for c in checks:
