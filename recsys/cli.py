@@ -211,13 +211,14 @@ def _refresh_index(store: PartitionStore, settings: Settings, args: argparse.Nam
 def _serve(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
     import uvicorn
 
+    from recsys.serving.limits import server_options
     from recsys.serving.service import create_app
 
     app = create_app(store, poll_seconds=args.poll_seconds,
                      ann_min_items=None if args.exact else max(1, args.ann_min_items),
                      max_id_length=settings.validation_max_id_length)  # serve every id validation accepts
     print(f"recsys serve: http://{args.host}:{args.port} (store {store.uri('')}; docs at /docs)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, **server_options())
     return None
 
 

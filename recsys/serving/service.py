@@ -13,7 +13,10 @@ Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``):
 Every answer names the version it came from; one request is answered by exactly one version (see
 :mod:`recsys.serving.model_holder`). Input is checked before any work: ``k`` in 1..1000, ids by the
 rule of :func:`recsys.schema.valid_id` (the one validation applies to the data; its ``pattern`` is in
-the OpenAPI schema); violations are 422 answers ``{"detail": "<message naming the field>"}``.
+the OpenAPI schema); violations are 422 answers ``{"detail": "<message naming the field>"}``. URL,
+header and body sizes are bounded (414, 431, 413: :mod:`recsys.serving.limits`; run the app with
+``uvicorn.run(app, **limits.server_options())`` so the server bounds them while reading, as
+``recsys serve`` does).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from recsys import schema
+from recsys.serving.limits import RequestLimits
 from recsys.serving.model_holder import LoadedVersion, ModelHolder
 from recsys.storage import PartitionStore
 
@@ -233,6 +237,7 @@ def create_app(store: PartitionStore, poll_seconds: float = 2.0, retry_seconds: 
     )
     app.state.holder = holder
     app.state.metrics = metrics
+    app.add_middleware(RequestLimits)  # URL, header and body sizes (see recsys.serving.limits)
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(RequestValidationError)

@@ -341,6 +341,9 @@ def test_cli_serve_runs_uvicorn_with_the_app(sstore, monkeypatch):
     (app, kw), = calls
     assert isinstance(app, FastAPI)
     assert (kw["host"], kw["port"], app.state.holder.poll_seconds) == ("127.0.0.1", 8123, 0.5)
+    from recsys.serving.limits import server_options
+
+    assert kw["http"].__name__ == server_options()["http"].__name__ == "BoundedHttpToolsProtocol"  # bounded heads
     assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
 
 
