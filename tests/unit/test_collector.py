@@ -8,6 +8,7 @@ The accepted path (202 after the broker's acknowledgement) is in tests/integrati
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -149,3 +150,38 @@ def test_oversized_batches_and_bodies_are_refused_with_413(client: TestClient) -
 
 def test_healthz(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def _dead_port() -> str:
+    import socket
+
+    with socket.socket() as sock:  # bound and closed: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_a_batch_over_the_producer_queue_is_refused_with_503_and_nothing_is_sent() -> None:
+    config = CollectorConfig(bootstrap=_dead_port(), queue_max_messages=10)
+    with TestClient(create_app(config, clock=lambda: NOW)) as client:
+        answer = client.post("/events", json=[event(event_id=str(i)) for i in range(11)])
+        assert answer.status_code == 503
+        assert answer.headers["retry-after"] == "1"
+        assert "nothing of this batch was accepted" in answer.json()["detail"]
+        metrics = client.get("/metrics").text
+    assert 'recsys_collector_events_total{result="backpressure"} 11' in metrics
+    assert "recsys_collector_producer_queue 0" in metrics  # nothing was handed to the producer
+
+
+def test_an_unreachable_broker_is_a_503_after_the_delivery_timeout_never_a_202() -> None:
+    config = CollectorConfig(bootstrap=_dead_port(), delivery_timeout_s=1.0)
+    with TestClient(create_app(config, clock=lambda: NOW)) as client:
+        started = time.monotonic()
+        answer = client.post("/events", json=[event(event_id="a"), event(event_id="b")])
+        assert answer.status_code == 503, answer.text
+        assert time.monotonic() - started < 10
+        assert "the broker did not acknowledge 2 events" in answer.json()["detail"]
+        assert answer.json()["stored"] == 0
+        assert not client.get("/readyz").json()["ready"]
+        metrics = client.get("/metrics").text
+    assert 'recsys_collector_events_total{result="delivery_failed"} 2' in metrics
+    assert 'recsys_collector_events_total{result="accepted"} 0' in metrics
