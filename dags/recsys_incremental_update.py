@@ -235,7 +235,7 @@ def recsys_incremental_update() -> None:
 
         step = support.current_step()
         gate = deploy_override(step.store, support.current_day(), step.params.get("deploy_mode") or "gate",
-                               step.params.get("deploy_reason"), step.run_id)
+                               step.params.get("deploy_reason"), run_id=step.run_id)
         logging.getLogger(__name__).info(
             "candidate v%s of %s: %s (%s)", decision["candidate_version"], decision["date"],
             "deploy" if gate["deploy"] else "no deploy", gate["reason"],
