@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +56,8 @@ def partition_landed(context: Any) -> bool:
 
 class LateAwareWebHdfsSensor(WebHdfsSensor):
     """The HDFS provider's ``WebHdfsSensor`` that also reports a late partition (:func:`alert_if_late`)."""
+
+    template_fields: Sequence[str] = tuple(WebHdfsSensor.template_fields)  # the marker's filepath
 
     def poke(self, context: Any) -> bool:
         found = bool(super().poke(context))
