@@ -229,3 +229,24 @@ def test_kill_9_of_the_sink_mid_chunk_then_restart_stores_every_event_once(kafka
     report = validate_partition(store, day=day, settings=Settings.from_env())
     assert report.success, [c for c in report.checks if not c["success"]]
     assert report.rows == 300
+
+
+@pytest.mark.hdfs
+def test_the_sink_writes_a_partition_on_hdfs_that_validation_passes(kafka_broker: KafkaBroker, hdfs_cluster: Any,
+                                                                    tmp_path: Path) -> None:
+    """The same path with the production store: WebHDFS on the real single-node HDFS."""
+    topic = kafka_broker.new_topic("hdfs")
+    store = hdfs_cluster.store("sink")
+    day = datetime.now(UTC).date() - timedelta(days=2)
+    old = make_events("h", day, 150, 8)
+    with TestClient(create_app(CollectorConfig(bootstrap=kafka_broker.bootstrap, topic=topic))) as client:
+        assert post_all(client, old) + post_all(client, old[:20]) == 170
+    group = f"sink-{uuid.uuid4().hex[:6]}"
+    sink = Sink(store, SinkConfig(bootstrap=kafka_broker.bootstrap, topic=topic, group=group, instance_id=group,
+                                  max_file_events=64, max_file_seconds=0.5, close_check_seconds=0.2))
+    run_sink(sink, lambda s: s.session["consumed"] >= 170 and day in s.closed)
+    assert sink.session == {"consumed": 170, "written": 150, "duplicates": 20, "late": 0, "invalid": 0}
+    frame = read_partition(store, layout.raw_events(day))
+    assert sorted(frame["event_id"]) == sorted(e["event_id"] for e in old)
+    report = validate_partition(store, day=day, settings=Settings.from_env())
+    assert report.success, [c for c in report.checks if not c["success"]]
