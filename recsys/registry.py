@@ -3,18 +3,37 @@
 It holds the trained versions (with their metadata and metrics), one decision per partition date,
 the gate's decision on each full retrain (``retrains``, keyed by version), the current champion, and a
 history of every change and every on-call decision (what, when, why, and the ``run_id`` that made it).
-The document's shape is :class:`Registry` (plain JSON: the types below only describe it). :func:`load`
-and :func:`save` are its only reads and writes. Writes are atomic (the store writes a temporary file and
-renames it); DAG runs are serialised (``max_active_runs=1``), so there is a single writer.
+The document's shape is :class:`Registry` (plain JSON: the types below only describe it).
+
+Many processes write it: the tasks of three DAGs, the CLI, benchmarks, on several machines. Every write
+goes through :func:`update` (load, change, save under the store lock :data:`LOCK`, a lease with owner and
+expiry: :mod:`recsys.storage.lock`), so no update is lost; :func:`load` reads without the lock (a file
+is replaced atomically). Version numbers are handed out by :func:`allocate_version` before a version
+directory is written, and :func:`training_lock` makes a date's training happen once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
-from typing import Any, Final, NotRequired, Required, TypedDict, cast
+from typing import Any, Final, NotRequired, Required, TypedDict, TypeVar, cast
 
 from recsys.errors import RecsysError
 from recsys.storage import PartitionStore, layout
+from recsys.storage.lock import StoreLock, store_lock
+
+T = TypeVar("T")
+
+# --- the locks (directories of leases, recsys.storage.lock) ----------------------------------------------
+LOCK: Final = "registry/locks/two_tower"  # every write of the registry
+LOCK_EXPIRY: Final = 60.0  # seconds; a write holds it for well under a second (a few on a busy HDFS)
+LOCK_TIMEOUT: Final = 900.0  # a writer gives up (with who holds it) after this long
+TRAINING_LOCK_EXPIRY: Final = 300.0  # a training refreshes its lock every 100 s while it runs
 
 # --- the kinds of version ------------------------------------------------------------------------------
 FINE_TUNE: Final = "fine_tune"
@@ -131,6 +150,16 @@ HistoryEntry = TypedDict(
 )
 
 
+class Reservation(TypedDict):
+    """``reservations[str(n)]``: version number ``n`` handed to a training under way (:func:`allocate_version`)."""
+
+    kind: str
+    date: str  # ISO date trained up to
+    run_id: str | None
+    owner: str  # host:pid
+    at: str
+
+
 class Registry(TypedDict):
     """The whole document."""
 
@@ -139,6 +168,7 @@ class Registry(TypedDict):
     decisions: dict[str, Decision]  # keyed by ISO date
     history: list[HistoryEntry]  # oldest first
     retrains: NotRequired[dict[str, RetrainDecision]]  # keyed by str(version); absent before the first
+    reservations: NotRequired[dict[str, Reservation]]  # keyed by str(version); absent before the first
 
 
 class DeployChoice(TypedDict):
@@ -166,8 +196,43 @@ def load(store: PartitionStore) -> Registry:
     return cast(Registry, store.read_json(layout.REGISTRY))
 
 
+_writing = threading.local()
+
+
+@contextlib.contextmanager
+def _locked(store: PartitionStore, run_id: str | None) -> Iterator[StoreLock]:
+    if getattr(_writing, "active", False):
+        raise RuntimeError("registry.update inside registry.update: its outer save would undo the inner one")
+    with store_lock(store, LOCK, run_id=run_id, purpose="registry write", expiry=LOCK_EXPIRY,
+                    timeout=LOCK_TIMEOUT) as lock:
+        _writing.active = True
+        try:
+            yield lock
+        finally:
+            _writing.active = False
+
+
+def update(store: PartitionStore, change: Callable[[Registry], T], run_id: str | None = None) -> T:
+    """Apply ``change`` to the registry and save it, all under :data:`LOCK`; returns what ``change`` returns.
+
+    Every write of the registry goes through here (``change`` edits the document in place and must not
+    write to the store itself). Nothing is written when ``change`` raises or changes nothing.
+    """
+    with _locked(store, run_id) as lock:
+        registry = load(store)
+        before = json.dumps(registry, sort_keys=True, default=str)
+        result = change(registry)
+        if json.dumps(registry, sort_keys=True, default=str) != before:
+            lock.check()
+            store.write_json(layout.REGISTRY, registry)
+    return result
+
+
 def save(store: PartitionStore, registry: Registry) -> None:
-    store.write_json(layout.REGISTRY, registry)
+    """Replace the whole document (under :data:`LOCK`); a change of it goes through :func:`update` instead."""
+    with _locked(store, None) as lock:
+        lock.check()
+        store.write_json(layout.REGISTRY, registry)
 
 
 def now() -> str:
@@ -198,16 +263,61 @@ def parent_for_date(registry: Registry, day: date) -> int | None:
 
 
 def next_version(registry: Registry) -> int:
-    return max((int(k) for k in registry["versions"]), default=0) + 1
+    """The number after every registered and reserved one (only :func:`allocate_version` hands numbers out)."""
+    taken = [*registry["versions"], *registry.get("reservations", {})]
+    return max((int(k) for k in taken), default=0) + 1
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def training_lock(store: PartitionStore, kind: str, day: date, run_id: str | None) -> contextlib.AbstractContextManager[
+        StoreLock]:
+    """Hold the lock of training ``kind`` on ``day`` while it runs (waiting while another run holds it).
+
+    A second run of the same date then finds the first's version instead of training again; a crashed
+    run's lock is taken over after :data:`TRAINING_LOCK_EXPIRY` (at once if it died on this host).
+    """
+    return store_lock(store, f"registry/locks/train-{kind}-{day.isoformat()}", run_id=run_id,
+                      purpose=f"{kind} of {day.isoformat()}", expiry=TRAINING_LOCK_EXPIRY)
+
+
+def allocate_version(store: PartitionStore, day: date, kind: str, run_id: str | None) -> int:
+    """Reserve a version number for a training of ``kind`` on ``day``, before its directory is written.
+
+    The number is above every registered, reserved or stored version, so two trainings never share
+    one. Callers hold :func:`training_lock` of ``kind`` and ``day``: a reservation of the same kind and
+    day is left by an attempt that died before registering its version, and is reused (its directory,
+    never registered, is replaced).
+    """
+    def reserve(registry: Registry) -> int:
+        reservations = registry.setdefault("reservations", {})
+        mine: Reservation = {"kind": kind, "date": day.isoformat(), "run_id": run_id, "owner": _owner(), "at": now()}
+        for key, old in reservations.items():
+            if (old["kind"], old["date"]) == (kind, day.isoformat()):
+                reservations[key] = mine
+                return int(key)
+        stored = [int(name) for name in store.list_dir(layout.MODELS) if name.isdigit()]
+        version = max(next_version(registry), max(stored, default=0) + 1)
+        reservations[str(version)] = mine
+        return version
+
+    return update(store, reserve, run_id)
 
 
 def add_version(store: PartitionStore, version: int, metadata: VersionEntry, run_id: str | None) -> None:
-    registry = load(store)
-    registry["versions"][str(version)] = metadata
-    registry["history"].append(
-        {"at": now(), "action": TRAINED, "version": version, "date": metadata["trained_on"], "run_id": run_id}
-    )
-    save(store, registry)
+    """Register trained ``version`` (its reservation, if any, is done); a registered version is never replaced."""
+    def add(registry: Registry) -> None:
+        if str(version) in registry["versions"]:
+            raise RegistryError(f"version {version} is already registered: a version is never overwritten")
+        registry.get("reservations", {}).pop(str(version), None)
+        registry["versions"][str(version)] = metadata
+        registry["history"].append(
+            {"at": now(), "action": TRAINED, "version": version, "date": metadata["trained_on"], "run_id": run_id}
+        )
+
+    update(store, add, run_id)
 
 
 def _verdict(decision: Decision) -> str:
@@ -216,13 +326,14 @@ def _verdict(decision: Decision) -> str:
 
 def record_decision(store: PartitionStore, day: date, decision: Decision, run_id: str | None) -> None:
     """Record the evaluation decision of ``day`` (replacing an older one for the same date)."""
-    registry = load(store)
-    registry["decisions"][day.isoformat()] = decision
-    registry["history"].append(
-        {"at": now(), "action": _verdict(decision), "version": decision["candidate_version"],
-         "date": day.isoformat(), "reason": decision["reason"], "run_id": run_id}
-    )
-    save(store, registry)
+    def record(registry: Registry) -> None:
+        registry["decisions"][day.isoformat()] = decision
+        registry["history"].append(
+            {"at": now(), "action": _verdict(decision), "version": decision["candidate_version"],
+             "date": day.isoformat(), "reason": decision["reason"], "run_id": run_id}
+        )
+
+    update(store, record, run_id)
 
 
 def record_retrain_decision(
@@ -232,13 +343,14 @@ def record_retrain_decision(
 
     Full retrains are not a date's candidate, so their decisions do not go under ``decisions``.
     """
-    registry = load(store)
-    registry.setdefault("retrains", {})[str(version)] = decision
-    registry["history"].append(
-        {"at": now(), "action": _verdict(decision), "kind": FULL_RETRAIN,
-         "version": version, "date": decision["date"], "reason": decision["reason"], "run_id": run_id}
-    )
-    save(store, registry)
+    def record(registry: Registry) -> None:
+        registry.setdefault("retrains", {})[str(version)] = decision
+        registry["history"].append(
+            {"at": now(), "action": _verdict(decision), "kind": FULL_RETRAIN,
+             "version": version, "date": decision["date"], "reason": decision["reason"], "run_id": run_id}
+        )
+
+    update(store, record, run_id)
 
 
 def set_champion(
@@ -246,15 +358,35 @@ def set_champion(
 ) -> HistoryEntry:
     """Switch the champion pointer to ``version`` and record the switch (``action``: :data:`DEPLOYED` or
     :data:`ROLLBACK`); returns the history entry."""
-    registry = load(store)
+    def switch(registry: Registry) -> HistoryEntry:
+        return _switch(registry, version, action, reason, run_id)
+
+    return update(store, switch, run_id)
+
+
+def _switch(registry: Registry, version: int, action: str, reason: str, run_id: str | None) -> HistoryEntry:
     if str(version) not in registry["versions"]:
         raise RegistryError(f"version {version} is not in the registry; known: {sorted(registry['versions'])}")
     entry: HistoryEntry = {"at": now(), "action": action, "from": registry["champion"], "to": version,
                            "reason": reason, "run_id": run_id}
     registry["champion"] = version
     registry["history"].append(entry)
-    save(store, registry)
     return entry
+
+
+def deploy_once(store: PartitionStore, version: int, reason: str, run_id: str | None) -> HistoryEntry | None:
+    """Make ``version`` the champion (:data:`DEPLOYED`) unless it is or was deployed already (then None).
+
+    The check and the switch are one registry update: of two concurrent deploys of a version, one switches.
+    """
+    def deploy(registry: Registry) -> HistoryEntry | None:
+        if registry["champion"] == version or any(
+            h["action"] == DEPLOYED and h.get("to") == version for h in registry["history"]
+        ):
+            return None  # a rerun of a date deployed before must not take the champion back (that is a rollback)
+        return _switch(registry, version, DEPLOYED, reason, run_id)
+
+    return update(store, deploy, run_id)
 
 
 def record_accepted_invalid(
@@ -266,11 +398,9 @@ def record_accepted_invalid(
     """
     if not reason.strip():
         raise RegistryError(f"accepting the invalid partition {day} needs a reason")
-    registry = load(store)
     entry: HistoryEntry = {"at": now(), "action": ACCEPTED_INVALID, "date": day.isoformat(),
                            "reason": reason.strip(), "failed_expectations": list(failed), "run_id": run_id}
-    registry["history"].append(entry)
-    save(store, registry)
+    update(store, lambda registry: registry["history"].append(entry), run_id)
     return entry
 
 
@@ -284,15 +414,22 @@ def record_manual(store: PartitionStore, action: str, reason: str | None, run_id
     ``fields`` are further :class:`HistoryEntry` keys. A retry of the same run (same action, run id and
     fields) does not add a second entry.
     """
-    registry = load(store)
-    entry = cast(HistoryEntry, {"at": now(), "action": action, **fields,
-                                "reason": (reason or "").strip() or None, "run_id": run_id})
+    entry = _manual(action, reason, run_id, **fields)
+    return update(store, lambda registry: _append_once(registry, entry), run_id)
+
+
+def _manual(action: str, reason: str | None, run_id: str | None, **fields: Any) -> HistoryEntry:
+    return cast(HistoryEntry, {"at": now(), "action": action, **fields,
+                               "reason": (reason or "").strip() or None, "run_id": run_id})
+
+
+def _append_once(registry: Registry, entry: HistoryEntry) -> HistoryEntry:
+    """Append ``entry`` unless the history has it already (same fields but the time, and a run id)."""
     same = {k: v for k, v in entry.items() if k != "at"}
     for old in registry["history"]:
-        if run_id is not None and {k: v for k, v in old.items() if k != "at"} == same:
+        if entry.get("run_id") is not None and {k: v for k, v in old.items() if k != "at"} == same:
             return old
     registry["history"].append(entry)
-    save(store, registry)
     return entry
 
 
@@ -308,29 +445,36 @@ def deploy_override(
     """
     if mode not in DEPLOY_MODES:
         raise RegistryError(f"deploy mode {mode!r}: expected one of {', '.join(DEPLOY_MODES)}")
-    registry = load(store)
-    decision = registry["decisions"].get(day.isoformat())
-    if decision is None:
-        raise RegistryError(f"no evaluation decision for {day}: run the evaluate step first")
-    version = decision["candidate_version"]
-    if mode == GATE:
-        return {"deploy": bool(decision["blessed"]), "reason": decision["reason"], "mode": mode, "version": version}
     why = (reason or "").strip()
-    if not why:
-        raise RegistryError(
-            f"{'skipping' if mode == SKIP else 'forcing'} the deploy of {day} needs a reason "
-            "(it is recorded in the registry history)"
-        )
-    gate = decision.get("gate_reason", decision["reason"])
-    if mode == SKIP:
-        record_manual(store, DEPLOY_SKIPPED, why, run_id, date=day.isoformat(), version=version,
-                      gate_blessed=bool(decision["blessed"]))
-        return {"deploy": False, "reason": f"deploy skipped by on-call: {why}", "mode": mode, "version": version}
-    if not decision.get("forced"):
-        registry["decisions"][day.isoformat()] = decision | {
-            "blessed": True, "reason": f"forced by on-call: {why} (the gate said: {gate})", "gate_reason": gate,
-            "gate_blessed": bool(decision["blessed"]), "forced": {"reason": why, "run_id": run_id, "at": now()},
-        }
-        save(store, registry)
-    record_manual(store, DEPLOY_FORCED, why, run_id, date=day.isoformat(), version=version, gate_reason=gate)
-    return {"deploy": True, "reason": f"deploy forced by on-call: {why}", "mode": mode, "version": version}
+
+    def decide(registry: Registry) -> DeployChoice:
+        decision = registry["decisions"].get(day.isoformat())
+        if decision is None:
+            raise RegistryError(f"no evaluation decision for {day}: run the evaluate step first")
+        version = decision["candidate_version"]
+        if mode == GATE:
+            return {"deploy": bool(decision["blessed"]), "reason": decision["reason"], "mode": mode,
+                    "version": version}
+        if not why:
+            raise RegistryError(
+                f"{'skipping' if mode == SKIP else 'forcing'} the deploy of {day} needs a reason "
+                "(it is recorded in the registry history)"
+            )
+        gate = decision.get("gate_reason", decision["reason"])
+        if mode == SKIP:
+            _append_once(registry, _manual(DEPLOY_SKIPPED, why, run_id, date=day.isoformat(), version=version,
+                                           gate_blessed=bool(decision["blessed"])))
+            return {"deploy": False, "reason": f"deploy skipped by on-call: {why}", "mode": mode, "version": version}
+        if not decision.get("forced"):
+            registry["decisions"][day.isoformat()] = decision | {
+                "blessed": True, "reason": f"forced by on-call: {why} (the gate said: {gate})",
+                "gate_reason": gate, "gate_blessed": bool(decision["blessed"]),
+                "forced": {"reason": why, "run_id": run_id, "at": now()},
+            }
+        _append_once(registry, _manual(DEPLOY_FORCED, why, run_id, date=day.isoformat(), version=version,
+                                       gate_reason=gate))
+        return {"deploy": True, "reason": f"deploy forced by on-call: {why}", "mode": mode, "version": version}
+
+    if mode == GATE:  # a read: no lock
+        return decide(load(store))
+    return update(store, decide, run_id)

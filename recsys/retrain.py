@@ -61,15 +61,16 @@ def train(
     if window <= 0:
         raise RetrainError(f"the retrain window must be at least one day, got {window}")
     day = end_date(store, end)
-    reg = registry.load(store)
-    if run_id is not None:
-        for entry in reg["history"]:
-            meta = reg["versions"].get(str(entry.get("version")))
-            if (entry["action"] == registry.TRAINED and entry.get("run_id") == run_id and meta
-                    and meta.get("kind") == registry.FULL_RETRAIN and meta["trained_on"] == day.isoformat()):
-                log.info("run %s already trained full retrain version %s", run_id, entry["version"])
-                return meta | {"version": int(entry["version"]), "reused": True}
-    metadata = train_from_scratch(store, settings, day, run_id=run_id, window_days=window)
+    with registry.training_lock(store, registry.FULL_RETRAIN, day, run_id):  # a concurrent retry waits
+        reg = registry.load(store)
+        if run_id is not None:
+            for entry in reg["history"]:
+                meta = reg["versions"].get(str(entry.get("version")))
+                if (entry["action"] == registry.TRAINED and entry.get("run_id") == run_id and meta
+                        and meta.get("kind") == registry.FULL_RETRAIN and meta["trained_on"] == day.isoformat()):
+                    log.info("run %s already trained full retrain version %s", run_id, entry["version"])
+                    return meta | {"version": int(entry["version"]), "reused": True}
+        metadata = train_from_scratch(store, settings, day, run_id=run_id, window_days=window)
     return metadata | {"window_days": window}
 
 

@@ -40,8 +40,14 @@ def fine_tune(
 ) -> dict[str, Any]:
     """Train the candidate for ``day`` and store it as a new version; returns its metadata.
 
-    Idempotent: if a version was already fine-tuned on ``day`` it is returned unchanged.
+    Exactly once per date: if a version was already fine-tuned on ``day`` it is returned unchanged, and
+    a run of the same date that is training right now (another process, any machine) is waited for.
     """
+    with registry.training_lock(store, registry.FINE_TUNE, day, run_id):
+        return _fine_tune(store, settings, day, run_id)
+
+
+def _fine_tune(store: PartitionStore, settings: Settings, day: date, run_id: str | None) -> dict[str, Any]:
     reg = registry.load(store)
     existing = registry.version_for_date(reg, day)
     if existing is not None:
@@ -67,10 +73,18 @@ def train_from_scratch(
 
     Used to bootstrap a model from history and for periodic full retrains; stored as a version of
     kind ``full_retrain`` that later fine-tunes may start from. ``window_days`` keeps only the
-    partitions of the last that many days (``day`` included); None: all of them.
+    partitions of the last that many days (``day`` included); None: all of them. Full retrains ending
+    on the same day run one at a time (:func:`recsys.registry.training_lock`).
     """
     if window_days is not None and window_days <= 0:
         raise TrainingError(f"the training window must be at least one day, got {window_days}")
+    with registry.training_lock(store, registry.FULL_RETRAIN, day, run_id):
+        return _train_from_scratch(store, settings, day, run_id, window_days)
+
+
+def _train_from_scratch(
+    store: PartitionStore, settings: Settings, day: date, run_id: str | None, window_days: int | None
+) -> dict[str, Any]:
     first = date.min if window_days is None else day - timedelta(days=window_days - 1)
     days = [d for d in store.partitions(layout.FEATURES) if first <= d <= day]
     if day not in days:
@@ -164,7 +178,7 @@ def _train_version(
     seconds = time.perf_counter() - started
     tables = two_tower.get_tables(model)
 
-    version = registry.next_version(registry.load(store))
+    version = registry.allocate_version(store, day, kind, run_id)  # before anything is written under it
     metadata = _metadata(
         version, kind, day, parent, settings, train_examples, replay.size, user_rows, item_rows, old, tables,
         float(fit.history["loss"][-1]), seconds,

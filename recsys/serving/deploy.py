@@ -128,7 +128,11 @@ def deploy_version(
             meta = index_metadata(data, index, catalog_day, run_id)
             (local / INDEX_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
             store.publish_dir(local, version_dir)
-    entry = registry.set_champion(store, version, registry.DEPLOYED, reason, run_id)
+    entry = registry.deploy_once(store, version, reason, run_id)  # checks again under the registry lock
+    if entry is None:
+        champion = registry.load(store)["champion"]
+        log.info("version %d was deployed meanwhile by another run; champion stays %s", version, champion)
+        return {"version": version, "changed": False, "champion": champion}
     log.info("version %d is the champion (was %s)", version, entry["from"])
     return {"version": version, "changed": True, "previous": entry["from"]}
 

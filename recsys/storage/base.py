@@ -136,6 +136,18 @@ class PartitionStore(ABC):
     def uri(self, path: str) -> str:
         """A human-readable location for messages and links (``file:///...``, ``hdfs://...``)."""
 
+    @abstractmethod
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        """Create file ``path`` holding ``data`` unless something exists there; False if it did.
+
+        One atomic step: of concurrent callers exactly one gets True, and a reader sees the whole
+        content or no file (the building block of :mod:`recsys.storage.lock`).
+        """
+
+    def delete(self, path: str) -> None:
+        """Delete the file or tree ``path`` if it exists (errors ignored)."""
+        self._remove(path)
+
     # --- steps of a directory publish, each backend's (paths relative to the root) ------------
     @abstractmethod
     def _entries(self, path: str) -> dict[str, float] | None:

@@ -84,6 +84,23 @@ class LocalStore(PartitionStore):
     def uri(self, path: str) -> str:
         return f"file://{self._path(path)}"
 
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        full = self._path(path)
+        full.parent.mkdir(parents=True, exist_ok=True)
+        tmp = full.with_name(temporary_name("tmp", full.name))
+        try:
+            with open(tmp, "xb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, full)  # atomic, and fails if anything exists at ``full``
+            except FileExistsError:
+                return False
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
+
     # --- steps of a directory publish ------------------------------------------------------------
     def _entries(self, path: str) -> dict[str, float] | None:
         full = self._path(path)

@@ -223,6 +223,23 @@ class WebHDFSStore(PartitionStore):
     def uri(self, path: str) -> str:
         return self._uri_of(self._path(path))
 
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        full = self._path(path)
+        tmp = self._path(posixpath.join(posixpath.dirname(path), temporary_name("tmp", posixpath.basename(full))))
+        try:
+            self._call("writing", tmp, self.client.write, tmp, data=data, overwrite=False)
+            # rename2 without OVERWRITE: one NameNode operation that fails if ``full`` exists
+            self._rename(tmp, full, overwrite=False)
+        except StorageError:
+            self._delete_quietly(tmp)
+            if self._status(full) is not None:
+                return False
+            raise
+        except BaseException:
+            self._delete_quietly(tmp)
+            raise
+        return True
+
     # --- steps of a directory publish ------------------------------------------------------------
     def _entries(self, path: str) -> dict[str, float] | None:
         full = self._path(path)

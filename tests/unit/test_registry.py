@@ -108,8 +108,10 @@ def test_every_write_stays_inside_the_declared_document_shape(store):
     """What every writer puts on disk uses only the keys of registry.Registry and its parts, and the history
     only the action constants (a new key or action must be declared there first)."""
     for version, day in ((1, D1), (2, D2)):
+        assert registry.allocate_version(store, day, registry.FINE_TUNE, "r1") == version
         registry.add_version(store, version, {"version": version, "kind": registry.FINE_TUNE,
                                               "trained_on": day.isoformat()}, "r1")
+    registry.allocate_version(store, D4, registry.FINE_TUNE, "r9")  # a training under way
     decision = {"date": D1.isoformat(), "candidate_version": 1, "champion_version": None,
                 "candidate_metrics": {"recall@100": 0.5}, "champion_metrics": None, "eval_users": 3,
                 "eval_examples": 4, "blessed": True, "reason": "no champion yet", "decided_at": registry.now()}
@@ -121,9 +123,10 @@ def test_every_write_stays_inside_the_declared_document_shape(store):
     registry.deploy_override(store, D2, registry.FORCE, "approved", "m2")
     registry.set_champion(store, 2, registry.DEPLOYED, "forced", "m2")
     registry.set_champion(store, 1, registry.ROLLBACK, "bad", "m3")
-    registry.add_version(store, 3, {"version": 3, "kind": registry.FULL_RETRAIN, "trained_on": D2.isoformat(),
+    assert registry.allocate_version(store, D2, registry.FULL_RETRAIN, "fr") == 4  # 3 is reserved (D4)
+    registry.add_version(store, 4, {"version": 4, "kind": registry.FULL_RETRAIN, "trained_on": D2.isoformat(),
                                     "window_days": 2}, "fr")
-    registry.record_retrain_decision(store, 3, decision | {"date": D2.isoformat(), "candidate_version": 3,
+    registry.record_retrain_decision(store, 4, decision | {"date": D2.isoformat(), "candidate_version": 4,
                                                            "kind": registry.FULL_RETRAIN, "window_days": 2}, "fr")
     registry.record_accepted_invalid(store, D3, "known promotion", ["expect_a"], "m4")
     registry.record_manual(store, registry.REVALIDATION_FORCED, None, "m5", date=D3.isoformat())
@@ -135,6 +138,7 @@ def test_every_write_stays_inside_the_declared_document_shape(store):
     assert set(doc["decisions"][D2.isoformat()]["forced"]) == _keys(registry.Forced)
     assert all(set(d) <= _keys(registry.RetrainDecision) for d in doc["retrains"].values())
     assert all(set(h) <= _keys(registry.HistoryEntry) for h in doc["history"])
+    assert all(set(r) == _keys(registry.Reservation) for r in doc["reservations"].values())
     assert [h["action"] for h in doc["history"]] == [
         registry.TRAINED, registry.TRAINED, registry.BLESSED, registry.DEPLOYED, registry.REJECTED,
         registry.DEPLOY_SKIPPED, registry.DEPLOY_FORCED, registry.DEPLOYED, registry.ROLLBACK, registry.TRAINED,
