@@ -21,6 +21,7 @@ from recsys.config import Settings
 from recsys.storage import PartitionStore, StorageError, layout
 from recsys.storage.raw import fingerprint, read_partition
 from recsys.validation.docs import OVERVIEW, SITE_INDEX, DocsRun, docs_run
+from recsys.validation.health import margins
 from recsys.validation.quarantine import quarantine
 from recsys.validation.results import (
     ValidationFailed,
@@ -34,6 +35,7 @@ from recsys.validation.suites import (
     CATALOG_SUITE,
     EVENTS_SUITE,
     INTEGRITY_SUITE,
+    TRAILING_KEYS,
     catalog_parameters,
     event_parameters,
     load_suite,
@@ -111,7 +113,9 @@ def _run_suites(
             events_suite = load_suite(EVENTS_SUITE)
             derived = suite_columns(derived, events_suite)
             del frame  # the suite's columns live on in ``derived`` (shared, not copied); the rest can go
+            average, days, top = (params.pop(key) for key in TRAILING_KEYS)
             report.checks = compact(gx_run.run(events_suite, derived, params), events_suite)
+            report.margins = margins(report.checks, average=average, days=days, top_item=top)
             report.checks += _validate_catalog(store, day, settings, gx_run, report)
         report.success = report.problem is None and all(c["success"] for c in report.checks)
         if report.success:

@@ -33,6 +33,8 @@ class ValidationReport:
     data_docs: dict[str, Any] = field(default_factory=dict)  # store paths of the site index and pages
     accepted: HistoryEntry | None = None  # on-call accepted this failed partition (who, why)
     validated_at: str | None = None
+    # how close the day came to each threshold (:func:`recsys.validation.health.margins`)
+    margins: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -53,6 +55,7 @@ class ValidationReport:
             "data_docs": self.data_docs,
             "accepted": self.accepted,
             "validated_at": self.validated_at,
+            "margins": self.margins,
         }
 
     @classmethod
@@ -63,6 +66,7 @@ class ValidationReport:
             summary.get("report_path", layout.validation_summary(day)), summary.get("fingerprint"),
             summary.get("passed_fingerprint"), dict(summary.get("notes") or {}),
             dict(summary.get("data_docs") or {}), summary.get("accepted"), summary.get("validated_at"),
+            dict(summary.get("margins") or {}),
         )
 
 

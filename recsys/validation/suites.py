@@ -28,6 +28,9 @@ INTEGRITY_SUITE = "partition_integrity"
 # derived columns the share expectations of raw_events read (added to a copy of the partition)
 NEW_USER, NEW_ITEM, TOP_ITEM = "_new_user", "_new_item", "_top_item"
 EVENT_TIME_DTYPE = "_event_time_dtype"
+# keys event_parameters adds for the margins to the thresholds, never passed to GX (the caller pops them)
+VOLUME_AVERAGE, VOLUME_DAYS, TOP_ITEM_ID = "volume_average", "volume_days", "top_item_id"
+TRAILING_KEYS = (VOLUME_AVERAGE, VOLUME_DAYS, TOP_ITEM_ID)
 
 
 def load_suite(name: str = EVENTS_SUITE) -> dict[str, Any]:
@@ -94,8 +97,11 @@ def event_parameters(
     notes: dict[str, str] = {}
 
     history = _history(store, day, settings.validation_history)
+    # what the margins to the thresholds are measured against (TRAILING_KEYS)
+    params[VOLUME_AVERAGE], params[VOLUME_DAYS], params[TOP_ITEM_ID] = None, len(history), None
     if history:
         average = sum(int(s["rows"]) for s in history) / len(history)
+        params[VOLUME_AVERAGE] = average
         factor = settings.validation_volume_factor
         params["volume_min"] = max(1, int(average / factor))
         params["volume_max"] = int(average * factor) + 1
@@ -149,6 +155,7 @@ def event_parameters(
     else:
         top, share = None, 0.0
         derived[TOP_ITEM] = pd.Series(0.0, index=frame.index)
+    params[TOP_ITEM_ID] = None if top is None else str(top)
     if len(frame) >= settings.validation_min_rows_for_shares:
         params["max_top_item_share"] = settings.validation_max_top_item_share
         notes[check] = (

@@ -251,3 +251,10 @@ def test_the_trend_of_days_validated_by_the_real_suites(store, publish_events):
     assert day2["volume_margin"] == pytest.approx(16 / 3 - 2)
     assert day2["duplicate_ratio"] == 0.0 and day2["duplicate_limit"] == 0.0 and day2["duplicate_margin"] == 0.0
     assert day2["top_item_share"] == pytest.approx(2 / 6)
+    # validation stored the margins with the exact average, and the same numbers come back from the summary
+    stored = store.read_json(layout.validation_summary(date(2011, 1, 4)))["margins"]
+    assert stored["volume"]["average"] == 3.0 and stored["volume"]["days"] == 1
+    assert stored["volume"]["text"] == \
+        "volume 2.00x of the trailing average (3 events over 1 accepted days), limit 5.33x"
+    assert stored["top_item"]["item_id"] in ("i0", "i1", "i2")
+    assert store.read_json(layout.validation_summary(D1))["margins"]["volume"]["checked"] is False

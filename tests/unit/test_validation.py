@@ -217,7 +217,7 @@ def test_report_as_dict_lists_failed_expectation_names():
         "date": "2011-01-04", "success": False, "rows": 2, "problem": None,
         "checks": [{"expectation": "a", "success": True}, {"expectation": "b", "success": False}],
         "failed": ["b"], "report_path": "r.json", "fingerprint": None, "passed_fingerprint": None, "notes": {},
-        "data_docs": {}, "accepted": None, "validated_at": None,
+        "data_docs": {}, "accepted": None, "validated_at": None, "margins": {},
     }
 
 
