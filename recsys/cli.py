@@ -100,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
 
     summ = sub.add_parser("summary", help="what happened to each partition date, then the champion")
     summ.add_argument("--date", type=_date, help="only this date")
+    summ.add_argument("--format", dest="output", choices=["text", "csv", "json"], default="text",
+                      help="text: what happened to each date, then the champion; csv or json: the data-health "
+                      "trend of every date (events, volume band, shares, duplicates, failed checks, margins to "
+                      "the thresholds), as on the Validation view")
     sub.add_parser("showcase", help="the champion and sample recommendations for a real customer")
     sub.add_parser("registry", help="print the registry document")
 
@@ -230,8 +234,13 @@ def _recommend(store: PartitionStore, settings: Settings, args: argparse.Namespa
 
 def _summary(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
     from recsys.report import summary_text
+    from recsys.validation import health
 
-    print(summary_text(store, args.date.isoformat() if args.date else None))
+    if args.output == "text":
+        print(summary_text(store, args.date.isoformat() if args.date else None))
+        return None
+    rows = health.trend_rows(store, args.date, args.date)
+    sys.stdout.write(health.rows_csv(rows) if args.output == "csv" else health.rows_json(rows) + "\n")
     return None
 
 

@@ -7,6 +7,7 @@ from typing import Any, Final
 
 from recsys import registry
 from recsys.storage import PartitionStore, layout
+from recsys.validation import health
 
 
 def _read_optional(store: PartitionStore, path: str) -> dict[str, Any] | None:
@@ -28,6 +29,8 @@ def date_lines(store: PartitionStore, day: str, reg: registry.Registry) -> list[
         else:
             outcome = f"FAILED ({val['problem'] or ', '.join(val['failed'])})"
         lines.append(f"   validation : {outcome}, {val['rows']} events, {len(val['checks'])} checks")
+        margins = health.margin_lines(val)  # how close the day came to each threshold
+        lines += [f"   {'margins    :' if i == 0 else ' ' * 12} {m}" for i, m in enumerate(margins)]
     feats = _read_optional(store, f"{layout.features(date.fromisoformat(day))}/stats.json")
     if feats:
         lines.append(

@@ -258,3 +258,24 @@ def test_the_trend_of_days_validated_by_the_real_suites(store, publish_events):
         "volume 2.00x of the trailing average (3 events over 1 accepted days), limit 5.33x"
     assert stored["top_item"]["item_id"] in ("i0", "i1", "i2")
     assert store.read_json(layout.validation_summary(D1))["margins"]["volume"]["checked"] is False
+
+
+def test_recsys_summary_shows_the_margins_and_exports_the_trend(health_store, monkeypatch, capsys):
+    from recsys import report
+    from recsys.cli import main
+
+    lines = report.date_lines(health_store, D3.isoformat(), registry.load(health_store))
+    assert lines[2] == ("   margins    : volume 0.15x of the trailing average (1000 events over 1 accepted days), "
+                        "limit 0.20x (0.05x beyond the limit)")
+    assert "                new users 50.0%, limit 95.0% (45.0% of the events inside the limit)" in lines
+
+    monkeypatch.setenv("RECSYS_STORAGE_ROOT", health_store.uri("").removeprefix("file://"))
+    assert main(["summary", "--format", "csv"]) == 0
+    parsed = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["date"], r["status"]) for r in parsed] == [
+        ("2011-01-03", "PASSED"), ("2011-01-04", "MISSING"), ("2011-01-05", "FAILED"), ("2011-01-06", "ACCEPTED"),
+        ("2011-01-07", "NOT VALIDATED"), ("2011-01-08", "PASSED")]
+    assert parsed[2]["volume_margin"] == "-0.05"
+    assert main(["summary", "--format", "json", "--date", "2011-01-06"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["status"] == "ACCEPTED" and row["top_item_margin"] == pytest.approx(-0.05)
