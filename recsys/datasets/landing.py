@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recsys.datasets import online_retail
+from recsys.progress import progress
 from recsys.storage import PartitionStore, layout
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def land_days(
             f"Online Retail has no invoice lines on {start} ({start:%A}); "
             f"it covers {available[0]} to {available[-1]} without Saturdays"
         )
-    return [_land_one(store, raw, day) for day in select_days(available, start, days)]
+    return [_land_one(store, raw, day) for day in progress(select_days(available, start, days), "landing", "day")]
 
 
 def _land_one(store: PartitionStore, raw: pd.DataFrame, day: date) -> Landed:

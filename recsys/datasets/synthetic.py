@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 
 from recsys import schema
 from recsys.config import ConfigError
+from recsys.progress import progress
 from recsys.storage import PartitionStore, layout
 
 log = logging.getLogger(__name__)
@@ -471,4 +472,5 @@ def publish_days(
     if days <= 0:
         raise SyntheticError(f"days must be positive, got {days}")
     universe = Universe(config)
-    return [publish_day(store, config, start + timedelta(days=n), universe, overwrite) for n in range(days)]
+    return [publish_day(store, config, start + timedelta(days=n), universe, overwrite)
+            for n in progress(range(days), "generating", "day")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import io
+import json
 import logging
 import os
 import select
@@ -85,3 +86,57 @@ def test_a_log_record_during_a_bar_is_printed_once_on_the_terminal(monkeypatch):
     assert output.count("landed 2011-01-04") == 1
     assert output.count("landed 2011-01-05") == 1
     assert "2/2" in output
+
+
+def _recsys(args: list[str], root, stderr_tty: bool) -> tuple[str, str]:
+    """Run the ``recsys`` command on store ``root``; (stdout, stderr) with stderr a terminal or a log file."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = os.environ | {"RECSYS_STORAGE_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
+    command = [str(Path(sys.executable).parent / "recsys"), *args]
+    root.parent.mkdir(parents=True, exist_ok=True)
+    if not stderr_tty:
+        with open(root.parent / "stderr.log", "w+b") as log:
+            done = subprocess.run(command, stdout=subprocess.PIPE, stderr=log, env=env, check=True, timeout=300)
+            log.seek(0)
+            return done.stdout.decode(), log.read().decode()
+    master, slave = _terminal()
+    try:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=slave, env=env)
+        os.close(slave)
+        err = b""
+        while True:  # drain the terminal while the command runs (a full pty would block it)
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the command closed its end
+                    break
+                if not chunk:
+                    break
+                err += chunk
+            elif proc.poll() is not None:
+                break
+        out = proc.communicate(timeout=300)[0]
+        assert proc.returncode == 0, err.decode()
+        return out.decode(), err.decode()
+    finally:
+        os.close(master)
+
+
+def test_recsys_land_shows_progress_on_a_terminal_and_none_in_a_log(tmp_path):
+    _, terminal = _recsys(["land", "--from", "2010-12-01", "--days", "2"], tmp_path / "a" / "store", True)
+    assert "landing" in terminal and "2/2" in terminal and "day/s" in terminal
+    out, log = _recsys(["land", "--from", "2010-12-01", "--days", "2"], tmp_path / "b" / "store", False)
+    assert "landed 2010-12-01" in log and "landed 2010-12-02" in log  # the log lines are there
+    assert "2/2" not in log and "day/s" not in log and "\r" not in log
+    assert [d["date"] for d in json.loads(out)] == ["2010-12-01", "2010-12-02"]
+
+
+def test_recsys_generate_synthetic_shows_progress_on_a_terminal(tmp_path):
+    args = ["generate-synthetic", "--from", "2011-01-01", "--days", "3", "--events", "500"]
+    _, terminal = _recsys(args, tmp_path / "a" / "store", True)
+    assert "generating" in terminal and "3/3" in terminal
+    _, log = _recsys(args, tmp_path / "b" / "store", False)
+    assert "3/3" not in log and "\r" not in log
