@@ -42,6 +42,30 @@ class KafkaBroker:
         assert ensure_topic(self.bootstrap, topic, partitions) == partitions
         return topic
 
+    def kill(self) -> None:
+        """SIGKILL the broker process (a crash: no clean shutdown) and wait until it is gone."""
+        import signal
+        import time
+
+        os.kill(self.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while _pid_alive(self.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _pid_alive(self.pid), f"broker pid {self.pid} survived SIGKILL"
+
+    def restart(self) -> None:
+        """Start the broker again on its data and ports (after :meth:`kill`); the same bootstrap address."""
+        marker = KAFKA_STATE / "started-by-tests"
+        ours = marker.exists()  # `start` clears it: the session that started the broker still stops it
+        start = _script("start", timeout=START_TIMEOUT + 60)
+        if start.returncode != 0:
+            pytest.fail(f"the test Kafka broker did not restart:\n{start.stderr}\n{_log_tail()}", pytrace=False)
+        if ours:
+            marker.touch()
+        ready = json.loads((KAFKA_STATE / "ready.json").read_text())
+        assert ready["bootstrap"] == self.bootstrap
+        self.pid = ready["pid"]
+
 
 def _log_tail(lines: int = 60) -> str:
     log = KAFKA_STATE / "kafka.log"

@@ -82,6 +82,7 @@ class SinkConfig:
     dedup_days: int = 10  # days of event ids kept in memory per partition (the collector refuses older events)
     poll_batch: int = 2000
     close_check_seconds: float = 1.0  # how often a due day's watermark is asked of the broker
+    commit_timeout_s: float = 120.0  # a commit is retried this long while the broker is unavailable
     # what a message must be to be written (the collector's rules; the age limits do not apply here)
     rules: events.EventRules = field(default_factory=events.EventRules)
 
@@ -305,7 +306,7 @@ class Sink:
             self.files += 1
             self._maybe_fail()
         # (3) the offsets
-        self.consumer.commit(offsets=[TopicPartition(self.config.topic, part.number, end + 1)], asynchronous=False)
+        self._commit(TopicPartition(self.config.topic, part.number, end + 1))
         for day, ids_ in new_ids.items():
             part.seen[day].update(ids_)
         part.totals = self._totals[part.number] = after
@@ -317,6 +318,23 @@ class Sink:
         if counts["late"] or counts["invalid"] or counts["duplicates"]:
             log.warning("partition %d offsets %d..%d: %s", part.number, start, end, counts)
 
+    def _commit(self, offset: Any) -> None:
+        """Commit one partition's offset, retrying while the broker is away (the files are out already: a sink
+        that gave up here would only redo this chunk after its restart)."""
+        from confluent_kafka import KafkaException
+
+        deadline = time.monotonic() + self.config.commit_timeout_s
+        while True:
+            try:
+                self.consumer.commit(offsets=[offset], asynchronous=False)
+                return
+            except KafkaException as err:
+                if time.monotonic() >= deadline:
+                    raise StreamingError(f"cannot commit offset {offset.offset} of partition {offset.partition} "
+                                         f"within {self.config.commit_timeout_s:.0f} s: {err.args[0].str()}") from err
+                log.warning("commit of partition %d failed (%s); retrying", offset.partition, err.args[0].str())
+                time.sleep(0.5)
+
     def _maybe_fail(self) -> None:
         if self._failpoint is not None and self.files >= self._failpoint:
             log.error("failpoint %s reached after %d files: killing this process", FAILPOINT_ENV, self.files)
@@ -325,7 +343,7 @@ class Sink:
     # --- closing days --------------------------------------------------------------------------------
     def watermark(self) -> datetime | None:
         """The event time up to which every assigned partition has been read (see the module doc)."""
-        from confluent_kafka import TopicPartition
+        from confluent_kafka import KafkaException, TopicPartition
 
         if not self.parts:
             return None
@@ -333,7 +351,11 @@ class Sink:
         newest = [p.max_time for p in self.parts.values() if p.max_time is not None]
         for part in self.parts.values():
             tp = TopicPartition(self.config.topic, part.number)
-            marks = self.consumer.get_watermark_offsets(tp, timeout=10)
+            try:
+                marks = self.consumer.get_watermark_offsets(tp, timeout=10)
+            except KafkaException as err:  # the broker is away: no day closes until it is back
+                log.warning("no watermark: %s", err.args[0].str())
+                return None
             if marks is None:
                 return None
             position = part.next_offset if part.next_offset is not None else part.recovery

@@ -250,3 +250,67 @@ def test_the_sink_writes_a_partition_on_hdfs_that_validation_passes(kafka_broker
     assert sorted(frame["event_id"]) == sorted(e["event_id"] for e in old)
     report = validate_partition(store, day=day, settings=Settings.from_env())
     assert report.success, [c for c in report.checks if not c["success"]]
+
+
+def _post_until_accepted(client: TestClient, batch: list[dict[str, Any]], timeout: float = 120.0) -> list[int]:
+    """What a client does: resend a refused batch (503) until the collector accepts it; the statuses seen."""
+    statuses = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = client.post("/events", json=batch)
+        statuses.append(answer.status_code)
+        if answer.status_code == 202:
+            return statuses
+        assert answer.status_code == 503, answer.text
+        time.sleep(0.5)
+    raise AssertionError(f"the batch was not accepted within {timeout:.0f} s: {statuses}")
+
+
+def test_kill_9_of_the_broker_then_restart_loses_and_doubles_nothing(kafka_broker: KafkaBroker,
+                                                                      tmp_path: Path) -> None:
+    """Runs last in this module: the shared test broker is killed and restarted on the same data and port."""
+    topic = kafka_broker.new_topic("broker-kill")
+    store = LocalStore(tmp_path / "store")
+    day = datetime.now(UTC).date() - timedelta(days=2)
+    batch = make_events("b", day, 400, 9)
+    batches = [batch[i:i + 50] for i in range(0, len(batch), 50)]
+    group = f"sink-{uuid.uuid4().hex[:6]}"
+    sink = Sink(store, SinkConfig(bootstrap=kafka_broker.bootstrap, topic=topic, group=group, instance_id=group,
+                                  max_file_events=64, max_file_seconds=0.5, close_check_seconds=0.2))
+    expected = collections.Counter(e["event_id"] for e in batch)
+    done = threading.Event()
+    errors: list[Exception] = []
+
+    def consume() -> None:
+        try:
+            sink.run(done)
+        except Exception as err:  # noqa: BLE001 - the sink must survive the outage; the test reports why not
+            errors.append(err)
+
+    sink_thread = threading.Thread(target=consume)
+    sink_thread.start()
+    try:
+        with TestClient(create_app(CollectorConfig(bootstrap=kafka_broker.bootstrap, topic=topic,
+                                                   delivery_timeout_s=3.0))) as client:
+            for part in batches[:4]:
+                assert _post_until_accepted(client, part) == [202]
+            kafka_broker.kill()
+            down = client.post("/events", json=batches[4])
+            assert down.status_code == 503, down.text  # refused, never a silent drop
+            assert down.json()["stored"] == 0
+            kafka_broker.restart()
+            for part in batches[4:]:
+                _post_until_accepted(client, part)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if store.is_complete(layout.raw_events(day)) and \
+                    ids_in_sink_files(store, layout.raw_events(day)) == expected:
+                break
+            time.sleep(0.2)
+    finally:
+        done.set()
+        sink_thread.join(60)
+    assert not errors, errors
+    assert ids_in_sink_files(store, layout.raw_events(day), late_events(day)) == expected
+    assert store.is_complete(layout.raw_events(day))
+    assert sink.session["written"] == 400 and sink.session["late"] == 0
