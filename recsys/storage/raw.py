@@ -3,6 +3,7 @@ types, and a fingerprint of a delivery."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 from collections.abc import Sequence
@@ -20,7 +21,9 @@ def read_partition(
 
     ``columns``: read only these (parquet files then decode nothing else: a step that needs four of the
     nine event columns holds less than half the memory at 10M events, bench/scale). A file without one
-    of them raises StorageError naming it. None: every column.
+    of them raises StorageError naming it. None: every column. A file that cannot be read as a table
+    of uniquely named columns (see :func:`read_data_file`, :func:`column_name_problems`) raises
+    StorageError saying what is wrong with it.
     """
     if not store.is_complete(partition_dir):
         raise StorageError(f"{store.uri(partition_dir)} has no _SUCCESS marker: the partition is not published yet")
@@ -29,53 +32,125 @@ def read_partition(
         raise StorageError(f"{store.uri(partition_dir)} has a _SUCCESS marker but no data files")
     frames = []
     for path in files:
-        if path.endswith(".parquet"):
-            frames.append(_parquet_file(store, path, columns))
-        elif path.endswith(".csv"):
-            frames.append(_csv_file(store, path, columns))
-        else:
-            raise StorageError(f"{store.uri(path)}: unknown data file type (expected .parquet or .csv)")
+        reader = _READERS.get(path.rpartition("/")[2].rpartition(".")[2])
+        if reader is None:
+            raise StorageError(
+                f"{_where(store, path)}: unknown data file type (expected .parquet or .csv); upstream must publish "
+                "only data files in a partition (metadata names start with '_' or '.')"
+            )
+        data = read_data_file(store, path)
+        if not data:
+            raise StorageError(f"{_where(store, path)} cannot be read: it is an empty file (0 bytes)")
+        frames.append(reader(store, path, data, columns))
     return pd.concat(frames, ignore_index=True)
 
 
-def _parquet_file(store: PartitionStore, path: str, columns: Sequence[str] | None) -> pd.DataFrame:
+def read_data_file(store: PartitionStore, path: str) -> bytes:
+    """The bytes of one data file of a partition; StorageError naming the file if it cannot be read.
+
+    Covers every entry that is not a readable regular file inside the store: a subdirectory, a symbolic
+    link leading out of the store (never followed) or nowhere, a file without read permission.
+    """
     try:
-        if columns is None:
-            frame = store.read_parquet(path)
+        return store.read_bytes(path)
+    except StorageError as err:
+        raise StorageError(f"{_where(store, path)} cannot be read: {err}") from err
+    except OSError as err:  # e.g. no read permission on a local file
+        raise StorageError(f"{_where(store, path)} cannot be read: {err.strerror or err}") from err
+
+
+def _where(store: PartitionStore, path: str) -> str:
+    """``path`` for a message: its directory's URI and its name (the path itself may escape the store)."""
+    directory, _, name = path.rpartition("/")
+    return f"{store.uri(directory)}/{name}" if directory else name
+
+
+def column_name_problems(names: Sequence[object]) -> list[str]:
+    """What is wrong with a data file's column names (empty: nothing): the class of header faults that
+    would otherwise be read silently wrong (pandas renames a second ``user_id`` to ``user_id.1``).
+
+    Reported: a duplicate name, names that differ only by case or surrounding spaces, an empty name,
+    spaces around a name, a control character in a name.
+    """
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    for n, raw in enumerate(names, start=1):
+        name = str(raw)
+        if not name.strip():
+            problems.append(f"column {n} has an empty name")
+            continue
+        if name != name.strip():
+            problems.append(f"column {name!r} has spaces around its name")
+        if not name.isprintable():
+            problems.append(f"column name {name!r} holds a control character")
+        key = name.strip().casefold()
+        if key in seen:
+            first = seen[key]
+            problems.append(
+                f"duplicate column {name}" if first == name
+                else f"columns {first!r} and {name!r} differ only by case or spaces"
+            )
         else:
-            frame = _read_parquet_columns(store, path, columns)
-        return _canonical_text(frame)
+            seen[key] = name
+    return problems
+
+
+def _check_names(store: PartitionStore, path: str, names: Sequence[object]) -> None:
+    problems = column_name_problems(names)
+    if problems:
+        raise StorageError(
+            f"{_where(store, path)} has an invalid header: {'; '.join(dict.fromkeys(problems))}. Each column "
+            "must appear once, with a non-empty name"
+        )
+
+
+def _parquet_file(
+    store: PartitionStore, path: str, data: bytes, columns: Sequence[str] | None
+) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.ParquetFile(io.BytesIO(data)).schema_arrow.names
     except (OSError, ValueError) as err:  # pyarrow raises ArrowInvalid (a ValueError) for bad bytes
         raise StorageError(
             f"{store.uri(path)} cannot be read: a truncated or corrupt parquet file ({err})"
         ) from err
-
-
-def _csv_file(store: PartitionStore, path: str, columns: Sequence[str] | None) -> pd.DataFrame:
-    data = store.read_bytes(path)
+    _check_names(store, path, names)
+    if columns is not None:
+        _require_columns(store, path, names, columns)
     try:
-        data.decode("utf-8")  # first, so the error names the offending byte and its offset
+        frame = pd.read_parquet(io.BytesIO(data), columns=None if columns is None else list(columns))
+    except (OSError, ValueError) as err:
+        raise StorageError(
+            f"{store.uri(path)} cannot be read: a truncated or corrupt parquet file ({err})"
+        ) from err
+    return _canonical_text(frame)
+
+
+def _csv_file(store: PartitionStore, path: str, data: bytes, columns: Sequence[str] | None) -> pd.DataFrame:
+    try:
+        text = data.decode("utf-8")  # first, so the error names the offending byte and its offset
+        _check_names(store, path, next(csv.reader(io.StringIO(text)), []))
         frame = _read_csv(data)
     except UnicodeDecodeError as err:
         raise StorageError(
             f"{store.uri(path)} cannot be read: it is not UTF-8 text (byte {data[err.start]:#04x} at "
             f"offset {err.start}); the upstream export must write UTF-8"
         ) from err
-    except (OSError, ValueError) as err:  # pandas' ParserError and EmptyDataError are ValueErrors
+    except (OSError, ValueError, csv.Error) as err:  # pandas' ParserError and EmptyDataError are ValueErrors
         raise StorageError(f"{store.uri(path)} cannot be read: not a valid CSV file ({err})") from err
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas made the leading fields the index: rows too long
+        raise StorageError(
+            f"{store.uri(path)} cannot be read: its rows have more fields than its header has names "
+            f"({len(frame.columns)}); every row must have one field per column"
+        )
     if columns is not None:
         _require_columns(store, path, list(frame.columns), columns)
         frame = frame[list(columns)]
     return frame
 
 
-def _read_parquet_columns(store: PartitionStore, path: str, columns: Sequence[str]) -> pd.DataFrame:
-    import pyarrow.parquet as pq
-
-    data = io.BytesIO(store.read_bytes(path))
-    _require_columns(store, path, pq.ParquetFile(data).schema_arrow.names, columns)
-    data.seek(0)
-    return pd.read_parquet(data, columns=list(columns))
+_READERS = {"parquet": _parquet_file, "csv": _csv_file}
 
 
 def _require_columns(store: PartitionStore, path: str, present: list[str], columns: Sequence[str]) -> None:
@@ -117,9 +192,18 @@ def _read_csv(data: bytes) -> pd.DataFrame:
 
 
 def fingerprint(store: PartitionStore, partition_dir: str) -> str:
-    """sha256 over the names and contents of a partition's data files: equal iff the delivery is equal."""
+    """sha256 over the names and contents of a partition's data files: equal iff the delivery is equal.
+
+    An entry that cannot be read (a subdirectory, a link out of the store) counts by its name and as
+    unreadable, so such a partition still has a fingerprint and is reported like any other bad one; a
+    store that cannot be reached at all raises StorageError.
+    """
     digest = hashlib.sha256()
     for path in store.data_files(partition_dir):
         digest.update(path.rsplit("/", 1)[-1].encode() + b"\0")
-        digest.update(hashlib.sha256(store.read_bytes(path)).digest())
+        try:
+            digest.update(hashlib.sha256(store.read_bytes(path)).digest())
+        except (StorageError, OSError):
+            store.list_dir(partition_dir)  # raises if the store itself is unreachable (not the entry's fault)
+            digest.update(b"\0unreadable")
     return digest.hexdigest()

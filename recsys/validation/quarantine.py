@@ -11,7 +11,8 @@ import tempfile
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from recsys.storage import PartitionStore, layout
+from recsys.storage import PartitionStore, StorageError, layout
+from recsys.storage.raw import read_data_file
 from recsys.validation.results import ValidationReport, describe
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,8 @@ def quarantine(store: PartitionStore, day: date, report: ValidationReport) -> No
     """Copy the partition's files to quarantine with the reasons; the raw data stays untouched.
 
     An earlier quarantined delivery of the same date that differs from this one is kept under
-    ``_previous/<fingerprint>/``, so nothing that was ever delivered is lost.
+    ``_previous/<fingerprint>/``, so nothing that was ever delivered is lost. Entries that cannot be read
+    (a subdirectory, a link leading out of the store or nowhere) are listed under ``not_copied`` with why.
     """
     source = layout.raw_events(day)
     target = layout.quarantine_events(day)
@@ -43,10 +45,16 @@ def quarantine(store: PartitionStore, day: date, report: ValidationReport) -> No
                     if path.is_file():
                         path.unlink()
         local.mkdir(parents=True, exist_ok=True)
+        not_copied = {}
         for name in store.list_dir(source):
             if name.startswith("."):
                 continue
-            (local / name).write_bytes(store.read_bytes(f"{source}/{name}"))
+            try:  # a subdirectory or a link out of the store is named in the reasons, never followed
+                data = read_data_file(store, f"{source}/{name}")
+            except StorageError as err:
+                not_copied[name] = str(err)
+                continue
+            (local / name).write_bytes(data)
         (local / layout.REASON_FILE).write_text(
             json.dumps(
                 {
@@ -58,6 +66,7 @@ def quarantine(store: PartitionStore, day: date, report: ValidationReport) -> No
                     "report_path": report.report_path,
                     "data_docs": report.data_docs,
                     "fingerprint": report.fingerprint,
+                    "not_copied": not_copied,  # entries of the partition that could not be read, and why
                 },
                 indent=2, sort_keys=True, default=str,
             )

@@ -314,3 +314,101 @@ def test_a_second_quarantine_of_a_different_delivery_keeps_the_first(champion_st
     kept = f"{QUARANTINE}/_previous/{first_print[:16]}"
     assert champion_store.read_bytes(f"{kept}/part-00000.parquet") == first
     assert champion_store.read_bytes(f"{QUARANTINE}/part-00000.parquet") != first
+
+
+# --- column-name anomalies (issue 18 #10, #12): a clear validation failure, never a silent rename --------
+GOOD_CSV_HEADER = "event_id,event_time,user_id,item_id,event_type,quantity,price"
+
+
+def _put_csv(store, header: str, rows: list[str]) -> None:
+    store.write_bytes(f"{RAW}/part-00000.csv", "\n".join([header, *rows, ""]).encode())
+    store.mark_success(RAW)
+
+
+@pytest.mark.parametrize(("header", "needle"), [
+    (GOOD_CSV_HEADER + ",user_id", "duplicate column user_id"),
+    (GOOD_CSV_HEADER + ",User_ID", "columns 'user_id' and 'User_ID' differ only by case or spaces"),
+    (GOOD_CSV_HEADER + ", user_id", "column ' user_id' has spaces around its name"),
+    (GOOD_CSV_HEADER + ",", "column 8 has an empty name"),
+    (GOOD_CSV_HEADER.replace("price", "price\x07"), "holds a control character"),
+])
+def test_bad_csv_column_names(champion_store, header, needle):
+    # the second user_id holds different values: pandas would rename it user_id.1 and keep the first
+    _put_csv(champion_store, header, ["581001-0,2011-01-04T08:00:00Z,17850,85123A,purchase,6,2.55,99999"])
+    message = _stopped(champion_store, needle, "invalid header")
+    assert champion_store.read_json(SUMMARY)["problem"].endswith("Each column must appear once, with a non-empty name")
+    assert needle in champion_store.read_json(f"{QUARANTINE}/reason.json")["problem"]
+    assert "not a valid CSV" not in message
+
+
+def test_bad_csv_rows_longer_than_the_header(champion_store):
+    # pandas would silently make the first field the index and shift every column by one
+    _put_csv(champion_store, GOOD_CSV_HEADER, ["x,581001-0,2011-01-04T08:00:00Z,17850,85123A,purchase,6,2.55"])
+    _stopped(champion_store, "more fields than its header has names")
+
+
+@pytest.mark.parametrize("names", [["user_id", "user_id"], ["user_id", "USER_ID "]])
+def test_bad_parquet_column_names(champion_store, names):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = [pa.array([str(v) for v in column]) for column in zip(*GOOD, strict=True)]
+    table = pa.table([*columns, pa.array(["1", "2", "3", "4"])], names=[*GOOD_CSV_HEADER.split(","), names[1]])
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    champion_store.write_bytes(f"{RAW}/part-00000.parquet", buf.getvalue())
+    champion_store.mark_success(RAW)
+    message = _stopped(champion_store, "invalid header")
+    assert "truncated or corrupt" not in message
+    assert ("duplicate column user_id" if names[1] == "user_id" else "differ only by case or spaces") in message
+
+
+# --- entries of a partition that are not readable data files (issue 18 #13) ---------------------------
+def _bad_entry(store, kind: str, outside) -> str:
+    """Put one bad entry next to a good data file; the entry's name."""
+    import os
+
+    directory = store.root / RAW
+    if kind == "link out of the store":
+        outside.write_text(GOOD_CSV_HEADER + "\n581009-0,2011-01-04T08:00:00Z,666,85123A,purchase,1,1.0\n")
+        os.symlink(outside, directory / "part-00001.csv")
+    elif kind == "dangling link":
+        os.symlink(directory / "gone.csv", directory / "part-00001.csv")
+    elif kind == "subdirectory":
+        (directory / "part-00001.csv").mkdir()
+        (directory / "part-00001.csv" / "inner.csv").write_text("x\n")
+    elif kind == "unknown extension":
+        (directory / "part-00001.json").write_text("{}")
+        return "part-00001.json"
+    elif kind == "empty file":
+        (directory / "part-00001.csv").write_bytes(b"")
+    return "part-00001.csv"
+
+
+@pytest.mark.parametrize(("kind", "needle"), [
+    ("link out of the store", "escapes the store root"),
+    ("dangling link", "does not exist"),
+    ("subdirectory", "is a directory"),
+    ("unknown extension", "unknown data file type"),
+    ("empty file", "empty file (0 bytes)"),
+])
+def test_bad_entries_are_validation_failures(champion_store, publish_events, tmp_path, kind, needle):
+    publish_events(champion_store, DAY, GOOD)
+    name = _bad_entry(champion_store, kind, tmp_path / "outside.csv")
+    good_bytes = champion_store.read_bytes(f"{RAW}/part-00000.parquet")
+    registry_before = registry.load(champion_store)
+    with pytest.raises(ValidationFailed) as info:
+        validate_partition(champion_store, Settings(), DAY)
+    message = str(info.value)
+    assert name in message and needle in message and QUARANTINE in message, message
+    summary = champion_store.read_json(SUMMARY)
+    assert summary["success"] is False and needle in summary["problem"] and summary["fingerprint"]
+    reason = champion_store.read_json(f"{QUARANTINE}/reason.json")
+    assert needle in reason["problem"]
+    assert champion_store.read_bytes(f"{QUARANTINE}/part-00000.parquet") == good_bytes
+    readable = kind in ("unknown extension", "empty file")
+    assert (name in reason["not_copied"]) is not readable
+    if kind == "link out of the store":  # never followed: its target is neither read nor copied
+        assert "666" not in message and not (champion_store.root / QUARANTINE / name).exists()
+    assert registry.load(champion_store) == registry_before
+    assert champion_store.read_bytes(f"{RAW}/part-00000.parquet") == good_bytes
