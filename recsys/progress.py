@@ -60,3 +60,10 @@ def progress(items: Iterable[T], desc: str, unit: str = "item", total: int | Non
         for item in items:
             yield item
             shown.update(1)
+
+
+def note(text: str, stream: IO[str] | None = None) -> None:
+    """Print a line to ``stream`` (default ``sys.stdout``) above any progress bar shown, never through it."""
+    from tqdm import tqdm
+
+    tqdm.write(text, file=sys.stdout if stream is None else stream)

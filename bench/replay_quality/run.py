@@ -120,6 +120,7 @@ def worker(strategy: str, days: int, workdir: Path, every: int = 1) -> dict[str,
     from recsys.config import Settings
     from recsys.datasets import online_retail
     from recsys.features import build_features, load_examples
+    from recsys.progress import note, progress
     from recsys.serving.deploy import deploy
     from recsys.storage.local import LocalStore
     from recsys.training import train_from_scratch
@@ -134,7 +135,7 @@ def worker(strategy: str, days: int, workdir: Path, every: int = 1) -> dict[str,
     before = all_days[: -days]
 
     started = time.perf_counter()
-    for day in before:
+    for day in progress(before, f"[{strategy}] features before the window", "day"):
         build_features(store, settings, day)
     prep_seconds = time.perf_counter() - started
 
@@ -156,7 +157,7 @@ def worker(strategy: str, days: int, workdir: Path, every: int = 1) -> dict[str,
 
     per_day = []
     daily_seconds = daily_cpu = 0.0
-    for n, day in enumerate(window):
+    for n, day in enumerate(progress(window, f"[{strategy}] window", "day")):
         evaluated = n % every == 0
         next_evaluated = (n + 1) % every == 0
         users, relevant = _day_truth(store, day)
@@ -187,8 +188,8 @@ def worker(strategy: str, days: int, workdir: Path, every: int = 1) -> dict[str,
             continue
         metrics = _metrics(ranked, relevant)
         per_day.append({"date": day.isoformat(), "customers": len(users), **metrics})
-        print(f"[{strategy}] {day} customers={len(users)} "
-              + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()), file=sys.stderr, flush=True)
+        note(f"[{strategy}] {day} customers={len(users)} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
+             stream=sys.stderr)
 
     reg = registry.load(store)
     return {

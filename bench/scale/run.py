@@ -326,44 +326,48 @@ def main() -> None:
         print(json.dumps(run_step(args.step, args.events, args.store)))
         return
 
+    from recsys.progress import bar, note
+
     sizes = [int(s) for s in args.sizes.split(",")]
     steps = [s for s in args.steps.split(",") if s]
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     results.setdefault("runs", {})
     results["machine"] = machine()
     results["command"] = " ".join(["nice -n 10 .venv/bin/python bench/scale/run.py", *sys.argv[1:]])
-    for events in sizes:
-        store_root = args.work / f"{events}" / "store"
-        if "generate" in steps and store_root.exists():
-            shutil.rmtree(store_root)
-        run = {
-            "events": events,
-            "started": datetime.now(UTC).isoformat(timespec="seconds"),
-            "uptime_before": uptime(),
-            "steps": {},
-        }
-        if "generate" not in steps:  # later steps on a kept store (--keep): add to that size's earlier run
-            run = results["runs"].get(str(events), run)
-            run.setdefault("resumed", []).append(
-                {"steps": steps, "started": datetime.now(UTC).isoformat(timespec="seconds"), "uptime": uptime()}
-            )
-        for step in steps:
-            print(f"{events:>10,} {step:<9} ...", end=" ", flush=True)
-            res = child(step, events, store_root, args.limit_gb)
-            res["uptime_after"] = uptime()
-            run["steps"][step] = res
-            if "error" in res:
-                print(f"FAILED {res['error']}\n{res['stderr_tail'][-1500:]}", flush=True)
-                break
-            print(
-                f"{res['seconds']:8.1f} s  peak RSS {res['peak_rss_mb']:8.1f} MB  | {res['uptime_after']}", flush=True
-            )
-        run["uptime_after"] = uptime()
-        results["runs"][str(events)] = run
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
-        if not args.keep:
-            shutil.rmtree(args.work / f"{events}", ignore_errors=True)
+    # a bar of the steps on a terminal (time left); each step's line is printed above it, and alone in a log
+    with bar(len(sizes) * len(steps), "scale", "step") as shown:
+        for events in sizes:
+            store_root = args.work / f"{events}" / "store"
+            if "generate" in steps and store_root.exists():
+                shutil.rmtree(store_root)
+            run = {
+                "events": events,
+                "started": datetime.now(UTC).isoformat(timespec="seconds"),
+                "uptime_before": uptime(),
+                "steps": {},
+            }
+            if "generate" not in steps:  # later steps on a kept store (--keep): add to that size's earlier run
+                run = results["runs"].get(str(events), run)
+                run.setdefault("resumed", []).append(
+                    {"steps": steps, "started": datetime.now(UTC).isoformat(timespec="seconds"), "uptime": uptime()}
+                )
+            for step in steps:
+                shown.set_description(f"{events:,} {step}")
+                res = child(step, events, store_root, args.limit_gb)
+                res["uptime_after"] = uptime()
+                run["steps"][step] = res
+                shown.update(1)
+                if "error" in res:
+                    note(f"{events:>10,} {step:<9} FAILED {res['error']}\n{res['stderr_tail'][-1500:]}")
+                    break
+                note(f"{events:>10,} {step:<9} {res['seconds']:8.1f} s  peak RSS {res['peak_rss_mb']:8.1f} MB  | "
+                     f"{res['uptime_after']}")
+            run["uptime_after"] = uptime()
+            results["runs"][str(events)] = run
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=1) + "\n")
+            if not args.keep:
+                shutil.rmtree(args.work / f"{events}", ignore_errors=True)
     print(f"wrote {args.out}")
 
 

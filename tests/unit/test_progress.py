@@ -140,3 +140,24 @@ def test_recsys_generate_synthetic_shows_progress_on_a_terminal(tmp_path):
     assert "generating" in terminal and "3/3" in terminal
     _, log = _recsys(args, tmp_path / "b" / "store", False)
     assert "3/3" not in log and "\r" not in log
+
+
+def test_a_note_is_one_whole_line_above_the_bar(monkeypatch):
+    from recsys.progress import note
+
+    master, slave = _terminal()
+    try:
+        with os.fdopen(slave, "w", closefd=False) as tty:
+            monkeypatch.setattr("sys.stderr", tty)
+            for day in progress(["2011-01-04", "2011-01-05"], "days", unit="day"):
+                note(f"[fine_tune] {day} recall@100=0.4400", stream=tty)
+            tty.flush()
+        output = _read_all(master).decode()
+    finally:
+        os.close(slave)
+        os.close(master)
+    lines = [line.split("\r")[-1] for line in output.replace("\r\n", "\n").split("\n")]
+    assert "[fine_tune] 2011-01-04 recall@100=0.4400" in lines and "[fine_tune] 2011-01-05 recall@100=0.4400" in lines
+    log = io.StringIO()
+    note("plain", stream=log)
+    assert log.getvalue() == "plain\n"
