@@ -9,11 +9,12 @@ Routes (relative to the mount point):
   partition's checks; ``/api/validation/trend`` (``?format=csv``): the trend's numbers per date.
 - ``/reports/{path}``: files under ``reports/validation/`` in the store (the Great Expectations Data Docs
   site, ``site/partitions.html``, ``dt=D/summary.json``), so the report links work from the browser.
+
+Every response carries the headers of ``security.py`` (strict CSP; the reports sandboxed, ``nosniff``).
 """
 
 from __future__ import annotations
 
-import mimetypes
 import re
 from collections.abc import Callable, Sequence
 from datetime import date
@@ -25,13 +26,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from recsys import registry, report
 from recsys.storage import PartitionStore, StorageError, layout
 from recsys.validation import health
-from recsys_ui import render
+from recsys_ui import render, security
 
 REPORTS_ROOT = layout.VALIDATION_REPORTS
-# Data Docs come from our own pipeline, but they carry values from upstream data and run under the Airflow
-# UI's origin: they may not call any API (with the user's cookie) or post forms. Styles, images and
-# scripts still load, so the pages look as Great Expectations made them.
-REPORT_CSP = "connect-src 'none'; form-action 'none'; frame-ancestors 'self'"
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=@+-]*")
 
 
@@ -77,6 +74,7 @@ def create_app(
             raise HTTPException(503, f"the partition store cannot be opened: {err}") from err
 
     app.exception_handler(HTTPException)(_html_errors)
+    security.install(app)
     _registry_routes(app, store_or_503, metric)
     _validation_routes(app, store_or_503)
     _report_routes(app, store_or_503)
@@ -177,7 +175,7 @@ def _validation_routes(app: FastAPI, store_or_503: Callable[[], PartitionStore])
 
 
 def _report_routes(app: FastAPI, store_or_503: Callable[[], PartitionStore]) -> None:
-    """``/reports/{path}``: the files under ``reports/validation/`` (confined there, under :data:`REPORT_CSP`)."""
+    """``/reports/{path}``: the files under ``reports/validation/`` (confined there, sandboxed: ``security.py``)."""
 
     @app.get("/reports/{relative:path}")
     def report_file(relative: str) -> Response:
@@ -190,8 +188,5 @@ def _report_routes(app: FastAPI, store_or_503: Callable[[], PartitionStore]) -> 
             data = store.read_bytes(path)
         except StorageError as err:  # missing, or a directory
             raise HTTPException(404, f"{relative} is not in the validation reports") from err
-        media_type = mimetypes.guess_type(relative)[0] or "application/octet-stream"
-        if media_type.startswith("text/") or media_type in ("application/json", "application/javascript"):
-            media_type += "; charset=utf-8"
-        return Response(data, media_type=media_type, headers={"Content-Security-Policy": REPORT_CSP,
-                                                              "X-Content-Type-Options": "nosniff"})
+        media_type, headers = security.report_headers(relative)
+        return Response(data, media_type=media_type, headers=headers)

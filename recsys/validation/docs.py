@@ -7,16 +7,23 @@ every partition's results), and publishes both back with ``publish_dir`` (atomic
 on HDFS). The store path is never written to directly, so the same code serves a local root and HDFS.
 
 Stakeholders open ``reports/validation/site/index.html``.
+
+Values from the data (unexpected values, observed values, file names in problems, exception messages) are
+HTML-escaped in every stored result before GX renders it (:func:`escape_result`): GX writes many of them into
+its pages as raw HTML, and the pages are served under the Airflow UI's origin. Results stored by an
+earlier release (not escaped yet) are escaped and their pages rebuilt by the next run.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +37,8 @@ SITE_INDEX = f"{SITE_DIR}/index.html"  # GX's own index (its table needs JavaScr
 OVERVIEW = f"{SITE_DIR}/partitions.html"  # ours: every partition, plain HTML, works offline
 OVERVIEW_FILE = "partitions.html"
 SITE_NAME = "recsys_site"
+# set in a stored result's meta once its values are escaped (escaping twice would show "&amp;lt;")
+ESCAPED_MARK = "recsys_values_escaped"
 
 
 @dataclass
@@ -82,11 +91,23 @@ class DocsRun:
             result_format="SUMMARY",
             run_id=run_id,
         )
-        self.result_ids.extend(
-            key for key in self.context.validation_results_store.list_keys()
-            if key.expectation_suite_identifier.name == name and key.run_id == run_id
-        )
+        keys = [key for key in self.context.validation_results_store.list_keys()
+                if key.expectation_suite_identifier.name == name and key.run_id == run_id]
+        for key in keys:
+            escape_stored_result(self._result_file(key))
+        self.result_ids.extend(keys)
         return result
+
+    def _result_file(self, key: Any) -> Path:
+        """The JSON file of a stored GX validation result (the file store's layout: the key's parts)."""
+        parts = key.to_tuple()
+        return self._validations.joinpath(*parts[:-1], f"{parts[-1]}.json")
+
+    def escape_earlier_results(self) -> None:
+        """Escape the results stored before their values were escaped; their pages are rebuilt by :meth:`publish`."""
+        for key in self.context.validation_results_store.list_keys():
+            if escape_stored_result(self._result_file(key)) and key not in self.result_ids:
+                self.result_ids.append(key)
 
     def publish(self, summaries: list[dict[str, Any]]) -> None:
         """Rebuild the site for this run's results, GX's index and our overview of ``summaries``; publish."""
@@ -95,6 +116,38 @@ class DocsRun:
         self.store.publish_dir(self._validations, RESULTS_DIR)
         self.store.publish_dir(self._site, SITE_DIR)
         log.info("Data Docs of %s published to %s", self.day, self.store.uri(SITE_INDEX))
+
+
+def escape_result(value: Any) -> Any:
+    """``value`` (JSON: dicts, lists, strings, numbers) with every string, mapping keys too, HTML-escaped."""
+    if isinstance(value, str):
+        return escape(value, quote=True)
+    if isinstance(value, list):
+        return [escape_result(v) for v in value]
+    if isinstance(value, dict):
+        return {escape(str(k), quote=True): escape_result(v) for k, v in value.items()}
+    return value
+
+
+def escape_stored_result(path: Path) -> bool:
+    """Escape the stored GX result at ``path`` in place; False if it was escaped already.
+
+    Everything is escaped but each expectation's configuration (the suite as written in ``expectations/``
+    with our parameters; GX escapes those itself where it renders them).
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"GX stored no validation result at {path}")
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    if (stored.get("meta") or {}).get(ESCAPED_MARK) is True:
+        return False
+    escaped = {key: escape_result(value) for key, value in stored.items() if key != "results"}
+    escaped["results"] = [
+        {key: value if key == "expectation_config" else escape_result(value) for key, value in result.items()}
+        for result in stored.get("results", [])
+    ]
+    escaped.setdefault("meta", {})[ESCAPED_MARK] = True
+    path.write_text(json.dumps(escaped, indent=2), encoding="utf-8")
+    return True
 
 
 def _page(key: Any) -> str:
@@ -198,4 +251,5 @@ def docs_run(store: PartitionStore, day: date) -> Iterator[DocsRun]:
             # fonts, images and styles, 4 MB) are written again by every build
             if name != "static" and not name.endswith(".html"):
                 store.download_dir(f"{SITE_DIR}/{name}", site / name)
+        run.escape_earlier_results()
         yield run

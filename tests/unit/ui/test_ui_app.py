@@ -36,7 +36,7 @@ def test_report_files_are_served_from_the_store_with_their_type(client):
     page = client.get("/reports/site/partitions.html")
     assert page.status_code == 200 and page.text == "<html><body>every partition</body></html>"
     assert page.headers["content-type"] == "text/html; charset=utf-8"
-    assert "connect-src 'none'" in page.headers["content-security-policy"]
+    assert page.headers["content-security-policy"].startswith("sandbox; default-src 'none';")
     css = client.get("/reports/site/static/styles/data_docs.css")
     assert css.headers["content-type"] == "text/css; charset=utf-8"
     summary = client.get("/reports/dt=2010-12-02/summary.json")
