@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -250,6 +251,79 @@ def test_the_sink_writes_a_partition_on_hdfs_that_validation_passes(kafka_broker
     assert sorted(frame["event_id"]) == sorted(e["event_id"] for e in old)
     report = validate_partition(store, day=day, settings=Settings.from_env())
     assert report.success, [c for c in report.checks if not c["success"]]
+
+
+def _collector_process(kafka_broker: KafkaBroker, topic: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recsys.streaming.collector", "--bootstrap", kafka_broker.bootstrap, "--topic", topic,
+         "--port", str(port)], cwd=REPO_ROOT, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"the collector did not get ready: {log.read_text()[-2000:]}")
+
+
+def test_kill_9_of_the_collector_mid_batch_then_resend_stores_every_event_once(kafka_broker: KafkaBroker,
+                                                                               tmp_path: Path) -> None:
+    """A client whose request died with the collector resends it to the restarted one: nothing lost or doubled."""
+    from tests.postgres import free_port
+
+    topic = kafka_broker.new_topic("collector-kill")
+    store = LocalStore(tmp_path / "store")
+    day = datetime.now(UTC).date() - timedelta(days=2)
+    small, big = make_events("c", day, 300, 10), make_events("big", day, 8000, 11)
+    port, log = free_port(), tmp_path / "collector.log"
+    url = f"http://127.0.0.1:{port}/events"
+
+    collector = _collector_process(kafka_broker, topic, port, log)
+    assert httpx.post(url, json=small[:100], timeout=30).status_code == 202
+    outcome: list[object] = []
+    sender = threading.Thread(target=lambda: outcome.append(_post_or_error(url, big)))
+    sender.start()
+    # kill it once part of the big batch is in the topic, before the client has its answer
+    from confluent_kafka import Consumer, TopicPartition
+
+    probe = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": "probe"})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and sum(
+            probe.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1] for p in range(3)) <= 100:
+        time.sleep(0.005)
+    collector.kill()
+    probe.close()
+    assert collector.wait(timeout=30) == -signal.SIGKILL
+    sender.join(60)
+    assert outcome and outcome[0] != 202, outcome  # the client never got an answer: it must resend
+
+    collector = _collector_process(kafka_broker, topic, port, log)
+    try:
+        assert httpx.post(url, json=big, timeout=60).status_code == 202
+        assert httpx.post(url, json=small[100:], timeout=30).status_code == 202
+    finally:
+        collector.send_signal(signal.SIGTERM)
+        collector.wait(timeout=30)
+
+    expected = collections.Counter(e["event_id"] for e in small + big)
+    group = f"sink-{uuid.uuid4().hex[:6]}"
+    sink = Sink(store, SinkConfig(bootstrap=kafka_broker.bootstrap, topic=topic, group=group, instance_id=group,
+                                  max_file_events=2000, max_file_seconds=0.5, close_check_seconds=0.2))
+    run_sink(sink, lambda s: day in s.closed)
+    assert ids_in_sink_files(store, layout.raw_events(day), late_events(day)) == expected
+    assert sink.session["written"] == 8300
+    assert sink.session["consumed"] == 8300 + sink.session["duplicates"]
+    assert sink.session["duplicates"] > 0  # part of the killed batch had reached the topic
+
+
+def _post_or_error(url: str, batch: list[dict[str, Any]]) -> object:
+    try:
+        return httpx.post(url, json=batch, timeout=60).status_code
+    except httpx.HTTPError as err:
+        return repr(err)
 
 
 def _post_until_accepted(client: TestClient, batch: list[dict[str, Any]], timeout: float = 120.0) -> list[int]:
