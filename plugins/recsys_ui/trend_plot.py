@@ -17,6 +17,8 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from recsys.validation import health
+
 WIDTH = 960
 LEFT, RIGHT, TOP = 70, 20, 10
 PANEL_GAP = 34  # room for a panel's title above it
@@ -107,7 +109,8 @@ def point_text(row: dict[str, Any]) -> str:
         if row.get("volume_max") is not None:
             band = f"; accepted band {row.get('volume_min')} .. {row.get('volume_max')}"
         lines.append(f"{row['events']} events{band}")
-    for margin in (row.get("margins") or {}).values():
+    found = row.get("margins") or {}
+    for margin in (found[k] for k in health.MARGIN_KEYS if k in found):
         if isinstance(margin, dict) and margin.get("text"):
             lines.append(str(margin["text"]))
     if row.get("failed_checks"):
@@ -383,7 +386,9 @@ def trend_section(rows: list[dict[str, Any]], base: str) -> str:
     if newest is not None:
         day = escape(str(newest["date"]))
         lines = []
-        for margin in (newest.get("margins") or {}).values():
+        found = newest.get("margins") or {}
+        for key in (*health.MARGIN_KEYS, *sorted(set(found) - set(health.MARGIN_KEYS))):
+            margin = found.get(key)
             if not isinstance(margin, dict):
                 continue
             lines.append(f"<tr><td>{escape(str(margin.get('check', '')))}</td><td>{escape(str(margin.get('text', '')))}"

@@ -168,3 +168,14 @@ def test_the_section_has_the_plot_the_exports_and_the_newest_margins_escaped():
     assert "0.11x inside" in html and "10.0% beyond" in html
     assert "2 passed" not in html and "1 passed, 1 failed, 1 accepted, 1 missing" in html
     assert 'id="trend-plot-empty"' in trend_plot.trend_section([], BASE)
+
+
+def test_margins_are_listed_volume_first_whatever_order_they_were_stored_in():
+    margins = {"top_item": health.share_margin(health.TOP_ITEM_CHECK, "top item 1", 0.1, 0.2),
+               "duplicates": health.share_margin(health.DUPLICATE_CHECK, "duplicate event ids", 0.0, 0.5),
+               "volume": health.volume_margin(310, (200, 5001), 1000.0, 7)}
+    row = _row("2011-01-06", "PASSED", events=310, margins=margins)
+    lines = trend_plot.point_text(row).splitlines()
+    assert [line.split(" ")[0] for line in lines[2:5]] == ["volume", "top", "duplicate"]
+    html = trend_plot.trend_section([row], BASE)
+    assert html.index("volume within") < html.index("top item share") < html.index("duplicate event ids</td>")
