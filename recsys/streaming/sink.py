@@ -144,8 +144,10 @@ class Sink:
         return f"{SINK_STATE}/{self.config.topic}/p{partition:04d}.json"
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
-        committed = consumer.committed(partitions, timeout=30)
-        for tp in committed:
+        from confluent_kafka import TopicPartition
+
+        starts = []
+        for tp in consumer.committed(partitions, timeout=30):
             offset = tp.offset
             if offset < 0:  # nothing committed yet: the sink starts at the log's beginning
                 low, _high = consumer.get_watermark_offsets(tp, timeout=30)
@@ -154,17 +156,23 @@ class Sink:
             path = self._state_path(tp.partition)
             if self.store.exists(path):
                 state = self.store.read_json(path)
-                if state["start"] == offset:  # a chunk was being published when the last sink stopped
+                if state["start"] >= offset:  # the last chunk may be half published: cut it again, same place
+                    if state["start"] > offset:  # offsets expired or a new group: the store knows better
+                        log.warning("partition %d: committed offset %d is behind the store's chunks; continuing "
+                                    "from offset %d", tp.partition, offset, state["start"])
+                    part.recovery = int(state["start"])
                     part.cut_at = int(state["end"])
                     part.totals = dict(state["totals_before"])
-                    log.warning("partition %d: rewriting the interrupted chunk %d..%d", tp.partition, offset,
-                                part.cut_at)
+                    log.warning("partition %d: rewriting the interrupted chunk %d..%d", tp.partition,
+                                part.recovery, part.cut_at)
                 else:
                     part.totals = dict(state["totals_after"])
             self.parts[tp.partition] = part
             self._totals[tp.partition] = part.totals
+            starts.append(TopicPartition(tp.topic, tp.partition, part.recovery))
+        consumer.assign(starts)
         self._open_days |= self._unclosed_days()
-        log.info("assigned partitions %s", {p.partition: self.parts[p.partition].recovery for p in committed})
+        log.info("assigned partitions %s", {tp.partition: tp.offset for tp in starts})
 
     def _on_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
         # unpublished messages are dropped: the next owner reads them again from the committed offset

@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,19 @@ def test_collector_to_store_exactly_once_then_late_events_and_validation(kafka_b
     assert sink.totals()["late"] == 10 and sink.totals()["written"] == 420  # kept across runs
     assert ids_in_sink_files(store, late_events(day)) == collections.Counter(e["event_id"] for e in late)
     assert fingerprint(store, partition) == delivered  # a closed partition is never modified
+
+    # a sink under a new group name (or whose group's offsets expired) continues where the store is, it does
+    # not write the topic again from its beginning
+    fresh = recent_events("fresh", 5)
+    with TestClient(create_app(config)) as client:
+        assert post_all(client, fresh) == 5
+    renamed = f"{group}-renamed"
+    sink = Sink(store, replace(sink_config, group=renamed, instance_id=renamed))
+    run_sink(sink, lambda s: s.session["written"] >= 5 and not any(p.buffer for p in s.parts.values()))
+    assert sink.session["written"] == 5 and sink.session["consumed"] < 100  # the last chunks only, not 486
+    everything = ids_in_sink_files(store, layout.raw_events(day), layout.raw_events(day2), layout.raw_events(today),
+                                   late_events(day))
+    assert set(everything.values()) == {1} and len(everything) == 435
 
     report = validate_partition(store, day=day, settings=Settings.from_env())
     assert report.success, [c for c in report.checks if not c["success"]]
