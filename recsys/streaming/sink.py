@@ -18,6 +18,8 @@ D + 1 day + ``allowed_lateness``. The watermark is the earliest "latest event ti
 partitions that still have unread messages; when every partition is read to its end, it is the later of the
 newest event time and the wall clock (a quiet topic still closes its days). Events of a closed day that
 arrive later go to ``raw/late_events/dt=D/`` and are counted; a closed partition is never modified.
+With ``closed_topic`` set, each closed day is then announced there (key ``YYYY-MM-DD``, value the
+partition's ``_sink.json``; at least once), for runs scheduled by events instead of a sensor.
 Messages that are not valid events go to ``raw/invalid_events/`` (JSON lines, with offset and problems).
 
 Closing assumes one sink instance holds every partition of the topic (run one per topic; a second one in
@@ -44,7 +46,7 @@ import pandas as pd
 from recsys import schema
 from recsys.storage import PartitionStore, layout
 from recsys.streaming import StreamingError, events
-from recsys.streaming.topics import EVENTS_TOPIC
+from recsys.streaming.topics import CLOSED_TOPIC, EVENTS_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,8 @@ class SinkConfig:
     commit_timeout_s: float = 120.0  # a commit is retried this long while the broker is unavailable
     # what a message must be to be written (the collector's rules; the age limits do not apply here)
     rules: events.EventRules = field(default_factory=events.EventRules)
+    # a closed day is announced on this topic (key: the date, value: its _sink.json), for event-driven runs
+    closed_topic: str | None = None
 
 
 @dataclass
@@ -138,6 +142,8 @@ class Sink:
         self._day_closed: dict[date, bool] = {}  # days seen in messages: closed already?
         self._next_close_check = 0.0
         self._failpoint = _parse_failpoint(os.environ.get(FAILPOINT_ENV, ""))
+        self._announcer: Any = None  # a producer of closed_topic, made on the first announcement
+        self.announced: list[date] = []  # days this sink announced on closed_topic
 
     # --- assignment ---------------------------------------------------------------------------------
     def _state_path(self, partition: int) -> str:
@@ -172,6 +178,7 @@ class Sink:
             starts.append(TopicPartition(tp.topic, tp.partition, part.recovery))
         consumer.assign(starts)
         self._open_days |= self._unclosed_days()
+        self._announce_missed()
         log.info("assigned partitions %s", {tp.partition: tp.offset for tp in starts})
 
     def _on_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
@@ -402,14 +409,50 @@ class Sink:
             if self.store.is_complete(folder):
                 continue
             files = [n for n in self.store.list_dir(folder) if _FILE.fullmatch(n)]
-            self.store.write_json(f"{folder}/{SINK_MARKER}", {
-                "closed_at": events.format_time(self.clock()), "watermark": events.format_time(mark),
-                "allowed_lateness_seconds": lateness.total_seconds(), "files": len(files), "topic": self.config.topic,
-            })
+            marker = {
+                "date": day.isoformat(), "partition": folder, "closed_at": events.format_time(self.clock()),
+                "watermark": events.format_time(mark), "allowed_lateness_seconds": lateness.total_seconds(),
+                "files": len(files), "topic": self.config.topic,
+            }
+            self.store.write_json(f"{folder}/{SINK_MARKER}", marker)
             self.store.mark_success(folder)
             self._day_closed[day] = True
             self.closed.append(day)
             log.info("closed %s: %d files, watermark %s", day, len(files), mark.isoformat())
+            self._announce(marker)
+
+    # --- announcing closed days ----------------------------------------------------------------------
+    def _announce(self, marker: dict[str, Any]) -> None:
+        """Publish a closed day on ``closed_topic`` (key: the date; value: the partition's ``_sink.json``), then
+        record ``announced_at`` in it. At least once: a sink killed in between announces it again on start."""
+        if not self.config.closed_topic:
+            return
+        from confluent_kafka import Producer
+
+        if self._announcer is None:
+            self._announcer = Producer({"bootstrap.servers": self.config.bootstrap, "enable.idempotence": True})
+        errors: list[str] = []
+        self._announcer.produce(self.config.closed_topic, key=marker["date"].encode(),
+                                value=json.dumps(marker, sort_keys=True).encode(),
+                                on_delivery=lambda err, _msg: errors.append(err.str()) if err else None)
+        if self._announcer.flush(30) or errors:
+            raise StreamingError(f"cannot announce the closed day {marker['date']} on {self.config.closed_topic!r}: "
+                                 f"{errors[0] if errors else 'no acknowledgement within 30 s'}")
+        self.store.write_json(f"{marker['partition']}/{SINK_MARKER}",
+                              {**marker, "announced_at": events.format_time(self.clock())})
+        self.announced.append(date.fromisoformat(marker["date"]))
+
+    def _announce_missed(self) -> None:
+        """Announce the recently closed days whose announcement a killed sink did not finish."""
+        if not self.config.closed_topic:
+            return
+        oldest = self.clock().date() - timedelta(days=self.config.dedup_days)
+        for day in self.store.partitions(layout.RAW_EVENTS):
+            path = f"{layout.raw_events(day)}/{SINK_MARKER}"
+            if day >= oldest and self.store.exists(path):
+                marker = self.store.read_json(path)
+                if "announced_at" not in marker:
+                    self._announce(marker)
 
     def totals(self) -> dict[str, int]:
         """Counts over every run of this sink group (consumed, written, duplicates, late, invalid), summed over
@@ -458,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from recsys.config import Settings
     from recsys.storage import open_store
-    from recsys.streaming.topics import default_bootstrap
+    from recsys.streaming.topics import default_bootstrap, ensure_topic
 
     parser = argparse.ArgumentParser(description="the recsys sink (Kafka topic -> raw/events partitions)")
     parser.add_argument("--bootstrap", help="host:port of a broker (default: RECSYS_KAFKA_BOOTSTRAP or var/kafka)")
@@ -468,15 +511,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-file-events", type=int, default=100_000)
     parser.add_argument("--max-file-seconds", type=float, default=60.0)
     parser.add_argument("--lateness-seconds", type=float, default=3600.0, help="allowed lateness after a day")
+    parser.add_argument("--closed-topic", default=CLOSED_TOPIC,
+                        help="announce each closed day on this topic ('' to not announce)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.from_env()
-        config = SinkConfig(bootstrap=args.bootstrap or default_bootstrap(), topic=args.topic, group=args.group,
+        bootstrap = args.bootstrap or default_bootstrap()
+        if args.closed_topic:
+            ensure_topic(bootstrap, args.closed_topic, 1)
+        config = SinkConfig(bootstrap=bootstrap, topic=args.topic, group=args.group,
                             instance_id=args.instance_id,
                             max_file_events=args.max_file_events, max_file_seconds=args.max_file_seconds,
                             allowed_lateness=timedelta(seconds=args.lateness_seconds),
-                            rules=events.EventRules.from_settings(settings))
+                            rules=events.EventRules.from_settings(settings),
+                            closed_topic=args.closed_topic or None)
     except StreamingError as err:
         parser.exit(1, f"recsys sink: {err}\n")
     stop = threading.Event()

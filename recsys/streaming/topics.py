@@ -10,6 +10,7 @@ from pathlib import Path
 from recsys.streaming import StreamingError
 
 EVENTS_TOPIC = "recsys.events"
+CLOSED_TOPIC = "recsys.days-closed"  # the sink announces each closed day here (key: YYYY-MM-DD)
 DEFAULT_PARTITIONS = 3
 # the ready file scripts/kafka.sh writes for the embedded broker
 READY_FILE = Path(__file__).resolve().parents[2] / "var" / "kafka" / "ready.json"

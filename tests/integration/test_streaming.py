@@ -130,9 +130,10 @@ def test_collector_to_store_exactly_once_then_late_events_and_validation(kafka_b
     assert 'recsys_collector_events_total{result="batch_refused"} 3' in metrics
 
     group = f"sink-{uuid.uuid4().hex[:6]}"
+    closed_topic = kafka_broker.new_topic("closed", partitions=1)
     sink_config = SinkConfig(bootstrap=kafka_broker.bootstrap, topic=topic, group=group, instance_id=group,
                              max_file_events=64, max_file_seconds=0.5, allowed_lateness=timedelta(hours=1),
-                             close_check_seconds=0.2)
+                             close_check_seconds=0.2, closed_topic=closed_topic)
     sink = Sink(store, sink_config)
     run_sink(sink, lambda s: s.session["consumed"] >= accepted + resent and day in s.closed
              and not any(p.buffer for p in s.parts.values()))
@@ -175,6 +176,30 @@ def test_collector_to_store_exactly_once_then_late_events_and_validation(kafka_b
     report = validate_partition(store, day=day, settings=Settings.from_env())
     assert report.success, [c for c in report.checks if not c["success"]]
     assert report.rows == 300
+
+    # the closed day was announced once (three sink runs later), with what its _sink.json says
+    announced = [m for m in _read_topic(kafka_broker, closed_topic) if m[0] == day.isoformat()]
+    assert len(announced) == 1
+    assert announced[0][1]["partition"] == partition and announced[0][1]["files"] == len(store.data_files(partition))
+    assert "announced_at" in store.read_json(f"{partition}/{SINK_MARKER}")
+
+
+def _read_topic(kafka_broker: KafkaBroker, topic: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every message of a one-partition topic: (key, JSON value)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": f"read-{uuid.uuid4().hex[:6]}",
+                         "enable.auto.commit": False})
+    _low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    found: list[tuple[str, dict[str, Any]]] = []
+    deadline = time.monotonic() + 30
+    while len(found) < high and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and msg.error() is None:
+            found.append(((msg.key() or b"").decode(), json.loads(msg.value() or b"{}")))
+    consumer.close()
+    return found
 
 
 def _sink_process(kafka_broker: KafkaBroker, topic: str, group: str, root: Path, log: Path,
