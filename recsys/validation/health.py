@@ -17,13 +17,10 @@ import io
 import json
 import math
 import re
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 from recsys.storage import PartitionStore, StorageError, layout
-
-SUMMARY_FILE = "summary.json"
-REASON_FILE = "reason.json"
 
 PASSED, FAILED, ACCEPTED = "PASSED", "FAILED", "ACCEPTED"
 MISSING = "MISSING"  # a date inside the range with no partition landed and no report
@@ -213,7 +210,7 @@ def trend_row(day: date, summary: dict[str, Any] | None, *, landed: bool, quaran
     row |= {"events": summary.get("rows"), "failed_checks": len(failed), "failed": failed,
             "failed_names": "; ".join(failed), "problem": summary.get("problem"), "accepted_reason": reason,
             "validated_at": summary.get("validated_at"),
-            "report": summary.get("report_path") or f"{layout.validation_report(day)}/{SUMMARY_FILE}"}
+            "report": summary.get("report_path") or layout.validation_summary(day)}
     found = summary_margins(summary)
     row["margins"] = found
     volume = found.get("volume")
@@ -250,11 +247,11 @@ def trend_rows(store: PartitionStore, start: date | None = None, end: date | Non
     first, last = start or min(known), end or max(known)
     accepted = _accepted_by_registry(store) if reported else {}
     rows = []
-    day = first
-    while day <= last:
+    for ordinal in range(first.toordinal(), last.toordinal() + 1):  # no day after 9999-12-31 is computed
+        day = date.fromordinal(ordinal)
         summary, problem = None, None
         if day in reported:
-            path = f"{layout.validation_report(day)}/{SUMMARY_FILE}"
+            path = layout.validation_summary(day)
             try:
                 summary = store.read_json(path) if store.exists(path) else None
             except StorageError as err:
@@ -262,7 +259,6 @@ def trend_rows(store: PartitionStore, start: date | None = None, end: date | Non
         rows.append(trend_row(day, summary, landed=day in landed or problem is not None,
                               quarantined=day in quarantined, accepted_entry=accepted.get(day.isoformat()),
                               problem=problem))
-        day += timedelta(days=1)
     return rows
 
 
