@@ -24,6 +24,7 @@ PAYLOADS = (
     '<a href="javascript:window.__xss=8">click</a>',
     "<iframe srcdoc=\"<script>parent.__xss=9</script>\"></iframe>",
     "</textarea></title></style><script>document.title='__xss10'</script>",
+    '<meta http-equiv="refresh" content="0;url=javascript:window.__xss=12">',
 )
 # a data file's name (no '/' possible): its problem ("cannot be read") goes into the integrity check's page
 BAD_FILE = "part-<img src=x onerror=window.__xss=11>.parquet"

@@ -170,3 +170,32 @@ def test_the_plugin_serves_gx_pages_sandboxed_and_their_csp_allows_what_they_loa
     csp = _directives(overview.headers["content-security-policy"])
     assert csp["sandbox"] == [] and csp["default-src"] == ["'none'"] and "script-src" not in csp
     assert markup_from_data(overview.text)[0] == []
+
+
+# --- the plugin's own pages ------------------------------------------------------------------------------------
+
+
+def test_the_plugin_pages_show_values_reasons_and_file_names_from_the_store_only_as_text(planted, tmp_path):
+    from fastapi.testclient import TestClient
+    from recsys_ui.app import create_app
+
+    # on-call accepts the day with a reason that is markup too; it goes into the summary and the registry history
+    accepted = LocalStore(tmp_path / "store")
+    plant(accepted, DAY, FILE_DAY)
+    reason = " ".join(PAYLOADS)
+    report = validate_partition(accepted, Settings(), DAY, run_id=PAYLOADS[1], accept_invalid=True,
+                                accept_reason=reason)
+    assert report.accepted and report.accepted["reason"] == reason
+    # url -> what it must show as text (the list page names only the failed checks)
+    pages = ((planted, {"/validation": [], f"/validation/{DAY}": PAYLOADS[:5],  # five examples per check
+                        f"/validation/{FILE_DAY}": [BAD_FILE]}),
+             (accepted, {"/validation": [], f"/validation/{DAY}": [reason], "/registry": [reason],
+                         f"/registry?date={DAY}": [reason]}))
+    for store, expected in pages:
+        client = TestClient(create_app(lambda store=store: store, lambda: "recall@100"), root_path="/recsys")
+        for url, shown in expected.items():
+            response = client.get(url)
+            assert response.status_code == 200, url
+            executable, text = markup_from_data(response.text)
+            assert executable == [], (url, executable)
+            assert all(value in text for value in shown), url
