@@ -30,10 +30,15 @@ def recall_at_k(ranked: list[list[str]], relevant: list[set[str]], k: int) -> fl
 
     ``ranked[u]`` is user u's ranked item list (best first), ``relevant[u]`` the items u interacted with.
     """
+    recalls = user_recalls(ranked, relevant, k)
+    return float(np.mean(recalls)) if recalls else 0.0
+
+
+def user_recalls(ranked: list[list[str]], relevant: list[set[str]], k: int) -> list[float]:
+    """Each user's |top-k ∩ relevant| / |relevant|, in order, users with nothing relevant left out."""
     if len(ranked) != len(relevant):
         raise ValueError(f"{len(ranked)} ranked lists for {len(relevant)} users")
-    recalls = [len(set(r[:k]) & rel) / len(rel) for r, rel in zip(ranked, relevant, strict=True) if rel]
-    return float(np.mean(recalls)) if recalls else 0.0
+    return [len(set(r[:k]) & rel) / len(rel) for r, rel in zip(ranked, relevant, strict=True) if rel]
 
 
 def ndcg_at_k(ranked: list[list[str]], relevant: list[set[str]], k: int) -> float:
@@ -127,13 +132,18 @@ def evaluate_candidate(
 
 
 def compare_with_champion(
-    store: PartitionStore, settings: Settings, day: date, candidate_version: int, champion_version: int | None
+    store: PartitionStore, settings: Settings, day: date, candidate_version: int, champion_version: int | None,
+    block_users: int | None = None,
 ) -> registry.Decision:
     """Score both versions on ``day``'s held-out users and apply the deploy gate (:func:`decide`).
 
     The same evaluation for a day's fine-tuned candidate and for a full retrain; records nothing.
+    Users are ranked ``block_users`` at a time (default :data:`~recsys.serving.index.SCORE_BLOCK_USERS`),
+    so memory is one [block, items] score matrix however many users are held out; the metrics do not
+    depend on the block size (each user's ranking uses only that user's scores).
     """
     from recsys.features.build import load_examples
+    from recsys.serving.index import SCORE_BLOCK_USERS, load_scorer
 
     examples = load_examples(store, day)
     holdout = examples[examples[schema.SPLIT] == "holdout"]
@@ -142,9 +152,19 @@ def compare_with_champion(
     relevant = [set(items) for items in relevant_by_user]
     k = settings.k
 
+    block = block_users or SCORE_BLOCK_USERS
+
     def metrics(version: int) -> dict[str, float]:
-        ranked = rank_items(store, version, users, max(k, 20), day)
-        return {f"recall@{k}": recall_at_k(ranked, relevant, k), "recall@20": recall_at_k(ranked, relevant, 20)}
+        # per-user recalls kept block by block (floats, not ranked lists); the mean is recall_at_k's
+        at_k: list[float] = []
+        at_20: list[float] = []
+        blocks = load_scorer(store, version, before=day).top_k_blocks(users, max(k, 20), block=block)
+        for start, ranked in zip(range(0, len(users), block), blocks, strict=True):
+            mine = relevant[start: start + len(ranked)]
+            at_k += user_recalls(ranked, mine, k)
+            at_20 += user_recalls(ranked, mine, 20)
+        return {f"recall@{k}": float(np.mean(at_k)) if at_k else 0.0,
+                "recall@20": float(np.mean(at_20)) if at_20 else 0.0}
 
     candidate_metrics = metrics(candidate_version) if users else {}
     champion_metrics = metrics(champion_version) if users and champion_version is not None else None
