@@ -66,7 +66,7 @@ TRAINING_QUEUE = support.training_queue(Settings.from_env())
     },
 )
 def recsys_full_retrain() -> None:
-    @task(**TRAINING_QUEUE)
+    @task(**TRAINING_QUEUE, **support.REGISTRY_WRITER)
     @support.fails_on_domain_error
     def train_from_scratch() -> dict[str, Any]:
         from recsys import retrain
@@ -76,7 +76,7 @@ def recsys_full_retrain() -> None:
         return retrain.train(step.store, step.settings, date.fromisoformat(end) if end else None,
                              int(window) if window else None, run_id=step.run_id)
 
-    @task
+    @task(**support.REGISTRY_WRITER)
     @support.fails_on_domain_error
     def evaluate(trained: dict[str, Any]) -> dict[str, Any]:
         from recsys import retrain
@@ -89,7 +89,7 @@ def recsys_full_retrain() -> None:
         """Skip the deploy unless the retrain was blessed (the reason is in the registry)."""
         return bool(decision["blessed"])
 
-    @task
+    @task(**support.REGISTRY_WRITER)
     @support.fails_on_domain_error
     def deploy(decision: dict[str, Any]) -> dict[str, Any]:
         from recsys import retrain

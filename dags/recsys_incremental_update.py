@@ -34,6 +34,11 @@ One run per daily partition of user-behaviour events, in date order, each exactl
 Alerts: a task that fails for good (a domain error at once, anything else after its retry) sends an
 alert through `RECSYS_NOTIFY_BACKEND` (log by default; smtp or webhook, see recsys/notify.py).
 
+Catchup: the scheduler runs every date from `RECSYS_SCHEDULE_START` (default 2010-12-01, Online Retail's first
+day; read when this file is parsed) on, one run at a time in date order. After an outage (scheduler down, DAG
+paused) it creates the missed dates' runs by itself, oldest first; a date that already has a run (a backfill,
+a manual run) is not run again. A new deployment sets `RECSYS_SCHEDULE_START` to its first partition date.
+
 Backfill: `airflow backfill create --dag-id recsys_incremental_update --from-date D1 --to-date D2
 --reprocess-behavior failed --max-active-runs 1` (Airflow refuses `none` and `--run-backwards` for a DAG with
 `depends_on_past`). Runs go in date order; the first failed date stops the rest: the next date's run waits
@@ -57,7 +62,7 @@ file is parsed (they choose and set up tasks), so give the DAG processor the sam
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pendulum
@@ -91,8 +96,10 @@ def _check_overrides(params: Any) -> None:
 @dag(
     dag_id=DAG_ID,
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2010, 12, 1, tz="UTC"),
-    catchup=False,
+    # the first date is a setting: a new deployment does not start at Online Retail's first day
+    start_date=pendulum.instance(datetime.fromisoformat(SETTINGS.schedule_start), tz="UTC"),
+    # after an outage the scheduler creates every missed date's run, one at a time, in date order
+    catchup=True,
     max_active_runs=1,
     doc_md=__doc__,
     tags=["recsys", "training", "incremental"],
@@ -177,7 +184,7 @@ def recsys_incremental_update() -> None:
 
         wait_for_partition = wait_for_local_partition()
 
-    @task
+    @task(**support.REGISTRY_WRITER)
     @support.fails_on_domain_error
     def validate() -> dict[str, Any]:
         from recsys.validation import validate_partition
@@ -203,10 +210,10 @@ def recsys_incremental_update() -> None:
     if SETTINGS.train_in_container:  # docker | kubernetes: the same step (`recsys train`) in the trainer image
         from recsys_airflow.operators import trainer_operator
 
-        train = trainer_operator(SETTINGS, **TRAINING_QUEUE)
+        train = trainer_operator(SETTINGS, **TRAINING_QUEUE, **support.REGISTRY_WRITER)
     else:
 
-        @task(**TRAINING_QUEUE)
+        @task(**TRAINING_QUEUE, **support.REGISTRY_WRITER)
         @support.fails_on_domain_error
         def fine_tune() -> dict[str, Any]:
             from recsys.training import fine_tune as train_candidate
@@ -216,7 +223,7 @@ def recsys_incremental_update() -> None:
 
         train = fine_tune()
 
-    @task
+    @task(**support.REGISTRY_WRITER)
     @support.fails_on_domain_error
     def evaluate() -> dict[str, Any]:
         from recsys.evaluation import evaluate_candidate
@@ -225,7 +232,7 @@ def recsys_incremental_update() -> None:
         return evaluate_candidate(step.store, step.settings, support.current_day(), run_id=step.run_id)
 
     # ignore_downstream_trigger_rules=False: only deploy is skipped; the index refresh still runs
-    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    @task.short_circuit(ignore_downstream_trigger_rules=False, **support.REGISTRY_WRITER)
     @support.fails_on_domain_error
     def deploy_if_blessed(decision: dict[str, Any]) -> bool:
         """Skip the deploy unless the candidate was blessed, or on-call's Deploy decision says otherwise."""
@@ -242,7 +249,7 @@ def recsys_incremental_update() -> None:
         )
         return bool(gate["deploy"])
 
-    @task
+    @task(**support.REGISTRY_WRITER)
     @support.fails_on_domain_error
     def deploy() -> dict[str, Any]:
         from recsys.serving.deploy import deploy as deploy_candidate

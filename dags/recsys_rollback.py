@@ -58,7 +58,8 @@ DAG_ID = "recsys_rollback"
     },
 )
 def recsys_rollback() -> None:
-    @task
+    # the registry pool's next slot goes to a rollback before any waiting daily or retrain step
+    @task(priority_weight=100, **support.REGISTRY_WRITER)
     @support.fails_on_domain_error
     def rollback() -> dict[str, Any]:
         """Switch the champion back (recsys.serving.deploy.rollback, as the CLI does)."""

@@ -11,6 +11,7 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field, fields
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,6 +45,9 @@ class Settings:
     # when it gives up. The DAG file reads these two and webhdfs_conn_id also when it is parsed.
     sensor_poke_seconds: int = 60
     sensor_timeout_seconds: int = 12 * 3600
+    # the first partition date the scheduler runs the daily DAG for (YYYY-MM-DD; read when the DAG file is
+    # parsed). Catchup is on: after an outage the scheduler runs every missed date from here on, in order
+    schedule_start: str = "2010-12-01"
     # model
     embedding_dim: int = 64
     learning_rate: float = 0.1
@@ -157,6 +161,10 @@ class Settings:
             raise ConfigError(f"RECSYS_WEBHDFS_USER={self.webhdfs_user!r} is not a user name")
         if self.webhdfs_auth not in ("simple", "kerberos"):
             raise ConfigError(f"RECSYS_WEBHDFS_AUTH={self.webhdfs_auth!r}: expected 'simple' or 'kerberos'")
+        try:
+            date.fromisoformat(self.schedule_start)
+        except ValueError as err:
+            raise ConfigError(f"RECSYS_SCHEDULE_START={self.schedule_start!r}: expected a date, YYYY-MM-DD") from err
         if not self.webhdfs_conn_id.strip():
             raise ConfigError("RECSYS_WEBHDFS_CONN_ID must name an Airflow connection, got an empty string")
         if self.storage_backend == "webhdfs" and not self.storage_root.startswith("/"):

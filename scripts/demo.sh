@@ -13,7 +13,8 @@ LOGS="$REPO_ROOT/var/logs"
 mkdir -p "$LOGS"
 
 echo "demo: Airflow home $AIRFLOW_HOME, partition store $RECSYS_STORAGE_ROOT"
-airflow db migrate > "$LOGS/airflow-db-migrate.log" 2>&1 || { tail -20 "$LOGS/airflow-db-migrate.log"; exit 1; }
+# the schema, and the pool of the tasks that write the model registry
+scripts/airflow-init.sh > "$LOGS/airflow-db-migrate.log" 2>&1 || { tail -20 "$LOGS/airflow-db-migrate.log"; exit 1; }
 
 echo "demo: landing $DAYS days of Online Retail from $START (data files first, _SUCCESS last)"
 recsys land --from "$START" --days "$DAYS" > "$LOGS/land.json" 2> "$LOGS/land.log"

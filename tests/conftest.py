@@ -14,6 +14,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAGS_FOLDER = REPO_ROOT / "dags"
+AIRFLOW_INIT = REPO_ROOT / "scripts" / "airflow-init.sh"  # `airflow db migrate` and the recsys pools
 
 _airflow_home = tempfile.mkdtemp(prefix="recsys-test-airflow-")
 os.environ["AIRFLOW_HOME"] = _airflow_home
@@ -31,12 +32,13 @@ def _migrate_airflow_db() -> None:
     import sys
 
     airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+    # the schema and the registry pool, as every deployment gets them
+    subprocess.run([str(AIRFLOW_INIT)], check=True, capture_output=True, env=os.environ | {"AIRFLOW": str(airflow)})
 
 
 @pytest.fixture(scope="session")
 def airflow_db() -> str:
-    """A migrated SQLite Airflow metadata database in the session's Airflow home."""
+    """A migrated SQLite Airflow metadata database (with the recsys pools) in the session's Airflow home."""
     _migrate_airflow_db()
     return _airflow_home
 

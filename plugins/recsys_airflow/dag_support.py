@@ -21,6 +21,15 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# One task at a time writes registry/two_tower.json: every task whose step writes it (validate, fine-tune,
+# evaluate, the deploy gate, deploy, the full retrain's steps, rollback) takes this pool's one slot. The
+# store-level lock (recsys.registry) serialises each write; the pool keeps whole steps of the three DAGs
+# from interleaving. scripts/airflow-init.sh creates it; without it, Airflow 3.3 leaves these tasks
+# "scheduled" for ever (the scheduler only logs "Tasks using non-existent pool ... will not be scheduled").
+REGISTRY_POOL = "recsys_registry"
+REGISTRY_POOL_SLOTS = 1
+REGISTRY_WRITER: dict[str, Any] = {"pool": REGISTRY_POOL}
+
 
 def default_args(
     *, retry_delay: timedelta = timedelta(minutes=1), partitioned: bool = False, depends_on_past: bool = False

@@ -177,3 +177,62 @@ def test_retrain_is_weekly_and_rollback_manual(dagbag):
     assert retrain.get_task("deploy").upstream_task_ids == {"deploy_if_blessed", "evaluate"}
     assert type(dagbag.dags["recsys_rollback"].timetable).__name__ == "NullTimetable"  # manual only
     assert dagbag.dags["recsys_rollback"].task_ids == ["rollback"]
+
+
+@pytest.fixture(scope="module")
+def call_graph():
+    from tests.registry_writers import CallGraph
+
+    return CallGraph()
+
+
+def test_the_call_graph_finds_the_registry_writers(call_graph):
+    # the analysis itself: the store write in registry.update and the steps that reach it through it
+    writers = call_graph.writers()
+    assert {"recsys.registry.update", "recsys.registry.save", "recsys.training.fine_tune",
+            "recsys.serving.deploy.rollback", "recsys.validation.partition.validate_partition"} <= writers
+    assert "recsys.registry.load" not in writers and "recsys.features.build.build_features" not in writers
+
+
+@pytest.mark.parametrize("container", ["", "docker", "kubernetes"])
+def test_every_task_that_writes_the_registry_takes_the_registry_pool_and_no_other_does(
+    container, call_graph, monkeypatch
+):
+    """Derived from the code: a task is in the pool iff what it runs can reach a write of the registry."""
+    from airflow.dag_processing.dagbag import DagBag
+    from recsys_airflow.dag_support import REGISTRY_POOL
+
+    from tests.registry_writers import task_writes_registry
+
+    monkeypatch.setenv("RECSYS_TRAIN_IN_CONTAINER", container)
+    bag = DagBag(dag_folder=str(REPO_ROOT / "dags"))
+    assert bag.import_errors == {}
+    pooled, writing = set(), set()
+    for dag_id, dag in bag.dags.items():
+        for task in dag.tasks:
+            if task_writes_registry(call_graph, task):
+                writing.add((dag_id, task.task_id))
+            if task.pool == REGISTRY_POOL:
+                pooled.add((dag_id, task.task_id))
+                assert task.pool_slots == 1
+    assert pooled == writing
+    # every DAG has writers; the sensor, features and index refresh do not hold the slot
+    assert {dag_id for dag_id, _ in writing} == set(bag.dag_ids)
+    assert ("recsys_incremental_update", "fine_tune") in writing
+    assert ("recsys_incremental_update", "wait_for_partition") not in pooled
+
+
+def test_the_setup_creates_the_registry_pool_with_one_slot(airflow_db):
+    from recsys_airflow.dag_support import REGISTRY_POOL, REGISTRY_POOL_SLOTS
+
+    # the session's Airflow home was initialised by scripts/airflow-init.sh (tests/conftest.py), as the demo's is
+    airflow = Path(sys.executable).with_name("airflow")
+    out = subprocess.run([str(airflow), "pools", "get", REGISTRY_POOL, "--output", "json"], capture_output=True,
+                         text=True, check=True)
+    (pool,) = json.loads(out.stdout)
+    assert (pool["pool"], int(pool["slots"])) == (REGISTRY_POOL, REGISTRY_POOL_SLOTS)
+    init = (REPO_ROOT / "scripts" / "airflow-init.sh").read_text()
+    assert f"POOL={REGISTRY_POOL}\n" in init and 'pools set "$POOL" 1 ' in init
+    for script in ("scripts/demo.sh",):  # every place that initialises an Airflow home goes through it
+        text = (REPO_ROOT / script).read_text()
+        assert "scripts/airflow-init.sh" in text and "airflow db migrate" not in text, script
