@@ -55,7 +55,8 @@ RAW_INVALID_EVENTS = "raw/invalid_events"  # messages that are not valid events
 SINK_STATE = "streaming/sink"  # per topic partition: the chunk being written and running totals
 SINK_MARKER = "_sink.json"  # written into a partition just before its _SUCCESS
 _FILE = re.compile(r"part-p(\d{4})-(\d{12})-(\d{12})\.parquet")
-FAILPOINT_ENV = "RECSYS_SINK_FAILPOINT"  # tests: "publish:N" kills the sink (SIGKILL) after its N-th file
+# tests: "publish:N" kills the sink (SIGKILL) after its N-th file; "announce" just before its first announcement
+FAILPOINT_ENV = "RECSYS_SINK_FAILPOINT"
 TOTALS = ("consumed", "written", "duplicates", "late", "invalid")
 
 
@@ -319,7 +320,7 @@ class Sink:
             else:
                 self.store.write_parquet(path, content)
             self.files += 1
-            self._maybe_fail()
+            self._maybe_fail("publish")
         # (3) the offsets
         self._commit(TopicPartition(self.config.topic, part.number, end + 1))
         for day, ids_ in new_ids.items():
@@ -350,9 +351,10 @@ class Sink:
                 log.warning("commit of partition %d failed (%s); retrying", offset.partition, err.args[0].str())
                 time.sleep(0.5)
 
-    def _maybe_fail(self) -> None:
-        if self._failpoint is not None and self.files >= self._failpoint:
-            log.error("failpoint %s reached after %d files: killing this process", FAILPOINT_ENV, self.files)
+    def _maybe_fail(self, where: str) -> None:
+        if self._failpoint is not None and self._failpoint[0] == where and self.files >= self._failpoint[1]:
+            log.error("failpoint %s=%s reached after %d files: killing this process", FAILPOINT_ENV, where,
+                      self.files)
             os.kill(os.getpid(), signal.SIGKILL)
 
     # --- closing days --------------------------------------------------------------------------------
@@ -429,6 +431,7 @@ class Sink:
             return
         from confluent_kafka import Producer
 
+        self._maybe_fail("announce")
         if self._announcer is None:
             self._announcer = Producer({"bootstrap.servers": self.config.bootstrap, "enable.idempotence": True})
         errors: list[str] = []
@@ -478,13 +481,15 @@ def events_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame.astype(schema.EVENT_DTYPES)
 
 
-def _parse_failpoint(value: str) -> int | None:
+def _parse_failpoint(value: str) -> tuple[str, int] | None:
     if not value:
         return None
     kind, _, n = value.partition(":")
+    if kind == "announce" and not n:
+        return kind, 0
     if kind != "publish" or not n.isdigit():
-        raise StreamingError(f"{FAILPOINT_ENV}={value!r}: expected publish:N")
-    return int(n)
+        raise StreamingError(f"{FAILPOINT_ENV}={value!r}: expected publish:N or announce")
+    return kind, int(n)
 
 
 def read_events(store: PartitionStore, folder: str) -> pd.DataFrame:

@@ -202,8 +202,8 @@ def _read_topic(kafka_broker: KafkaBroker, topic: str) -> list[tuple[str, dict[s
     return found
 
 
-def _sink_process(kafka_broker: KafkaBroker, topic: str, group: str, root: Path, log: Path,
-                  max_file_events: int, failpoint: str | None = None) -> subprocess.Popen[bytes]:
+def _sink_process(kafka_broker: KafkaBroker, topic: str, group: str, root: Path, log: Path, max_file_events: int,
+                  failpoint: str | None = None, closed_topic: str = "") -> subprocess.Popen[bytes]:
     env = os.environ | {"RECSYS_STORAGE_BACKEND": "local", "RECSYS_STORAGE_ROOT": str(root)}
     env.pop("RECSYS_SINK_FAILPOINT", None)
     if failpoint:
@@ -211,7 +211,7 @@ def _sink_process(kafka_broker: KafkaBroker, topic: str, group: str, root: Path,
     return subprocess.Popen(
         [sys.executable, "-m", "recsys.streaming.sink", "--bootstrap", kafka_broker.bootstrap, "--topic", topic,
          "--group", group, "--instance-id", group, "--max-file-events", str(max_file_events),
-         "--max-file-seconds", "0.5", "--lateness-seconds", "3600"],
+         "--max-file-seconds", "0.5", "--lateness-seconds", "3600", "--closed-topic", closed_topic],
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=open(log, "ab"),
     )
 
@@ -249,12 +249,20 @@ def test_kill_9_of_the_sink_mid_chunk_then_restart_stores_every_event_once(kafka
     assert second.wait(timeout=30) == -signal.SIGKILL, log.read_text()
     assert "rewriting the interrupted chunk" in log.read_text()
 
-    # 3. runs to the end and is stopped cleanly
-    third = _sink_process(kafka_broker, topic, group, root, log, 80)
+    # 3. killed by SIGKILL after it closed day D, just before announcing it
+    closed_topic = kafka_broker.new_topic("closed-kill", partitions=1)
+    third = _sink_process(kafka_broker, topic, group, root, log, 80, "announce", closed_topic)
+    assert third.wait(timeout=120) == -signal.SIGKILL, log.read_text()[-3000:]
+    assert store.is_complete(folders[0])
+    assert "announced_at" not in store.read_json(f"{folders[0]}/{SINK_MARKER}")
+
+    # 4. runs to the end (announcing D, which the killed one did not) and is stopped cleanly
+    third = _sink_process(kafka_broker, topic, group, root, log, 80, closed_topic=closed_topic)
     expected = collections.Counter(e["event_id"] for e in batch)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and third.poll() is None:
-        if store.is_complete(folders[0]) and ids_in_sink_files(store, *folders) == expected:
+        if "announced_at" in store.read_json(f"{folders[0]}/{SINK_MARKER}") and \
+                ids_in_sink_files(store, *folders) == expected:
             break
         time.sleep(0.2)
     third.send_signal(signal.SIGTERM)
@@ -265,6 +273,7 @@ def test_kill_9_of_the_sink_mid_chunk_then_restart_stores_every_event_once(kafka
     assert found == expected, (sum(found.values()), [i for i, n in found.items() if n > 1][:5])
     assert store.is_complete(folders[0])
     assert json.loads(out.decode().strip().splitlines()[-1])["session"]["late"] == 0
+    assert [key for key, _ in _read_topic(kafka_broker, closed_topic)].count(day.isoformat()) == 1
 
     report = validate_partition(store, day=day, settings=Settings.from_env())
     assert report.success, [c for c in report.checks if not c["success"]]
