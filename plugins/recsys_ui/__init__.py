@@ -4,6 +4,7 @@
 by the API server under ``/recsys``, nav entries that show its pages inside the Airflow UI, and extra links
 on the pipeline's tasks (``links.py``). The pages are rendered on the server (``render.py``: HTML, with
 the inline SVG plot of ``plot.py``; no scripts, nothing from the internet); their data comes from
-``recsys.report`` and the partition store the pipeline writes to. Nothing here imports pandas, TensorFlow or
-Great Expectations.
+``recsys.report`` and the partition store the pipeline writes to. ``security.py`` gives every response its
+headers (a strict CSP; the validation reports sandboxed, out of the Airflow UI's origin). Nothing here imports
+pandas, TensorFlow or Great Expectations.
 """

@@ -98,3 +98,12 @@ def test_errors_and_redirects_carry_the_headers_too(client):
         assert response.status_code in (307, 404)
         assert response.headers["x-content-type-options"] == "nosniff"
         assert _directives(response.headers["content-security-policy"])["default-src"] == ["'none'"]
+
+
+def test_the_overview_is_the_page_the_pipeline_writes():
+    from recsys_ui import security
+
+    from recsys.validation import docs
+
+    assert security.OVERVIEW_FILE == docs.OVERVIEW_FILE and security.SITE_PREFIX + docs.OVERVIEW_FILE == (
+        docs.OVERVIEW.removeprefix("reports/validation/"))
