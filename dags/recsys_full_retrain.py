@@ -30,11 +30,9 @@ import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 from recsys_airflow import dag_support as support
 
-from recsys.config import Settings
-
 DAG_ID = "recsys_full_retrain"
 # read when this file is parsed: the queue of the training task
-TRAINING_QUEUE = support.training_queue(Settings.from_env())
+TRAINING_QUEUE = support.training_queue(support.settings_without_alerts())
 
 
 @dag(

@@ -71,11 +71,9 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from recsys_airflow import dag_support as support
 from recsys_airflow.sensors import LateAwareWebHdfsSensor, partition_landed
 
-from recsys.config import Settings
-
 DAG_ID = "recsys_incremental_update"
 # read when this file is parsed: they choose and set up tasks (every task reads its settings again)
-SETTINGS = Settings.from_env()
+SETTINGS = support.settings_without_alerts()
 TRAINING_QUEUE = support.training_queue(SETTINGS)
 
 

@@ -33,13 +33,12 @@ if TYPE_CHECKING:
 @functools.cache
 def _settings() -> Settings:
     """The API server's recsys settings (read once; on HDFS with the NameNode of the Airflow connection)."""
-    from recsys.config import Settings
+    from recsys_airflow.runtime import settings_without_alerts, with_connection
 
-    settings = Settings.from_env()
+    settings = settings_without_alerts()  # the UI sends no alerts: their secrets stay with the tasks
     if settings.storage_backend != "webhdfs" or settings.webhdfs_url:
         return settings
     from airflow.models.connection import Connection
-    from recsys_airflow.runtime import with_connection
 
     return with_connection(settings, Connection.get_connection_from_secrets(settings.webhdfs_conn_id))
 

@@ -12,7 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from recsys.errors import DOMAIN_ERRORS
 from recsys_airflow.notifiers import RecsysFailureNotifier
-from recsys_airflow.runtime import require_partition_day, settings
+from recsys_airflow.runtime import require_partition_day, settings, settings_without_alerts
 
 if TYPE_CHECKING:
     from recsys.config import Settings
@@ -57,11 +57,10 @@ def training_queue(settings: Settings) -> dict[str, Any]:
 
 def success_marker(params: Any, dag_run: Any) -> str:
     """Absolute HDFS path of the run's ``_SUCCESS`` marker: the ``WebHdfsSensor``'s templated filepath."""
-    from recsys.config import Settings
     from recsys.storage import layout
 
     day = require_partition_day(params, dag_run.logical_date)
-    root = Settings.from_env().storage_root.rstrip("/")
+    root = settings_without_alerts().storage_root.rstrip("/")
     return f"{root}/{layout.raw_events(day)}/{layout.SUCCESS}"
 
 

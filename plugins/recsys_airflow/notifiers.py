@@ -1,4 +1,8 @@
-"""The failure callback of every recsys task: one alert through ``RECSYS_NOTIFY_BACKEND``."""
+"""The failure callback of every recsys task: one alert through ``RECSYS_NOTIFY_BACKEND``.
+
+The channel's address and secret come from the Airflow connection ``recsys_smtp`` or ``recsys_webhook`` when
+defined (:func:`recsys_airflow.runtime.alert_settings`), else from ``RECSYS_NOTIFY_*``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier
 
-from recsys_airflow.runtime import partition_day
+from recsys_airflow.runtime import alert_settings, partition_day
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +34,7 @@ class RecsysFailureNotifier(BaseNotifier):
         self.partitioned = partitioned
 
     def notify(self, context: Any) -> None:
-        from recsys.config import ConfigError, Settings
+        from recsys.config import ConfigError
         from recsys.notify import LogNotifier, NotifyError, deliver, failure_alert, notifier_from_settings
 
         ti = context.get("ti") or context.get("task_instance")
@@ -49,7 +53,7 @@ class RecsysFailureNotifier(BaseNotifier):
         )
         notifier: Any
         try:
-            notifier = notifier_from_settings(Settings.from_env())
+            notifier = notifier_from_settings(alert_settings())
         except ConfigError as err:
             log.error("alert settings are invalid (%s); logging the alert instead", err)
             notifier = LogNotifier()

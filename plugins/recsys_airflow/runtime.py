@@ -1,7 +1,17 @@
-"""What a running recsys task needs: its settings and its partition date (one rule for both)."""
+"""What a running recsys task needs: its settings and its partition date (one rule for both).
+
+Secrets come from Airflow inside Airflow: the alert channel's address and credentials from the connections
+``recsys_smtp`` (type smtp: host, port, login, password; extra ``from_email``) and ``recsys_webhook`` (type
+http: the whole URL, token included, in the password; or a URL as host), looked up through Airflow's
+secrets backends (environment ``AIRFLOW_CONN_*``, a Vault or cloud backend, the metadata database) when a
+task runs. Undefined connections fall back to the ``RECSYS_NOTIFY_*`` settings, as the CLI reads them. Every
+secret is registered with Airflow's secrets masker, so no task log shows it.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -10,38 +20,111 @@ from airflow.sdk.exceptions import AirflowFailException
 if TYPE_CHECKING:
     from recsys.config import Settings
 
+SMTP_CONN_ID = "recsys_smtp"
+WEBHOOK_CONN_ID = "recsys_webhook"
+ALERT_PREFIX = "RECSYS_NOTIFY_"
+
+
+def kerberos_security() -> bool:
+    """Airflow's ``[core] security`` is ``kerberos`` (the WebHDFS sensor then authenticates with SPNEGO)."""
+    from airflow.sdk.configuration import conf
+
+    return str(conf.get("core", "security", fallback="")).strip().lower() == "kerberos"
+
 
 def with_connection(settings: Settings, conn: Any) -> Settings:
     """``settings`` with the NameNode address and user of a ``webhdfs`` Airflow connection.
 
     The connection is the one the ``WebHdfsSensor`` uses: host (several NameNodes separated by commas),
-    port (WebHDFS, 9870), login (the HDFS user), schema (an optional URL prefix) and the extra
-    ``{"use_ssl": true}`` for https.
+    port (WebHDFS, 9870), login (the HDFS user) and schema (an optional URL prefix) and the extra
+    ``{"use_ssl": true}`` for https. When Airflow's ``[core] security`` is ``kerberos`` the provider's hook
+    (so the sensor) uses SPNEGO with the worker's ticket and ignores the login; the store then does the same
+    (``webhdfs_auth=kerberos``, the user only from ``RECSYS_WEBHDFS_USER``, which names a user to impersonate).
     """
     from recsys.storage.webhdfs import namenode_url
 
     use_ssl = str(conn.extra_dejson.get("use_ssl", False)).lower() == "true"
-    return settings.replace(
-        webhdfs_url=namenode_url(conn.host or "", conn.port, conn.schema, use_ssl),
-        webhdfs_user=conn.login or settings.webhdfs_user,
-    )
+    url = namenode_url(conn.host or "", conn.port, conn.schema, use_ssl)
+    if kerberos_security():
+        return settings.replace(webhdfs_url=url, webhdfs_auth="kerberos")
+    return settings.replace(webhdfs_url=url, webhdfs_user=conn.login or settings.webhdfs_user)
+
+
+def _connection(conn_id: str) -> Any | None:
+    """The Airflow connection ``conn_id`` through the secrets backends, or None if it is not defined."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        return BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return None
+
+
+def webhook_url(conn: Any) -> str | None:
+    """The URL of a ``recsys_webhook`` connection: its password if that is a URL (the token is in it), else
+    its host if that is a URL, else ``https://host[:port]`` and the extra ``endpoint``."""
+    if conn.password and "://" in conn.password:
+        return str(conn.password)
+    if not conn.host:
+        return None
+    if "://" in conn.host:
+        return str(conn.host)
+    port = f":{conn.port}" if conn.port else ""
+    return f"{conn.schema or 'https'}://{conn.host}{port}{conn.extra_dejson.get('endpoint', '')}"
+
+
+def alert_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with the alert channel's address and secret from its Airflow connection, if one is defined.
+
+    Only the connection of ``RECSYS_NOTIFY_BACKEND`` is looked up (smtp: ``recsys_smtp``, webhook:
+    ``recsys_webhook``); what it defines replaces the matching ``RECSYS_NOTIFY_*`` values.
+    """
+    result = dict(env)
+    backend = env.get(f"{ALERT_PREFIX}BACKEND", "log").strip().lower()
+    if backend == "smtp" and (conn := _connection(SMTP_CONN_ID)) is not None:
+        values = {"SMTP_HOST": conn.host, "SMTP_PORT": conn.port, "SMTP_USER": conn.login,
+                  "SMTP_PASSWORD": conn.password, "SMTP_FROM": conn.extra_dejson.get("from_email")}
+        result |= {f"{ALERT_PREFIX}{name}": str(value) for name, value in values.items() if value}
+    elif backend == "webhook" and (conn := _connection(WEBHOOK_CONN_ID)) is not None:
+        if url := webhook_url(conn):
+            result[f"{ALERT_PREFIX}WEBHOOK_URL"] = url
+    return result
+
+
+def _masked(settings: Settings) -> Settings:
+    from airflow.sdk.log import mask_secret
+
+    for name in settings.secret_fields():  # the task log redacts them, should anything print one
+        if getattr(settings, name):
+            mask_secret(getattr(settings, name), name)
+    return settings
+
+
+def alert_settings() -> Settings:
+    """A task's settings with the alert channel from its Airflow connection (:func:`alert_env`); secrets masked."""
+    from recsys.config import Settings
+
+    return _masked(Settings.from_env(alert_env(os.environ)))
+
+
+def settings_without_alerts() -> Settings:
+    """``RECSYS_*`` without the alert settings: for DAG files when parsed and the UI, which send no alert (the
+    alert secrets may live in Airflow connections, looked up only when a task runs)."""
+    from recsys.config import Settings
+
+    return Settings.from_env({k: v for k, v in os.environ.items() if not k.startswith(ALERT_PREFIX)})
 
 
 def settings() -> Settings:
-    """A task's settings: ``RECSYS_*`` of the worker; on HDFS the NameNode comes from the Airflow connection.
+    """A task's settings: ``RECSYS_*`` of the worker, the alert channel from its Airflow connection
+    (:func:`alert_settings`); on HDFS the NameNode comes from the Airflow connection.
 
     The secret fields (``Settings.secret_fields``) are registered with Airflow's secrets masker.
 
     The connection is ``Settings.webhdfs_conn_id`` (``RECSYS_WEBHDFS_CONN_ID``, default ``webhdfs_default``).
     """
-    from airflow.sdk.log import mask_secret
-
-    from recsys.config import Settings
-
-    result = Settings.from_env()
-    for name in Settings.secret_fields():  # the task log redacts them, should anything print one
-        if getattr(result, name):
-            mask_secret(getattr(result, name), name)
+    result = alert_settings()
     if result.storage_backend != "webhdfs":
         return result
     from airflow.providers.apache.hdfs.hooks.webhdfs import WebHDFSHook

@@ -22,38 +22,27 @@ starts where the first ended, and also passes on its own):
 
 Operator actions go through the commands the README documents (``airflow dags unpause``, ``airflow
 backfill create``, ``airflow tasks clear``); states and the reasons a task waits are read from the REST
-API. Every wait has a time limit; the servers and every process they started are killed afterwards.
+API (tests/airflow_stack.py). Every wait has a time limit; the servers and every process they started are
+killed afterwards.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import json
-import os
-import secrets
-import signal
 import subprocess
-import sys
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.postgres import free_port, throwaway_postgres
+from tests.airflow_stack import BIN, DAG_ID, RUN_TIMEOUT, AirflowStack, airflow_stack, ts
+from tests.postgres import throwaway_postgres
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-DAG_ID = "recsys_incremental_update"
 FIRST_DAYS = ["2010-12-01", "2010-12-02", "2010-12-03"]
 BAD_DAY, LATER_DAY = "2010-12-05", "2010-12-06"  # Online Retail has no Saturdays: 2010-12-04 is skipped
 AFTER_SENSOR = [
@@ -66,29 +55,6 @@ AFTER_SENSOR = [
     "refresh_serving_index",
 ]
 
-START_TIMEOUT = 240  # s: migrate is separate; the three servers up and the DAG parsed
-CLI_TIMEOUT = 180  # s: one `airflow ...` command (about 5 s on a quiet machine, 25 s on a busy one)
-RUN_TIMEOUT = 420  # s: one date through all its tasks (about 1 min quiet, 2-3 min on 2 busy cores)
-HOLD_SECONDS = 15  # s: how long a held run is watched for tasks that should not start (the loop is ~1 s)
-POLL_SECONDS = 2.0
-
-SCHEDULER_ENV = {
-    # small and quick: one epoch, small towers and replay sample
-    "RECSYS_EPOCHS": "1",
-    "RECSYS_EMBEDDING_DIM": "16",
-    "RECSYS_REPLAY_EXAMPLES": "2000",
-    # a missing partition fails fast (today's scheduled run, created when the DAG is unpaused, has none)
-    "RECSYS_SENSOR_POKE_SECONDS": "5",
-    "RECSYS_SENSOR_TIMEOUT_SECONDS": "30",
-    "RECSYS_PARTITION_LATE_HOUR": "none",
-    "TF_CPP_MIN_LOG_LEVEL": "2",
-}
-
-
-def _ts(value: str | None) -> datetime:
-    assert value, "expected a timestamp"
-    return datetime.fromisoformat(value)
-
 
 def tree_digest(root: Path) -> dict[str, str]:
     """sha256 of every file under ``root`` (relative path -> digest)."""
@@ -97,194 +63,6 @@ def tree_digest(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
-
-
-class AirflowStack:
-    """The running servers of one Airflow home and the ways the tests talk to them."""
-
-    def __init__(self, home: Path, store_root: Path, env: dict[str, str], api_url: str) -> None:
-        self.home, self.store_root, self.env, self.api_url = home, store_root, env, api_url
-        self.procs: dict[str, subprocess.Popen] = {}
-        self._token: str | None = None
-
-    # --- processes -----------------------------------------------------------------------------------
-    def start(self, name: str, *args: str) -> None:
-        log = open(self.home / f"{name}.log", "w")  # closed below: the child keeps its own copy
-        self.procs[name] = subprocess.Popen(
-            [str(BIN / "airflow"), *args],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, killed as one in stop()
-        )
-        log.close()
-
-    def check_alive(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                pytest.fail(f"airflow {name} exited with {proc.returncode}\n{self.log_tail(name)}", pytrace=False)
-
-    def stop(self) -> None:
-        """SIGTERM every server's process group, then SIGKILL whatever is left of them and their tasks.
-
-        Task processes run in process groups of their own (the task supervisor starts a new session), so
-        the descendants are collected first and their groups killed too.
-        """
-        import psutil
-
-        pids: set[int] = set()
-        for proc in self.procs.values():
-            with contextlib.suppress(psutil.Error):
-                pids |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
-            pids.add(proc.pid)
-        groups = set()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                groups.add(os.getpgid(pid))
-        for proc in self.procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for proc in self.procs.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        for group in groups:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(group, signal.SIGKILL)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        for proc in self.procs.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-
-    def log_tail(self, name: str, lines: int = 40) -> str:
-        path = self.home / f"{name}.log"
-        text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else ["(no log)"]
-        return f"--- last {lines} lines of {path} ---\n" + "\n".join(text)
-
-    # --- the CLI ---------------------------------------------------------------------------------------
-    def cli(self, *args: str, timeout: int = CLI_TIMEOUT) -> str:
-        out = subprocess.run(
-            [str(BIN / "airflow"), *args], capture_output=True, text=True, env=self.env, timeout=timeout
-        )
-        assert out.returncode == 0, (
-            f"airflow {' '.join(args)} exited {out.returncode}:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}"
-        )
-        return out.stdout
-
-    # --- the REST API --------------------------------------------------------------------------------
-    def rest(self, method: str, path: str, body: dict | None = None, ok: tuple[int, ...] = (200,)) -> Any:
-        """``method path`` on the REST API as the (all-admins) simple auth manager's user; the JSON answer.
-
-        A status outside ``ok`` fails the test; one inside it with an error body returns ``{"status", "detail"}``.
-        """
-        if self._token is None:
-            with urllib.request.urlopen(f"{self.api_url}/auth/token", timeout=30) as resp:
-                self._token = json.load(resp)["access_token"]
-        request = urllib.request.Request(
-            f"{self.api_url}{path}",
-            method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as resp:
-                status, payload = resp.status, resp.read()
-        except urllib.error.HTTPError as err:
-            status, payload = err.code, err.read()
-        assert status in ok, f"{method} {path}: HTTP {status}: {payload[:2000]!r}"
-        answer = json.loads(payload) if payload else {}
-        return answer if status < 400 else {"status": status, "detail": answer.get("detail")}
-
-    def backfill_runs(self) -> dict[str, dict]:
-        """The DAG's backfill runs by partition date (``YYYY-MM-DD`` of the logical date)."""
-        runs = self.rest("GET", f"/api/v2/dags/{DAG_ID}/dagRuns?limit=100")["dag_runs"]
-        return {r["logical_date"][:10]: r for r in runs if r["run_type"] == "backfill"}
-
-    def task_instances(self, run_id: str) -> dict[str, dict]:
-        quoted = urllib.parse.quote(run_id, safe="")
-        tis = self.rest("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}/taskInstances?limit=100")["task_instances"]
-        return {ti["task_id"]: ti for ti in tis}
-
-    def waiting_reasons(self, run_id: str, task_id: str) -> list[str]:
-        """Why the scheduler does not start ``task_id`` of ``run_id`` (its unmet dependencies)."""
-        quoted = urllib.parse.quote(run_id, safe="")
-        deps = self.rest("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}/taskInstances/{task_id}/dependencies")
-        return [d["reason"] for d in deps["dependencies"]]
-
-    def open_backfills(self) -> list[dict]:
-        backfills = self.rest("GET", f"/api/v2/backfills?dag_id={DAG_ID}&limit=100")["backfills"]
-        return [b for b in backfills if b["completed_at"] is None]
-
-    def diagnostics(self) -> str:
-        """Runs, task states, the failed tasks' log tails and the scheduler's: for a failure message."""
-        lines = []
-        try:
-            for day, run in sorted(self.backfill_runs().items()):
-                tis = self.task_instances(run["dag_run_id"])
-                lines.append(
-                    f"{day} {run['dag_run_id']} {run['state']} start={run['start_date']} end={run['end_date']}"
-                )
-                lines += [f"    {t}: {ti['state']} try={ti['try_number']}" for t, ti in tis.items()]
-                for t, ti in tis.items():
-                    if ti["state"] == "failed":
-                        log = (
-                            self.home
-                            / "logs"
-                            / f"dag_id={DAG_ID}"
-                            / f"run_id={run['dag_run_id']}"
-                            / f"task_id={t}"
-                            / f"attempt={ti['try_number']}.log"
-                        )
-                        if log.exists():
-                            lines.append(f"    --- tail of {log} ---")
-                            lines += ["    " + x[-400:] for x in log.read_text(errors="replace").splitlines()[-15:]]
-        except Exception as err:  # noqa: BLE001 - diagnostics must not hide the original failure
-            lines.append(f"(REST API not answering: {err})")
-        return "\n".join(lines) + "\n" + self.log_tail("scheduler", 25)
-
-    def hold(self, check: Callable[[], None], seconds: float = HOLD_SECONDS) -> None:
-        """Call ``check`` (which asserts) again and again for ``seconds``: something stays as it is."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.check_alive()
-            check()
-            time.sleep(POLL_SECONDS)
-
-    def backfill(self, first: str, last: str) -> None:
-        """The README's backfill command for ``first``..``last``."""
-        self.cli(
-            "backfill",
-            "create",
-            "--dag-id",
-            DAG_ID,
-            "--from-date",
-            first,
-            "--to-date",
-            last,
-            "--reprocess-behavior",
-            "failed",
-            "--max-active-runs",
-            "1",
-        )
-
-    def unpause(self) -> None:
-        if self.rest("GET", f"/api/v2/dags/{DAG_ID}")["is_paused"]:
-            self.cli("dags", "unpause", DAG_ID)
-        assert self.rest("GET", f"/api/v2/dags/{DAG_ID}")["is_paused"] is False
-
-    def wait(self, what: str, check: Callable[[], Any], timeout: float) -> Any:
-        """Poll ``check`` until it returns something truthy; fail after ``timeout`` s with the diagnostics."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self.check_alive()
-            result = check()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                pytest.fail(f"{what}: not within {timeout:.0f} s\n{self.diagnostics()}", pytrace=False)
-            time.sleep(POLL_SECONDS)
 
 
 @pytest.fixture(scope="module")
@@ -296,65 +74,29 @@ def metadata_db():
 
 @pytest.fixture(scope="module")
 def stack(metadata_db, tmp_path_factory):
-    """Landed days, a migrated Airflow home, the three servers running and the DAG parsed (paused, as new DAGs are)."""
+    """Landed days, an initialised Airflow home, the three servers running and the DAG parsed (paused, as new
+    DAGs are).
+
+    The daily schedule starts yesterday: unpausing creates that one scheduled run (no partition: its sensor
+    fails after RECSYS_SENSOR_TIMEOUT_SECONDS), never scheduled runs of the backfilled dates.
+    """
     home = tmp_path_factory.mktemp("airflow-home")
     store_root = tmp_path_factory.mktemp("store")
-    api_port = free_port()
-    api_url = f"http://127.0.0.1:{api_port}"
-    env = (
-        {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECSYS_"))}
-        | SCHEDULER_ENV
-        | {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_db,
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "2",  # the machine has 2 cores; runs are one at a time anyway
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",  # as scripts/env.sh: the backfill must unpause
-            # tasks talk to the api-server's Execution API with tokens the scheduler signs: one shared secret
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # REST calls without a login
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),  # never the default 8793 of another
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",  # parse once; the files do not change
-            "RECSYS_STORAGE_ROOT": str(store_root),
-        }
-    )
-    land = subprocess.Popen(  # upstream publishes the days while Airflow's schema is created
-        [str(BIN / "recsys"), "land", "--from", FIRST_DAYS[0], "--days", "5"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    airflow = AirflowStack(home, store_root, env, api_url)
-    airflow.cli("db", "migrate", timeout=300)
-    out, err = land.communicate(timeout=300)
-    assert land.returncode == 0, err[-3000:]
-    assert [d["date"] for d in json.loads(out)] == [*FIRST_DAYS, BAD_DAY, LATER_DAY]
-
-    try:
-        airflow.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(api_port), "--workers", "1")
-        airflow.start("dag-processor", "dag-processor")
-        airflow.start("scheduler", "scheduler")
-
-        def ready() -> bool:
-            try:
-                health = airflow.rest("GET", "/api/v2/monitor/health")
-                airflow.rest("GET", f"/api/v2/dags/{DAG_ID}")
-            except (OSError, AssertionError):
-                return False
-            return health["scheduler"]["status"] == "healthy"
-
-        airflow.wait("the api-server up, the scheduler healthy and the DAG parsed", ready, START_TIMEOUT)
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    with airflow_stack(home, store_root, metadata_db, schedule_start=yesterday) as airflow:
+        land = subprocess.Popen(  # upstream publishes the days while Airflow's schema is created
+            [str(BIN / "recsys"), "land", "--from", FIRST_DAYS[0], "--days", "5"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=airflow.env,
+        )
+        airflow.init()
+        out, err = land.communicate(timeout=300)
+        assert land.returncode == 0, err[-3000:]
+        assert [d["date"] for d in json.loads(out)] == [*FIRST_DAYS, BAD_DAY, LATER_DAY]
+        airflow.start_servers()
         yield airflow
-    finally:
-        airflow.stop()
 
 
 def _fail_fast(stack: AirflowStack, runs: dict[str, dict], days: list[str]) -> None:
@@ -365,7 +107,7 @@ def _fail_fast(stack: AirflowStack, runs: dict[str, dict], days: list[str]) -> N
 
 def _first_start_last_end(tis: dict[str, dict]) -> tuple[datetime, datetime]:
     ran = [ti for ti in tis.values() if ti["start_date"] and ti["end_date"]]
-    return min(_ts(ti["start_date"]) for ti in ran), max(_ts(ti["end_date"]) for ti in ran)
+    return min(ts(ti["start_date"]) for ti in ran), max(ts(ti["end_date"]) for ti in ran)
 
 
 def test_backfill_runs_the_dates_in_order_one_at_a_time(stack):
@@ -381,8 +123,8 @@ def test_backfill_runs_the_dates_in_order_one_at_a_time(stack):
         assert sorted(runs) == FIRST_DAYS and {r["state"] for r in runs.values()} == {"queued"}, runs
 
     stack.hold(all_queued)
-    # unpausing also creates the run of the latest day (catchup is off): it has no partition, and its
-    # sensor fails after RECSYS_SENSOR_TIMEOUT_SECONDS; it is not part of the backfill
+    # unpausing also creates the scheduled run of yesterday (the schedule starts there): it has no partition,
+    # and its sensor fails after RECSYS_SENSOR_TIMEOUT_SECONDS; it is not part of the backfill
     stack.unpause()
     concurrent: list[list[str]] = []
 
@@ -411,7 +153,7 @@ def test_backfill_runs_the_dates_in_order_one_at_a_time(stack):
         assert states["deploy"] in ("success", "skipped") and states["refresh_serving_index"] == "success", states
     # strictly in date order: each run (and each of its tasks) starts after the previous date's run ended
     for before, after in itertools.pairwise(FIRST_DAYS):
-        assert _ts(runs[after]["start_date"]) >= _ts(runs[before]["end_date"]), (before, after, runs)
+        assert ts(runs[after]["start_date"]) >= ts(runs[before]["end_date"]), (before, after, runs)
         assert _first_start_last_end(tis[after])[0] >= _first_start_last_end(tis[before])[1], (before, after)
     # the backfill is marked complete by the scheduler once its last run finished
     stack.wait("the backfill to be marked complete", lambda: stack.open_backfills() == [], 60)
@@ -527,7 +269,7 @@ def test_a_failed_date_holds_the_later_dates_until_it_is_fixed_and_cleared(stack
 
     stack.wait(f"{BAD_DAY} and then {LATER_DAY} to succeed", both_succeeded, 2 * RUN_TIMEOUT)
     bad_tis, later_tis = stack.task_instances(bad_run), stack.task_instances(later_run)
-    assert _ts(later_tis["validate"]["start_date"]) >= _first_start_last_end(bad_tis)[1]
+    assert ts(later_tis["validate"]["start_date"]) >= _first_start_last_end(bad_tis)[1]
     stack.wait("the backfill to be marked complete", lambda: stack.open_backfills() == [], 60)
 
     reg = registry.load(store)
