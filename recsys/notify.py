@@ -26,6 +26,7 @@ import json
 import logging
 import smtplib
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -124,6 +125,9 @@ class WebhookNotifier:
 
     def __init__(self, url: str, timeout: float = 10.0) -> None:
         self.url, self.timeout = url, timeout
+        # errors name the endpoint without its path and query: a webhook URL carries its token there
+        parts = urllib.parse.urlsplit(url)
+        self.endpoint = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/..."
 
     def send(self, alert: Alert) -> None:
         data = json.dumps(alert.as_dict(), default=str).encode()
@@ -135,11 +139,11 @@ class WebhookNotifier:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 status = response.status
         except urllib.error.HTTPError as err:
-            raise NotifyError(f"the alert webhook {self.url} answered HTTP {err.code}") from err
+            raise NotifyError(f"the alert webhook {self.endpoint} answered HTTP {err.code}") from err
         except (OSError, ValueError) as err:
-            raise NotifyError(f"cannot reach the alert webhook {self.url}: {err}") from err
+            raise NotifyError(f"cannot reach the alert webhook {self.endpoint}: {err}") from err
         if not 200 <= status < 300:
-            raise NotifyError(f"the alert webhook {self.url} answered HTTP {status}")
+            raise NotifyError(f"the alert webhook {self.endpoint} answered HTTP {status}")
 
 
 def notifier_from_settings(settings: Settings) -> Notifier:

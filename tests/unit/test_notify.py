@@ -133,6 +133,17 @@ def test_webhook_error_status_is_a_delivery_failure(webhook_server, caplog):
     assert any(r.getMessage().startswith("ALERT ") for r in caplog.records)
 
 
+def test_a_failing_webhook_is_named_without_its_token(webhook_server, unused_port, caplog):
+    url, _, status = webhook_server
+    status["code"] = 403
+    token = "T0KEN-8f3a9c"  # webhook URLs carry their secret in the path (or query)
+    for target in (f"{url}/services/{token}?key={token}", f"http://127.0.0.1:{unused_port}/services/{token}"):
+        with pytest.raises(NotifyError) as info:
+            notify.deliver(ALERT, WebhookNotifier(target, timeout=2))
+        assert token not in str(info.value) and "127.0.0.1" in str(info.value)
+    assert caplog.records and not [r for r in caplog.records if token in r.getMessage()]
+
+
 def test_default_notifier_is_the_log():
     assert isinstance(notify.notifier_from_settings(Settings.from_env({})), LogNotifier)
 
