@@ -116,19 +116,38 @@ def evaluate_candidate(
 
     Idempotent: a decision already recorded for this date and candidate is returned unchanged.
     """
+    from recsys.features.build import check_delivery
+    from recsys.training import no_candidate_reason
+
     reg = registry.load(store)
     candidate_version = registry.version_for_date(reg, day)
-    if candidate_version is None:
-        raise EvaluationError(f"no candidate was trained on {day}: run the fine-tune step first")
     recorded = reg["decisions"].get(day.isoformat())
     if recorded and recorded["candidate_version"] == candidate_version:
         log.info("decision for %s already recorded: %s", day, recorded["reason"])
         return recorded | {"reused": True}
-
-    result = compare_with_champion(store, settings, day, candidate_version, reg["champion"])
+    if candidate_version is None:
+        thin = no_candidate_reason(store, settings, day)
+        if thin is None:
+            raise EvaluationError(f"no candidate was trained on {day}: run the fine-tune step first")
+        result = no_candidate(day, reg["champion"], thin)  # a thin day: recorded, never an error
+    else:
+        check_delivery(store, day)
+        result = compare_with_champion(store, settings, day, candidate_version, reg["champion"])
+        if not reg["versions"][str(candidate_version)].get("train_examples", 1):
+            result["reason"] += f"; the candidate saw no examples of {day} (all its customers were held out): " \
+                                "it was trained on the replay sample of earlier days only"
     registry.record_decision(store, day, result, run_id)
     log.info("decision for %s: %s", day, result["reason"])
     return result | {"reused": False}
+
+
+def no_candidate(day: date, champion_version: int | None, why: str) -> registry.Decision:
+    """The decision of a date that trained no candidate: nothing to evaluate or deploy, the champion stays."""
+    return {
+        "date": day.isoformat(), "candidate_version": None, "champion_version": champion_version,
+        "candidate_metrics": {}, "champion_metrics": None, "eval_users": 0, "eval_examples": 0,
+        "blessed": False, "reason": f"no candidate: {why}", "decided_at": registry.now(),
+    }
 
 
 def compare_with_champion(

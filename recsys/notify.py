@@ -29,7 +29,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from email.message import EmailMessage
 from typing import Any, Protocol
 
@@ -193,7 +193,7 @@ def failure_alert(
 
 def late_deadline(day: date, late_hour: int) -> datetime:
     """When partition ``day`` counts as late: ``late_hour``:00 UTC on the day after ``day``."""
-    return datetime.combine(day + timedelta(days=1), time(hour=late_hour), tzinfo=UTC)
+    return datetime.combine(layout.shift_day(day, 1), time(hour=late_hour), tzinfo=UTC)  # 9999-12-31: no overflow
 
 
 def late_record_path(day: date) -> str:

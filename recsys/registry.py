@@ -33,6 +33,7 @@ T = TypeVar("T")
 LOCK: Final = "registry/locks/two_tower"  # every write of the registry
 LOCK_EXPIRY: Final = 60.0  # seconds; a write holds it for well under a second (a few on a busy HDFS)
 LOCK_TIMEOUT: Final = 900.0  # a writer gives up (with who holds it) after this long
+LOCK_POLL: Final = 0.1  # seconds at most between two looks of a waiting writer (two store reads each)
 TRAINING_LOCK_EXPIRY: Final = 300.0  # a training refreshes its lock every 100 s while it runs
 
 # --- the kinds of version ------------------------------------------------------------------------------
@@ -107,7 +108,7 @@ class Decision(TypedDict, total=False):
     """``decisions[ISO date]``: the deploy gate's decision on a date's candidate (``recsys.evaluation``)."""
 
     date: str
-    candidate_version: Required[int]
+    candidate_version: Required[int | None]  # None: the date trained no candidate (a thin day, recsys.training)
     champion_version: int | None
     candidate_metrics: dict[str, float]
     champion_metrics: dict[str, float] | None
@@ -177,7 +178,7 @@ class DeployChoice(TypedDict):
     deploy: bool
     reason: str
     mode: str
-    version: int
+    version: int | None  # None: the date trained no candidate (never deployed)
 
 
 class RegistryError(RecsysError, RuntimeError):
@@ -204,7 +205,7 @@ def _locked(store: PartitionStore, run_id: str | None) -> Iterator[StoreLock]:
     if getattr(_writing, "active", False):
         raise RuntimeError("registry.update inside registry.update: its outer save would undo the inner one")
     with store_lock(store, LOCK, run_id=run_id, purpose="registry write", expiry=LOCK_EXPIRY,
-                    timeout=LOCK_TIMEOUT) as lock:
+                    timeout=LOCK_TIMEOUT, poll=LOCK_POLL) as lock:
         _writing.active = True
         try:
             yield lock
@@ -280,7 +281,7 @@ def training_lock(store: PartitionStore, kind: str, day: date, run_id: str | Non
     run's lock is taken over after :data:`TRAINING_LOCK_EXPIRY` (at once if it died on this host).
     """
     return store_lock(store, f"registry/locks/train-{kind}-{day.isoformat()}", run_id=run_id,
-                      purpose=f"{kind} of {day.isoformat()}", expiry=TRAINING_LOCK_EXPIRY)
+                      purpose=f"{kind} of {day.isoformat()}", expiry=TRAINING_LOCK_EXPIRY, poll=2.0)
 
 
 def allocate_version(store: PartitionStore, day: date, kind: str, run_id: str | None) -> int:
@@ -328,10 +329,11 @@ def record_decision(store: PartitionStore, day: date, decision: Decision, run_id
     """Record the evaluation decision of ``day`` (replacing an older one for the same date)."""
     def record(registry: Registry) -> None:
         registry["decisions"][day.isoformat()] = decision
-        registry["history"].append(
-            {"at": now(), "action": _verdict(decision), "version": decision["candidate_version"],
-             "date": day.isoformat(), "reason": decision["reason"], "run_id": run_id}
-        )
+        entry: HistoryEntry = {"at": now(), "action": _verdict(decision), "date": day.isoformat(),
+                               "reason": decision["reason"], "run_id": run_id}
+        if decision["candidate_version"] is not None:  # None: a thin day trained no candidate
+            entry["version"] = decision["candidate_version"]
+        registry["history"].append(entry)
 
     update(store, record, run_id)
 
@@ -461,6 +463,8 @@ def deploy_override(
                 "(it is recorded in the registry history)"
             )
         gate = decision.get("gate_reason", decision["reason"])
+        if mode == FORCE and version is None:
+            raise RegistryError(f"{day} has no candidate to deploy ({decision['reason']}); the champion stays")
         if mode == SKIP:
             _append_once(registry, _manual(DEPLOY_SKIPPED, why, run_id, date=day.isoformat(), version=version,
                                            gate_blessed=bool(decision["blessed"])))

@@ -38,6 +38,11 @@ def date_lines(store: PartitionStore, day: str, reg: registry.Registry) -> list[
             f"{feats['holdout_examples']} held out from {feats['holdout_users']} users); "
             f"+{feats['new_users']} users, +{feats['new_items']} items"
         )
+        built = feats.get("fingerprint")
+        if built:  # which delivery the date's examples (and so its model) came from; a refused later one
+            later = (val or {}).get("fingerprint")
+            lines.append(f"   delivery   : examples built from the delivery {built[:12]}" + (
+                f"; a later delivery {later[:12]} was refused (not trained on)" if later and later != built else ""))
         if "pending_users" in feats:
             lines.append(
                 f"   vocabulary : {feats['user_vocab_size']} user rows, {feats['item_vocab_size']} item rows; "
@@ -61,9 +66,10 @@ def date_lines(store: PartitionStore, day: str, reg: registry.Registry) -> list[
         metric = next(iter(cand), "")
         champ_text = f"champion v{decision['champion_version']} {champ[metric]:.4f}" if champ else "no champion"
         cand_text = f"{cand[metric]:.4f}" if metric else "n/a"
-        lines.append(
-            f"   {metric or 'metric'} : candidate v{decision['candidate_version']} {cand_text} vs {champ_text}"
-        )
+        if decision["candidate_version"] is not None:  # None: a thin day trained no candidate (the reason says)
+            lines.append(
+                f"   {metric or 'metric'} : candidate v{decision['candidate_version']} {cand_text} vs {champ_text}"
+            )
         lines.append(f"   decision   : {verdict(decision['blessed'])} - {decision['reason']}")
     return lines
 
@@ -161,8 +167,9 @@ def version_rows(reg: registry.Registry, metric: str) -> list[dict[str, Any]]:
     """
     decided: dict[int, tuple[str, registry.Decision]] = {}
     for decision in reg.get("decisions", {}).values():
-        if decision.get("candidate_version") is not None:
-            decided[int(decision["candidate_version"])] = (DECIDED_BY_DATE, decision)
+        candidate = decision.get("candidate_version")
+        if candidate is not None:
+            decided[int(candidate)] = (DECIDED_BY_DATE, decision)
     for key, retrain in reg.get("retrains", {}).items():  # a full retrain's own gate decision
         decided[int(key)] = (DECIDED_BY_RETRAIN, retrain)
     served = {int(h["to"]) for h in reg.get("history", []) if h.get("to") is not None}

@@ -13,7 +13,7 @@ import json
 import logging
 import tempfile
 import time
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,8 @@ from recsys import registry, schema
 from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.features import items, trend, vocab
-from recsys.features.build import load_stats
-from recsys.features.inputs import Part, history_inputs, replay_part, replay_sample, train_part
+from recsys.features.build import check_delivery, load_stats
+from recsys.features.inputs import Part, history_inputs, replay_part, replay_sample, replay_size, train_part
 from recsys.model.tables import load_tables
 from recsys.storage import PartitionStore, layout
 
@@ -54,15 +54,45 @@ def _fine_tune(store: PartitionStore, settings: Settings, day: date, run_id: str
         log.info("version %d was already trained on %s; nothing to do", existing, day)
         return reg["versions"][str(existing)] | {"version": existing, "reused": True}
 
+    check_delivery(store, day)  # the features are those of the delivery that passed validation
     train = train_part(store, day, only_train=True)
-    if not train.size:
-        raise TrainingError(f"partition {day} has no training examples (all users were held out)")
     seed = settings.seed + day.toordinal()
     replay = replay_part(replay_sample(store, day, settings.replay_examples, seed))
     parent = registry.parent_for_date(reg, day)
-    return _train_version(
-        store, settings, day, [train], replay, parent, registry.FINE_TUNE, seed, run_id
-    )
+    thin = thin_day_reason(store, day, train.size, replay.size, parent)
+    if thin is not None and not replay.size:  # a thin day never stops the pipeline: keep the current model
+        log.warning("%s", thin)
+        return {"version": None, "trained_on": day.isoformat(), "parent": parent, "trained": False,
+                "reason": thin, "reused": False}
+    result = _train_version(store, settings, day, [train], replay, parent, registry.FINE_TUNE, seed, run_id)
+    return result if thin is None else result | {"note": thin}
+
+
+def no_candidate_reason(store: PartitionStore, settings: Settings, day: date) -> str | None:
+    """Why :func:`fine_tune` trains no candidate for ``day`` (None: it trains one, or has not run)."""
+    stats = f"{layout.features(day)}/{layout.STATS_FILE}"
+    if not store.is_complete(layout.features(day)) or not store.exists(stats):
+        return None
+    if load_stats(store, day).get("train_examples", 1):
+        return None
+    if replay_size(store, day, settings.replay_examples):
+        return None
+    return thin_day_reason(store, day, 0, 0, registry.parent_for_date(registry.load(store), day))
+
+
+def thin_day_reason(store: PartitionStore, day: date, train: int, replay: int, parent: int | None) -> str | None:
+    """Why ``day`` has no examples of its own to train on (None: it has ``train`` > 0 of them), and what
+    happens instead: training on the ``replay`` sample of older days, or (none) keeping ``parent``."""
+    if train:
+        return None
+    stats = load_stats(store, day)
+    held = stats.get("holdout_users", 0)
+    why = (f"partition {day} has no training examples: its {held} customer(s) were all held out for evaluation"
+           if held else f"partition {day} has no training examples")
+    if replay:
+        return f"{why}; the candidate was trained on the replay sample of earlier days only ({replay} examples)"
+    kept = f"version {parent} stays the latest model" if parent is not None else "there is no model yet"
+    return f"{why} and there is no replay sample of earlier days: no candidate was trained ({kept})"
 
 
 def train_from_scratch(
@@ -85,7 +115,7 @@ def train_from_scratch(
 def _train_from_scratch(
     store: PartitionStore, settings: Settings, day: date, run_id: str | None, window_days: int | None
 ) -> dict[str, Any]:
-    first = date.min if window_days is None else day - timedelta(days=window_days - 1)
+    first = date.min if window_days is None else layout.shift_day(day, -(window_days - 1))
     days = [d for d in store.partitions(layout.FEATURES) if first <= d <= day]
     if day not in days:
         raise TrainingError(f"no features for {day}: run the features step first")

@@ -28,7 +28,7 @@ from recsys.features import history, vocab
 from recsys.features.cleaning import clean_events
 from recsys.storage import PartitionStore, layout
 from recsys.storage.layout import EXAMPLES_FILE, STATS_FILE
-from recsys.storage.raw import read_partition
+from recsys.storage.raw import read_delivery
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ class FeatureStats:
     min_item_count: int
     history_users: int  # users in the history snapshot after the day
     history_rows: int
+    # the delivery the examples were built from (storage.raw.fingerprint): the one that passed validation
+    fingerprint: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,9 +87,20 @@ def build_features(
 ) -> FeatureStats:
     """Clean ``raw/events/dt=<day>``, grow the vocabularies, write examples, history and stats. Idempotent.
 
-    ``run_id`` is accepted for the common step signature; nothing here records it.
+    Only the delivery that passed validation (or that on-call accepted) is used: :class:`FeatureError` if
+    the date was not validated, failed, or was redelivered since (re-validate it first). Dates are
+    processed in order: a date before one whose features exist is refused. ``run_id`` is accepted for the
+    common step signature; nothing here records it.
     """
-    events = read_partition(store, layout.raw_events(day), columns=READ_COLUMNS)
+    _check_order(store, day)
+    passed = validated_delivery(store, day)
+    events, delivered = read_delivery(store, layout.raw_events(day), columns=READ_COLUMNS)
+    if delivered != passed:
+        raise FeatureError(
+            f"partition {day} changed since it was validated: the delivery now in "
+            f"{store.uri(layout.raw_events(day))} ({delivered[:12]}) is not the one that passed validation "
+            f"({passed[:12]}). Run the validate step for {day} again, then build its features"
+        )
     cleaned, cleaning = clean_events(events)
     del events
     if cleaned.empty:
@@ -136,6 +149,7 @@ def build_features(
         min_item_count=settings.min_item_count,
         history_users=int(after[schema.USER_ID].nunique()),
         history_rows=len(after),
+        fingerprint=delivered,
     )
     out = layout.features(day)
     store.write_parquet(f"{out}/{EXAMPLES_FILE}", pairs[list(EXAMPLE_FILE_COLUMNS)])
@@ -145,6 +159,56 @@ def build_features(
     store.mark_success(out)
     log.info("features %s: %s", day, stats.as_dict())
     return stats
+
+
+def validated_delivery(store: PartitionStore, day: date) -> str:
+    """The fingerprint of ``day``'s delivery that passed validation or was accepted by on-call.
+
+    :class:`FeatureError` saying what to do if the date was never validated or its delivery failed.
+    """
+    path = layout.validation_summary(day)
+    summary = store.read_json(path) if store.exists(path) else None
+    if summary is None:
+        raise FeatureError(
+            f"partition {day} was not validated ({store.uri(path)} does not exist): run the validate step first; "
+            "features are built only from a delivery that passed validation"
+        )
+    passed = summary.get("passed_fingerprint")
+    if not passed:
+        what = summary.get("problem") or "failed expectations: " + ", ".join(map(str, summary.get("failed") or []))
+        raise FeatureError(
+            f"partition {day} did not pass validation ({what}); features are built only from a delivery that "
+            "passed. Republish a fixed partition and validate it again, or have on-call accept it"
+        )
+    return str(passed)
+
+
+def check_delivery(store: PartitionStore, day: date) -> None:
+    """:class:`FeatureError` unless ``day``'s features were built from the delivery that passed validation.
+
+    For the steps after features (fine-tune, evaluate). Features written before deliveries were recorded
+    (no ``fingerprint`` in their stats, or no stats) are taken as they are.
+    """
+    path = f"{layout.features(day)}/{STATS_FILE}"
+    built = store.read_json(path).get("fingerprint") if store.exists(path) else None
+    if built is None:
+        return
+    passed = validated_delivery(store, day)
+    if built != passed:
+        raise FeatureError(
+            f"the features of {day} were built from the delivery {built[:12]}, but the delivery of {day} that "
+            f"passed validation is {passed[:12]}: build the features of {day} again (after validating it)"
+        )
+
+
+def _check_order(store: PartitionStore, day: date) -> None:
+    """Dates are processed in order (each fine-tune starts from the day before, ids are first seen in order)."""
+    later = [d for d in store.partitions(layout.FEATURES) if d > day]
+    if later and not store.is_complete(layout.features(day)):
+        raise FeatureError(
+            f"features of a later date ({later[-1]}) exist already: partitions are processed in date order, "
+            f"so {day} cannot be added before them. Process dates oldest first (a full retrain covers history)"
+        )
 
 
 def load_examples(

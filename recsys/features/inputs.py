@@ -54,6 +54,13 @@ def replay_sample(store: PartitionStore, day: date, size: int, seed: int) -> pd.
     return replay.iloc[np.argsort(np.concatenate(order), kind="stable")].reset_index(drop=True)
 
 
+def replay_size(store: PartitionStore, day: date, size: int) -> int:
+    """How many examples :func:`replay_sample` draws for ``day`` (without reading any of them)."""
+    if size == 0:
+        return 0
+    return min(size, sum(_example_count(store, d) for d in store.partitions(layout.FEATURES) if d < day))
+
+
 def _example_count(store: PartitionStore, day: date) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -14,7 +14,7 @@ before D; a serving process those of the days up to its newest partition.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 import numpy as np
 
@@ -31,7 +31,8 @@ def window(store: PartitionStore, day: date, days: int) -> list[date]:
 
 
 def _within(partitions: list[date], day: date, days: int) -> list[date]:
-    return [d for d in partitions if day - timedelta(days=days) <= d < day]
+    first = layout.shift_day(day, -days)
+    return [d for d in partitions if first <= d < day]
 
 
 def daily_counts(store: PartitionStore, day: date, item_rows: int) -> np.ndarray:
@@ -70,4 +71,4 @@ def vector(store: PartitionStore, day: date, item_rows: int, window_days: int) -
 def serving_day(store: PartitionStore) -> date | None:
     """The day a serving process ranks for: the one after its newest feature partition (None: none yet)."""
     days = store.partitions(layout.FEATURES)
-    return days[-1] + timedelta(days=1) if days else None
+    return layout.shift_day(days[-1], 1) if days else None

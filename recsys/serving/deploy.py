@@ -91,7 +91,7 @@ def deploy(store: PartitionStore, settings: Settings, day: date, *, run_id: str 
     decision = reg["decisions"].get(day.isoformat())
     if decision is None:
         raise DeployError(f"no evaluation decision for {day}: run the evaluate step first")
-    if not decision["blessed"]:
+    if not decision["blessed"] or decision["candidate_version"] is None:
         raise DeployError(f"the candidate of {day} was not blessed ({decision['reason']}); refusing to deploy")
     return deploy_version(store, settings, decision["candidate_version"], day, decision["reason"], run_id)
 

@@ -6,7 +6,7 @@ The same relative paths are used on a local root and on HDFS (see DESIGN.md, "St
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 
 SUCCESS = "_SUCCESS"
 _PARTITION_NAME = re.compile(r"dt=\d{4}-\d{2}-\d{2}")
@@ -46,6 +46,36 @@ def parse_partition_name(name: str) -> date | None:
         return date.fromisoformat(name[3:])
     except ValueError:
         return None
+
+
+def shift_day(day: date, days: int) -> date:
+    """``day`` plus ``days`` (negative: minus), held at ``date.min`` / ``date.max`` instead of overflowing.
+
+    Every window around a partition date (trend, history, retrain, late deadlines, the day after the
+    newest partition) is computed with this, so a date at the edge of the calendar (0001-01-01,
+    9999-12-31) or a huge window never raises OverflowError: the window just ends at the calendar's edge.
+    """
+    ordinal = min(max(day.toordinal() + days, date.min.toordinal()), date.max.toordinal())
+    return date.fromordinal(ordinal)
+
+
+def shift_time(moment: datetime, delta: timedelta) -> datetime:
+    """``moment + delta``, held at the first / last representable instant instead of overflowing."""
+    try:
+        return moment + delta
+    except OverflowError:
+        edge = datetime.max if delta > timedelta(0) else datetime.min
+        return edge.replace(tzinfo=moment.tzinfo)
+
+
+def day_start(day: date) -> datetime:
+    """The first instant of ``day`` in UTC."""
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def day_end(day: date) -> datetime:
+    """The last instant (microsecond) of ``day`` in UTC (representable for 9999-12-31 too)."""
+    return datetime.combine(day, time.max, tzinfo=UTC)
 
 
 def raw_events(day: date) -> str:

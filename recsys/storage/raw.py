@@ -7,6 +7,7 @@ import csv
 import hashlib
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -25,12 +26,24 @@ def read_partition(
     of uniquely named columns (see :func:`read_data_file`, :func:`column_name_problems`) raises
     StorageError saying what is wrong with it.
     """
+    return read_delivery(store, partition_dir, columns)[0]
+
+
+def read_delivery(
+    store: PartitionStore, partition_dir: str, columns: Sequence[str] | None = None
+) -> tuple[pd.DataFrame, str]:
+    """:func:`read_partition` and the :func:`fingerprint` of exactly the bytes that were read.
+
+    What a step that must use the validated delivery compares with the validation summary: a delivery
+    replaced between a separate fingerprint and read would otherwise go unnoticed.
+    """
     if not store.is_complete(partition_dir):
         raise StorageError(f"{store.uri(partition_dir)} has no _SUCCESS marker: the partition is not published yet")
     files = store.data_files(partition_dir)
     if not files:
         raise StorageError(f"{store.uri(partition_dir)} has a _SUCCESS marker but no data files")
     frames = []
+    digest = hashlib.sha256()
     for path in files:
         reader = _READERS.get(path.rpartition("/")[2].rpartition(".")[2])
         if reader is None:
@@ -41,8 +54,9 @@ def read_partition(
         data = read_data_file(store, path)
         if not data:
             raise StorageError(f"{_where(store, path)} cannot be read: it is an empty file (0 bytes)")
+        _digest_file(digest, path, data)
         frames.append(reader(store, path, data, columns))
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True), digest.hexdigest()
 
 
 def read_data_file(store: PartitionStore, path: str) -> bytes:
@@ -200,10 +214,16 @@ def fingerprint(store: PartitionStore, partition_dir: str) -> str:
     """
     digest = hashlib.sha256()
     for path in store.data_files(partition_dir):
-        digest.update(path.rsplit("/", 1)[-1].encode() + b"\0")
         try:
-            digest.update(hashlib.sha256(store.read_bytes(path)).digest())
+            data = store.read_bytes(path)
         except (StorageError, OSError):
             store.list_dir(partition_dir)  # raises if the store itself is unreachable (not the entry's fault)
-            digest.update(b"\0unreadable")
+            data = None
+        _digest_file(digest, path, data)
     return digest.hexdigest()
+
+
+def _digest_file(digest: Any, path: str, data: bytes | None) -> None:
+    """Add one data file (its name; its content, or None: unreadable) to a delivery's fingerprint."""
+    digest.update(path.rsplit("/", 1)[-1].encode() + b"\0")
+    digest.update(b"\0unreadable" if data is None else hashlib.sha256(data).digest())

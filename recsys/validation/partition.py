@@ -19,7 +19,7 @@ import pandas as pd
 from recsys import registry
 from recsys.config import Settings
 from recsys.storage import PartitionStore, StorageError, layout
-from recsys.storage.raw import fingerprint, read_partition
+from recsys.storage.raw import fingerprint, read_delivery, read_partition
 from recsys.validation.docs import OVERVIEW, SITE_INDEX, DocsRun, docs_run
 from recsys.validation.health import margins
 from recsys.validation.quarantine import quarantine
@@ -135,16 +135,24 @@ def _read_events(
 ) -> tuple[str | None, pd.DataFrame | None]:
     """(the partition-level problem or None, the events or None)."""
     partition_dir = layout.raw_events(day)
-    if store.is_complete(layout.features(day)) and passed_print not in (None, current):
-        return (
-            f"partition {day} was already processed (features built from the delivery "
-            f"{str(passed_print)[:12]}), and this second delivery differs from it "
-            f"({current[:12]}): the model trained on the first one"
-        ), None
+    if store.is_complete(layout.features(day)):
+        stats_path = f"{layout.features(day)}/{layout.STATS_FILE}"
+        built = (store.read_json(stats_path) if store.exists(stats_path) else {}).get("fingerprint") or passed_print
+        if built not in (None, current):
+            return (
+                f"partition {day} was already processed (features built from the delivery "
+                f"{str(built)[:12]}), and this later delivery differs from it "
+                f"({current[:12]}): the model of {day} was trained on the earlier one, not on this"
+            ), None
     try:
-        frame = read_partition(store, partition_dir)
+        frame, read_print = read_delivery(store, partition_dir)
     except StorageError as err:
         return str(err), None
+    if read_print != current:  # what the report names must be what the suites saw
+        raise StorageError(
+            f"{store.uri(partition_dir)} changed while it was being validated (a redelivery in progress?): rerun "
+            f"the validate step for {day} once upstream has finished publishing it"
+        )
     if frame.empty:
         files = len(store.data_files(partition_dir))
         return f"partition {day} is empty: its {files} data file(s) hold 0 rows", frame

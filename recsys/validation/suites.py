@@ -8,7 +8,7 @@ History-based parameters (volume, new users and items) compare with earlier acce
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +82,10 @@ def event_parameters(
 
     History-based checks pass with an explanatory note while there is no history yet.
     """
-    day_start = datetime.combine(day, time.min, tzinfo=UTC)
-    params: dict[str, Any] = {
-        "day_start": pd.Timestamp(day_start - timedelta(hours=settings.validation_late_hours)),
-        "day_end": pd.Timestamp(day_start + timedelta(days=1) - timedelta(microseconds=1)),
+    late = timedelta(hours=settings.validation_late_hours)
+    params: dict[str, Any] = {  # at the calendar's edges the window ends there (layout.shift_time)
+        "day_start": pd.Timestamp(layout.shift_time(layout.day_start(day), -late)),
+        "day_end": pd.Timestamp(layout.day_end(day)),
         "now": pd.Timestamp(datetime.now(UTC)),
         "max_id_length": settings.validation_max_id_length,
         "invalid_id": schema.INVALID_ID_REGEX,

@@ -92,7 +92,16 @@ def fresh_store(processed_first_day, tmp_path, monkeypatch):
 
 
 def _digest(store, directory: str) -> dict[str, str]:
-    return {n: hashlib.sha256(store.read_bytes(f"{directory}/{n}")).hexdigest() for n in store.list_dir(directory)}
+    """name -> sha256 of each readable file under ``directory`` (a link out of the store is never read)."""
+    from recsys.storage import StorageError
+
+    digests = {}
+    for name in store.list_dir(directory):
+        try:
+            digests[name] = hashlib.sha256(store.read_bytes(f"{directory}/{name}")).hexdigest()
+        except StorageError:
+            continue
+    return digests
 
 
 def _events(store, day: str = BAD_DAY) -> pd.DataFrame:
@@ -193,6 +202,32 @@ def test_dag_stops_a_truncated_parquet_file(fresh_store):
     store.write_bytes(f"{RAW_BAD}/part-00000.parquet", data[: len(data) // 3])
     summary = _run_bad_day(dag, store)
     assert "truncated or corrupt parquet" in summary["problem"]
+
+
+def test_dag_stops_a_link_out_of_the_store_and_reports_it(fresh_store, tmp_path):
+    """issue 18 #13: a validation failure like any other (summary, quarantine, reason), the link never followed."""
+    import os
+
+    dag, store = fresh_store
+    outside = tmp_path / "outside.parquet"
+    outside.write_bytes(store.read_bytes(f"{RAW_BAD}/part-00000.parquet"))
+    os.symlink(outside, store.root / RAW_BAD / "part-00001.parquet")
+    summary = _run_bad_day(dag, store)
+    assert "part-00001.parquet cannot be read" in summary["problem"] and "escapes the store root" in summary["problem"]
+    reason = store.read_json(f"quarantine/events/dt={BAD_DAY}/reason.json")
+    assert list(reason["not_copied"]) == ["part-00001.parquet"]
+
+
+def test_dag_stops_a_csv_with_a_duplicate_column(fresh_store):
+    """issue 18 #10: a second user_id column is a validation failure, not a silent rename."""
+    dag, store = fresh_store
+    events = _events(store)
+    text = events.to_csv(index=False).splitlines()
+    rows = [text[0] + ",user_id", *(line + ",99999" for line in text[1:])]
+    store.write_bytes(f"{RAW_BAD}/part-00000.csv", ("\n".join(rows) + "\n").encode())
+    (store.root / RAW_BAD / "part-00000.parquet").unlink()  # the delivery is the CSV alone
+    summary = _run_bad_day(dag, store)
+    assert "duplicate column user_id" in summary["problem"]
 
 
 def test_dag_stops_a_tenfold_volume_spike(fresh_store):

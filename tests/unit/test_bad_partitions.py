@@ -174,7 +174,7 @@ def test_bad_different_redelivery_of_a_processed_date(champion_store, publish_ev
     first = validate_partition(champion_store, Settings(), DAY)
     champion_store.mark_success(layout.features(DAY))  # features were built from the first delivery
     publish_events(champion_store, DAY, GOOD[:3])  # upstream re-runs and delivers different data
-    message = _stopped(champion_store, "was already processed", "second delivery differs", first.fingerprint[:12])
+    message = _stopped(champion_store, "was already processed", "later delivery differs", first.fingerprint[:12])
     assert "cannot be accepted" not in message
     with pytest.raises(ValidationFailed, match="cannot be accepted"):
         validate_partition(champion_store, Settings(), DAY, accept_invalid=True, accept_reason="looks fine")
@@ -412,3 +412,24 @@ def test_bad_entries_are_validation_failures(champion_store, publish_events, tmp
         assert "666" not in message and not (champion_store.root / QUARANTINE / name).exists()
     assert registry.load(champion_store) == registry_before
     assert champion_store.read_bytes(f"{RAW}/part-00000.parquet") == good_bytes
+
+
+def test_a_delivery_replaced_while_it_is_validated_is_not_reported_as_validated(store, publish_events, monkeypatch):
+    """issue 18 #2: the summary's fingerprint is that of the bytes the suites checked, or nothing is written."""
+    from recsys.storage import StorageError
+    from recsys.validation import partition
+
+    publish_events(store, DAY, GOOD)
+    real = partition.fingerprint
+
+    def then_redelivered(store_, directory):  # upstream republishes right after the fingerprint is taken
+        first = real(store_, directory)
+        publish_events(store_, DAY, GOOD[:2])
+        return first
+
+    monkeypatch.setattr(partition, "fingerprint", then_redelivered)
+    with pytest.raises(StorageError, match="changed while it was being validated"):
+        validate_partition(store, Settings(), DAY)
+    assert not store.exists(SUMMARY) and not store.exists(QUARANTINE)
+    monkeypatch.undo()
+    assert validate_partition(store, Settings(), DAY).success  # the rerun validates the new delivery

@@ -102,6 +102,10 @@ def test_summary_of_an_empty_store(root, capsys):
 
 def test_features_prints_the_stats(root, capsys, publish_events):
     publish_events(LocalStore(root), date(2011, 1, 4), [("e1", "2011-01-04 09:00:00", "u1", "i1", "purchase", 1, 1.0)])
+    assert main(["features", "--date", "2011-01-04"]) == 2  # features only from a validated delivery
+    assert "was not validated" in capsys.readouterr().err
+    assert main(["validate", "--date", "2011-01-04"]) == 0
+    capsys.readouterr()
     assert main(["features", "--date", "2011-01-04"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert (stats["date"], stats["examples"], stats["new_users"], stats["new_items"]) == ("2011-01-04", 1, 0, 1)
@@ -148,3 +152,35 @@ def test_every_command_of_the_parser_has_a_handler():
 
     commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(commands.choices) == set(_COMMANDS)
+
+
+@pytest.mark.parametrize("edge", ["9999-12-31", "0001-01-01"])
+def test_dates_at_the_calendar_edges_are_domain_outcomes(root, capsys, publish_events, edge):
+    """issue 18 #11: no OverflowError from a window around the date; a clear exit 2 or a result."""
+    store = LocalStore(root)
+    publish_events(store, date.fromisoformat(edge), [("e1", "2011-01-04 09:00:00", "u1", "i1", "purchase", 1, 1.0)])
+    assert main(["run", "--date", edge]) == 2  # events of 2011 are outside the day: a validation failure
+    err = capsys.readouterr().err
+    assert "[event_time inside the day]" in err and "quarantined" in err
+    assert main(["validate", "--date", edge, "--accept-reason", "edge-date drill"]) == 0
+    capsys.readouterr()
+    assert main(["features", "--date", edge]) == 0
+    assert json.loads(capsys.readouterr().out)["date"] == edge
+    assert main(["summary"]) == 0
+    assert edge in capsys.readouterr().out
+
+
+def test_run_of_a_thin_day_goes_on_without_a_candidate(root, capsys, publish_events):
+    """issue 18 #9: a 2-customer day whose customers are both held out: exit 0, no version, the reason recorded."""
+    from recsys import registry
+
+    store = LocalStore(root)
+    publish_events(store, date(2011, 1, 5), [("t-0", "2011-01-05 10:00:00", "c6", "i1", "purchase", 1, 1.0),
+                                             ("t-1", "2011-01-05 11:00:00", "c8", "i2", "purchase", 2, 1.0)])
+    assert main(["run", "--date", "2011-01-05"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["training"]["version"] is None and "were all held out" in out["training"]["reason"]
+    assert out["evaluation"]["reason"].startswith("no candidate: ") and out["deploy"] is None
+    assert registry.load(store)["decisions"]["2011-01-05"]["candidate_version"] is None
+    assert main(["summary", "--date", "2011-01-05"]) == 0
+    assert "decision   : REJECT - no candidate: " in capsys.readouterr().out

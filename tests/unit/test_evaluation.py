@@ -246,3 +246,20 @@ def test_ndcg_at_k_by_hand():
     assert ndcg_at_k([["a"]], [set()], 5) == 0.0
     with pytest.raises(ValueError):
         ndcg_at_k([["a"]], [], 5)
+
+
+def test_evaluate_refuses_features_of_another_delivery_than_the_validated_one(eval_store, put_version):
+    """issue 18 #2: fine-tune and evaluate use the day's features only if built from the validated delivery."""
+    from recsys.features import FeatureError
+    from recsys.storage import layout
+    from recsys.training import fine_tune
+
+    eval_store.write_json(f"{layout.features(D2)}/stats.json", {"date": "2011-01-05", "fingerprint": "a" * 64})
+    eval_store.write_json(layout.validation_summary(D2), {"date": "2011-01-05", "success": True,
+                                                          "passed_fingerprint": "b" * 64})
+    with pytest.raises(FeatureError, match="build the features of 2011-01-05 again"):
+        fine_tune(eval_store, _settings(eval_store), D2)
+    put_version(eval_store, 1, D2, USERS, GOOD_ITEMS)
+    with pytest.raises(FeatureError, match=r"built from the delivery aaaaaaaaaaaa.*passed validation is bbbbbbbbbbbb"):
+        evaluate_candidate(eval_store, _settings(eval_store), D2)
+    assert registry.load(eval_store)["decisions"] == {}

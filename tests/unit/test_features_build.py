@@ -32,6 +32,32 @@ DAY2 = [
     ("f2", "2011-01-05 10:01:00", "u6", "i1", "purchase", 1, 1.0),
     ("f3", "2011-01-05 10:02:00", "u0", "i9", "purchase", 1, 1.0),
 ]
+
+
+@pytest.fixture
+def publish_events(publish_events):
+    """conftest's publish_events, with the delivery recorded as passed validation (features need that)."""
+
+    def publish(store, day, rows):
+        partition = publish_events(store, day, rows)
+        mark_validated(store, day)
+        return partition
+
+    return publish
+
+
+def mark_validated(store, day: date) -> None:
+    """The validation summary of a passing delivery, as the validate step writes it (tests/unit/test_training too)."""
+    from recsys.storage import layout
+    from recsys.storage.raw import fingerprint
+    from recsys.validation.results import ValidationReport
+
+    current = fingerprint(store, layout.raw_events(day))
+    report = ValidationReport(day, True, 1, report_path=layout.validation_summary(day), fingerprint=current,
+                              passed_fingerprint=current)
+    store.write_json(layout.validation_summary(day), report.as_dict())
+
+
 # sha256("<user>|<day>")[:8] / 2**64, computed once by hand with hashlib:
 #   2011-01-04: u1 0.9759, u2 0.0887, u5 0.1787   -> with fraction 0.5: u2 and u5 held out
 #   2011-01-05: u1 0.9652, u6 0.0269
@@ -79,6 +105,7 @@ def test_build_features_writes_examples_stats_and_vocab(store, publish_events):
         "min_item_count": 1,
         "history_users": 3,  # after the day: u1 (i1, i2), u2 (i2), u5 (i3)
         "history_rows": 4,
+        "fingerprint": store.read_json("reports/validation/dt=2011-01-04/summary.json")["passed_fingerprint"],
     }
     assert load_stats(store, D1) == stats.as_dict()
     assert store.is_complete("features/dt=2011-01-04")
@@ -210,3 +237,91 @@ def test_a_minimum_user_count_keeps_one_off_customers_on_the_oov_row(store, publ
     examples = load_examples(store, D1).set_index("user_id")
     assert examples.loc["u2", "user_row"] == 0
     assert examples.loc["u1", "user_row"].tolist() == [1, 1]
+
+
+# --- features only from the validated delivery (issue 18 #2) ------------------------------------------
+VALID_DAY1 = [row for row in DAY1 if row[0] not in ("e5", "e4") or row[4] == "view"]  # nothing to clean
+
+
+def test_a_redelivery_between_validate_and_features_is_refused(store, make_events):
+    from recsys import report
+    from recsys.storage import layout
+    from recsys.storage.raw import fingerprint
+    from recsys.validation import ValidationFailed, validate_partition
+
+    raw = layout.raw_events(D1)
+    store.write_parquet(f"{raw}/part-00000.parquet", make_events(VALID_DAY1))
+    store.mark_success(raw)
+    first = validate_partition(store, SETTINGS, D1)
+    assert first.success and store.read_json(first.report_path)["passed_fingerprint"] == first.fingerprint
+    # upstream redelivers after validate, before features: different data that never passed validation
+    store.write_parquet(f"{raw}/part-00000.parquet", make_events(VALID_DAY1[:2]))
+    with pytest.raises(FeatureError, match="changed since it was validated") as info:
+        build_features(store, SETTINGS, D1)
+    assert "Run the validate step for 2011-01-04 again" in str(info.value) and first.fingerprint[:12] in str(info.value)
+    assert not store.exists(layout.features(D1)) and not store.exists("vocab")
+    # re-validated, the second delivery is the one features are built from, and the stats say so
+    second = validate_partition(store, SETTINGS, D1)
+    assert second.success and second.fingerprint != first.fingerprint
+    stats = build_features(store, SETTINGS, D1)
+    assert stats.fingerprint == second.fingerprint == load_stats(store, D1)["fingerprint"]
+    assert stats.examples == 2
+    # a third delivery after features: refused at validate, and the report names what trained the model
+    store.write_parquet(f"{raw}/part-00000.parquet", make_events(VALID_DAY1[:1]))
+    third = fingerprint(store, raw)
+    with pytest.raises(ValidationFailed, match="already processed"):
+        validate_partition(store, SETTINGS, D1)
+    with pytest.raises(FeatureError, match="changed since it was validated"):
+        build_features(store, SETTINGS, D1)  # a rerun of the date cannot switch to it either
+    text = report.summary_text(store, D1.isoformat())
+    assert f"examples built from the delivery {second.fingerprint[:12]}" in text, text
+    assert f"a later delivery {third[:12]} was refused (not trained on)" in text, text
+    summary = store.read_json(layout.validation_summary(D1))
+    assert summary["passed_fingerprint"] == second.fingerprint and summary["fingerprint"] == third
+    assert f"features built from the delivery {second.fingerprint[:12]}" in summary["problem"]
+
+
+def test_features_of_a_date_that_was_not_validated_or_failed_are_refused(store, make_events):
+    from recsys.storage import layout
+    from recsys.validation import ValidationFailed, validate_partition
+
+    raw = layout.raw_events(D1)
+    store.write_parquet(f"{raw}/part-00000.parquet", make_events([*VALID_DAY1, ("x", "2011-01-04 09:00:00", "u1", "i1",
+                                                                          "click", 1, 1.0)]))
+    store.mark_success(raw)
+    with pytest.raises(FeatureError, match=r"was not validated .*run the validate step first"):
+        build_features(store, SETTINGS, D1)
+    with pytest.raises(ValidationFailed):
+        validate_partition(store, SETTINGS, D1)
+    with pytest.raises(FeatureError, match=r"did not pass validation \(failed expectations: "):
+        build_features(store, SETTINGS, D1)
+    assert not store.exists(layout.features(D1))
+
+
+def test_a_date_before_processed_dates_is_refused(store, publish_events):
+    publish_events(store, D1, DAY1)
+    publish_events(store, D2, DAY2)
+    build_features(store, SETTINGS, D2)
+    with pytest.raises(FeatureError, match="processed in date order"):
+        build_features(store, SETTINGS, D1)
+    build_features(store, SETTINGS, D2)  # a rerun of a processed date is fine
+
+
+def test_windows_around_a_date_stop_at_the_calendar_edges(store, publish_events):
+    """issue 18 #11: trend, serving and health windows at 0001-01-01 and 9999-12-31 never overflow."""
+    from recsys.features import trend
+    from recsys.storage import layout
+    from recsys.validation import health
+
+    first, last = date.min, date.max
+    assert layout.shift_day(last, 1) == last and layout.shift_day(first, -(10**12)) == first
+    assert layout.shift_day(D1, 1) == D2 and layout.shift_day(D2, -1) == D1
+    assert trend.window(store, D1, 10**9) == []
+    for day in (first, last):
+        store.mark_success(layout.features(day))
+        store.write_json(layout.validation_summary(day), {"date": day.isoformat(), "success": True, "rows": 1,
+                                                          "checks": []})
+    assert trend.window(store, last, 10**9) == [first]
+    assert trend.serving_day(store) == last
+    rows = health.trend_rows(store, start=date(9999, 12, 30))
+    assert [r["date"] for r in rows] == ["9999-12-30", "9999-12-31"]

@@ -82,6 +82,24 @@ DAY2 = [(f"d2-{n}", "2011-01-05 10:00:00", u, i, "purchase", 1, 1.0) for n, (u, 
 
 
 @pytest.fixture
+def publish_events(publish_events):
+    """conftest's publish_events, with the delivery recorded as passed validation (features need that)."""
+    from recsys.storage import layout
+    from recsys.storage.raw import fingerprint
+    from recsys.validation.results import ValidationReport
+
+    def publish(store, day, rows):
+        partition = publish_events(store, day, rows)
+        current = fingerprint(store, partition)
+        report = ValidationReport(day, True, len(rows), report_path=layout.validation_summary(day),
+                                  fingerprint=current, passed_fingerprint=current)
+        store.write_json(layout.validation_summary(day), report.as_dict())
+        return partition
+
+    return publish
+
+
+@pytest.fixture
 def tiny(store, publish_events):
     """Two days of features: 6 users x 4 items, then one new user (u7) and one new item (i5)."""
     publish_events(store, D1, DAY1)
@@ -133,13 +151,56 @@ def test_fine_tune_cold_start_then_warm_start_then_reuse(tiny):
     assert store.list_dir("models/two_tower/versions") == ["1", "2"]
 
 
-@pytest.mark.slow
-def test_fine_tune_without_training_examples_raises(store, publish_events):
-    publish_events(store, D1, DAY1)
-    build_features(store, Settings(holdout_fraction=0.99999), D1)  # every user held out
-    with pytest.raises(TrainingError, match="no training examples"):
-        fine_tune(store, Settings(storage_root=str(store.root)), D1)
+# a 2-customer day whose customers are both held out (is_holdout at the default fraction 0.25 on 2011-01-05)
+THIN_DAY2 = [("t-0", "2011-01-05 10:00:00", "c6", "i1", "purchase", 1, 1.0),
+             ("t-1", "2011-01-05 11:00:00", "c8", "i2", "purchase", 2, 1.0)]
+
+
+def test_a_thin_first_day_keeps_no_candidate_and_says_why(store, publish_events):
+    """issue 18 #9: no training examples and no replay sample: no version, a recorded 'no candidate' decision."""
+    from recsys.evaluation import evaluate_candidate
+    from recsys.serving.deploy import DeployError, deploy
+
+    settings = Settings(storage_root=str(store.root))
+    publish_events(store, D2, THIN_DAY2)
+    stats = build_features(store, settings, D2)
+    assert (stats.train_examples, stats.holdout_users) == (0, 2)
+    result = fine_tune(store, settings, D2, run_id="r1")
+    assert (result["version"], result["trained"]) == (None, False)
+    assert "its 2 customer(s) were all held out" in result["reason"] and "no replay sample" in result["reason"]
     assert registry.load(store)["versions"] == {}
+    assert fine_tune(store, settings, D2) == result  # a rerun decides the same
+    decision = evaluate_candidate(store, settings, D2, run_id="r1")
+    assert (decision["candidate_version"], decision["blessed"]) == (None, False)
+    assert decision["reason"] == "no candidate: " + result["reason"]
+    reg = registry.load(store)
+    assert reg["decisions"]["2011-01-05"]["reason"] == decision["reason"] and reg["champion"] is None
+    assert reg["history"][-1]["action"] == registry.REJECTED and "version" not in reg["history"][-1]
+    assert evaluate_candidate(store, settings, D2)["reused"] is True
+    with pytest.raises(DeployError, match="not blessed"):
+        deploy(store, settings, D2)
+    with pytest.raises(registry.RegistryError, match="no candidate to deploy"):
+        registry.deploy_override(store, D2, registry.FORCE, "on-call insists", run_id="r1")
+
+
+@pytest.mark.slow
+def test_a_thin_day_after_others_trains_on_the_replay_sample(tiny, publish_events):
+    """issue 18 #9: every customer of the day held out, older days exist: the candidate learns from the replay."""
+    from recsys.evaluation import evaluate_candidate
+
+    store, settings, _ = tiny
+    fine_tune(store, settings, D1)
+    fine_tune(store, settings, D2)
+    publish_events(store, D3, [("t3-0", "2011-01-06 10:00:00", "u1", "i1", "purchase", 1, 1.0),
+                               ("t3-1", "2011-01-06 11:00:00", "u2", "i2", "purchase", 1, 1.0)])
+    stats = build_features(store, settings.replace(holdout_fraction=0.99999), D3)
+    assert stats.train_examples == 0
+    v3 = fine_tune(store, settings, D3)
+    assert (v3["version"], v3["parent"], v3["train_examples"]) == (3, 2, 0)
+    assert v3["replay_examples"] > 0 and "trained on the replay sample of earlier days only" in v3["note"]
+    decision = evaluate_candidate(store, settings, D3)
+    assert decision["candidate_version"] == 3
+    assert "it was trained on the replay sample of earlier days only" in decision["reason"]
 
 
 @pytest.mark.slow
