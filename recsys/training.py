@@ -13,6 +13,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -208,18 +209,34 @@ def _train_version(
     seconds = time.perf_counter() - started
     tables = two_tower.get_tables(model)
 
-    version = registry.allocate_version(store, day, kind, run_id)  # before anything is written under it
-    metadata = _metadata(
-        version, kind, day, parent, settings, train_examples, replay.size, user_rows, item_rows, old, tables,
-        float(fit.history["loss"][-1]), seconds,
-    )
+    def describe(version: int) -> registry.VersionEntry:
+        return _metadata(
+            version, kind, day, parent, settings, train_examples, replay.size, user_rows, item_rows, old, tables,
+            float(fit.history["loss"][-1]), seconds,
+        )
+
+    metadata = store_version(store, day, kind, tables, describe, run_id)
+    log.info("trained %s version %d on %s (parent %s): %s", kind, metadata["version"], day, parent, metadata)
+    return dict(metadata) | {"reused": False}
+
+
+def store_version(
+    store: PartitionStore, day: date, kind: str, tables: dict[str, np.ndarray],
+    describe: Callable[[int], registry.VersionEntry], run_id: str | None,
+) -> registry.VersionEntry:
+    """Store trained ``tables`` as a new version and register it; returns its metadata (``describe(number)``).
+
+    The number is allocated in the registry before its directory is written, so two trainings never
+    share one (:func:`recsys.registry.allocate_version`).
+    """
+    version = registry.allocate_version(store, day, kind, run_id)
+    metadata = describe(version)
     with tempfile.TemporaryDirectory() as tmp:
         np.savez(Path(tmp) / layout.TABLES_FILE, **tables)  # type: ignore[arg-type]
         (Path(tmp) / layout.METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True))
         store.publish_dir(Path(tmp), layout.model_version(version))
     registry.add_version(store, version, metadata, run_id)
-    log.info("trained %s version %d on %s (parent %s): %s", kind, version, day, parent, metadata)
-    return metadata | {"reused": False}
+    return metadata
 
 
 def _parent_tables(store: PartitionStore, settings: Settings, parent: int | None) -> dict[str, np.ndarray] | None:

@@ -104,11 +104,17 @@ class LocalStore(PartitionStore):
     # --- steps of a directory publish ------------------------------------------------------------
     def _entries(self, path: str) -> dict[str, float] | None:
         full = self._path(path)
+        entries = {}
         try:
             with os.scandir(full) as it:
-                return {e.name: e.stat(follow_symlinks=False).st_mtime for e in it}
+                for e in it:
+                    try:
+                        entries[e.name] = e.stat(follow_symlinks=False).st_mtime
+                    except FileNotFoundError:
+                        continue  # deleted since the directory was read (another writer's temporary)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        return entries
 
     def _present(self, path: str) -> bool:
         return self._path(path).exists()
