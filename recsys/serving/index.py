@@ -164,14 +164,15 @@ def histories_by_row(snapshot: pd.DataFrame, item_rows: dict[str, int], rows: in
     return out
 
 
-def load_scorer(store: PartitionStore, version: int, before: date | None = None) -> Scorer:
+def load_scorer(store: PartitionStore, version: int, before: date | None = None,
+                snapshot: pd.DataFrame | None = None) -> Scorer:
     """A :class:`Scorer` for a stored version, with the vocabularies as they were when it was trained.
 
     Histories and the trend counts are what was known before ``before`` (evaluation of that day),
-    else the newest (serving). The repeat weight is the learned one times the version's
-    ``repeat_scale`` (``RECSYS_REPEAT_SCALE`` when it was trained; 1 for older versions). The trend
-    term is the same for every customer, so it is folded into the item bias: ``item_bias`` =
-    learned bias + trend_weight * ln(1 + recent purchases).
+    else the newest (serving); ``snapshot`` is that history snapshot when the caller has read it already.
+    The repeat weight is the learned one times the version's ``repeat_scale`` (``RECSYS_REPEAT_SCALE``
+    when it was trained; 1 for older versions). The trend term is the same for every customer, so it is
+    folded into the item bias: ``item_bias`` = learned bias + trend_weight * ln(1 + recent purchases).
     """
     from recsys import registry
     from recsys.features import trend
@@ -195,7 +196,8 @@ def load_scorer(store: PartitionStore, version: int, before: date | None = None)
     if bias is not None and trend_weight and asof is not None:
         bias = bias + trend_weight * trend.vector(store, asof, len(bias), int(meta.get("trend_days", 7)))
     if aware:
-        snapshot = history.load_before(store, before) if before is not None else history.load_latest(store)
+        if snapshot is None:
+            snapshot = history.load_before(store, before) if before is not None else history.load_latest(store)
         query_length = int(meta.get("history_length", 50))
         # versions stored before repeat_length existed had the repeat term over the query's items only
         length = max(query_length, int(meta.get("repeat_length", query_length)))

@@ -171,33 +171,20 @@ class LoadedVersion:
                 "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at))}
 
 
-class _HistoryCache:
-    """Purchase pairs from ``features/dt=*/examples.parquet``, re-read only for new partitions."""
-
-    def __init__(self) -> None:
-        self._days: dict[str, pd.DataFrame] = {}
-
-    def pairs(self, store: PartitionStore) -> pd.DataFrame:
-        from recsys.features.build import EXAMPLES_FILE
-
-        days = [layout.partition_name(d) for d in store.partitions(layout.FEATURES)]
-        for name in days:
-            if name not in self._days:
-                frame = store.read_parquet(f"{layout.FEATURES}/{name}/{EXAMPLES_FILE}")
-                self._days[name] = frame[[schema.USER_ID, schema.ITEM_ID]].astype(str)
-        frames = [self._days[n] for n in days]
-        if not frames:
-            return pd.DataFrame({schema.USER_ID: pd.Series(dtype=str), schema.ITEM_ID: pd.Series(dtype=str)})
-        return pd.concat(frames, ignore_index=True).drop_duplicates()
-
-
-def load_version(store: PartitionStore, version: int, history: _HistoryCache | None = None,
-                 ann_min_items: int | None = None) -> LoadedVersion:
+def load_version(store: PartitionStore, version: int, ann_min_items: int | None = None) -> LoadedVersion:
     """Load ``version`` for serving: tables, vocabularies, the serving index, histories, popularity.
+
+    Purchases, recent items and popularity come from the newest history snapshot
+    (``features/dt=*/history.parquet``, :mod:`recsys.features.history`) alone, so memory is linear in
+    customers x history length and the load time does not grow with the number of days processed. A
+    customer's purchases are their ``max(history_length, repeat_length)`` most recent distinct items
+    (the snapshot's length when it was built); a customer with more distinct items than that is not
+    counted as a buyer of the older ones, and ``exclude_purchased`` does not drop those.
 
     With ``ann_min_items``, a serving index of at least that many items also gets an HNSW index
     (:mod:`recsys.serving.ann`) and recommendations use it; if faiss is missing, search stays exact.
     """
+    from recsys.features import history
     from recsys.serving.index import load_scorer
 
     vdir = layout.model_version(version)
@@ -207,8 +194,8 @@ def load_version(store: PartitionStore, version: int, history: _HistoryCache | N
         index_bytes = store.read_bytes(f"{vdir}/{INDEX_FILE}")
         index = pd.read_parquet(io.BytesIO(index_bytes))
         meta = embedded_metadata(index_bytes)  # the parquet describes itself: never a stale description
-        full = load_scorer(store, version)
-        pairs = (history or _HistoryCache()).pairs(store)
+        snapshot = history.load_latest(store)
+        full = load_scorer(store, version, snapshot=snapshot)
     except (StorageError, OSError, ValueError, KeyError) as err:
         raise ServingError(f"cannot load version {version} from {store.uri(vdir)}: {err}") from err
     if described and described.get("sha256") != meta["sha256"]:
@@ -234,8 +221,8 @@ def load_version(store: PartitionStore, version: int, history: _HistoryCache | N
     position = {str(i): p for p, i in enumerate(ids) if p > 0}
     item_rows = {str(i): r for r, i in enumerate(full.item_ids) if r > 0 and i}
 
-    served = pairs[pairs[schema.ITEM_ID].isin(position)]
-    served_pos = served[schema.ITEM_ID].map(position).to_numpy(dtype=np.int64)
+    purchases, served_pos = _purchases(snapshot, position)
+    del snapshot
     buyers = np.bincount(served_pos, minlength=len(ids)).astype(np.int64)
     buyers[vocab.OOV_ROW] = -1
     # most buyers first, ties by index order; the OOV position (count -1) sorts last and is cut
@@ -246,10 +233,6 @@ def load_version(store: PartitionStore, version: int, history: _HistoryCache | N
             ann = HnswIndex(np.hstack([table[1:], bias[1:, None]]))
         except AnnUnavailable as err:
             log.warning("version %d: exact search over %d items (%s)", version, len(position), err)
-    purchases: dict[str, np.ndarray] = {}
-    if len(served):
-        for user, group in pd.Series(served_pos).groupby(served[schema.USER_ID].to_numpy()):
-            purchases[str(user)] = np.unique(group.to_numpy())
     return LoadedVersion(
         version=version,
         index_sha256=hashlib.sha256(index_bytes).hexdigest(),
@@ -267,6 +250,27 @@ def load_version(store: PartitionStore, version: int, history: _HistoryCache | N
         buyers=buyers,
         ann=ann,
     )
+
+
+def _purchases(snapshot: pd.DataFrame, position: dict[str, int]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(user id -> sorted served positions bought, the served position of every such purchase).
+
+    ``snapshot`` holds distinct (user, item) pairs; ``position`` maps a served item id to its position
+    (1..N). Items not served are left out. One vectorised pass, no per-row Python.
+    """
+    served_ids = pd.Series(position, dtype=np.int64)
+    found = served_ids.index.get_indexer(snapshot[schema.ITEM_ID].astype(str).to_numpy(object))
+    served = found >= 0
+    positions = served_ids.to_numpy()[found[served]]
+    codes, users = pd.factorize(snapshot[schema.USER_ID].astype(str).to_numpy(object)[served], sort=True)
+    if not len(codes):
+        return {}, positions
+    order = np.lexsort((positions, codes))
+    codes, sorted_positions = codes[order], positions[order]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    parts = np.split(sorted_positions, starts[1:])
+    purchases = {str(users[codes[s]]): part for s, part in zip(starts, parts, strict=True)}
+    return purchases, positions
 
 
 @dataclass
@@ -297,7 +301,6 @@ class ModelHolder:
         self.last_poll_error: str | None = None
         self.loads = {"success": 0, "failure": 0}
         self.swaps = 0
-        self._history = _HistoryCache()
         self._loaded_for: str | None = None  # the index.json sha256 seen when ``current`` was loaded
         self._load_lock = threading.Lock()
         self._stop = threading.Event()
@@ -336,7 +339,7 @@ class ModelHolder:
                 return False
             started = time.perf_counter()
             try:
-                loaded = load_version(self.store, champion, self._history, self.ann_min_items)
+                loaded = load_version(self.store, champion, self.ann_min_items)
             except Exception as err:  # noqa: BLE001 - whatever breaks a load, the old version keeps serving
                 attempts = failed.attempts + 1 if failed is not None and failed.version == champion else 1
                 self.failure = LoadFailure(champion, str(err), time.time(), attempts)

@@ -8,8 +8,10 @@ vocabularies, so the users, items, histories and held-out sets are the real ones
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import shutil
 from datetime import date
 
 import numpy as np
@@ -23,7 +25,9 @@ from recsys.evaluation import compare_with_champion, recall_at_k
 from recsys.features import vocab
 from recsys.features.build import build_features
 from recsys.features.items import PRICE_BANDS, TITLE_WORDS, WORD_BUCKETS
+from recsys.serving.deploy import INDEX_FILE, INDEX_META_FILE, build_index, index_metadata
 from recsys.serving.index import load_scorer, top_k_rows
+from recsys.serving.model_holder import LoadedVersion, load_version
 from recsys.storage import layout
 from recsys.storage.local import LocalStore
 from recsys.validation import validate_partition
@@ -121,3 +125,100 @@ def test_top_k_in_blocks_ranks_every_user_as_one_block_does(real_days):
             [min(block, len(users) - s) for s in range(0, len(users), block)]
     with pytest.raises(ValueError, match="block must be >= 1"):
         scorer.top_k(users, 5, block=0)
+
+
+# --- serving state from the newest history snapshot -----------------------------------------------
+
+def _deploy(store: LocalStore, version: int, day: date) -> None:
+    """What deploy writes next to a version (index.parquet + index.json), then the champion pointer."""
+    index = build_index(store, version, day)
+    buf = io.BytesIO()
+    index.to_parquet(buf, index=False)
+    vdir = layout.model_version(version)
+    store.write_bytes(f"{vdir}/{INDEX_FILE}", buf.getvalue())
+    store.write_json(f"{vdir}/{INDEX_META_FILE}", index_metadata(buf.getvalue(), index, day, None))
+    registry.set_champion(store, version, registry.DEPLOYED, "test", None)
+
+
+def _from_every_partition(store: LocalStore, loaded: LoadedVersion) -> LoadedVersion:
+    """``loaded`` with purchases and popularity computed as before snapshots: from the examples of every
+    feature partition ever written (the code this change replaced, kept here as the reference)."""
+    frames = [store.read_parquet(f"{layout.features(d)}/{layout.EXAMPLES_FILE}")[[schema.USER_ID, schema.ITEM_ID]]
+              .astype(str) for d in store.partitions(layout.FEATURES)]
+    pairs = pd.concat(frames, ignore_index=True).drop_duplicates()
+    served = pairs[pairs[schema.ITEM_ID].isin(loaded.position)]
+    served_pos = served[schema.ITEM_ID].map(loaded.position).to_numpy(dtype=np.int64)
+    buyers = np.bincount(served_pos, minlength=len(loaded.titles)).astype(np.int64)
+    buyers[vocab.OOV_ROW] = -1
+    popular = np.lexsort((np.arange(len(loaded.titles)), -buyers))[:-1]
+    purchases = {str(user): np.unique(group.to_numpy())
+                 for user, group in pd.Series(served_pos).groupby(served[schema.USER_ID].to_numpy())}
+    return dataclasses.replace(loaded, purchases=purchases, buyers=buyers, popular=popular)
+
+
+def _distinct_items(store: LocalStore) -> pd.Series:
+    frames = [store.read_parquet(f"{layout.features(d)}/{layout.EXAMPLES_FILE}")[[schema.USER_ID, schema.ITEM_ID]]
+              for d in store.partitions(layout.FEATURES)]
+    return pd.concat(frames).astype(str).drop_duplicates().groupby(schema.USER_ID).size()
+
+
+def test_serving_from_the_snapshot_gives_the_answers_of_every_partition(real_days):
+    """Same purchases, popularity and answers as reading every partition, except where the snapshot's
+    bound applies: a customer with more than LENGTH distinct items keeps only the LENGTH most recent
+    as purchases (the older ones are neither excluded nor counted as bought by them)."""
+    store, settings, days = real_days
+    length = max(settings.history_length, settings.repeat_length)
+    _deploy(store, 2, days[-1])
+    new = load_version(store, 2)
+    old = _from_every_partition(store, new)
+    heavy = set(_distinct_items(store).pipe(lambda n: n[n > length]).index)
+    assert heavy == {"12748"}  # 263 distinct items in six days: the one customer the bound cuts
+    assert set(new.purchases) == set(old.purchases)
+    dropped = np.zeros(len(new.buyers), np.int64)
+    for user, bought in old.purchases.items():
+        if user in heavy:
+            assert set(new.purchases[user]) < set(bought)
+            np.add.at(dropped, np.setdiff1d(bought, new.purchases[user]), 1)
+        else:
+            np.testing.assert_array_equal(new.purchases[user], bought)
+    np.testing.assert_array_equal(old.buyers - new.buyers, dropped)
+    assert dropped.sum() > 0
+    # the popular fallback: the most bought items keep their order (their counts are lower, see below)
+    np.testing.assert_array_equal(new.popular[:20], old.popular[:20])
+
+    users = [*sorted(vocab.load(store, vocab.USERS)[vocab.ID].astype(str)), "never-seen", "12345"]
+    compared = 0
+    for user in users:
+        for exclude in (False, True):
+            if exclude and user in heavy:
+                continue
+            got, want = new.recommend(user, 10, exclude), old.recommend(user, 10, exclude)
+            if got.fallback is None:
+                assert got == want, (user, exclude)
+            else:  # most bought first: the same items, each with its buyers less the cut-off ones
+                assert got.item_ids == want.item_ids, (user, exclude)
+                assert got.scores == [w - dropped[new.position[i]] for i, w in zip(want.item_ids, want.scores,
+                                                                                  strict=True)]
+            compared += 1
+    assert compared > 2 * len(users) - 5
+
+
+def test_serving_reads_no_examples_beyond_the_trend_window(real_days, tmp_path):
+    """Load time does not grow with the days: without the examples of days before the trend window, the
+    loaded version answers the same (the trend term reads the last ``trend_days`` days only)."""
+    store, _, days = real_days
+    _deploy(store, 2, days[-1])
+    copy = LocalStore(shutil.copytree(store.root, tmp_path / "copy"))
+    reg = json.loads((copy.root / layout.REGISTRY).read_text())
+    reg["versions"]["2"]["trend_days"] = 2  # a window of the last two days: 2010-12-06 and -07
+    (copy.root / layout.REGISTRY).write_text(json.dumps(reg))
+    expected = load_version(copy, 2)
+    for day in days[:-2]:
+        (copy.root / layout.features(day) / layout.EXAMPLES_FILE).unlink()
+    loaded = load_version(copy, 2)
+    assert loaded.purchases.keys() == expected.purchases.keys()
+    assert all(np.array_equal(loaded.purchases[u], p) for u, p in expected.purchases.items())
+    np.testing.assert_array_equal(loaded.buyers, expected.buyers)
+    np.testing.assert_array_equal(loaded.scorer.item_bias, expected.scorer.item_bias)
+    for user in ["never-seen", *list(expected.purchases)[:50]]:
+        assert loaded.recommend(user, 10, True) == expected.recommend(user, 10, True)

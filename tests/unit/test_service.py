@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from recsys import registry, schema
+from recsys.features import history
 from recsys.serving.deploy import INDEX_FILE, INDEX_META_FILE, build_index, index_metadata, refresh_index, rollback
 from recsys.serving.model_holder import ModelHolder
 from recsys.serving.service import create_app
@@ -63,6 +64,8 @@ def sstore(store, put_vocab, put_version):
     examples = pd.DataFrame({schema.USER_ID: [u for u, _ in PURCHASES], schema.ITEM_ID: [i for _, i in PURCHASES],
                              schema.USER_ROW: 0, schema.ITEM_ROW: 0, schema.SPLIT: "train"})
     store.write_parquet("features/dt=2011-01-04/examples.parquet", examples)
+    # what build_features writes with them: the customers' recent items, which serving reads
+    store.write_parquet("features/dt=2011-01-04/history.parquet", history.update(history.empty(), examples, D1, 200))
     store.mark_success("features/dt=2011-01-04")
     for version in (1, 2):
         _deploy_index(store, version, D1)
