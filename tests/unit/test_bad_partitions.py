@@ -382,6 +382,11 @@ def _bad_entry(store, kind: str, outside) -> str:
         return "part-00001.json"
     elif kind == "empty file":
         (directory / "part-00001.csv").write_bytes(b"")
+    elif kind == "marker linked out of the store":
+        (directory / "_SUCCESS").unlink()
+        outside.write_text("")
+        os.symlink(outside, directory / "_SUCCESS")
+        return "_SUCCESS"
     return "part-00001.csv"
 
 
@@ -391,6 +396,7 @@ def _bad_entry(store, kind: str, outside) -> str:
     ("subdirectory", "is a directory"),
     ("unknown extension", "unknown data file type"),
     ("empty file", "empty file (0 bytes)"),
+    ("marker linked out of the store", "escapes the store root"),
 ])
 def test_bad_entries_are_validation_failures(champion_store, publish_events, tmp_path, kind, needle):
     publish_events(champion_store, DAY, GOOD)
