@@ -149,22 +149,23 @@ def test_the_plugin_serves_gx_pages_sandboxed_and_their_csp_allows_what_they_loa
 
     client = TestClient(create_app(lambda: planted, lambda: "recall@100"), root_path="/recsys")
     summary = planted.read_json(layout.validation_summary(DAY))
-    relative = summary["data_docs"]["pages"]["raw_events"].removeprefix(f"{layout.VALIDATION_REPORTS}/")
-    response = client.get(f"/reports/{relative}")
-    assert response.status_code == 200 and response.headers["content-type"] == "text/html; charset=utf-8"
-    csp = _directives(response.headers["content-security-policy"])
-    assert csp["sandbox"] == ["allow-scripts"] and csp["default-src"] == ["'none'"]
-    assert "connect-src" not in csp and "frame-src" not in csp  # default-src 'none' covers them
-    assert response.headers["x-content-type-options"] == "nosniff"
+    gx_pages = [summary["data_docs"]["index"], *summary["data_docs"]["pages"].values()]
+    for store_path in gx_pages:
+        response = client.get(f"/reports/{store_path.removeprefix(f'{layout.VALIDATION_REPORTS}/')}")
+        assert response.status_code == 200 and response.headers["content-type"] == "text/html; charset=utf-8"
+        csp = _directives(response.headers["content-security-policy"])
+        assert csp["sandbox"] == ["allow-scripts"] and csp["default-src"] == ["'none'"]
+        assert "connect-src" not in csp and "frame-src" not in csp  # default-src 'none' covers them
+        assert response.headers["x-content-type-options"] == "nosniff"
 
-    page = response.text
-    scripts = re.findall(r'<script[^>]*\ssrc="([^"]+)"', page)
-    assert scripts and set(scripts) <= set(csp["script-src"]), set(scripts) - set(csp["script-src"])
-    styles = re.findall(r'<link[^>]*rel="stylesheet"[^>]*href="([^"]+)"', page)
-    assert styles and {f"https://{urlsplit(s).netloc}" for s in styles} <= set(csp["style-src"])
-    images = {f"https://{urlsplit(s).netloc}" for s in re.findall(r'(?:src="|url\(\')(https://[^"\'?]+)', page)
-              if not s.endswith(tuple(security.GX_SCRIPTS))}
-    assert images <= set(csp["img-src"]), images - set(csp["img-src"])
+        page = response.text
+        scripts = re.findall(r'<script[^>]*\ssrc="([^"]+)"', page)
+        assert scripts and set(scripts) <= set(csp["script-src"]), set(scripts) - set(csp["script-src"])
+        styles = re.findall(r'<link[^>]*rel="stylesheet"[^>]*href="([^"]+)"', page)
+        assert styles and {f"https://{urlsplit(s).netloc}" for s in styles} <= set(csp["style-src"])
+        images = {f"https://{urlsplit(s).netloc}" for s in re.findall(r'(?:src="|url\(\')(https://[^"\'?]+)', page)
+                  if not s.endswith(tuple(security.GX_SCRIPTS))}
+        assert images <= set(csp["img-src"]), (store_path, images - set(csp["img-src"]))
 
     overview = client.get("/reports/site/partitions.html")
     csp = _directives(overview.headers["content-security-policy"])
