@@ -6,6 +6,13 @@ The signature ``serving_default`` takes ``user_id`` (string, [batch]) and return
 items, dotted with every candidate vector, plus the item bias and the repeat term (over the whole
 stored history; the query's mean over its first ``query_length`` items). The customers' past items
 are those known at export time (the version's deploy), baked into the SavedModel.
+
+Sizes: the past items are stored flat (CSR: every customer's items back to back, ``hist_offsets``
+[customers + 2] into them), so they cost their number, not customers x the longest history. Every
+table, the id lookups included, lives in the checkpoint (``variables/``), never as a constant in the
+graph: ``saved_model.pb`` stays a few hundred KB however many customers, far from protobuf's 2 GB
+limit. A request gathers only its customers' own items: the repeat term is a scatter-add of at most
+``repeat_length`` bonuses per customer into the [batch, items] scores (no [batch, history, items] tensor).
 """
 
 from __future__ import annotations
@@ -18,56 +25,79 @@ import tensorflow as tf
 from recsys.serving.index import Scorer
 
 
+def history_arrays(scorer: Scorer) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """(customer ids, offsets [n + 2] int64, item rows [total] int32, days [total] float32).
+
+    Customer ``ids[h - 1]`` has index h (1..n; 0: no history) and owns entries
+    ``offsets[h]:offsets[h + 1]``, most recent first; ``offsets[0] = offsets[1] = 0``.
+    """
+    ids = list(scorer.histories)
+    pairs = list(scorer.histories.values())
+    lengths = np.fromiter((len(rows) for rows, _ in pairs), np.int64, count=len(pairs))
+    offsets = np.concatenate([[0, 0], np.cumsum(lengths)]).astype(np.int64)
+    if not pairs:
+        return ids, offsets, np.zeros(0, np.int32), np.zeros(0, np.float32)
+    rows = np.concatenate([r for r, _ in pairs]).astype(np.int32)
+    days = np.concatenate([d for _, d in pairs]).astype(np.float32)
+    return ids, offsets, rows, days
+
+
 class _Recommender(tf.Module):
     def __init__(self, scorer: Scorer, served_rows: list[int], k: int) -> None:
         super().__init__()
-        users = [u for u, r in scorer.user_rows.items() if r < len(scorer.user_table)]
-        with_history = sorted(scorer.histories)
-        length = max([len(scorer.history(u)[0]) for u in with_history], default=0) or 1
-        hist_rows = np.zeros((len(with_history) + 1, length), np.int64)  # row 0: no history
-        hist_days = np.zeros((len(with_history) + 1, length), np.float32)
-        for n, user in enumerate(with_history, start=1):
-            rows, days = scorer.history(user)
-            hist_rows[n, : len(rows)] = rows
-            hist_days[n, : len(rows)] = days
+        user_ids = np.asarray(list(scorer.user_rows), dtype=object)
+        user_rows = np.fromiter(scorer.user_rows.values(), np.int64, count=len(user_ids))
+        known = user_rows < len(scorer.user_table)
+        hist_ids, offsets, hist_rows, hist_days = history_arrays(scorer)
+        longest = int(np.diff(offsets).max(initial=0))
         served = np.full(len(scorer.item_table), -np.inf, np.float32)
         served[served_rows] = 0.0
         self.user_table = tf.Variable(scorer.user_table, trainable=False)
         self.item_table = tf.Variable(scorer.item_table, trainable=False)
         self.history_table = tf.Variable(scorer.history_table, trainable=False)
         self.item_bias = tf.Variable(scorer.item_bias.astype(np.float32) + served, trainable=False)
-        self.item_ids = tf.Variable([str(i) for i in scorer.item_ids], trainable=False)
+        self.item_ids = tf.Variable(np.asarray(scorer.item_ids, dtype=object).astype(str), trainable=False)
+        self.hist_offsets = tf.Variable(offsets, trainable=False)
         self.hist_rows = tf.Variable(hist_rows, trainable=False)
         self.hist_days = tf.Variable(hist_days, trainable=False)
         self.repeat_weight = tf.Variable(scorer.repeat_weight, trainable=False)
         self.history_weight = tf.Variable(scorer.history_weight, trainable=False)
-        self.user_lookup = _table(users, [scorer.user_rows[u] for u in users])
-        self.history_lookup = _table(with_history, list(range(1, len(with_history) + 1)))
-        self.query_length = min(scorer.query_length or length, length)
+        self.user_lookup = _table(user_ids[known], user_rows[known])
+        self.history_lookup = _table(np.asarray(hist_ids, dtype=object), np.arange(1, len(hist_ids) + 1))
+        self.query_length = int(scorer.query_length if scorer.query_length is not None else max(longest, 1))
         self.k = min(k, len(served_rows))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id")])
     def serve(self, user_id: tf.Tensor) -> dict[str, tf.Tensor]:
-        rows = tf.gather(self.hist_rows, self.history_lookup.lookup(user_id))  # [B, H]
-        days = tf.gather(self.hist_days, self.history_lookup.lookup(user_id))
-        query_rows = rows[:, : self.query_length]
-        mask = tf.cast(query_rows > 0, tf.float32)[..., None]
-        recent = (tf.reduce_sum(tf.gather(self.history_table, query_rows) * mask, 1)
-                  / tf.maximum(tf.reduce_sum(mask, 1), 1.0))
-        queries = tf.gather(self.user_table, self.user_lookup.lookup(user_id)) + self.history_weight * recent
+        batch = tf.shape(user_id)[0]
+        index = tf.reshape(self.history_lookup.lookup(user_id), [-1])  # [B] 0: no history
+        starts = tf.gather(self.hist_offsets, index)
+        entries = tf.ragged.range(starts, tf.gather(self.hist_offsets, index + 1))  # [B, (own items)]
+        flat = tf.reshape(entries.flat_values, [-1])  # positions into hist_rows / hist_days
+        owner = tf.reshape(tf.cast(entries.value_rowids(), tf.int32), [-1])  # the batch row of each entry
+        rows = tf.gather(self.hist_rows, flat)
+        # query: the mean of the first query_length own items (most recent first), 0 for none
+        first = (flat - tf.gather(starts, owner)) < self.query_length
+        query_rows, query_owner = tf.boolean_mask(rows, first), tf.boolean_mask(owner, first)
+        total = tf.math.unsorted_segment_sum(tf.gather(self.history_table, query_rows), query_owner, batch)
+        count = tf.math.unsorted_segment_sum(tf.ones_like(query_owner, tf.float32), query_owner, batch)
+        recent = total / tf.maximum(count, 1.0)[:, None]
+        user_rows = tf.reshape(self.user_lookup.lookup(user_id), [-1])
+        queries = tf.gather(self.user_table, user_rows) + self.history_weight * recent
         scores = tf.matmul(queries, self.item_table, transpose_b=True) + self.item_bias[None, :]
-        bonus = self.repeat_weight * tf.math.log1p(days) * tf.cast(rows > 0, tf.float32)
-        scores += tf.reduce_sum(tf.one_hot(rows, tf.shape(self.item_table)[0]) * bonus[..., None], 1)
+        # repeat term: one bonus per own item, added at (batch row, item row)
+        bonus = self.repeat_weight * tf.math.log1p(tf.gather(self.hist_days, flat))
+        scores = tf.tensor_scatter_nd_add(scores, tf.stack([owner, rows], axis=1), bonus)
         best, found = tf.math.top_k(scores, k=self.k)
         return {"item_ids": tf.gather(self.item_ids, found), "scores": best}
 
 
-def _table(keys: list[str], values: list[int]) -> tf.lookup.StaticHashTable:
-    return tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(tf.constant(keys or [""], tf.string),
-                                            tf.constant(values or [0], tf.int64)),
-        default_value=0,
-    )
+def _table(keys: np.ndarray, values: np.ndarray) -> tf.lookup.experimental.MutableHashTable:
+    """id -> int64 (default 0); a mutable table is saved in the checkpoint, not as a graph constant."""
+    table = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, default_value=0)
+    if len(keys):
+        table.insert(tf.constant(keys.astype(str)), tf.constant(values, tf.int64))
+    return table
 
 
 def export_saved_model(scorer: Scorer, served_rows: list[int], out_dir: Path, k: int) -> None:
