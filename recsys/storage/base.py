@@ -148,6 +148,10 @@ class PartitionStore(ABC):
         """Delete the file or tree ``path`` if it exists (errors ignored)."""
         self._remove(path)
 
+    def fork(self) -> PartitionStore:
+        """The same store for use by another thread: with its own connection where the backend has one."""
+        return self
+
     # --- steps of a directory publish, each backend's (paths relative to the root) ------------
     @abstractmethod
     def _entries(self, path: str) -> dict[str, float] | None:

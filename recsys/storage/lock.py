@@ -172,10 +172,11 @@ class StoreLock:
             time.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, self.poll)
 
-    def refresh(self) -> None:
-        """Push this lease's expiry forward (the holder does it every third of the expiry)."""
+    def refresh(self, store: PartitionStore | None = None) -> None:
+        """Push this lease's expiry forward (the holder does it every third of the expiry; from another
+        thread through ``store``, a :meth:`~recsys.storage.base.PartitionStore.fork` of the lock's)."""
         if self.number is not None:
-            self.store.write_bytes(self._file(self.number), self._content())
+            (store or self.store).write_bytes(self._file(self.number), self._content())
 
     def check(self) -> None:
         """:class:`LockLost` unless this lease still holds the lock (call right before a guarded write)."""
@@ -218,9 +219,11 @@ def store_lock(store: PartitionStore, path: str, *, run_id: str | None = None, p
     stop = threading.Event()
 
     def refresh() -> None:
+        own: PartitionStore | None = None
         while not stop.wait(expiry / 3):
             try:
-                lock.refresh()
+                own = own or store.fork()  # a client of its own: this thread runs beside the holder's calls
+                lock.refresh(own)
             except StorageError as err:  # the next refresh may get through; check() guards the writes
                 log.warning("refreshing the lock %s failed: %s", key, err)
 

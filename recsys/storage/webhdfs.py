@@ -90,11 +90,19 @@ class WebHDFSStore(PartitionStore):
         if auth not in AUTH_MODES:
             raise StorageError(f"unknown WebHDFS authentication {auth!r}: expected 'simple' or 'kerberos'")
         self.auth = auth
+        self._own_client = client is None  # fork() builds another; a client given by a test is shared
         if client is None and auth == "kerberos":
             from hdfs.ext.kerberos import KerberosClient
 
             client = KerberosClient(url, proxy=user, timeout=TIMEOUT)
         self.client = client if client is not None else InsecureClient(url, user=user, timeout=TIMEOUT)
+
+    def fork(self) -> WebHDFSStore:
+        """A store with its own client: the Kerberos (SPNEGO) client must not be shared between threads
+        (concurrent handshakes mix up its per-host security context)."""
+        if not self._own_client:
+            return self
+        return WebHDFSStore(self.url, self.root, user=self.user, auth=self.auth)
 
     # --- paths and errors ---------------------------------------------------------------------
     def _path(self, path: str) -> str:

@@ -483,3 +483,59 @@ def test_uri_is_absolute_and_names_the_backend(store):
         netloc = store.url.split("://", 1)[1]  # type: ignore[attr-defined]
         assert netloc in ("127.0.0.1:9870", "localhost:9871")
         assert uri == f"webhdfs://{netloc}{store.root}/raw/events"  # type: ignore[attr-defined]
+
+
+# --- exclusive creation and the store lock (recsys.storage.lock: the registry's writers serialise on it) -----------
+
+
+def test_create_exclusive_creates_once_and_never_replaces(store):
+    assert store.create_exclusive("locks/a/000000000001", b'{"owner": "first"}')
+    assert not store.create_exclusive("locks/a/000000000001", b'{"owner": "second"}')
+    assert store.read_bytes("locks/a/000000000001") == b'{"owner": "first"}'
+    store.write_bytes("locks/b/f", b"x")
+    assert not store.create_exclusive("locks/b", b"over a directory")
+    assert store.list_dir("locks/a") == ["000000000001"]
+    assert _temporaries(store, "locks/a") == [] and _temporaries(store, "locks") == []
+
+
+def test_of_concurrent_exclusive_creations_exactly_one_succeeds(store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    stores = [store.fork() for _ in range(4)]  # a client each, as separate processes have
+    for attempt in range(3):
+        path = f"locks/c/{attempt}"
+        with ThreadPoolExecutor(4) as pool:
+            won = list(pool.map(lambda s, n: s.create_exclusive(path, f"{n}".encode()), stores, range(4)))  # noqa: B023
+        assert won.count(True) == 1
+        assert store.read_bytes(path) == str(won.index(True)).encode()
+
+
+def test_the_store_lock_has_one_holder_and_an_expired_one_is_taken_over(store):
+    from recsys.storage.lock import LockLost, StoreLock
+
+    first = StoreLock(store, "locks/registry", run_id="first", expiry=1.0)
+    second = StoreLock(store, "locks/registry", run_id="second", expiry=1.0)
+    assert first.try_acquire()
+    assert not second.try_acquire()
+    first.check()
+    first.release()
+    assert second.try_acquire()  # released: the next one takes it
+    time.sleep(1.2)  # second froze past its expiry without a refresh
+    third = StoreLock(store, "locks/registry", run_id="third")
+    assert third.try_acquire()
+    assert third.holder()[1]["run_id"] == "third"
+    with pytest.raises(LockLost, match="taken over by run third"):
+        second.check()
+    third.release()
+
+
+def test_a_holder_working_on_the_store_keeps_its_lock_refreshed_from_another_thread(store, caplog):
+    from recsys.storage.lock import store_lock
+
+    with store_lock(store, "locks/busy", run_id="busy", expiry=0.6) as lock:
+        started = time.monotonic()
+        while time.monotonic() - started < 2.0:  # the holder's own calls beside the refreshes
+            store.write_bytes("locks/work", b"x")
+            assert store.read_bytes("locks/work") == b"x"
+        lock.check()
+    assert "refreshing the lock" not in caplog.text
