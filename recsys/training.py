@@ -27,13 +27,14 @@ from recsys.features import items, trend, vocab
 from recsys.features.build import check_delivery, load_stats
 from recsys.features.inputs import Part, history_inputs, replay_part, replay_sample, replay_size, train_part
 from recsys.model.tables import load_tables
+from recsys.progress import bar, progress
 from recsys.storage import PartitionStore, layout
 
 log = logging.getLogger(__name__)
 
 
 class TrainingError(RecsysError, RuntimeError):
-    """Fine-tuning cannot run (no features, no training examples)."""
+    """Fine-tuning cannot run (no features, a parent of another embedding size, an empty training window)."""
 
 
 def fine_tune(
@@ -88,8 +89,12 @@ def thin_day_reason(store: PartitionStore, day: date, train: int, replay: int, p
         return None
     stats = load_stats(store, day)
     held = stats.get("holdout_users", 0)
-    why = (f"partition {day} has no training examples: its {held} customer(s) were all held out for evaluation"
-           if held else f"partition {day} has no training examples")
+    if not stats.get("examples", 1):
+        why = f"partition {day} has no training examples: no usable events after cleaning ({stats.get('cleaning')})"
+    elif held:
+        why = f"partition {day} has no training examples: its {held} customer(s) were all held out for evaluation"
+    else:
+        why = f"partition {day} has no training examples"
     if replay:
         return f"{why}; the candidate was trained on the replay sample of earlier days only ({replay} examples)"
     kept = f"version {parent} stays the latest model" if parent is not None else "there is no model yet"
@@ -120,7 +125,7 @@ def _train_from_scratch(
     days = [d for d in store.partitions(layout.FEATURES) if first <= d <= day]
     if day not in days:
         raise TrainingError(f"no features for {day}: run the features step first")
-    parts = [train_part(store, d, only_train=d == day) for d in days]
+    parts = [train_part(store, d, only_train=d == day) for d in progress(days, "reading features", "day")]
     seed = settings.seed + day.toordinal()
     return _train_version(
         store, settings, day, parts, Part.empty(), None, registry.FULL_RETRAIN, seed, run_id
@@ -205,7 +210,7 @@ def _train_version(
     dataset = training_dataset(features, hist_index, hist_rows, hist_days, settings.batch_size, seed, trend_table)
     del features, hist_index, hist_rows, hist_days
     started = time.perf_counter()
-    fit = model.fit(dataset, epochs=settings.epochs, verbose=0)
+    fit = fit_with_progress(model, dataset, settings.epochs, f"training {kind} on {day}")
     seconds = time.perf_counter() - started
     tables = two_tower.get_tables(model)
 
@@ -311,3 +316,20 @@ def _metadata(
         "examples_per_second": round(examples * settings.epochs / seconds, 1) if seconds > 0 else None,
         "created_at": registry.now(),
     }
+
+
+def fit_with_progress(model: Any, dataset: Any, epochs: int, desc: str) -> Any:
+    """``model.fit`` (silent), with batches done, rate and time left on a terminal (:mod:`recsys.progress`).
+
+    The total is known when the dataset's cardinality is (batches per epoch x ``epochs``). Returns the history.
+    """
+    import tensorflow as tf
+
+    steps = int(dataset.cardinality())  # -1: infinite, -2: unknown
+    with bar(steps * epochs if steps > 0 else None, desc, "batch") as shown:
+
+        class BatchProgress(tf.keras.callbacks.Callback):
+            def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+                shown.update(1)
+
+        return model.fit(dataset, epochs=epochs, verbose=0, callbacks=[BatchProgress()])

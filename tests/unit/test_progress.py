@@ -11,6 +11,8 @@ import select
 import struct
 import termios
 
+import pytest
+
 from recsys.progress import bar, is_terminal, progress
 
 
@@ -161,3 +163,32 @@ def test_a_note_is_one_whole_line_above_the_bar(monkeypatch):
     log = io.StringIO()
     note("plain", stream=log)
     assert log.getvalue() == "plain\n"
+
+
+@pytest.mark.slow
+def test_training_shows_batches_done_and_time_left_on_a_terminal(monkeypatch):
+    import numpy as np
+    import tensorflow as tf
+
+    from recsys.training import fit_with_progress
+
+    inputs = np.arange(16, dtype="float32").reshape(8, 2)
+    dataset = tf.data.Dataset.from_tensor_slices((inputs, inputs[:, :1])).batch(2)  # 4 batches
+    model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    master, slave = _terminal()
+    try:
+        with os.fdopen(slave, "w", closefd=False) as tty:
+            monkeypatch.setattr("sys.stderr", tty)
+            history = fit_with_progress(model, dataset, 2, "training fine_tune on 2011-01-04")
+            tty.flush()
+        output = _read_all(master).decode()
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert len(history.history["loss"]) == 2
+    assert "training fine_tune on 2011-01-04" in output and "8/8" in output and "batch/s" in output
+    log = io.StringIO()
+    monkeypatch.setattr("sys.stderr", log)
+    fit_with_progress(model, dataset, 1, "training")
+    assert log.getvalue() == ""
