@@ -134,8 +134,8 @@ def evaluate_candidate(
         check_delivery(store, day)
         result = compare_with_champion(store, settings, day, candidate_version, reg["champion"])
         if not reg["versions"][str(candidate_version)].get("train_examples", 1):
-            result["reason"] += f"; the candidate saw no examples of {day} (all its customers were held out): " \
-                                "it was trained on the replay sample of earlier days only"
+            result["reason"] += f"; the candidate had no training examples of {day}: it was trained on the " \
+                                "replay sample of earlier days only"
     registry.record_decision(store, day, result, run_id)
     log.info("decision for %s: %s", day, result["reason"])
     return result | {"reused": False}

@@ -38,7 +38,7 @@ READ_COLUMNS = (schema.EVENT_ID, schema.USER_ID, schema.ITEM_ID, schema.QUANTITY
 
 
 class FeatureError(RecsysError, RuntimeError):
-    """Examples cannot be built or read (missing partition, nothing left after cleaning)."""
+    """Examples cannot be built or read (missing or unvalidated partition, a changed delivery, out of order)."""
 
 
 @dataclass(frozen=True)
@@ -87,10 +87,11 @@ def build_features(
 ) -> FeatureStats:
     """Clean ``raw/events/dt=<day>``, grow the vocabularies, write examples, history and stats. Idempotent.
 
-    Only the delivery that passed validation (or that on-call accepted) is used: :class:`FeatureError` if
-    the date was not validated, failed, or was redelivered since (re-validate it first). Dates are
-    processed in order: a date before one whose features exist is refused. ``run_id`` is accepted for the
-    common step signature; nothing here records it.
+    A day with no usable events after cleaning gets empty examples (a thin day: the fine-tune then keeps
+    the model or trains on the replay sample). Only the delivery that passed validation (or that on-call
+    accepted) is used: :class:`FeatureError` if the date was not validated, failed, or was redelivered
+    since (re-validate it first). Dates are processed in order: a date before one whose features exist is
+    refused. ``run_id`` is accepted for the common step signature; nothing here records it.
     """
     _check_order(store, day)
     passed = validated_delivery(store, day)
@@ -103,8 +104,8 @@ def build_features(
         )
     cleaned, cleaning = clean_events(events)
     del events
-    if cleaned.empty:
-        raise FeatureError(f"partition {day} has no usable events after cleaning: {cleaning.as_dict()}")
+    if cleaned.empty:  # a thin day: no examples, nothing grows; training keeps the model (recsys.training)
+        log.warning("partition %s has no usable events after cleaning: %s", day, cleaning.as_dict())
     pairs = (
         cleaned[[schema.USER_ID, schema.ITEM_ID]].astype(str).drop_duplicates()
         .sort_values([schema.USER_ID, schema.ITEM_ID]).reset_index(drop=True)

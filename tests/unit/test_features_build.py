@@ -158,13 +158,19 @@ def test_a_later_day_grows_the_vocabularies_and_keeps_old_rows(store, publish_ev
     assert store.read_bytes("features/dt=2011-01-04/stats.json") == day1_stats
 
 
-def test_a_partition_with_nothing_left_after_cleaning_raises(store, publish_events):
-    publish_events(store, D1, [("e1", "2011-01-04 09:00:00", "u1", "i1", "purchase", 0, 1.0)])
-    with pytest.raises(FeatureError, match="no usable events after cleaning") as info:
-        build_features(store, SETTINGS, D1)
-    assert "'non_positive_quantity': 1" in str(info.value)
-    assert not store.exists("features/dt=2011-01-04")
-    assert not store.exists("vocab")
+def test_a_partition_with_nothing_left_after_cleaning_is_a_thin_day(store, publish_events):
+    """issue 18 #9: never an error that holds later dates: empty examples, nothing grows, stats say why."""
+    publish_events(store, D1, DAY1)
+    build_features(store, SETTINGS, D1)
+    vocab_before = store.read_bytes("vocab/users.parquet")
+    history_before = store.read_parquet("features/dt=2011-01-04/history.parquet")
+    publish_events(store, D2, [("f1", "2011-01-05 09:00:00", "u1", "i1", "purchase", 0, 1.0)])
+    stats = build_features(store, SETTINGS, D2)
+    assert (stats.examples, stats.train_examples, stats.holdout_users, stats.new_users) == (0, 0, 0, 0)
+    assert stats.cleaning["non_positive_quantity"] == 1 and stats.cleaning["rows_out"] == 0
+    assert load_examples(store, D2).empty and store.is_complete("features/dt=2011-01-05")
+    assert store.read_bytes("vocab/users.parquet") == vocab_before
+    pd.testing.assert_frame_equal(store.read_parquet("features/dt=2011-01-05/history.parquet"), history_before)
 
 
 def test_load_examples_before_the_features_step_raises(store):
