@@ -129,7 +129,7 @@ def _link(base: str, row: dict[str, Any], inner: str) -> str:
     if not row.get("report"):
         return inner
     href = escape(f"{base}/validation/{quote(str(row['date']))}")
-    return f'<a href="{href}" target="_top">{inner}</a>'
+    return f'<a href="{href}">{inner}</a>'  # in the same frame, as the page's other links
 
 
 def _runs(points: list[tuple[int, float | None]]) -> list[list[tuple[int, float]]]:
