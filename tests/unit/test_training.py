@@ -363,3 +363,9 @@ def test_the_trend_term_is_trained_and_folded_into_the_served_item_bias(tiny):
         # the whole catalog is ranked with the learned repeat weight times RECSYS_REPEAT_SCALE (default 2)
         assert meta["repeat_scale"] == settings.repeat_scale == 2.0
         assert scorer.repeat_weight == pytest.approx(2.0 * float(tables["repeat_weight"]))
+
+
+def test_a_retrain_window_beyond_the_calendar_does_not_overflow(store):
+    """issue 18 #11: the window start is held at 0001-01-01 (was: OverflowError)."""
+    with pytest.raises(TrainingError, match="no features for 2011-01-04"):
+        train_from_scratch(store, Settings(storage_root=str(store.root)), D1, window_days=10**9)
