@@ -26,6 +26,8 @@ PASSED, FAILED, ACCEPTED = "PASSED", "FAILED", "ACCEPTED"
 MISSING = "MISSING"  # a date inside the range with no partition landed and no report
 NOT_VALIDATED = "NOT VALIDATED"  # landed, no (readable) report yet
 STATUSES = (PASSED, FAILED, ACCEPTED, MISSING, NOT_VALIDATED)
+# the longest run of MISSING dates listed between two known ones (a partition far from the data: no flood)
+MAX_MISSING_RUN = 31
 
 # the ``check`` names (``meta.check`` in expectations/raw_events.json) of the checks with a threshold
 VOLUME_CHECK = "volume within the trailing average"
@@ -235,7 +237,8 @@ def trend_row(day: date, summary: dict[str, Any] | None, *, landed: bool, quaran
 
 def trend_rows(store: PartitionStore, start: date | None = None, end: date | None = None) -> list[dict[str, Any]]:
     """One row per date, oldest first, from the first to the last date that landed, was validated or was
-    quarantined (limited to ``start`` .. ``end`` when given); dates in between with nothing are MISSING.
+    quarantined (limited to ``start`` .. ``end`` when given); dates in between with nothing are MISSING
+    (up to :data:`MAX_MISSING_RUN` in a row; a longer run of them is left out).
 
     See :func:`trend_row` for the keys. A ``summary.json`` that cannot be read gives a NOT VALIDATED row
     whose ``problem`` says why, so one bad file does not hide the others.
@@ -247,8 +250,7 @@ def trend_rows(store: PartitionStore, start: date | None = None, end: date | Non
     first, last = start or min(known), end or max(known)
     accepted = _accepted_by_registry(store) if reported else {}
     rows = []
-    for ordinal in range(first.toordinal(), last.toordinal() + 1):  # no day after 9999-12-31 is computed
-        day = date.fromordinal(ordinal)
+    for day in _row_dates(known, first, last):
         summary, problem = None, None
         if day in reported:
             path = layout.validation_summary(day)
@@ -260,6 +262,21 @@ def trend_rows(store: PartitionStore, start: date | None = None, end: date | Non
                               quarantined=day in quarantined, accepted_entry=accepted.get(day.isoformat()),
                               problem=problem))
     return rows
+
+
+def _row_dates(known: set[date], first: date, last: date) -> list[date]:
+    """The dates of the table: ``first``, ``last`` and every known date between them, and the dates with
+    nothing in between when at most :data:`MAX_MISSING_RUN` of them follow each other (a partition dated
+    0001-01-01 next to 2011 data does not list seven hundred thousand MISSING days)."""
+    if first > last:
+        return []
+    anchors = sorted({first, last} | {d for d in known if first <= d <= last})
+    days: list[date] = []
+    for previous, current in zip([None, *anchors], anchors, strict=False):
+        if previous is not None and current.toordinal() - previous.toordinal() - 1 <= MAX_MISSING_RUN:
+            days += [date.fromordinal(o) for o in range(previous.toordinal() + 1, current.toordinal())]
+        days.append(current)
+    return days
 
 
 def _cell(value: Any) -> str:

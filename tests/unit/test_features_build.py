@@ -331,3 +331,12 @@ def test_windows_around_a_date_stop_at_the_calendar_edges(store, publish_events)
     assert trend.serving_day(store) == last
     rows = health.trend_rows(store, start=date(9999, 12, 30))
     assert [r["date"] for r in rows] == ["9999-12-30", "9999-12-31"]
+    # the health table lists the known dates, not the 3.6 million MISSING days between them
+    assert [r["date"] for r in health.trend_rows(store)] == ["0001-01-01", "9999-12-31"]
+    store.write_json(layout.validation_summary(D1), {"date": D1.isoformat(), "success": True, "rows": 1, "checks": []})
+    store.write_json(layout.validation_summary(D1.replace(day=8)), {"date": "2011-01-08", "success": True,
+                                                                    "rows": 1, "checks": []})
+    rows = health.trend_rows(store)
+    assert [r["date"] for r in rows] == ["0001-01-01", "2011-01-04", "2011-01-05", "2011-01-06", "2011-01-07",
+                                         "2011-01-08", "9999-12-31"]
+    assert [r["status"] for r in rows][2:5] == [health.MISSING] * 3
