@@ -5,6 +5,8 @@
   Every route needs a logged-in Airflow user allowed to read DAGs (the UI's session cookie does it).
 - Two entries in the Airflow navigation bar, *Registry* and *Validation*, that show those
   pages inside the UI (``/plugin/recsys-registry``, ``/plugin/recsys-validation``).
+- A listener (``recsys_airflow/pool_guard.py``): when a recsys DAG run starts, the scheduler creates the
+  registry pool if it is missing (Airflow would otherwise leave its tasks "scheduled" for ever).
 - Extra links on the recsys DAGs' tasks (``recsys_ui/links.py``): *Validation report* on ``validate``,
   *Model registry* on the tasks that train, evaluate, deploy or roll back a version (``MODEL_TASKS``: the
   incremental DAG's ``fine_tune`` .. ``refresh_serving_index``, the full retrain's ``train_from_scratch`` ..
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends
+from recsys_airflow.pool_guard import RegistryPoolGuard
 from recsys_ui.app import create_app
 from recsys_ui.links import URL_PREFIX, ModelRegistryLink, ValidationReportLink
 
@@ -95,3 +98,5 @@ class RecsysPlugin(AirflowPlugin):
         },
     ]
     global_operator_extra_links: list[Any] = [ValidationReportLink(), ModelRegistryLink()]  # noqa: RUF012
+    # in the scheduler: a recsys DAG run never waits for ever on a missing registry pool
+    listeners: list[Any] = [RegistryPoolGuard()]  # noqa: RUF012

@@ -7,6 +7,8 @@
 - ``sensors``: ``LateAwareWebHdfsSensor`` and the local store's look for the ``_SUCCESS`` marker, both
   reporting a late partition.
 - ``operators``: ``TrainerDockerOperator`` and ``TrainerPodOperator``, the fine-tune in a container.
+- ``pool_guard``: the scheduler listener (registered by ``recsys_plugin.py``) that creates the registry pool
+  when a recsys run starts without it.
 - ``dag_support``: what the DAG files share: ``default_args``, the Jinja macros, the domain-error wrapper
   of task bodies and the step inputs (store, settings, day, run id) of a running task.
 

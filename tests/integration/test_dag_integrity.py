@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import airflow.sdk  # noqa: F401 - puts plugins/ on sys.path (recsys_airflow)
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -236,3 +237,38 @@ def test_the_setup_creates_the_registry_pool_with_one_slot(airflow_db):
     for script in ("scripts/demo.sh",):  # every place that initialises an Airflow home goes through it
         text = (REPO_ROOT / script).read_text()
         assert "scripts/airflow-init.sh" in text and "airflow db migrate" not in text, script
+
+
+def test_a_missing_registry_pool_is_created_when_a_recsys_run_starts_and_an_existing_one_is_kept(airflow_db):
+    from types import SimpleNamespace
+
+    from airflow.listeners.listener import get_listener_manager
+    from airflow.models.pool import Pool
+    from airflow.utils.session import create_session
+    from recsys_airflow.dag_support import REGISTRY_POOL
+    from recsys_airflow.pool_guard import CREATED_DESCRIPTION, RegistryPoolGuard
+    from sqlalchemy import delete, select, update
+
+    def slots() -> int | None:
+        with create_session() as session:
+            return session.scalar(select(Pool.slots).where(Pool.pool == REGISTRY_POOL))
+
+    # the plugin registers the guard with Airflow's listener manager, as the scheduler loads it
+    manager = get_listener_manager()
+    assert any(isinstance(p, RegistryPoolGuard) for p in manager.pm.get_plugins())
+    with create_session() as session:
+        session.execute(delete(Pool).where(Pool.pool == REGISTRY_POOL))
+    try:
+        manager.hook.on_dag_run_running(dag_run=SimpleNamespace(dag_id="someone_elses_dag"), msg="started")
+        assert slots() is None
+        manager.hook.on_dag_run_running(dag_run=SimpleNamespace(dag_id="recsys_rollback"), msg="started")
+        assert slots() == 1
+        with create_session() as session:
+            assert session.scalar(select(Pool.description).where(Pool.pool == REGISTRY_POOL)) == CREATED_DESCRIPTION
+            session.execute(update(Pool).where(Pool.pool == REGISTRY_POOL).values(slots=0))  # on-call holds writes
+        manager.hook.on_dag_run_running(dag_run=SimpleNamespace(dag_id="recsys_incremental_update"), msg="started")
+        assert slots() == 0
+    finally:
+        with create_session() as session:
+            session.execute(delete(Pool).where(Pool.pool == REGISTRY_POOL))
+            session.add(Pool(pool=REGISTRY_POOL, slots=1, description="recsys", include_deferred=False))
