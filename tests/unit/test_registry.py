@@ -145,3 +145,35 @@ def test_every_write_stays_inside_the_declared_document_shape(store):
         registry.BLESSED, registry.ACCEPTED_INVALID, registry.REVALIDATION_FORCED]
     assert registry.ON_CALL_ACTIONS == {registry.ROLLBACK, registry.DEPLOY_SKIPPED, registry.DEPLOY_FORCED,
                                         registry.REVALIDATION_FORCED, registry.ACCEPTED_INVALID}
+
+
+def test_deploy_once_switches_only_a_version_never_deployed(store):
+    registry.add_version(store, 1, {"trained_on": "2011-01-04"}, None)
+    registry.add_version(store, 2, {"trained_on": "2011-01-05"}, None)
+    first = registry.deploy_once(store, 1, "first", "r1")
+    assert first is not None and (first["from"], first["to"]) == (None, 1)
+    assert registry.deploy_once(store, 1, "a rerun", "r1") is None
+    registry.deploy_once(store, 2, "better", "r2")
+    registry.set_champion(store, 1, registry.ROLLBACK, "bad", "m")
+    assert registry.deploy_once(store, 2, "a rerun of the date of 2", "r2") is None  # would undo the rollback
+    reg = registry.load(store)
+    assert reg["champion"] == 1
+    assert [h["action"] for h in reg["history"]][-3:] == [registry.DEPLOYED, registry.DEPLOYED, registry.ROLLBACK]
+
+
+def test_a_writer_waits_for_the_lock_and_says_who_holds_it(store, monkeypatch):
+    from recsys.storage.lock import LockTimeout, StoreLock
+
+    registry.add_version(store, 1, {"trained_on": "2011-01-04"}, None)
+    before = registry.load(store)
+    holder = StoreLock(store, registry.LOCK, run_id="someone-else", purpose="registry write")
+    assert holder.try_acquire()
+    monkeypatch.setattr(registry, "LOCK_TIMEOUT", 0.3)
+    for write in (lambda: registry.set_champion(store, 1, registry.DEPLOYED, "x", "r"),
+                  lambda: registry.save(store, registry.empty())):
+        with pytest.raises(LockTimeout, match=r"held by run someone-else \(registry write; host"):
+            write()
+    assert registry.load(store) == before
+    holder.release()
+    registry.set_champion(store, 1, registry.DEPLOYED, "x", "r")
+    assert registry.load(store)["champion"] == 1
