@@ -263,6 +263,8 @@ def test_rerun_a_date_from_the_trigger_form_then_read_the_registry_and_the_valid
     page.locator("#verdict").get_by_role("link", name="raw_events Data Docs").click()
     page.wait_for_url(re.compile(r"/recsys/reports/site/validations/raw_events/.+\.html$"))
     assert re.search(r"Status:\s*Succeeded", page.inner_text("body")), page.inner_text("body")[:2000]
+    # served sandboxed (issue 18 #1): the page runs in an opaque origin, not the Airflow UI's
+    assert page.evaluate("() => window.origin") == "null"
     _shot(page, "airflow_data_docs.png")
 
     # the fine_tune task's extra link opens the registry at the version it trained
