@@ -45,6 +45,9 @@ def test_every_dag_has_tags_retries_and_docs(dagbag):
 def test_incremental_dag_runs_in_date_order_once_each(dagbag):
     dag = dagbag.dags["recsys_incremental_update"]
     assert dag.max_active_runs == 1
+    # missed dates are run by the scheduler itself, from RECSYS_SCHEDULE_START (default: Online Retail's first day)
+    assert dag.catchup is True and dag.start_date.isoformat() == "2010-12-01T00:00:00+00:00"
+    assert dagbag.dags["recsys_full_retrain"].catchup is False  # the next retrain covers the missed window
     assert all(task.depends_on_past for task in dag.tasks)
     param = dag.params.get_param("partition_date")
     assert param.schema["format"] == "date" and param.schema.get("title")
@@ -117,6 +120,17 @@ def test_on_hdfs_the_dag_waits_with_the_providers_sensor_and_parses_as_fast(monk
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert not set(result["modules"]) & set(HEAVY)
     # parse time is a benchmark target (bench/dag_parse), not a timed assertion: this machine is shared
+
+
+def test_the_schedule_starts_at_the_configured_date_and_a_malformed_one_is_an_import_error(monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("RECSYS_SCHEDULE_START", "2011-03-01")
+    dag = DagBag(dag_folder=str(REPO_ROOT / "dags")).dags["recsys_incremental_update"]
+    assert dag.start_date.isoformat() == "2011-03-01T00:00:00+00:00"
+    monkeypatch.setenv("RECSYS_SCHEDULE_START", "2011-02-30")
+    errors = DagBag(dag_folder=str(REPO_ROOT / "dags")).import_errors
+    assert any("RECSYS_SCHEDULE_START='2011-02-30'" in error for error in errors.values()), errors
 
 
 def test_a_malformed_poke_interval_is_an_import_error_naming_the_variable(monkeypatch):
