@@ -104,6 +104,7 @@ class StoreLock:
         self.store, self.path = store, posixpath.normpath(path)
         self.expiry, self.timeout, self.poll = expiry, timeout, poll
         self.number: int | None = None
+        self._unreadable: dict[int, float] = {}  # top lease number -> when it was first found unreadable
         self.lease: dict[str, Any] = {
             "token": uuid.uuid4().hex, "host": socket.gethostname(), "host_id": HOST_ID,
             "pid_namespace": PID_NAMESPACE, "pid": os.getpid(), "run_id": run_id, "purpose": purpose,
@@ -140,13 +141,16 @@ class StoreLock:
     def try_acquire(self) -> bool:
         """One attempt: True if this lock is now held."""
         top, lease = self.holder()
-        if top and (lease is None or not is_free(lease)):
-            return False  # held (or the top lease is being replaced: look again)
+        if top and lease is None:  # unreadable (damaged by a crash of its disk?): free once it stays so too long
+            if time.monotonic() - self._unreadable.setdefault(top, time.monotonic()) < self.expiry:
+                return False
+        elif top and lease is not None and not is_free(lease):
+            return False
         mine = top + 1
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
         if not self.store.create_exclusive(self._file(mine), self._content(acquired_at=stamp, number=mine)):
             return False
-        if self.numbers()[-1] != mine:  # we waited through a garbage collection: someone holds a higher lease
+        if self.numbers()[-1:] != [mine]:  # we waited through a garbage collection: someone holds a higher lease
             self.store.delete(self._file(mine))
             return False
         if top and lease is not None and not lease.get("released"):
@@ -236,4 +240,7 @@ def store_lock(store: PartitionStore, path: str, *, run_id: str | None = None, p
         del held[key]
         stop.set()
         refresher.join()
-        lock.release()
+        try:
+            lock.release()
+        except StorageError as err:  # the work is done; the lease expires by itself
+            log.warning("releasing the lock %s failed (it expires in %g s): %s", key, expiry, err)

@@ -215,6 +215,14 @@ def test_store_lock_is_reentrant_in_a_thread_and_a_nested_registry_update_is_ref
         registry.update(store, lambda reg: registry.record_manual(store, "x", None, None))
 
 
+def test_an_unreadable_lease_is_taken_over_once_it_stayed_unreadable_for_the_expiry(store):
+    store.write_bytes("locks/x/000000000001", b"")  # damaged
+    contender = StoreLock(store, "locks/x", expiry=0.3)
+    assert not contender.try_acquire()
+    time.sleep(0.35)
+    assert contender.try_acquire() and contender.number == 2
+
+
 def test_old_leases_are_collected(store):
     for _ in range(40):
         with store_lock(store, "locks/x"):
