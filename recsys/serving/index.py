@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys import schema
 from recsys.features import history, vocab
 from recsys.storage import PartitionStore
 
@@ -153,15 +154,32 @@ def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def histories_by_row(snapshot: pd.DataFrame, item_rows: dict[str, int], rows: int, length: int) -> dict[str, History]:
-    """user id -> (item rows, days) of a history snapshot, for items with a row below ``rows``."""
+    """user id -> (item rows, days) of a history snapshot, for items with a row below ``rows``.
+
+    Each user's items most recent first (ties by item id), those without such a row skipped, then cut
+    at ``length``; users left with none are absent. One sort over integer codes of the whole snapshot
+    (no Python object per entry): memory is a few arrays of the snapshot's length.
+    """
     known = {i: r for i, r in item_rows.items() if 0 < r < rows}
-    out: dict[str, History] = {}
-    for user, (ids, days) in history.by_user(snapshot).items():
-        matrix_rows, matrix_days = history.to_rows([ids], [days], known, length)
-        keep = matrix_rows[0] > 0
-        if keep.any():
-            out[user] = (matrix_rows[0][keep], matrix_days[0][keep])
-    return out
+    if not len(snapshot) or not known:
+        return {}
+    rows_of = pd.Series(known, dtype=np.int64)
+    found = rows_of.index.get_indexer(snapshot[schema.ITEM_ID].astype(str).to_numpy(object))
+    kept = found >= 0
+    # codes sorted as the ids are: user ascending, last day descending, item id ascending
+    user_code, user_ids = pd.factorize(snapshot[schema.USER_ID].astype(str).to_numpy(object)[kept], sort=True)
+    day_code, _ = pd.factorize(snapshot[history.LAST_DAY].astype(str).to_numpy(object)[kept], sort=True)
+    item_code, _ = pd.factorize(snapshot[schema.ITEM_ID].astype(str).to_numpy(object)[kept], sort=True)
+    order = np.lexsort((item_code, -day_code, user_code))
+    owner = user_code[order]
+    rank = np.arange(len(order)) - np.searchsorted(owner, owner)  # position within the user's items
+    order, owner = order[rank < length], owner[rank < length]
+    item_row = rows_of.to_numpy()[found[kept]][order]
+    days = snapshot[history.DAYS].to_numpy(np.int64)[kept][order].astype(np.float32)
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]]) if len(owner) else np.zeros(0, np.int64)
+    users = np.asarray(user_ids, dtype=object)[owner[starts]]
+    return dict(zip(users.tolist(), zip(np.split(item_row, starts[1:]), np.split(days, starts[1:]), strict=True),
+                    strict=True)) if len(starts) else {}
 
 
 def load_scorer(store: PartitionStore, version: int, before: date | None = None,

@@ -222,3 +222,40 @@ def test_serving_reads_no_examples_beyond_the_trend_window(real_days, tmp_path):
     np.testing.assert_array_equal(loaded.scorer.item_bias, expected.scorer.item_bias)
     for user in ["never-seen", *list(expected.purchases)[:50]]:
         assert loaded.recommend(user, 10, True) == expected.recommend(user, 10, True)
+
+
+def _histories_by_row_loop(snapshot: pd.DataFrame, item_rows: dict[str, int], rows: int, length: int) -> dict:
+    """The per-user loop histories_by_row replaced (history.by_user + history.to_rows), as the reference."""
+    from recsys.features import history
+
+    known = {i: r for i, r in item_rows.items() if 0 < r < rows}
+    out = {}
+    for user, (ids, days) in history.by_user(snapshot).items():
+        matrix_rows, matrix_days = history.to_rows([ids], [days], known, length)
+        keep = matrix_rows[0] > 0
+        if keep.any():
+            out[user] = (matrix_rows[0][keep], matrix_days[0][keep])
+    return out
+
+
+def test_histories_by_row_equals_the_per_user_loop_on_real_snapshots(real_days):
+    from recsys.features import history
+    from recsys.serving.index import histories_by_row
+
+    store, _, days = real_days
+    items = vocab.with_rows(vocab.load(store, vocab.ITEMS))
+    item_rows = dict(zip(items[vocab.ID].astype(str), items[vocab.ROW].astype(int), strict=True))
+    checked = 0
+    for day in days:
+        snapshot = history.load(store, day)
+        for rows, length in ((len(items) + 1, 200), (len(items) + 1, 50), (len(items) // 2, 3), (1, 50)):
+            expected = _histories_by_row_loop(snapshot, item_rows, rows, length)
+            got = histories_by_row(snapshot, item_rows, rows, length)
+            assert list(got) == list(expected)
+            for user, (want_rows, want_days) in expected.items():
+                assert got[user][0].dtype == want_rows.dtype and got[user][1].dtype == want_days.dtype
+                np.testing.assert_array_equal(got[user][0], want_rows)
+                np.testing.assert_array_equal(got[user][1], want_days)
+            checked += len(expected)
+    assert checked > 1000
+    assert histories_by_row(history.empty(), item_rows, len(items) + 1, 50) == {}
