@@ -128,6 +128,8 @@ def worker(strategy: str, days: int, workdir: Path, every: int = 1) -> dict[str,
     root = workdir / strategy
     shutil.rmtree(root, ignore_errors=True)
     shutil.copytree(workdir / "landed" / "raw", root / "raw")  # every day, landed once by main()
+    # ... and validated once by main(): features are built only from a delivery that passed (or was accepted)
+    shutil.copytree(workdir / "landed" / "reports", root / "reports")
     store = LocalStore(root)
     settings = Settings.from_env().replace(storage_root=str(root))
     all_days = online_retail.source_days(online_retail.load_source())
@@ -227,6 +229,24 @@ def _write(args: argparse.Namespace, results: list[dict[str, Any]]) -> Path:
     return path
 
 
+def _validate_all(landed: Any) -> None:
+    """Validate every landed day once, in date order (idempotent: a delivery validated before is skipped).
+
+    Features are built only from a validated delivery. A day that fails its expectations is accepted, as on-call
+    would for a benchmark, so every strategy trains on exactly the days it trained on before validation was
+    required; the strategies copy these reports with the raw data.
+    """
+    from recsys.config import Settings
+    from recsys.progress import progress
+    from recsys.storage import layout
+    from recsys.validation import validate_partition
+
+    settings = Settings.from_env().replace(storage_root=str(landed.root))
+    for day in progress(landed.partitions(layout.RAW_EVENTS), "validate", "day"):
+        validate_partition(landed, settings, day, run_id="bench-validate", accept_invalid=True,
+                           accept_reason="replay benchmark: every source day is used as landed")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--days", type=int, default=60, help="window length in days with data")
@@ -252,6 +272,9 @@ def main() -> int:
     t0 = time.perf_counter()
     land_days(landed, first, days=400)  # idempotent: days already landed are kept
     print(f"landed every day in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    t0 = time.perf_counter()
+    _validate_all(landed)
+    print(f"validated every day in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     results = []
     for letter in letters:
         name = STRATEGIES[letter]

@@ -137,7 +137,11 @@ def prepare(store: Any, days: int, events: int, settings: Any) -> list[date]:
 
     config = synthetic.SyntheticConfig(events=events, seed=17)
     published = synthetic.publish_days(store, config, START, days)
-    for p in published:
+    from recsys.validation import validate_partition
+
+    for p in published:  # features are built only from a validated (here: accepted if it fails) delivery
+        validate_partition(store, settings, p.day, run_id="bench-validate", accept_invalid=True,
+                           accept_reason="training throughput benchmark: every generated day is used")
         build_features(store, p.day, settings)
     return [p.day for p in published]
 
