@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -116,3 +117,17 @@ def recsys_serve(
             detail = f"; its output:\n{log.read_text()}" if log is not None else ""
             raise RuntimeError(f"recsys serve did not become ready: {err}{detail}") from err
         yield base, seconds
+
+
+def git_state(root: Path | str) -> dict[str, Any]:
+    """The commit a benchmark ran at and whether the tree had uncommitted changes (``None`` outside git)."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if status is None else bool(status)}

@@ -216,8 +216,12 @@ def worker(strategy: str, days: int, workdir: Path, every: int = 1) -> dict[str,
 
 
 def _write(args: argparse.Namespace, results: list[dict[str, Any]]) -> Path:
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    import _harness
+
     record = {
         "command": " ".join(["python", *sys.argv]),
+        "git": _harness.git_state(REPO_ROOT),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_average_at_end": os.getloadavg()},
