@@ -73,3 +73,18 @@ def test_the_graph_has_no_one_hot_and_no_big_constants(tmp_path):
     serve = tf.saved_model.load(str(tmp_path / "big")).signatures["serving_default"]
     out = serve(user_id=tf.constant(["extra7", "u200"]))
     assert [i.decode() for i in out["item_ids"].numpy()[0]] == big.top_k(["extra7"], 5)[0]
+
+
+def test_a_graph_mode_loader_restores_the_lookup_tables(tmp_path):
+    """TensorFlow Serving loads a SavedModel through the v1 session loader: the tables kept in the
+    checkpoint (mutable hash tables) are restored there too, with the same answers."""
+    from recsys.serving.export import export_saved_model
+
+    scorer = _scorer(50)
+    export_saved_model(scorer, list(range(1, ITEMS)), tmp_path / "m", k=5)
+    users = ["u200", "h50", "u1", "never-seen"]
+    with tf.compat.v1.Session(graph=tf.Graph()) as session:
+        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(tmp_path / "m"))
+        signature = meta.signature_def["serving_default"]
+        found = session.run(signature.outputs["item_ids"].name, {signature.inputs["user_id"].name: users})
+    assert [[i.decode() for i in row] for row in found] == scorer.top_k(users, 5)
