@@ -121,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--chunk-events", type=int, default=1_000_000, help="events per part file")
     gen.add_argument("--overwrite", action="store_true", help="replace days that were already published")
 
+    # the streaming services parse their own options (`recsys collect --help`, `recsys sink --help`)
+    sub.add_parser("collect", add_help=False,
+                   help="the event collector: POST /events (JSON array or NDJSON) checked at the edge, to Kafka")
+    sub.add_parser("sink", add_help=False,
+                   help="the Kafka -> raw/events/dt=D sink: atomic part files, deduplicated, days closed by watermark")
+
     bundle = sub.add_parser("bundle-online-retail", help="rebuild the shipped data bundle from per-day CSVs")
     bundle.add_argument("--source", type=Path, required=True)
     return p
@@ -292,7 +298,24 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> Any:
     return command(store, settings, args)
 
 
+def _streaming(command: str, argv: list[str]) -> int:
+    """``recsys collect`` / ``recsys sink``: long-running services with options of their own."""
+    if command == "collect":
+        from recsys.streaming import collector
+
+        return collector.main(argv)
+    from recsys.streaming import sink
+
+    return sink.main(argv)
+
+
+STREAMING_COMMANDS = ("collect", "sink")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in STREAMING_COMMANDS:
+        return _streaming(argv[0], argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "serve":
         # One BLAS thread per scoring call: concurrency comes from requests, and a BLAS thread pool

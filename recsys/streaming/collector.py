@@ -384,7 +384,7 @@ def create_app(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m recsys.streaming.collector``: serve the collector with uvicorn (until ``recsys collect``)."""
+    """``python -m recsys.streaming.collector``: serve the collector with uvicorn (also ``recsys collect``)."""
     import argparse
 
     import uvicorn
@@ -392,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     from recsys.config import Settings
     from recsys.streaming.topics import default_bootstrap, ensure_topic
 
-    parser = argparse.ArgumentParser(description="the recsys event collector (POST /events -> Kafka)")
+    parser = argparse.ArgumentParser(prog="recsys collect",
+                                     description="the recsys event collector (POST /events -> Kafka)")
     parser.add_argument("--bootstrap", help="host:port of a broker (default: RECSYS_KAFKA_BOOTSTRAP or var/kafka)")
     parser.add_argument("--topic", default=EVENTS_TOPIC)
     parser.add_argument("--host", default="127.0.0.1")

@@ -501,14 +501,15 @@ def read_events(store: PartitionStore, folder: str) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m recsys.streaming.sink``: run the sink until SIGTERM/SIGINT (until ``recsys sink``)."""
+    """``python -m recsys.streaming.sink``: run the sink until SIGTERM/SIGINT (also ``recsys sink``)."""
     import argparse
 
     from recsys.config import Settings
     from recsys.storage import open_store
     from recsys.streaming.topics import default_bootstrap, ensure_topic
 
-    parser = argparse.ArgumentParser(description="the recsys sink (Kafka topic -> raw/events partitions)")
+    parser = argparse.ArgumentParser(prog="recsys sink",
+                                     description="the recsys sink (Kafka topic -> raw/events partitions)")
     parser.add_argument("--bootstrap", help="host:port of a broker (default: RECSYS_KAFKA_BOOTSTRAP or var/kafka)")
     parser.add_argument("--topic", default=EVENTS_TOPIC)
     parser.add_argument("--group", default="recsys-sink")

@@ -148,10 +148,11 @@ def test_validate_accepts_a_failed_partition_only_with_a_reason(root, capsys, pu
 def test_every_command_of_the_parser_has_a_handler():
     import argparse
 
-    from recsys.cli import _COMMANDS, _parser
+    from recsys.cli import _COMMANDS, STREAMING_COMMANDS, _parser
 
     commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(commands.choices) == set(_COMMANDS)
+    assert set(commands.choices) == set(_COMMANDS) | set(STREAMING_COMMANDS)
+    assert not set(_COMMANDS) & set(STREAMING_COMMANDS)
 
 
 @pytest.mark.parametrize("edge", ["9999-12-31", "0001-01-01"])
@@ -184,3 +185,17 @@ def test_run_of_a_thin_day_goes_on_without_a_candidate(root, capsys, publish_eve
     assert registry.load(store)["decisions"]["2011-01-05"]["candidate_version"] is None
     assert main(["summary", "--date", "2011-01-05"]) == 0
     assert "decision   : REJECT - no candidate: " in capsys.readouterr().out
+
+
+def test_collect_and_sink_are_recsys_commands_with_their_own_options(capsys):
+    """``recsys collect`` / ``recsys sink`` hand their options to the streaming services' own parsers."""
+    import pytest
+
+    from recsys.cli import main
+
+    for command, option in (("collect", "--create-topic"), ("sink", "--lateness-seconds")):
+        with pytest.raises(SystemExit) as exited:
+            main([command, "--help"])
+        assert exited.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: recsys {command}") and option in out
