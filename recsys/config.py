@@ -74,6 +74,7 @@ class Settings:
     min_recall: float | None = 0.02  # absolute floor for recall@K; None means "never bless"
     max_regression: float | None = 0.0  # candidate may be at most this much below the champion
     min_eval_users: int = 10  # fewer held-out users than this: no decision can be trusted
+    max_eval_users: int | None = None  # evaluate a deterministic sample of this many held-out users (None: all)
     # validation thresholds (expectations/raw_events.json; defaults chosen on a year of Online Retail days)
     validation_late_hours: float = 1.0  # events up to this many hours before the day still belong to it
     validation_max_id_length: int = 64  # longest event, user or item id accepted (characters)
@@ -177,6 +178,9 @@ class Settings:
                      "sensor_timeout_seconds"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"RECSYS_{name.upper()} must be positive, got {getattr(self, name)}")
+        if self.max_eval_users is not None and self.max_eval_users <= 0:
+            raise ConfigError(f"RECSYS_MAX_EVAL_USERS must be positive (unset: every held-out user), "
+                              f"got {self.max_eval_users}")
         if self.repeat_scale < 0:
             raise ConfigError(f"RECSYS_REPEAT_SCALE must be >= 0, got {self.repeat_scale}")
         if self.trend_days < 0:

@@ -6,6 +6,7 @@ candidate and the champion on the same held-out interactions of a day (neither t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import asdict, dataclass
 from datetime import date
@@ -159,7 +160,10 @@ def compare_with_champion(
     The same evaluation for a day's fine-tuned candidate and for a full retrain; records nothing.
     Users are ranked ``block_users`` at a time (default :data:`~recsys.serving.index.SCORE_BLOCK_USERS`),
     so memory is one [block, items] score matrix however many users are held out; the metrics do not
-    depend on the block size (each user's ranking uses only that user's scores).
+    depend on the block size (each user's ranking uses only that user's scores). With
+    ``settings.max_eval_users`` below the number of held-out users, a deterministic sample of that many
+    is evaluated (:func:`sample_users`) and the decision records ``eval_sample``: its size, the held-out
+    count and the standard errors of the key metric (candidate, champion, and their paired difference).
     """
     from recsys.features.build import load_examples
     from recsys.serving.index import SCORE_BLOCK_USERS, load_scorer
@@ -169,9 +173,15 @@ def compare_with_champion(
     relevant_by_user = holdout.groupby(schema.USER_ID)[schema.ITEM_ID].agg(set)
     users = [str(u) for u in relevant_by_user.index]
     relevant = [set(items) for items in relevant_by_user]
+    held_out = len(users)
+    cap = settings.max_eval_users
+    if cap is not None and held_out > cap:
+        chosen = sample_users(users, day, cap)
+        users, relevant = [users[i] for i in chosen], [relevant[i] for i in chosen]
     k = settings.k
 
     block = block_users or SCORE_BLOCK_USERS
+    per_user: dict[int, np.ndarray] = {}
 
     def metrics(version: int) -> dict[str, float]:
         # per-user recalls kept block by block (floats, not ranked lists); the mean is recall_at_k's
@@ -182,12 +192,20 @@ def compare_with_champion(
             mine = relevant[start: start + len(ranked)]
             at_k += user_recalls(ranked, mine, k)
             at_20 += user_recalls(ranked, mine, 20)
+        per_user[version] = np.asarray(at_k)
         return {f"recall@{k}": float(np.mean(at_k)) if at_k else 0.0,
                 "recall@20": float(np.mean(at_20)) if at_20 else 0.0}
 
     candidate_metrics = metrics(candidate_version) if users else {}
     champion_metrics = metrics(champion_version) if users and champion_version is not None else None
     key = f"recall@{k}"
+    sample: dict[str, float | int] | None = None
+    if len(users) < held_out:
+        sample = {"users": len(users), "held_out_users": held_out,
+                  "candidate_se": standard_error(per_user[candidate_version])}
+        if champion_version is not None:
+            sample["champion_se"] = standard_error(per_user[champion_version])
+            sample["difference_se"] = standard_error(per_user[candidate_version] - per_user[champion_version])
     decision = decide(
         candidate_metrics.get(key, 0.0),
         champion_metrics[key] if champion_metrics else None,
@@ -202,9 +220,29 @@ def compare_with_champion(
         "candidate_metrics": candidate_metrics,
         "champion_metrics": champion_metrics,
         "eval_users": len(users),
-        "eval_examples": len(holdout),
+        "eval_examples": len(holdout) if sample is None else sum(map(len, relevant)),
         "blessed": decision.blessed,
         "reason": decision.reason,
         "decided_at": registry.now(),
     }
+    if sample is not None:
+        spread = ", ".join(f"{name[:-3]} {value:.4f}" for name, value in sample.items() if name.endswith("_se"))
+        result["eval_sample"] = sample
+        result["reason"] += (f"; a sample of {len(users)} of {held_out} held-out users "
+                             f"(RECSYS_MAX_EVAL_USERS), standard error of {key}: {spread}")
     return result
+
+
+def sample_users(users: list[str], day: date, size: int) -> list[int]:
+    """Indexes (ascending) of a deterministic sample of ``size`` of ``users``: the smallest hashes of
+    (day, user id), so a rerun of the day evaluates the same customers and each day a different share."""
+    if size < 1:
+        raise ValueError(f"a sample needs at least one user, got {size}")
+    keys = np.array([int.from_bytes(hashlib.blake2b(f"{day.isoformat()}/{u}".encode(), digest_size=8).digest(),
+                                    "big") for u in users], dtype=np.uint64)
+    return sorted(np.argsort(keys, kind="stable")[:size].tolist())
+
+
+def standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean of ``values`` (sample standard deviation / sqrt(n); 0 for n < 2)."""
+    return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0

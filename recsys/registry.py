@@ -114,6 +114,7 @@ class Decision(TypedDict, total=False):
     champion_metrics: dict[str, float] | None
     eval_users: int
     eval_examples: int
+    eval_sample: dict[str, float | int]  # set when max_eval_users sampled the held-out users (recsys.evaluation)
     blessed: Required[bool]
     reason: Required[str]
     decided_at: str

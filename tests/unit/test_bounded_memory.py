@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from recsys import registry, schema
-from recsys.config import Settings
+from recsys.config import ConfigError, Settings
 from recsys.datasets.landing import land_days
 from recsys.evaluation import compare_with_champion, recall_at_k
 from recsys.features import vocab
@@ -82,11 +82,14 @@ def real_days(tmp_path_factory) -> tuple[LocalStore, Settings, list[date]]:
     return store, settings, days
 
 
-def _one_shot_metrics(store: LocalStore, version: int, day: date, k: int) -> dict[str, float]:
+def _one_shot_metrics(store: LocalStore, version: int, day: date, k: int,
+                      only: list[str] | None = None) -> dict[str, float]:
     """Today's evaluation before blocks: one dense [users x items] matrix, then recall_at_k."""
     examples = pd.read_parquet(store.root / layout.features(day) / layout.EXAMPLES_FILE)
     holdout = examples[examples[schema.SPLIT] == "holdout"]
     relevant_by_user = holdout.groupby(schema.USER_ID)[schema.ITEM_ID].agg(set)
+    if only is not None:
+        relevant_by_user = relevant_by_user[relevant_by_user.index.isin(only)]
     users = [str(u) for u in relevant_by_user.index]
     relevant = [set(items) for items in relevant_by_user]
     scorer = load_scorer(store, version, before=day)
@@ -111,7 +114,7 @@ def test_block_evaluation_equals_one_shot_evaluation_on_real_days(real_days):
         result = compare_with_champion(store, settings, day, 2, 1, block_users=block)
         assert result["candidate_metrics"] == expected_candidate, block
         assert result["champion_metrics"] == expected_champion, block
-        assert result["eval_users"] == held_out
+        assert result["eval_users"] == held_out and "eval_sample" not in result
 
 
 def test_top_k_in_blocks_ranks_every_user_as_one_block_does(real_days):
@@ -259,3 +262,42 @@ def test_histories_by_row_equals_the_per_user_loop_on_real_snapshots(real_days):
             checked += len(expected)
     assert checked > 1000
     assert histories_by_row(history.empty(), item_rows, len(items) + 1, 50) == {}
+
+
+def _user_recalls(store: LocalStore, version: int, day: date, users: list[str], k: int) -> np.ndarray:
+    examples = pd.read_parquet(store.root / layout.features(day) / layout.EXAMPLES_FILE)
+    holdout = examples[examples[schema.SPLIT] == "holdout"]
+    relevant = holdout.groupby(schema.USER_ID)[schema.ITEM_ID].agg(set)
+    ranked = load_scorer(store, version, before=day).top_k(users, max(k, 20))
+    return np.array([len(set(r[:k]) & relevant[u]) / len(relevant[u]) for u, r in zip(users, ranked, strict=True)])
+
+
+def test_a_capped_evaluation_scores_a_deterministic_sample_and_records_its_standard_error(real_days):
+    from recsys.evaluation import sample_users
+
+    store, settings, days = real_days
+    day = days[-1]
+    full = compare_with_champion(store, settings, day, 2, 1)
+    held_out = full["eval_users"]
+    assert compare_with_champion(store, settings.replace(max_eval_users=held_out), day, 2, 1)["candidate_metrics"] \
+        == full["candidate_metrics"]  # a cap at or above the held-out users changes nothing
+    capped = compare_with_champion(store, settings.replace(max_eval_users=20), day, 2, 1)
+    examples = pd.read_parquet(store.root / layout.features(day) / layout.EXAMPLES_FILE)
+    everyone = sorted(examples.loc[examples[schema.SPLIT] == "holdout", schema.USER_ID].astype(str).unique())
+    chosen = [everyone[i] for i in sample_users(everyone, day, 20)]
+    assert capped["eval_users"] == 20 and len(set(chosen)) == 20
+    assert capped["candidate_metrics"] == _one_shot_metrics(store, 2, day, settings.k, only=chosen)
+    assert capped["champion_metrics"] == _one_shot_metrics(store, 1, day, settings.k, only=chosen)
+    candidate = _user_recalls(store, 2, day, chosen, settings.k)
+    champion = _user_recalls(store, 1, day, chosen, settings.k)
+    sample = capped["eval_sample"]
+    assert (sample["users"], sample["held_out_users"]) == (20, held_out)
+    assert sample["candidate_se"] == pytest.approx(candidate.std(ddof=1) / np.sqrt(20))
+    assert sample["champion_se"] == pytest.approx(champion.std(ddof=1) / np.sqrt(20))
+    assert sample["difference_se"] == pytest.approx((candidate - champion).std(ddof=1) / np.sqrt(20))
+    assert f"a sample of 20 of {held_out} held-out users" in capped["reason"]
+    again = compare_with_champion(store, settings.replace(max_eval_users=20), day, 2, 1)
+    assert (again["candidate_metrics"], again["eval_sample"]) == (capped["candidate_metrics"], sample)
+    assert sample_users(everyone, days[-2], 20) != sample_users(everyone, day, 20)  # each day its own sample
+    with pytest.raises(ConfigError, match="RECSYS_MAX_EVAL_USERS must be positive"):
+        settings.replace(max_eval_users=0)
