@@ -21,7 +21,7 @@ import pandas as pd
 
 from recsys import registry, schema
 from recsys.datasets import synthetic
-from recsys.features import vocab
+from recsys.features import history, vocab
 from recsys.serving.deploy import INDEX_FILE, INDEX_META_FILE, build_index, index_metadata
 from recsys.storage import layout
 from recsys.storage.local import LocalStore
@@ -70,6 +70,9 @@ def build(root: Path, n_users: int, n_items: int, dim: int = 32, versions: int =
         schema.USER_ROW: 0, schema.ITEM_ROW: 0, schema.SPLIT: "train",
     })
     store.write_parquet(f"{layout.features(DAY)}/examples.parquet", bought)
+    # the serving process reads purchases and popularity from the history snapshot built with the examples
+    snapshot = history.update(history.empty(), bought.drop_duplicates([schema.USER_ID, schema.ITEM_ID]), DAY, 200)
+    store.write_parquet(f"{layout.features(DAY)}/{layout.HISTORY_FILE}", snapshot)
     store.mark_success(layout.features(DAY))
     for version in range(1, versions + 1):
         user, item = tables(n_users, n_items, dim, seed + version)
