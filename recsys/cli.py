@@ -221,7 +221,7 @@ def _refresh_index(store: PartitionStore, settings: Settings, args: argparse.Nam
 def _serve(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
     import uvicorn
 
-    from recsys.serving.limits import server_options
+    from recsys.serving.bounded_http import server_options
     from recsys.serving.service import create_app
 
     app = create_app(store, poll_seconds=args.poll_seconds,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httptools  # noqa: F401 - an ImportError here makes limits.server_options fall back to h11
+import httptools  # noqa: F401 - the parser HttpToolsProtocol needs (pinned in constraints.txt)
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from recsys.serving.limits import MAX_HEAD_BYTES, MAX_URL_BYTES, REASONS
@@ -58,3 +58,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             b"content-length: %d\r\n" % len(body), b"connection: close\r\n\r\n", body,
         ]))
         self.transport.close()
+
+
+def server_options() -> dict[str, Any]:
+    """Keyword arguments for ``uvicorn.run`` that bound the request head while the server reads it."""
+    return {"http": BoundedHttpToolsProtocol}

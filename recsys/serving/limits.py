@@ -5,10 +5,9 @@ Two layers, so that no request is answered 200 past a limit and none is buffered
 - :class:`RequestLimits`, ASGI middleware of the app (any server, and in-process tests): a URL longer
   than ``MAX_URL_BYTES`` is answered 414, a header block larger than ``MAX_HEADER_BYTES`` 431, a body
   larger than ``MAX_BODY_BYTES`` 413 (no endpoint takes a body; one is read up to the limit and refused).
-- :func:`server_options` for ``uvicorn.run``: uvicorn's httptools protocol, which otherwise buffers a
-  request head of any size (a 32 MB header was answered 200), refusing the head while it arrives
-  (:class:`recsys.serving.bounded_http.BoundedHttpToolsProtocol`); without httptools, h11 with its
-  incomplete-event bound (it answers 400).
+- :func:`recsys.serving.bounded_http.server_options` for ``uvicorn.run``: uvicorn's httptools protocol,
+  which otherwise buffers a request head of any size (a 32 MB header was answered 200), refusing the head
+  while it arrives (:class:`recsys.serving.bounded_http.BoundedHttpToolsProtocol`).
 
 Answers are ``{"detail": "..."}`` with ``connection: close``.
 """
@@ -98,12 +97,3 @@ def refusal(scope: Scope) -> int | None:
     if not length.isdigit() or int(length) > MAX_BODY_BYTES:
         return 413
     return None
-
-
-def server_options() -> dict[str, Any]:
-    """Keyword arguments for ``uvicorn.run`` that bound the request head while the server reads it."""
-    try:
-        from recsys.serving.bounded_http import BoundedHttpToolsProtocol
-    except ImportError:  # no httptools
-        return {"http": "h11", "h11_max_incomplete_event_size": MAX_HEAD_BYTES}
-    return {"http": BoundedHttpToolsProtocol}

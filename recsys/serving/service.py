@@ -15,7 +15,7 @@ Every answer names the version it came from; one request is answered by exactly 
 rule of :func:`recsys.schema.valid_id` (the one validation applies to the data; its ``pattern`` is in
 the OpenAPI schema); violations are 422 answers ``{"detail": "<message naming the field>"}``. URL,
 header and body sizes are bounded (414, 431, 413: :mod:`recsys.serving.limits`; run the app with
-``uvicorn.run(app, **limits.server_options())`` so the server bounds them while reading, as
+``uvicorn.run(app, **bounded_http.server_options())`` so the server bounds them while reading, as
 ``recsys serve`` does).
 """
 

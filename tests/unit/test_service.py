@@ -344,7 +344,7 @@ def test_cli_serve_runs_uvicorn_with_the_app(sstore, monkeypatch):
     (app, kw), = calls
     assert isinstance(app, FastAPI)
     assert (kw["host"], kw["port"], app.state.holder.poll_seconds) == ("127.0.0.1", 8123, 0.5)
-    from recsys.serving.limits import server_options
+    from recsys.serving.bounded_http import server_options
 
     assert kw["http"].__name__ == server_options()["http"].__name__ == "BoundedHttpToolsProtocol"  # bounded heads
     assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
@@ -383,7 +383,7 @@ def test_cli_serve_rejects_a_bad_poll_interval(bad, capsys):
 
 # --- approximate search (HNSW) for large catalogs ----------------------------------------------------
 def test_hnsw_search_gives_the_exact_answers_on_a_tiny_catalog(sstore):
-    pytest.importorskip("faiss")
+    import faiss  # noqa: F401 - pinned (requirements.txt): a missing faiss fails this test, never skips it
     app = create_app(sstore, watch=False, ann_min_items=1)  # every catalog counts as large
     app.state.holder.poll()
     client = TestClient(app)
