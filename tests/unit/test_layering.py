@@ -124,3 +124,53 @@ def test_an_upward_import_is_reported(relative, source):
 )
 def test_downward_and_same_layer_imports_are_fine(relative, source):
     assert upward_imports(PACKAGE / relative, source) == []
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the recsys modules it imports (at any depth), package faces (``__init__``) left out.
+
+    ``from recsys.storage import layout`` is an import of the module ``recsys.storage.layout`` where that is a
+    module; a package's ``__init__`` only re-exports its modules, so an edge to it is an edge to nothing.
+    """
+    modules = {module_name(p): p for p in _modules() if p.name != "__init__.py"}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges = set()
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            edges |= {t for t in targets if t in modules and t != name}
+        graph[name] = edges
+    return graph
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports directly or through others."""
+    seen: set[str] = set()
+    todo = list(graph.get(start, ()))
+    while todo:
+        v = todo.pop()
+        if v not in seen:
+            seen.add(v)
+            todo += graph.get(v, ())
+    return seen
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every group of modules that import each other (directly or through others), each sorted."""
+    reach = {v: reachable(graph, v) for v in graph}
+    groups = {frozenset({v} | {w for w in reach[v] if v in reach.get(w, ())}) for v in graph if v in reach[v]}
+    return sorted(sorted(g) for g in groups)
+
+
+def test_no_import_cycle_between_modules():
+    assert cycles(import_graph()) == []
+
+
+def test_a_cycle_is_found():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
