@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from recsys.serving.export import tf  # TensorFlow as recsys sets it up (TF_USE_LEGACY_KERAS before the import)
 from recsys.serving.index import Scorer
-
-tf = pytest.importorskip("tensorflow")
 
 ITEMS, USERS, DIM = 400, 30, 8
 OWN = {"u0": 0, "u1": 1, "u50": 50, "u200": 200, "h0": 0, "h1": 1, "h50": 50, "h200": 200}
