@@ -34,10 +34,12 @@ One run per daily partition of user-behaviour events, in date order, each exactl
 Alerts: a task that fails for good (a domain error at once, anything else after its retry) sends an
 alert through `RECSYS_NOTIFY_BACKEND` (log by default; smtp or webhook, see recsys/notify.py).
 
-Catchup: the scheduler runs every date from `RECSYS_SCHEDULE_START` (default 2010-12-01, Online Retail's first
-day; read when this file is parsed) on, one run at a time in date order. After an outage (scheduler down, DAG
-paused) it creates the missed dates' runs by itself, oldest first; a date that already has a run (a backfill,
-a manual run) is not run again. A new deployment sets `RECSYS_SCHEDULE_START` to its first partition date.
+Catchup (`RECSYS_SCHEDULE_CATCHUP`, on by default): the scheduler runs every date from `RECSYS_SCHEDULE_START`
+(default 2010-12-01, Online Retail's first day; both read when this file is parsed) on, one run at a time in
+date order. After an outage (scheduler down, DAG paused) it creates the missed dates' runs by itself, oldest
+first; a date that already has a run (a backfill, a manual run) is not run again. A new deployment sets
+`RECSYS_SCHEDULE_START` to its first partition date, never later than a date it processes: with catchup on,
+Airflow's `depends_on_past` does not hold runs dated before the start date.
 
 Backfill: `airflow backfill create --dag-id recsys_incremental_update --from-date D1 --to-date D2
 --reprocess-behavior failed --max-active-runs 1` (Airflow refuses `none` and `--run-backwards` for a DAG with
@@ -97,7 +99,7 @@ def _check_overrides(params: Any) -> None:
     # the first date is a setting: a new deployment does not start at Online Retail's first day
     start_date=pendulum.instance(datetime.fromisoformat(SETTINGS.schedule_start), tz="UTC"),
     # after an outage the scheduler creates every missed date's run, one at a time, in date order
-    catchup=True,
+    catchup=SETTINGS.schedule_catchup,  # RECSYS_SCHEDULE_CATCHUP, default on
     max_active_runs=1,
     doc_md=__doc__,
     tags=["recsys", "training", "incremental"],

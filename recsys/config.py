@@ -46,8 +46,11 @@ class Settings:
     sensor_poke_seconds: int = 60
     sensor_timeout_seconds: int = 12 * 3600
     # the first partition date the scheduler runs the daily DAG for (YYYY-MM-DD; read when the DAG file is
-    # parsed). Catchup is on: after an outage the scheduler runs every missed date from here on, in order
+    # parsed; never after a date you process: with catchup on, Airflow's depends_on_past does not hold dates
+    # before it). With catchup on, after an outage the scheduler runs every missed date, in order
     schedule_start: str = "2010-12-01"
+    # off: the scheduler runs only the latest date after an outage; missed dates need a backfill
+    schedule_catchup: bool = True
     # model
     embedding_dim: int = 64
     learning_rate: float = 0.1

@@ -33,7 +33,7 @@ import itertools
 import json
 import subprocess
 import urllib.parse
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -77,13 +77,13 @@ def stack(metadata_db, tmp_path_factory):
     """Landed days, an initialised Airflow home, the three servers running and the DAG parsed (paused, as new
     DAGs are).
 
-    The daily schedule starts yesterday: unpausing creates that one scheduled run (no partition: its sensor
-    fails after RECSYS_SENSOR_TIMEOUT_SECONDS), never scheduled runs of the backfilled dates.
+    The scheduler's catchup is off (RECSYS_SCHEDULE_CATCHUP): the dates are the operator's backfills, and
+    unpausing creates only the latest interval's scheduled run (no partition: its sensor fails after
+    RECSYS_SENSOR_TIMEOUT_SECONDS). tests/e2e/test_catchup_scheduler.py has the scheduler's own catchup.
     """
     home = tmp_path_factory.mktemp("airflow-home")
     store_root = tmp_path_factory.mktemp("store")
-    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
-    with airflow_stack(home, store_root, metadata_db, schedule_start=yesterday) as airflow:
+    with airflow_stack(home, store_root, metadata_db, schedule_catchup="false") as airflow:
         land = subprocess.Popen(  # upstream publishes the days while Airflow's schema is created
             [str(BIN / "recsys"), "land", "--from", FIRST_DAYS[0], "--days", "5"],
             stdout=subprocess.PIPE,
@@ -123,8 +123,8 @@ def test_backfill_runs_the_dates_in_order_one_at_a_time(stack):
         assert sorted(runs) == FIRST_DAYS and {r["state"] for r in runs.values()} == {"queued"}, runs
 
     stack.hold(all_queued)
-    # unpausing also creates the scheduled run of yesterday (the schedule starts there): it has no partition,
-    # and its sensor fails after RECSYS_SENSOR_TIMEOUT_SECONDS; it is not part of the backfill
+    # unpausing also creates the run of the latest day (catchup is off): it has no partition, and its
+    # sensor fails after RECSYS_SENSOR_TIMEOUT_SECONDS; it is not part of the backfill
     stack.unpause()
     concurrent: list[list[str]] = []
 

@@ -127,7 +127,9 @@ def test_the_schedule_starts_at_the_configured_date_and_a_malformed_one_is_an_im
 
     monkeypatch.setenv("RECSYS_SCHEDULE_START", "2011-03-01")
     dag = DagBag(dag_folder=str(REPO_ROOT / "dags")).dags["recsys_incremental_update"]
-    assert dag.start_date.isoformat() == "2011-03-01T00:00:00+00:00"
+    assert dag.start_date.isoformat() == "2011-03-01T00:00:00+00:00" and dag.catchup is True
+    monkeypatch.setenv("RECSYS_SCHEDULE_CATCHUP", "false")  # missed dates left to backfills
+    assert DagBag(dag_folder=str(REPO_ROOT / "dags")).dags["recsys_incremental_update"].catchup is False
     monkeypatch.setenv("RECSYS_SCHEDULE_START", "2011-02-30")
     errors = DagBag(dag_folder=str(REPO_ROOT / "dags")).import_errors
     assert any("RECSYS_SCHEDULE_START='2011-02-30'" in error for error in errors.values()), errors
