@@ -2,12 +2,17 @@
 
 Every tricky id below gets the same verdict from ``schema.valid_id``, from the Great Expectations suites
 (``expectations/raw_events.json`` and ``catalog.json`` with the parameters validation passes), from the
-service (422, or 404 where the id cannot even be put in a URL path) and from the schema's ``pattern``.
+service (422, or 404 where the id cannot even be put in a URL path) and from the schema's ``pattern``, run
+by Python, pydantic (the service) and JavaScript with and without the 'u' flag (Swagger UI, JSON Schema
+validators). Characters beyond the BMP are refused by all of them (see recsys.schema).
 """
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
 import sys
 import unicodedata
 from datetime import date
@@ -26,6 +31,8 @@ INVALID = [
     "", " 17135", "17135 ", " ", "a\u2028b", "a\u2029b", "a\u202eb", "a\x85b", "a\x9fb", "a\x00b", "a\tb", "a\nb",
     "17135\n", "a\u200bb", "\ufeff17135", "a\u00a0b", "a\u3000b", "a\u00adb", "a\U000e0041b", "a\ue000b", "item/1",
     ".", "..", "...", ". ", "x" * 65,
+    # beyond the BMP (refused as a whole, so every regex engine reads the rule alike)
+    "a\U0001F600b", "\U00020000", "a\U000110bdb", "a\U000F0000b", "17135\U000E0020",
 ]
 
 
@@ -38,16 +45,17 @@ def test_valid_id_and_the_search_form_agree(text):
 
 
 def test_the_forbidden_class_is_exactly_the_unicode_categories():
-    """Cc, Cf, Co, Zl, Zp and Zs but the space are forbidden, plus '/'; everything else is allowed (code
-    points this Python's Unicode database does not know yet, category Cn, may go either way)."""
-    forbidden = {"Cc", "Cf", "Co", "Zl", "Zp", "Zs"}
+    """In the BMP, Cc, Cf, Co, Cs, Zl, Zp and Zs but the space are forbidden, plus '/'; everything else is
+    allowed (code points this Python's Unicode database does not know yet, category Cn, may go either
+    way). Every character beyond the BMP is forbidden."""
+    forbidden = {"Cc", "Cf", "Co", "Cs", "Zl", "Zp", "Zs"}
     wrong = []
     for code in range(sys.maxunicode + 1):
         char = chr(code)
         category = unicodedata.category(char)
-        if category in ("Cs", "Cn"):
+        if category == "Cn" and code <= 0xFFFF:
             continue
-        expected = not ((category in forbidden and char != " ") or char == "/")
+        expected = code <= 0xFFFF and not ((category in forbidden and char != " ") or char == "/")
         if schema.valid_id(f"a{char}b") is not expected:
             wrong.append(f"U+{code:04X} {category}")
     assert wrong == []
@@ -126,3 +134,43 @@ def test_the_openapi_schema_publishes_the_rule(service):
         for text in VALID + INVALID:
             accepted = pattern.fullmatch(text) is not None and 1 <= len(text) <= schema.MAX_ID_LENGTH
             assert accepted is (text in VALID), text
+
+
+_NODE_VERDICTS = """
+const [pattern, maxLength, texts] = JSON.parse(require("fs").readFileSync(0, "utf8"));
+const verdicts = {};
+for (const flags of ["", "u"]) {
+  const re = new RegExp(pattern, flags);  // Swagger UI: new RegExp(pattern); JSON Schema validators: 'u'
+  const length = flags ? (t) => [...t].length : (t) => t.length;
+  verdicts[flags || "none"] = texts.map((t) => re.test(t) && length(t) >= 1 && length(t) <= maxLength);
+}
+process.stdout.write(JSON.stringify(verdicts));
+"""
+
+
+def _javascript_verdicts(pattern: str, texts: list[str]) -> dict[str, list[bool]]:
+    """Whether JavaScript's RegExp, without and with the 'u' flag, accepts each text by ``pattern`` and
+    the schema's length bounds (Node.js; JSON carries lone surrogates as \\uXXXX escapes)."""
+    node = shutil.which("node")
+    assert node, "Node.js is needed to check the published pattern in JavaScript"
+    payload = json.dumps([pattern, schema.MAX_ID_LENGTH, texts])
+    done = subprocess.run([node, "-e", _NODE_VERDICTS], input=payload, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_javascript_reads_the_published_pattern_as_python_does(service):
+    """The OpenAPI ``pattern`` gives valid_id's verdict in JavaScript with and without the 'u' flag: for
+    the tricky ids, every BMP character (surrogates included) and samples beyond the BMP. (Python's
+    \\U0001xxxx escapes read as a literal 'U' without 'u', so ids with 'U' or digits were refused, and
+    were a SyntaxError with 'u'.)"""
+    doc = service.get("/openapi.json").json()
+    params = {p["name"]: p for p in doc["paths"]["/recommendations/{user_id}"]["get"]["parameters"]}
+    pattern = params["user_id"]["schema"]["pattern"]
+    texts = VALID + INVALID + [f"a{chr(code)}b" for code in range(0x10000)]
+    texts += [f"a{chr(code)}b" for code in range(0x10000, sys.maxunicode + 1, 997)]
+    expected = [schema.valid_id(t) for t in texts]
+    for flags, verdicts in _javascript_verdicts(pattern, texts).items():
+        wrong = [t for t, ok, want in zip(texts, verdicts, expected, strict=True) if ok is not want]
+        assert wrong == [], (flags, [f"{t!r}" for t in wrong[:20]])
