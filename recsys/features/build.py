@@ -102,8 +102,11 @@ def build_features(
             f"{store.uri(layout.raw_events(day))} ({delivered[:12]}) is not the one that passed validation "
             f"({passed[:12]}). Run the validate step for {day} again, then build its features"
         )
-    cleaned, cleaning = clean_events(events)
+    cleaned, cleaning = clean_events(events, settings.validation_max_id_length)
     del events
+    if cleaning.invalid_ids:  # only an accepted partition gets here with them: validation refuses them
+        log.warning("partition %s: %d rows dropped whose user_id or item_id is missing or not a valid id",
+                    day, cleaning.invalid_ids)
     if cleaned.empty:  # a thin day: no examples, nothing grows; training keeps the model (recsys.training)
         log.warning("partition %s has no usable events after cleaning: %s", day, cleaning.as_dict())
     pairs = (

@@ -88,7 +88,8 @@ def test_build_features_writes_examples_stats_and_vocab(store, publish_events):
     stats = build_features(store, SETTINGS, D1)
     assert stats.as_dict() == {
         "date": "2011-01-04",
-        "cleaning": {"rows_in": 7, "rows_out": 5, "duplicate_event_ids": 1, "non_positive_quantity": 1},
+        "cleaning": {"rows_in": 7, "rows_out": 5, "duplicate_event_ids": 1, "invalid_ids": 0,
+                     "non_positive_quantity": 1},
         "examples": 4,  # (u1,i1) (u1,i2) (u2,i2) (u5,i3)
         "train_examples": 2,  # u1's two pairs
         "holdout_examples": 2,

@@ -107,6 +107,28 @@ def test_the_event_suite_gets_the_rule_from_validation(store, publish_events):
         validate_partition(store, Settings(), day)
 
 
+def test_an_accepted_partition_puts_no_invalid_id_into_the_vocabulary(store, publish_events):
+    """On-call may accept a partition that failed on its ids; the features step then drops those rows and
+    counts them in the day's cleaning statistics (features stats.json), never silently."""
+    from recsys.features import build_features, vocab
+    from recsys.features.build import load_stats
+    from recsys.validation import validate_partition
+
+    day = date(2011, 1, 4)
+    publish_events(store, day, [("e-1", "2011-01-04 08:00:00", "17135", "85123A", "purchase", 1, 2.55),
+                                ("e-2", "2011-01-04 09:00:00", " 17135", "85123A", "purchase", 1, 2.55),
+                                ("e-3", "2011-01-04 09:30:00", "17135", "a\u202eb", "purchase", 1, 2.55),
+                                ("e-4", "2011-01-04 10:00:00", "a\u202eb", "22423", "purchase", 1, 2.55)])
+    report = validate_partition(store, Settings(), day, accept_invalid=True, accept_reason="test: ids upstream")
+    assert not report.success and report.accepted is not None
+    settings = Settings(min_user_count=1, min_item_count=1)
+    build_features(store, settings, day)
+    assert load_stats(store, day)["cleaning"] == {"rows_in": 4, "rows_out": 1, "duplicate_event_ids": 0,
+                                                  "invalid_ids": 3, "non_positive_quantity": 0}
+    assert sorted(vocab.load(store, vocab.USERS)[vocab.ID].dropna().astype(str)) == ["17135"]
+    assert "a\u202eb" not in set(vocab.load(store, vocab.ITEMS)[vocab.ID].dropna().astype(str))
+
+
 @pytest.fixture
 def service(store):
     return TestClient(create_app(store, watch=False))  # no champion: a valid id gets 503, an invalid one 4xx
