@@ -86,6 +86,24 @@ def test_dag_folder_imports_fast_without_heavy_libraries():
     # parse time is a benchmark target (bench/dag_parse), not a timed assertion: this machine is shared
 
 
+PLUGIN_PROBE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import recsys_plugin  # as Airflow's plugins manager loads it (api-server, scheduler, DAG processor, tasks)
+print(json.dumps(sorted(m.split(".")[0] for m in sys.modules)))
+"""
+
+
+def test_the_plugin_imports_without_heavy_libraries():
+    """Airflow imports plugins in every one of its processes: the recsys plugin (its pages, links and
+    listener) loads pandas, Great Expectations or TensorFlow only when a page needs them."""
+    out = subprocess.run([sys.executable, "-c", PLUGIN_PROBE, str(REPO_ROOT / "plugins")], capture_output=True,
+                         text=True, check=True)
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert "recsys_plugin" in loaded and "recsys_ui" in loaded
+    assert not loaded & set(HEAVY), f"the plugin imports heavy libraries: {sorted(loaded & set(HEAVY))}"
+
+
 def test_on_hdfs_the_dag_waits_with_the_providers_sensor_and_parses_as_fast(monkeypatch):
     from types import SimpleNamespace
 
