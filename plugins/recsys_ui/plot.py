@@ -12,23 +12,13 @@ from html import escape
 from typing import Any
 
 from recsys import report
-from recsys_ui.cells import fmt
+from recsys_ui.cells import fmt, nice_ceiling
 
 DEPLOY_COLOUR = "#176b2c"
 REJECT_COLOUR = "#b00020"
 SERVING_COLOUR = "#1f5fa8"
 Y_TICKS = 5  # horizontal grid lines, 0 to the top
 MAX_DATE_LABELS = 12  # more dates than this: label every n-th
-
-
-def _nice_ceiling(value: float) -> float:
-    """The smallest of 1, 2, 2.5 or 5 times a power of ten that is >= ``value`` (> 0)."""
-    exponent = math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
-        candidate = step * 10**exponent
-        if candidate >= value * (1 - 1e-9):
-            return float(candidate)
-    return float(10 ** (exponent + 1))
 
 
 def serving_value(row: dict[str, Any]) -> float | None:
@@ -62,7 +52,7 @@ def _frame(rows: list[dict[str, Any]], slots: int, width: int, height: int, retr
     retrains takes one more line at the bottom."""
     left, right, top, bottom = 60, 20, 20, 70 + (18 if retrain_legend else 0)
     values = [v for r in rows for v in (r["candidate"], r["champion"]) if v is not None]
-    y_max = _nice_ceiling(max(max(values), 1e-6) * 1.1)
+    y_max = nice_ceiling(max(max(values), 1e-6) * 1.1)
     return _Frame(width, height, left, top, width - left - right, height - top - bottom, y_max, slots)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from recsys.validation import health
+from recsys_ui.cells import nice_ceiling
 
 WIDTH = 960
 LEFT, RIGHT, TOP = 70, 20, 10
@@ -78,15 +79,6 @@ def log_range(rows: list[dict[str, Any]]) -> tuple[int, int]:
 def _has_band(row: dict[str, Any]) -> bool:
     """The date had history: both ends of its volume band are known (without, only non-empty was checked)."""
     return _num(row.get("volume_min")) is not None and _num(row.get("volume_max")) is not None
-
-
-def nice_ceiling(value: float) -> float:
-    """The smallest of 1, 2, 2.5 or 5 times a power of ten that is >= ``value`` (> 0)."""
-    exponent = math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
-        if step * 10**exponent >= value * (1 - 1e-9):
-            return float(step * 10**exponent)
-    return float(10 ** (exponent + 1))
 
 
 def _num(value: Any) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from recsys_ui import plot
+from recsys_ui import cells, plot
 
 from recsys import report
 
@@ -15,7 +15,7 @@ METRIC = "recall@100"
 @pytest.mark.parametrize(("value", "ceiling"), [(0.11, 0.2), (0.3, 0.5), (0.05, 0.05), (0.51, 1.0), (7, 10),
                                                 (0.22, 0.25)])
 def test_nice_ceiling(value, ceiling):
-    assert plot._nice_ceiling(value) == pytest.approx(ceiling)
+    assert cells.nice_ceiling(value) == pytest.approx(ceiling)  # the metric plot's and the trend's axis top
 
 
 def test_plot_places_candidates_and_the_serving_line_by_hand_computed_coordinates(registry_doc):
