@@ -79,23 +79,6 @@ class HdfsCluster:
         return json.dumps({"conn_type": "webhdfs", "host": web.hostname, "port": web.port, "login": self.user})
 
 
-def _log_tail(lines: int = 60, state: Path = HDFS_STATE) -> str:
-    log = state / "cluster.log"
-    if not log.exists():
-        return f"(no {log})"
-    return f"--- last {lines} lines of {log} ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _shared_cluster(mode: str, state: Path):
     """Start (or join) the test cluster of ``scripts/hdfs-minicluster.sh ... <mode>``; yield its ready.json.
 
@@ -107,6 +90,10 @@ def _shared_cluster(mode: str, state: Path):
     import json
     import subprocess
 
+    from recsys.storage.base import pid_alive
+    from tests.daemons import log_tail
+
+    log = state / "cluster.log"
     env = os.environ | {
         "HDFS_MINICLUSTER_HOME": str(HDFS_STATE), "HDFS_MINICLUSTER_KERBEROS_HOME": str(HDFS_KERBEROS_STATE),
         "HDFS_MINICLUSTER_TIMEOUT": str(HDFS_START_TIMEOUT),
@@ -130,20 +117,20 @@ def _shared_cluster(mode: str, state: Path):
             except subprocess.TimeoutExpired as err:
                 subprocess.run([*script, "stop", mode], capture_output=True, env=env)
                 pytest.fail(
-                    f"the test HDFS ({mode}) did not start within {err.timeout:.0f} s\n{_log_tail(state=state)}",
+                    f"the test HDFS ({mode}) did not start within {err.timeout:.0f} s\n{log_tail(log)}",
                     pytrace=False,
                 )
             if start.returncode != 0:
                 pytest.fail(
                     f"the test HDFS did not start (scripts/hdfs-minicluster.sh start {mode} exited "
-                    f"{start.returncode}):\n{start.stderr}\n{_log_tail(state=state)}",
+                    f"{start.returncode}):\n{start.stderr}\n{log_tail(log)}",
                     pytrace=False,
                 )
             if "already running" not in start.stderr and "started by someone else" not in start.stderr:
                 started_by_tests.touch()
         ready_file = state / "ready.json"
         if not ready_file.exists():
-            pytest.fail(f"the test HDFS reports no {ready_file}\n{_log_tail(state=state)}", pytrace=False)
+            pytest.fail(f"the test HDFS reports no {ready_file}\n{log_tail(log)}", pytrace=False)
         ready = json.loads(ready_file.read_text())
         me.touch()
 
@@ -152,7 +139,7 @@ def _shared_cluster(mode: str, state: Path):
     with open(state / "fixture.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         me.unlink(missing_ok=True)
-        others = [p for p in users.iterdir() if p.name.isdigit() and _pid_alive(int(p.name))]
+        others = [p for p in users.iterdir() if p.name.isdigit() and pid_alive(int(p.name))]
         if not others and started_by_tests.exists():
             subprocess.run([*script, "stop", mode], capture_output=True, env=env)
             started_by_tests.unlink(missing_ok=True)

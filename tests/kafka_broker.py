@@ -20,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from recsys.storage.base import pid_alive
+from tests.daemons import log_tail
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KAFKA_SCRIPT = REPO_ROOT / "scripts" / "kafka.sh"
 KAFKA_STATE = Path(os.environ.get("KAFKA_HOME", REPO_ROOT / "var" / "kafka"))
@@ -49,9 +52,9 @@ class KafkaBroker:
 
         os.kill(self.pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
-        while _pid_alive(self.pid) and time.monotonic() < deadline:
+        while pid_alive(self.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _pid_alive(self.pid), f"broker pid {self.pid} survived SIGKILL"
+        assert not pid_alive(self.pid), f"broker pid {self.pid} survived SIGKILL"
 
     def restart(self) -> None:
         """Start the broker again on its data and ports (after :meth:`kill`); the same bootstrap address."""
@@ -67,21 +70,8 @@ class KafkaBroker:
         self.pid = ready["pid"]
 
 
-def _log_tail(lines: int = 60) -> str:
-    log = KAFKA_STATE / "kafka.log"
-    if not log.exists():
-        return f"(no {log})"
-    return f"--- last {lines} lines of {log} ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _log_tail() -> str:
+    return log_tail(KAFKA_STATE / "kafka.log")
 
 
 def _script(command: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
@@ -121,7 +111,7 @@ def broker_session() -> Iterator[KafkaBroker]:
     with open(KAFKA_STATE / "fixture.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         me.unlink(missing_ok=True)
-        others = [p for p in users.iterdir() if p.name.isdigit() and _pid_alive(int(p.name))]
+        others = [p for p in users.iterdir() if p.name.isdigit() and pid_alive(int(p.name))]
         if not others and started_by_tests.exists():
             _script("stop")
             started_by_tests.unlink(missing_ok=True)

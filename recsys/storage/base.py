@@ -89,7 +89,8 @@ def parse_temporary(entry: str) -> Temporary | None:
     return None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True if process ``pid`` exists on this host (one of another user counts; a zombie counts too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -102,7 +103,7 @@ def _pid_alive(pid: int) -> bool:
 def is_stale(tmp: Temporary, mtime: float, now: float | None = None) -> bool:
     """True if no live process can still be writing ``tmp`` (dead owner on this host, or too old)."""
     now = time.time() if now is None else now
-    if tmp.host == HOST_ID and tmp.pid is not None and not _pid_alive(tmp.pid):
+    if tmp.host == HOST_ID and tmp.pid is not None and not pid_alive(tmp.pid):
         return True
     created = tmp.created if tmp.created is not None else mtime
     return now - created > STALE_SECONDS

@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from recsys.storage.base import HOST_ID, PartitionStore, StorageError
+from recsys.storage.base import HOST_ID, PartitionStore, StorageError, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +58,8 @@ class LockLost(StorageError):
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        return True
     try:  # a killed child its parent has not reaped yet
         with open(f"/proc/{pid}/stat", "rb") as fh:
             return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
