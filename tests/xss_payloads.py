@@ -1,4 +1,5 @@
-"""Markup payloads planted in partitions by the Data Docs XSS tests (issue 18 #1), and a check of a page.
+"""Markup payloads planted in partitions by the Data Docs XSS tests (issue 18 #1), a check of a page, and
+the parsed Content-Security-Policy of a response.
 
 Each payload, if it ever ran, sets ``window.__xss`` (or the title): the browser test reads it; the unit test
 checks that every payload occurs in a built page only as text. Import as ``from tests.xss_payloads import ...``.
@@ -92,3 +93,12 @@ def markup_from_data(page: str) -> tuple[list[str], str]:
     parser.feed(page)
     parser.close()
     return parser.executable, "\n".join(parser.text)
+
+
+def csp_directives(csp: str) -> dict[str, list[str]]:
+    """A Content-Security-Policy header as directive name -> its values."""
+    out = {}
+    for part in csp.split(";"):
+        name, *values = part.split()
+        out[name] = values
+    return out

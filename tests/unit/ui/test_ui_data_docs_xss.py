@@ -19,7 +19,7 @@ from recsys.storage import layout
 from recsys.storage.local import LocalStore
 from recsys.validation.docs import ESCAPED_MARK, RESULTS_DIR, SITE_DIR, escape_result, escape_stored_result
 from recsys.validation.partition import ValidationFailed, validate_partition
-from tests.xss_payloads import BAD_FILE, PAYLOADS, markup_from_data, plant
+from tests.xss_payloads import BAD_FILE, PAYLOADS, csp_directives, markup_from_data, plant
 
 DAY, FILE_DAY = date(2011, 1, 4), date(2011, 1, 5)
 
@@ -134,14 +134,6 @@ def _unescaped(value):
 # --- served by the plugin --------------------------------------------------------------------------------------
 
 
-def _directives(csp: str) -> dict[str, list[str]]:
-    out = {}
-    for part in csp.split(";"):
-        name, *values = part.split()
-        out[name] = values
-    return out
-
-
 def test_the_plugin_serves_gx_pages_sandboxed_and_their_csp_allows_what_they_load(planted):
     from fastapi.testclient import TestClient
     from recsys_ui import security
@@ -153,7 +145,7 @@ def test_the_plugin_serves_gx_pages_sandboxed_and_their_csp_allows_what_they_loa
     for store_path in gx_pages:
         response = client.get(f"/reports/{store_path.removeprefix(f'{layout.VALIDATION_REPORTS}/')}")
         assert response.status_code == 200 and response.headers["content-type"] == "text/html; charset=utf-8"
-        csp = _directives(response.headers["content-security-policy"])
+        csp = csp_directives(response.headers["content-security-policy"])
         assert csp["sandbox"] == ["allow-scripts"] and csp["default-src"] == ["'none'"]
         assert "connect-src" not in csp and "frame-src" not in csp  # default-src 'none' covers them
         assert response.headers["x-content-type-options"] == "nosniff"
@@ -168,7 +160,7 @@ def test_the_plugin_serves_gx_pages_sandboxed_and_their_csp_allows_what_they_loa
         assert images <= set(csp["img-src"]), (store_path, images - set(csp["img-src"]))
 
     overview = client.get("/reports/site/partitions.html")
-    csp = _directives(overview.headers["content-security-policy"])
+    csp = csp_directives(overview.headers["content-security-policy"])
     assert csp["sandbox"] == [] and csp["default-src"] == ["'none'"] and "script-src" not in csp
     assert markup_from_data(overview.text)[0] == []
 

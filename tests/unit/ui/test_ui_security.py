@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.xss_payloads import csp_directives
+
 METRIC = "recall@100"
 # one request per route of the app (the test below checks that none is missing)
 ROUTE_REQUESTS = {
@@ -20,14 +22,6 @@ ROUTE_REQUESTS = {
 }
 
 
-def _directives(csp: str) -> dict[str, list[str]]:
-    out = {}
-    for part in csp.split(";"):
-        name, *values = part.split()
-        out[name] = values
-    return out
-
-
 def test_every_route_is_covered(client):
     paths = {r.path for r in client.app.routes if getattr(r, "include_in_schema", True) or r.path == "/"}
     assert paths == set(ROUTE_REQUESTS)
@@ -38,7 +32,7 @@ def test_every_route_is_covered(client):
 def test_every_response_runs_no_script_and_is_not_sniffed(client, url, accept):
     response = client.get(url, headers={"Accept": accept}, follow_redirects=False)
     assert response.headers["x-content-type-options"] == "nosniff", url
-    csp = _directives(response.headers["content-security-policy"])
+    csp = csp_directives(response.headers["content-security-policy"])
     assert csp["default-src"] == ["'none'"], url
     assert "script-src" not in csp, url  # the app's pages and our overview run no script at all
     assert csp["frame-ancestors"] == ["'self'"] and csp["base-uri"] == ["'none'"], url
@@ -48,7 +42,7 @@ def test_every_response_runs_no_script_and_is_not_sniffed(client, url, accept):
 
 
 def test_the_app_pages_allow_inline_styles_only(client):
-    csp = _directives(client.get("/registry").headers["content-security-policy"])
+    csp = csp_directives(client.get("/registry").headers["content-security-policy"])
     assert csp == {"default-src": ["'none'"], "style-src": ["'unsafe-inline'"], "img-src": ["'self'", "data:"],
                    "base-uri": ["'none'"], "form-action": ["'none'"], "frame-ancestors": ["'self'"]}
 
@@ -58,7 +52,7 @@ def test_gx_pages_run_their_scripts_only_in_a_sandbox_without_the_airflow_origin
 
     response = client.get("/reports/site/validations/raw_events/2010-12-01.html")
     assert response.status_code == 200 and response.headers["content-type"] == "text/html; charset=utf-8"
-    csp = _directives(response.headers["content-security-policy"])
+    csp = csp_directives(response.headers["content-security-policy"])
     assert csp["sandbox"] == ["allow-scripts"]  # never allow-same-origin: no cookies, no API of Airflow
     assert csp["default-src"] == ["'none'"] and csp["script-src"] == ["'unsafe-inline'", *security.GX_SCRIPTS]
     assert "connect-src" not in csp and "frame-src" not in csp and "object-src" not in csp
@@ -86,7 +80,7 @@ def test_report_files_get_a_fixed_type_and_a_sandbox(ui_store, client, relative,
     assert response.status_code == 200
     assert response.headers["content-type"] == media_type
     assert response.headers["x-content-type-options"] == "nosniff"
-    csp = _directives(response.headers["content-security-policy"])
+    csp = csp_directives(response.headers["content-security-policy"])
     assert csp["sandbox"] == [] and csp["default-src"] == ["'none'"] and "script-src" not in csp
     if media_type == "application/octet-stream":
         assert response.headers["content-disposition"] == "attachment"
@@ -97,7 +91,7 @@ def test_errors_and_redirects_carry_the_headers_too(client):
                      client.get("/", follow_redirects=False)):
         assert response.status_code in (307, 404)
         assert response.headers["x-content-type-options"] == "nosniff"
-        assert _directives(response.headers["content-security-policy"])["default-src"] == ["'none'"]
+        assert csp_directives(response.headers["content-security-policy"])["default-src"] == ["'none'"]
 
 
 def test_the_overview_is_the_page_the_pipeline_writes():
