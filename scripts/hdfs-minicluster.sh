@@ -162,40 +162,8 @@ start() {
   wait_ready "$pid" "$started" || exit 1
 }
 
-stop() {
-  local pid
-  pid="$(running_pid)"
-  if [ -z "$pid" ]; then
-    say "not running"
-    rm -f "$PIDFILE" "$READY"
-    return 0
-  fi
-  kill -TERM "$pid"
-  for _ in $(seq 1 150); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.2
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    say "pid $pid did not stop within 30 s; killing it"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$PIDFILE" "$READY"
-  say "stopped (pid $pid)"
-}
-
-status() {
-  local pid
-  pid="$(running_pid)"
-  if [ -n "$pid" ] && [ -f "$READY" ]; then
-    echo "running (pid $pid): $(cat "$READY")"
-  elif [ -n "$pid" ]; then
-    echo "starting (pid $pid), not ready yet; log: $LOG"
-    return 1
-  else
-    echo "not running"
-    return 3
-  fi
-}
+# stop and status
+source "$REPO_ROOT/scripts/daemon.sh"
 
 case "${1:-}" in
   start) start ;;
