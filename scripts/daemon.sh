@@ -1,6 +1,6 @@
 # Sourced by scripts/kafka.sh and scripts/hdfs-minicluster.sh: stop and status of the one Java daemon a
-# script runs. The script defines say, running_pid (the daemon's pid if it is alive and ours) and the files
-# PIDFILE, READY (written once the daemon is ready) and LOG.
+# script runs, and the give-up test of its start. The script defines say, running_pid (the daemon's pid if
+# it is alive and ours), TIMEOUT and the files PIDFILE, READY (written once the daemon is ready) and LOG.
 
 stop() {
   local pid
@@ -35,4 +35,23 @@ status() {
     echo "not running"
     return 3
   fi
+}
+
+start_failed() {
+  # true if daemon $1 ($3: what it is, for the message) exited during start-up or is not ready at $2
+  # (epoch seconds; then it is stopped), with the log's tail; false while it may still get ready
+  local pid="$1" deadline="$2" what="$3"
+  if ! kill -0 "$pid" 2>/dev/null; then
+    say "the $what exited during start-up; last lines of $LOG:"
+    tail -n 40 "$LOG" >&2
+    rm -f "$PIDFILE"
+    return 0
+  fi
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    say "not ready after ${TIMEOUT}s; stopping it. Last lines of $LOG:"
+    tail -n 40 "$LOG" >&2
+    stop
+    return 0
+  fi
+  return 1
 }

@@ -110,18 +110,7 @@ wait_ready() {
   local pid="$1" started="$2"
   local deadline=$(( $(date +%s) + TIMEOUT ))
   until [ -f "$READY" ]; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      say "the cluster exited during start-up; last lines of $LOG:"
-      tail -n 40 "$LOG" >&2
-      rm -f "$PIDFILE"
-      return 1
-    fi
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-      say "not ready after ${TIMEOUT}s; stopping it. Last lines of $LOG:"
-      tail -n 40 "$LOG" >&2
-      stop
-      return 1
-    fi
+    start_failed "$pid" "$deadline" cluster && return 1
     sleep 0.2
   done
   say "ready in $(awk -v a="$started" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }') s (pid $pid): $(cat "$READY")"

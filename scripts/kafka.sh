@@ -150,18 +150,7 @@ wait_ready() {
   local deadline=$(( $(date +%s) + TIMEOUT ))
   port="$(config_value listeners | sed -n 's/^PLAINTEXT:\/\/127.0.0.1:\([0-9]*\),.*/\1/p')"
   until grep -q "Kafka Server started" "$LOG" 2>/dev/null && port_open "$port"; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      say "the broker exited during start-up; last lines of $LOG:"
-      tail -n 40 "$LOG" >&2
-      rm -f "$PIDFILE"
-      return 1
-    fi
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-      say "not ready after ${TIMEOUT}s; stopping it. Last lines of $LOG:"
-      tail -n 40 "$LOG" >&2
-      stop
-      return 1
-    fi
+    start_failed "$pid" "$deadline" broker && return 1
     sleep 0.2
   done
   write_ready "$pid" "$started"
