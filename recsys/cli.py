@@ -83,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
                         "(delisted items out, relisted back; no retraining)")
     ri.add_argument("--version", type=int, help="version (default: the champion)")
 
+    sub.add_parser("prune", help="delete the directories of old versions beyond RECSYS_KEEP_VERSIONS that are "
+                   "not protected (champion, deployed, next fine-tune's parent, awaiting gate or deploy); "
+                   "recorded in the registry (also runs after each deploy)")
+
     serve = sub.add_parser("serve", help="run the recommendation service (HTTP; hot-reloads the champion)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -218,6 +222,12 @@ def _refresh_index(store: PartitionStore, settings: Settings, args: argparse.Nam
     return refresh_index(store, args.version, run_id="cli")
 
 
+def _prune(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
+    from recsys.serving.retention import prune_versions
+
+    return prune_versions(store, settings, run_id="cli")
+
+
 def _serve(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
     import uvicorn
 
@@ -283,7 +293,8 @@ def _bundle_online_retail(store: PartitionStore, settings: Settings, args: argpa
 _COMMANDS: dict[str, Callable[[PartitionStore, Settings, argparse.Namespace], Any]] = {
     "land": _land, "validate": _validate, "features": _features, "train": _train, "evaluate": _evaluate,
     "deploy": _deploy, "run": _run, "retrain": _retrain, "rollback": _rollback, "refresh-index": _refresh_index,
-    "serve": _serve, "recommend": _recommend, "summary": _summary, "showcase": _showcase, "registry": _registry,
+    "prune": _prune, "serve": _serve, "recommend": _recommend, "summary": _summary, "showcase": _showcase,
+    "registry": _registry,
     "generate-synthetic": _generate_synthetic, "bundle-online-retail": _bundle_online_retail,
 }
 

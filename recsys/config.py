@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
@@ -94,6 +95,10 @@ class Settings:
     # full retrain (dags/recsys_full_retrain.py, `recsys retrain`): days of feature partitions, ending with
     # the newest one, that a from-scratch model trains on
     retrain_window_days: int = 90
+    # retention (recsys/serving/retention.py, after each deploy and `recsys prune`): the newest this many trained
+    # versions keep their directory, besides every protected one (champion, deployed, the next fine-tune's
+    # parent, candidates awaiting the gate or deploy, reservations); older ones are deleted. None: keep all
+    keep_versions: int | None = 10
     # alerts (recsys/notify.py): where failure and lateness alerts go. log (default: the task log, at
     # ERROR) | smtp (an e-mail through notify_smtp_*) | webhook (a JSON POST to notify_webhook_url)
     notify_backend: str = "log"
@@ -148,18 +153,28 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
     def __post_init__(self) -> None:
+        self._check_storage_and_schedule()
+        _check_bounds(self, _BOUNDS)
+        self._check_notify()
+        object.__setattr__(self, "train_in_container", self.train_in_container.strip().lower())
+        if self.train_in_container not in TRAIN_IN_CONTAINER_MODES:
+            raise ConfigError(
+                f"RECSYS_TRAIN_IN_CONTAINER={self.train_in_container!r}: expected '' (in the worker), 'docker' or "
+                "'kubernetes'"
+            )
+        _check_bounds(self, _GATE_BOUNDS)
+
+    def _check_storage_and_schedule(self) -> None:
+        """The storage backend, its WebHDFS settings and root, and the schedule's first date."""
         if self.storage_backend not in ("local", "webhdfs"):
             raise ConfigError(
                 f"RECSYS_STORAGE_BACKEND={self.storage_backend!r}: expected 'local' or 'webhdfs'"
             )
-        if self.webhdfs_url is not None:
-            for url in self.webhdfs_url.split(";"):
-                parts = urlsplit(url.strip())
-                if parts.scheme not in ("http", "https") or not parts.hostname:
-                    raise ConfigError(
-                        f"RECSYS_WEBHDFS_URL={self.webhdfs_url!r}: expected the NameNode's WebHDFS address, "
-                        "e.g. http://namenode:9870 (several separated by ';')"
-                    )
+        if self.webhdfs_url is not None and not all(_is_http_url(url) for url in self.webhdfs_url.split(";")):
+            raise ConfigError(
+                f"RECSYS_WEBHDFS_URL={self.webhdfs_url!r}: expected the NameNode's WebHDFS address, "
+                "e.g. http://namenode:9870 (several separated by ';')"
+            )
         user = self.webhdfs_user
         if user is not None and (not user or any(c.isspace() for c in user)):
             raise ConfigError(f"RECSYS_WEBHDFS_USER={self.webhdfs_user!r} is not a user name")
@@ -176,75 +191,14 @@ class Settings:
                 f"RECSYS_STORAGE_ROOT={self.storage_root!r}: on webhdfs the root must be an absolute HDFS path, "
                 "e.g. /data/recsys"
             )
-        for name in ("embedding_dim", "epochs", "batch_size", "k", "min_eval_users", "sensor_poke_seconds",
-                     "history_length", "repeat_length", "min_user_count", "min_item_count",
-                     "sensor_timeout_seconds"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"RECSYS_{name.upper()} must be positive, got {getattr(self, name)}")
-        if self.max_eval_users is not None and self.max_eval_users <= 0:
-            raise ConfigError(f"RECSYS_MAX_EVAL_USERS must be positive (unset: every held-out user), "
-                              f"got {self.max_eval_users}")
-        if self.repeat_scale < 0:
-            raise ConfigError(f"RECSYS_REPEAT_SCALE must be >= 0, got {self.repeat_scale}")
-        if self.trend_days < 0:
-            raise ConfigError(f"RECSYS_TREND_DAYS must be >= 0 (0: no trend term), got {self.trend_days}")
-        if self.replay_examples < 0:
-            raise ConfigError(f"RECSYS_REPLAY_EXAMPLES must be >= 0, got {self.replay_examples}")
-        if not 0.0 < self.holdout_fraction < 1.0:
-            raise ConfigError(f"RECSYS_HOLDOUT_FRACTION must be in (0, 1), got {self.holdout_fraction}")
-        for name in ("validation_max_id_length", "validation_max_quantity", "validation_history",
-                     "validation_min_rows_for_shares"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"RECSYS_{name.upper()} must be positive, got {getattr(self, name)}")
-        if self.validation_late_hours < 0:
-            raise ConfigError(f"RECSYS_VALIDATION_LATE_HOURS must be >= 0, got {self.validation_late_hours}")
-        if self.validation_max_price <= 0:
-            raise ConfigError(f"RECSYS_VALIDATION_MAX_PRICE must be positive, got {self.validation_max_price}")
-        if self.validation_volume_factor <= 1.0:
-            raise ConfigError(
-                f"RECSYS_VALIDATION_VOLUME_FACTOR must be > 1 (rows within average / f .. average * f), "
-                f"got {self.validation_volume_factor}"
-            )
-        for name in ("validation_max_duplicate_ratio", "validation_range_tolerance", "validation_max_new_user_share",
-                     "validation_max_new_item_share", "validation_max_top_item_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"RECSYS_{name.upper()} must be in [0, 1], got {getattr(self, name)}")
-        if self.retrain_window_days <= 0:
-            raise ConfigError(f"RECSYS_RETRAIN_WINDOW_DAYS must be positive, got {self.retrain_window_days}")
-        self._check_notify()
-        object.__setattr__(self, "train_in_container", self.train_in_container.strip().lower())
-        if self.train_in_container not in TRAIN_IN_CONTAINER_MODES:
-            raise ConfigError(
-                f"RECSYS_TRAIN_IN_CONTAINER={self.train_in_container!r}: expected '' (in the worker), 'docker' or "
-                "'kubernetes'"
-            )
-        if self.learning_rate <= 0:
-            raise ConfigError(f"RECSYS_LEARNING_RATE must be positive, got {self.learning_rate}")
-        if self.min_recall is not None and not 0.0 <= self.min_recall <= 1.0:
-            raise ConfigError(f"RECSYS_MIN_RECALL must be in [0, 1] or 'none', got {self.min_recall}")
-        if self.max_regression is not None and self.max_regression < 0:
-            raise ConfigError(f"RECSYS_MAX_REGRESSION must be >= 0 or 'none', got {self.max_regression}")
-
 
     def _check_notify(self) -> None:
         """The alert settings: a known backend and everything it needs."""
-        if self.notify_backend not in NOTIFY_BACKENDS:
+        self._check_notify_backend()
+        if self.notify_webhook_url is not None and not _is_http_url(self.notify_webhook_url):
             raise ConfigError(
-                f"RECSYS_NOTIFY_BACKEND={self.notify_backend!r}: expected one of {', '.join(NOTIFY_BACKENDS)}"
+                f"RECSYS_NOTIFY_WEBHOOK_URL={self.notify_webhook_url!r}: expected an http(s) URL"
             )
-        if self.notify_backend == "smtp":
-            if not self.notify_smtp_host:
-                raise ConfigError("RECSYS_NOTIFY_BACKEND=smtp needs RECSYS_NOTIFY_SMTP_HOST (the mail relay)")
-            if not [a for a in (self.notify_smtp_to or "").split(",") if a.strip()]:
-                raise ConfigError("RECSYS_NOTIFY_BACKEND=smtp needs RECSYS_NOTIFY_SMTP_TO (comma-separated recipients)")
-        if self.notify_backend == "webhook" and not self.notify_webhook_url:
-            raise ConfigError("RECSYS_NOTIFY_BACKEND=webhook needs RECSYS_NOTIFY_WEBHOOK_URL")
-        if self.notify_webhook_url is not None:
-            parts = urlsplit(self.notify_webhook_url.strip())
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ConfigError(
-                    f"RECSYS_NOTIFY_WEBHOOK_URL={self.notify_webhook_url!r}: expected an http(s) URL"
-                )
         if not 0 < self.notify_smtp_port < 65536:
             raise ConfigError(f"RECSYS_NOTIFY_SMTP_PORT must be a TCP port (1-65535), got {self.notify_smtp_port}")
         if (self.notify_smtp_user is None) != (self.notify_smtp_password is None):
@@ -256,6 +210,84 @@ class Settings:
                 f"RECSYS_PARTITION_LATE_HOUR must be a UTC hour 0-23 or 'none', got {self.partition_late_hour}"
             )
 
+    def _check_notify_backend(self) -> None:
+        """A known alert backend, with the address it sends to."""
+        if self.notify_backend not in NOTIFY_BACKENDS:
+            raise ConfigError(
+                f"RECSYS_NOTIFY_BACKEND={self.notify_backend!r}: expected one of {', '.join(NOTIFY_BACKENDS)}"
+            )
+        if self.notify_backend == "smtp":
+            if not self.notify_smtp_host:
+                raise ConfigError("RECSYS_NOTIFY_BACKEND=smtp needs RECSYS_NOTIFY_SMTP_HOST (the mail relay)")
+            if not [a for a in (self.notify_smtp_to or "").split(",") if a.strip()]:
+                raise ConfigError("RECSYS_NOTIFY_BACKEND=smtp needs RECSYS_NOTIFY_SMTP_TO (comma-separated recipients)")
+        if self.notify_backend == "webhook" and not self.notify_webhook_url:
+            raise ConfigError("RECSYS_NOTIFY_BACKEND=webhook needs RECSYS_NOTIFY_WEBHOOK_URL")
+
+
+def _is_http_url(url: str) -> bool:
+    """An http(s) address with a host (surrounding blanks ignored)."""
+    parts = urlsplit(url.strip())
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """A range rule for numeric fields: a value for which ``broken`` holds fails with
+    "RECSYS_<NAME> must be <requirement>, got <value>"."""
+
+    names: tuple[str, ...]
+    broken: Callable[[Any], bool]
+    requirement: str
+    optional: bool = False  # None passes (the field's "off" or "unset")
+
+
+def _check_bounds(settings: Settings, bounds: tuple[_Bound, ...]) -> None:
+    """Raise ConfigError for the first field, in table order, outside its bound."""
+    for bound in bounds:
+        for name in bound.names:
+            value = getattr(settings, name)
+            if (value is not None or not bound.optional) and bound.broken(value):
+                raise ConfigError(f"RECSYS_{name.upper()} must be {bound.requirement}, got {value}")
+
+
+def _not_positive(value: Any) -> bool:
+    return bool(value <= 0)
+
+
+def _negative(value: Any) -> bool:
+    return bool(value < 0)
+
+
+def _not_share(value: Any) -> bool:
+    return not 0.0 <= value <= 1.0
+
+
+# checked before the alert settings, in this order (the first violation is the one reported)
+_BOUNDS = (
+    _Bound(("embedding_dim", "epochs", "batch_size", "k", "min_eval_users", "sensor_poke_seconds", "history_length",
+            "repeat_length", "min_user_count", "min_item_count", "sensor_timeout_seconds"), _not_positive, "positive"),
+    _Bound(("max_eval_users",), _not_positive, "positive (unset: every held-out user)", optional=True),
+    _Bound(("repeat_scale",), _negative, ">= 0"),
+    _Bound(("trend_days",), _negative, ">= 0 (0: no trend term)"),
+    _Bound(("replay_examples",), _negative, ">= 0"),
+    _Bound(("holdout_fraction",), lambda v: not 0.0 < v < 1.0, "in (0, 1)"),
+    _Bound(("validation_max_id_length", "validation_max_quantity", "validation_history",
+            "validation_min_rows_for_shares"), _not_positive, "positive"),
+    _Bound(("validation_late_hours",), _negative, ">= 0"),
+    _Bound(("validation_max_price",), _not_positive, "positive"),
+    _Bound(("validation_volume_factor",), lambda v: v <= 1.0, "> 1 (rows within average / f .. average * f)"),
+    _Bound(("validation_max_duplicate_ratio", "validation_range_tolerance", "validation_max_new_user_share",
+            "validation_max_new_item_share", "validation_max_top_item_share"), _not_share, "in [0, 1]"),
+    _Bound(("keep_versions",), _not_positive, "positive or 'none' (keep every version)", optional=True),
+    _Bound(("retrain_window_days",), _not_positive, "positive"),
+)
+# the training and deploy-gate numbers, checked last
+_GATE_BOUNDS = (
+    _Bound(("learning_rate",), _not_positive, "positive"),
+    _Bound(("min_recall",), _not_share, "in [0, 1] or 'none'", optional=True),
+    _Bound(("max_regression",), _negative, ">= 0 or 'none'", optional=True),
+)
 
 NOTIFY_BACKENDS = ("log", "smtp", "webhook")
 TRAIN_IN_CONTAINER_MODES = ("", "docker", "kubernetes")

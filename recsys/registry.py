@@ -51,6 +51,8 @@ DEPLOY_SKIPPED: Final = "deploy_skipped"
 DEPLOY_FORCED: Final = "deploy_forced"
 REVALIDATION_FORCED: Final = "revalidation_forced"
 ACCEPTED_INVALID: Final = "accepted_invalid"
+# --- history actions: housekeeping -----------------------------------------------------------------------
+PRUNED: Final = "pruned"  # version directories deleted by retention (recsys.serving.retention)
 ON_CALL_ACTIONS: Final = frozenset({ROLLBACK, DEPLOY_SKIPPED, DEPLOY_FORCED, REVALIDATION_FORCED, ACCEPTED_INVALID})
 
 # --- deploy modes (:func:`deploy_override`) -----------------------------------------------------------
@@ -94,6 +96,7 @@ class VersionEntry(TypedDict, total=False):
     train_seconds: float
     examples_per_second: float | None
     created_at: str
+    pruned: str  # when retention deleted the version's directory (the entry stays; see PRUNED)
 
 
 class Forced(TypedDict):
@@ -147,6 +150,8 @@ HistoryEntry = TypedDict(
         "gate_blessed": bool,  # deploy_skipped
         "gate_reason": str,  # deploy_forced
         "failed_expectations": list[str],  # accepted_invalid
+        "versions": list[int],  # pruned
+        "keep": int | None,  # pruned: RECSYS_KEEP_VERSIONS at the time
     },
     total=False,
 )
@@ -228,6 +233,36 @@ def update(store: PartitionStore, change: Callable[[Registry], T], run_id: str |
             lock.check()
             store.write_json(layout.REGISTRY, registry)
     return result
+
+
+class Held:
+    """The registry while :func:`hold` holds :data:`LOCK`: read, change, and do store work in between."""
+
+    def __init__(self, store: PartitionStore, lock: StoreLock) -> None:
+        self.store, self.lock = store, lock
+
+    def update(self, change: Callable[[Registry], T]) -> T:
+        """As :func:`update`, inside the held lock."""
+        registry = load(self.store)
+        before = json.dumps(registry, sort_keys=True, default=str)
+        result = change(registry)
+        if json.dumps(registry, sort_keys=True, default=str) != before:
+            self.lock.check()
+            self.store.write_json(layout.REGISTRY, registry)
+        return result
+
+
+@contextlib.contextmanager
+def hold(store: PartitionStore, run_id: str | None = None) -> Iterator[Held]:
+    """Hold :data:`LOCK` over several steps (registry changes and store writes between them, e.g. pruning):
+    no other registry writer runs meanwhile. Call ``lock.check()`` before each store write."""
+    with _locked(store, run_id) as lock:
+        yield Held(store, lock)
+
+
+def is_pruned(registry: Registry, version: int) -> bool:
+    """True if retention deleted ``version``'s directory (its registry entry stays)."""
+    return "pruned" in registry["versions"].get(str(version), {})
 
 
 def save(store: PartitionStore, registry: Registry) -> None:
@@ -370,6 +405,10 @@ def set_champion(
 def _switch(registry: Registry, version: int, action: str, reason: str, run_id: str | None) -> HistoryEntry:
     if str(version) not in registry["versions"]:
         raise RegistryError(f"version {version} is not in the registry; known: {sorted(registry['versions'])}")
+    if is_pruned(registry, version):
+        raise RegistryError(f"version {version} was pruned by retention on "
+                            f"{registry['versions'][str(version)]['pruned']} (its directory is gone): "
+                            "pick a version that is kept")
     entry: HistoryEntry = {"at": now(), "action": action, "from": registry["champion"], "to": version,
                            "reason": reason, "run_id": run_id}
     registry["champion"] = version
@@ -383,6 +422,8 @@ def deploy_once(store: PartitionStore, version: int, reason: str, run_id: str | 
     The check and the switch are one registry update: of two concurrent deploys of a version, one switches.
     """
     def deploy(registry: Registry) -> HistoryEntry | None:
+        if is_pruned(registry, version):
+            raise RegistryError(f"version {version} was pruned by retention: it cannot be deployed")
         if registry["champion"] == version or any(
             h["action"] == DEPLOYED and h.get("to") == version for h in registry["history"]
         ):

@@ -108,6 +108,9 @@ def deploy_version(
     from recsys.serving.index import load_scorer
 
     reg = registry.load(store)
+    if registry.is_pruned(reg, version):
+        raise DeployError(f"version {version} was pruned by retention (RECSYS_KEEP_VERSIONS) on "
+                          f"{reg['versions'][str(version)]['pruned']}: its directory is gone, it cannot be deployed")
     if reg["champion"] == version or any(
         h["action"] == registry.DEPLOYED and h.get("to") == version for h in reg["history"]
     ):
@@ -134,7 +137,17 @@ def deploy_version(
         log.info("version %d was deployed meanwhile by another run; champion stays %s", version, champion)
         return {"version": version, "changed": False, "champion": champion}
     log.info("version %d is the champion (was %s)", version, entry["from"])
-    return {"version": version, "changed": True, "previous": entry["from"]}
+    out: dict[str, Any] = {"version": version, "changed": True, "previous": entry["from"]}
+    try:  # retention after a deploy; a failure leaves old versions for the next deploy or `recsys prune`
+        from recsys.serving.retention import prune_versions
+
+        pruned = prune_versions(store, settings, run_id=run_id)["pruned"]
+        if pruned:
+            out["pruned"] = pruned
+    except RecsysError as err:
+        log.warning("version %d is deployed, but pruning old versions failed: %s", version, err)
+        out["prune_error"] = str(err)
+    return out
 
 
 def rollback(store: PartitionStore, reason: str, to: int | None = None, run_id: str | None = None) -> dict[str, Any]:
@@ -156,6 +169,9 @@ def rollback(store: PartitionStore, reason: str, to: int | None = None, run_id: 
         if not earlier:
             raise DeployError(f"champion {current} has no earlier deployed version to roll back to; pass --to VERSION")
         to = int(earlier[-1])
+    if registry.is_pruned(reg, to):
+        raise DeployError(f"version {to} was pruned by retention on {reg['versions'][str(to)]['pruned']}; "
+                          "pick a version that is kept")
     if not store.exists(f"{layout.model_version(to)}/{INDEX_FILE}"):
         raise DeployError(f"version {to} was never deployed (no serving index); pick a deployed version")
     out: dict[str, Any] = {"version": to}
