@@ -40,8 +40,8 @@ from recsys.storage import PartitionStore
 
 MAX_K = 1000
 MAX_ID_LENGTH = schema.MAX_ID_LENGTH
-ID_RULE = ("1..{n} characters without control, format or separator characters (but inner spaces), "
-           "without '/', and not only dots")
+ID_RULE = ("1..{n} characters of the Basic Multilingual Plane without control, format or separator characters "
+           "(but inner spaces), without '/', and not only dots")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 

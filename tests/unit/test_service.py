@@ -151,8 +151,9 @@ def test_similar_to_an_unknown_item_is_404(client):
         ("/items/A/similar?k=-5", "k: Input should be greater than or equal to 1"),
         ("/recommendations/" + "u" * 65, "user_id: String should have at most 64 characters"),
         ("/items/" + "i" * 65 + "/similar", "item_id: String should have at most 64 characters"),
-        ("/recommendations/u%001", "user_id: not a valid id (1..64 characters without control, format or "
-                                   "separator characters (but inner spaces), without '/', and not only dots), "
+        ("/recommendations/u%001", "user_id: not a valid id (1..64 characters of the Basic Multilingual Plane "
+                                   "without control, format or separator characters (but inner spaces), "
+                                   "without '/', and not only dots), "
                                    "got 'u\\x001'"),
         ("/recommendations/u%0A1", "user_id: not a valid id"),
         ("/recommendations/%20u1", "user_id: not a valid id"),
