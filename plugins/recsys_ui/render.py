@@ -112,6 +112,8 @@ _SENTENCES: dict[str, Callable[[Mapping[str, Any]], str]] = {
     registry.DEPLOY_FORCED: _deploy_forced,
     registry.REVALIDATION_FORCED: lambda e: f"on-call forced the re-validation of partition {e.get('date')}",
     registry.ACCEPTED_INVALID: _accepted_invalid,
+    registry.PRUNED: lambda e: "retention pruned " + ", ".join(_v(v) for v in e.get("versions") or [])
+    + f" (keeping the last {e.get('keep')} trained and every protected version)",
 }
 
 
@@ -120,7 +122,7 @@ def history_text(entry: Mapping[str, Any]) -> str:
 
     Knows every action the pipeline and on-call write (``trained``, ``blessed``/``rejected`` of a date or of
     a full retrain, ``deployed``, ``rollback``, ``deploy_skipped``, ``deploy_forced``, ``revalidation_forced``,
-    ``accepted_invalid``); any other action is shown with its fields, so nothing is hidden.
+    ``accepted_invalid``, ``pruned``); any other action is shown with its fields, so nothing is hidden.
     """
     action = entry.get("action")
     sentence = _SENTENCES.get(str(action))

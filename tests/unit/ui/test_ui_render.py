@@ -132,3 +132,9 @@ def test_validation_page_of_one_partition_lists_its_checks(client):
     assert "event types" in html and "&#x27;click&#x27;" in html
     assert "Accepted by on-call: known promotion" in client.get("/validation/2010-12-03").text
     assert "has not run yet" in client.get("/validation/2010-12-04").text
+
+
+def test_a_retention_prune_reads_as_a_sentence():
+    entry = {"at": "t", "action": "pruned", "versions": [2, 5], "keep": 10, "reason": "retention", "run_id": None}
+    assert render.history_text(entry) == (
+        "retention pruned v2, v5 (keeping the last 10 trained and every protected version)")
