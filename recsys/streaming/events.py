@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -97,63 +98,79 @@ def check_event(
         return None, [Problem(index, "(event)", f"must be a JSON object, got {type(obj).__name__}")]
     raw_id = obj.get(schema.EVENT_ID)
     event_id = raw_id if isinstance(raw_id, str) else None
-    problems: list[Problem] = []
-
-    def bad(field: str, problem: str) -> None:
-        problems.append(Problem(index, field, problem, event_id))
-
-    for name in sorted(set(obj) - set(schema.EVENT_COLUMNS)):
-        bad(str(name), "unknown field (the event fields are " + ", ".join(schema.EVENT_COLUMNS) + ")")
-    for name in schema.REQUIRED_EVENT_COLUMNS:
-        if obj.get(name) is None:
-            bad(name, "is required")
+    found = [(str(name), "unknown field (the event fields are " + ", ".join(schema.EVENT_COLUMNS) + ")")
+             for name in sorted(set(obj) - set(schema.EVENT_COLUMNS))]
+    found += [(name, "is required") for name in schema.REQUIRED_EVENT_COLUMNS if obj.get(name) is None]
     out: dict[str, Any] = {}
-    for name in ID_FIELDS:
-        if obj.get(name) is not None:
-            why = id_problem(obj[name], rules.max_id_length)
-            if why:
-                bad(name, why)
-            out[name] = obj[name]
-    if obj.get(schema.EVENT_TIME) is not None:
-        try:
-            when = parse_time(obj[schema.EVENT_TIME])
-        except ValueError as err:
-            bad(schema.EVENT_TIME, str(err))
-        else:
-            out[schema.EVENT_TIME] = when
-            if now is not None and when > now + rules.max_future:
-                bad(schema.EVENT_TIME, f"is in the future: {when.isoformat()} is more than "
-                                       f"{rules.max_future} after the collector's clock ({now.isoformat()})")
-            if now is not None and when < now - rules.max_age:
-                bad(schema.EVENT_TIME, f"is too old: {when.isoformat()} is more than {rules.max_age} before "
-                                       f"the collector's clock ({now.isoformat()})")
-    kind = obj.get(schema.EVENT_TYPE)
-    if kind is not None:
-        if kind not in schema.EVENT_TYPES:
-            bad(schema.EVENT_TYPE, f"must be one of {', '.join(schema.EVENT_TYPES)}, got {str(kind)[:40]!r}")
-        out[schema.EVENT_TYPE] = kind
-    quantity = obj.get(schema.QUANTITY)
-    if quantity is not None:
-        if isinstance(quantity, bool) or not isinstance(quantity, int):
-            bad(schema.QUANTITY, f"must be a whole number, got {quantity!r:.40}")
-        elif not 1 <= quantity <= rules.max_quantity:
-            bad(schema.QUANTITY, f"must be 1 to {rules.max_quantity}, got {quantity}")
-        out[schema.QUANTITY] = quantity
-    price = obj.get(schema.PRICE)
-    if price is not None:
-        if isinstance(price, bool) or not isinstance(price, int | float) or not math.isfinite(price):
-            bad(schema.PRICE, f"must be a number, got {price!r:.40}")
-        elif not 0 <= price <= rules.max_price:
-            bad(schema.PRICE, f"must be 0 to {rules.max_price:g}, got {price}")
-        out[schema.PRICE] = float(price)
-    for name in OPTIONAL_FIELDS:
+    for name, check in _FIELD_CHECKS:
         value = obj.get(name)
         if value is not None:
-            why = id_problem(value, rules.max_id_length)
-            if why:
-                bad(name, why)
-        out[name] = value
-    return (None, problems) if problems else (out, [])
+            out[name], why = check(value, rules, now)
+            found += [(name, problem) for problem in why]
+        elif name in OPTIONAL_FIELDS:
+            out[name] = None
+    if found:
+        return None, [Problem(index, name, problem, event_id) for name, problem in found]
+    return out, []
+
+
+# A field's check: its canonical value (meaningful only without problems) and its problems.
+_Check = Callable[[Any, EventRules, datetime | None], tuple[Any, list[str]]]
+
+
+def _check_id(value: Any, rules: EventRules, now: datetime | None) -> tuple[Any, list[str]]:
+    why = id_problem(value, rules.max_id_length)
+    return value, [why] if why else []
+
+
+def _check_time(value: Any, rules: EventRules, now: datetime | None) -> tuple[Any, list[str]]:
+    try:
+        when = parse_time(value)
+    except ValueError as err:
+        return value, [str(err)]
+    if now is None:
+        return when, []
+    problems = []
+    if when > now + rules.max_future:
+        problems.append(f"is in the future: {when.isoformat()} is more than {rules.max_future} after the "
+                        f"collector's clock ({now.isoformat()})")
+    if when < now - rules.max_age:
+        problems.append(f"is too old: {when.isoformat()} is more than {rules.max_age} before the collector's "
+                        f"clock ({now.isoformat()})")
+    return when, problems
+
+
+def _check_type(value: Any, rules: EventRules, now: datetime | None) -> tuple[Any, list[str]]:
+    if value not in schema.EVENT_TYPES:
+        return value, [f"must be one of {', '.join(schema.EVENT_TYPES)}, got {str(value)[:40]!r}"]
+    return value, []
+
+
+def _check_quantity(value: Any, rules: EventRules, now: datetime | None) -> tuple[Any, list[str]]:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return value, [f"must be a whole number, got {value!r:.40}"]
+    if not 1 <= value <= rules.max_quantity:
+        return value, [f"must be 1 to {rules.max_quantity}, got {value}"]
+    return value, []
+
+
+def _check_price(value: Any, rules: EventRules, now: datetime | None) -> tuple[Any, list[str]]:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return value, [f"must be a number, got {value!r:.40}"]
+    if not 0 <= value <= rules.max_price:
+        return value, [f"must be 0 to {rules.max_price:g}, got {value}"]
+    return float(value), []
+
+
+# the known fields, in the order their problems are reported
+_FIELD_CHECKS: tuple[tuple[str, _Check], ...] = (
+    *((name, _check_id) for name in ID_FIELDS),
+    (schema.EVENT_TIME, _check_time),
+    (schema.EVENT_TYPE, _check_type),
+    (schema.QUANTITY, _check_quantity),
+    (schema.PRICE, _check_price),
+    *((name, _check_id) for name in OPTIONAL_FIELDS),
+)
 
 
 def format_time(when: datetime) -> str:

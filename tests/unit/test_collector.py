@@ -67,6 +67,8 @@ def test_a_valid_event_is_normalised_to_utc() -> None:
     ({"quantity": 0}, "quantity", "must be 1 to 100000"),
     ({"price": -1}, "price", "must be 0 to"),
     ({"price": "2.55"}, "price", "must be a number"),
+    ({"price": "abc"}, "price", "must be a number"),  # not a float's text either: a problem, not a ValueError
+    ({"price": [2.55]}, "price", "must be a number"),
     ({"event_time": "2026-12-01T11:00:00"}, "event_time", "has no time zone"),
     ({"event_time": "yesterday"}, "event_time", "is not an ISO 8601 time"),
     ({"event_time": 1764590400}, "event_time", "must be an ISO 8601 string"),
@@ -108,6 +110,12 @@ def test_a_batch_with_bad_events_is_refused_whole_naming_index_and_field(client:
     assert 'recsys_collector_events_total{result="accepted"} 0' in metrics
     assert 'recsys_collector_refused_fields_total{field="event_time"} 1' in metrics
     assert 'recsys_collector_requests_total{status="422"} 1' in metrics
+
+
+def test_a_price_that_is_not_a_number_is_a_422_not_a_500(client: TestClient) -> None:
+    answer = client.post("/events", json=[event(price="n/a")])
+    assert answer.status_code == 422
+    assert [(e["field"], e["problem"]) for e in answer.json()["errors"]] == [("price", "must be a number, got 'n/a'")]
 
 
 def test_ndjson_is_read_line_by_line(client: TestClient) -> None:
