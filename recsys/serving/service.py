@@ -211,11 +211,6 @@ def create_app(store: PartitionStore, poll_seconds: float = 2.0, retry_seconds: 
     (started by the ASGI lifespan); without it, call ``app.state.holder.poll()`` to (re)load.
     Catalogs of at least ``ann_min_items`` items are searched with an HNSW index (None: always exact).
     ``max_id_length``: the longest id served (validation's ``RECSYS_VALIDATION_MAX_ID_LENGTH``)."""
-    rule = ID_RULE.format(n=max_id_length)
-    user_id_param = Path(min_length=1, max_length=max_id_length, pattern=schema.ID_PATTERN,
-                         description=f"the shop's customer id: {rule}")
-    item_id_param = Path(min_length=1, max_length=max_id_length, pattern=schema.ID_PATTERN,
-                         description=f"the shop's item id (StockCode): {rule}")
     holder = holder or ModelHolder(store, poll_seconds=poll_seconds, retry_seconds=retry_seconds,
                                    ann_min_items=ann_min_items)
     metrics = Metrics()
@@ -245,21 +240,36 @@ def create_app(store: PartitionStore, poll_seconds: float = 2.0, retry_seconds: 
         problems = [_problem(err, max_id_length) for err in exc.errors()]
         return JSONResponse(status_code=422, content={"detail": "; ".join(problems)})
 
-    def serving() -> LoadedVersion:
-        current = holder.current
-        if current is None:
-            status = holder.status()
-            why = status["load_error"]["error"] if status["load_error"] else (
-                "no champion is deployed yet" if holder.champion is None else "the champion is still loading")
-            raise HTTPException(status_code=503, detail=f"no model version is loaded: {why}")
-        return current
+    _add_recommendation_routes(app, holder, max_id_length)
+    _add_operation_routes(app, holder, metrics)
+    return app
+
+
+def _serving(holder: ModelHolder) -> LoadedVersion:
+    """The version being served, else a 503 saying why none is."""
+    current = holder.current
+    if current is None:
+        status = holder.status()
+        why = status["load_error"]["error"] if status["load_error"] else (
+            "no champion is deployed yet" if holder.champion is None else "the champion is still loading")
+        raise HTTPException(status_code=503, detail=f"no model version is loaded: {why}")
+    return current
+
+
+def _add_recommendation_routes(app: FastAPI, holder: ModelHolder, max_id_length: int) -> None:
+    """GET /recommendations/{user_id} and /items/{item_id}/similar."""
+    rule = ID_RULE.format(n=max_id_length)
+    user_id_param = Path(min_length=1, max_length=max_id_length, pattern=schema.ID_PATTERN,
+                         description=f"the shop's customer id: {rule}")
+    item_id_param = Path(min_length=1, max_length=max_id_length, pattern=schema.ID_PATTERN,
+                         description=f"the shop's item id (StockCode): {rule}")
 
     @app.get("/recommendations/{user_id}", response_model=RecommendationsOut, tags=["recommendations"],
              responses=ERRORS)
     def recommendations(user_id: str = user_id_param, k: K = 10,
                         exclude_purchased: bool = False) -> RecommendationsOut:
         """Top-``k`` available items for a user, best first; unknown users get the most bought items."""
-        lv = serving()  # one reference for the whole request: a swap cannot mix versions
+        lv = _serving(holder)  # one reference for the whole request: a swap cannot mix versions
         rec = lv.recommend(user_id, k, exclude_purchased)
         return RecommendationsOut(
             user_id=user_id, version=rec.version, known_user=rec.known_user, fallback=rec.fallback,
@@ -272,7 +282,7 @@ def create_app(store: PartitionStore, poll_seconds: float = 2.0, retry_seconds: 
              responses={**ERRORS, 404: {"model": ErrorOut, "description": "the version does not know the item"}})
     def similar(item_id: str = item_id_param, k: K = 10) -> SimilarOut:
         """The ``k`` available items most similar (cosine of item embeddings) to an item, itself excluded."""
-        lv = serving()
+        lv = _serving(holder)
         found = lv.similar(item_id, k)
         if found is None:
             raise HTTPException(status_code=404, detail=f"item {item_id!r} is not known to model version {lv.version}")
@@ -280,6 +290,10 @@ def create_app(store: PartitionStore, poll_seconds: float = 2.0, retry_seconds: 
         return SimilarOut(item_id=item_id, title=lv.title(item_id), version=lv.version,
                           items=[ScoredItem(item_id=i, title=lv.title(i), score=s)
                                  for i, s in zip(ids, scores, strict=True)])
+
+
+def _add_operation_routes(app: FastAPI, holder: ModelHolder, metrics: Metrics) -> None:
+    """GET /healthz, /readyz, /version and /metrics."""
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
@@ -296,11 +310,9 @@ def create_app(store: PartitionStore, poll_seconds: float = 2.0, retry_seconds: 
     @app.get("/version", response_model=VersionOut, tags=["operations"], responses={503: ERRORS[503]})
     def version() -> VersionOut:
         """The version being served and its serving index."""
-        return VersionOut(**serving().describe())
+        return VersionOut(**_serving(holder).describe())
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
     def prometheus() -> PlainTextResponse:
         """Prometheus metrics: requests, latency histograms, served and champion versions, load results."""
         return PlainTextResponse(metrics.render(holder), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    return app
