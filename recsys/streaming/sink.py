@@ -58,6 +58,7 @@ _FILE = re.compile(r"part-p(\d{4})-(\d{12})-(\d{12})\.parquet")
 # tests: "publish:N" kills the sink (SIGKILL) after its N-th file; "announce" just before its first announcement
 FAILPOINT_ENV = "RECSYS_SINK_FAILPOINT"
 TOTALS = ("consumed", "written", "duplicates", "late", "invalid")
+_File = tuple[str, pd.DataFrame | bytes]  # a path and its content: a frame of events, or bytes
 
 
 def file_name(partition: int, start: int, end: int) -> str:
@@ -277,54 +278,22 @@ class Sink:
         chunk, part.buffer = part.buffer, []
         start, end = chunk[0].offset, chunk[-1].offset
         name = file_name(part.number, start, end)
-        by_day: dict[date, list[dict[str, Any]]] = {}
-        invalid = []
-        for message in chunk:
-            if message.event is None:
-                invalid.append(message)
-            else:
-                by_day.setdefault(message.event[schema.EVENT_TIME].date(), []).append(message.event)
+        invalid = [message for message in chunk if message.event is None]
         counts = dict.fromkeys(TOTALS, 0)
         counts["consumed"], counts["invalid"] = len(chunk), len(invalid)
-        files: list[tuple[str, pd.DataFrame | bytes]] = []
-        new_ids: dict[date, list[str]] = {}
-        for day, rows in sorted(by_day.items()):
-            seen = self._seen(part, day)
-            kept, ids = [], set()
-            for row in rows:
-                if row[schema.EVENT_ID] in seen or row[schema.EVENT_ID] in ids:
-                    counts["duplicates"] += 1
-                    continue
-                ids.add(row[schema.EVENT_ID])
-                kept.append(row)
-            if not kept:
-                continue
-            late = self.store.is_complete(layout.raw_events(day))
-            folder = late_events(day) if late else layout.raw_events(day)
-            counts["late" if late else "written"] += len(kept)
-            files.append((f"{folder}/{name}", events_frame(kept)))
-            new_ids[day] = [r[schema.EVENT_ID] for r in kept]
+        files, new_ids = self._event_files(part, chunk, name, counts)
         if invalid:
-            lines = [json.dumps({"offset": m.offset, "problems": m.problems,
-                                 "value": (m.raw or b"").decode("utf-8", "replace")}) for m in invalid]
-            files.append((f"{RAW_INVALID_EVENTS}/{name.replace('.parquet', '.jsonl')}",
-                          ("\n".join(lines) + "\n").encode()))
+            files.append(_invalid_file(invalid, name))
         after = {k: part.totals[k] + counts[k] for k in TOTALS}
         # (1) the chunk's range, so that a sink killed during (2) cuts the same chunk again
         self.store.write_json(self._state_path(part.number),
                               {"start": start, "end": end, "totals_before": part.totals, "totals_after": after})
         # (2) its files, each atomically
-        for path, content in files:
-            if isinstance(content, bytes):
-                self.store.write_bytes(path, content)
-            else:
-                self.store.write_parquet(path, content)
-            self.files += 1
-            self._maybe_fail("publish")
+        self._publish(files)
         # (3) the offsets
         self._commit(TopicPartition(self.config.topic, part.number, end + 1))
-        for day, ids_ in new_ids.items():
-            part.seen[day].update(ids_)
+        for day, ids in new_ids.items():
+            part.seen[day].update(ids)
         part.totals = self._totals[part.number] = after
         part.recovery = end + 1
         if part.cut_at is not None and end >= part.cut_at:
@@ -333,6 +302,37 @@ class Sink:
             self.session[k] += counts[k]
         if counts["late"] or counts["invalid"] or counts["duplicates"]:
             log.warning("partition %d offsets %d..%d: %s", part.number, start, end, counts)
+
+    def _event_files(self, part: _Partition, chunk: list[_Message], name: str,
+                     counts: dict[str, int]) -> tuple[list[_File], dict[date, list[str]]]:
+        """The chunk's valid events as one file per day (duplicates dropped; a closed day's to its late
+        events), and the event ids each day gains; counts duplicates, written and late events."""
+        by_day: dict[date, list[dict[str, Any]]] = {}
+        for message in chunk:
+            if message.event is not None:
+                by_day.setdefault(message.event[schema.EVENT_TIME].date(), []).append(message.event)
+        files: list[_File] = []
+        new_ids: dict[date, list[str]] = {}
+        for day, rows in sorted(by_day.items()):
+            kept = _drop_duplicates(rows, self._seen(part, day), counts)
+            if not kept:
+                continue
+            late = self.store.is_complete(layout.raw_events(day))
+            folder = late_events(day) if late else layout.raw_events(day)
+            counts["late" if late else "written"] += len(kept)
+            files.append((f"{folder}/{name}", events_frame(kept)))
+            new_ids[day] = [r[schema.EVENT_ID] for r in kept]
+        return files, new_ids
+
+    def _publish(self, files: list[_File]) -> None:
+        """Write each file atomically (parquet for events, bytes for invalid messages)."""
+        for path, content in files:
+            if isinstance(content, bytes):
+                self.store.write_bytes(path, content)
+            else:
+                self.store.write_parquet(path, content)
+            self.files += 1
+            self._maybe_fail("publish")
 
     def _commit(self, offset: Any) -> None:
         """Commit one partition's offset, retrying while the broker is away (the files are out already: a sink
@@ -472,6 +472,25 @@ def _decode(offset: int, value: bytes | None, rules: events.EventRules) -> _Mess
     if event is None:
         return _Message(offset, None, value, [p.as_dict() for p in problems])
     return _Message(offset, event)
+
+
+def _drop_duplicates(rows: list[dict[str, Any]], seen: set[str], counts: dict[str, int]) -> list[dict[str, Any]]:
+    """``rows`` without those whose event id is in ``seen`` or repeats an earlier row (counted as duplicates)."""
+    kept, ids = [], set()
+    for row in rows:
+        if row[schema.EVENT_ID] in seen or row[schema.EVENT_ID] in ids:
+            counts["duplicates"] += 1
+            continue
+        ids.add(row[schema.EVENT_ID])
+        kept.append(row)
+    return kept
+
+
+def _invalid_file(invalid: list[_Message], name: str) -> _File:
+    """The chunk's invalid messages as JSON lines (offset, problems, value) under ``raw/invalid_events/``."""
+    lines = [json.dumps({"offset": m.offset, "problems": m.problems,
+                         "value": (m.raw or b"").decode("utf-8", "replace")}) for m in invalid]
+    return f"{RAW_INVALID_EVENTS}/{name.replace('.parquet', '.jsonl')}", ("\n".join(lines) + "\n").encode()
 
 
 def events_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
