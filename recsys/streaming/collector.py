@@ -138,18 +138,27 @@ def parse_body(body: bytes, content_type: str, max_events: int) -> list[Any]:
     if not stripped:
         raise Refused(400, "the body is empty: send a JSON array of events or one event per line (NDJSON)")
     media = content_type.split(";")[0].strip().lower()
-    ndjson = media in NDJSON_TYPES or (media != "application/json" and not stripped.startswith("["))
-    if ndjson:
-        lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
-        if len(lines) > max_events:
-            raise Refused(413, f"{len(lines)} events in one request; at most {max_events}: split the batch")
-        decoded = []
-        for n, line in lines:
-            try:
-                decoded.append(json.loads(line))
-            except ValueError as err:
-                raise Refused(400, f"line {n} of the NDJSON body is not JSON: {err}") from None
-        return decoded
+    if media in NDJSON_TYPES or (media != "application/json" and not stripped.startswith("[")):
+        return _parse_ndjson(text, max_events)
+    return _parse_json(text, max_events)
+
+
+def _parse_ndjson(text: str, max_events: int) -> list[Any]:
+    """One JSON value per non-blank line."""
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if len(lines) > max_events:
+        raise Refused(413, f"{len(lines)} events in one request; at most {max_events}: split the batch")
+    decoded = []
+    for n, line in lines:
+        try:
+            decoded.append(json.loads(line))
+        except ValueError as err:
+            raise Refused(400, f"line {n} of the NDJSON body is not JSON: {err}") from None
+    return decoded
+
+
+def _parse_json(text: str, max_events: int) -> list[Any]:
+    """A JSON array of events, or one event (an object)."""
     try:
         value = json.loads(text)
     except ValueError as err:
@@ -289,76 +298,105 @@ def create_app(
     app.state.metrics = metrics
     app.state.config = config
 
-    def refuse(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
-        metrics.request(status)
-        return JSONResponse(status_code=status, content={"detail": detail, **extra}, headers=headers)
-
     @app.post("/events", status_code=202, tags=["events"], responses={
         400: {"description": "not JSON / NDJSON, or no event"}, 413: {"description": "body or batch too large"},
         422: {"description": "events that break the schema; nothing of the batch was accepted"},
         503: {"description": "producer queue full or broker unavailable; resend later (Retry-After)"}})
     async def post_events(request: Request) -> JSONResponse:
         """Accept a batch of events (JSON array or NDJSON): 202 once the broker has every one of them."""
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > config.max_body_bytes:
-            return refuse(413, f"the body has {length} bytes; at most {config.max_body_bytes}: split the batch")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > config.max_body_bytes:
-                return refuse(413, f"the body exceeds {config.max_body_bytes} bytes: split the batch")
-            chunks.append(chunk)
         try:
-            decoded = parse_body(b"".join(chunks), request.headers.get("content-type", ""), config.max_events)
+            decoded = await _read_batch(request, config)
         except Refused as err:
-            return refuse(err.status, err.detail)
-        now = clock()
-        accepted: list[dict[str, Any]] = []
-        problems: list[events.Problem] = []
-        bad_events = 0
-        for i, obj in enumerate(decoded):
-            event, found = events.check_event(obj, i, config.rules, now)
-            if event is None:
-                bad_events += 1
-                problems += found
-            else:
-                accepted.append(event)
+            return _refuse(metrics, err.status, err.detail)
+        accepted, problems, bad_events = _check_batch(decoded, config.rules, clock())
         if problems:
             metrics.count("invalid", bad_events)
             metrics.count("batch_refused", len(accepted))
             metrics.refused_fields(problems)
-            return refuse(
-                422, f"{bad_events} of {len(decoded)} events break the event schema; nothing of this batch was "
-                     "accepted: fix or drop those events and resend the batch",
+            return _refuse(
+                metrics, 422, f"{bad_events} of {len(decoded)} events break the event schema; nothing of this batch "
+                              "was accepted: fix or drop those events and resend the batch",
                 invalid_events=bad_events, errors=[p.as_dict() for p in problems[:MAX_LISTED_ERRORS]],
                 errors_listed=min(len(problems), MAX_LISTED_ERRORS), errors_total=len(problems),
             )
         prod = holder["producer"]
         if prod.queued() + len(accepted) > config.queue_max_messages:
             metrics.count("backpressure", len(accepted))
-            return refuse(503, f"the producer queue is full ({prod.queued()} events waiting for the broker); "
-                               "nothing of this batch was accepted: resend it later", headers={"Retry-After": "1"})
-        delivery = _Delivery(asyncio.get_running_loop())
-        started = time.perf_counter()
-        taken = prod.produce(accepted, delivery)
-        try:
-            await asyncio.wait_for(asyncio.shield(delivery.future), timeout=config.delivery_timeout_s + 5)
-        except TimeoutError:
-            delivery.errors.append("no acknowledgement in time")
-        failed = len(delivery.errors)
-        stored = taken - failed
-        metrics.count("accepted", stored)
-        if taken < len(accepted) or failed:
-            metrics.count("backpressure", len(accepted) - taken)
-            metrics.count("delivery_failed", failed)
-            why = (f"the producer queue filled up after {taken} events" if taken < len(accepted)
-                   else f"the broker did not acknowledge {failed} events ({delivery.errors[0]})")
-            return refuse(503, f"{why}; {stored} of {len(accepted)} events were stored. Resend the whole batch: "
-                               "the sink keeps one copy per event_id", headers={"Retry-After": "1"},
-                          stored=stored)
-        metrics.delivered(time.perf_counter() - started)
-        metrics.request(202)
-        return JSONResponse(status_code=202, content={"accepted": stored, "topic": config.topic})
+            return _refuse(metrics, 503, f"the producer queue is full ({prod.queued()} events waiting for the "
+                                         "broker); nothing of this batch was accepted: resend it later",
+                           headers={"Retry-After": "1"})
+        return await _deliver(prod, accepted, config, metrics)
+
+    _add_operation_routes(app, config, holder, metrics)
+    return app
+
+
+def _refuse(metrics: CollectorMetrics, status: int, detail: str, headers: dict[str, str] | None = None,
+            **extra: Any) -> JSONResponse:
+    """A refusal of POST /events, counted by status."""
+    metrics.request(status)
+    return JSONResponse(status_code=status, content={"detail": detail, **extra}, headers=headers)
+
+
+async def _read_batch(request: Request, config: CollectorConfig) -> list[Any]:
+    """The decoded events of the request's body; Refused when the body is too large or not a batch."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > config.max_body_bytes:
+        raise Refused(413, f"the body has {length} bytes; at most {config.max_body_bytes}: split the batch")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > config.max_body_bytes:
+            raise Refused(413, f"the body exceeds {config.max_body_bytes} bytes: split the batch")
+        chunks.append(chunk)
+    return parse_body(b"".join(chunks), request.headers.get("content-type", ""), config.max_events)
+
+
+def _check_batch(decoded: list[Any], rules: events.EventRules,
+                 now: datetime) -> tuple[list[dict[str, Any]], list[events.Problem], int]:
+    """The valid events, the problems of the others, and how many events have problems."""
+    accepted: list[dict[str, Any]] = []
+    problems: list[events.Problem] = []
+    bad_events = 0
+    for i, obj in enumerate(decoded):
+        event, found = events.check_event(obj, i, rules, now)
+        if event is None:
+            bad_events += 1
+            problems += found
+        else:
+            accepted.append(event)
+    return accepted, problems, bad_events
+
+
+async def _deliver(prod: EventProducer, accepted: list[dict[str, Any]], config: CollectorConfig,
+                   metrics: CollectorMetrics) -> JSONResponse:
+    """Produce the batch and wait for the broker: 202 when it acknowledged every event, else 503."""
+    delivery = _Delivery(asyncio.get_running_loop())
+    started = time.perf_counter()
+    taken = prod.produce(accepted, delivery)
+    try:
+        await asyncio.wait_for(asyncio.shield(delivery.future), timeout=config.delivery_timeout_s + 5)
+    except TimeoutError:
+        delivery.errors.append("no acknowledgement in time")
+    failed = len(delivery.errors)
+    stored = taken - failed
+    metrics.count("accepted", stored)
+    if taken < len(accepted) or failed:
+        metrics.count("backpressure", len(accepted) - taken)
+        metrics.count("delivery_failed", failed)
+        why = (f"the producer queue filled up after {taken} events" if taken < len(accepted)
+               else f"the broker did not acknowledge {failed} events ({delivery.errors[0]})")
+        return _refuse(metrics, 503, f"{why}; {stored} of {len(accepted)} events were stored. Resend the whole "
+                                     "batch: the sink keeps one copy per event_id", headers={"Retry-After": "1"},
+                       stored=stored)
+    metrics.delivered(time.perf_counter() - started)
+    metrics.request(202)
+    return JSONResponse(status_code=202, content={"accepted": stored, "topic": config.topic})
+
+
+def _add_operation_routes(app: FastAPI, config: CollectorConfig, holder: dict[str, EventProducer],
+                          metrics: CollectorMetrics) -> None:
+    """GET /healthz, /readyz and /metrics."""
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
@@ -379,9 +417,6 @@ def create_app(
         prod = holder.get("producer")
         return PlainTextResponse(metrics.render(prod.queued() if prod else 0),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    return app
-
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m recsys.streaming.collector``: serve the collector with uvicorn (also ``recsys collect``)."""
