@@ -93,6 +93,49 @@ def _check_overrides(params: Any) -> None:
         )
 
 
+def _wait_for_partition() -> BaseOperator | XComArg:
+    """The sensor of the partition's ``_SUCCESS`` marker: the HDFS provider's on webhdfs, else one asking the store."""
+    sensor_timing: dict[str, Any] = {
+        "poke_interval": SETTINGS.sensor_poke_seconds,
+        "timeout": timedelta(seconds=SETTINGS.sensor_timeout_seconds),
+        "mode": "reschedule",
+    }
+    if SETTINGS.storage_backend == "webhdfs":
+        return LateAwareWebHdfsSensor(
+            task_id="wait_for_partition",
+            filepath="{{ recsys_success_marker(params, dag_run) }}",
+            webhdfs_conn_id=SETTINGS.webhdfs_conn_id,
+            doc_md="True once the partition's `_SUCCESS` marker exists on HDFS (the rendered filepath).",
+            **sensor_timing,
+        )
+
+    @task.sensor(task_id="wait_for_partition", **sensor_timing)
+    def wait_for_local_partition() -> bool:
+        """True once the partition's ``_SUCCESS`` marker exists."""
+        return partition_landed(get_current_context())
+
+    return wait_for_local_partition()
+
+
+def _train() -> BaseOperator | XComArg:
+    """The fine-tune task: in the worker, or (docker | kubernetes) the same step, `recsys train`, in the trainer
+    image."""
+    if SETTINGS.train_in_container:
+        from recsys_airflow.operators import trainer_operator
+
+        return trainer_operator(SETTINGS, **TRAINING_QUEUE, **support.REGISTRY_WRITER)
+
+    @task(**TRAINING_QUEUE, **support.REGISTRY_WRITER)
+    @support.fails_on_domain_error
+    def fine_tune() -> dict[str, Any]:
+        from recsys.training import fine_tune as train_candidate
+
+        step = support.current_step()
+        return train_candidate(step.store, step.settings, support.current_day(), run_id=step.run_id)
+
+    return fine_tune()
+
+
 @dag(
     dag_id=DAG_ID,
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
@@ -161,28 +204,7 @@ def _check_overrides(params: Any) -> None:
     },
 )
 def recsys_incremental_update() -> None:
-    sensor_timing: dict[str, Any] = {
-        "poke_interval": SETTINGS.sensor_poke_seconds,
-        "timeout": timedelta(seconds=SETTINGS.sensor_timeout_seconds),
-        "mode": "reschedule",
-    }
-    wait_for_partition: BaseOperator | XComArg
-    if SETTINGS.storage_backend == "webhdfs":
-        wait_for_partition = LateAwareWebHdfsSensor(
-            task_id="wait_for_partition",
-            filepath="{{ recsys_success_marker(params, dag_run) }}",
-            webhdfs_conn_id=SETTINGS.webhdfs_conn_id,
-            doc_md="True once the partition's `_SUCCESS` marker exists on HDFS (the rendered filepath).",
-            **sensor_timing,
-        )
-    else:
-
-        @task.sensor(task_id="wait_for_partition", **sensor_timing)
-        def wait_for_local_partition() -> bool:
-            """True once the partition's ``_SUCCESS`` marker exists."""
-            return partition_landed(get_current_context())
-
-        wait_for_partition = wait_for_local_partition()
+    wait_for_partition = _wait_for_partition()
 
     @task(**support.REGISTRY_WRITER)
     @support.fails_on_domain_error
@@ -207,21 +229,7 @@ def recsys_incremental_update() -> None:
         step = support.current_step()
         return build(step.store, step.settings, support.current_day(), run_id=step.run_id).as_dict()
 
-    if SETTINGS.train_in_container:  # docker | kubernetes: the same step (`recsys train`) in the trainer image
-        from recsys_airflow.operators import trainer_operator
-
-        train = trainer_operator(SETTINGS, **TRAINING_QUEUE, **support.REGISTRY_WRITER)
-    else:
-
-        @task(**TRAINING_QUEUE, **support.REGISTRY_WRITER)
-        @support.fails_on_domain_error
-        def fine_tune() -> dict[str, Any]:
-            from recsys.training import fine_tune as train_candidate
-
-            step = support.current_step()
-            return train_candidate(step.store, step.settings, support.current_day(), run_id=step.run_id)
-
-        train = fine_tune()
+    train = _train()
 
     @task(**support.REGISTRY_WRITER)
     @support.fails_on_domain_error
