@@ -113,6 +113,24 @@ def _first_start_last_end(tis: dict[str, dict]) -> tuple[datetime, datetime]:
     return min(ts(ti["start_date"]) for ti in ran), max(ts(ti["end_date"]) for ti in ran)
 
 
+def _held_run_not_started(stack: AirflowStack, runs: dict[str, dict]) -> None:
+    """The later date has not gone past its sensor (and its run has not ended)."""
+    later = runs.get(LATER_DAY)
+    if later is None:
+        return
+    if later["state"] not in ("queued", "running"):
+        pytest.fail(
+            f"the run of {LATER_DAY} ended ({later['state']}) while {BAD_DAY} was not done\n{stack.diagnostics()}",
+            pytrace=False,
+        )
+    started = {
+        t: ti["state"]
+        for t, ti in stack.task_instances(later["dag_run_id"]).items()
+        if t in AFTER_SENSOR and ti["state"] not in (None, "scheduled")
+    }
+    assert started == {}, f"{LATER_DAY} went past its sensor while {BAD_DAY} was not done: {started}"
+
+
 def test_backfill_runs_the_dates_in_order_one_at_a_time(stack):
     from recsys import registry
     from recsys.storage.local import LocalStore
@@ -204,28 +222,11 @@ def test_a_failed_date_holds_the_later_dates_until_it_is_fixed_and_cleared(stack
 
     stack.backfill(BAD_DAY, LATER_DAY)
 
-    def held_run_not_started(runs: dict[str, dict]) -> None:
-        """The later date has not gone past its sensor (and its run has not ended)."""
-        later = runs.get(LATER_DAY)
-        if later is None:
-            return
-        if later["state"] not in ("queued", "running"):
-            pytest.fail(
-                f"the run of {LATER_DAY} ended ({later['state']}) while {BAD_DAY} was not done\n{stack.diagnostics()}",
-                pytrace=False,
-            )
-        started = {
-            t: ti["state"]
-            for t, ti in stack.task_instances(later["dag_run_id"]).items()
-            if t in AFTER_SENSOR and ti["state"] not in (None, "scheduled")
-        }
-        assert started == {}, f"{LATER_DAY} went past its sensor while {BAD_DAY} was not done: {started}"
-
     def failed_and_next_waiting() -> bool:
         runs = stack.backfill_runs()
         if BAD_DAY in runs and runs[BAD_DAY]["state"] == "success":
             pytest.fail(f"the broken {BAD_DAY} passed\n{stack.diagnostics()}", pytrace=False)
-        held_run_not_started(runs)
+        _held_run_not_started(stack, runs)
         if runs.get(BAD_DAY, {}).get("state") != "failed" or runs.get(LATER_DAY, {}).get("state") != "running":
             return False
         return stack.task_instances(runs[LATER_DAY]["dag_run_id"])["wait_for_partition"]["state"] == "success"
@@ -238,7 +239,7 @@ def test_a_failed_date_holds_the_later_dates_until_it_is_fixed_and_cleared(stack
     assert all(bad_states[t] == "upstream_failed" for t in AFTER_SENSOR[1:]), bad_states
 
     # the later date waits at validate, for as long as we look, because the failed date's validate failed
-    stack.hold(lambda: held_run_not_started(stack.backfill_runs()))
+    stack.hold(lambda: _held_run_not_started(stack, stack.backfill_runs()))
     reasons = stack.waiting_reasons(later_run, "validate")
     assert any("depends_on_past" in r and "not in a successful state" in r for r in reasons), reasons
     assert registry.load(store) == registry_before  # nothing trained, decided or deployed
@@ -255,7 +256,7 @@ def test_a_failed_date_holds_the_later_dates_until_it_is_fixed_and_cleared(stack
     def deadlocked() -> None:
         runs = stack.backfill_runs()
         assert (runs[BAD_DAY]["state"], runs[LATER_DAY]["state"]) == ("queued", "running"), stack.diagnostics()
-        held_run_not_started(runs)
+        _held_run_not_started(stack, runs)
 
     stack.hold(deadlocked)
     assert any("queued" in r for r in stack.waiting_reasons(bad_run, "validate"))
@@ -267,7 +268,7 @@ def test_a_failed_date_holds_the_later_dates_until_it_is_fixed_and_cleared(stack
         runs = stack.backfill_runs()
         _fail_fast(stack, runs, [BAD_DAY, LATER_DAY])
         if runs[BAD_DAY]["state"] != "success":
-            held_run_not_started(runs)
+            _held_run_not_started(stack, runs)
         return runs[BAD_DAY]["state"] == runs[LATER_DAY]["state"] == "success"
 
     stack.wait(f"{BAD_DAY} and then {LATER_DAY} to succeed", both_succeeded, 2 * RUN_TIMEOUT)
