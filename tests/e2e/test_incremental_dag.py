@@ -15,12 +15,15 @@ DAG_ID = "recsys_incremental_update"
 DAYS = ["2010-12-01", "2010-12-02", "2010-12-03"]
 
 
+LOCKS = "registry/locks/"  # lease files of the store locks (recsys.storage.lock): bookkeeping, a few kept per lock
+
+
 def tree_digest(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root`` (relative path -> digest)."""
+    """sha256 of every file under ``root`` (relative path -> digest), the locks' lease files left out."""
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file()
+        if p.is_file() and not str(p.relative_to(root)).startswith(LOCKS)
     }
 
 
