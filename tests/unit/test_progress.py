@@ -72,6 +72,8 @@ def test_a_log_record_during_a_bar_is_printed_once_on_the_terminal(monkeypatch):
     try:
         with os.fdopen(slave, "w", closefd=False) as tty:
             monkeypatch.setattr("sys.stderr", tty)
+            # only the handler the CLI installs (an earlier test's Airflow import leaves a stdout one on the root)
+            monkeypatch.setattr(root, "handlers", [])
             handler = logging.StreamHandler(tty)  # what logging.basicConfig(stream=sys.stderr) installs
             root.addHandler(handler)
             monkeypatch.setattr(root, "level", logging.INFO)
