@@ -1,6 +1,7 @@
 # Sourced by scripts/kafka.sh and scripts/hdfs-minicluster.sh: stop and status of the one Java daemon a
-# script runs, and the give-up test of its start. The script defines say, running_pid (the daemon's pid if
-# it is alive and ours), TIMEOUT and the files PIDFILE, READY (written once the daemon is ready) and LOG.
+# script runs, joining or reporting its start, and the give-up test of that start. The script defines say,
+# running_pid (the daemon's pid if it is alive and ours), wait_ready PID STARTED, TIMEOUT and the files
+# PIDFILE, READY (written once the daemon is ready) and LOG.
 
 stop() {
   local pid
@@ -51,6 +52,28 @@ start_failed() {
     say "not ready after ${TIMEOUT}s; stopping it. Last lines of $LOG:"
     tail -n 40 "$LOG" >&2
     stop
+    return 0
+  fi
+  return 1
+}
+
+say_ready() {
+  # $1: the daemon's pid, $2: when the start began (date +%s%N)
+  say "ready in $(awk -v a="$2" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }') s (pid $1): $(cat "$READY")"
+}
+
+join_running() {
+  # true if the daemon is already running (ready, or being started by someone else: then wait for it;
+  # the script's wait_ready PID STARTED does that); false if the caller must start it. $1: as in say_ready
+  local pid
+  pid="$(running_pid)"
+  if [ -n "$pid" ] && [ -f "$READY" ]; then
+    say "already running (pid $pid): $(cat "$READY")"
+    return 0
+  fi
+  if [ -n "$pid" ]; then
+    say "pid $pid is starting (started by someone else); waiting for it"
+    wait_ready "$pid" "$1" || exit 1
     return 0
   fi
   return 1

@@ -154,22 +154,13 @@ wait_ready() {
     sleep 0.2
   done
   write_ready "$pid" "$started"
-  say "ready in $(awk -v a="$started" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }') s (pid $pid): $(cat "$READY")"
+  say_ready "$pid" "$started"
 }
 
 start() {
   local pid started port cport
   started="$(date +%s%N)"
-  pid="$(running_pid)"
-  if [ -n "$pid" ] && [ -f "$READY" ]; then
-    say "already running (pid $pid): $(cat "$READY")"
-    return 0
-  fi
-  if [ -n "$pid" ]; then
-    say "pid $pid is starting (started by someone else); waiting for it"
-    wait_ready "$pid" "$started" || exit 1
-    return 0
-  fi
+  join_running "$started" && return 0
   build
   mkdir -p "$STATE"
   rm -f "$READY" "$STATE/started-by-tests"
