@@ -32,11 +32,9 @@ from recsys import registry, schema
 from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.storage import PartitionStore, StorageError, layout
+from recsys.storage.layout import INDEX_FILE, INDEX_META_FILE
 
 log = logging.getLogger(__name__)
-
-INDEX_FILE = "index.parquet"
-INDEX_META_FILE = "index.json"
 
 
 class DeployError(RecsysError, RuntimeError):

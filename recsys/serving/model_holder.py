@@ -31,9 +31,10 @@ from recsys import registry, schema
 from recsys.errors import RecsysError
 from recsys.features import vocab
 from recsys.serving.ann import AnnUnavailable, HnswIndex
-from recsys.serving.deploy import INDEX_FILE, INDEX_META_FILE, embedded_metadata
+from recsys.serving.deploy import embedded_metadata
 from recsys.serving.index import Scorer, top_k_rows
 from recsys.storage import PartitionStore, StorageError, layout
+from recsys.storage.layout import INDEX_FILE, INDEX_META_FILE
 
 log = logging.getLogger(__name__)
 
