@@ -13,6 +13,9 @@ _PARTITION_NAME = re.compile(r"dt=\d{4}-\d{2}-\d{2}")
 
 RAW_EVENTS = "raw/events"
 RAW_CATALOG = "raw/catalog"
+RAW_LATE_EVENTS = "raw/late_events"  # the Kafka sink: events of a day that was already closed
+RAW_INVALID_EVENTS = "raw/invalid_events"  # the Kafka sink: messages that are not valid events
+SINK_STATE = "streaming/sink"  # the Kafka sink, per topic partition: the chunk being written and running totals
 QUARANTINE_EVENTS = "quarantine/events"
 FEATURES = "features"
 VOCAB = "vocab"
@@ -80,6 +83,11 @@ def day_end(day: date) -> datetime:
 
 def raw_events(day: date) -> str:
     return f"{RAW_EVENTS}/{partition_name(day)}"
+
+
+def late_events(day: date) -> str:
+    """``raw/late_events/dt=D``: events of day D the Kafka sink received after it closed D."""
+    return f"{RAW_LATE_EVENTS}/{partition_name(day)}"
 
 
 def raw_catalog(day: date) -> str:

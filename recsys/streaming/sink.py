@@ -50,9 +50,6 @@ from recsys.streaming.topics import CLOSED_TOPIC, EVENTS_TOPIC
 
 log = logging.getLogger(__name__)
 
-RAW_LATE_EVENTS = "raw/late_events"  # events of a day that was already closed
-RAW_INVALID_EVENTS = "raw/invalid_events"  # messages that are not valid events
-SINK_STATE = "streaming/sink"  # per topic partition: the chunk being written and running totals
 SINK_MARKER = "_sink.json"  # written into a partition just before its _SUCCESS
 _FILE = re.compile(r"part-p(\d{4})-(\d{12})-(\d{12})\.parquet")
 # tests: "publish:N" kills the sink (SIGKILL) after its N-th file; "announce" just before its first announcement
@@ -64,10 +61,6 @@ _File = tuple[str, pd.DataFrame | bytes]  # a path and its content: a frame of e
 def file_name(partition: int, start: int, end: int) -> str:
     """``part-p0002-000000001200-000000001299.parquet``: the chunk of partition 2 from offset 1200 to 1299."""
     return f"part-p{partition:04d}-{start:012d}-{end:012d}.parquet"
-
-
-def late_events(day: date) -> str:
-    return f"{RAW_LATE_EVENTS}/{layout.partition_name(day)}"
 
 
 @dataclass(frozen=True)
@@ -149,7 +142,7 @@ class Sink:
 
     # --- assignment ---------------------------------------------------------------------------------
     def _state_path(self, partition: int) -> str:
-        return f"{SINK_STATE}/{self.config.topic}/p{partition:04d}.json"
+        return f"{layout.SINK_STATE}/{self.config.topic}/p{partition:04d}.json"
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         from confluent_kafka import TopicPartition
@@ -261,7 +254,7 @@ class Sink:
         offset (a chunk after it is being rewritten and must not count against itself)."""
         if day not in part.seen:
             ids: set[str] = set()
-            for folder in (layout.raw_events(day), late_events(day)):
+            for folder in (layout.raw_events(day), layout.late_events(day)):
                 for name in self.store.list_dir(folder):
                     found = _FILE.fullmatch(name)
                     if found and int(found[1]) == part.number and int(found[2]) < part.recovery:
@@ -318,7 +311,7 @@ class Sink:
             if not kept:
                 continue
             late = self.store.is_complete(layout.raw_events(day))
-            folder = late_events(day) if late else layout.raw_events(day)
+            folder = layout.late_events(day) if late else layout.raw_events(day)
             counts["late" if late else "written"] += len(kept)
             files.append((f"{folder}/{name}", events_frame(kept)))
             new_ids[day] = [r[schema.EVENT_ID] for r in kept]
@@ -490,7 +483,7 @@ def _invalid_file(invalid: list[_Message], name: str) -> _File:
     """The chunk's invalid messages as JSON lines (offset, problems, value) under ``raw/invalid_events/``."""
     lines = [json.dumps({"offset": m.offset, "problems": m.problems,
                          "value": (m.raw or b"").decode("utf-8", "replace")}) for m in invalid]
-    return f"{RAW_INVALID_EVENTS}/{name.replace('.parquet', '.jsonl')}", ("\n".join(lines) + "\n").encode()
+    return f"{layout.RAW_INVALID_EVENTS}/{name.replace('.parquet', '.jsonl')}", ("\n".join(lines) + "\n").encode()
 
 
 def events_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -32,7 +32,7 @@ from recsys.storage import layout
 from recsys.storage.local import LocalStore
 from recsys.storage.raw import fingerprint, read_partition
 from recsys.streaming.collector import CollectorConfig, create_app
-from recsys.streaming.sink import RAW_INVALID_EVENTS, SINK_MARKER, Sink, SinkConfig, late_events, read_events
+from recsys.streaming.sink import SINK_MARKER, Sink, SinkConfig, read_events
 from recsys.validation.partition import validate_partition
 from tests.kafka_broker import KafkaBroker, broker_session
 
@@ -146,7 +146,7 @@ def test_collector_to_store_exactly_once_then_late_events_and_validation(kafka_b
     assert str(frame["event_time"].dtype) == "datetime64[ns, UTC]" and str(frame["user_id"].dtype) == "string"
     assert ids_in_sink_files(store, layout.raw_events(day2)) == collections.Counter(e["event_id"] for e in newer)
     assert ids_in_sink_files(store, layout.raw_events(today)) == collections.Counter(e["event_id"] for e in current)
-    assert not store.exists(RAW_INVALID_EVENTS)
+    assert not store.exists(layout.RAW_INVALID_EVENTS)
     delivered = fingerprint(store, partition)
 
     # after day D closed: its late events go to the late area (counted), a resent one is still a duplicate
@@ -157,7 +157,7 @@ def test_collector_to_store_exactly_once_then_late_events_and_validation(kafka_b
     run_sink(sink, lambda s: s.session["consumed"] >= 11 and not any(p.buffer for p in s.parts.values()))
     assert sink.session == {"consumed": 11, "written": 0, "duplicates": 1, "late": 10, "invalid": 0}
     assert sink.totals()["late"] == 10 and sink.totals()["written"] == 420  # kept across runs
-    assert ids_in_sink_files(store, late_events(day)) == collections.Counter(e["event_id"] for e in late)
+    assert ids_in_sink_files(store, layout.late_events(day)) == collections.Counter(e["event_id"] for e in late)
     assert fingerprint(store, partition) == delivered  # a closed partition is never modified
 
     # a sink under a new group name (or whose group's offsets expired) continues where the store is, it does
@@ -170,7 +170,7 @@ def test_collector_to_store_exactly_once_then_late_events_and_validation(kafka_b
     run_sink(sink, lambda s: s.session["written"] >= 5 and not any(p.buffer for p in s.parts.values()))
     assert sink.session["written"] == 5 and sink.session["consumed"] < 100  # the last chunks only, not 486
     everything = ids_in_sink_files(store, layout.raw_events(day), layout.raw_events(day2), layout.raw_events(today),
-                                   late_events(day))
+                                   layout.late_events(day))
     assert set(everything.values()) == {1} and len(everything) == 435
 
     report = validate_partition(store, day=day, settings=Settings.from_env())
@@ -269,7 +269,7 @@ def test_kill_9_of_the_sink_mid_chunk_then_restart_stores_every_event_once(kafka
     out, _ = third.communicate(timeout=60)
     assert third.returncode == 0, log.read_text()[-3000:]
 
-    found = ids_in_sink_files(store, *folders, late_events(day), late_events(day2))
+    found = ids_in_sink_files(store, *folders, layout.late_events(day), layout.late_events(day2))
     assert found == expected, (sum(found.values()), [i for i, n in found.items() if n > 1][:5])
     assert store.is_complete(folders[0])
     assert json.loads(out.decode().strip().splitlines()[-1])["session"]["late"] == 0
@@ -361,7 +361,7 @@ def test_kill_9_of_the_collector_mid_batch_then_resend_stores_every_event_once(k
     sink = Sink(store, SinkConfig(bootstrap=kafka_broker.bootstrap, topic=topic, group=group, instance_id=group,
                                   max_file_events=2000, max_file_seconds=0.5, close_check_seconds=0.2))
     run_sink(sink, lambda s: day in s.closed)
-    assert ids_in_sink_files(store, layout.raw_events(day), late_events(day)) == expected
+    assert ids_in_sink_files(store, layout.raw_events(day), layout.late_events(day)) == expected
     assert sink.session["written"] == 8300
     assert sink.session["consumed"] == 8300 + sink.session["duplicates"]
     assert sink.session["duplicates"] > 0  # part of the killed batch had reached the topic
@@ -438,6 +438,6 @@ def test_kill_9_of_the_broker_then_restart_loses_and_doubles_nothing(kafka_broke
         done.set()
         sink_thread.join(60)
     assert not errors, errors
-    assert ids_in_sink_files(store, layout.raw_events(day), late_events(day)) == expected
+    assert ids_in_sink_files(store, layout.raw_events(day), layout.late_events(day)) == expected
     assert store.is_complete(layout.raw_events(day))
     assert sink.session["written"] == 400 and sink.session["late"] == 0
