@@ -18,6 +18,7 @@ from recsys.serving.deploy import (
     refresh_index,
     rollback,
 )
+from tests.faults import refresh_index_killed_before_index_json
 
 D1, D2, D3 = date(2011, 1, 4), date(2011, 1, 5), date(2011, 1, 6)
 USERS = [[0, 0], [1, 0], [0, 1]]  # OOV, u1, u2
@@ -333,17 +334,7 @@ def test_a_crash_between_index_parquet_and_index_json_is_repaired_by_a_rerun(dst
     _deployed(dstore, settings, (D1, 1))
     refresh_index(dstore)
     _catalog(dstore, date(2011, 1, 7), [False, True, True, True])  # A delisted
-    real = type(dstore).write_json
-
-    def killed(self, path, obj):
-        if path.endswith(INDEX_META_FILE):
-            raise OSError("killed between index.parquet and index.json")
-        real(self, path, obj)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(type(dstore), "write_json", killed)
-        with pytest.raises(OSError, match="killed"):
-            refresh_index(dstore)
+    refresh_index_killed_before_index_json(dstore, monkeypatch)
     vdir = "models/two_tower/versions/1"
     parquet_sha = hashlib.sha256(dstore.read_bytes(f"{vdir}/{INDEX_FILE}")).hexdigest()
     assert dstore.read_json(f"{vdir}/{INDEX_META_FILE}")["sha256"] != parquet_sha  # stale after the crash

@@ -17,6 +17,7 @@ from recsys.features import history
 from recsys.serving.deploy import INDEX_FILE, INDEX_META_FILE, build_index, index_metadata, refresh_index, rollback
 from recsys.serving.model_holder import ModelHolder
 from recsys.serving.service import create_app
+from tests.faults import refresh_index_killed_before_index_json
 
 D1, D2 = date(2011, 1, 4), date(2011, 1, 5)
 IDS = ["A", "B", "C", "D"]
@@ -417,17 +418,7 @@ def test_an_interrupted_index_publish_is_served_once_and_never_thrashes(client, 
 
     holder = client.app.state.holder
     _catalog(sstore, D2, [False, True, True, True])  # A delisted
-    real = type(sstore).write_json
-
-    def killed(self, path, obj):
-        if path.endswith(INDEX_META_FILE):
-            raise OSError("killed between index.parquet and index.json")
-        real(self, path, obj)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(type(sstore), "write_json", killed)
-        with pytest.raises(OSError, match="killed"):
-            refresh_index(sstore)
+    refresh_index_killed_before_index_json(sstore, monkeypatch)
     assert [holder.poll() for _ in range(3)] == [False] * 3  # the running service keeps its consistent version
     fresh = ModelHolder(sstore, retry_seconds=0.0)  # a service (re)started after the crash
     with caplog.at_level(logging.WARNING, logger="recsys.serving.model_holder"):
