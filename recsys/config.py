@@ -116,8 +116,12 @@ class Settings:
     # date is reported once through the notifier (the sensor keeps waiting); None switches it off
     partition_late_hour: int | None = 6
     # the fine-tune in a container (plugins/recsys_airflow/operators.py); read when the DAG file is parsed.
-    # train_in_container: '' (in the worker) | docker (DockerOperator) | kubernetes (KubernetesPodOperator)
+    # train_in_container: '' (in the worker) | docker (DockerOperator) | kubernetes (KubernetesPodOperator) |
+    # kubernetes-job (a distributed fine-tune: an Indexed Job of train_workers workers, plus one coordinator and
+    # train_ps parameter servers when train_ps > 0, behind a headless Service; KubernetesJobOperator)
     train_in_container: str = ""
+    train_workers: int = 2  # kubernetes-job: training workers (without parameter servers worker 0 is the chief)
+    train_ps: int = 0  # kubernetes-job: parameter servers (0: MultiWorkerMirroredStrategy; >0: ParameterServerStrategy)
     trainer_image: str = "recsys-trainer:latest"  # docker/Dockerfile.trainer; its entrypoint is `recsys`
     docker_url: str = "unix://var/run/docker.sock"  # the Docker daemon the DockerOperator talks to
     docker_network: str = "recsys_default"  # the compose network, so the container reaches `namenode`
@@ -160,7 +164,7 @@ class Settings:
         if self.train_in_container not in TRAIN_IN_CONTAINER_MODES:
             raise ConfigError(
                 f"RECSYS_TRAIN_IN_CONTAINER={self.train_in_container!r}: expected '' (in the worker), 'docker' or "
-                "'kubernetes'"
+                "'kubernetes' (one container), or 'kubernetes-job' (a distributed job)"
             )
         _check_bounds(self, _GATE_BOUNDS)
 
@@ -281,6 +285,8 @@ _BOUNDS = (
             "validation_max_new_item_share", "validation_max_top_item_share"), _not_share, "in [0, 1]"),
     _Bound(("keep_versions",), _not_positive, "positive or 'none' (keep every version)", optional=True),
     _Bound(("retrain_window_days",), _not_positive, "positive"),
+    _Bound(("train_workers",), _not_positive, "positive"),
+    _Bound(("train_ps",), _negative, ">= 0 (0: no parameter servers)"),
 )
 # the training and deploy-gate numbers, checked last
 _GATE_BOUNDS = (
@@ -290,7 +296,7 @@ _GATE_BOUNDS = (
 )
 
 NOTIFY_BACKENDS = ("log", "smtp", "webhook")
-TRAIN_IN_CONTAINER_MODES = ("", "docker", "kubernetes")
+TRAIN_IN_CONTAINER_MODES = ("", "docker", "kubernetes", "kubernetes-job")
 
 
 def _parse(name: str, type_name: Any, raw: str) -> Any:
