@@ -194,3 +194,11 @@ def kerberos_ticket(hdfs_kerberos_cluster, tmp_path, monkeypatch) -> KerberizedH
     monkeypatch.setenv("KRB5CCNAME", f"FILE:{ccache}")
     hdfs_kerberos_cluster.kinit(ccache)
     return hdfs_kerberos_cluster
+
+
+@pytest.fixture(scope="session")
+def spark_standalone():
+    """A real Spark standalone master + worker on loopback (scripts/spark.sh; see tests/spark_cluster.py)."""
+    from tests.spark_cluster import cluster_session
+
+    yield from cluster_session()
