@@ -130,6 +130,27 @@ class Settings:
     k8s_namespace: str = "default"
     # the Celery queue of the training tasks (fine_tune, train_from_scratch); None: Airflow's default queue
     training_queue: str | None = None
+    # the engine of the validate and features steps: pandas (one process, the embedded default) | spark
+    # (recsys/spark: the same suites and outputs on a Spark cluster, or local[*])
+    compute: str = "pandas"
+    spark_master: str = "local[*]"  # local[N], spark://host:7077, yarn, k8s://...
+    spark_driver_memory: str | None = None  # e.g. 2g; None: Spark's default (or what spark-submit set)
+    spark_executor_memory: str | None = None  # e.g. 2g
+    spark_executor_cores: int | None = None
+    spark_shuffle_partitions: int | None = None  # spark.sql.shuffle.partitions; None: Spark's default (200)
+    spark_ui: bool = True  # the driver's web UI (tests turn it off)
+    # HDFS as Spark reads it: e.g. hdfs://namenode:8020 replaces the store's webhdfs://host:port prefix (RPC
+    # instead of HTTP); None: Spark reads the store's own webhdfs:// URIs
+    spark_hdfs_url: str | None = None
+
+    # real time (recsys/serving/live.py): `recsys serve` follows the events and catalog topics so answers use
+    # events seconds old. Off by default; on needs a broker: kafka_bootstrap (RECSYS_KAFKA_BOOTSTRAP, also
+    # read by `recsys collect` / `recsys sink`) or the embedded one of scripts/kafka.sh
+    serve_live: bool = False
+    kafka_bootstrap: str | None = None  # host:port[,host:port]
+    # customers whose live state (recent items since the snapshot) the service keeps; the least recently
+    # active beyond this fall back to the history snapshot. Memory ~ live_max_users x repeat_length ids
+    live_max_users: int = 200_000
 
     @classmethod
     def secret_fields(cls) -> frozenset[str]:
@@ -167,6 +188,8 @@ class Settings:
                 "'kubernetes' (one container), or 'kubernetes-job' (a distributed job)"
             )
         _check_bounds(self, _GATE_BOUNDS)
+        if self.compute not in COMPUTE_ENGINES:
+            raise ConfigError(f"RECSYS_COMPUTE={self.compute!r}: expected one of {', '.join(COMPUTE_ENGINES)}")
 
     def _check_storage_and_schedule(self) -> None:
         """The storage backend, its WebHDFS settings and root, and the schedule's first date."""
@@ -287,6 +310,7 @@ _BOUNDS = (
     _Bound(("retrain_window_days",), _not_positive, "positive"),
     _Bound(("train_workers",), _not_positive, "positive"),
     _Bound(("train_ps",), _negative, ">= 0 (0: no parameter servers)"),
+    _Bound(("live_max_users",), _not_positive, "positive"),
 )
 # the training and deploy-gate numbers, checked last
 _GATE_BOUNDS = (
@@ -297,6 +321,7 @@ _GATE_BOUNDS = (
 
 NOTIFY_BACKENDS = ("log", "smtp", "webhook")
 TRAIN_IN_CONTAINER_MODES = ("", "docker", "kubernetes", "kubernetes-job")
+COMPUTE_ENGINES = ("pandas", "spark")
 
 
 def _parse(name: str, type_name: Any, raw: str) -> Any:
