@@ -311,6 +311,7 @@ _BOUNDS = (
     _Bound(("train_workers",), _not_positive, "positive"),
     _Bound(("train_ps",), _negative, ">= 0 (0: no parameter servers)"),
     _Bound(("live_max_users",), _not_positive, "positive"),
+    _Bound(("spark_executor_cores", "spark_shuffle_partitions"), _not_positive, "positive", optional=True),
 )
 # the training and deploy-gate numbers, checked last
 _GATE_BOUNDS = (
