@@ -92,6 +92,9 @@ class Settings:
     validation_max_new_item_share: float = 0.5  # share of events on items the vocabulary does not know
     validation_max_top_item_share: float = 0.2  # share of events on the single most frequent item
     validation_min_rows_for_shares: int = 100  # smaller partitions skip the top-item check
+    # rows validate and build-features hold of a raw partition at a time (parquet read in batches of this
+    # many rows; checks and aggregates combined exactly across them): memory stays bounded by it
+    chunk_rows: int = 1_000_000
     # full retrain (dags/recsys_full_retrain.py, `recsys retrain`): days of feature partitions, ending with
     # the newest one, that a from-scratch model trains on
     retrain_window_days: int = 90
@@ -300,7 +303,7 @@ _BOUNDS = (
     _Bound(("replay_examples",), _negative, ">= 0"),
     _Bound(("holdout_fraction",), lambda v: not 0.0 < v < 1.0, "in (0, 1)"),
     _Bound(("validation_max_id_length", "validation_max_quantity", "validation_history",
-            "validation_min_rows_for_shares"), _not_positive, "positive"),
+            "validation_min_rows_for_shares", "chunk_rows"), _not_positive, "positive"),
     _Bound(("validation_late_hours",), _negative, ">= 0"),
     _Bound(("validation_max_price",), _not_positive, "positive"),
     _Bound(("validation_volume_factor",), lambda v: v <= 1.0, "> 1 (rows within average / f .. average * f)"),
