@@ -13,6 +13,7 @@ pending); ``last_day`` (the last day counted, which makes re-counting a day a no
 
 from __future__ import annotations
 
+import io
 from datetime import date
 
 import numpy as np
@@ -53,6 +54,22 @@ def load(store: PartitionStore, name: str) -> pd.DataFrame:
     """The vocabulary ``name`` (``users`` or ``items``); empty if none was written yet."""
     path = layout.vocab_table(name)
     return _complete(store.read_parquet(path)) if store.exists(path) else empty()
+
+
+def known_before(store: PartitionStore, name: str, day: date) -> pd.Index:
+    """The ids of vocabulary ``name`` first seen before ``day``, as an Index of ``str`` (for ``isin``).
+
+    Reads only the ``id`` and ``first_seen`` columns of the table (not a Python set of every id).
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    path = layout.vocab_table(name)
+    if not store.exists(path):
+        return pd.Index([], dtype=object)
+    table = pq.read_table(io.BytesIO(store.read_bytes(path)), columns=[ID, FIRST_SEEN])
+    ids = table.column(ID).filter(pc.less(table.column(FIRST_SEEN).cast("string"), day.isoformat()))
+    return pd.Index(ids.cast("string").to_numpy(zero_copy_only=False).astype(object), dtype=object)
 
 
 def grow(vocab: pd.DataFrame, ids: pd.Series, day: date, min_count: int = 1) -> tuple[pd.DataFrame, int]:

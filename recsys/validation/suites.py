@@ -8,6 +8,7 @@ History-based parameters (volume, new users and items) compare with earlier acce
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,59 @@ def suite_columns(frame: pd.DataFrame, suite: dict[str, Any]) -> pd.DataFrame:
     return frame[[c for c in frame.columns if c in wanted]]
 
 
+@dataclass(frozen=True)
+class EventTotals:
+    """What the partition-level parameters and notes need of a partition's events, counted over all of its rows
+    (by :func:`event_parameters` from one frame, or chunk by chunk by :mod:`recsys.validation.partition`).
+
+    ``new_users`` / ``new_items``: rows whose id (as text) is not in ``known[users|items]``;
+    ``top_item`` / ``top_count``: the most frequent item id (as text; ties: the first to occur) and its rows.
+    """
+
+    rows: int
+    new_users: int
+    new_items: int
+    top_item: str | None
+    top_count: int
+
+
+def known_ids(store: PartitionStore, day: date) -> dict[str, pd.Index]:
+    """``users`` / ``items`` -> the vocabulary ids first seen before ``day`` (the append-only vocab tables)."""
+    return {name: vocab.known_before(store, name, day) for name in (vocab.USERS, vocab.ITEMS)}
+
+
+def new_id_flags(frame: pd.DataFrame, column: str, known: pd.Index) -> pd.Series:
+    """1.0 where ``frame[column]`` (as text) is not a known id, else 0.0 (all 0.0 without the column)."""
+    if column not in frame.columns:
+        return pd.Series(0.0, index=frame.index)
+    return (~frame[column].astype(str).isin(known)).astype("float64")
+
+
+def time_dtype_column(frame: pd.DataFrame) -> pd.Series:
+    """The dtype of ``event_time`` on every row (one category, not one string per row), or "missing"."""
+    time_dtype = str(frame[schema.EVENT_TIME].dtype) if schema.EVENT_TIME in frame.columns else "missing"
+    return pd.Series(
+        pd.Categorical.from_codes(np.zeros(len(frame), dtype="int8"), categories=[time_dtype]), index=frame.index
+    )
+
+
+def top_item_flags(frame: pd.DataFrame, top: str | None) -> pd.Series:
+    """1.0 where the item (as text) is ``top``, else 0.0."""
+    if top is None or schema.ITEM_ID not in frame.columns:
+        return pd.Series(0.0, index=frame.index)
+    return (frame[schema.ITEM_ID].astype(str) == top).astype("float64")
+
+
+def derived_columns(frame: pd.DataFrame, known: dict[str, pd.Index], top: str | None) -> pd.DataFrame:
+    """``frame`` (a shallow copy: its columns are not copied) with the derived columns the suite reads."""
+    derived = frame.copy(deep=False)
+    derived[EVENT_TIME_DTYPE] = time_dtype_column(frame)
+    derived[NEW_USER] = new_id_flags(frame, schema.USER_ID, known[vocab.USERS])
+    derived[NEW_ITEM] = new_id_flags(frame, schema.ITEM_ID, known[vocab.ITEMS])
+    derived[TOP_ITEM] = top_item_flags(frame, top)
+    return derived
+
+
 def event_parameters(
     store: PartitionStore, day: date, frame: pd.DataFrame, settings: Settings
 ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, str]]:
@@ -82,6 +136,25 @@ def event_parameters(
 
     History-based checks pass with an explanatory note while there is no history yet.
     """
+    known = known_ids(store, day)
+    top = None
+    if schema.ITEM_ID in frame.columns and len(frame):
+        top = str(frame[schema.ITEM_ID].astype(str).value_counts().index[0])
+    derived = derived_columns(frame, known, top)
+    totals = EventTotals(
+        rows=len(frame), new_users=int(derived[NEW_USER].sum()), new_items=int(derived[NEW_ITEM].sum()),
+        top_item=top, top_count=int(derived[TOP_ITEM].sum()),
+    )
+    params, notes = partition_parameters(store, day, settings, totals, {k: len(v) for k, v in known.items()})
+    return derived, params, notes
+
+
+def partition_parameters(
+    store: PartitionStore, day: date, settings: Settings, totals: EventTotals, known: dict[str, int]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The suite parameters (with :data:`TRAILING_KEYS`) and the notes, from the partition's ``totals`` and the
+    number of ``known`` users and items (:func:`known_ids`); a pure function of them and the earlier summaries."""
+    rows = totals.rows
     late = timedelta(hours=settings.validation_late_hours)
     params: dict[str, Any] = {  # at the calendar's edges the window ends there (layout.shift_time)
         "day_start": pd.Timestamp(layout.shift_time(layout.day_start(day), -late)),
@@ -106,57 +179,38 @@ def event_parameters(
         params["volume_min"] = max(1, int(average / factor))
         params["volume_max"] = int(average * factor) + 1
         notes["volume within the trailing average"] = (
-            f"{len(frame)} rows; the last {len(history)} accepted partitions "
+            f"{rows} rows; the last {len(history)} accepted partitions "
             f"({history[-1]['date']} .. {history[0]['date']}) averaged {average:.0f} rows, "
             f"so {params['volume_min']} .. {params['volume_max']} are expected (factor {factor:g})"
         )
     else:
         params["volume_min"], params["volume_max"] = 1, None
         notes["volume within the trailing average"] = (
-            f"{len(frame)} rows; no accepted partition before {day} yet, so only non-empty is checked"
+            f"{rows} rows; no accepted partition before {day} yet, so only non-empty is checked"
         )
 
-    # a shallow copy (copy-on-write: the added columns never reach ``frame``), so the partition's columns
-    # are not held twice; the dtype column is one category, not one string per row (10M rows: 10 MB, not 280)
-    derived = frame.copy(deep=False)
-    time_dtype = str(frame[schema.EVENT_TIME].dtype) if schema.EVENT_TIME in frame.columns else "missing"
-    derived[EVENT_TIME_DTYPE] = pd.Series(
-        pd.Categorical.from_codes(np.zeros(len(frame), dtype="int8"), categories=[time_dtype]), index=frame.index
-    )
-    cutoff = day.isoformat()
-    for column, name, kind, limit_name in (
-        (schema.USER_ID, vocab.USERS, NEW_USER, "max_new_user_share"),
-        (schema.ITEM_ID, vocab.ITEMS, NEW_ITEM, "max_new_item_share"),
+    for name, new, limit_name in (
+        (vocab.USERS, totals.new_users, "max_new_user_share"),
+        (vocab.ITEMS, totals.new_items, "max_new_item_share"),
     ):
-        table = vocab.load(store, name)
-        known = set(table.loc[table[vocab.FIRST_SEEN] < cutoff, vocab.ID].astype(str))
         check = f"share of new {name}"
         limit = getattr(settings, f"validation_{limit_name}")
-        if column in frame.columns:
-            derived[kind] = (~frame[column].astype(str).isin(known)).astype("float64")
-        else:
-            derived[kind] = pd.Series(0.0, index=frame.index)
-        if known:
+        if known[name]:
             params[limit_name] = limit
-            share = float(derived[kind].mean()) if len(frame) else 0.0
+            share = new / rows if rows else 0.0
             notes[check] = (
                 f"{share:.1%} of the events are by {name} not seen before {day} "
-                f"({len(known)} known); at most {limit:.0%} allowed"
+                f"({known[name]} known); at most {limit:.0%} allowed"
             )
         else:
             params[limit_name] = 1.0
             notes[check] = f"no vocabulary before {day} yet (first partition): every id is new, not checked"
 
     check = "top item share"
-    if schema.ITEM_ID in frame.columns and len(frame):
-        top = frame[schema.ITEM_ID].astype(str).value_counts().index[0]
-        derived[TOP_ITEM] = (frame[schema.ITEM_ID].astype(str) == top).astype("float64")
-        share = float(derived[TOP_ITEM].mean())
-    else:
-        top, share = None, 0.0
-        derived[TOP_ITEM] = pd.Series(0.0, index=frame.index)
-    params[TOP_ITEM_ID] = None if top is None else str(top)
-    if len(frame) >= settings.validation_min_rows_for_shares:
+    top = totals.top_item
+    share = totals.top_count / rows if top is not None and rows else 0.0
+    params[TOP_ITEM_ID] = top
+    if rows >= settings.validation_min_rows_for_shares:
         params["max_top_item_share"] = settings.validation_max_top_item_share
         notes[check] = (
             f"item {top} has {share:.1%} of the events; at most "
@@ -168,10 +222,64 @@ def event_parameters(
             f"item {top} has {share:.1%} of the events; not checked below "
             f"{settings.validation_min_rows_for_shares} rows"
         )
-    return derived, params, notes
+    return params, notes
 
 
 def catalog_parameters(settings: Settings) -> dict[str, Any]:
     """The parameters of the catalog suite."""
     return {"max_id_length": settings.validation_max_id_length, "max_price": settings.validation_max_price,
             "invalid_id": schema.INVALID_ID_REGEX}
+
+
+# --- engines: the suites are written once, with pandas type names; the Spark backend (recsys.spark) reads
+# them through these, so backend-specific type names live here and nowhere else ---------------------------
+PANDAS, SPARK = "pandas", "spark"
+# a suite's pandas type name -> the pyspark.sql.types class that holds such values
+SPARK_TYPES = {
+    "str": "StringType", "StringDtype": "StringType", "object": "StringType",
+    "int64": "LongType", "Int64": "LongType", "int32": "IntegerType", "Int32": "IntegerType",
+    "float64": "DoubleType", "Float64": "DoubleType", "float32": "FloatType", "Float32": "FloatType",
+    "bool": "BooleanType", "boolean": "BooleanType",
+}
+# a Spark type as the pandas path names the same column's dtype (what reports show, on both engines)
+PANDAS_NAMES = {
+    "StringType": "StringDtype", "LongType": "int64", "IntegerType": "int32", "ShortType": "int16",
+    "ByteType": "int8", "DoubleType": "float64", "FloatType": "float32", "BooleanType": "bool",
+    # Spark timestamps are instants in microseconds; without a time zone they are local times
+    "TimestampType": "datetime64[us, UTC]", "TimestampNTZType": "datetime64[us]", "DateType": "date",
+}
+
+
+def engine_suite(suite: dict[str, Any], engine: str = PANDAS) -> dict[str, Any]:
+    """``suite`` as ``engine`` runs it: on Spark, every ``type_list`` in Spark's type names."""
+    if engine == PANDAS:
+        return suite
+    out = json.loads(json.dumps(suite))
+    for expectation in out.get("expectations", []):
+        kwargs = expectation.get("kwargs", {})
+        if isinstance(kwargs.get("type_list"), list):
+            kwargs["type_list"] = list(dict.fromkeys(SPARK_TYPES.get(t, t) for t in kwargs["type_list"]))
+    return out
+
+
+def engine_checks(checks: list[dict[str, Any]], suite: dict[str, Any], engine: str = PANDAS) -> list[dict[str, Any]]:
+    """Compact checks (:func:`recsys.validation.results.compact`) of ``engine_suite(suite, engine)`` as the
+    pandas engine reports them: the suite's own type lists, observed types in pandas' names."""
+    if engine == PANDAS:
+        return checks
+    lists = {e["kwargs"].get("column"): e["kwargs"]["type_list"] for e in suite.get("expectations", [])
+             if isinstance(e.get("kwargs", {}).get("type_list"), list)}
+    for check in checks:
+        type_list = lists.get(check.get("column")) if "type_list" in (check.get("expected") or {}) else None
+        if type_list is None:
+            continue
+        check["expected"]["type_list"] = list(type_list)
+        if isinstance(check.get("observed_value"), str):
+            check["observed_value"] = PANDAS_NAMES.get(check["observed_value"], check["observed_value"])
+    return checks
+
+
+def spark_dtype_name(spark_type: Any) -> str:
+    """The value of :data:`EVENT_TIME_DTYPE` for a Spark column of type ``spark_type`` (its pandas name)."""
+    name = type(spark_type).__name__
+    return PANDAS_NAMES.get(name, spark_type.simpleString())
