@@ -1,11 +1,12 @@
 """A real Airflow for end-to-end tests: ``airflow api-server``, ``dag-processor`` and ``scheduler`` as subprocesses.
 
-They run with the LocalExecutor in an Airflow home of their own, on a throwaway PostgreSQL
-(tests/postgres.py): with a scheduler, a DAG processor, an api-server and the CLI writing at once, SQLite
-answers "database is locked". The home is initialised by scripts/airflow-init.sh, as a deployment's is
-(schema and the registry pool). :class:`AirflowStack` starts and stops the servers and talks to them through
-the CLI and the REST API; every wait has a time limit; the servers and every process they started are killed
-afterwards.
+They run in an Airflow home of their own, on a throwaway PostgreSQL (tests/postgres.py): with a scheduler, a
+DAG processor, an api-server and the CLI writing at once, SQLite answers "database is locked". The executor is
+the LocalExecutor, or, given a Redis broker (tests/redis_server.py), the CeleryExecutor of the Celery provider
+with ``airflow celery worker`` processes started by :meth:`AirflowStack.start_celery_worker`, one per queue.
+The home is initialised by scripts/airflow-init.sh, as a deployment's is (schema and the registry pool).
+:class:`AirflowStack` starts and stops the servers and talks to them through the CLI and the REST API; every
+wait has a time limit; the servers, the workers and every process they started are killed afterwards.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -53,6 +55,20 @@ SCHEDULER_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "2",
 }
 SERVERS = ("api-server", "dag-processor", "scheduler")
+WORKER_START_TIMEOUT = 120  # s: `airflow celery worker` connected to the broker and consuming its queue
+
+# Celery workers of one stack share this machine, so each names itself: a module in the home's config/ folder
+# (on the sys.path of every Airflow process and of the task processes they fork) gives Airflow's
+# [core] hostname_callable the worker's name, which Airflow records as the task instance's hostname.
+WORKER_NAME_VARIABLE = "AIRFLOW_STACK_WORKER_NAME"
+HOSTNAME_MODULE = "airflow_stack_hostname"
+HOSTNAME_SOURCE = f'''"""The task instance hostname of a test Celery worker (written by tests/airflow_stack.py)."""
+import os
+
+
+def hostname() -> str:
+    return os.environ["{WORKER_NAME_VARIABLE}"]
+'''
 
 
 def ts(value: str | None) -> datetime:
@@ -69,11 +85,12 @@ class AirflowStack:
         self._token: str | None = None
 
     # --- processes -----------------------------------------------------------------------------------
-    def start(self, name: str, *args: str) -> None:
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
+        """``airflow args...`` as ``name`` (log: ``<home>/<name>.log``), in the stack's environment plus ``env``."""
         log = open(self.home / f"{name}.log", "w")  # closed below: the child keeps its own copy
         self.procs[name] = subprocess.Popen(
             [str(BIN / "airflow"), *args],
-            env=self.env,
+            env=self.env | (env or {}),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, killed as one in stop()
@@ -278,8 +295,59 @@ class AirflowStack:
 
         self.wait("the api-server up, the DAG parsed (and the scheduler healthy)", ready, START_TIMEOUT)
 
+    def start_celery_worker(self, queue: str) -> str:
+        """Start ``airflow celery worker --queues <queue>`` (one task at a time) named ``<queue>@<this host>``.
 
-def stack_env(home: Path, store_root: Path, metadata_db: str, api_url: str, **recsys: str) -> dict[str, str]:
+        The name is its Celery hostname (``--celery-hostname``) and the hostname Airflow records on the task
+        instances it runs. Returns the name; :meth:`wait_for_workers` waits until the workers consume.
+        """
+        assert self.env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", "the stack has no broker: see airflow_stack()"
+        config = self.home / "config"
+        config.mkdir(exist_ok=True)
+        (config / f"{HOSTNAME_MODULE}.py").write_text(HOSTNAME_SOURCE)
+        name = f"{queue}@{socket.gethostname()}"
+        self.start(
+            f"worker-{queue}",
+            "celery", "worker",
+            "--queues", queue,
+            "--celery-hostname", name,
+            "--concurrency", "1",  # 2 cores: the runs are one at a time and their tasks in sequence
+            "--pid", str(self.home / f"worker-{queue}.pid"),
+            "--without-mingle", "--without-gossip",  # no chatter between the workers: a quicker start
+            env={
+                WORKER_NAME_VARIABLE: name,
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{HOSTNAME_MODULE}.hostname",
+                # each worker serves its task logs on a port of its own
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            },
+        )  # fmt: skip
+        return name
+
+    def wait_for_workers(self) -> None:
+        """Wait until every started Celery worker says it is ready (its log's ``celery@... ready.`` line)."""
+
+        def ready() -> bool:
+            workers = [n for n in self.procs if n.startswith("worker-")]
+            logs = [(self.home / f"{n}.log").read_text(errors="replace") for n in workers]
+            return all(" ready." in text for text in logs)
+
+        self.wait("the Celery workers to be ready", ready, WORKER_START_TIMEOUT)
+
+
+def executor_env(metadata_db: str, broker_url: str | None) -> dict[str, str]:
+    """The LocalExecutor, or with a broker the Celery provider's CeleryExecutor (results in the metadata DB)."""
+    if broker_url is None:
+        return {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": broker_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{metadata_db}",
+    }
+
+
+def stack_env(
+    home: Path, store_root: Path, metadata_db: str, api_url: str, broker_url: str | None = None, **recsys: str
+) -> dict[str, str]:
     """The servers' environment: this process's without AIRFLOW*/RECSYS_*, plus the stack's and ``recsys``."""
     return (
         {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECSYS_"))}
@@ -287,7 +355,6 @@ def stack_env(home: Path, store_root: Path, metadata_db: str, api_url: str, **re
         | {
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_db,
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "2",  # the machine has 2 cores; runs are one at a time anyway
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
@@ -304,18 +371,23 @@ def stack_env(home: Path, store_root: Path, metadata_db: str, api_url: str, **re
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",  # parse once; the files do not change
             "RECSYS_STORAGE_ROOT": str(store_root),
         }
+        | executor_env(metadata_db, broker_url)
         | {f"RECSYS_{k.upper()}": v for k, v in recsys.items()}
     )
 
 
 @contextlib.contextmanager
-def airflow_stack(home: Path, store_root: Path, metadata_db: str, **recsys: str) -> Iterator[AirflowStack]:
+def airflow_stack(
+    home: Path, store_root: Path, metadata_db: str, broker_url: str | None = None, **recsys: str
+) -> Iterator[AirflowStack]:
     """An :class:`AirflowStack` of ``home`` (nothing started yet); every server it started is killed afterwards.
 
+    ``broker_url``: a Redis URL (tests/redis_server.py) for the CeleryExecutor; without it, the LocalExecutor.
     ``recsys``: extra ``RECSYS_*`` settings of all servers and tasks, e.g. ``schedule_start="2010-12-01"``.
     """
     api_url = f"http://127.0.0.1:{free_port()}"
-    airflow = AirflowStack(home, store_root, stack_env(home, store_root, metadata_db, api_url, **recsys), api_url)
+    env = stack_env(home, store_root, metadata_db, api_url, broker_url, **recsys)
+    airflow = AirflowStack(home, store_root, env, api_url)
     try:
         yield airflow
     finally:
