@@ -12,6 +12,10 @@
 
 Events are keyed by ``user_id`` (one user's events stay in order on one partition) and produced by an
 idempotent producer (``enable.idempotence``: the broker drops the producer's own retries).
+
+Item events (``event_type`` listed, delisted, out_of_stock, back_in_stock or price_change; see
+:mod:`recsys.streaming.events`) come on the same path, in the same batches, checked by their own schema; they
+go to the catalog topic (``catalog_topic``), keyed by ``item_id``.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from recsys import schema
 from recsys.errors import RecsysError
 from recsys.streaming import StreamingError, events
-from recsys.streaming.topics import EVENTS_TOPIC
+from recsys.streaming.topics import CATALOG_TOPIC, EVENTS_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,7 @@ class CollectorConfig:
 
     bootstrap: str
     topic: str = EVENTS_TOPIC
+    catalog_topic: str = CATALOG_TOPIC  # item events
     max_events: int = 10_000  # events in one request
     max_body_bytes: int = 8 * 1024 * 1024
     queue_max_messages: int = 200_000  # producer queue; a batch that does not fit is refused with 503
@@ -245,12 +250,16 @@ class EventProducer:
 
     def produce(self, batch: list[dict[str, Any]], delivery: _Delivery) -> int:
         """Hand the batch to the producer; how many events it took (fewer when its queue filled up)."""
-        topic = self.config.topic
+        topic, catalog = self.config.topic, self.config.catalog_topic
         n = 0
         try:
             for event in batch:
-                self.producer.produce(topic, value=events.encode(event), key=event[schema.USER_ID].encode(),
-                                      on_delivery=delivery)
+                if event[schema.EVENT_TYPE] in events.ITEM_EVENT_TYPES:
+                    self.producer.produce(catalog, value=events.encode_item(event),
+                                          key=event[schema.ITEM_ID].encode(), on_delivery=delivery)
+                else:
+                    self.producer.produce(topic, value=events.encode(event), key=event[schema.USER_ID].encode(),
+                                          on_delivery=delivery)
                 n += 1
         except BufferError:
             pass
@@ -261,12 +270,13 @@ class EventProducer:
         """None if the broker answers and the topic exists, else why not."""
         from confluent_kafka import KafkaException
 
-        try:
-            meta = self.producer.list_topics(self.config.topic, timeout=timeout).topics.get(self.config.topic)
-        except KafkaException as err:
-            return f"the broker {self.config.bootstrap} does not answer: {err.args[0].str()}"
-        if meta is None or meta.error is not None:
-            return f"topic {self.config.topic!r}: {meta.error.str() if meta is not None else 'missing'}"
+        for topic in (self.config.topic, self.config.catalog_topic):
+            try:
+                meta = self.producer.list_topics(topic, timeout=timeout).topics.get(topic)
+            except KafkaException as err:
+                return f"the broker {self.config.bootstrap} does not answer: {err.args[0].str()}"
+            if meta is None or meta.error is not None:
+                return f"topic {topic!r}: {meta.error.str() if meta is not None else 'missing'}"
         return None
 
 
@@ -359,7 +369,7 @@ def _check_batch(decoded: list[Any], rules: events.EventRules,
     problems: list[events.Problem] = []
     bad_events = 0
     for i, obj in enumerate(decoded):
-        event, found = events.check_event(obj, i, rules, now)
+        event, found = events.check_any(obj, i, rules, now)
         if event is None:
             bad_events += 1
             problems += found
@@ -431,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description="the recsys event collector (POST /events -> Kafka)")
     parser.add_argument("--bootstrap", help="host:port of a broker (default: RECSYS_KAFKA_BOOTSTRAP or var/kafka)")
     parser.add_argument("--topic", default=EVENTS_TOPIC)
+    parser.add_argument("--catalog-topic", default=CATALOG_TOPIC, help="the topic of item (catalog) events")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--create-topic", type=int, metavar="PARTITIONS", default=0,
@@ -441,9 +452,10 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap = args.bootstrap or default_bootstrap()
         if args.create_topic:
             ensure_topic(bootstrap, args.topic, args.create_topic)
+            ensure_topic(bootstrap, args.catalog_topic, args.create_topic)
     except StreamingError as err:
         parser.exit(1, f"recsys collect: {err}\n")
-    config = CollectorConfig(bootstrap=bootstrap, topic=args.topic,
+    config = CollectorConfig(bootstrap=bootstrap, topic=args.topic, catalog_topic=args.catalog_topic,
                              rules=events.EventRules.from_settings(Settings.from_env()))
     uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="warning")
     return 0

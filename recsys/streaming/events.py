@@ -5,6 +5,13 @@ An event on the wire (HTTP body and Kafka message value) is a JSON object with t
 ``country``. ``event_time`` is an ISO 8601 string with a time zone (``2026-12-01T06:00:00.123Z``); it is
 stored in UTC. The rules are the ones the ``raw_events`` suite checks on a partition, so an event that
 passes here passes validation there.
+
+Item (catalog) events share the path: an object whose ``event_type`` is one of :data:`ITEM_EVENT_TYPES`
+(``listed, delisted, out_of_stock, back_in_stock, price_change``) is an item event with the fields
+``event_id, event_time, item_id, event_type`` and optionally ``price`` (required for ``price_change``),
+``title`` and ``category`` (a ``listed`` item's catalog entry). The collector sends them to the catalog
+topic keyed by item (:func:`check_any`); the service applies them at once and the daily catalog partition is
+rebuilt from them (:mod:`recsys.streaming.catalog`).
 """
 
 from __future__ import annotations
@@ -22,6 +29,13 @@ if TYPE_CHECKING:
     from recsys.config import Settings
 
 OPTIONAL_FIELDS = (schema.SESSION_ID, schema.COUNTRY)
+# item events: availability and price changes of one item (catalog), not behaviour
+LISTED, DELISTED, OUT_OF_STOCK, BACK_IN_STOCK, PRICE_CHANGE = (
+    "listed", "delisted", "out_of_stock", "back_in_stock", "price_change")
+ITEM_EVENT_TYPES = (LISTED, DELISTED, OUT_OF_STOCK, BACK_IN_STOCK, PRICE_CHANGE)
+ITEM_EVENT_COLUMNS = (schema.EVENT_ID, schema.EVENT_TIME, schema.ITEM_ID, schema.EVENT_TYPE, schema.PRICE,
+                      schema.TITLE, schema.CATEGORY)
+MAX_TEXT_LENGTH = 500  # title and category of an item event
 ID_FIELDS = (schema.EVENT_ID, schema.USER_ID, schema.ITEM_ID)
 
 
@@ -183,3 +197,84 @@ def encode(event: dict[str, Any]) -> bytes:
     wire = {name: event.get(name) for name in schema.EVENT_COLUMNS}
     wire[schema.EVENT_TIME] = format_time(event[schema.EVENT_TIME])
     return json.dumps(wire, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def is_item_event(obj: object) -> bool:
+    """True if ``obj`` claims to be an item (catalog) event: its ``event_type`` is one of ITEM_EVENT_TYPES."""
+    return isinstance(obj, dict) and obj.get(schema.EVENT_TYPE) in ITEM_EVENT_TYPES
+
+
+def check_any(
+    obj: object, index: int, rules: EventRules, now: datetime | None
+) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """:func:`check_item_event` for an item event, else :func:`check_event` (a behaviour event)."""
+    if is_item_event(obj):
+        return check_item_event(obj, index, rules, now)
+    return check_event(obj, index, rules, now)
+
+
+def check_item_event(
+    obj: object, index: int, rules: EventRules, now: datetime | None
+) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """The canonical item event of a decoded JSON value, or every problem with it (each naming a field)."""
+    if not isinstance(obj, dict):
+        return None, [Problem(index, "(event)", f"must be a JSON object, got {type(obj).__name__}")]
+    raw_id = obj.get(schema.EVENT_ID)
+    event_id = raw_id if isinstance(raw_id, str) else None
+    found = [(str(name), "unknown field (the item event fields are " + ", ".join(ITEM_EVENT_COLUMNS) + ")")
+             for name in sorted(set(obj) - set(ITEM_EVENT_COLUMNS))]
+    required = (schema.EVENT_ID, schema.EVENT_TIME, schema.ITEM_ID, schema.EVENT_TYPE)
+    found += [(name, "is required") for name in required if obj.get(name) is None]
+    if obj.get(schema.EVENT_TYPE) == PRICE_CHANGE and obj.get(schema.PRICE) is None:
+        found.append((schema.PRICE, "is required for a price_change"))
+    out: dict[str, Any] = {schema.PRICE: None, schema.TITLE: None, schema.CATEGORY: None}
+    for name, check in _ITEM_CHECKS:
+        value = obj.get(name)
+        if value is not None:
+            out[name], why = check(value, rules, now)
+            found += [(name, problem) for problem in why]
+    if found:
+        return None, [Problem(index, name, problem, event_id) for name, problem in found]
+    return out, []
+
+
+def _check_item_type(value: Any, rules: EventRules, now: datetime | None) -> tuple[Any, list[str]]:
+    if value not in ITEM_EVENT_TYPES:
+        return value, [f"must be one of {', '.join(ITEM_EVENT_TYPES)}, got {str(value)[:40]!r}"]
+    return value, []
+
+
+def _check_text(value: Any, rules: EventRules, now: datetime | None) -> tuple[Any, list[str]]:
+    if not isinstance(value, str):
+        return value, [f"must be a string, got {type(value).__name__}"]
+    if len(value) > MAX_TEXT_LENGTH:
+        return value, [f"must be at most {MAX_TEXT_LENGTH} characters, got {len(value)}"]
+    return value, []
+
+
+_ITEM_CHECKS: tuple[tuple[str, _Check], ...] = (
+    (schema.EVENT_ID, _check_id),
+    (schema.ITEM_ID, _check_id),
+    (schema.EVENT_TIME, _check_time),
+    (schema.EVENT_TYPE, _check_item_type),
+    (schema.PRICE, _check_price),
+    (schema.TITLE, _check_text),
+    (schema.CATEGORY, _check_text),
+)
+
+
+def encode_item(event: dict[str, Any]) -> bytes:
+    """The Kafka message value of a checked item event (compact JSON, UTF-8)."""
+    wire = {name: event.get(name) for name in ITEM_EVENT_COLUMNS}
+    wire[schema.EVENT_TIME] = format_time(event[schema.EVENT_TIME])
+    return json.dumps(wire, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_any(value: bytes | None, rules: EventRules) -> dict[str, Any] | None:
+    """A Kafka message value as a checked event (behaviour or item), or None if it is not one."""
+    try:
+        obj = json.loads(value or b"")
+    except ValueError:
+        return None
+    event, _ = check_any(obj, 0, rules, now=None)
+    return event

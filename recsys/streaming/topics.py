@@ -10,6 +10,9 @@ from pathlib import Path
 from recsys.streaming import StreamingError
 
 EVENTS_TOPIC = "recsys.events"
+# item events (listed, delisted, out_of_stock, back_in_stock, price_change), keyed by item: a topic of their
+# own so the sink's behaviour partitions and every consumer of them stay as they are
+CATALOG_TOPIC = "recsys.catalog-events"
 CLOSED_TOPIC = "recsys.days-closed"  # the sink announces each closed day here (key: YYYY-MM-DD)
 DEFAULT_PARTITIONS = 3
 # the ready file scripts/kafka.sh writes for the embedded broker

@@ -193,3 +193,52 @@ def test_an_unreachable_broker_is_a_503_after_the_delivery_timeout_never_a_202()
         metrics = client.get("/metrics").text
     assert 'recsys_collector_events_total{result="delivery_failed"} 2' in metrics
     assert 'recsys_collector_events_total{result="accepted"} 0' in metrics
+
+
+# --- item (catalog) events on the same path -----------------------------------------------------------
+def item_event(**changes: object) -> dict[str, object]:
+    base: dict[str, object] = {"event_id": "c-1", "event_time": "2026-12-01T11:59:00Z", "item_id": "85123A",
+                               "event_type": "out_of_stock"}
+    base.update(changes)
+    return {k: v for k, v in base.items() if v is not ...}
+
+
+@pytest.mark.parametrize("kind", events.ITEM_EVENT_TYPES)
+def test_each_item_event_type_is_accepted_by_its_own_schema(kind: str) -> None:
+    extra = {"price": 3} if kind == events.PRICE_CHANGE else {}
+    found, probs = events.check_any(item_event(event_type=kind, **extra), 0, events.EventRules(), NOW)
+    assert probs == [] and found is not None
+    assert found["event_type"] == kind and found["event_time"] == datetime(2026, 12, 1, 11, 59, tzinfo=UTC)
+    wire = json.loads(events.encode_item(found))
+    assert set(wire) == set(events.ITEM_EVENT_COLUMNS) and "user_id" not in wire
+    assert events.decode_any(events.encode_item(found), events.EventRules()) == found
+
+
+@pytest.mark.parametrize(("changes", "field", "words"), [
+    ({"event_type": "price_change"}, "price", "is required for a price_change"),
+    ({"item_id": ...}, "item_id", "is required"),
+    ({"item_id": "a/b"}, "item_id", "or '/'"),
+    ({"user_id": "u1"}, "user_id", "unknown field (the item event fields are"),
+    ({"price": -1}, "price", "must be 0 to"),
+    ({"title": 5}, "title", "must be a string"),
+    ({"title": "x" * 501}, "title", "at most 500 characters"),
+    ({"event_time": "2027-01-01T00:00:00Z"}, "event_time", "is in the future"),
+])
+def test_each_bad_item_event_field_is_named(changes: dict[str, object], field: str, words: str) -> None:
+    found, probs = events.check_any(item_event(**changes), 0, events.EventRules(), NOW)
+    assert found is None
+    assert any(p.field == field and words in p.problem for p in probs), probs
+
+
+def test_a_behaviour_event_with_an_item_event_type_field_is_not_mistaken() -> None:
+    # a purchase stays a behaviour event (user_id required), an unknown type is named against behaviour types
+    assert events.check_any(event(), 0, events.EventRules(), NOW)[0] is not None
+    probs = events.check_any(event(event_type="sold_out"), 0, events.EventRules(), NOW)[1]
+    assert [(p.field, p.problem[:12]) for p in probs] == [("event_type", "must be one ")]
+
+
+def test_a_batch_mixing_a_bad_item_event_is_refused_whole(client: TestClient) -> None:
+    answer = client.post("/events", json=[event(), item_event(event_type="price_change")])
+    assert answer.status_code == 422
+    assert answer.json()["errors"] == [{"index": 1, "field": "price", "problem": "is required for a price_change",
+                                        "event_id": "c-1"}]
