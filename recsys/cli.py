@@ -41,6 +41,8 @@ def _positive(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from recsys.streaming.topics import CATALOG_TOPIC, EVENTS_TOPIC
+
     p = argparse.ArgumentParser(prog="recsys", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
@@ -55,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in [
         ("validate", "validate a raw partition with Great Expectations"),
         ("features", "clean a partition, grow the vocabularies, write examples"),
-        ("train", "fine-tune the candidate of a date from the last checkpoint"),
+        ("train", "fine-tune the candidate of a date from the last checkpoint (as one task of a cluster when "
+                  "TF_CONFIG is set: recsys/training_distributed.py)"),
         ("evaluate", "score candidate and champion on the date's held-out users; decide"),
         ("deploy", "deploy the blessed candidate of a date"),
         ("run", "all steps for a date, without Airflow (validate .. deploy if blessed)"),
@@ -97,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
                             "smaller ones exactly")
     serve.add_argument("--exact", action="store_true", help="always exact search (no HNSW index)")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument("--events-topic", default=EVENTS_TOPIC,
+                       help="with RECSYS_SERVE_LIVE=1: the behaviour events topic the live state follows")
+    serve.add_argument("--catalog-topic", default=CATALOG_TOPIC,
+                       help="with RECSYS_SERVE_LIVE=1: the item events topic the live state follows")
 
     rec = sub.add_parser("recommend", help="top items for a user from the champion")
     rec.add_argument("--user", required=True)
@@ -130,6 +137,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="the event collector: POST /events (JSON array or NDJSON) checked at the edge, to Kafka")
     sub.add_parser("sink", add_help=False,
                    help="the Kafka -> raw/events/dt=D sink: atomic part files, deduplicated, days closed by watermark")
+    sub.add_parser("catalog-from-events", add_help=False,
+                   help="rebuild raw/catalog/dt=D from the day before and D's item events (the catalog topic)")
 
     bundle = sub.add_parser("bundle-online-retail", help="rebuild the shipped data bundle from per-day CSVs")
     bundle.add_argument("--source", type=Path, required=True)
@@ -177,8 +186,12 @@ def _features(store: PartitionStore, settings: Settings, args: argparse.Namespac
 
 
 def _train(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
+    from recsys import training_distributed
     from recsys.training import fine_tune
 
+    cluster = training_distributed.cluster_from_env()  # TF_CONFIG: this process is one task of a cluster
+    if cluster is not None:
+        return training_distributed.fine_tune(store, settings, args.date, cluster)
     return fine_tune(store, settings, args.date)
 
 
@@ -232,11 +245,14 @@ def _serve(store: PartitionStore, settings: Settings, args: argparse.Namespace) 
     import uvicorn
 
     from recsys.serving.bounded_http import server_options
+    from recsys.serving.live import live_config
     from recsys.serving.service import create_app
 
+    live = live_config(settings, args.events_topic, args.catalog_topic)  # RECSYS_SERVE_LIVE: follow the topics
     app = create_app(store, poll_seconds=args.poll_seconds,
                      ann_min_items=None if args.exact else max(1, args.ann_min_items),
-                     max_id_length=settings.validation_max_id_length)  # serve every id validation accepts
+                     max_id_length=settings.validation_max_id_length,  # serve every id validation accepts
+                     live=live)
     print(f"recsys serve: http://{args.host}:{args.port} (store {store.uri('')}; docs at /docs)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, **server_options())
     return None
@@ -310,17 +326,22 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> Any:
 
 
 def _streaming(command: str, argv: list[str]) -> int:
-    """``recsys collect`` / ``recsys sink``: long-running services with options of their own."""
+    """``recsys collect`` / ``recsys sink`` (long-running services) and ``recsys catalog-from-events``: options of
+    their own."""
     if command == "collect":
         from recsys.streaming import collector
 
         return collector.main(argv)
+    if command == "catalog-from-events":
+        from recsys.streaming import catalog
+
+        return catalog.main(argv)
     from recsys.streaming import sink
 
     return sink.main(argv)
 
 
-STREAMING_COMMANDS = ("collect", "sink")
+STREAMING_COMMANDS = ("collect", "sink", "catalog-from-events")
 
 
 def main(argv: list[str] | None = None) -> int:

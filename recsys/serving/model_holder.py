@@ -21,7 +21,9 @@ import io
 import logging
 import threading
 import time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -56,6 +58,19 @@ class Recommendation:
     scores: list[float]  # dot products (model), or the number of buyers (popular fallback)
 
 
+@dataclass(frozen=True)
+class LiveInputs:
+    """What the live state (:mod:`recsys.serving.live`) changes in one answer."""
+
+    # the customer's recent item ids (most recent first) and days each was used, replacing the snapshot's;
+    # None: the snapshot's
+    history: tuple[Sequence[str], Sequence[int]] | None = None
+    unavailable: Collection[str] = ()  # item ids out of stock or delisted since the serving index was built
+
+
+NO_LIVE = LiveInputs()
+
+
 @dataclass(frozen=True, eq=False)
 class LoadedVersion:
     """An immutable, fully loaded serving version (see the module docstring for the swap contract).
@@ -82,6 +97,7 @@ class LoadedVersion:
     popular: np.ndarray  # served positions by number of buyers, most bought first
     buyers: np.ndarray  # [N + 1] number of distinct buyers per served position
     ann: HnswIndex | None = None  # approximate search over positions 1..N (large catalogs), else exact
+    snapshot_day: date | None = None  # the history snapshot's day (histories as of its end)
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -103,50 +119,100 @@ class LoadedVersion:
         return self.full.user_vectors([user_id])[0]
 
     def _repeat(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """Served positions of the user's recent items and their repeat bonus."""
+        """Served positions of the user's recent items (snapshot) and their repeat bonus."""
         rows, bonus = self.full.repeat_bonus(user_id)
         positions = self.position_of_row[rows] if len(rows) else rows
         keep = positions > 0
         return positions[keep], bonus[keep]
 
-    def recommend(self, user_id: str, k: int, exclude_purchased: bool = False) -> Recommendation:
-        """Top-``k`` served items for ``user_id``; unknown users get the most bought items (fallback)."""
-        bought = self.purchases.get(user_id) if exclude_purchased else None
-        query = self.query_vector(user_id)
+    def snapshot_history(self, user_id: str) -> tuple[list[str], list[int]]:
+        """The customer's recent item ids (most recent first) and days, as the snapshot has them."""
+        rows, days = self.full.history(user_id)
+        return [str(i) for i in self.full.item_ids[rows]], [int(d) for d in days]
+
+    def _live_query(self, user_id: str, rows: np.ndarray) -> np.ndarray | None:
+        """The query vector from live recent item ``rows`` (most recent first): the user's row (the OOV row
+        for a customer the version has none for) plus the mean of the first ``query_length`` items' id
+        embeddings, as :meth:`Scorer.user_vectors` computes it. None if the version cannot embed the user."""
+        full = self.full
+        row = full.user_rows.get(user_id, vocab.OOV_ROW)
+        row = row if row < len(full.user_table) else vocab.OOV_ROW
+        if not full.history_weight or not len(rows):
+            return full.user_table[row].astype(np.float32, copy=True) if row != vocab.OOV_ROW else None
+        query = full.user_table[row].astype(np.float32, copy=True)
+        query += full.history_weight * full.history_table[rows[: full.query_length]].mean(0)
+        return query
+
+    def _inputs(self, user_id: str, live: LiveInputs) -> tuple[np.ndarray | None, np.ndarray, np.ndarray,
+                                                              np.ndarray | None]:
+        """(query vector or None, own served positions, their repeat bonus, served positions bought or None)."""
+        if live.history is None:
+            own, bonus = self._repeat(user_id)
+            return self.query_vector(user_id), own, bonus, self.purchases.get(user_id)
+        ids, days = live.history
+        pairs = [(self.item_rows[i], d) for i, d in zip(ids, days, strict=True) if i in self.item_rows]
+        rows = np.array([r for r, _ in pairs], dtype=np.int64)
+        counts = np.array([d for _, d in pairs], dtype=np.float32)
+        positions = self.position_of_row[rows] if len(rows) else rows
+        keep = positions > 0
+        bonus = (self.full.repeat_weight * np.log1p(counts[keep])).astype(np.float32)
+        return self._live_query(user_id, rows), positions[keep], bonus, np.unique(positions[keep])
+
+    def _blocked(self, bought: np.ndarray | None, unavailable: Collection[str]) -> np.ndarray:
+        """Served positions an answer must not hold: bought (when excluded) and unavailable ones."""
+        gone = [self.position[i] for i in unavailable if i in self.position]
+        parts = [np.asarray(gone, dtype=np.int64)]
+        if bought is not None:
+            parts.append(np.asarray(bought, dtype=np.int64))
+        return np.unique(np.concatenate(parts))
+
+    def recommend(self, user_id: str, k: int, exclude_purchased: bool = False,
+                  live: LiveInputs = NO_LIVE) -> Recommendation:
+        """Top-``k`` served items for ``user_id``; unknown users get the most bought items (fallback).
+
+        ``live``: the customer's live recent items (replacing the snapshot's) and the items unavailable
+        since the index (never returned), from :mod:`recsys.serving.live`.
+        """
+        query, own, bonus, bought = self._inputs(user_id, live)
+        blocked = self._blocked(bought if exclude_purchased else None, live.unavailable)
         if query is None:
             ranked = self.popular
-            if bought is not None and len(bought):
-                ranked = ranked[~np.isin(ranked, bought)]
+            if len(blocked):
+                ranked = ranked[~np.isin(ranked, blocked)]
             top = ranked[:k]
             return Recommendation(self.version, False, FALLBACK_POPULAR,
                                   [str(x) for x in self.scorer.item_ids[top]], self.buyers[top].astype(float).tolist())
-        own, bonus = self._repeat(user_id)
         if self.ann is not None:
-            extra = len(bought) if bought is not None else 0
-            found, _ = self.ann.search(np.append(query, np.float32(1.0)), min(k + extra, self.items))
-            # the ANN holds [candidate, bias] for positions 1..N; the customer's own items (repeat term)
-            # join the candidates, and all are scored exactly
-            positions = np.unique(np.concatenate([found + 1, own]))
-            if bought is not None and extra:
-                positions = positions[~np.isin(positions, bought)]
-            exact = self.scorer.item_table[positions] @ query + self.scorer.item_bias[positions]
-            bonus_at = dict(zip(own.tolist(), bonus.tolist(), strict=True))
-            exact += np.array([bonus_at.get(int(p), 0.0) for p in positions], dtype=np.float32)
-            order = np.argsort(-exact, kind="stable")[:k]
-            return Recommendation(self.version, True, None, [str(x) for x in self.scorer.item_ids[positions[order]]],
-                                  exact[order].astype(float).tolist())
+            return self._recommend_ann(query, k, own, bonus, blocked)
         scores = (self.scorer.item_table @ query + self.scorer.item_bias)[None, :]
         np.add.at(scores[0], own, bonus)
         scores[0, vocab.OOV_ROW] = -np.inf
-        if bought is not None and len(bought):
-            scores[0, bought] = -np.inf
+        if len(blocked):
+            scores[0, blocked] = -np.inf
         rows, values = top_k_rows(scores, k)
         keep = np.isfinite(values[0])
         return Recommendation(self.version, True, None, [str(x) for x in self.scorer.item_ids[rows[0][keep]]],
                               values[0][keep].astype(float).tolist())
 
-    def similar(self, item_id: str, k: int) -> tuple[list[str], list[float]] | None:
-        """The ``k`` served items most similar (cosine) to ``item_id``, itself excluded; None if unknown."""
+    def _recommend_ann(self, query: np.ndarray, k: int, own: np.ndarray, bonus: np.ndarray,
+                       blocked: np.ndarray) -> Recommendation:
+        assert self.ann is not None
+        found, _ = self.ann.search(np.append(query, np.float32(1.0)), min(k + len(blocked), self.items))
+        # the ANN holds [candidate, bias] for positions 1..N; the customer's own items (repeat term)
+        # join the candidates, and all are scored exactly
+        positions = np.unique(np.concatenate([found + 1, own]))
+        if len(blocked):
+            positions = positions[~np.isin(positions, blocked)]
+        exact = self.scorer.item_table[positions] @ query + self.scorer.item_bias[positions]
+        bonus_at = dict(zip(own.tolist(), bonus.tolist(), strict=True))
+        exact += np.array([bonus_at.get(int(p), 0.0) for p in positions], dtype=np.float32)
+        order = np.argsort(-exact, kind="stable")[:k]
+        return Recommendation(self.version, True, None, [str(x) for x in self.scorer.item_ids[positions[order]]],
+                              exact[order].astype(float).tolist())
+
+    def similar(self, item_id: str, k: int, unavailable: Collection[str] = ()) -> tuple[list[str], list[float]] | None:
+        """The ``k`` served items most similar (cosine) to ``item_id``, itself and ``unavailable`` excluded;
+        None if unknown."""
         row = self.item_rows.get(item_id)
         if row is None:
             return None
@@ -157,6 +223,9 @@ class LoadedVersion:
         own = self.position.get(item_id)
         if own is not None:
             scores[0, own] = -np.inf
+        blocked = self._blocked(None, unavailable)
+        if len(blocked):
+            scores[0, blocked] = -np.inf
         rows, values = top_k_rows(scores, k)
         keep = np.isfinite(values[0])
         return [str(x) for x in self.scorer.item_ids[rows[0][keep]]], values[0][keep].astype(float).tolist()
@@ -195,7 +264,9 @@ def load_version(store: PartitionStore, version: int, ann_min_items: int | None 
         index_bytes = store.read_bytes(f"{vdir}/{INDEX_FILE}")
         index = pd.read_parquet(io.BytesIO(index_bytes))
         meta = embedded_metadata(index_bytes)  # the parquet describes itself: never a stale description
-        snapshot = history.load_latest(store)
+        feature_days = store.partitions(layout.FEATURES)
+        snapshot_day = feature_days[-1] if feature_days else None
+        snapshot = history.load(store, snapshot_day) if snapshot_day is not None else history.empty()
         full = load_scorer(store, version, snapshot=snapshot)
     except (StorageError, OSError, ValueError, KeyError) as err:
         raise ServingError(f"cannot load version {version} from {store.uri(vdir)}: {err}") from err
@@ -250,6 +321,7 @@ def load_version(store: PartitionStore, version: int, ann_min_items: int | None 
         popular=popular,
         buyers=buyers,
         ann=ann,
+        snapshot_day=snapshot_day,
     )
 
 

@@ -7,6 +7,9 @@ Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``):
   most bought available items instead, with ``"fallback": "popular"`` and ``"known_user": false``.
 - ``GET /items/{item_id}/similar?k=10`` - the available items closest (cosine) to an item; 404 if the
   serving version does not know the item.
+- With live state (``RECSYS_SERVE_LIVE=1``, :mod:`recsys.serving.live`) answers use events seconds old: the
+  customer's recent items and repeat term, items gone out of stock; ``state_as_of`` and ``last_event_at``
+  say how fresh that is, and a new customer is ranked from their first events.
 - ``GET /healthz`` (the process is up), ``GET /readyz`` (a version is loaded; 503 until then; shows
   a failed load of a newer champion), ``GET /version`` (what is served), ``GET /metrics`` (Prometheus).
 
@@ -26,6 +29,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request
@@ -35,7 +39,8 @@ from pydantic import BaseModel, Field
 
 from recsys import schema
 from recsys.serving.limits import RequestLimits
-from recsys.serving.model_holder import LoadedVersion, ModelHolder
+from recsys.serving.live import LiveConfig, LiveFollower
+from recsys.serving.model_holder import NO_LIVE, LoadedVersion, ModelHolder
 from recsys.storage import PartitionStore
 
 MAX_K = 1000
@@ -59,6 +64,14 @@ class RecommendationsOut(BaseModel):
     fallback: str | None = Field(description="null: ranked by the model; 'popular': unknown user, most bought items")
     exclude_purchased: bool
     items: list[ScoredItem]
+    state_as_of: str | None = Field(
+        default=None, description="live state (RECSYS_SERVE_LIVE): every event accepted before this time is in "
+                                  "the answer; absent without live state (the history snapshot alone), null "
+                                  "until the live state first caught up with the topics")
+    last_event_at: str | None = Field(
+        default=None, description="event time of this customer's newest event applied live (null: none since the "
+                                  "snapshot)")
+    snapshot_day: str | None = Field(default=None, description="the history snapshot the state starts from")
 
 
 class SimilarOut(BaseModel):
@@ -206,22 +219,28 @@ K = Annotated[int, Query(ge=1, le=MAX_K, description=f"how many items, 1..{MAX_K
 
 def create_app(store: PartitionStore, poll_seconds: float = 2.0, retry_seconds: float = 30.0,
                holder: ModelHolder | None = None, watch: bool = True, ann_min_items: int | None = None,
-               max_id_length: int = MAX_ID_LENGTH) -> FastAPI:
+               max_id_length: int = MAX_ID_LENGTH, live: LiveConfig | None = None) -> FastAPI:
     """The service over ``store``. With ``watch`` the registry watcher runs while the app is up
     (started by the ASGI lifespan); without it, call ``app.state.holder.poll()`` to (re)load.
     Catalogs of at least ``ann_min_items`` items are searched with an HNSW index (None: always exact).
-    ``max_id_length``: the longest id served (validation's ``RECSYS_VALIDATION_MAX_ID_LENGTH``)."""
+    ``max_id_length``: the longest id served (validation's ``RECSYS_VALIDATION_MAX_ID_LENGTH``).
+    ``live``: follow the events and catalog topics (:mod:`recsys.serving.live`; ``RECSYS_SERVE_LIVE``)."""
     holder = holder or ModelHolder(store, poll_seconds=poll_seconds, retry_seconds=retry_seconds,
                                    ann_min_items=ann_min_items)
+    follower = LiveFollower(live, holder) if live is not None else None
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if watch:
             holder.start()
+        if follower is not None:
+            follower.start()
         try:
             yield
         finally:
+            if follower is not None:
+                follower.stop()
             holder.stop()
 
     app = FastAPI(
@@ -232,6 +251,7 @@ def create_app(store: PartitionStore, poll_seconds: float = 2.0, retry_seconds: 
     )
     app.state.holder = holder
     app.state.metrics = metrics
+    app.state.live = follower
     app.add_middleware(RequestLimits)  # URL, header and body sizes (see recsys.serving.limits)
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
 
@@ -240,8 +260,8 @@ def create_app(store: PartitionStore, poll_seconds: float = 2.0, retry_seconds: 
         problems = [_problem(err, max_id_length) for err in exc.errors()]
         return JSONResponse(status_code=422, content={"detail": "; ".join(problems)})
 
-    _add_recommendation_routes(app, holder, max_id_length)
-    _add_operation_routes(app, holder, metrics)
+    _add_recommendation_routes(app, holder, max_id_length, follower)
+    _add_operation_routes(app, holder, metrics, follower)
     return app
 
 
@@ -256,7 +276,8 @@ def _serving(holder: ModelHolder) -> LoadedVersion:
     return current
 
 
-def _add_recommendation_routes(app: FastAPI, holder: ModelHolder, max_id_length: int) -> None:
+def _add_recommendation_routes(app: FastAPI, holder: ModelHolder, max_id_length: int,
+                               follower: LiveFollower | None) -> None:
     """GET /recommendations/{user_id} and /items/{item_id}/similar."""
     rule = ID_RULE.format(n=max_id_length)
     user_id_param = Path(min_length=1, max_length=max_id_length, pattern=schema.ID_PATTERN,
@@ -265,17 +286,26 @@ def _add_recommendation_routes(app: FastAPI, holder: ModelHolder, max_id_length:
                          description=f"the shop's item id (StockCode): {rule}")
 
     @app.get("/recommendations/{user_id}", response_model=RecommendationsOut, tags=["recommendations"],
-             responses=ERRORS)
+             responses=ERRORS, response_model_exclude_unset=True)
     def recommendations(user_id: str = user_id_param, k: K = 10,
                         exclude_purchased: bool = False) -> RecommendationsOut:
         """Top-``k`` available items for a user, best first; unknown users get the most bought items."""
         lv = _serving(holder)  # one reference for the whole request: a swap cannot mix versions
-        rec = lv.recommend(user_id, k, exclude_purchased)
+        inputs, state, as_of = NO_LIVE, None, None
+        if follower is not None:
+            as_of = follower.state.as_of  # read first: the state below is at least this fresh
+            inputs, state = follower.state.inputs(user_id)
+        rec = lv.recommend(user_id, k, exclude_purchased, inputs)
+        # the freshness fields are set (and so shown) only with live state
+        fresh = {} if follower is None else {
+            "state_as_of": _iso(as_of), "last_event_at": _iso(state.last_event_at) if state is not None else None,
+            "snapshot_day": lv.snapshot_day.isoformat() if lv.snapshot_day else None}
         return RecommendationsOut(
             user_id=user_id, version=rec.version, known_user=rec.known_user, fallback=rec.fallback,
             exclude_purchased=exclude_purchased,
             items=[ScoredItem(item_id=i, title=lv.title(i), score=s) for i, s in zip(rec.item_ids, rec.scores,
                                                                                     strict=True)],
+            **fresh,
         )
 
     @app.get("/items/{item_id}/similar", response_model=SimilarOut, tags=["recommendations"],
@@ -283,7 +313,7 @@ def _add_recommendation_routes(app: FastAPI, holder: ModelHolder, max_id_length:
     def similar(item_id: str = item_id_param, k: K = 10) -> SimilarOut:
         """The ``k`` available items most similar (cosine of item embeddings) to an item, itself excluded."""
         lv = _serving(holder)
-        found = lv.similar(item_id, k)
+        found = lv.similar(item_id, k, follower.state.unavailable if follower is not None else ())
         if found is None:
             raise HTTPException(status_code=404, detail=f"item {item_id!r} is not known to model version {lv.version}")
         ids, scores = found
@@ -292,7 +322,12 @@ def _add_recommendation_routes(app: FastAPI, holder: ModelHolder, max_id_length:
                                  for i, s in zip(ids, scores, strict=True)])
 
 
-def _add_operation_routes(app: FastAPI, holder: ModelHolder, metrics: Metrics) -> None:
+def _iso(when: datetime | None) -> str | None:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if when is not None else None
+
+
+def _add_operation_routes(app: FastAPI, holder: ModelHolder, metrics: Metrics,
+                          follower: LiveFollower | None) -> None:
     """GET /healthz, /readyz, /version and /metrics."""
 
     @app.get("/healthz", tags=["operations"])
@@ -305,6 +340,8 @@ def _add_operation_routes(app: FastAPI, holder: ModelHolder, metrics: Metrics) -
         """Readiness: 200 once a version is loaded. ``load_error`` shows a champion that failed to load
         (the older version keeps serving); ``champion`` is what the registry names."""
         status = holder.status()
+        if follower is not None:
+            status["live"] = follower.status()
         return JSONResponse(status_code=200 if status["ready"] else 503, content=status)
 
     @app.get("/version", response_model=VersionOut, tags=["operations"], responses={503: ERRORS[503]})
@@ -315,4 +352,27 @@ def _add_operation_routes(app: FastAPI, holder: ModelHolder, metrics: Metrics) -
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
     def prometheus() -> PlainTextResponse:
         """Prometheus metrics: requests, latency histograms, served and champion versions, load results."""
-        return PlainTextResponse(metrics.render(holder), media_type="text/plain; version=0.0.4; charset=utf-8")
+        text = metrics.render(holder) + (_live_metrics(follower) if follower is not None else "")
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _live_metrics(follower: LiveFollower) -> str:
+    """The live state's counters and its age, in the Prometheus text format."""
+    status = follower.status()
+    as_of = follower.state.as_of
+    age = (datetime.now(UTC) - as_of).total_seconds() if as_of is not None else -1
+    out = ["# HELP recsys_live_events_total Topic messages the live state saw, by result.",
+           "# TYPE recsys_live_events_total counter"]
+    out += [f'recsys_live_events_total{{result="{name}"}} {status[name]}'
+            for name in ("applied", "items_applied", "before_snapshot", "duplicates", "invalid")]
+    out += ["# HELP recsys_live_state_age_seconds Seconds since the live state was last caught up (-1: never).",
+            "# TYPE recsys_live_state_age_seconds gauge", f"recsys_live_state_age_seconds {age:.3f}",
+            "# HELP recsys_live_users Customers with live state in memory.", "# TYPE recsys_live_users gauge",
+            f"recsys_live_users {status['users']}",
+            "# HELP recsys_live_evicted_users_total Customers dropped from live state (live_max_users).",
+            "# TYPE recsys_live_evicted_users_total counter",
+            f"recsys_live_evicted_users_total {status['evicted_users']}",
+            "# HELP recsys_live_unavailable_items Items out of stock or delisted since the serving index.",
+            "# TYPE recsys_live_unavailable_items gauge",
+            f"recsys_live_unavailable_items {status['unavailable_items']}"]
+    return "\n".join(out) + "\n"
