@@ -1,4 +1,4 @@
-"""Replay the last N days of Online Retail one day at a time and compare recommendation strategies.
+"""Replay the last N days of a shop one day at a time and compare recommendation strategies.
 
 For each day of the window, every strategy ranks items for that day's purchasing customers using
 only what it knew before the day; recall@20, recall@100 and NDCG@100 are averaged over customers,
@@ -12,6 +12,23 @@ then over days. Strategies (each runs in its own process, so its peak memory is 
                   (with --every N: only on the days before the evaluated ones, see below)
   d  popular      the trailing-7-day most purchased items
   e  own_popular  the customer's own past items by purchase count, then (d)
+  f  ease         EASE^R (Steck 2019) refit on all history every day; lambda chosen on the 5 days before
+                  the window (anchors.py); popular fill
+  g  own_ease     the customer's own items by purchase days, then (f)
+  h  item_knn     own items, then item-kNN on co-purchases (cosine, 100 neighbours), then popular
+  i  fully_stale  the bootstrap model of (a) with its inputs frozen too: the histories, trend counts and
+                  catalog of the bootstrap day (a keeps its inputs fresh; (i) vs (a) is what fresh inputs
+                  are worth, (a) vs (b) what fresh weights are worth)
+
+Data (``--source``/``--synthetic``; default: the Online Retail bundle shipped with the package):
+
+  --source DIR     per-day CSV files in the Online Retail format (what `recsys land --source` reads)
+  --synthetic      generated days (recsys.datasets.synthetic; --synthetic-days, --synthetic-events)
+
+Every source day is landed and validated once; a day that fails validation is accepted (every strategy
+trains on the same days), and a day a strategy's step refuses (untrainable, rejected) is recorded in its
+``failed_days`` while the run goes on. Metrics are reported as the per-day mean and the customer-weighted
+(micro) mean, with the number of customers of every day.
 
 Usage (from the repository root, after `make setup`):
 
@@ -42,8 +59,13 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results"
-STRATEGIES = {"a": "stale", "b": "fine_tune", "c": "retrain", "d": "popular", "e": "own_popular"}
+STRATEGIES = {"a": "stale", "b": "fine_tune", "c": "retrain", "d": "popular", "e": "own_popular",
+              "f": "ease", "g": "own_ease", "h": "item_knn", "i": "fully_stale"}
+MODEL_STRATEGIES = ("stale", "fine_tune", "retrain", "fully_stale")
 K_SMALL, K = 20, 100
+# EASE^R's lambda is chosen on the last TUNE_DAYS days before the window from this grid (Steck used 100 to 1000s)
+LAMBDA_GRID = (10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0)
+DEFAULT_LAMBDA, TUNE_DAYS = 250.0, 5
 
 
 def _metrics(ranked: list[list[str]], relevant: list[set[str]]) -> dict[str, float]:
@@ -63,6 +85,8 @@ def _day_truth(store: Any, day: date) -> tuple[list[str], list[set[str]]]:
     from recsys.storage.raw import read_partition
 
     events = read_partition(store, layout.raw_events(day))
+    if schema.EVENT_TYPE in events:  # what is predicted: purchases (views and carts of generated days are inputs)
+        events = events[events[schema.EVENT_TYPE] == "purchase"]
     by_user = {str(u): set(map(str, items)) for u, items in events.groupby(schema.USER_ID)[schema.ITEM_ID]}
     return list(by_user), list(by_user.values())
 
@@ -111,126 +135,258 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _anchor_ranking(strategy: str, history: Any, day: date, users: list[str], regularisation: float) -> list[list[str]]:
+    """The ranking of a non-neural strategy (d-h) from the purchase history before ``day``."""
+    import anchors
+
+    if strategy in ("popular", "own_popular"):
+        return _baseline_rankings(history, day, users, own_first=strategy == "own_popular")
+    if strategy in ("ease", "own_ease"):
+        return anchors.ease(history, day, users, K, regularisation, own_first=strategy == "own_ease")
+    return anchors.item_knn(history, day, users, K)
+
+
+def _choose_regularisation(
+    strategy: str, store: Any, history: Any, before: list[date]
+) -> tuple[float, dict[str, float]]:
+    """EASE^R's lambda by mean recall@100 on the last ``TUNE_DAYS`` days before the window (each ranked from the
+    history before it); the grid's score of every lambda is returned too."""
+    if strategy not in ("ease", "own_ease") or len(before) <= TUNE_DAYS:
+        return DEFAULT_LAMBDA, {}
+    scores: dict[str, float] = {}
+    for lam in LAMBDA_GRID:
+        recalls = []
+        for day in before[-TUNE_DAYS:]:
+            users, relevant = _day_truth(store, day)
+            past = history[history["day"] < day]
+            recalls.append(_metrics(_anchor_ranking(strategy, past, day, users, lam), relevant)["recall@100"])
+        scores[str(lam)] = sum(recalls) / len(recalls)
+    best = max(LAMBDA_GRID, key=lambda lam: (scores[str(lam)], -lam))
+    return best, scores
+
+
+def _history_of(store: Any, day: date) -> Any:
+    from recsys import schema
+    from recsys.features import load_examples
+
+    return load_examples(store, day, columns=[schema.USER_ID, schema.ITEM_ID]).assign(day=day)
+
+
+class _Run:
+    """One strategy's replay: its store, the days, and what it did each day."""
+
+    def __init__(self, strategy: str, days: int, workdir: Path, every: int) -> None:
+        from recsys.config import Settings
+        from recsys.storage import layout
+        from recsys.storage.local import LocalStore
+
+        self.strategy, self.every = strategy, every
+        root = workdir / strategy
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.copytree(workdir / "landed" / "raw", root / "raw")  # every day, landed once by main()
+        # ... and validated once by main(): features are built only from a delivery that passed (or was accepted)
+        shutil.copytree(workdir / "landed" / "reports", root / "reports")
+        self.store = LocalStore(root)
+        self.settings = Settings.from_env().replace(storage_root=str(root))
+        all_days = self.store.partitions(layout.RAW_EVENTS)
+        if days >= len(all_days):
+            raise SystemExit(f"--days {days}: the source has {len(all_days)} days; the window needs days before it")
+        self.window, self.before = all_days[-days:], all_days[:-days]
+        self.version: int | None = None
+        self.failed: list[dict[str, str]] = []  # days a step refused (recorded, the run goes on)
+        self.costs = {"prep": 0.0, "bootstrap": 0.0, "bootstrap_cpu": 0.0, "daily": 0.0, "daily_cpu": 0.0}
+
+    def step(self, day: date, what: str, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``; a domain error (a rejected or untrainable day) is recorded and None returned."""
+        from recsys.errors import RecsysError
+
+        try:
+            return fn(*args)
+        except RecsysError as exc:
+            self.failed.append({"date": day.isoformat(), "step": what, "error": f"{type(exc).__name__}: {exc}"})
+            print(f"[{self.strategy}] {day}: {what} refused: {exc}", file=sys.stderr)
+            return None
+
+    def prepare(self) -> Any:
+        """Features of every day before the window; the bootstrap model for the model strategies."""
+        import pandas as pd
+
+        from recsys import registry
+        from recsys.features import build_features
+        from recsys.progress import progress
+        from recsys.serving.deploy import deploy
+        from recsys.training import train_from_scratch
+
+        started = time.perf_counter()
+        frames = []
+        for day in progress(self.before, f"[{self.strategy}] features before the window", "day"):
+            if self.step(day, "features", build_features, self.store, self.settings, day) is not None:
+                frames.append(_history_of(self.store, day))
+        self.costs["prep"] = time.perf_counter() - started
+        if self.strategy in MODEL_STRATEGIES:
+            t0, c0 = time.perf_counter(), _cpu()
+            last = self.before[-1]
+            self.version = train_from_scratch(self.store, self.settings, last, run_id="bench-bootstrap")["version"]
+            if self.strategy == "fine_tune":  # the bootstrap is the first champion
+                registry.record_decision(self.store, last, {
+                    "date": last.isoformat(), "candidate_version": self.version, "champion_version": None,
+                    "candidate_metrics": {}, "champion_metrics": None, "eval_users": 0, "eval_examples": 0,
+                    "blessed": True, "reason": "bootstrap: trained on all history before the window",
+                    "decided_at": registry.now(),
+                }, run_id="bench-bootstrap")
+                deploy(self.store, self.settings, last, run_id="bench-bootstrap")
+            self.costs["bootstrap"] = time.perf_counter() - t0
+            self.costs["bootstrap_cpu"] = _cpu() - c0
+        return pd.concat(frames, ignore_index=True)
+
+    def rank(self, day: date, users: list[str], history: Any, regularisation: float) -> list[list[str]]:
+        from recsys import registry
+
+        if self.strategy not in MODEL_STRATEGIES:
+            return _anchor_ranking(self.strategy, history, day, users, regularisation)
+        if self.strategy == "fully_stale":  # weights, histories, trend and catalog as at the bootstrap
+            assert self.version is not None
+            return _model_ranking(self.store, self.version, users, self.window[0])
+        serving = registry.load(self.store)["champion"] if self.strategy == "fine_tune" else self.version
+        assert serving is not None
+        return _model_ranking(self.store, serving, users, day)
+
+    def update(self, n: int, day: date) -> None:
+        """What the strategy does with day ``day`` once it has been ranked."""
+        from recsys.cli import run_all
+        from recsys.features import build_features
+        from recsys.training import train_from_scratch
+
+        t0, c0 = time.perf_counter(), _cpu()
+        if self.strategy == "fine_tune":
+            self.step(day, "pipeline", run_all, self.store, self.settings, day)
+        else:
+            self.step(day, "features", build_features, self.store, self.settings, day)
+            if self.strategy == "retrain" and (n + 1) % self.every == 0:
+                out = self.step(day, "retrain", lambda: train_from_scratch(self.store, self.settings, day,
+                                                                           run_id="bench-retrain"))
+                self.version = out["version"] if out else self.version
+        self.costs["daily"] += time.perf_counter() - t0
+        self.costs["daily_cpu"] += _cpu() - c0
+
+
+def _means(per_day: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Per-day mean and customer-weighted (micro) mean of every metric."""
+    metrics = ("recall@20", "recall@100", "ndcg@100")
+    if not per_day:
+        return {}, {}
+    customers = sum(d["customers"] for d in per_day)
+    mean = {m: sum(d[m] for d in per_day) / len(per_day) for m in metrics}
+    micro = {m: sum(d[m] * d["customers"] for d in per_day) / customers for m in metrics}
+    return mean, micro
+
+
 def worker(strategy: str, days: int, workdir: Path, every: int = 1) -> dict[str, Any]:
     """Run one strategy over the window in this process; returns per-day metrics and costs."""
     import pandas as pd
 
     from recsys import registry
-    from recsys.cli import run_all
-    from recsys.config import Settings
-    from recsys.datasets import online_retail
-    from recsys.features import build_features, load_examples
+    from recsys.features import FeatureError
     from recsys.progress import note, progress
-    from recsys.serving.deploy import deploy
-    from recsys.storage.local import LocalStore
-    from recsys.training import train_from_scratch
 
-    root = workdir / strategy
-    shutil.rmtree(root, ignore_errors=True)
-    shutil.copytree(workdir / "landed" / "raw", root / "raw")  # every day, landed once by main()
-    # ... and validated once by main(): features are built only from a delivery that passed (or was accepted)
-    shutil.copytree(workdir / "landed" / "reports", root / "reports")
-    store = LocalStore(root)
-    settings = Settings.from_env().replace(storage_root=str(root))
-    all_days = online_retail.source_days(online_retail.load_source())
-    window = all_days[-days:]
-    before = all_days[: -days]
-
-    started = time.perf_counter()
-    for day in progress(before, f"[{strategy}] features before the window", "day"):
-        build_features(store, settings, day)
-    prep_seconds = time.perf_counter() - started
-
-    bootstrap_seconds = bootstrap_cpu = 0.0
-    version = None
-    if strategy in ("stale", "fine_tune", "retrain"):
-        t0, c0 = time.perf_counter(), _cpu()
-        version = train_from_scratch(store, settings, before[-1], run_id="bench-bootstrap")["version"]
-        if strategy == "fine_tune":  # the bootstrap is the first champion
-            registry.record_decision(store, before[-1], {
-                "date": before[-1].isoformat(), "candidate_version": version, "champion_version": None,
-                "candidate_metrics": {}, "champion_metrics": None, "eval_users": 0, "eval_examples": 0,
-                "blessed": True, "reason": "bootstrap: trained on all history before the window",
-                "decided_at": registry.now(),
-            }, run_id="bench-bootstrap")
-            deploy(store, settings, before[-1], run_id="bench-bootstrap")
-        bootstrap_seconds = time.perf_counter() - t0
-        bootstrap_cpu = _cpu() - c0
-
+    run = _Run(strategy, days, workdir, every)
+    history = run.prepare()
+    regularisation, grid = _choose_regularisation(strategy, run.store, history, run.before)
     per_day = []
-    daily_seconds = daily_cpu = 0.0
-    for n, day in enumerate(progress(window, f"[{strategy}] window", "day")):
-        evaluated = n % every == 0
-        next_evaluated = (n + 1) % every == 0
-        users, relevant = _day_truth(store, day)
-        if strategy in ("popular", "own_popular"):
-            t0, c0 = time.perf_counter(), _cpu()
-            history = pd.concat(
-                [load_examples(store, d).assign(day=d) for d in store.partitions("features") if d < day],
-                ignore_index=True,
-            )
-            ranked = _baseline_rankings(history, day, users, own_first=strategy == "own_popular") if evaluated else []
-            build_features(store, settings, day)
-            daily_seconds += time.perf_counter() - t0
-            daily_cpu += _cpu() - c0
-        else:
-            serving = registry.load(store)["champion"] if strategy == "fine_tune" else version
-            assert serving is not None
-            ranked = _model_ranking(store, serving, users, day) if evaluated else []
-            t0, c0 = time.perf_counter(), _cpu()
-            if strategy == "fine_tune":
-                run_all(store, settings, day)
-            else:
-                build_features(store, settings, day)
-                if strategy == "retrain" and next_evaluated:
-                    version = train_from_scratch(store, settings, day, run_id="bench-retrain")["version"]
-            daily_seconds += time.perf_counter() - t0
-            daily_cpu += _cpu() - c0
-        if not evaluated:
-            continue
-        metrics = _metrics(ranked, relevant)
-        per_day.append({"date": day.isoformat(), "customers": len(users), **metrics})
-        note(f"[{strategy}] {day} customers={len(users)} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
-             stream=sys.stderr)
-
-    reg = registry.load(store)
+    for n, day in enumerate(progress(run.window, f"[{strategy}] window", "day")):
+        users, relevant = _day_truth(run.store, day)
+        if n % every == 0 and users:
+            metrics = _metrics(run.rank(day, users, history, regularisation), relevant)
+            per_day.append({"date": day.isoformat(), "customers": len(users), **metrics})
+            note(f"[{strategy}] {day} customers={len(users)} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
+                 stream=sys.stderr)
+        run.update(n, day)
+        try:
+            history = pd.concat([history, _history_of(run.store, day)], ignore_index=True)
+        except FeatureError:  # the day's features were refused (recorded by run.step)
+            pass
+    mean, micro = _means(per_day)
+    reg = registry.load(run.store)
+    window = run.window
     return {
         "strategy": strategy,
         "window": [window[0].isoformat(), window[-1].isoformat()],
         "every": every,
         "days": per_day,
-        "mean": {m: sum(d[m] for d in per_day) / len(per_day) for m in ("recall@20", "recall@100", "ndcg@100")},
-        "prep_seconds": round(prep_seconds, 1),
-        "bootstrap_seconds": round(bootstrap_seconds, 1),
-        "daily_seconds": round(daily_seconds, 1),
-        "bootstrap_cpu_seconds": round(bootstrap_cpu, 1),
-        "daily_cpu_seconds": round(daily_cpu, 1),
+        "mean": mean,
+        "micro_mean": micro,
+        "customers": sum(d["customers"] for d in per_day),
+        "failed_days": run.failed,
+        "ease_regularisation": regularisation if strategy in ("ease", "own_ease") else None,
+        "ease_grid_recall@100": grid,
+        "prep_seconds": round(run.costs["prep"], 1),
+        "bootstrap_seconds": round(run.costs["bootstrap"], 1),
+        "daily_seconds": round(run.costs["daily"], 1),
+        "bootstrap_cpu_seconds": round(run.costs["bootstrap_cpu"], 1),
+        "daily_cpu_seconds": round(run.costs["daily_cpu"], 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "deploys": sum(1 for h in reg["history"] if h["action"] == registry.DEPLOYED),
         # the training step alone (model.fit), summed over the window's versions
         "window_train_seconds": round(sum(
             v.get("train_seconds", 0.0) for v in reg["versions"].values() if v["trained_on"] >= window[0].isoformat()
         ), 1),
-        "settings": {k: v for k, v in settings.public().items() if k != "storage_root"},  # no secrets
+        "settings": {k: v for k, v in run.settings.public().items() if k != "storage_root"},  # no secrets
     }
 
 
-def _write(args: argparse.Namespace, results: list[dict[str, Any]]) -> Path:
+def _write(args: argparse.Namespace, results: list[dict[str, Any]], dataset: dict[str, Any]) -> Path:
     sys.path.insert(0, str(REPO_ROOT / "bench"))
     import _harness
 
     record = {
         "command": " ".join(["python", *sys.argv]),
         "git": _harness.git_state(REPO_ROOT),
+        "dataset": dataset,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_average_at_end": os.getloadavg()},
+                    "load_average_at_start": args.load_at_start, "load_average_at_end": os.getloadavg()},
         "results": results,
     }
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{args.started}-{args.days}d{'' if args.every == 1 else f'-every{args.every}'}.json"
+    tag = "" if dataset["kind"] == "online_retail_bundle" else f"-{dataset['kind']}-{dataset['fingerprint'][:8]}"
+    path = RESULTS / f"{args.started}-{args.days}d{'' if args.every == 1 else f'-every{args.every}'}{tag}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
+
+
+def _fingerprint(landed: Any) -> str:
+    """sha256 over every landed raw file (path and bytes), so a results file names exactly the data it ran on."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((Path(landed.root) / "raw").rglob("*")):
+        if path.is_file() and not path.name.startswith("."):
+            digest.update(str(path.relative_to(landed.root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _land(args: argparse.Namespace) -> dict[str, Any]:
+    """Land the chosen source into ``<workdir>/landed`` (idempotent) and describe it."""
+    from recsys.storage.local import LocalStore
+
+    landed = LocalStore(args.workdir / "landed")
+    if args.synthetic:
+        from recsys.datasets.synthetic import SyntheticConfig, publish_days
+
+        config = SyntheticConfig(events=args.synthetic_events, seed=args.synthetic_seed)
+        publish_days(landed, config, date(2026, 1, 1), days=args.synthetic_days)
+        described: dict[str, Any] = {"kind": "synthetic", "config": config.as_dict(), "days": args.synthetic_days}
+    else:
+        from recsys.datasets import online_retail
+        from recsys.datasets.landing import land_days
+
+        raw = online_retail.load_source(args.source)
+        days = online_retail.source_days(raw)
+        land_days(landed, days[0], days=len(days), source=args.source)  # every source day; no fixed limit
+        described = {"kind": "online_retail_bundle" if args.source is None else "source_dir",
+                     "source": None if args.source is None else str(args.source), "days": len(days)}
+    return {**described, "fingerprint": _fingerprint(landed)}
 
 
 def _validate_all(landed: Any) -> None:
@@ -255,11 +411,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--days", type=int, default=60, help="window length in days with data")
     parser.add_argument("--strategies", default="a,b,c,d,e", help="comma-separated letters of the strategies")
-    parser.add_argument("--workdir", type=Path, default=REPO_ROOT / "var" / "bench" / "replay_quality")
+    parser.add_argument("--workdir", type=Path, help="work files (default var/bench/replay_quality[-<data>])")
     parser.add_argument("--every", type=int, default=1, help="evaluate every N-th window day only (see above)")
+    parser.add_argument("--source", type=Path, help="directory of per-day CSVs in the Online Retail format")
+    parser.add_argument("--synthetic", action="store_true", help="run on generated days instead")
+    parser.add_argument("--synthetic-days", type=int, default=90)
+    parser.add_argument("--synthetic-events", type=int, default=20_000, help="events per generated day")
+    parser.add_argument("--synthetic-seed", type=int, default=7)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.source is not None and args.synthetic:
+        parser.error("--source and --synthetic exclude each other")
+    if args.workdir is None:
+        suffix = "" if args.source is None and not args.synthetic else (
+            f"-synthetic-{args.synthetic_events}x{args.synthetic_days}-s{args.synthetic_seed}" if args.synthetic
+            else f"-{args.source.resolve().name}")
+        args.workdir = REPO_ROOT / "var" / "bench" / f"replay_quality{suffix}"
     args.started = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%S")
+    args.load_at_start = os.getloadavg()
     if args.worker:
         print(json.dumps(worker(args.worker, args.days, args.workdir, args.every)))
         return 0
@@ -267,17 +436,13 @@ def main() -> int:
     unknown = [s for s in letters if s not in STRATEGIES]
     if unknown:
         parser.error(f"unknown strategies {unknown}; choose from {STRATEGIES}")
-    from recsys.datasets import online_retail
-    from recsys.datasets.landing import land_days
     from recsys.storage.local import LocalStore
 
-    landed = LocalStore(args.workdir / "landed")
-    first = online_retail.source_days(online_retail.load_source())[0]
     t0 = time.perf_counter()
-    land_days(landed, first, days=400)  # idempotent: days already landed are kept
+    dataset = _land(args)
     print(f"landed every day in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     t0 = time.perf_counter()
-    _validate_all(landed)
+    _validate_all(LocalStore(args.workdir / "landed"))
     print(f"validated every day in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     results = []
     for letter in letters:
@@ -291,15 +456,21 @@ def main() -> int:
         result = json.loads(out.stdout.strip().splitlines()[-1])
         result["wall_seconds"] = round(time.perf_counter() - t0, 1)
         results.append(result)
-        path = _write(args, results)  # after every strategy, so a long run keeps what it measured
-    print("| strategy | recall@20 | recall@100 | NDCG@100 | bootstrap s | daily s | daily CPU s | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in results:
-        m = r["mean"]
-        print(f"| {r['strategy']} | {m['recall@20']:.3f} | {m['recall@100']:.3f} | {m['ndcg@100']:.3f} "
-              f"| {r['bootstrap_seconds']} | {r['daily_seconds']} | {r['daily_cpu_seconds']} | {r['peak_rss_mb']} |")
+        path = _write(args, results, dataset)  # after every strategy, so a long run keeps what it measured
+    _print_table(results)
     print(f"\nwritten to {path.relative_to(REPO_ROOT)}")
     return 0
+
+
+def _print_table(results: list[dict[str, Any]]) -> None:
+    print("| strategy | recall@20 | recall@100 | NDCG@100 | micro recall@100 | micro NDCG@100 | failed days "
+          "| bootstrap s | daily s | daily CPU s | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        m, u = r["mean"], r["micro_mean"]
+        print(f"| {r['strategy']} | {m['recall@20']:.3f} | {m['recall@100']:.3f} | {m['ndcg@100']:.3f} "
+              f"| {u['recall@100']:.3f} | {u['ndcg@100']:.3f} | {len(r['failed_days'])} "
+              f"| {r['bootstrap_seconds']} | {r['daily_seconds']} | {r['daily_cpu_seconds']} | {r['peak_rss_mb']} |")
 
 
 if __name__ == "__main__":
