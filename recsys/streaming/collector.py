@@ -7,7 +7,7 @@
   ``max_events`` events; 422 one or more events break the schema (``errors`` lists each: index, field,
   problem); 503 the producer's queue is full or the broker did not acknowledge in time (``Retry-After``).
   Resending a refused or unanswered batch is safe: the sink keeps one copy per ``event_id``.
-- ``GET /healthz`` (the process is up), ``GET /readyz`` (the broker answers and the topic exists),
+- ``GET /healthz`` (the process is up), ``GET /readyz`` (the broker answers and the events topic exists),
   ``GET /metrics`` (Prometheus: events by result, refused fields, requests, delivery latency, queue).
 
 Events are keyed by ``user_id`` (one user's events stay in order on one partition) and produced by an
@@ -266,17 +266,17 @@ class EventProducer:
         delivery.produced(n)
         return n
 
-    def topic_ready(self, timeout: float = 2.0) -> str | None:
-        """None if the broker answers and the topic exists, else why not."""
+    def topic_ready(self, topic: str | None = None, timeout: float = 2.0) -> str | None:
+        """None if the broker answers and ``topic`` (default: the events topic) exists, else why not."""
         from confluent_kafka import KafkaException
 
-        for topic in (self.config.topic, self.config.catalog_topic):
-            try:
-                meta = self.producer.list_topics(topic, timeout=timeout).topics.get(topic)
-            except KafkaException as err:
-                return f"the broker {self.config.bootstrap} does not answer: {err.args[0].str()}"
-            if meta is None or meta.error is not None:
-                return f"topic {topic!r}: {meta.error.str() if meta is not None else 'missing'}"
+        topic = topic or self.config.topic
+        try:
+            meta = self.producer.list_topics(topic, timeout=timeout).topics.get(topic)
+        except KafkaException as err:
+            return f"the broker {self.config.bootstrap} does not answer: {err.args[0].str()}"
+        if meta is None or meta.error is not None:
+            return f"topic {topic!r}: {meta.error.str() if meta is not None else 'missing'}"
         return None
 
 
@@ -415,11 +415,15 @@ def _add_operation_routes(app: FastAPI, config: CollectorConfig, holder: dict[st
 
     @app.get("/readyz", tags=["operations"], responses={503: {"description": "broker or topic unavailable"}})
     def readyz() -> JSONResponse:
-        """Readiness: the broker answers and the topic exists."""
+        """Readiness: the broker answers and the events topic exists. A missing catalog topic is shown
+        (``catalog_problem``) but does not make the collector unready: behaviour events still flow, and an
+        item event is refused with 503 when it cannot be delivered."""
         prod = holder.get("producer")
         why = "starting" if prod is None else prod.topic_ready()
+        catalog_why = None if prod is None or why else prod.topic_ready(config.catalog_topic)
         return JSONResponse(status_code=503 if why else 200,
-                            content={"ready": why is None, "topic": config.topic, "problem": why})
+                            content={"ready": why is None, "topic": config.topic, "problem": why,
+                                     "catalog_topic": config.catalog_topic, "catalog_problem": catalog_why})
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
     def prometheus() -> PlainTextResponse:
