@@ -1,373 +1,480 @@
-"""One synthetic partition of 0.1M, 1M and 10M events through generate, validate, features and fine-tune.
+"""Synthetic days of 1M, 10M and 30M events through every step of the pipeline, one ``recsys`` process each.
 
-Each step of each size runs in its own child process (``python run.py --step STEP ...``), so the
-peak resident memory of a step is that process's own ``ru_maxrss`` (imports included), and a thread
-samples the RSS every 0.1 s for a timeline of where in the step the memory goes. The steps call the
-product's public functions with default settings, on a local store under ``--work``:
+For each size, a fresh local store gets two days (the second day's candidate is evaluated against the
+first day's champion), each through the real command line, one process per step:
 
-* generate: ``recsys.datasets.synthetic.publish_day`` (part files of 1M events of whole sessions)
-* validate: ``recsys.validation.validate_partition`` (Great Expectations, report, Data Docs)
-* features: ``recsys.features.build_features``
-* train: ``recsys.training.fine_tune`` (cold start: the first partition of the store)
+    generate-synthetic, validate, features, train, evaluate, deploy      (day 1, then day 2)
+    refresh-index                                                         (the champion, after day 2)
+    serve                       (start, wait for /readyz, a burst of requests, SIGTERM)
 
-    nice -n 10 .venv/bin/python bench/scale/run.py --sizes 100000,1000000,10000000 \\
-        --out bench/scale/results.json
+Each step records its peak resident memory (``ru_maxrss`` of the process from ``wait4``, and the peak
+sum over its process tree sampled every 0.2 s with psutil), its CPU seconds (user + sys, from
+``wait4``: the process and the children it waited for), its wall seconds, the load average before and
+after, its command line and its exit status. The results file records the git commit and dirty flag of
+the code that ran (with the product's uncommitted paths when dirty: the checkout is shared), or, with
+``--commit REV``, runs a ``git archive`` of ``recsys/`` and ``expectations/`` at REV (first on the steps'
+PYTHONPATH), so what ran is exactly a commit whatever the checkout holds.
 
-A step that fails (for example killed by ``--limit-gb``) is recorded with its error and the
-following steps of that size are skipped.
+    nice -n 15 .venv/bin/python bench/scale/run.py --commit HEAD --sizes 1000000,10000000 \\
+        --out bench/scale/results/NAME.json
+    .venv/bin/python bench/scale/report.py bench/scale/results/NAME.json      # the tables and the targets
+
+Settings: the product's defaults, except what ``--epochs`` (default 1: fine-tune time is linear in
+epochs), ``--max-eval-users`` and the open gate (``RECSYS_MIN_RECALL=0``, ``RECSYS_MAX_REGRESSION=1``,
+so both days deploy whatever the synthetic recall) set; they are recorded in the results (``env``).
+The machine is shared: a step whose process tree passes ``--rss-cap-gb`` (default 8, twice the 10M
+target) or runs longer than ``--time-cap`` seconds is killed with its children and marked ``capped``;
+the size stops there. The results file is rewritten after every step, so a run stopped early keeps
+what it measured.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import platform
-import resource
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, date, datetime
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-STEPS = ("generate", "validate", "features", "train")
-# a step whose RSS passes this is stopped and reported (the machine is shared; the target is 4 GB)
-RSS_CAP_GB = float(os.environ.get("BENCH_RSS_CAP_GB", "8"))
-# a step still running after this many seconds is stopped and reports its memory so far (0: no limit);
-# for a 10M fine-tune on a busy machine, whose memory is flat once model.fit runs
-TIME_CAP_S = float(os.environ.get("BENCH_TIME_CAP_S", "0"))
-CAPPED_FILE: Path | None = None  # where a stopped step writes its report (set in child mode)
-DAY = date(2026, 1, 5)
+import psutil
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # bench/: _harness
+
+import _harness  # noqa: E402
+
+ROOT = HERE.parents[1]
+DAY1 = date(2026, 1, 5)
+DAY_STEPS = ("generate", "validate", "features", "train", "evaluate", "deploy")
+TAIL = 4000  # characters of a failed step's stderr kept in the results
+ARCHIVED = ("recsys", "expectations")  # what --commit takes from git: the package and the suites it reads
+CAPS = {"rss_mb": 0.0, "seconds": 0.0}  # set from --rss-cap-gb / --time-cap (0: none)
 
 
-def machine() -> dict:
-    import numpy as np
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def recsys_source(env: dict[str, str] | None = None) -> Path:
+    """The directory of the ``recsys`` package a child process imports (with ``env``'s PYTHONPATH)."""
+    out = subprocess.run([sys.executable, "-c", "import recsys; print(recsys.__file__)"],
+                         capture_output=True, text=True, check=True, cwd="/", env=env)
+    return Path(out.stdout.strip()).resolve().parents[1]
+
+
+def code_state(source: Path) -> dict[str, Any]:
+    """The commit and dirty flag of the code at ``source``, with the changed paths of the product if dirty
+    (the checkout is shared: other people's uncommitted edits of ``recsys/`` are what ran)."""
+    state = _harness.git_state(source)
+    if state.get("dirty"):
+        out = subprocess.run(["git", "status", "--porcelain", "--", "recsys"], cwd=source, capture_output=True,
+                             text=True)
+        state["dirty_recsys"] = out.stdout.split("\n")[:-1] if out.returncode == 0 else None
+    return state
+
+
+def archive(rev: str, work: Path) -> tuple[Path, dict[str, Any]]:
+    """``git archive`` of ``rev`` under ``work`` (the product exactly as committed, whatever the shared
+    checkout holds uncommitted); its directory and its git state."""
+    sha = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    dest = work / f"src-{sha[:12]}"
+    if not (dest / "recsys").is_dir():
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        tar = subprocess.run(["git", "archive", sha, *ARCHIVED], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=tar, check=True)
+    return dest, {"commit": sha, "dirty": False, "source": f"git archive {sha} {' '.join(ARCHIVED)}"}
+
+
+def machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
-        "cpu": cpu,
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "gpu": "none",
+        "cpu": _harness.cpu_name(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
-        "numpy": np.__version__,
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
+        "hostname": platform.node(),
     }
 
 
-def uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+class TreeSampler(threading.Thread):
+    """Peak RSS of a process and of its whole tree (the process plus its descendants), every ``interval`` s.
 
-
-# --- the child: one step ----------------------------------------------------------------------------
-class Sampler(threading.Thread):
-    """RSS of this process every ``interval`` seconds, and where the main thread was at that moment.
-
-    ``samples``: (seconds since start, MB). ``places``: for each code location (the innermost frame of the
-    main thread in ``recsys/``, or the library call below it: ``recsys/training.py:_train_version:147 >
-    tf_keras...fit``), the seconds spent there and the largest RSS seen there. That attributes memory to
-    the product's code without instrumenting it.
+    The machine is shared: a tree whose RSS passes ``cap_mb``, or still running after ``cap_seconds``
+    (0: no limit), is killed (its process group: the step was started in a session of its own) and
+    ``capped`` says why; what was measured until then is kept.
     """
 
-    def __init__(self, interval: float = 0.1) -> None:
+    def __init__(self, pid: int, interval: float = 0.2, cap_mb: float = 0.0, cap_seconds: float = 0.0) -> None:
         super().__init__(daemon=True)
-        import psutil
-
-        self.process = psutil.Process()
+        self.root = psutil.Process(pid)
         self.interval = interval
-        self.samples: list[tuple[float, float]] = []
-        self.places: dict[str, dict[str, float]] = {}
+        self.cap_mb, self.cap_seconds = cap_mb, cap_seconds
+        self.capped: str | None = None
+        self.peak_tree_mb = 0.0
+        self.peak_children = 0
+        self.timeline: list[tuple[float, float]] = []
         self.started = time.perf_counter()
-        self._main = threading.main_thread().ident
         self._halt = threading.Event()
 
-    def _where(self) -> str:
-        frame = sys._current_frames().get(self._main or 0)
-        ours, below = None, None
-        while frame is not None:
-            name = frame.f_code.co_filename
-            if "/recsys/" in name and "/bench/" not in name:
-                ours = f"{name.split('/recsys/', 1)[1]}:{frame.f_code.co_name}:{frame.f_lineno}"
-                break
-            below = f"{Path(name).parent.name}/{Path(name).name}:{frame.f_code.co_name}"
-            frame = frame.f_back
-        if ours is None:
-            return "outside recsys"
-        return f"recsys/{ours}" + (f" > {below}" if below else "")
+    def rss_mb(self) -> float:
+        total = 0
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return 0.0
+        self.peak_children = max(self.peak_children, len(procs) - 1)
+        for proc in procs:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                pass
+        return total / 2**20
 
     def run(self) -> None:
-        last = time.perf_counter()
         while not self._halt.is_set():
-            now = time.perf_counter()
-            rss = self.process.memory_info().rss / 2**20
-            self.samples.append((now - self.started, rss))
-            place = self.places.setdefault(self._where(), {"seconds": 0.0, "max_rss_mb": 0.0})
-            place["seconds"] += now - last
-            place["max_rss_mb"] = max(place["max_rss_mb"], rss)
-            last = now
-            if rss > RSS_CAP_GB * 1024:
-                self._give_up(rss)
-            if TIME_CAP_S and now - self.started > TIME_CAP_S:
-                self._give_up(rss, timed_out=True)
+            rss = self.rss_mb()
+            self.peak_tree_mb = max(self.peak_tree_mb, rss)
+            elapsed = time.perf_counter() - self.started
+            self.timeline.append((elapsed, rss))
+            if self.capped is None:
+                if self.cap_mb and rss > self.cap_mb:
+                    self.kill(f"stopped: RSS {rss:.0f} MB passed the cap of {self.cap_mb:.0f} MB")
+                elif self.cap_seconds and elapsed > self.cap_seconds:
+                    self.kill(f"stopped: still running after the time cap of {self.cap_seconds:.0f} s")
             self._halt.wait(self.interval)
 
-    def _give_up(self, rss: float, timed_out: bool = False) -> None:
-        """Over the cap: report where the memory went (last line of stderr, and a file), exit 3 at once
-        (4 when stopped by ``BENCH_TIME_CAP_S``).
+    def kill(self, why: str) -> None:
+        self.capped = why
+        try:
+            os.killpg(self.root.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
-        The machine is shared: a step that would take 25 GB must not push other people's work into swap
-        or the OOM killer. The report says where it was when it crossed the cap.
-        """
-        partial = {
-            "capped_at_mb": round(rss, 1),
-            "peak_rss_mb": round(max(m for _, m in self.samples), 1),
-            "rss_cap_gb": RSS_CAP_GB,
-            "time_cap_s": TIME_CAP_S if timed_out else None,
-            "seconds": round(time.perf_counter() - self.started, 1),
-            "where": self.top_places(15),
-        }
-        if CAPPED_FILE is not None:
-            CAPPED_FILE.write_text(
-                json.dumps({**partial, "rss_timeline": _downsample(self.samples, 200)}, indent=1) + "\n"
-            )
-        print(json.dumps(partial), file=sys.stderr, flush=True)
-        os._exit(4 if timed_out else 3)
-
-    def stop(self) -> list[tuple[float, float]]:
+    def stop(self) -> None:
         self._halt.set()
         self.join()
-        return self.samples
-
-    def top_places(self, n: int = 25) -> list[dict[str, Any]]:
-        """The ``n`` places with the most time, largest RSS first."""
-        top = sorted(self.places.items(), key=lambda kv: kv[1]["seconds"], reverse=True)[:n]
-        rows = [
-            {"where": k, "seconds": round(v["seconds"], 1), "max_rss_mb": round(v["max_rss_mb"], 1)} for k, v in top
-        ]
-        return sorted(rows, key=lambda r: r["max_rss_mb"], reverse=True)
 
 
-def build_features(store: Any, day: date, settings: Any) -> Any:
-    """``recsys.features.build_features`` across its signature changes (holdout fraction; settings; step order)."""
-    from recsys.features import build_features as build
-
-    parameters = list(inspect.signature(build).parameters)
-    if "holdout_fraction" in parameters:
-        return build(store, day, settings.holdout_fraction)
-    if parameters[1] == "day":  # before the common step signature (store, settings, day)
-        return build(store, day, settings)
-    return build(store, settings, day)
+def downsample(samples: list[tuple[float, float]], n: int = 60) -> list[list[float]]:
+    """At most ``n`` points, keeping each bucket's maximum (so the peak survives)."""
+    if len(samples) > n:
+        size = len(samples) / n
+        samples = [max(samples[int(i * size): int((i + 1) * size)] or samples[-1:], key=lambda s: s[1])
+                   for i in range(n)]
+    return [[round(t, 1), round(m, 1)] for t, m in samples]
 
 
-def run_step(step: str, events: int, store_root: Path) -> dict:
-    sampler = Sampler()
-    sampler.start()
-    marks: list[tuple[str, float, float]] = []  # (phase, seconds, rss MB) at the phase's start
-    cpu: dict[str, float] = {}  # CPU seconds of the process (all threads) at each mark
+class Step:
+    """One ``recsys`` process: started, sampled, reaped with ``wait4`` (its own CPU time and ``ru_maxrss``)."""
 
-    def mark(phase: str) -> None:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        cpu[phase] = usage.ru_utime + usage.ru_stime
-        marks.append(
-            (
-                phase,
-                round(time.perf_counter() - sampler.started, 2),
-                round(sampler.process.memory_info().rss / 2**20, 1),
-            )
-        )
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], logs: Path) -> None:
+        self.name, self.argv = name, argv
+        logs.mkdir(parents=True, exist_ok=True)
+        self.stdout_path, self.stderr_path = logs / f"{name}.out", logs / f"{name}.err"
+        self.load_before = loadavg()
+        self.started = time.perf_counter()
+        with self.stdout_path.open("w") as out, self.stderr_path.open("w") as err:
+            # a session of its own: a capped step is killed with its children, and nothing else
+            self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err, cwd="/", start_new_session=True)
+        self.sampler = TreeSampler(self.proc.pid, cap_mb=CAPS["rss_mb"], cap_seconds=CAPS["seconds"])
+        self.sampler.start()
 
-    mark("imports")
-    from recsys.config import Settings
-    from recsys.storage.local import LocalStore
+    def alive(self) -> None:
+        """:class:`RuntimeError` once the process has exited, without reaping it (``wait4`` does that,
+        for its resource usage; ``Popen.poll`` would reap it first)."""
+        if os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            raise RuntimeError(f"{self.name} exited ({self.sampler.capped or 'see its stderr'})")
 
-    settings = Settings.from_env({"RECSYS_STORAGE_ROOT": str(store_root)})
-    store = LocalStore(store_root)
-    out: dict = {}
+    def stop(self, grace: float = 60) -> None:
+        """SIGTERM, then SIGKILL of its process group if it has not exited after ``grace`` seconds."""
+        self.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return
+            time.sleep(0.1)
+        self.sampler.kill(f"stopped: no exit {grace:.0f} s after SIGTERM")
+
+    def wait(self) -> dict[str, Any]:
+        _, status, usage = os.wait4(self.proc.pid, 0)
+        wall = time.perf_counter() - self.started
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        self.sampler.stop()
+        result: dict[str, Any] = {
+            "command": " ".join(self.argv[self.argv.index("recsys.cli") + 1:]),
+            "exit": self.proc.returncode,
+            "wall_seconds": round(wall, 1),
+            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+            "user_seconds": round(usage.ru_utime, 1),
+            "sys_seconds": round(usage.ru_stime, 1),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # the process (ru_maxrss, KiB)
+            "peak_tree_rss_mb": round(self.sampler.peak_tree_mb, 1),  # sampled sum over its process tree
+            "child_processes": self.sampler.peak_children,
+            "loadavg_before": self.load_before,
+            "loadavg_after": loadavg(),
+            "rss_timeline": downsample(self.sampler.timeline),
+        }
+        if self.sampler.capped:
+            result["capped"] = self.sampler.capped
+        if self.proc.returncode != 0:
+            result["stderr_tail"] = self.stderr_path.read_text(errors="replace")[-TAIL:]
+        else:
+            result["output"] = summarize(self.name, self.stdout_path.read_text(errors="replace"))
+        return result
+
+
+def summarize(name: str, stdout: str) -> Any:
+    """The step's JSON answer, without the bulky parts (per-check lists, long metadata)."""
+    try:
+        doc = json.loads(stdout)
+    except json.JSONDecodeError:
+        return stdout[-2000:]
+    if isinstance(doc, dict):
+        keep = {"validate": ("success", "rows", "failed"),
+                "train": ("version", "train_examples", "replay_examples", "epochs", "train_seconds", "user_rows",
+                          "item_rows"),
+                "evaluate": ("candidate_version", "champion_version", "candidate_metrics", "champion_metrics",
+                             "eval_users", "eval_sample", "blessed"),
+                "deploy": ("version", "champion", "items", "deployed")}
+        fields = keep.get(name.split("@")[0])
+        if fields:
+            return {k: doc[k] for k in fields if k in doc} or {k: v for k, v in list(doc.items())[:12]}
+    text = json.dumps(doc)
+    return doc if len(text) < 3000 else text[:3000]
+
+
+def child_env(overrides: dict[str, str]) -> dict[str, str]:
+    """This environment without any ``RECSYS_*`` setting of the caller's, plus ``overrides``."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")} | overrides
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "recsys.cli", *args]
+
+
+def day_commands(step: str, day: date, events: int) -> list[str]:
     if step == "generate":
-        from recsys.datasets import synthetic
-
-        config = synthetic.SyntheticConfig(events=events)
-        mark("generate")
-        out = synthetic.publish_day(store, config, DAY, overwrite=True).as_dict()
-        files = [store_root / p for p in store.data_files(f"raw/events/dt={DAY.isoformat()}")]
-        out["parquet_mb"] = round(sum(f.stat().st_size for f in files) / 2**20, 1)
-    elif step == "validate":
-        from recsys.validation import validate_partition
-
-        mark("validate")
-        report = validate_partition(store, settings, DAY)
-        out = {
-            "success": report.success,
-            "rows": report.rows,
-            "checks": len(report.checks),
-            "failed": [c["check"] for c in report.failed],
-        }
-    elif step == "features":
-        mark("features")
-        out = build_features(store, DAY, settings).as_dict()
-    elif step == "train":
-        import recsys.training  # noqa: F401  (TensorFlow and the model code load here, not in the step time)
-        from recsys.training import fine_tune
-
-        mark("fine_tune")
-        meta = fine_tune(store, settings, DAY, run_id="bench-scale")
-        out = {
-            k: meta.get(k)
-            for k in (
-                "version",
-                "train_examples",
-                "replay_examples",
-                "epochs",
-                "batch_size",
-                "final_loss",
-                "train_seconds",
-                "user_rows",
-                "item_rows",
-            )
-        }
-    else:
-        raise SystemExit(f"unknown step {step!r}; expected one of {STEPS}")
-    mark("done")
-    samples = sampler.stop()
-    step_start = next(s for name, s, _ in marks if name not in ("imports",))
-    step_end = marks[-1][1]
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {
-        "result": out,
-        "seconds": round(step_end - step_start, 2),  # the product call itself, without imports
-        # CPU seconds of that call (all threads): what other jobs on a shared machine do not stretch
-        "cpu_seconds": round(cpu["done"] - next(c for name, c in cpu.items() if name != "imports"), 1),
-        "peak_rss_mb": round(peak_kb / 1024, 1),  # whole process, imports included
-        "rss_before_step_mb": next(r for name, _, r in marks if name not in ("imports",)),
-        "marks": marks,
-        "rss_timeline": _downsample(samples, 200),
-        "where": sampler.top_places(),
-    }
+        return cli("generate-synthetic", "--from", day.isoformat(), "--days", "1", "--events", str(events))
+    return cli(step, "--date", day.isoformat())
 
 
-def _downsample(samples: list[tuple[float, float]], n: int) -> list[list[float]]:
-    """At most ``n`` points, keeping the maximum of each bucket (so the peak survives)."""
-    if len(samples) <= n:
-        return [[round(t, 2), round(m, 1)] for t, m in samples]
-    size = len(samples) / n
-    out = []
-    for i in range(n):
-        bucket = samples[int(i * size) : int((i + 1) * size)] or samples[-1:]
-        t, m = max(bucket, key=lambda s: s[1])
-        out.append([round(t, 2), round(m, 1)])
-    return out
+def burst(base: str, users: list[str], items: list[str], concurrency: int = 4) -> dict[str, Any]:
+    """Recommendations for ``users`` and similar items for ``items``, ``concurrency`` at a time."""
+    import httpx
+
+    paths = [f"/recommendations/{u}?k=10" for u in users] + [f"/items/{i}/similar?k=10" for i in items]
+    statuses: dict[str, int] = {}
+    seconds: list[float] = []
+
+    with httpx.Client(base_url=base, timeout=60) as client:
+        def get(path: str) -> tuple[int | str, float]:
+            started = time.perf_counter()
+            try:
+                code: int | str = client.get(path).status_code
+            except httpx.HTTPError as err:  # counted (a reset connection: the service failed), not raised
+                code = type(err).__name__
+            return code, time.perf_counter() - started
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            for code, took in pool.map(get, paths):
+                statuses[str(code)] = statuses.get(str(code), 0) + 1
+                seconds.append(took)
+        total = time.perf_counter() - started
+    seconds.sort()
+
+    def at(q: float) -> float:
+        return round(1000 * seconds[min(len(seconds) - 1, int(q * len(seconds)))], 1)
+
+    return {"requests": len(paths), "concurrency": concurrency, "statuses": statuses,
+            "seconds": round(total, 2), "p50_ms": at(0.5), "p95_ms": at(0.95), "max_ms": at(1.0)}
 
 
-# --- the parent: every size, every step, one child each ------------------------------------------------
-def child(step: str, events: int, store_root: Path, limit_gb: float | None) -> dict:
-    command = [sys.executable, __file__, "--step", step, "--events", str(events), "--store", str(store_root)]
-    if limit_gb:
-        command += ["--limit-gb", str(limit_gb)]
-    started = time.perf_counter()
-    proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        failed = {"error": f"exit {proc.returncode}", "stderr_tail": proc.stderr[-3000:]}
-        failed["wall_seconds"] = round(wall, 1)
-        capped = store_root.parent / f"{step}-capped.json"
-        if proc.returncode in (3, 4) and capped.exists():
-            failed["error"] = (
-                f"stopped: RSS passed the cap of {RSS_CAP_GB:g} GB"
-                if proc.returncode == 3
-                else f"stopped after the time cap of {TIME_CAP_S:g} s (BENCH_TIME_CAP_S)"
-            )
-            failed["capped"] = json.loads(capped.read_text())
-        return failed
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["wall_seconds"] = round(wall, 1)  # child process start to end, imports included
-    return result
+def sample_ids(store_root: Path, day: date, n: int) -> tuple[list[str], list[str]]:
+    """``n`` distinct users and ``n // 4`` items of the day's first part file (plus 5 unknown users)."""
+    import pyarrow.parquet as pq
+
+    first = sorted((store_root / "raw" / "events" / f"dt={day.isoformat()}").glob("*.parquet"))[0]
+    table = pq.ParquetFile(first).read_row_group(0, columns=["user_id", "item_id"])
+    users = list(dict.fromkeys(table.column("user_id").to_pylist()))[:n]
+    items = list(dict.fromkeys(table.column("item_id").to_pylist()))[: n // 4]
+    return users + [f"nobody-{i}" for i in range(5)], items
+
+
+def wait_ready(step: Step, base: str, timeout: float) -> float:
+    """Seconds from the process start until ``/readyz`` answers 200 (one client, polled every 0.1 s:
+    ``httpx.get`` builds a TLS context per call, 0.3 CPU seconds each on this machine, which slowed
+    the very start it measured)."""
+    import httpx
+
+    with httpx.Client(base_url=base, timeout=5) as client:
+        _harness.wait_until("recsys serve", lambda: client.get(_harness.READY_PATH).status_code == 200, timeout,
+                            every=0.1, alive=step.alive)
+    return round(time.perf_counter() - step.started, 2)
+
+
+def load_seconds(stderr: Path) -> float | None:
+    """The model holder's own load time (its "serving version N (...) after X s" log line)."""
+    found = re.findall(r"serving version \d+ .*? after ([0-9.]+) s", stderr.read_text(errors="replace"))
+    return float(found[0]) if found else None
+
+
+def start_serve(env: dict[str, str], logs: Path) -> tuple[Step, str]:
+    port = _harness.free_port()
+    step = Step("serve", cli("serve", "--port", str(port), "--log-level", "info"), env, logs)
+    return step, f"http://127.0.0.1:{port}"
+
+
+def serve(env: dict[str, str], logs: Path, store_root: Path, day: date, requests: int) -> dict[str, Any]:
+    """``recsys serve``: seconds to ready, RSS once ready, a request burst, RSS after, then SIGTERM."""
+    import httpx
+
+    step, base = start_serve(env, logs)
+    extra: dict[str, Any] = {}
+    try:
+        extra["ready_seconds"] = wait_ready(step, base, 1800)
+        extra["rss_ready_mb"] = round(step.sampler.rss_mb(), 1)
+        users, items = sample_ids(store_root, day, requests)
+        extra["burst"] = burst(base, users, items)
+        extra["rss_after_burst_mb"] = round(step.sampler.rss_mb(), 1)
+        failed = {code: n for code, n in extra["burst"]["statuses"].items() if not code.isdigit() or code >= "500"}
+        if failed:
+            extra["error"] = f"requests failed: {failed}"
+    except (RuntimeError, httpx.HTTPError, OSError) as err:
+        extra["error"] = f"{type(err).__name__}: {err}"
+    finally:
+        step.stop()
+    result = step.wait()
+    result["command"] += " (ready, burst, SIGTERM)"
+    extra["load_seconds"] = load_seconds(step.stderr_path)
+    if result["exit"] in (-signal.SIGTERM, 0) and "error" not in extra:
+        result["exit"] = 0
+        result.pop("stderr_tail", None)
+    elif result["exit"] == 0:
+        result["exit"] = 1  # it exited cleanly, but not ready or the burst failed
+    return {**result, **extra}
+
+
+class Run:
+    """One size: a fresh store, two days through the pipeline, refresh-index, serve."""
+
+    def __init__(self, events: int, work: Path, env: dict[str, str], save: Any, requests: int) -> None:
+        self.events = events
+        self.store_root = work / str(events) / "store"
+        self.logs = work / str(events) / "logs"
+        shutil.rmtree(work / str(events), ignore_errors=True)
+        self.store_root.mkdir(parents=True)
+        self.env = {**env, "RECSYS_STORAGE_BACKEND": "local", "RECSYS_STORAGE_ROOT": str(self.store_root)}
+        self.save = save
+        self.requests = requests
+        self.record: dict[str, Any] = {"events": events, "started": now(), "loadavg_before": loadavg(), "steps": {}}
+
+    def step(self, key: str, argv: list[str] | None = None, day: date | None = None) -> bool:
+        print(f"{now()} {self.events:>11,} {key} ...", flush=True)
+        if argv is None:
+            result = serve(self.env, self.logs, self.store_root, day or DAY1, self.requests)
+        else:
+            result = Step(key, argv, self.env, self.logs).wait()
+        self.record["steps"][key] = result
+        self.save()
+        print(f"{now()} {self.events:>11,} {key:<18} exit {result['exit']:>3}  {result['wall_seconds']:8.1f} s wall "
+              f"{result['cpu_seconds']:8.1f} s CPU  peak {result['peak_rss_mb']:8.1f} MB "
+              f"(tree {result['peak_tree_rss_mb']:8.1f})  load {result['loadavg_after']}", flush=True)
+        return bool(result["exit"] == 0)
+
+    def go(self, steps_after: tuple[str, ...] = ("refresh-index", "serve")) -> dict[str, Any]:
+        ok = True
+        for offset in (0, 1):
+            day = DAY1 + timedelta(days=offset)
+            for name in DAY_STEPS:
+                ok = self.step(f"{name}@day{offset + 1}", day_commands(name, day, self.events))
+                if not ok:
+                    break
+            if not ok:
+                break
+        if ok and "refresh-index" in steps_after:
+            ok = self.step("refresh-index", cli("refresh-index"))
+        if ok and "serve" in steps_after:
+            self.step("serve", None, DAY1 + timedelta(days=1))
+        self.record["finished"] = now()
+        self.record["loadavg_after"] = loadavg()
+        return self.record
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", default="100000,1000000,10000000", help="events per partition, comma-separated")
-    p.add_argument("--steps", default=",".join(STEPS))
-    p.add_argument("--work", type=Path, default=ROOT / "var" / "bench" / "scale")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "scale" / "results.json")
-    p.add_argument(
-        "--limit-gb",
-        type=float,
-        default=None,
-        help="address-space limit of each child (RLIMIT_AS); off by default (TensorFlow maps "
-        "much more virtual memory than it uses)",
-    )
-    p.add_argument("--keep", action="store_true", help="keep each size's store under --work")
-    # child mode
-    p.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)
-    p.add_argument("--events", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--store", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--sizes", default="1000000,10000000,30000000", help="events per day, comma-separated")
+    p.add_argument("--out", type=Path, required=True, help="results JSON (rewritten after every step)")
+    p.add_argument("--work", type=Path, default=ROOT / "var" / "bench" / "scale-cli")
+    p.add_argument("--epochs", type=int, default=1, help="RECSYS_EPOCHS of the fine-tunes")
+    p.add_argument("--max-eval-users", type=int, default=None, help="RECSYS_MAX_EVAL_USERS (default: unset, all)")
+    p.add_argument("--requests", type=int, default=200, help="recommendation requests of the serve burst")
+    p.add_argument("--keep", action="store_true", help="keep each size's store and logs under --work")
+    p.add_argument("--commit", help="run the product as committed at this revision (a git archive of recsys/ "
+                   "under --work, first on PYTHONPATH) instead of the checkout with its uncommitted edits")
+    p.add_argument("--rss-cap-gb", type=float, default=8.0, help="kill a step whose process tree passes this "
+                   "(the machine is shared; 0: no cap)")
+    p.add_argument("--time-cap", type=float, default=0.0, help="kill a step still running after this many "
+                   "seconds (0: no cap)")
     args = p.parse_args()
+    CAPS.update(rss_mb=args.rss_cap_gb * 1024, seconds=args.time_cap)
 
-    if args.step:
-        global CAPPED_FILE
-        CAPPED_FILE = args.store.parent / f"{args.step}-capped.json"
-        if args.limit_gb:
-            limit = int(args.limit_gb * 2**30)
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        print(json.dumps(run_step(args.step, args.events, args.store)))
-        return
+    overrides = {"RECSYS_EPOCHS": str(args.epochs), "RECSYS_MIN_RECALL": "0", "RECSYS_MAX_REGRESSION": "1"}
+    if args.max_eval_users:
+        overrides["RECSYS_MAX_EVAL_USERS"] = str(args.max_eval_users)
+    env = child_env(overrides)
+    if args.commit:
+        code, git = archive(args.commit, args.work)
+        env["PYTHONPATH"] = os.pathsep.join([str(code), *filter(None, [env.get("PYTHONPATH")])])
+        source = recsys_source(env)
+        if source != code.resolve():
+            raise SystemExit(f"the archive at {code} is not what the steps import ({source})")
+    else:
+        source = recsys_source(env)
+        git = code_state(source)
+    results: dict[str, Any] = {
+        "benchmark": "bench/scale/run.py",
+        "command": " ".join([".venv/bin/python", "bench/scale/run.py", *sys.argv[1:]]),
+        "git": git,
+        "bench_git": _harness.git_state(HERE),
+        "caps": {"rss_gb": args.rss_cap_gb, "seconds": args.time_cap},
+        "recsys_source": str(source),
+        "nice": os.nice(0),
+        "machine": machine(),
+        "env": overrides,
+        "started": now(),
+        "loadavg_before": loadavg(),
+        "runs": {},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
 
-    from recsys.progress import bar, note
+    def save() -> None:
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
 
-    sizes = [int(s) for s in args.sizes.split(",")]
-    steps = [s for s in args.steps.split(",") if s]
-    results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    results.setdefault("runs", {})
-    results["machine"] = machine()
-    results["command"] = " ".join(["nice -n 10 .venv/bin/python bench/scale/run.py", *sys.argv[1:]])
-    # a bar of the steps on a terminal (time left); each step's line is printed above it, and alone in a log
-    with bar(len(sizes) * len(steps), "scale", "step") as shown:
-        for events in sizes:
-            store_root = args.work / f"{events}" / "store"
-            if "generate" in steps and store_root.exists():
-                shutil.rmtree(store_root)
-            run = {
-                "events": events,
-                "started": datetime.now(UTC).isoformat(timespec="seconds"),
-                "uptime_before": uptime(),
-                "steps": {},
-            }
-            if "generate" not in steps:  # later steps on a kept store (--keep): add to that size's earlier run
-                run = results["runs"].get(str(events), run)
-                run.setdefault("resumed", []).append(
-                    {"steps": steps, "started": datetime.now(UTC).isoformat(timespec="seconds"), "uptime": uptime()}
-                )
-            for step in steps:
-                shown.set_description(f"{events:,} {step}")
-                res = child(step, events, store_root, args.limit_gb)
-                res["uptime_after"] = uptime()
-                run["steps"][step] = res
-                shown.update(1)
-                if "error" in res:
-                    note(f"{events:>10,} {step:<9} FAILED {res['error']}\n{res['stderr_tail'][-1500:]}")
-                    break
-                note(f"{events:>10,} {step:<9} {res['seconds']:8.1f} s  peak RSS {res['peak_rss_mb']:8.1f} MB  | "
-                     f"{res['uptime_after']}")
-            run["uptime_after"] = uptime()
-            results["runs"][str(events)] = run
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(results, indent=1) + "\n")
-            if not args.keep:
-                shutil.rmtree(args.work / f"{events}", ignore_errors=True)
+    for events in (int(s) for s in args.sizes.split(",")):
+        run = Run(events, args.work, env, save, args.requests)
+        results["runs"][str(events)] = run.record
+        run.go()
+        if not args.keep:
+            shutil.rmtree(args.work / str(events), ignore_errors=True)
+    results["finished"] = now()
+    results["loadavg_after"] = loadavg()
+    save()
     print(f"wrote {args.out}")
 
 
