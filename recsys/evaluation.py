@@ -168,8 +168,12 @@ def compare_with_champion(
     from recsys.features.build import load_examples
     from recsys.serving.index import SCORE_BLOCK_USERS, load_scorer
 
-    examples = load_examples(store, day)
-    holdout = examples[examples[schema.SPLIT] == "holdout"]
+    # the split column first, then only the held-out rows' ids: a large day's examples are never all
+    # converted to Python strings (7.45M examples of a 10M-event day: about 1 GB as object columns)
+    split = load_examples(store, day, columns=[schema.SPLIT])[schema.SPLIT].to_numpy()
+    holdout = load_examples(store, day, columns=[schema.USER_ID, schema.ITEM_ID],
+                            rows=np.flatnonzero(split == "holdout"))
+    del split
     relevant_by_user = holdout.groupby(schema.USER_ID)[schema.ITEM_ID].agg(set)
     users = [str(u) for u in relevant_by_user.index]
     relevant = [set(items) for items in relevant_by_user]
