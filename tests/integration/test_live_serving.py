@@ -156,6 +156,15 @@ def test_events_reach_answers_within_a_bound_and_a_restart_rebuilds_them(kafka_b
         assert after["state_as_of"] >= sent["event_time"]
         assert _items(service, "u02")[0] == "i050"  # own recent item, repeat weight 5: first
 
+        # state_as_of is a promise: once an answer's state_as_of is past the 202, that answer holds the event
+        assert "i041" not in _items(service, "u05")
+        assert collector.post("/events", json=[_event("u05", "i041", now)]).status_code == 202
+        acknowledged = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        answers: list[dict[str, Any]] = []
+        _until("an answer for u05 as of after the 202", lambda: answers.append(
+            service.get("/recommendations/u05").json()) or answers[-1]["state_as_of"] >= acknowledged)
+        assert answers[-1]["items"][0]["item_id"] == "i041", answers[-1]
+
         # a new customer: popular before, personal from the first event on
         new = service.get("/recommendations/shopper-new").json()
         assert new["fallback"] == "popular" and not new["known_user"]
@@ -174,7 +183,7 @@ def test_events_reach_answers_within_a_bound_and_a_restart_rebuilds_them(kafka_b
         assert gone not in [x["item_id"] for x in service.get("/items/i001/similar", params={"k": 60}).json()["items"]]
         metrics = service.get("/metrics").text
         assert 'recsys_live_events_total{result="items_applied"} 1' in metrics
-        state_before_restart = {u: _items(service, u) for u in ("u02", "u04", "shopper-new")}
+        state_before_restart = {u: _items(service, u) for u in ("u02", "u04", "u05", "shopper-new")}
 
     # the record of truth: today's catalog partition rebuilt from the same item events (the day before's + them)
     found = read_item_events(kafka_broker.bootstrap, catalog_topic, now.date())
@@ -189,16 +198,17 @@ def test_events_reach_answers_within_a_bound_and_a_restart_rebuilds_them(kafka_b
         assert {u: _items(service, u) for u in state_before_restart} == state_before_restart
         assert service.get("/recommendations/u02").json()["last_event_at"] == sent["event_time"]
         status = service.get("/readyz").json()["live"]
-        assert status["applied"] == 3 and status["items_applied"] == 1 and status["before_snapshot"] == 0
+        assert status["applied"] == 4 and status["items_applied"] == 1 and status["before_snapshot"] == 0
 
     # a newer snapshot that already holds today's events: a restart does not apply them twice
     today = now.date()
-    _write_snapshot(store, today, [("u02", "i050", 1), ("u04", gone, 1), ("shopper-new", "i033", 1)])
+    _write_snapshot(store, today, [("u02", "i050", 1), ("u04", gone, 1), ("u05", "i041", 1),
+                                   ("shopper-new", "i033", 1)])
     # (a replay margin of 2 days reads today's events again, so the event-time rule is what keeps them out)
     with _service(store, dataclasses.replace(live, replay_margin=timedelta(days=2))) as service:
         _until("the service on the newer snapshot replayed", lambda: _replayed(service), 60)
         status = service.get("/readyz").json()["live"]
-        assert status["applied"] == 0 and status["before_snapshot"] == 3, status
+        assert status["applied"] == 0 and status["before_snapshot"] == 4, status
         assert status["events_from"] == f"{(today + timedelta(days=1)).isoformat()}T00:00:00.000000Z"
         assert _items(service, "u02")[0] == "i050"  # from the snapshot now
         answer = service.get("/recommendations/u02").json()

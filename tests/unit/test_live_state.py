@@ -1,11 +1,13 @@
 """The live state's rules without a broker: the snapshot's history rule per event, the snapshot boundary,
-duplicates, the user cap, and item events where the latest by event time wins."""
+duplicates, the user cap, item events where the latest by event time wins, and when the state may claim to be
+as of a moment (every partition consumed past the end offsets asked then)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from recsys.serving.live import LiveConfig, LiveState
+from recsys.serving.live import LiveConfig, LiveFollower, LiveState
 
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
@@ -63,3 +65,24 @@ def test_item_events_latest_by_event_time_wins() -> None:
     assert state.apply_item_event(item(5, "b", "delisted"))
     inputs, user = state.inputs("nobody")
     assert inputs.history is None and user is None and set(inputs.unavailable) == {"b"}
+
+
+class _Positions:
+    """A consumer that only knows its positions (the narrow part :meth:`LiveFollower._passed` reads)."""
+
+    def __init__(self, offsets: dict[tuple[str, int], int]) -> None:
+        self.offsets = offsets
+
+    def position(self, partitions: list[Any]) -> list[Any]:
+        from confluent_kafka import TopicPartition
+
+        return [TopicPartition(tp.topic, tp.partition, self.offsets[(tp.topic, tp.partition)]) for tp in partitions]
+
+
+def test_the_state_is_as_of_the_end_offsets_only_once_every_partition_passed_them() -> None:
+    ends = {("e", 0): 10, ("e", 1): 0, ("c", 0): 3}
+    # partition e/1 was assigned at its (empty) end: no position yet, it counts once it reported its end
+    assert not LiveFollower._passed(_Positions({("e", 0): 10, ("e", 1): -1001, ("c", 0): 3}), ends, set())
+    assert LiveFollower._passed(_Positions({("e", 0): 10, ("e", 1): -1001, ("c", 0): 3}), ends, {("e", 1)})
+    assert not LiveFollower._passed(_Positions({("e", 0): 9, ("e", 1): 0, ("c", 0): 3}), ends, {("e", 1)})
+    assert LiveFollower._passed(_Positions({("e", 0): 12, ("e", 1): 0, ("c", 0): 4}), ends, set())
