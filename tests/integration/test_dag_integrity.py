@@ -229,7 +229,7 @@ def test_the_call_graph_finds_the_registry_writers(call_graph):
     assert "recsys.registry.load" not in writers and "recsys.features.build.build_features" not in writers
 
 
-@pytest.mark.parametrize("container", ["", "docker", "kubernetes"])
+@pytest.mark.parametrize("container", ["", "docker", "kubernetes", "kubernetes-job"])
 def test_every_task_that_writes_the_registry_takes_the_registry_pool_and_no_other_does(
     container, call_graph, monkeypatch
 ):
