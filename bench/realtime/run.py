@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import multiprocessing
 import os
 import random
 import subprocess
@@ -206,6 +207,14 @@ class Load:
                     self.stock.append(time.monotonic() - accepted)
 
 
+def _background_process(collector: str, service: str, users: list[str], items: list[str], rate: float,
+                        seconds: float, out: Path) -> None:
+    """:meth:`Load.background` in a process of its own; the accepted ids, refusals and rate to ``out``."""
+    load = Load(collector, service, users, items)
+    load.background(rate, seconds)
+    out.write_text(json.dumps({"accepted": load.accepted, "refused": load.refused, "rate": load.sent_rate}))
+
+
 def _stored_ids(root: Path) -> list[str]:
     import pyarrow.parquet as pq
 
@@ -304,8 +313,17 @@ def main() -> int:
                    threading.Thread(target=load.stock_probes, args=(args.stock_every,))]
         for t in threads:
             t.start()
-        load.background(args.rate, args.seconds)
+        # the background load in a process of its own: the probes' GIL and the load's do not delay each other
+        ids_file = work / "background-ids.json"
+        sender = multiprocessing.get_context("spawn").Process(
+            target=_background_process, args=(collector, service, users, items, args.rate, args.seconds, ids_file))
+        sender.start()
+        sender.join()
         load.stop.set()
+        background = json.loads(ids_file.read_text())
+        load.accepted += background["accepted"]
+        load.refused += background["refused"]
+        load.sent_rate = background["rate"]
         for t in threads:
             t.join()
         live = httpx.get(service + "/readyz", timeout=10).json().get("live")
