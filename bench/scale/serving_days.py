@@ -12,7 +12,10 @@ fresh process measured like bench/scale/run.py: ``wait4`` CPU and ``ru_maxrss``,
 records the seconds until ``/readyz`` answers 200, the RSS then, and a short request burst.
 
 For contrast it also times reading every partition's ``examples.parquet`` (user and item columns: what
-the service did before it read snapshots), which does grow with the days.
+the service did before it read snapshots), which does grow with the days. The snapshot itself grows
+with the days until each customer's history reaches its length (Online Retail-sized days: far from it
+after 300 days), so as a control each store is served again with all but its newest ``--trim``
+partitions deleted: the same snapshot and version, 8 partitions instead of 31 or 301.
 
     nice -n 15 .venv/bin/python bench/scale/serving_days.py --commit HEAD --days 30,300 \\
         --out bench/scale/results/serving-days.json
@@ -120,12 +123,32 @@ def serve_once(root: Path, logs: Path, pythonpath: str | None) -> dict[str, Any]
     return {**result, **out}
 
 
+def measure(starts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "serve": starts,
+        "median_ready_seconds": statistics.median(s["ready_seconds"] for s in starts),
+        "median_load_seconds": statistics.median(s["load_seconds"] or 0.0 for s in starts),
+        "median_rss_ready_mb": statistics.median(s["rss_ready_mb"] for s in starts),
+        "max_peak_rss_mb": max(s["peak_rss_mb"] for s in starts),
+    }
+
+
+def trim(root: Path, keep: int) -> int:
+    """Delete all but the newest ``keep`` feature partitions; how many were deleted."""
+    old = sorted((root / "features").glob("dt=*"))[:-keep]
+    for path in old:
+        shutil.rmtree(path)
+    return len(old)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--days", default="30,300", help="day counts, comma-separated")
     p.add_argument("--repeats", type=int, default=3, help="service starts per store")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--work", type=Path, default=run.ROOT / "var" / "bench" / "serving-days")
+    p.add_argument("--trim", type=int, default=8, help="then serve the same store with only its newest TRIM "
+                   "feature partitions (the snapshot's and the trend window's: 0 skips this control)")
     p.add_argument("--commit", help="build the stores and serve with the product as committed at this revision "
                    "(a git archive, first on sys.path and the service's PYTHONPATH), not the checkout's edits")
     args = p.parse_args()
@@ -156,14 +179,16 @@ def main() -> None:
     for days in (int(d) for d in args.days.split(",")):
         root = args.work / f"days-{days}"
         record = {"store": build_store(root / "store", days), "every_partition": read_every_partition(root / "store")}
-        starts = [serve_once(root / "store", root / "logs", pythonpath) for _ in range(args.repeats)]
-        record["serve"] = starts
-        record["median_ready_seconds"] = statistics.median(s["ready_seconds"] for s in starts)
-        record["median_load_seconds"] = statistics.median(s["load_seconds"] or 0.0 for s in starts)
-        record["median_rss_ready_mb"] = statistics.median(s["rss_ready_mb"] for s in starts)
-        record["max_peak_rss_mb"] = max(s["peak_rss_mb"] for s in starts)
+        record |= measure([serve_once(root / "store", root / "logs", pythonpath) for _ in range(args.repeats)])
+        if args.trim:
+            # the control: the same store (same snapshot, same version) with only the newest partitions
+            record["trimmed"] = {"feature_partitions_removed": trim(root / "store", args.trim)}
+            record["trimmed"] |= measure([serve_once(root / "store", root / "logs", pythonpath)
+                                          for _ in range(args.repeats)])
         results["stores"][str(days)] = record
-        print(json.dumps({days: {k: v for k, v in record.items() if k != "serve"}}), flush=True)
+        brief = {k: v for k, v in record.items() if k not in ("serve", "trimmed")}
+        brief["trimmed"] = {k: v for k, v in record.get("trimmed", {}).items() if k != "serve"}
+        print(json.dumps({days: brief}), flush=True)
         shutil.rmtree(root, ignore_errors=True)
     results["finished"] = run.now()
     results["loadavg_after"] = run.loadavg()
