@@ -14,9 +14,10 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -50,24 +51,51 @@ def fine_tune(
 
 
 def _fine_tune(store: PartitionStore, settings: Settings, day: date, run_id: str | None) -> dict[str, Any]:
-    reg = registry.load(store)
-    existing = registry.version_for_date(reg, day)
-    if existing is not None:
-        log.info("version %d was already trained on %s; nothing to do", existing, day)
-        return reg["versions"][str(existing)] | {"version": existing, "reused": True}
+    plan = plan_fine_tune(store, settings, day)
+    if plan.done is not None:
+        return plan.done
+    result = _train_version(store, settings, day, [plan.train], plan.replay, plan.parent, registry.FINE_TUNE,
+                            plan.seed, run_id)
+    return result if plan.thin is None else result | {"note": plan.thin}
+
+
+@dataclass(frozen=True)
+class FineTunePlan:
+    """What the fine-tune of a day trains on, or (``done``) its result without training: the version already
+    trained on the day, or a thin day's "no candidate"."""
+
+    train: Part
+    replay: Part
+    parent: int | None
+    seed: int
+    thin: str | None
+    done: dict[str, Any] | None
+
+
+def plan_fine_tune(store: PartitionStore, settings: Settings, day: date, *,
+                   parent: int | Literal["registry"] | None = "registry") -> FineTunePlan:
+    """Read what the fine-tune of ``day`` trains on; ``parent`` from the registry (the default: the caller
+    holds the training lock) or as given (a worker that follows its chief's choice, reading no registry)."""
+    if parent == "registry":
+        reg = registry.load(store)
+        existing = registry.version_for_date(reg, day)
+        if existing is not None:
+            log.info("version %d was already trained on %s; nothing to do", existing, day)
+            done = reg["versions"][str(existing)] | {"version": existing, "reused": True}
+            return FineTunePlan(Part.empty(), Part.empty(), existing, 0, None, dict(done))
+        parent = registry.parent_for_date(reg, day)
 
     check_delivery(store, day)  # the features are those of the delivery that passed validation
     train = train_part(store, day, only_train=True)
     seed = settings.seed + day.toordinal()
     replay = replay_part(replay_sample(store, day, settings.replay_examples, seed))
-    parent = registry.parent_for_date(reg, day)
     thin = thin_day_reason(store, day, train.size, replay.size, parent)
     if thin is not None and not replay.size:  # a thin day never stops the pipeline: keep the current model
         log.warning("%s", thin)
-        return {"version": None, "trained_on": day.isoformat(), "parent": parent, "trained": False,
-                "reason": thin, "reused": False}
-    result = _train_version(store, settings, day, [train], replay, parent, registry.FINE_TUNE, seed, run_id)
-    return result if thin is None else result | {"note": thin}
+        return FineTunePlan(train, replay, parent, seed, thin, {
+            "version": None, "trained_on": day.isoformat(), "parent": parent, "trained": False, "reason": thin,
+            "reused": False})
+    return FineTunePlan(train, replay, parent, seed, thin, None)
 
 
 def no_candidate_reason(store: PartitionStore, settings: Settings, day: date) -> str | None:
@@ -147,14 +175,8 @@ def training_dataset(
     """
     import tensorflow as tf
 
-    from recsys.model import two_tower
-
     n = len(hist_index)
-    constants = {name: tf.constant(values) for name, values in features.items()}
-    index_c = tf.constant(hist_index, tf.int32)
-    rows_c = tf.constant(hist_rows, tf.int32)
-    days_c = tf.constant(hist_days)
-    trend_c = tf.constant(trend_table, tf.float32) if trend_table is not None else None
+    gather = batch_gatherer(features, hist_index, hist_rows, hist_days, trend_table)
     batches = -(-n // batch_size)
 
     def epoch(draw: tf.Tensor) -> tf.data.Dataset:
@@ -162,6 +184,31 @@ def training_dataset(
         return tf.data.Dataset.range(batches).map(
             lambda b: order[b * batch_size: tf.minimum((b + 1) * batch_size, n)]
         )
+
+    # one random draw per iteration (an epoch of fit), seeded: reshuffled every epoch, reproducibly
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+    return (
+        draws.flat_map(epoch)
+        .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def batch_gatherer(
+    features: dict[str, np.ndarray], hist_index: np.ndarray, hist_rows: np.ndarray, hist_days: np.ndarray,
+    trend_table: np.ndarray | None = None,
+) -> Callable[[Any], dict[str, Any]]:
+    """A function from example indices [B] to the model's batch (see :func:`training_dataset`); every
+    array is held once, as a constant."""
+    import tensorflow as tf
+
+    from recsys.model import two_tower
+
+    constants = {name: tf.constant(values) for name, values in features.items()}
+    index_c = tf.constant(hist_index, tf.int32)
+    rows_c = tf.constant(hist_rows, tf.int32)
+    days_c = tf.constant(hist_days)
+    trend_c = tf.constant(trend_table, tf.float32) if trend_table is not None else None
 
     def gather(i: tf.Tensor) -> dict[str, tf.Tensor]:
         batch = {name: tf.gather(values, i) for name, values in constants.items()}
@@ -173,13 +220,62 @@ def training_dataset(
             batch[trend.TREND] = tf.gather_nd(trend_c, tf.stack([day_row, item], -1))
         return batch
 
-    # one random draw per iteration (an epoch of fit), seeded: reshuffled every epoch, reproducibly
-    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
-    return (
-        draws.flat_map(epoch)
-        .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .prefetch(tf.data.AUTOTUNE)
+    return gather
+
+
+@dataclass
+class TrainingInputs:
+    """Everything a training run reads, in the model's form: vocabulary sizes, item features, one array per
+    feature over the examples, their histories, the trend table, and the parent's tables (None: cold start)."""
+
+    user_rows: int
+    item_rows: int
+    item_features: dict[str, np.ndarray]
+    features: dict[str, np.ndarray]
+    trend_table: np.ndarray | None
+    hist_rows: np.ndarray
+    hist_days: np.ndarray
+    hist_index: np.ndarray
+    train_examples: int
+    replay_examples: int
+    old: dict[str, np.ndarray] | None
+
+    @property
+    def examples(self) -> int:
+        return len(self.hist_index)
+
+    def drop_examples(self) -> None:
+        """Let go of the example arrays (once a dataset or step function holds them as constants)."""
+        self.features, self.trend_table = {}, None
+        self.hist_rows, self.hist_days = self.hist_rows[:0], self.hist_days[:0]
+
+
+def training_inputs(
+    store: PartitionStore, settings: Settings, day: date, parts: list[Part], replay: Part, parent: int | None,
+) -> TrainingInputs:
+    """Read and assemble what training on ``parts`` + ``replay`` (warm-started from ``parent``) needs."""
+    stats = load_stats(store, day)
+    user_rows, item_rows = stats["user_vocab_size"], stats["item_vocab_size"]
+    items_vocab = vocab.load(store, vocab.ITEMS)
+    item_features = items.feature_arrays(items.latest_catalog(store, day), items_vocab, item_rows)
+    everything = [*parts, replay]
+    hist_rows, hist_days, hist_index = history_inputs(everything, items_vocab, settings.history_length)
+    features, trend_table = _example_features(store, settings, everything, item_rows)
+    return TrainingInputs(
+        user_rows, item_rows, item_features, features, trend_table, hist_rows, hist_days, hist_index,
+        sum(p.size for p in parts), replay.size, _parent_tables(store, settings, parent),
     )
+
+
+def warm_model(settings: Settings, inputs: TrainingInputs, seed: int) -> Any:
+    """A fresh model of the inputs' vocabulary sizes, warm-started from the parent's tables grown to them
+    (every old row bit for bit); under a distribution strategy's scope, its variables are the strategy's."""
+    from recsys.model import two_tower
+
+    model = two_tower.build_model(inputs.user_rows, inputs.item_rows, settings.embedding_dim, **inputs.item_features)
+    if inputs.old is not None:
+        two_tower.set_tables(model, two_tower.grow_tables(inputs.old, inputs.user_rows, inputs.item_rows, seed))
+    return model
 
 
 def _train_version(
@@ -191,38 +287,37 @@ def _train_version(
 
     from recsys.model import two_tower
 
-    stats = load_stats(store, day)
-    user_rows, item_rows = stats["user_vocab_size"], stats["item_vocab_size"]
-    items_vocab = vocab.load(store, vocab.ITEMS)
-    item_features = items.feature_arrays(items.latest_catalog(store, day), items_vocab, item_rows)
-    everything = [*parts, replay]
-    hist_rows, hist_days, hist_index = history_inputs(everything, items_vocab, settings.history_length)
-    train_examples = sum(p.size for p in parts)
-
+    inputs = training_inputs(store, settings, day, parts, replay, parent)
+    del parts
     tf.keras.utils.set_random_seed(seed)
-    model = two_tower.build_model(user_rows, item_rows, settings.embedding_dim, **item_features)
-    old = _parent_tables(store, settings, parent)
-    if old is not None:
-        two_tower.set_tables(model, two_tower.grow_tables(old, user_rows, item_rows, seed))
+    model = warm_model(settings, inputs, seed)
     model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=settings.learning_rate))
-    features, trend_table = _example_features(store, settings, everything, item_rows)
-    del everything, parts
-    dataset = training_dataset(features, hist_index, hist_rows, hist_days, settings.batch_size, seed, trend_table)
-    del features, hist_index, hist_rows, hist_days
+    dataset = training_dataset(inputs.features, inputs.hist_index, inputs.hist_rows, inputs.hist_days,
+                               settings.batch_size, seed, inputs.trend_table)
+    inputs.drop_examples()
     started = time.perf_counter()
     fit = fit_with_progress(model, dataset, settings.epochs, f"training {kind} on {day}")
     seconds = time.perf_counter() - started
-    tables = two_tower.get_tables(model)
+    metadata = save_trained(store, settings, day, kind, parent, inputs, two_tower.get_tables(model),
+                            float(fit.history["loss"][-1]), seconds, run_id)
+    return dict(metadata) | {"reused": False}
+
+
+def save_trained(
+    store: PartitionStore, settings: Settings, day: date, kind: str, parent: int | None, inputs: TrainingInputs,
+    tables: dict[str, np.ndarray], final_loss: float, seconds: float, run_id: str | None,
+) -> registry.VersionEntry:
+    """Store trained ``tables`` as a new version with its metadata and register it."""
 
     def describe(version: int) -> registry.VersionEntry:
         return _metadata(
-            version, kind, day, parent, settings, train_examples, replay.size, user_rows, item_rows, old, tables,
-            float(fit.history["loss"][-1]), seconds,
+            version, kind, day, parent, settings, inputs.train_examples, inputs.replay_examples, inputs.user_rows,
+            inputs.item_rows, inputs.old, tables, final_loss, seconds,
         )
 
     metadata = store_version(store, day, kind, tables, describe, run_id)
     log.info("trained %s version %d on %s (parent %s): %s", kind, metadata["version"], day, parent, metadata)
-    return dict(metadata) | {"reused": False}
+    return metadata
 
 
 def store_version(

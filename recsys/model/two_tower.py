@@ -25,6 +25,8 @@ candidate's trend is the one as of the *row's* day (examples of a batch come fro
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
@@ -121,11 +123,11 @@ def get_tables(model: TwoTowerModel) -> dict[str, np.ndarray]:
     ``item_price`` [I].
     """
     return {
-        "user": model.user_embedding.get_weights()[0],
-        "item": model.item_embedding.get_weights()[0],
-        "word": model.word_embedding.get_weights()[0],
-        "price": model.price_embedding.get_weights()[0],
-        "item_bias": model.item_bias.get_weights()[0][:, 0],
+        "user": read_table(model.user_embedding.embeddings),
+        "item": read_table(model.item_embedding.embeddings),
+        "word": read_table(model.word_embedding.embeddings),
+        "price": read_table(model.price_embedding.embeddings),
+        "item_bias": read_table(model.item_bias.embeddings)[:, 0],
         "repeat_weight": np.asarray(model.repeat_weight.numpy(), np.float32),
         "trend_weight": np.asarray(model.trend_weight.numpy(), np.float32),
         "item_words": model.item_words.numpy(),
@@ -135,15 +137,39 @@ def get_tables(model: TwoTowerModel) -> dict[str, np.ndarray]:
 
 def set_tables(model: TwoTowerModel, tables: dict[str, np.ndarray]) -> None:
     """Load stored weights (tables of the model's shapes; item features are the model's own)."""
-    model.user_embedding.set_weights([tables["user"]])
-    model.item_embedding.set_weights([tables["item"]])
+    write_table(model.user_embedding.embeddings, tables["user"])
+    write_table(model.item_embedding.embeddings, tables["item"])
     if "word" in tables:
-        model.word_embedding.set_weights([tables["word"]])
-        model.price_embedding.set_weights([tables["price"]])
-        model.item_bias.set_weights([tables["item_bias"][:, None]])
+        write_table(model.word_embedding.embeddings, tables["word"])
+        write_table(model.price_embedding.embeddings, tables["price"])
+        write_table(model.item_bias.embeddings, tables["item_bias"][:, None])
         model.repeat_weight.assign(float(tables["repeat_weight"]))
     if "trend_weight" in tables:  # versions stored before the trend term start it at 0
         model.trend_weight.assign(float(tables["trend_weight"]))
+
+
+def shards(variable: Any) -> list[Any]:
+    """The pieces of a table: the shards of a ``ShardedVariable`` (a table split by rows across parameter
+    servers, :mod:`recsys.training_distributed`), in row order, or ``[variable]`` for a whole one."""
+    return list(getattr(variable, "variables", None) or [variable])
+
+
+def read_table(variable: Any) -> np.ndarray:
+    """A table's value as one array, its shards concatenated in row order (bit for bit)."""
+    parts = [np.asarray(v.numpy()) for v in shards(variable)]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+
+
+def write_table(variable: Any, value: np.ndarray) -> None:
+    """Assign ``value`` (the whole table) to a table, each shard its own rows (bit for bit)."""
+    pieces = shards(variable)
+    rows = [int(v.shape[0]) for v in pieces]
+    if sum(rows) != value.shape[0] or tuple(pieces[0].shape[1:]) != value.shape[1:]:
+        raise ValueError(f"a table of {sum(rows)} rows x {tuple(pieces[0].shape[1:])} cannot take {value.shape}")
+    start = 0
+    for v, n in zip(pieces, rows, strict=True):
+        v.assign(value[start:start + n])
+        start += n
 
 
 def grow_tables(old: dict[str, np.ndarray], user_rows: int, item_rows: int, seed: int) -> dict[str, np.ndarray]:
