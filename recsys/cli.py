@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in [
         ("validate", "validate a raw partition with Great Expectations"),
         ("features", "clean a partition, grow the vocabularies, write examples"),
-        ("train", "fine-tune the candidate of a date from the last checkpoint"),
+        ("train", "fine-tune the candidate of a date from the last checkpoint (as one task of a cluster when "
+                  "TF_CONFIG is set: recsys/training_distributed.py)"),
         ("evaluate", "score candidate and champion on the date's held-out users; decide"),
         ("deploy", "deploy the blessed candidate of a date"),
         ("run", "all steps for a date, without Airflow (validate .. deploy if blessed)"),
@@ -185,8 +186,12 @@ def _features(store: PartitionStore, settings: Settings, args: argparse.Namespac
 
 
 def _train(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
+    from recsys import training_distributed
     from recsys.training import fine_tune
 
+    cluster = training_distributed.cluster_from_env()  # TF_CONFIG: this process is one task of a cluster
+    if cluster is not None:
+        return training_distributed.fine_tune(store, settings, args.date, cluster)
     return fine_tune(store, settings, args.date)
 
 

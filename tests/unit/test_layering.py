@@ -17,7 +17,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors", "progress"),  # leaves: import nothing from recsys
     ("schema",), ("config",), ("storage",), ("registry",), ("notify",),
     ("datasets", "streaming"),  # adapters that publish raw partitions (bundled data, simulator, Kafka sink)
-    ("features",), ("validation",), ("model",), ("training",), ("serving",), ("evaluation",), ("report",),
+    ("features",), ("validation",),
+    ("model",), ("training", "training_distributed"), ("serving",), ("evaluation",), ("report",),
     ("retrain",), ("cli",),
 ]
 _LAYER = {name: n for n, names in enumerate(LAYERS) for name in names}
