@@ -25,10 +25,10 @@ from recsys import schema
 from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.features import history, vocab
-from recsys.features.cleaning import clean_events
+from recsys.features.chunks import DEFAULT_CHUNK_ROWS, ChunkReader, FirstOccurrence
+from recsys.features.cleaning import CleaningStats, clean_events
 from recsys.storage import PartitionStore, layout
 from recsys.storage.layout import EXAMPLES_FILE, STATS_FILE
-from recsys.storage.raw import read_delivery
 
 log = logging.getLogger(__name__)
 
@@ -95,25 +95,12 @@ def build_features(
     """
     _check_order(store, day)
     passed = validated_delivery(store, day)
-    events, delivered = read_delivery(store, layout.raw_events(day), columns=READ_COLUMNS)
-    if delivered != passed:
-        raise FeatureError(
-            f"partition {day} changed since it was validated: the delivery now in "
-            f"{store.uri(layout.raw_events(day))} ({delivered[:12]}) is not the one that passed validation "
-            f"({passed[:12]}). Run the validate step for {day} again, then build its features"
-        )
-    cleaned, cleaning = clean_events(events, settings.validation_max_id_length)
-    del events
+    pairs, cleaning = day_pairs(store, day, passed, settings.validation_max_id_length, settings.chunk_rows)
     if cleaning.invalid_ids:  # only an accepted partition gets here with them: validation refuses them
         log.warning("partition %s: %d rows dropped whose user_id or item_id is missing or not a valid id",
                     day, cleaning.invalid_ids)
-    if cleaned.empty:  # a thin day: no examples, nothing grows; training keeps the model (recsys.training)
+    if not cleaning.rows_out:  # a thin day: no examples, nothing grows; training keeps the model (recsys.training)
         log.warning("partition %s has no usable events after cleaning: %s", day, cleaning.as_dict())
-    pairs = (
-        cleaned[[schema.USER_ID, schema.ITEM_ID]].astype(str).drop_duplicates()
-        .sort_values([schema.USER_ID, schema.ITEM_ID]).reset_index(drop=True)
-    )
-    del cleaned
     users_before = vocab.load(store, vocab.USERS)
     items_before = vocab.load(store, vocab.ITEMS)
     users, _ = vocab.grow(users_before, pairs[schema.USER_ID], day, settings.min_user_count)
@@ -153,7 +140,7 @@ def build_features(
         min_item_count=settings.min_item_count,
         history_users=int(after[schema.USER_ID].nunique()),
         history_rows=len(after),
-        fingerprint=delivered,
+        fingerprint=passed,
     )
     out = layout.features(day)
     store.write_parquet(f"{out}/{EXAMPLES_FILE}", pairs[list(EXAMPLE_FILE_COLUMNS)])
@@ -163,6 +150,77 @@ def build_features(
     store.mark_success(out)
     log.info("features %s: %s", day, stats.as_dict())
     return stats
+
+
+def day_pairs(
+    store: PartitionStore, day: date, passed: str, max_id_length: int = schema.MAX_ID_LENGTH,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> tuple[pd.DataFrame, CleaningStats]:
+    """The distinct (user_id, item_id) pairs of ``day``'s cleaned events (as text, sorted) and the cleaning stats.
+
+    Reads ``raw/events/dt=<day>`` in chunks of at most ``chunk_rows`` rows (``RECSYS_CHUNK_ROWS``), twice: the
+    event ids first (8 bytes a row, :class:`FirstOccurrence`: a repeated id is dropped in whichever chunk it
+    repeats), then the columns the step needs; so the step holds a chunk and the pairs, never the partition.
+    The result equals cleaning the whole partition as one frame (:func:`clean_events`). :class:`FeatureError`
+    if the delivery read is not ``passed`` (the fingerprint of the one that passed validation).
+    """
+    partition = layout.raw_events(day)
+    first = FirstOccurrence()
+    ids = ChunkReader(store, partition, columns=[schema.EVENT_ID], chunk_rows=chunk_rows)
+    for chunk in ids:
+        first.add(chunk[schema.EVENT_ID])
+    _check_delivery(store, day, ids.fingerprint, passed)
+    reader = ChunkReader(store, partition, columns=READ_COLUMNS, chunk_rows=chunk_rows)
+    stats: CleaningStats | None = None
+    pairs = _DistinctPairs()
+    for chunk in reader:
+        cleaned, part = clean_events(chunk, max_id_length, first.duplicated(chunk[schema.EVENT_ID]))
+        del chunk
+        stats = part if stats is None else stats + part
+        pairs.add(cleaned[[schema.USER_ID, schema.ITEM_ID]].astype(str))
+        del cleaned
+    _check_delivery(store, day, reader.fingerprint, passed)
+    if stats is None:  # the reader yields at least one (maybe empty) frame per data file
+        raise FeatureError(f"{store.uri(partition)} yielded no rows to clean")
+    return pairs.result(), stats
+
+
+class _DistinctPairs:
+    """Distinct (user_id, item_id) rows of many chunks; merged whenever the unmerged ones outgrow the merged
+    (each row is deduplicated O(log chunks) times, and at most about twice the distinct pairs are held)."""
+
+    def __init__(self) -> None:
+        self.merged: pd.DataFrame | None = None
+        self.pending: list[pd.DataFrame] = []
+        self.pending_rows = 0
+
+    def add(self, pairs: pd.DataFrame) -> None:
+        pairs = pairs.drop_duplicates()
+        self.pending.append(pairs)
+        self.pending_rows += len(pairs)
+        if self.merged is None or self.pending_rows >= len(self.merged):
+            self._merge()
+
+    def _merge(self) -> pd.DataFrame:
+        frames = [self.merged, *self.pending] if self.merged is not None else self.pending
+        if not frames:
+            frames = [pd.DataFrame({schema.USER_ID: pd.Series(dtype=object), schema.ITEM_ID: pd.Series(dtype=object)})]
+        merged = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True).drop_duplicates()
+        self.merged, self.pending, self.pending_rows = merged, [], 0
+        return merged
+
+    def result(self) -> pd.DataFrame:
+        """Every distinct pair, sorted by user then item, indexed 0, 1, ..."""
+        return self._merge().sort_values([schema.USER_ID, schema.ITEM_ID]).reset_index(drop=True)
+
+
+def _check_delivery(store: PartitionStore, day: date, delivered: str | None, passed: str) -> None:
+    if delivered != passed:
+        raise FeatureError(
+            f"partition {day} changed since it was validated: the delivery now in "
+            f"{store.uri(layout.raw_events(day))} ({str(delivered)[:12]}) is not the one that passed validation "
+            f"({passed[:12]}). Run the validate step for {day} again, then build its features"
+        )
 
 
 def validated_delivery(store: PartitionStore, day: date) -> str:

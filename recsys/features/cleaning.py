@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 
 import pandas as pd
 
@@ -24,12 +24,24 @@ class CleaningStats:
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
+    def __add__(self, other: CleaningStats) -> CleaningStats:
+        """The stats of two chunks of one partition together."""
+        return CleaningStats(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
-def clean_events(events: pd.DataFrame, max_id_length: int = schema.MAX_ID_LENGTH) -> tuple[pd.DataFrame, CleaningStats]:
+
+def clean_events(
+    events: pd.DataFrame, max_id_length: int = schema.MAX_ID_LENGTH, duplicated: pd.Series | None = None
+) -> tuple[pd.DataFrame, CleaningStats]:
     """Drop repeated ``event_id`` (first kept), rows with a user or item id that is missing or not an id
-    (:func:`recsys.schema.valid_id` with ``max_id_length``) and rows with ``quantity <= 0``; count each drop."""
+    (:func:`recsys.schema.valid_id` with ``max_id_length``) and rows with ``quantity <= 0``; count each drop.
+
+    ``duplicated``: which rows repeat an earlier event id, when ``events`` is one chunk of a partition (the
+    earlier rows may be in an earlier chunk: :class:`recsys.features.chunks.FirstOccurrence`); None: within
+    ``events``. Every other decision is row by row, so the chunks' stats add up to the whole partition's.
+    """
     rows_in = len(events)
-    duplicated = events[schema.EVENT_ID].duplicated(keep="first")
+    if duplicated is None:
+        duplicated = events[schema.EVENT_ID].duplicated(keep="first")
     deduped = events[~duplicated]
     valid = _valid_ids(deduped[schema.USER_ID], max_id_length) & _valid_ids(deduped[schema.ITEM_ID], max_id_length)
     positive = deduped[schema.QUANTITY] > 0

@@ -72,12 +72,17 @@ class DocsRun:
     def run(
         self, suite: dict[str, Any], frame: Any, params: dict[str, Any]
     ) -> Any:
-        """Validate ``frame`` against ``suite`` (a dict as in ``expectations/``); the GX result."""
+        """Validate ``frame`` (a pandas or a Spark DataFrame) against ``suite`` (a dict as in ``expectations/``);
+        the GX result."""
         import great_expectations as gx
         from great_expectations.core.run_identifier import RunIdentifier
 
         name = suite["name"]
-        source = self.context.data_sources.add_or_update_pandas(f"{name}_source")
+        sources = self.context.data_sources
+        if type(frame).__module__.startswith("pyspark."):  # the Spark backend (recsys.spark)
+            source = sources.add_or_update_spark(f"{name}_spark_source")
+        else:
+            source = sources.add_or_update_pandas(f"{name}_source")
         asset = source.add_dataframe_asset(f"dt={self.day.isoformat()}")
         batch = asset.add_batch_definition_whole_dataframe("whole partition")
         gx_suite = self.context.suites.add_or_update(gx.ExpectationSuite(**suite))

@@ -11,17 +11,21 @@ a partition that already passed changes nothing.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 import pandas as pd
 
-from recsys import registry
+from recsys import registry, schema
 from recsys.config import Settings
+from recsys.features import vocab
+from recsys.features.chunks import ChunkReader, FirstOccurrence
 from recsys.storage import PartitionStore, StorageError, layout
 from recsys.storage.raw import fingerprint, read_delivery, read_partition
 from recsys.validation.docs import OVERVIEW, SITE_INDEX, DocsRun, docs_run
 from recsys.validation.health import margins
+from recsys.validation.merge import PartitionAggregates, merge_results, rewrite_stored
 from recsys.validation.quarantine import quarantine
 from recsys.validation.results import (
     ValidationFailed,
@@ -35,11 +39,22 @@ from recsys.validation.suites import (
     CATALOG_SUITE,
     EVENTS_SUITE,
     INTEGRITY_SUITE,
+    NEW_ITEM,
+    NEW_USER,
+    TOP_ITEM,
     TRAILING_KEYS,
+    EventTotals,
+    add_counts,
     catalog_parameters,
+    derived_columns,
     event_parameters,
+    item_counts,
+    known_ids,
     load_suite,
+    new_id_flags,
+    partition_parameters,
     suite_columns,
+    top_item,
 )
 
 log = logging.getLogger(__name__)
@@ -106,25 +121,19 @@ def _run_suites(
 ) -> ValidationReport:
     """Run the suites that apply, record an acceptance (``accept_reason`` given), publish the Data Docs."""
     with docs_run(store, day) as gx_run:
-        problem, frame = _read_events(store, day, current, passed_print)
+        problem, scan = _read_events(store, settings, day, current, passed_print)
         report = ValidationReport(
-            day, False, 0 if frame is None else len(frame), report_path=layout.validation_summary(day),
+            day, False, 0 if scan is None else scan.rows, report_path=layout.validation_summary(day),
             fingerprint=current, validated_at=gx_run.run_time.isoformat(timespec="seconds"),
             passed_fingerprint=passed_print,
         )
-        if problem is not None or frame is None:
+        if problem is not None or scan is None:
             report.problem = problem
             integrity = load_suite(INTEGRITY_SUITE)
             result = gx_run.run(integrity, pd.DataFrame({"problem": pd.Series([problem], dtype="string")}), {})
             report.checks = compact(result, integrity)
         else:
-            derived, params, report.notes = event_parameters(store, day, frame, settings)
-            events_suite = load_suite(EVENTS_SUITE)
-            derived = suite_columns(derived, events_suite)
-            del frame  # the suite's columns live on in ``derived`` (shared, not copied); the rest can go
-            average, days, top = (params.pop(key) for key in TRAILING_KEYS)
-            report.checks = compact(gx_run.run(events_suite, derived, params), events_suite)
-            report.margins = margins(report.checks, average=average, days=days, top_item=top)
+            _run_events_suite(store, settings, day, gx_run, report, scan)
             report.checks += _validate_catalog(store, day, settings, gx_run, report)
         report.success = report.problem is None and all(c["success"] for c in report.checks)
         if report.success:
@@ -139,10 +148,119 @@ def _run_suites(
     return report
 
 
+def _run_events_suite(
+    store: PartitionStore, settings: Settings, day: date, gx_run: DocsRun, report: ValidationReport, scan: Scan
+) -> None:
+    """The events suite over the partition: one run over one frame, or one per chunk merged into one result."""
+    events_suite = load_suite(EVENTS_SUITE)
+    if scan.frame is not None:  # one chunk, or chunks whose dtypes differ: the whole partition as one frame
+        derived, params, report.notes = event_parameters(store, day, scan.frame, settings)
+        derived = suite_columns(derived, events_suite)
+        scan.frame = None  # the suite's columns live on in ``derived`` (shared, not copied); the rest can go
+        average, days, top = (params.pop(key) for key in TRAILING_KEYS)
+        result = gx_run.run(events_suite, derived, params)
+        del derived
+    else:
+        params, report.notes = partition_parameters(store, day, settings, scan.totals, scan.known_counts)
+        average, days, top = (params.pop(key) for key in TRAILING_KEYS)
+        result = _run_chunked(gx_run, events_suite, params, scan)
+    report.checks = compact(result, events_suite)
+    report.margins = margins(report.checks, average=average, days=days, top_item=top)
+
+
+def _run_chunked(gx_run: DocsRun, suite: dict[str, Any], params: dict[str, Any], scan: Scan) -> Any:
+    """The suite over every chunk of the partition (a second read), merged into the whole partition's result."""
+    runs = []
+    distinct = 0
+    for chunk in scan.reader:
+        if schema.EVENT_ID in chunk.columns:
+            ids = chunk[schema.EVENT_ID]
+            distinct += int((ids.notna() & ~scan.event_ids.duplicated(ids)).sum())
+        derived = suite_columns(derived_columns(chunk, scan.known, scan.totals.top_item), suite)
+        del chunk
+        runs.append(gx_run.run(suite, derived, params))
+        del derived
+    if scan.reader.fingerprint != scan.fingerprint:
+        raise StorageError(
+            f"{gx_run.store.uri(scan.reader.partition_dir)} changed while it was being validated (a redelivery in "
+            f"progress?): rerun the validate step for {gx_run.day} once upstream has finished publishing it"
+        )
+    totals = scan.totals
+    aggregates = PartitionAggregates(
+        rows=scan.rows, distinct={schema.EVENT_ID: distinct}, nonnull={schema.EVENT_ID: scan.nonnull_event_ids},
+        sums={NEW_USER: float(totals.new_users), NEW_ITEM: float(totals.new_items), TOP_ITEM: float(totals.top_count)},
+    )
+    merged = merge_results(runs, aggregates)
+    keys = list({key.to_tuple(): key for key in gx_run.result_ids}.values())  # every chunk's run: one key
+    gx_run.result_ids[:] = keys
+    for key in keys:
+        if key.expectation_suite_identifier.name == suite["name"]:
+            rewrite_stored(gx_run._result_file(key), merged)
+    return merged
+
+
+@dataclass
+class Scan:
+    """The first read of a partition: what the partition-level parameters need, counted over every chunk.
+
+    ``frame`` holds the whole partition when it is validated as one frame (a single chunk, or chunks whose
+    columns or dtypes differ, where only one frame gives today's dtypes); else ``reader`` reads the chunks
+    again for the suite runs.
+    """
+
+    reader: ChunkReader
+    fingerprint: str | None
+    rows: int = 0
+    chunks: int = 0
+    known: dict[str, pd.Index] = field(default_factory=dict)
+    totals: EventTotals = field(default_factory=lambda: EventTotals(0, 0, 0, None, 0))
+    nonnull_event_ids: int = 0
+    event_ids: FirstOccurrence = field(default_factory=FirstOccurrence)
+    frame: pd.DataFrame | None = None
+    frame_print: str | None = None  # the fingerprint of a second, whole read (``frame`` of differing chunks)
+
+    @property
+    def known_counts(self) -> dict[str, int]:
+        return {name: len(ids) for name, ids in self.known.items()}
+
+
+def _scan(store: PartitionStore, settings: Settings, day: date) -> Scan:
+    """Read the partition once in chunks (StorageError as ``read_delivery`` raises it); see :class:`Scan`."""
+    reader = ChunkReader(store, layout.raw_events(day), chunk_rows=settings.chunk_rows)
+    scan = Scan(reader, None, known=known_ids(store, day))
+    signature: list[tuple[str, str]] | None = None
+    uniform = True
+    counts: dict[str, int] = {}
+    new_users = new_items = 0
+    first: pd.DataFrame | None = None
+    for chunk in reader:
+        mine = [(str(c), str(t)) for c, t in chunk.dtypes.items()]
+        signature = mine if signature is None else signature
+        uniform = uniform and mine == signature
+        scan.rows += len(chunk)
+        scan.chunks += 1
+        first = chunk if scan.chunks == 1 else None
+        if schema.EVENT_ID in chunk.columns:
+            scan.event_ids.add(chunk[schema.EVENT_ID])
+            scan.nonnull_event_ids += int(chunk[schema.EVENT_ID].notna().sum())
+        new_users += int(new_id_flags(chunk, schema.USER_ID, scan.known[vocab.USERS]).sum())
+        new_items += int(new_id_flags(chunk, schema.ITEM_ID, scan.known[vocab.ITEMS]).sum())
+        add_counts(counts, item_counts(chunk))
+    scan.fingerprint = reader.fingerprint
+    top, top_count = top_item(counts)
+    del counts
+    scan.totals = EventTotals(scan.rows, new_users, new_items, top, top_count)
+    if scan.chunks == 1:
+        scan.frame = first
+    elif not uniform:  # e.g. a column with nulls in some chunks only: today's dtypes come from one frame
+        scan.frame, scan.frame_print = read_delivery(store, reader.partition_dir)
+    return scan
+
+
 def _read_events(
-    store: PartitionStore, day: date, current: str, passed_print: str | None
-) -> tuple[str | None, pd.DataFrame | None]:
-    """(the partition-level problem or None, the events or None)."""
+    store: PartitionStore, settings: Settings, day: date, current: str, passed_print: str | None
+) -> tuple[str | None, Scan | None]:
+    """(the partition-level problem or None, the partition's :class:`Scan` or None)."""
     partition_dir = layout.raw_events(day)
     if store.is_complete(layout.features(day)):
         stats_path = f"{layout.features(day)}/{layout.STATS_FILE}"
@@ -154,18 +272,19 @@ def _read_events(
                 f"({current[:12]}): the model of {day} was trained on the earlier one, not on this"
             ), None
     try:
-        frame, read_print = read_delivery(store, partition_dir)
+        scan = _scan(store, settings, day)
     except StorageError as err:
         return str(err), None
-    if read_print != current:  # what the report names must be what the suites saw
+    if scan.fingerprint != current or scan.frame_print not in (None, current):
+        # what the report names must be what the suites saw
         raise StorageError(
             f"{store.uri(partition_dir)} changed while it was being validated (a redelivery in progress?): rerun "
             f"the validate step for {day} once upstream has finished publishing it"
         )
-    if frame.empty:
+    if scan.rows == 0:
         files = len(store.data_files(partition_dir))
-        return f"partition {day} is empty: its {files} data file(s) hold 0 rows", frame
-    return None, frame
+        return f"partition {day} is empty: its {files} data file(s) hold 0 rows", scan
+    return None, scan
 
 
 def _conclude(store: PartitionStore, day: date, report: ValidationReport, accept_invalid: bool) -> None:

@@ -119,6 +119,29 @@ def top_item_flags(frame: pd.DataFrame, top: str | None) -> pd.Series:
     return (frame[schema.ITEM_ID].astype(str) == top).astype("float64")
 
 
+def item_counts(frame: pd.DataFrame) -> dict[str, int]:
+    """Rows per item id (as text), in the order the ids first occur (empty without the column)."""
+    if schema.ITEM_ID not in frame.columns:
+        return {}
+    counts = frame[schema.ITEM_ID].astype(str).value_counts(sort=False)  # in order of first occurrence
+    return {str(item): int(n) for item, n in counts.items()}
+
+
+def add_counts(total: dict[str, int], counts: dict[str, int]) -> dict[str, int]:
+    """``total`` with ``counts`` (a later chunk's :func:`item_counts`) added, in place; ids keep their first order."""
+    for item, n in counts.items():
+        total[item] = total.get(item, 0) + n
+    return total
+
+
+def top_item(counts: dict[str, int]) -> tuple[str | None, int]:
+    """The most frequent item of :func:`item_counts` and its rows; of several, the first to occur (None, 0: none)."""
+    if not counts:
+        return None, 0
+    top = max(counts, key=counts.__getitem__)  # max keeps the first of equal keys
+    return top, counts[top]
+
+
 def derived_columns(frame: pd.DataFrame, known: dict[str, pd.Index], top: str | None) -> pd.DataFrame:
     """``frame`` (a shallow copy: its columns are not copied) with the derived columns the suite reads."""
     derived = frame.copy(deep=False)
@@ -137,9 +160,7 @@ def event_parameters(
     History-based checks pass with an explanatory note while there is no history yet.
     """
     known = known_ids(store, day)
-    top = None
-    if schema.ITEM_ID in frame.columns and len(frame):
-        top = str(frame[schema.ITEM_ID].astype(str).value_counts().index[0])
+    top, _ = top_item(item_counts(frame))
     derived = derived_columns(frame, known, top)
     totals = EventTotals(
         rows=len(frame), new_users=int(derived[NEW_USER].sum()), new_items=int(derived[NEW_ITEM].sum()),
