@@ -92,6 +92,16 @@ def _broker() -> tuple[str, bool]:
     return str(json.loads((KAFKA_STATE / "ready.json").read_text())["bootstrap"]), started
 
 
+def _broker_pid() -> int:
+    return int(json.loads((KAFKA_STATE / "ready.json").read_text())["pid"])
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _release_broker(started: bool) -> None:
     """Unregister; stop the broker if this run started it and no test session uses it."""
     users = KAFKA_STATE / "test-sessions"
@@ -274,6 +284,7 @@ def main() -> int:
     from recsys.streaming.topics import ensure_topic
 
     bootstrap, started_broker = _broker()
+    broker_pid = _broker_pid()
     run = uuid.uuid4().hex[:8]
     topic, catalog_topic = f"bench-events-{run}", f"bench-catalog-{run}"
     ensure_topic(bootstrap, topic, 3)
@@ -334,8 +345,15 @@ def main() -> int:
                           "out_of_stock_accepted_to_gone_s": _percentiles(load.stock),
                           "probe_timeouts": load.timeouts, "service_live_status": live}
 
+        watched = {"collector": procs[0].pid, "broker": broker_pid, "client": os.getpid()}
+        cpu_before = {name: _cpu_seconds(pid) for name, pid in watched.items()}
         tp = _throughput(collector, users, items, args.throughput_clients, args.throughput_batch,
                          args.throughput_seconds)
+        # CPU seconds per accepted event: what the rate would be with whole cores, whatever else runs
+        for name, pid in watched.items():
+            used = _cpu_seconds(pid) - cpu_before[name]
+            tp[f"{name}_cpu_seconds"] = round(used, 2)
+            tp[f"events_per_{name}_cpu_second"] = round(tp["accepted"] / used, 1) if used > 0 else None
         expected = load.accepted + tp.pop("ids")
         result["collector_throughput"] = tp
 
