@@ -91,21 +91,25 @@ def _day_truth(store: Any, day: date) -> tuple[list[str], list[set[str]]]:
     return list(by_user), list(by_user.values())
 
 
+def _allowed(store: Any, version: int, rows: int) -> Any:
+    """The item rows a version's serving index allows (None: no index, every row)."""
+    index_path = f"models/two_tower/versions/{version}/index.parquet"
+    if not store.exists(index_path):
+        return None
+    import numpy as np
+
+    allowed = np.zeros(rows, dtype=bool)
+    allowed[store.read_parquet(index_path)["row"].to_numpy()] = True
+    return allowed
+
+
 def _model_ranking(store: Any, version: int, users: list[str], day: date) -> list[list[str]]:
     """Top-K of a stored version over the items it knows that its index (or catalog) allows, with the
     customers' purchases known before ``day`` as the query tower's input (as serving would have them)."""
     from recsys.serving.index import load_scorer
 
     scorer = load_scorer(store, version, before=day)
-    allowed = None
-    index_path = f"models/two_tower/versions/{version}/index.parquet"
-    if store.exists(index_path):
-        import numpy as np
-
-        index = store.read_parquet(index_path)
-        allowed = np.zeros(len(scorer.item_ids), dtype=bool)
-        allowed[index["row"].to_numpy()] = True
-    return scorer.top_k(users, K, allowed)
+    return scorer.top_k(users, K, _allowed(store, version, len(scorer.item_ids)))
 
 
 def _baseline_rankings(history: Any, day: date, users: list[str], own_first: bool) -> list[list[str]]:
@@ -251,6 +255,24 @@ class _Run:
         assert serving is not None
         return _model_ranking(self.store, serving, users, day)
 
+    def serving_version(self) -> int | None:
+        """The version that ranks the next day (model strategies; ``fully_stale`` excluded: frozen inputs)."""
+        from recsys import registry
+
+        if self.strategy in ("stale", "retrain"):
+            return self.version
+        return registry.load(self.store)["champion"] if self.strategy == "fine_tune" else None
+
+    def realtime(self, day: date) -> dict[str, Any] | None:
+        """Daily vs real-time inputs on ``day``'s purchase moments (realtime.py), for the serving version."""
+        import realtime
+
+        version = self.serving_version()
+        if version is None:
+            return None
+        return realtime.day_metrics(self.store, version, day, K, _metrics,
+                                    lambda rows: _allowed(self.store, version, rows))
+
     def update(self, n: int, day: date) -> None:
         """What the strategy does with day ``day`` once it has been ranked."""
         from recsys.cli import run_all
@@ -281,7 +303,22 @@ def _means(per_day: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, f
     return mean, micro
 
 
-def worker(strategy: str, days: int, workdir: Path, every: int = 1) -> dict[str, Any]:
+def _realtime_means(per_day: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Per-day and moment-weighted means of the daily and real-time metrics (``--realtime``)."""
+    days = [d["per_purchase"] for d in per_day if d.get("per_purchase")]
+    if not days:
+        return None
+    moments = sum(d["moments"] for d in days)
+    out: dict[str, Any] = {"days": len(days), "moments": moments,
+                           "with_same_day_events": sum(d["with_same_day_events"] for d in days)}
+    for mode in ("daily", "realtime"):
+        keys = days[0][mode].keys()
+        out[mode] = {k: sum(d[mode][k] for d in days) / len(days) for k in keys}
+        out[f"{mode}_micro"] = {k: sum(d[mode][k] * d["moments"] for d in days) / moments for k in keys}
+    return out
+
+
+def worker(strategy: str, days: int, workdir: Path, every: int = 1, with_realtime: bool = False) -> dict[str, Any]:
     """Run one strategy over the window in this process; returns per-day metrics and costs."""
     import pandas as pd
 
@@ -298,6 +335,8 @@ def worker(strategy: str, days: int, workdir: Path, every: int = 1) -> dict[str,
         if n % every == 0 and users:
             metrics = _metrics(run.rank(day, users, history, regularisation), relevant)
             per_day.append({"date": day.isoformat(), "customers": len(users), **metrics})
+            if with_realtime and (moments := run.realtime(day)) is not None:
+                per_day[-1]["per_purchase"] = moments
             note(f"[{strategy}] {day} customers={len(users)} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
                  stream=sys.stderr)
         run.update(n, day)
@@ -307,6 +346,7 @@ def worker(strategy: str, days: int, workdir: Path, every: int = 1) -> dict[str,
             pass
     mean, micro = _means(per_day)
     reg = registry.load(run.store)
+    realtime = _realtime_means(per_day) if with_realtime else None
     window = run.window
     return {
         "strategy": strategy,
@@ -317,6 +357,7 @@ def worker(strategy: str, days: int, workdir: Path, every: int = 1) -> dict[str,
         "micro_mean": micro,
         "customers": sum(d["customers"] for d in per_day),
         "failed_days": run.failed,
+        "per_purchase": realtime,
         "ease_regularisation": regularisation if strategy in ("ease", "own_ease") else None,
         "ease_grid_recall@100": grid,
         "prep_seconds": round(run.costs["prep"], 1),
@@ -418,6 +459,8 @@ def main() -> int:
     parser.add_argument("--synthetic-days", type=int, default=90)
     parser.add_argument("--synthetic-events", type=int, default=20_000, help="events per generated day")
     parser.add_argument("--synthetic-seed", type=int, default=7)
+    parser.add_argument("--realtime", action="store_true",
+                        help="model strategies also rank each purchase with same-day events (realtime.py)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.source is not None and args.synthetic:
@@ -430,7 +473,7 @@ def main() -> int:
     args.started = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%S")
     args.load_at_start = os.getloadavg()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.days, args.workdir, args.every)))
+        print(json.dumps(worker(args.worker, args.days, args.workdir, args.every, args.realtime)))
         return 0
     letters = [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = [s for s in letters if s not in STRATEGIES]
@@ -450,7 +493,7 @@ def main() -> int:
         t0 = time.perf_counter()
         out = subprocess.run(
             [sys.executable, __file__, "--worker", name, "--days", str(args.days), "--workdir", str(args.workdir),
-             "--every", str(args.every)],
+             "--every", str(args.every), *(["--realtime"] if args.realtime else [])],
             stdout=subprocess.PIPE, text=True, env=os.environ.copy(), check=True,
         )
         result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -471,6 +514,18 @@ def _print_table(results: list[dict[str, Any]]) -> None:
         print(f"| {r['strategy']} | {m['recall@20']:.3f} | {m['recall@100']:.3f} | {m['ndcg@100']:.3f} "
               f"| {u['recall@100']:.3f} | {u['ndcg@100']:.3f} | {len(r['failed_days'])} "
               f"| {r['bootstrap_seconds']} | {r['daily_seconds']} | {r['daily_cpu_seconds']} | {r['peak_rss_mb']} |")
+    timed = [r for r in results if r.get("per_purchase")]
+    if timed:
+        print("\n| strategy | purchase moments | with same-day events | inputs | recall@20 | recall@100 | NDCG@100 "
+              "| micro recall@20 | micro recall@100 |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in timed:
+            p = r["per_purchase"]
+            for mode in ("daily", "realtime"):
+                m, u = p[mode], p[f"{mode}_micro"]
+                print(f"| {r['strategy']} | {p['moments']} | {p['with_same_day_events']} | {mode} "
+                      f"| {m['recall@20']:.3f} | {m['recall@100']:.3f} | {m['ndcg@100']:.3f} "
+                      f"| {u['recall@20']:.3f} | {u['recall@100']:.3f} |")
 
 
 if __name__ == "__main__":
