@@ -271,3 +271,64 @@ def test_features_name_the_delivery_that_passed_validation(raw, runs):
     for day in (*retail, *synthetic):
         out = small[day.isoformat()]
         assert out["stats"]["fingerprint"] == out["summary"]["passed_fingerprint"] is not None
+
+
+DAY = date(2011, 1, 4)
+ROWS = [
+    (f"e{n}", f"2011-01-04 {n:02d}:00:00", f"u{n % 3}", f"i{n % 4}", "purchase", 1 + n % 2, 2.5) for n in range(7)
+]
+
+
+def _write_two_files(store: LocalStore, first: pd.DataFrame, second: pd.DataFrame, kind: str = "parquet") -> None:
+    partition = layout.raw_events(DAY)
+    for n, frame in enumerate((first, second)):
+        path = f"{partition}/part-{n:05d}.{kind}"
+        if kind == "parquet":
+            store.write_parquet(path, frame)
+        else:
+            store.write_bytes(path, frame.to_csv(index=False).encode())
+    store.mark_success(partition)
+
+
+def _no_price(frames: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    events = frames.drop(columns=[schema.PRICE])
+    return events.iloc[:4], events.iloc[4:]
+
+
+def _quantity_with_a_gap(frames: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The second file's quantity has a null (float64), the first's none (int64): the chunks' dtypes differ."""
+    second = frames.iloc[4:].astype({schema.QUANTITY: "float64"})
+    second.loc[second.index[0], schema.QUANTITY] = np.nan
+    return frames.iloc[:4], second
+
+
+def _csv_with_a_bad_time(frames: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    frames = frames.astype({schema.EVENT_TIME: str})
+    frames.loc[5, schema.EVENT_TIME] = "yesterday"
+    return frames.iloc[:3], frames.iloc[3:]
+
+
+@pytest.mark.parametrize(("split", "kind"), [
+    (_no_price, "parquet"), (_quantity_with_a_gap, "parquet"), (_csv_with_a_bad_time, "csv"),
+])
+def test_partitions_the_suite_cannot_take_chunk_by_chunk_get_the_verdict_of_one_frame(
+    tmp_path, make_events, split, kind
+):
+    """A column missing in every chunk (the expectations raise in each), chunks whose dtypes differ (validated
+    as one frame, as before), CSV files cut into chunks: the same summary and GX result as one chunk."""
+    outcomes = []
+    for rows in (2, ONE_CHUNK):
+        root = tmp_path / str(rows)
+        store = LocalStore(root)
+        _write_two_files(store, *split(make_events(ROWS)), kind=kind)
+        settings = Settings(storage_root=str(root), chunk_rows=rows)
+        with pytest.raises(ValidationFailed):
+            validate_partition(store, settings, DAY)
+        summary = store.read_json(layout.validation_summary(DAY))
+        outcomes.append((_normal_summary(summary, root), _gx_result(store, summary)))
+    (small, small_gx), (whole, whole_gx) = outcomes
+    assert small == whole
+    for mine, theirs in zip(small_gx["results"], whole_gx["results"], strict=True):
+        assert _text(mine) == _text(theirs)
+    assert small_gx == whole_gx and small_gx["runs"] == 1
+    assert small["rows"] == len(ROWS) and small["failed"]
