@@ -397,20 +397,16 @@ class Run:
               f"(tree {result['peak_tree_rss_mb']:8.1f})  load {result['loadavg_after']}", flush=True)
         return bool(result["exit"] == 0)
 
-    def go(self, steps_after: tuple[str, ...] = ("refresh-index", "serve")) -> dict[str, Any]:
-        ok = True
-        for offset in (0, 1):
-            day = DAY1 + timedelta(days=offset)
-            for name in DAY_STEPS:
-                ok = self.step(f"{name}@day{offset + 1}", day_commands(name, day, self.events))
-                if not ok:
-                    break
-            if not ok:
+    def go(self, until: str | None = None) -> dict[str, Any]:
+        """Every step in order; a failed step ends the size, and so does the step named ``until``."""
+        planned: list[tuple[str, list[str] | None]] = [
+            (f"{name}@day{offset + 1}", day_commands(name, DAY1 + timedelta(days=offset), self.events))
+            for offset in (0, 1) for name in DAY_STEPS
+        ]
+        planned += [("refresh-index", cli("refresh-index")), ("serve", None)]
+        for key, argv in planned:
+            if not self.step(key, argv, DAY1 + timedelta(days=1)) or key == until:
                 break
-        if ok and "refresh-index" in steps_after:
-            ok = self.step("refresh-index", cli("refresh-index"))
-        if ok and "serve" in steps_after:
-            self.step("serve", None, DAY1 + timedelta(days=1))
         self.record["finished"] = now()
         self.record["loadavg_after"] = loadavg()
         return self.record
@@ -424,6 +420,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=1, help="RECSYS_EPOCHS of the fine-tunes")
     p.add_argument("--max-eval-users", type=int, default=None, help="RECSYS_MAX_EVAL_USERS (default: unset, all)")
     p.add_argument("--requests", type=int, default=200, help="recommendation requests of the serve burst")
+    p.add_argument("--until", help="stop each size after this step (e.g. features@day1: the chunked steps alone)")
     p.add_argument("--keep", action="store_true", help="keep each size's store and logs under --work")
     p.add_argument("--commit", help="run the product as committed at this revision (a git archive of recsys/ "
                    "under --work, first on PYTHONPATH) instead of the checkout with its uncommitted edits")
@@ -453,6 +450,7 @@ def main() -> None:
         "git": git,
         "bench_git": _harness.git_state(HERE),
         "caps": {"rss_gb": args.rss_cap_gb, "seconds": args.time_cap},
+        "until": args.until,
         "recsys_source": str(source),
         "nice": os.nice(0),
         "machine": machine(),
@@ -469,7 +467,7 @@ def main() -> None:
     for events in (int(s) for s in args.sizes.split(",")):
         run = Run(events, args.work, env, save, args.requests)
         results["runs"][str(events)] = run.record
-        run.go()
+        run.go(args.until)
         if not args.keep:
             shutil.rmtree(args.work / str(events), ignore_errors=True)
     results["finished"] = now()
