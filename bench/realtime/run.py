@@ -137,6 +137,7 @@ class Load:
         self.stock: list[float] = []
         self.timeouts = {"behaviour": 0, "stock": 0}
         self.sent_rate: float = 0.0
+        self.gone: set[str] = set()  # items the stock probes sent out of stock
 
     def _post(self, client: httpx.Client, batch: list[dict[str, Any]]) -> bool:
         answer = client.post(self.collector + "/events", json=batch, timeout=30)
@@ -181,8 +182,9 @@ class Load:
                 accepted = time.monotonic()
                 while True:
                     answer = self._answer(client, user)
-                    if answer.get("last_event_at") == event["event_time"] and item in [
-                            x["item_id"] for x in answer["items"]]:
+                    # an item a stock probe took out of stock is applied but (rightly) not shown
+                    if answer.get("last_event_at") == event["event_time"] and (
+                            item in self.gone or item in [x["item_id"] for x in answer["items"]]):
                         now = time.monotonic()
                         self.behaviour.append(now - accepted)
                         self.behaviour_from_send.append(now - sent)
@@ -202,6 +204,7 @@ class Load:
                 if not top:
                     continue
                 gone = top[0]
+                self.gone.add(gone)
                 event = {"event_id": uuid.uuid4().hex, "event_time": _time(datetime.now(UTC)), "item_id": gone,
                          "event_type": "out_of_stock"}
                 answer = client.post(self.collector + "/events", json=[event], timeout=30)
