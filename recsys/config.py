@@ -79,6 +79,9 @@ class Settings:
     max_regression: float | None = 0.0  # candidate may be at most this much below the champion
     min_eval_users: int = 10  # fewer held-out users than this: no decision can be trusted
     max_eval_users: int | None = None  # evaluate a deterministic sample of this many held-out users (None: all)
+    # a day with fewer held-out users than min_eval_users pools the paired evidence of the thin days before it
+    # (since the last decision on enough users, same champion) within this many days; 0: no pooling
+    eval_pool_days: int = 14
     # validation thresholds (expectations/raw_events.json; defaults chosen on a year of Online Retail days)
     validation_late_hours: float = 1.0  # events up to this many hours before the day still belong to it
     validation_max_id_length: int = 64  # longest event, user or item id accepted (characters)
@@ -301,6 +304,7 @@ _BOUNDS = (
     _Bound(("repeat_scale",), _negative, ">= 0"),
     _Bound(("trend_days",), _negative, ">= 0 (0: no trend term)"),
     _Bound(("replay_examples",), _negative, ">= 0"),
+    _Bound(("eval_pool_days",), _negative, ">= 0 (0: a thin day decides nothing)"),
     _Bound(("holdout_fraction",), lambda v: not 0.0 < v < 1.0, "in (0, 1)"),
     _Bound(("validation_max_id_length", "validation_max_quantity", "validation_history",
             "validation_min_rows_for_shares", "chunk_rows"), _not_positive, "positive"),

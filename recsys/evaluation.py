@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any
@@ -102,6 +103,73 @@ def decide(
                           f"({delta:+.4f}, allowed regression {thresholds.max_regression:.4f})")
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """Paired per-user sums of the key metric on held-out users: what a thin day's decision can pool.
+
+    ``candidate``/``champion`` are sums of per-user recall (``champion`` 0 without a champion) and
+    ``squares`` the sum of squared per-user differences (candidate - champion), so pooled days give
+    the means and the standard error of the paired difference without keeping per-user values.
+    """
+
+    users: int
+    candidate: float
+    champion: float
+    squares: float
+
+    @classmethod
+    def of(cls, candidate: np.ndarray, champion: np.ndarray | None) -> Evidence:
+        other = champion if champion is not None else np.zeros_like(candidate)
+        return cls(len(candidate), float(candidate.sum()), float(other.sum()), float(((candidate - other) ** 2).sum()))
+
+    def __add__(self, other: Evidence) -> Evidence:
+        return Evidence(self.users + other.users, self.candidate + other.candidate, self.champion + other.champion,
+                        self.squares + other.squares)
+
+    def difference_se(self) -> float:
+        """Standard error of the mean paired difference (0 for fewer than 2 users)."""
+        n = self.users
+        if n < 2:
+            return 0.0
+        mean = (self.candidate - self.champion) / n
+        variance = max(self.squares - n * mean * mean, 0.0) / (n - 1)
+        return float(np.sqrt(variance / n))
+
+
+def pooled_evidence(
+    decisions: Mapping[str, registry.Decision], day: date, champion_version: int | None, pool_days: int,
+    min_users: int,
+) -> tuple[Evidence, list[str]]:
+    """The evidence of the thin days before ``day`` that a thin ``day`` pools with its own, and their dates.
+
+    Walking back from the day before ``day`` within ``pool_days`` days: decisions with no candidate are
+    passed over; the walk stops at the first decision that blessed, that was decided on ``min_users`` or
+    more held-out users (its own or pooled), that compared against another champion, or that recorded no
+    evidence. Each pooled day's users were held out from that day's candidate and are newer than the
+    champion, so neither side of a pair trained on them.
+    """
+    total, dates = Evidence(0, 0.0, 0.0, 0.0), []
+    first = date.fromordinal(day.toordinal() - pool_days)
+    for key in sorted(decisions, reverse=True):
+        when = date.fromisoformat(key)
+        if when >= day:
+            continue
+        if when < first:
+            break
+        earlier = decisions[key]
+        if earlier.get("candidate_version") is None:  # a day that trained nothing
+            continue
+        recorded = earlier.get("eval_evidence")
+        decided_users = int(earlier.get("eval_pooled", {}).get("users", earlier.get("eval_users", 0)))
+        if (earlier.get("blessed") or earlier.get("champion_version") != champion_version or recorded is None
+                or decided_users >= min_users):
+            break
+        total = total + Evidence(int(recorded["users"]), float(recorded["candidate"]), float(recorded["champion"]),
+                                 float(recorded["squares"]))
+        dates.append(key)
+    return total, dates
+
+
 def rank_items(store: PartitionStore, version: int, user_ids: list[str], k: int, day: date) -> list[list[str]]:
     """Top-``k`` item ids per user from a stored version, with the histories known before ``day``
     (items the version knows; unknown users -> OOV row plus their history)."""
@@ -133,7 +201,8 @@ def evaluate_candidate(
         result = no_candidate(day, reg["champion"], thin)  # a thin day: recorded, never an error
     else:
         check_delivery(store, day)
-        result = compare_with_champion(store, settings, day, candidate_version, reg["champion"])
+        result = compare_with_champion(store, settings, day, candidate_version, reg["champion"],
+                                       earlier=reg["decisions"])
         if not reg["versions"][str(candidate_version)].get("train_examples", 1):
             result["reason"] += f"; the candidate had no training examples of {day}: it was trained on the " \
                                 "replay sample of earlier days only"
@@ -153,7 +222,7 @@ def no_candidate(day: date, champion_version: int | None, why: str) -> registry.
 
 def compare_with_champion(
     store: PartitionStore, settings: Settings, day: date, candidate_version: int, champion_version: int | None,
-    block_users: int | None = None,
+    block_users: int | None = None, earlier: Mapping[str, registry.Decision] | None = None,
 ) -> registry.Decision:
     """Score both versions on ``day``'s held-out users and apply the deploy gate (:func:`decide`).
 
@@ -164,6 +233,11 @@ def compare_with_champion(
     ``settings.max_eval_users`` below the number of held-out users, a deterministic sample of that many
     is evaluated (:func:`sample_users`) and the decision records ``eval_sample``: its size, the held-out
     count and the standard errors of the key metric (candidate, champion, and their paired difference).
+
+    A small shop's day can have fewer held-out users than ``settings.min_eval_users``. With ``earlier``
+    (the registry's decisions) and ``settings.eval_pool_days`` > 0, such a day pools its paired evidence
+    with that of the thin days before it (:func:`pooled_evidence`) and the gate decides on the pool: the
+    decision records ``eval_pooled`` (dates, users, means, standard error of the difference).
     """
     from recsys.features.build import load_examples
     from recsys.serving.index import SCORE_BLOCK_USERS, load_scorer
@@ -210,13 +284,14 @@ def compare_with_champion(
         if champion_version is not None:
             sample["champion_se"] = standard_error(per_user[champion_version])
             sample["difference_se"] = standard_error(per_user[candidate_version] - per_user[champion_version])
-    decision = decide(
-        candidate_metrics.get(key, 0.0),
-        champion_metrics[key] if champion_metrics else None,
-        len(users),
-        Thresholds(settings.min_recall, settings.max_regression, settings.min_eval_users),
-        metric=key,
-    )
+    evidence = Evidence.of(per_user[candidate_version], per_user.get(champion_version)) if users else None  # type: ignore[arg-type]
+    decided_on: tuple[float, float | None, int] = (
+        candidate_metrics.get(key, 0.0), champion_metrics[key] if champion_metrics else None, len(users))
+    pooled = _pooled(settings, day, champion_version, evidence, earlier, key)
+    if pooled is not None:
+        decided_on = (pooled[f"candidate_{key}"], pooled[f"champion_{key}"], pooled["users"])
+    decision = decide(*decided_on, Thresholds(settings.min_recall, settings.max_regression, settings.min_eval_users),
+                      metric=key)
     result: registry.Decision = {
         "date": day.isoformat(),
         "candidate_version": candidate_version,
@@ -229,12 +304,36 @@ def compare_with_champion(
         "reason": decision.reason,
         "decided_at": registry.now(),
     }
+    if evidence is not None:
+        result["eval_evidence"] = asdict(evidence)
+    if pooled is not None:
+        result["eval_pooled"] = pooled
+        result["reason"] += (f"; pooled with the thin days since the last decision ({', '.join(pooled['dates'][1:])}: "
+                             f"{pooled['users']} held-out users in all, RECSYS_EVAL_POOL_DAYS), standard error of "
+                             f"the difference {pooled['difference_se']:.4f}")
     if sample is not None:
         spread = ", ".join(f"{name[:-3]} {value:.4f}" for name, value in sample.items() if name.endswith("_se"))
         result["eval_sample"] = sample
         result["reason"] += (f"; a sample of {len(users)} of {held_out} held-out users "
                              f"(RECSYS_MAX_EVAL_USERS), standard error of {key}: {spread}")
     return result
+
+
+def _pooled(
+    settings: Settings, day: date, champion_version: int | None, evidence: Evidence | None,
+    earlier: Mapping[str, registry.Decision] | None, key: str,
+) -> dict[str, Any] | None:
+    """The pooled evidence a thin day decides on (:func:`pooled_evidence`), or None (not thin, no pooling,
+    nothing earlier to pool)."""
+    if evidence is None or earlier is None or settings.eval_pool_days <= 0 or evidence.users >= settings.min_eval_users:
+        return None
+    before, dates = pooled_evidence(earlier, day, champion_version, settings.eval_pool_days, settings.min_eval_users)
+    if not dates:
+        return None
+    pool = evidence + before
+    return {"dates": [day.isoformat(), *dates], "users": pool.users, f"candidate_{key}": pool.candidate / pool.users,
+            f"champion_{key}": pool.champion / pool.users if champion_version is not None else None,
+            "difference_se": pool.difference_se()}
 
 
 def sample_users(users: list[str], day: date, size: int) -> list[int]:

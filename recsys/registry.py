@@ -118,6 +118,9 @@ class Decision(TypedDict, total=False):
     eval_users: int
     eval_examples: int
     eval_sample: dict[str, float | int]  # set when max_eval_users sampled the held-out users (recsys.evaluation)
+    # paired per-user sums of the key metric (recsys.evaluation.Evidence), which later thin days may pool
+    eval_evidence: dict[str, float | int]
+    eval_pooled: dict[str, Any]  # set when the decision pooled the evidence of earlier thin days
     blessed: Required[bool]
     reason: Required[str]
     decided_at: str

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from datetime import date
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from recsys import registry, schema
 from recsys.config import Settings
-from recsys.evaluation import Decision, EvaluationError, Thresholds, decide, evaluate_candidate, recall_at_k
+from recsys.evaluation import (
+    Decision,
+    EvaluationError,
+    Evidence,
+    Thresholds,
+    decide,
+    evaluate_candidate,
+    pooled_evidence,
+    recall_at_k,
+)
 
 # --- recall_at_k --------------------------------------------------------------------------------
 
@@ -263,3 +273,104 @@ def test_evaluate_refuses_features_of_another_delivery_than_the_validated_one(ev
     with pytest.raises(FeatureError, match=r"built from the delivery aaaaaaaaaaaa.*passed validation is bbbbbbbbbbbb"):
         evaluate_candidate(eval_store, _settings(eval_store), D2)
     assert registry.load(eval_store)["decisions"] == {}
+
+
+# --- a small shop: thin days pool their paired evidence (RECSYS_EVAL_POOL_DAYS) ----------------------
+
+def test_evidence_sums_and_the_standard_error_of_the_paired_difference_by_hand():
+    ev = Evidence.of(np.array([1.0, 0.5, 1.0, 0.0]), np.array([0.0, 0.5, 0.0, 0.0]))
+    assert (ev.users, ev.candidate, ev.champion, ev.squares) == (4, 2.5, 0.5, 2.0)
+    # differences 1, 0, 1, 0: mean 0.5, sample variance 1/3, standard error sqrt(1/3 / 4)
+    assert ev.difference_se() == pytest.approx((1 / 12) ** 0.5)
+    assert (ev + ev).users == 8 and (ev + ev).candidate == 5.0
+    assert Evidence.of(np.array([0.25]), None).champion == 0.0
+
+
+def _thin(day: str, champion: int | None, users: int, **kw) -> dict:
+    return {"date": day, "candidate_version": 9, "champion_version": champion, "eval_users": users,
+            "blessed": False, "reason": "thin",
+            "eval_evidence": {"users": users, "candidate": users * 0.5, "champion": users * 0.25,
+                              "squares": users * 0.0625}} | kw
+
+
+def test_pooling_walks_back_over_thin_days_and_stops_at_the_last_real_decision():
+    decisions = {
+        "2011-01-01": _thin("2011-01-01", 1, 2),
+        "2011-01-02": _thin("2011-01-02", 1, 20),  # decided on enough users: the walk stops here
+        "2011-01-03": _thin("2011-01-03", 1, 2),
+        "2011-01-04": {"date": "2011-01-04", "candidate_version": None, "blessed": False, "reason": "no candidate"},
+        "2011-01-05": _thin("2011-01-05", 1, 3),
+        "2011-01-07": _thin("2011-01-07", 1, 4),  # the day itself (a rerun) is not its own evidence
+    }
+    pool, dates = pooled_evidence(decisions, date(2011, 1, 7), 1, pool_days=14, min_users=10)
+    assert dates == ["2011-01-05", "2011-01-03"]  # the no-candidate day passed over
+    assert (pool.users, pool.candidate) == (5, 2.5)
+    # a blessing, another champion, or an earlier pooled decision on enough users also stop it
+    for stop in ({"blessed": True}, {"champion_version": 2}, {"eval_pooled": {"users": 12}}):
+        changed = decisions | {"2011-01-03": _thin("2011-01-03", 1, 2, **stop)}
+        assert pooled_evidence(changed, date(2011, 1, 7), 1, 14, 10)[1] == ["2011-01-05"]
+    # ... but a pooled decision still short of enough users does not
+    short = decisions | {"2011-01-05": _thin("2011-01-05", 1, 3, eval_pooled={"users": 5})}
+    assert pooled_evidence(short, date(2011, 1, 7), 1, 14, 10)[1] == ["2011-01-05", "2011-01-03"]
+    # only days within pool_days before the day
+    assert pooled_evidence(decisions, date(2011, 1, 7), 1, pool_days=3, min_users=10)[1] == ["2011-01-05"]
+
+
+D3 = date(2011, 1, 6)
+
+
+def _second_thin_day(store) -> None:
+    examples = pd.DataFrame({schema.USER_ID: ["u1", "u2"], schema.ITEM_ID: ["A", "B"], schema.USER_ROW: [1, 2],
+                             schema.ITEM_ROW: [1, 2], schema.SPLIT: ["holdout", "holdout"]})
+    store.write_parquet("features/dt=2011-01-06/examples.parquet", examples)
+    store.mark_success("features/dt=2011-01-06")
+
+
+def test_a_thin_day_decides_on_the_held_out_users_pooled_since_the_last_decision(eval_store, put_version):
+    put_version(eval_store, 1, D1, USERS, BAD_ITEMS)
+    registry.set_champion(eval_store, 1, "deployed", "first", None)
+    put_version(eval_store, 2, D2, USERS, GOOD_ITEMS)
+    put_version(eval_store, 3, D3, USERS, GOOD_ITEMS)
+    _second_thin_day(eval_store)
+    settings = _settings(eval_store, min_eval_users=3)
+
+    first = evaluate_candidate(eval_store, settings, D2)  # 2 held-out users alone: too few
+    assert (first["blessed"], first["reason"]) == (False, "only 2 held-out users (< 3): too few to decide")
+    assert first["eval_evidence"] == {"users": 2, "candidate": 2.0, "champion": 0.0, "squares": 2.0}
+
+    second = evaluate_candidate(eval_store, settings, D3)  # 2 more: 4 pooled, the candidate line is better
+    assert second["blessed"] is True
+    assert second["eval_users"] == 2
+    assert second["eval_pooled"] == {"dates": ["2011-01-06", "2011-01-05"], "users": 4, "candidate_recall@1": 1.0,
+                                     "champion_recall@1": 0.0, "difference_se": 0.0}
+    assert second["reason"] == (
+        "candidate recall@1 1.0000 vs champion 0.0000 (+1.0000, allowed regression 0.0000); pooled with the thin "
+        "days since the last decision (2011-01-05: 4 held-out users in all, RECSYS_EVAL_POOL_DAYS), standard "
+        "error of the difference 0.0000")
+
+
+def test_a_thin_day_of_a_worse_candidate_is_rejected_on_the_pool(eval_store, put_version):
+    put_version(eval_store, 1, D1, USERS, GOOD_ITEMS)
+    registry.set_champion(eval_store, 1, "deployed", "first", None)
+    put_version(eval_store, 2, D2, USERS, BAD_ITEMS)
+    put_version(eval_store, 3, D3, USERS, BAD_ITEMS)
+    _second_thin_day(eval_store)
+    settings = _settings(eval_store, min_eval_users=3, min_recall=0.0)
+    evaluate_candidate(eval_store, settings, D2)
+    result = evaluate_candidate(eval_store, settings, D3)
+    assert result["blessed"] is False
+    assert result["reason"].startswith("candidate recall@1 0.0000 is 1.0000 below the champion's 1.0000")
+    assert result["eval_pooled"]["users"] == 4
+
+
+def test_without_pooling_a_thin_day_stays_undecided(eval_store, put_version):
+    put_version(eval_store, 1, D1, USERS, BAD_ITEMS)
+    registry.set_champion(eval_store, 1, "deployed", "first", None)
+    put_version(eval_store, 2, D2, USERS, GOOD_ITEMS)
+    put_version(eval_store, 3, D3, USERS, GOOD_ITEMS)
+    _second_thin_day(eval_store)
+    settings = _settings(eval_store, min_eval_users=3, eval_pool_days=0)
+    evaluate_candidate(eval_store, settings, D2)
+    result = evaluate_candidate(eval_store, settings, D3)
+    assert (result["blessed"], "eval_pooled" in result) == (False, False)
+    assert result["reason"] == "only 2 held-out users (< 3): too few to decide"
