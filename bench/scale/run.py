@@ -92,7 +92,7 @@ def archive(rev: str, work: Path) -> tuple[Path, dict[str, Any]]:
     checkout holds uncommitted); its directory and its git state."""
     sha = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout.strip()
-    dest = work / f"src-{sha[:12]}"
+    dest = work.resolve() / f"src-{sha[:12]}"
     if not (dest / "recsys").is_dir():
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
