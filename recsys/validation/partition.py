@@ -6,6 +6,13 @@ A partition that fails is copied to ``quarantine/events/dt=<day>/`` with a ``rea
 :class:`ValidationFailed` is raised; the raw partition itself is never modified or deleted. On-call may
 accept a failed partition with a reason (recorded in the registry history); an identical redelivery of
 a partition that already passed changes nothing.
+
+The partition is read in chunks of at most ``RECSYS_CHUNK_ROWS`` rows (:class:`recsys.features.chunks.ChunkReader`),
+so memory is bounded by the chunk, not the partition: a first pass counts what the partition-level parameters
+need (rows, new users and items against the vocab tables, the top item, the event ids' hashes), a second runs
+the events suite on each chunk and merges the chunks' results into the one a run over the whole partition
+gives (:mod:`recsys.validation.merge`; same verdict, summary and Data Docs). A partition of one chunk, or
+whose chunks differ in their columns' dtypes (e.g. a null in some part files only), is validated as one frame.
 """
 
 from __future__ import annotations
