@@ -4,8 +4,8 @@ The real DAG file builds the ``fine_tune`` task; it is rendered with the context
 the Job, its pod template and its headless Service are the objects the operator's own methods build (the ones
 ``execute`` submits), checked against the Kubernetes API schema of the official client (tests/k8s_specs.py).
 The launcher each pod runs is then executed as the container would run it, once per pod index, with a
-stand-in ``recsys`` that prints what it was given; TensorFlow's own ``TFConfigClusterResolver`` reads the
-resulting ``TF_CONFIG``.
+stand-in ``recsys`` that prints what it was given; TensorFlow's own ``TFConfigClusterResolver`` and recsys's
+distributed fine-tune (``recsys.training_distributed.cluster_from_env``) read the resulting ``TF_CONFIG``.
 """
 
 from __future__ import annotations
@@ -149,6 +149,8 @@ def run_launcher(container: dict, index: int | None, tmp_path: Path) -> subproce
 def test_each_pod_gets_its_place_in_the_cluster_as_tensorflow_reads_it(monkeypatch, tmp_path, workers, ps, roles):
     import tensorflow as tf
 
+    from recsys import training_distributed
+
     task, context = job_task(monkeypatch, tmp_path, RECSYS_TRAIN_WORKERS=workers, RECSYS_TRAIN_PS=ps)
     job, _, _ = submitted(task, context)
     container = the_container(job)
@@ -164,6 +166,12 @@ def test_each_pod_gets_its_place_in_the_cluster_as_tensorflow_reads_it(monkeypat
         assert resolver.cluster_spec().as_dict() == cluster
         # the pod's own address is its stable DNS name: <job>-<index>.<service>
         assert cluster[role][role_index].startswith(f"{job['metadata']['name']}-{index}.")
+        # and recsys's distributed fine-tune reads it: pod 0 alone is the chief, in the layout the servers choose
+        task_of = training_distributed.cluster_from_env({"TF_CONFIG": out["tf_config"]})
+        assert task_of is not None
+        assert (task_of.task_type, task_of.task_index, task_of.is_chief) == (role, role_index, index == 0)
+        assert task_of.mode == (training_distributed.PARAMETER_SERVER if ps != "0" else training_distributed.MIRRORED)
+        assert task_of.address == cluster[role][role_index]
 
 
 def test_the_launcher_refuses_to_start_outside_an_indexed_job(monkeypatch, tmp_path):
