@@ -2,8 +2,8 @@
 
 They live in an importable module because ``multiprocessing``'s spawn start method imports a child's target by
 name (pytest's importlib mode makes ``tests`` importable from the repository root). Each writer goes through the
-production functions (``recsys.registry``, ``recsys.training.store_version``) with tiny fake tables instead of
-TensorFlow; each starts at the wall-clock time ``start`` so that they race.
+production functions (``recsys.registry``, ``recsys.training.store_version``, ``recsys.serving.deploy.rollback``)
+with tiny fake tables instead of TensorFlow; each starts at the wall-clock time ``start`` so that they race.
 """
 
 from __future__ import annotations
@@ -57,13 +57,16 @@ def fake_training(root: str, kind: str, day: str, run_id: str, start: float) -> 
 
 
 def rollbacks(root: str, targets: list[int], run_id: str, start: float) -> int:
-    """Switch the champion to each of ``targets`` in turn (a rollback each); returns how many."""
-    from recsys import registry
+    """Roll the champion back to each of ``targets`` in turn, as the rollback DAG and ``recsys rollback`` do
+    (``recsys.serving.deploy.rollback``; the store has no catalog, so the index refresh is skipped and noted);
+    returns how many."""
+    from recsys.serving.deploy import rollback
 
     store = _store(root)
     _wait(start)
     for i, target in enumerate(targets):
-        registry.set_champion(store, target, registry.ROLLBACK, f"race {i}", run_id)
+        done = rollback(store, f"race {i}", target, run_id)
+        assert done["version"] == target and "index_error" in done, done
     return len(targets)
 
 

@@ -42,9 +42,10 @@ def _children_import_tests(monkeypatch):
 
 
 def _seed(store: LocalStore, versions: int = 2) -> None:
-    """Versions 1..``versions`` trained on D1 with directories, version 1 the champion."""
+    """Versions 1..``versions`` trained on D1 with directories and serving indexes, version 1 the champion."""
     for version in range(1, versions + 1):
         store.write_json(f"{layout.model_version(version)}/{layout.METADATA_FILE}", {"version": version})
+        store.write_bytes(f"{layout.model_version(version)}/{layout.INDEX_FILE}", b"deployed once (a stand-in)")
         registry.add_version(store, version, {"version": version, "trained_on": D1.isoformat()}, "seed")
     registry.set_champion(store, 1, registry.DEPLOYED, "seed", "seed")
 
