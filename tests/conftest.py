@@ -202,3 +202,12 @@ def spark_standalone():
     from tests.spark_cluster import cluster_session
 
     yield from cluster_session()
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local-mode SparkSession for every test that needs Spark (tests/spark_session.py); fails if it
+    cannot start."""
+    from tests.spark_session import session
+
+    yield from session()

@@ -18,6 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("schema",), ("config",), ("storage",), ("registry",), ("notify",),
     ("datasets", "streaming"),  # adapters that publish raw partitions (bundled data, simulator, Kafka sink)
     ("features",), ("validation",),
+    ("spark",),  # the Spark engine of the validate and features steps (RECSYS_COMPUTE=spark)
     ("model",), ("training", "training_distributed"), ("serving",), ("evaluation",), ("report",),
     ("retrain",), ("cli",),
 ]

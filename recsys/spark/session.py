@@ -1,0 +1,81 @@
+"""The SparkSession of the Spark backend, built from :class:`~recsys.config.Settings`, and store paths as Spark
+reads them.
+
+``RECSYS_SPARK_MASTER`` (default ``local[*]``), ``RECSYS_SPARK_DRIVER_MEMORY``, ``RECSYS_SPARK_EXECUTOR_MEMORY``,
+``RECSYS_SPARK_EXECUTOR_CORES``, ``RECSYS_SPARK_SHUFFLE_PARTITIONS`` and ``RECSYS_SPARK_UI`` become the
+session's configuration; under ``spark-submit`` the values spark-submit was given win for the master and the
+memory (they are fixed before Python starts), the others are applied here.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from recsys.config import Settings
+from recsys.errors import RecsysError
+from recsys.storage import PartitionStore
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+JAVA_HOME_DEFAULT = "/usr/lib/jvm/java-17-openjdk-amd64"
+# UTC inside Spark too: event times are instants, and day boundaries are UTC days
+SESSION_TIME_ZONE = "UTC"
+
+
+class SparkBackendError(RecsysError, RuntimeError):
+    """The Spark backend cannot run: no Java, a session that cannot start, a store Spark cannot read."""
+
+
+def spark_conf(settings: Settings) -> dict[str, str]:
+    """The Spark configuration the settings ask for (key -> value)."""
+    conf = {
+        "spark.master": settings.spark_master,
+        "spark.sql.session.timeZone": SESSION_TIME_ZONE,
+        "spark.ui.enabled": "true" if settings.spark_ui else "false",
+        # a pandas-written partition stores event_time in nanoseconds, which Spark cannot read as timestamps: it
+        # reads them as longs, and recsys.spark.read turns them into (microsecond) timestamps
+        "spark.sql.legacy.parquet.nanosAsLong": "true",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+    }
+    if settings.spark_driver_memory:
+        conf["spark.driver.memory"] = settings.spark_driver_memory
+    if settings.spark_executor_memory:
+        conf["spark.executor.memory"] = settings.spark_executor_memory
+    if settings.spark_executor_cores:
+        conf["spark.executor.cores"] = str(settings.spark_executor_cores)
+    if settings.spark_shuffle_partitions:
+        conf["spark.sql.shuffle.partitions"] = str(settings.spark_shuffle_partitions)
+    return conf
+
+
+def spark_session(settings: Settings, app_name: str = "recsys") -> SparkSession:
+    """The active SparkSession, or a new one configured from ``settings``; SparkBackendError if Spark
+    cannot start (no Java, a master that does not answer)."""
+    if not os.environ.get("JAVA_HOME") and os.path.isdir(JAVA_HOME_DEFAULT):
+        os.environ["JAVA_HOME"] = JAVA_HOME_DEFAULT
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as err:
+        raise SparkBackendError(f"RECSYS_COMPUTE=spark needs pyspark installed ({err})") from err
+    builder = SparkSession.builder.appName(app_name)
+    for key, value in spark_conf(settings).items():
+        builder = builder.config(key, value)
+    try:
+        return builder.getOrCreate()
+    except Exception as err:  # py4j and Java start-up failures have no common base class
+        raise SparkBackendError(
+            f"Spark cannot start with master {settings.spark_master!r}: {err}. Check RECSYS_SPARK_MASTER, "
+            "JAVA_HOME (Java 17) and that the cluster is up"
+        ) from err
+
+
+def spark_path(store: PartitionStore, settings: Settings, path: str) -> str:
+    """``path`` of the store as Spark reads it: ``file:///...`` on a local store, ``webhdfs://...`` (or
+    ``RECSYS_SPARK_HDFS_URL`` + the path, e.g. ``hdfs://namenode:8020/data/recsys/...``) on HDFS."""
+    uri = store.uri(path)
+    if settings.spark_hdfs_url and uri.startswith("webhdfs://"):
+        rest = uri.removeprefix("webhdfs://")
+        return settings.spark_hdfs_url.rstrip("/") + "/" + rest.partition("/")[2]
+    return uri

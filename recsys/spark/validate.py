@@ -1,0 +1,253 @@
+"""Validation of a raw partition on Spark: the pandas path's suites, reports, quarantine and acceptance.
+
+The steps and their outcome are those of :func:`recsys.validation.partition.validate_partition` (read its
+docstring); only the engine differs. The delivery is checked on the driver as the pandas path reads it
+(:mod:`recsys.spark.read`), the events are read and the derived share columns computed by Spark, and the
+``raw_events`` suite runs on the Spark DataFrame through Great Expectations' Spark data source
+(:func:`recsys.validation.suites.engine_suite`: the same suite, Spark's type names). The summary, Data Docs,
+quarantine copy, registry entries and messages are written by the pandas path's own functions, so a later
+step cannot tell which engine validated a partition. The catalog snapshot (one small file per day) and a
+partition-level problem are checked with pandas, as on the pandas path.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from recsys import registry, schema
+from recsys.config import Settings
+from recsys.features import vocab
+from recsys.spark.read import ORDER, Delivery, check_delivery, read_events
+from recsys.storage import PartitionStore, StorageError, layout
+from recsys.storage.raw import fingerprint
+from recsys.validation.docs import OVERVIEW, SITE_INDEX, DocsRun, docs_run
+from recsys.validation.health import margins
+from recsys.validation.partition import _conclude, _published, _validate_catalog
+from recsys.validation.results import (
+    ValidationFailed,
+    ValidationReport,
+    compact,
+    describe,
+    other_summaries,
+    previous_summary,
+)
+from recsys.validation.suites import (
+    EVENT_TIME_DTYPE,
+    EVENTS_SUITE,
+    INTEGRITY_SUITE,
+    NEW_ITEM,
+    NEW_USER,
+    SPARK,
+    TOP_ITEM,
+    TRAILING_KEYS,
+    EventTotals,
+    engine_checks,
+    engine_suite,
+    known_ids,
+    load_suite,
+    partition_parameters,
+)
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+NULL_TEXT = "<NA>"  # a missing id as pandas' ``astype(str)`` spells it (a new id, never the known one)
+
+
+def validate_partition(
+    spark: SparkSession,
+    store: PartitionStore,
+    settings: Settings,
+    day: date,
+    *,
+    run_id: str | None = None,
+    accept_invalid: bool = False,
+    accept_reason: str | None = None,
+    force: bool = False,
+) -> ValidationReport:
+    """:func:`recsys.validation.partition.validate_partition` on Spark: same arguments, outputs and errors."""
+    reason = (accept_reason or "").strip()
+    if accept_invalid and not reason:
+        raise ValidationFailed(
+            f"accepting partition {day} despite failed validation needs a reason: rerun with accept_reason "
+            "set to why the data is fine to train on (it is recorded in the registry history)"
+        )
+    partition_dir = layout.raw_events(day)
+    if not _published(store, partition_dir):
+        raise StorageError(
+            f"{store.uri(partition_dir)} has no _SUCCESS marker: the partition is not published yet"
+        )
+    current = fingerprint(store, partition_dir)
+    before = previous_summary(store, day)
+    passed_print = (before or {}).get("passed_fingerprint")
+    if force:
+        registry.record_manual(store, registry.REVALIDATION_FORCED, None, run_id, date=day.isoformat())
+    elif before and passed_print == current and before.get("fingerprint") == current:
+        log.info("%s was validated before from the identical delivery %s; nothing changes", day, current[:12])
+        return ValidationReport.from_summary(day, before)
+
+    accepting = reason if accept_invalid else None
+    report = _run_suites(spark, store, settings, day, current, passed_print, accepting, run_id)
+    store.write_json(report.report_path, report.as_dict())
+    _conclude(store, day, report, accept_invalid)
+    return report
+
+
+def _run_suites(
+    spark: SparkSession, store: PartitionStore, settings: Settings, day: date, current: str,
+    passed_print: str | None, accept_reason: str | None, run_id: str | None,
+) -> ValidationReport:
+    """The suites that apply, an acceptance (``accept_reason`` given), the Data Docs: as the pandas path."""
+    with docs_run(store, day) as gx_run:
+        problem, delivery = _check_events(store, day, current, passed_print)
+        report = ValidationReport(
+            day, False, 0 if delivery is None else delivery.rows, report_path=layout.validation_summary(day),
+            fingerprint=current, validated_at=gx_run.run_time.isoformat(timespec="seconds"),
+            passed_fingerprint=passed_print,
+        )
+        if problem is not None or delivery is None:
+            report.problem = problem
+            integrity = load_suite(INTEGRITY_SUITE)
+            result = gx_run.run(integrity, pd.DataFrame({"problem": pd.Series([problem], dtype="string")}), {})
+            report.checks = compact(result, integrity)
+        else:
+            _events_suite(spark, store, settings, day, delivery, gx_run, report)
+            report.checks += _validate_catalog(store, day, settings, gx_run, report)
+        report.success = report.problem is None and all(c["success"] for c in report.checks)
+        if report.success:
+            report.passed_fingerprint = current
+        elif accept_reason is not None and report.problem is None:
+            report.accepted = registry.record_accepted_invalid(
+                store, day, accept_reason, [describe(c) for c in report.failed], run_id
+            )
+            report.passed_fingerprint = current
+        report.data_docs = {"index": SITE_INDEX, "overview": OVERVIEW, "pages": gx_run.pages}
+        gx_run.publish([*other_summaries(store, day), report.as_dict()])
+    return report
+
+
+def _check_events(
+    store: PartitionStore, day: date, current: str, passed_print: str | None
+) -> tuple[str | None, Delivery | None]:
+    """(the partition-level problem or None, the :class:`Delivery`), with the pandas path's words for each
+    problem."""
+    partition_dir = layout.raw_events(day)
+    if store.is_complete(layout.features(day)):
+        stats_path = f"{layout.features(day)}/{layout.STATS_FILE}"
+        built = (store.read_json(stats_path) if store.exists(stats_path) else {}).get("fingerprint") or passed_print
+        if built not in (None, current):
+            return (
+                f"partition {day} was already processed (features built from the delivery "
+                f"{str(built)[:12]}), and this later delivery differs from it "
+                f"({current[:12]}): the model of {day} was trained on the earlier one, not on this"
+            ), None
+    try:
+        delivery = check_delivery(store, partition_dir)
+    except StorageError as err:
+        return str(err), None
+    if delivery.fingerprint != current:
+        raise StorageError(
+            f"{store.uri(partition_dir)} changed while it was being validated (a redelivery in progress?): rerun "
+            f"the validate step for {day} once upstream has finished publishing it"
+        )
+    if delivery.rows == 0:
+        files = len(store.data_files(partition_dir))
+        return f"partition {day} is empty: its {files} data file(s) hold 0 rows", delivery
+    return None, delivery
+
+
+def _events_suite(
+    spark: SparkSession, store: PartitionStore, settings: Settings, day: date, delivery: Delivery,
+    gx_run: DocsRun, report: ValidationReport,
+) -> None:
+    """Run ``raw_events`` on the Spark DataFrame of the partition; checks, notes and margins into ``report``."""
+    from pyspark import StorageLevel
+
+    rows = delivery.rows
+    events = read_events(spark, store, settings, layout.raw_events(day), nanos=delivery.nanos)
+    known = known_ids(store, day)
+    top, top_count = _top_item(events)
+    time_type = delivery.dtypes.get(schema.EVENT_TIME, "missing")
+    derived = _derived(spark, events.drop(ORDER), known, top, time_type).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        sums = derived.agg(*(_sum(c) for c in (NEW_USER, NEW_ITEM))).first()
+        new_users, new_items = (0, 0) if sums is None else (int(sums[0] or 0), int(sums[1] or 0))
+        totals = EventTotals(rows=rows, new_users=new_users, new_items=new_items, top_item=top,
+                             top_count=top_count)
+        params, report.notes = partition_parameters(store, day, settings, totals, {k: len(v) for k, v in known.items()})
+        average, days, top_id = (params.pop(key) for key in TRAILING_KEYS)
+        suite = load_suite(EVENTS_SUITE)
+        result = gx_run.run(engine_suite(suite, SPARK), derived, params)
+        report.checks = _pandas_types(engine_checks(compact(result, suite), suite, SPARK), delivery.observed)
+        report.margins = margins(report.checks, average=average, days=days, top_item=top_id)
+    finally:
+        derived.unpersist()
+
+
+def _text(frame: DataFrame, column: str) -> Column:
+    """``column`` as text, as pandas' ``astype(str)`` gives it (a missing value: ``"<NA>"``)."""
+    from pyspark.sql import functions as F
+
+    return F.coalesce(frame[column].cast("string"), F.lit(NULL_TEXT))
+
+
+def _sum(column: str) -> Column:
+    from pyspark.sql import functions as F
+
+    return F.sum(F.col(column))
+
+
+def _top_item(events: DataFrame) -> tuple[str | None, int]:
+    """(the most frequent item id as text, its rows); ties: the first to occur in the delivery, as pandas'
+    ``value_counts``. (None, 0) without the column."""
+    from pyspark.sql import functions as F
+
+    if schema.ITEM_ID not in events.columns:
+        return None, 0
+    counts = events.groupBy(_text(events, schema.ITEM_ID).alias("_item")).agg(
+        F.count(F.lit(1)).alias("_n"), F.min(ORDER).alias("_first"))
+    top = counts.orderBy(F.desc("_n"), F.asc("_first")).first()
+    return (None, 0) if top is None else (str(top["_item"]), int(top["_n"]))
+
+
+def _pandas_types(checks: list[dict[str, Any]], observed: dict[str, str]) -> list[dict[str, Any]]:
+    """``checks`` with each type check's observed type as the pandas path reports it (``observed``:
+    :attr:`recsys.spark.read.Delivery.observed`), so a report reads the same whichever engine ran."""
+    for check in checks:
+        if "type_list" in (check.get("expected") or {}) and check.get("column") in observed:
+            check["observed_value"] = observed[check["column"]]
+    return checks
+
+
+def _derived(
+    spark: SparkSession, events: DataFrame, known: dict[str, Any], top: str | None, time_type: str
+) -> DataFrame:
+    """``events`` with the columns the suite derives (:func:`recsys.validation.suites.derived_columns`);
+    ``time_type``: the pandas dtype of ``event_time`` ("missing" without the column)."""
+    from pyspark.sql import functions as F
+
+    derived = events.withColumn(EVENT_TIME_DTYPE, F.lit(time_type))
+    for column, name, flag in ((schema.USER_ID, vocab.USERS, NEW_USER), (schema.ITEM_ID, vocab.ITEMS, NEW_ITEM)):
+        derived = _new_flags(spark, derived, column, known[name], flag)
+    if top is None or schema.ITEM_ID not in events.columns:
+        return derived.withColumn(TOP_ITEM, F.lit(0.0))
+    return derived.withColumn(TOP_ITEM, F.when(_text(derived, schema.ITEM_ID) == F.lit(top), 1.0).otherwise(0.0))
+
+
+def _new_flags(spark: SparkSession, frame: DataFrame, column: str, known: Any, flag: str) -> DataFrame:
+    """``frame`` with ``flag``: 1.0 where ``column`` (as text) is not a ``known`` id, else 0.0; all 0.0 without
+    the column. A broadcast join keeps the rows' order (the examples GX reports are the pandas path's)."""
+    from pyspark.sql import functions as F
+
+    if column not in frame.columns:
+        return frame.withColumn(flag, F.lit(0.0))
+    key, hit = f"{flag}_id", f"{flag}_hit"
+    ids = spark.createDataFrame(pd.DataFrame({key: pd.Series([str(v) for v in known], dtype=object)}),
+                                schema=f"{key} string").withColumn(hit, F.lit(1.0))
+    joined = frame.join(F.broadcast(ids), _text(frame, column) == ids[key], "left")
+    return joined.withColumn(flag, F.when(F.col(hit).isNull(), 1.0).otherwise(0.0)).drop(key, hit)
