@@ -62,7 +62,7 @@ MIRRORED = "mirrored"
 PARAMETER_SERVER = "parameter_server"
 # the tables of the model in the order they are digested (growing ones first), see table_digest
 DIGESTED = ("user", "item", "item_bias", "word", "price")
-CHIEF_WAIT_SECONDS = 600.0  # how long a worker or parameter server waits for its chief to appear
+CHIEF_WAIT_SECONDS = 1800.0  # how long a worker or parameter server waits for its chief to appear
 TASK_WAIT_SECONDS = 600.0  # how long the coordinator waits for the workers and parameter servers to listen
 
 
