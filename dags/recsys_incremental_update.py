@@ -19,6 +19,11 @@ One run per daily partition of user-behaviour events, in date order, each exactl
    **Acceptance reason** (recorded in the registry history). **Force re-validation** runs the suites again
    on a delivery that passed before (recorded too).
 3. **build_features**: cleaning (counted), append-only vocabularies, train/holdout examples.
+
+   With `RECSYS_COMPUTE=spark` both steps run as Spark applications (`SparkSubmitOperator`, the job
+   `recsys/spark/job.py`) through the Airflow connection `spark_default`: its master (`local[*]`,
+   `spark://...`, `yarn`, `k8s://...`) and deploy mode decide where, the `RECSYS_SPARK_*` settings the
+   resources. Same outputs, verdicts, overrides and failures as in the worker.
 4. **fine_tune**: restores the previous day's checkpoint, grows its tables, trains on the day plus a
    replay sample (cold start on the first partition).
 5. **evaluate**: candidate and champion on the same held-out users; the decision and its reason go
@@ -57,7 +62,8 @@ date by hand, trigger the DAG with the **Partition date** parameter; every task 
 rerunning a processed date changes nothing.
 
 Configuration: `RECSYS_*` environment variables of the workers (`recsys.config.Settings`, see the README).
-The storage backend, the connection id, the sensor's interval and time-out, the training container
+The storage backend, the compute engine (`RECSYS_COMPUTE`, with the `RECSYS_SPARK_*` resources), the
+connection id, the sensor's interval and time-out, the training container
 (`RECSYS_TRAIN_IN_CONTAINER` and its image and resources) and the training queue are also read when this
 file is parsed (they choose and set up tasks), so give the DAG processor the same values.
 """
@@ -115,6 +121,48 @@ def _wait_for_partition() -> BaseOperator | XComArg:
         return partition_landed(get_current_context())
 
     return wait_for_local_partition()
+
+
+def _validate() -> BaseOperator | XComArg:
+    """The validate task: Great Expectations in the worker (pandas), or the Spark job (``RECSYS_COMPUTE=spark``)."""
+    if SETTINGS.compute == "spark":
+        from recsys_airflow.spark import RecsysSparkSubmitOperator
+
+        return RecsysSparkSubmitOperator(task_id="validate", settings=SETTINGS, precheck=_check_overrides,
+                                         **support.REGISTRY_WRITER)
+
+    @task(**support.REGISTRY_WRITER)
+    @support.fails_on_domain_error
+    def validate() -> dict[str, Any]:
+        from recsys.validation import validate_partition
+
+        _check_overrides(get_current_context()["params"])  # before any work
+        step, day = support.current_step(), support.current_day()
+        report = validate_partition(
+            step.store, step.settings, day, run_id=step.run_id, accept_invalid=bool(step.params.get("accept_invalid")),
+            accept_reason=step.params.get("accept_reason"), force=bool(step.params.get("force_revalidate")),
+        )
+        return support.validation_result(step.store, report)
+
+    return validate()
+
+
+def _build_features() -> BaseOperator | XComArg:
+    """The build_features task: pandas in the worker, or the Spark job (``RECSYS_COMPUTE=spark``)."""
+    if SETTINGS.compute == "spark":
+        from recsys_airflow.spark import RecsysSparkSubmitOperator
+
+        return RecsysSparkSubmitOperator(task_id="build_features", settings=SETTINGS)
+
+    @task
+    @support.fails_on_domain_error
+    def build_features() -> dict[str, Any]:
+        from recsys.features import build_features as build
+
+        step = support.current_step()
+        return build(step.store, step.settings, support.current_day(), run_id=step.run_id).as_dict()
+
+    return build_features()
 
 
 def _train() -> BaseOperator | XComArg:
@@ -206,29 +254,6 @@ def _train() -> BaseOperator | XComArg:
 def recsys_incremental_update() -> None:
     wait_for_partition = _wait_for_partition()
 
-    @task(**support.REGISTRY_WRITER)
-    @support.fails_on_domain_error
-    def validate() -> dict[str, Any]:
-        from recsys.validation import validate_partition
-
-        _check_overrides(get_current_context()["params"])  # before any work
-        step, day = support.current_step(), support.current_day()
-        report = validate_partition(
-            step.store, step.settings, day, run_id=step.run_id, accept_invalid=bool(step.params.get("accept_invalid")),
-            accept_reason=step.params.get("accept_reason"), force=bool(step.params.get("force_revalidate")),
-        )
-        return {"date": day.isoformat(), "success": report.success, "rows": report.rows,
-                "accepted": report.accepted is not None, "report": step.store.uri(report.report_path),
-                "data_docs": step.store.uri(report.data_docs.get("index", report.report_path))}
-
-    @task
-    @support.fails_on_domain_error
-    def build_features() -> dict[str, Any]:
-        from recsys.features import build_features as build
-
-        step = support.current_step()
-        return build(step.store, step.settings, support.current_day(), run_id=step.run_id).as_dict()
-
     train = _train()
 
     @task(**support.REGISTRY_WRITER)
@@ -278,7 +303,7 @@ def recsys_incremental_update() -> None:
         return refresh_index(step.store, run_id=step.run_id)
 
     decision = evaluate()
-    wait_for_partition >> validate() >> build_features() >> train >> decision
+    wait_for_partition >> _validate() >> _build_features() >> train >> decision
     # an XComArg: Airflow passes evaluate's return value at run time
     deploy_if_blessed(decision) >> deploy() >> refresh_serving_index()  # type: ignore[arg-type]
 

@@ -107,3 +107,11 @@ def current_day() -> date:
     """The running task's partition date (see :func:`recsys_airflow.runtime.partition_day`)."""
     context = get_current_context()
     return require_partition_day(context["params"], context.get("logical_date"))
+
+
+def validation_result(store: PartitionStore, report: Any) -> dict[str, Any]:
+    """The ``validate`` task's return value: the verdict of a :class:`recsys.validation.results.ValidationReport`
+    with its report and Data Docs as store URIs (the same whether pandas or Spark validated)."""
+    return {"date": report.day.isoformat(), "success": report.success, "rows": report.rows,
+            "accepted": report.accepted is not None, "report": store.uri(report.report_path),
+            "data_docs": store.uri(report.data_docs.get("index", report.report_path))}

@@ -1,0 +1,196 @@
+"""The features step on Spark: :func:`recsys.features.build.build_features` with the events' work on Spark.
+
+What scales with the events runs on Spark's executors: reading the partition, the cleaning decisions of
+:func:`recsys.features.cleaning.clean_events` (repeated ``event_id``, the first in delivery order kept; ids
+that are missing or break the id rule; ``quantity <= 0``), their counts, and the distinct (user, item) pairs
+of the day. Only the pairs come back to the driver: what grows from them (append-only vocabularies, the
+train/holdout split, the query history and the history snapshot, the stats) is the pandas path's own code on
+the same pairs, so the outputs are byte-for-byte the pandas path's (tests/integration/test_spark_parity.py)
+and a later step cannot tell which engine built a day. Memory on the driver: the pairs and the state that
+exists anyway (vocabularies, histories), not the events.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from recsys import schema
+from recsys.config import Settings
+from recsys.features import history, vocab
+from recsys.features.build import (
+    EXAMPLE_FILE_COLUMNS,
+    READ_COLUMNS,
+    FeatureError,
+    FeatureStats,
+    _check_order,
+    is_holdout,
+    validated_delivery,
+)
+from recsys.features.cleaning import CleaningStats
+from recsys.spark.read import ORDER, check_delivery, read_events
+from recsys.storage import PartitionStore, layout
+from recsys.storage.layout import EXAMPLES_FILE, STATS_FILE
+from recsys.storage.raw import fingerprint
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+_DUP, _VALID, _POSITIVE = "_duplicate", "_valid", "_positive"
+_USER, _ITEM = "_user", "_item"
+
+
+def build_features(
+    spark: SparkSession, store: PartitionStore, settings: Settings, day: date, *, run_id: str | None = None
+) -> FeatureStats:
+    """:func:`recsys.features.build.build_features` on Spark: same arguments, outputs and errors."""
+    from pyspark import StorageLevel
+
+    _check_order(store, day)
+    passed = validated_delivery(store, day)
+    partition_dir = layout.raw_events(day)
+    delivery = check_delivery(store, partition_dir)
+    delivered = delivery.fingerprint
+    if delivered != passed:
+        raise _changed(store, day, delivered, passed)
+    events = read_events(spark, store, settings, partition_dir, READ_COLUMNS, nanos=delivery.nanos)
+    flagged = _flag(spark, events, settings.validation_max_id_length).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        cleaning = _cleaning_stats(flagged)
+        pairs = _pairs(flagged)
+    finally:
+        flagged.unpersist()
+    if fingerprint(store, partition_dir) != delivered:  # Spark's executors read the files again
+        raise _changed(store, day, fingerprint(store, partition_dir), passed)
+    if cleaning.invalid_ids:  # only an accepted partition gets here with them: validation refuses them
+        log.warning("partition %s: %d rows dropped whose user_id or item_id is missing or not a valid id",
+                    day, cleaning.invalid_ids)
+    if pairs.empty:
+        log.warning("partition %s has no usable events after cleaning: %s", day, cleaning.as_dict())
+    return _write(store, settings, day, pairs, cleaning, delivered)
+
+
+def _changed(store: PartitionStore, day: date, delivered: str, passed: str) -> FeatureError:
+    return FeatureError(
+        f"partition {day} changed since it was validated: the delivery now in "
+        f"{store.uri(layout.raw_events(day))} ({delivered[:12]}) is not the one that passed validation "
+        f"({passed[:12]}). Run the validate step for {day} again, then build its features"
+    )
+
+
+def _flag(spark: SparkSession, events: DataFrame, max_id_length: int) -> DataFrame:
+    """``events`` as (user text, item text, quantity) with the cleaning flags of each row.
+
+    ``_duplicate``: an earlier row (delivery order) has the same ``event_id`` (nulls equal, as in pandas);
+    ``_valid``: both ids present and ids by the rule (each distinct id checked once, on the driver, by
+    :func:`recsys.schema.valid_id`); ``_positive``: ``quantity > 0`` (a missing quantity is not).
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    first = Window.partitionBy(schema.EVENT_ID).orderBy(ORDER)
+    rows = events.select(
+        F.col(schema.USER_ID).cast("string").alias(_USER), F.col(schema.ITEM_ID).cast("string").alias(_ITEM),
+        F.coalesce(F.col(schema.QUANTITY) > 0, F.lit(False)).alias(_POSITIVE),
+        (F.row_number().over(first) > 1).alias(_DUP),
+    )
+    kept = rows.where(~F.col(_DUP))
+    ids = kept.select(F.col(_USER).alias("id")).union(kept.select(F.col(_ITEM).alias("id"))).where(
+        F.col("id").isNotNull()).distinct()
+    invalid = [str(r["id"]) for r in ids.toLocalIterator() if not schema.valid_id(str(r["id"]), max_id_length)]
+    valid = F.col(_USER).isNotNull() & F.col(_ITEM).isNotNull()
+    if invalid:  # an accepted partition only (validation refuses such ids): few, joined by broadcast
+        bad = spark.createDataFrame(pd.DataFrame({"id": pd.Series(invalid, dtype=object)}), schema="id string")
+        for column, mark in ((_USER, "_bad_user"), (_ITEM, "_bad_item")):
+            marks = bad.select(F.col("id").alias(mark))
+            rows = rows.join(F.broadcast(marks), F.col(column) == F.col(mark), "left")
+            valid = valid & F.col(mark).isNull()
+    return rows.withColumn(_VALID, valid).select(_USER, _ITEM, _DUP, _VALID, _POSITIVE)
+
+
+def _cleaning_stats(flagged: DataFrame) -> CleaningStats:
+    """The counts :func:`recsys.features.cleaning.clean_events` reports, in one pass."""
+    from pyspark.sql import functions as F
+
+    def count(condition):  # type: ignore[no-untyped-def]
+        return F.sum(F.when(condition, 1).otherwise(0))
+
+    kept, valid, positive = ~F.col(_DUP), F.col(_VALID), F.col(_POSITIVE)
+    row = flagged.agg(
+        F.count(F.lit(1)), count(F.col(_DUP)), count(kept & ~valid), count(kept & valid & ~positive),
+        count(kept & valid & positive),
+    ).first()
+    rows_in, duplicates, invalid, non_positive, rows_out = (int(v or 0) for v in (row or (0,) * 5))
+    return CleaningStats(rows_in=rows_in, rows_out=rows_out, duplicate_event_ids=duplicates, invalid_ids=invalid,
+                         non_positive_quantity=non_positive)
+
+
+def _pairs(flagged: DataFrame) -> pd.DataFrame:
+    """The day's distinct (user_id, item_id) of the kept rows, as text, sorted: the pandas path's ``pairs``."""
+    from pyspark.sql import functions as F
+
+    kept = flagged.where(~F.col(_DUP) & F.col(_VALID) & F.col(_POSITIVE))
+    distinct = kept.select(F.col(_USER).alias(schema.USER_ID), F.col(_ITEM).alias(schema.ITEM_ID)).distinct()
+    pairs: pd.DataFrame = distinct.toPandas()
+    pairs = pairs.astype({schema.USER_ID: object, schema.ITEM_ID: object})
+    return pairs.sort_values([schema.USER_ID, schema.ITEM_ID]).reset_index(drop=True)
+
+
+def _write(
+    store: PartitionStore, settings: Settings, day: date, pairs: pd.DataFrame, cleaning: CleaningStats,
+    delivered: str,
+) -> FeatureStats:
+    """Vocabularies, split, histories, stats and the files of ``features/dt=<day>`` from the day's ``pairs``:
+    the pandas path's steps after cleaning (:func:`recsys.features.build.build_features`), in its order."""
+    users_before = vocab.load(store, vocab.USERS)
+    items_before = vocab.load(store, vocab.ITEMS)
+    users, _ = vocab.grow(users_before, pairs[schema.USER_ID], day, settings.min_user_count)
+    items, _ = vocab.grow(items_before, pairs[schema.ITEM_ID], day, settings.min_item_count)
+    pairs[schema.USER_ROW] = vocab.rows_for(users, pairs[schema.USER_ID])
+    pairs[schema.ITEM_ROW] = vocab.rows_for(items, pairs[schema.ITEM_ID])
+    holdout = is_holdout(pairs[schema.USER_ID], day, settings.holdout_fraction)
+    pairs[schema.SPLIT] = holdout.map({True: "holdout", False: "train"})
+    before = history.load_before(store, day)
+    pairs[history.HIST_INDEX], queries = history.query_table(before, pairs[schema.USER_ID], settings.history_length)
+    after = history.update(before, pairs, day, max(settings.history_length, settings.repeat_length))
+    del before
+
+    if not users.equals(users_before):
+        vocab.save(store, vocab.USERS, users)
+    if not items.equals(items_before):
+        vocab.save(store, vocab.ITEMS, items)
+    new_users, user_rows = vocab.growth_on(users, day)
+    new_items, item_rows = vocab.growth_on(items, day)
+    stats = FeatureStats(
+        date=day.isoformat(),
+        cleaning=cleaning.as_dict(),
+        examples=len(pairs),
+        train_examples=int((~holdout).sum()),
+        holdout_examples=int(holdout.sum()),
+        users=int(pairs[schema.USER_ID].nunique()),
+        holdout_users=int(pairs.loc[holdout, schema.USER_ID].nunique()),
+        items=int(pairs[schema.ITEM_ID].nunique()),
+        new_users=new_users,
+        new_items=new_items,
+        user_vocab_size=user_rows,
+        item_vocab_size=item_rows,
+        pending_users=vocab.pending_on(users, day),
+        pending_items=vocab.pending_on(items, day),
+        min_user_count=settings.min_user_count,
+        min_item_count=settings.min_item_count,
+        history_users=int(after[schema.USER_ID].nunique()),
+        history_rows=len(after),
+        fingerprint=delivered,
+    )
+    out = layout.features(day)
+    store.write_parquet(f"{out}/{EXAMPLES_FILE}", pairs[list(EXAMPLE_FILE_COLUMNS)])
+    store.write_parquet(f"{out}/{layout.QUERY_FILE}", queries)
+    store.write_parquet(f"{out}/{layout.HISTORY_FILE}", after)
+    store.write_json(f"{out}/{STATS_FILE}", stats.as_dict())
+    store.mark_success(out)
+    log.info("features %s (spark): %s", day, stats.as_dict())
+    return stats

@@ -1,0 +1,72 @@
+"""The Spark application of the validate and features steps: what ``spark-submit`` runs.
+
+    spark-submit recsys/spark/job.py validate --date 2011-01-04 [--run-id R] [--accept-invalid
+        --accept-reason TEXT] [--force]
+    spark-submit recsys/spark/job.py features --date 2011-01-04 [--run-id R]
+
+(or ``python -m recsys.spark.job ...``, which starts its own session from ``RECSYS_SPARK_MASTER``). The
+settings come from the ``RECSYS_*`` environment (:meth:`recsys.config.Settings.from_env`), the store is the
+one they name; the step is :mod:`recsys.spark.steps` on Spark whatever ``RECSYS_COMPUTE`` says. The result
+is printed as one JSON line on stdout; a domain error (an invalid partition, a step run out of order) is
+printed on stderr and exits with status 1, anything else with a traceback and status 2 or more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+STEPS = ("validate", "features")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="recsys.spark.job", description=__doc__.split("\n")[0])
+    parser.add_argument("step", choices=STEPS)
+    parser.add_argument("--date", required=True, type=date.fromisoformat, help="the partition date, YYYY-MM-DD")
+    parser.add_argument("--run-id", default=None, help="the Airflow run id (recorded with registry entries)")
+    parser.add_argument("--accept-invalid", action="store_true", help="validate: on-call accepts a failed partition")
+    parser.add_argument("--accept-reason", default=None, help="validate: why (required with --accept-invalid)")
+    parser.add_argument("--force", action="store_true", help="validate: run the suites again on a passed delivery")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the step on Spark; its JSON-able result (the validation summary, or the feature stats)."""
+    from recsys.config import Settings
+    from recsys.spark import steps
+    from recsys.storage import open_store
+
+    settings = Settings.from_env().replace(compute="spark")
+    store = open_store(settings)
+    if args.step == "validate":
+        report = steps.validate_partition(store, settings, args.date, run_id=args.run_id,
+                                          accept_invalid=args.accept_invalid, accept_reason=args.accept_reason,
+                                          force=args.force)
+        return report.as_dict()
+    return steps.build_features(store, settings, args.date, run_id=args.run_id).as_dict()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from recsys.errors import RecsysError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        result = run(args)
+    except RecsysError as err:
+        print(f"recsys.spark.job {args.step} {args.date}: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    if not __package__:  # run as a file by spark-submit: its directory (recsys/spark) must not shadow modules
+        sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+    sys.exit(main())
