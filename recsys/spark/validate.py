@@ -35,6 +35,7 @@ from recsys.validation.results import (
     other_summaries,
     previous_summary,
 )
+from recsys.validation.results import _jsonable as compact_value
 from recsys.validation.suites import (
     EVENT_TIME_DTYPE,
     EVENTS_SUITE,
@@ -183,7 +184,7 @@ def _events_suite(
         average, days, top_id = (params.pop(key) for key in TRAILING_KEYS)
         suite = load_suite(EVENTS_SUITE)
         result = gx_run.run(engine_suite(suite, SPARK), derived, params)
-        report.checks = _pandas_types(engine_checks(compact(result, suite), suite, SPARK), delivery.observed)
+        report.checks = _pandas_types(engine_checks(compact(result, suite), suite, SPARK), delivery)
         report.margins = margins(report.checks, average=average, days=days, top_item=top_id)
     finally:
         derived.unpersist()
@@ -215,13 +216,31 @@ def _top_item(events: DataFrame) -> tuple[str | None, int]:
     return (None, 0) if top is None else (str(top["_item"]), int(top["_n"]))
 
 
-def _pandas_types(checks: list[dict[str, Any]], observed: dict[str, str]) -> list[dict[str, Any]]:
-    """``checks`` with each type check's observed type as the pandas path reports it (``observed``:
-    :attr:`recsys.spark.read.Delivery.observed`), so a report reads the same whichever engine ran."""
+def _pandas_types(checks: list[dict[str, Any]], delivery: Delivery) -> list[dict[str, Any]]:
+    """``checks`` as the pandas path reports them, so a report reads the same whichever engine ran: a type
+    check's observed type in pandas' words (:attr:`recsys.spark.read.Delivery.observed`), and a missing value
+    among the unexpected examples as pandas spells it for the column's dtype (``<NA>``, ``NaT``, ...)."""
     for check in checks:
-        if "type_list" in (check.get("expected") or {}) and check.get("column") in observed:
-            check["observed_value"] = observed[check["column"]]
+        column = check.get("column")
+        if "type_list" in (check.get("expected") or {}) and column in delivery.observed:
+            check["observed_value"] = delivery.observed[column]
+        examples = check.get("unexpected_examples")
+        if examples and None in examples and column in delivery.dtypes:
+            missing = _missing_text(delivery.dtypes[column])
+            check["unexpected_examples"] = [missing if v is None else v for v in examples]
     return checks
+
+
+def _missing_text(dtype: str) -> Any:
+    """A missing value of a pandas ``dtype`` as a summary holds it (what :func:`compact` makes of it)."""
+    try:
+        pandas_type = pd.api.types.pandas_dtype(dtype)
+    except TypeError:
+        return None
+    if hasattr(pandas_type, "na_value"):  # extension dtypes: string, Int64, datetime64[ns, UTC], ...
+        return compact_value(pandas_type.na_value)
+    kind = getattr(pandas_type, "kind", "O")
+    return compact_value(float("nan") if kind in "fc" else pd.NaT if kind in "mM" else None)
 
 
 def _derived(
