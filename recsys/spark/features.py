@@ -136,7 +136,7 @@ def _pairs(flagged: DataFrame) -> pd.DataFrame:
     kept = flagged.where(~F.col(_DUP) & F.col(_VALID) & F.col(_POSITIVE))
     distinct = kept.select(F.col(_USER).alias(schema.USER_ID), F.col(_ITEM).alias(schema.ITEM_ID)).distinct()
     pairs: pd.DataFrame = distinct.toPandas()
-    pairs = pairs.astype({schema.USER_ID: object, schema.ITEM_ID: object})
+    pairs = pairs.astype(str)  # the pandas path's dtype (its parquet metadata names it)
     return pairs.sort_values([schema.USER_ID, schema.ITEM_ID]).reset_index(drop=True)
 
 
