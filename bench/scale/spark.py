@@ -98,6 +98,7 @@ class TreeSampler(threading.Thread):
 
 def run_step(argv: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
     """Run one step; wall, CPU, peaks, status."""
+    load_before = [round(x, 2) for x in os.getloadavg()]  # a shared machine: what else was running
     started = time.monotonic()
     with open(log, "w") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -108,7 +109,8 @@ def run_step(argv: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
         sampler.stop()
     wall = time.monotonic() - started
     result: dict[str, Any] = {
-        "argv": argv, "exit": proc.returncode, "wall_s": round(wall, 2),
+        "argv": argv, "exit": proc.returncode, "wall_s": round(wall, 2), "load_before": load_before,
+        "load_after": [round(x, 2) for x in os.getloadavg()],
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "max_rss_mb_wait4": round(usage.ru_maxrss / 1024, 1),
         "peak_rss_mb": {k: round(v, 1) for k, v in sorted(sampler.peaks.items())},
     }
