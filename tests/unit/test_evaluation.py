@@ -319,23 +319,26 @@ def test_pooling_walks_back_over_thin_days_and_stops_at_the_last_real_decision()
 D3 = date(2011, 1, 6)
 
 
-def _second_thin_day(store) -> None:
+def _two_thin_days(store, put_version, champion_items, candidate_items, **settings) -> Settings:
+    """Champion 1 (deployed on D1), candidates 2 (D2) and 3 (D3), 2 held-out users on each of D2 and D3;
+    D2 evaluated (too few alone): the settings to evaluate D3 with."""
+    put_version(store, 1, D1, USERS, champion_items)
+    registry.set_champion(store, 1, "deployed", "first", None)
+    put_version(store, 2, D2, USERS, candidate_items)
+    put_version(store, 3, D3, USERS, candidate_items)
     examples = pd.DataFrame({schema.USER_ID: ["u1", "u2"], schema.ITEM_ID: ["A", "B"], schema.USER_ROW: [1, 2],
                              schema.ITEM_ROW: [1, 2], schema.SPLIT: ["holdout", "holdout"]})
     store.write_parquet("features/dt=2011-01-06/examples.parquet", examples)
     store.mark_success("features/dt=2011-01-06")
+    chosen = _settings(store, min_eval_users=3, **settings)
+    first = evaluate_candidate(store, chosen, D2)
+    assert (first["blessed"], first["reason"]) == (False, "only 2 held-out users (< 3): too few to decide")
+    return chosen
 
 
 def test_a_thin_day_decides_on_the_held_out_users_pooled_since_the_last_decision(eval_store, put_version):
-    put_version(eval_store, 1, D1, USERS, BAD_ITEMS)
-    registry.set_champion(eval_store, 1, "deployed", "first", None)
-    put_version(eval_store, 2, D2, USERS, GOOD_ITEMS)
-    put_version(eval_store, 3, D3, USERS, GOOD_ITEMS)
-    _second_thin_day(eval_store)
-    settings = _settings(eval_store, min_eval_users=3)
-
-    first = evaluate_candidate(eval_store, settings, D2)  # 2 held-out users alone: too few
-    assert (first["blessed"], first["reason"]) == (False, "only 2 held-out users (< 3): too few to decide")
+    settings = _two_thin_days(eval_store, put_version, BAD_ITEMS, GOOD_ITEMS)
+    first = registry.load(eval_store)["decisions"]["2011-01-05"]
     assert first["eval_evidence"] == {"users": 2, "candidate": 2.0, "champion": 0.0, "squares": 2.0}
 
     second = evaluate_candidate(eval_store, settings, D3)  # 2 more: 4 pooled, the candidate line is better
@@ -350,13 +353,7 @@ def test_a_thin_day_decides_on_the_held_out_users_pooled_since_the_last_decision
 
 
 def test_a_thin_day_of_a_worse_candidate_is_rejected_on_the_pool(eval_store, put_version):
-    put_version(eval_store, 1, D1, USERS, GOOD_ITEMS)
-    registry.set_champion(eval_store, 1, "deployed", "first", None)
-    put_version(eval_store, 2, D2, USERS, BAD_ITEMS)
-    put_version(eval_store, 3, D3, USERS, BAD_ITEMS)
-    _second_thin_day(eval_store)
-    settings = _settings(eval_store, min_eval_users=3, min_recall=0.0)
-    evaluate_candidate(eval_store, settings, D2)
+    settings = _two_thin_days(eval_store, put_version, GOOD_ITEMS, BAD_ITEMS, min_recall=0.0)
     result = evaluate_candidate(eval_store, settings, D3)
     assert result["blessed"] is False
     assert result["reason"].startswith("candidate recall@1 0.0000 is 1.0000 below the champion's 1.0000")
@@ -364,13 +361,7 @@ def test_a_thin_day_of_a_worse_candidate_is_rejected_on_the_pool(eval_store, put
 
 
 def test_without_pooling_a_thin_day_stays_undecided(eval_store, put_version):
-    put_version(eval_store, 1, D1, USERS, BAD_ITEMS)
-    registry.set_champion(eval_store, 1, "deployed", "first", None)
-    put_version(eval_store, 2, D2, USERS, GOOD_ITEMS)
-    put_version(eval_store, 3, D3, USERS, GOOD_ITEMS)
-    _second_thin_day(eval_store)
-    settings = _settings(eval_store, min_eval_users=3, eval_pool_days=0)
-    evaluate_candidate(eval_store, settings, D2)
+    settings = _two_thin_days(eval_store, put_version, BAD_ITEMS, GOOD_ITEMS, eval_pool_days=0)
     result = evaluate_candidate(eval_store, settings, D3)
     assert (result["blessed"], "eval_pooled" in result) == (False, False)
     assert result["reason"] == "only 2 held-out users (< 3): too few to decide"
