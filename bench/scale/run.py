@@ -418,7 +418,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True, help="results JSON (rewritten after every step)")
     p.add_argument("--work", type=Path, default=ROOT / "var" / "bench" / "scale-cli")
     p.add_argument("--epochs", type=int, default=1, help="RECSYS_EPOCHS of the fine-tunes")
-    p.add_argument("--max-eval-users", type=int, default=None, help="RECSYS_MAX_EVAL_USERS (default: unset, all)")
+    p.add_argument("--max-eval-users", type=int, default=None, help="RECSYS_MAX_EVAL_USERS (default: the product's)")
     p.add_argument("--requests", type=int, default=200, help="recommendation requests of the serve burst")
     p.add_argument("--until", help="stop each size after this step (e.g. features@day1: the chunked steps alone)")
     p.add_argument("--keep", action="store_true", help="keep each size's store and logs under --work")
