@@ -25,7 +25,7 @@ from recsys import schema
 from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.features import history, vocab
-from recsys.features.chunks import DEFAULT_CHUNK_ROWS, ChunkReader, FirstOccurrence
+from recsys.features.chunks import DEFAULT_CHUNK_ROWS, ChunkReader, FirstOccurrence, release_memory
 from recsys.features.cleaning import CleaningStats, clean_events
 from recsys.storage import PartitionStore, layout
 from recsys.storage.layout import EXAMPLES_FILE, STATS_FILE
@@ -179,6 +179,7 @@ def day_pairs(
         stats = part if stats is None else stats + part
         pairs.add(cleaned[[schema.USER_ID, schema.ITEM_ID]].astype(str))
         del cleaned
+        release_memory(part.rows_in)
     _check_delivery(store, day, reader.fingerprint, passed)
     if stats is None:  # the reader yields at least one (maybe empty) frame per data file
         raise FeatureError(f"{store.uri(partition)} yielded no rows to clean")

@@ -16,6 +16,8 @@ the result is exact (a hash collision costs a comparison, never a wrong answer).
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import hashlib
 import io
 from collections.abc import Iterator, Sequence
@@ -118,6 +120,27 @@ class ChunkReader:
     def read_all(self) -> pd.DataFrame:
         """Every chunk as one frame (what ``read_delivery`` returns; for tests and small partitions)."""
         return pd.concat(list(self), ignore_index=True)
+
+
+TRIM_ROWS = 100_000  # smaller chunks free too little to be worth a collection and a trim
+
+
+def release_memory(rows: int) -> None:
+    """Hand the heap pages freed by a finished chunk of ``rows`` rows back to the system (glibc ``malloc_trim``;
+    elsewhere, or for a chunk of fewer than :data:`TRIM_ROWS` rows, nothing).
+
+    Without it the resident size of a chunked step grew by about 175 MB per million rows although the live
+    Python and Arrow memory stayed flat (tracemalloc): freed chunks fragment glibc's heap and are never
+    returned, so RSS would still follow the partition's size.
+    """
+    if rows < TRIM_ROWS:
+        return
+    gc.collect()
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to trim
+        return
+    libc.malloc_trim(0)
 
 
 def hash_values(values: pd.Series) -> np.ndarray:

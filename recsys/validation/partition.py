@@ -27,7 +27,7 @@ import pandas as pd
 from recsys import registry, schema
 from recsys.config import Settings
 from recsys.features import vocab
-from recsys.features.chunks import ChunkReader, FirstOccurrence
+from recsys.features.chunks import ChunkReader, FirstOccurrence, release_memory
 from recsys.storage import PartitionStore, StorageError, layout
 from recsys.storage.raw import fingerprint, read_delivery, read_partition
 from recsys.validation.docs import OVERVIEW, SITE_INDEX, DocsRun, docs_run
@@ -186,7 +186,9 @@ def _run_chunked(gx_run: DocsRun, suite: dict[str, Any], params: dict[str, Any],
         derived = suite_columns(derived_columns(chunk, scan.known, scan.totals.top_item), suite)
         del chunk
         runs.append(gx_run.run(suite, derived, params))
+        rows = len(derived)
         del derived
+        release_memory(rows)
     if scan.reader.fingerprint != scan.fingerprint:
         raise StorageError(
             f"{gx_run.store.uri(scan.reader.partition_dir)} changed while it was being validated (a redelivery in "
@@ -253,6 +255,9 @@ def _scan(store: PartitionStore, settings: Settings, day: date) -> Scan:
         new_users += int(new_id_flags(chunk, schema.USER_ID, scan.known[vocab.USERS]).sum())
         new_items += int(new_id_flags(chunk, schema.ITEM_ID, scan.known[vocab.ITEMS]).sum())
         add_counts(counts, item_counts(chunk))
+        rows = len(chunk)
+        del chunk
+        release_memory(rows)
     scan.fingerprint = reader.fingerprint
     top, top_count = top_item(counts)
     del counts
