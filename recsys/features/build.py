@@ -101,6 +101,17 @@ def build_features(
                     day, cleaning.invalid_ids)
     if not cleaning.rows_out:  # a thin day: no examples, nothing grows; training keeps the model (recsys.training)
         log.warning("partition %s has no usable events after cleaning: %s", day, cleaning.as_dict())
+    return write_features(store, settings, day, pairs, cleaning, passed)
+
+
+def write_features(
+    store: PartitionStore, settings: Settings, day: date, pairs: pd.DataFrame, cleaning: CleaningStats,
+    fingerprint: str, engine: str = "",
+) -> FeatureStats:
+    """Vocabularies, split, histories, stats and the files of ``features/dt=<day>`` from the day's distinct
+    (user_id, item_id) ``pairs`` (text, sorted) and its ``cleaning`` stats; ``fingerprint`` is the validated
+    delivery's. The steps after cleaning, shared by both engines (pandas here, :mod:`recsys.spark.features`),
+    so their outputs cannot differ; ``engine`` only labels the log line."""
     users_before = vocab.load(store, vocab.USERS)
     items_before = vocab.load(store, vocab.ITEMS)
     users, _ = vocab.grow(users_before, pairs[schema.USER_ID], day, settings.min_user_count)
@@ -140,7 +151,7 @@ def build_features(
         min_item_count=settings.min_item_count,
         history_users=int(after[schema.USER_ID].nunique()),
         history_rows=len(after),
-        fingerprint=passed,
+        fingerprint=fingerprint,
     )
     out = layout.features(day)
     store.write_parquet(f"{out}/{EXAMPLES_FILE}", pairs[list(EXAMPLE_FILE_COLUMNS)])
@@ -148,7 +159,7 @@ def build_features(
     store.write_parquet(f"{out}/{layout.HISTORY_FILE}", after)
     store.write_json(f"{out}/{STATS_FILE}", stats.as_dict())
     store.mark_success(out)
-    log.info("features %s: %s", day, stats.as_dict())
+    log.info("features %s%s: %s", day, engine, stats.as_dict())
     return stats
 
 

@@ -20,20 +20,17 @@ import pandas as pd
 
 from recsys import schema
 from recsys.config import Settings
-from recsys.features import history, vocab
 from recsys.features.build import (
-    EXAMPLE_FILE_COLUMNS,
     READ_COLUMNS,
     FeatureError,
     FeatureStats,
     _check_order,
-    is_holdout,
     validated_delivery,
+    write_features,
 )
 from recsys.features.cleaning import CleaningStats
 from recsys.spark.read import ORDER, check_delivery, read_events
 from recsys.storage import PartitionStore, layout
-from recsys.storage.layout import EXAMPLES_FILE, STATS_FILE
 from recsys.storage.raw import fingerprint
 
 if TYPE_CHECKING:
@@ -71,7 +68,7 @@ def build_features(
                     day, cleaning.invalid_ids)
     if pairs.empty:
         log.warning("partition %s has no usable events after cleaning: %s", day, cleaning.as_dict())
-    return _write(store, settings, day, pairs, cleaning, delivered)
+    return write_features(store, settings, day, pairs, cleaning, delivered, engine=" (spark)")
 
 
 def _changed(store: PartitionStore, day: date, delivered: str, passed: str) -> FeatureError:
@@ -138,59 +135,3 @@ def _pairs(flagged: DataFrame) -> pd.DataFrame:
     pairs: pd.DataFrame = distinct.toPandas()
     pairs = pairs.astype(str)  # the pandas path's dtype (its parquet metadata names it)
     return pairs.sort_values([schema.USER_ID, schema.ITEM_ID]).reset_index(drop=True)
-
-
-def _write(
-    store: PartitionStore, settings: Settings, day: date, pairs: pd.DataFrame, cleaning: CleaningStats,
-    delivered: str,
-) -> FeatureStats:
-    """Vocabularies, split, histories, stats and the files of ``features/dt=<day>`` from the day's ``pairs``:
-    the pandas path's steps after cleaning (:func:`recsys.features.build.build_features`), in its order."""
-    users_before = vocab.load(store, vocab.USERS)
-    items_before = vocab.load(store, vocab.ITEMS)
-    users, _ = vocab.grow(users_before, pairs[schema.USER_ID], day, settings.min_user_count)
-    items, _ = vocab.grow(items_before, pairs[schema.ITEM_ID], day, settings.min_item_count)
-    pairs[schema.USER_ROW] = vocab.rows_for(users, pairs[schema.USER_ID])
-    pairs[schema.ITEM_ROW] = vocab.rows_for(items, pairs[schema.ITEM_ID])
-    holdout = is_holdout(pairs[schema.USER_ID], day, settings.holdout_fraction)
-    pairs[schema.SPLIT] = holdout.map({True: "holdout", False: "train"})
-    before = history.load_before(store, day)
-    pairs[history.HIST_INDEX], queries = history.query_table(before, pairs[schema.USER_ID], settings.history_length)
-    after = history.update(before, pairs, day, max(settings.history_length, settings.repeat_length))
-    del before
-
-    if not users.equals(users_before):
-        vocab.save(store, vocab.USERS, users)
-    if not items.equals(items_before):
-        vocab.save(store, vocab.ITEMS, items)
-    new_users, user_rows = vocab.growth_on(users, day)
-    new_items, item_rows = vocab.growth_on(items, day)
-    stats = FeatureStats(
-        date=day.isoformat(),
-        cleaning=cleaning.as_dict(),
-        examples=len(pairs),
-        train_examples=int((~holdout).sum()),
-        holdout_examples=int(holdout.sum()),
-        users=int(pairs[schema.USER_ID].nunique()),
-        holdout_users=int(pairs.loc[holdout, schema.USER_ID].nunique()),
-        items=int(pairs[schema.ITEM_ID].nunique()),
-        new_users=new_users,
-        new_items=new_items,
-        user_vocab_size=user_rows,
-        item_vocab_size=item_rows,
-        pending_users=vocab.pending_on(users, day),
-        pending_items=vocab.pending_on(items, day),
-        min_user_count=settings.min_user_count,
-        min_item_count=settings.min_item_count,
-        history_users=int(after[schema.USER_ID].nunique()),
-        history_rows=len(after),
-        fingerprint=delivered,
-    )
-    out = layout.features(day)
-    store.write_parquet(f"{out}/{EXAMPLES_FILE}", pairs[list(EXAMPLE_FILE_COLUMNS)])
-    store.write_parquet(f"{out}/{layout.QUERY_FILE}", queries)
-    store.write_parquet(f"{out}/{layout.HISTORY_FILE}", after)
-    store.write_json(f"{out}/{STATS_FILE}", stats.as_dict())
-    store.mark_success(out)
-    log.info("features %s (spark): %s", day, stats.as_dict())
-    return stats
