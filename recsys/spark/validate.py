@@ -18,28 +18,22 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from recsys import registry, schema
+from recsys import schema
 from recsys.config import Settings
 from recsys.features import vocab
 from recsys.spark.read import ORDER, Delivery, check_delivery, read_events
 from recsys.storage import PartitionStore, StorageError, layout
-from recsys.storage.raw import fingerprint
-from recsys.validation.docs import OVERVIEW, SITE_INDEX, DocsRun, docs_run
+from recsys.validation import partition
+from recsys.validation.docs import DocsRun
 from recsys.validation.health import margins
-from recsys.validation.partition import _conclude, _published, _validate_catalog
 from recsys.validation.results import (
-    ValidationFailed,
     ValidationReport,
     compact,
-    describe,
-    other_summaries,
-    previous_summary,
 )
 from recsys.validation.results import _jsonable as compact_value
 from recsys.validation.suites import (
     EVENT_TIME_DTYPE,
     EVENTS_SUITE,
-    INTEGRITY_SUITE,
     NEW_ITEM,
     NEW_USER,
     SPARK,
@@ -71,65 +65,15 @@ def validate_partition(
     accept_reason: str | None = None,
     force: bool = False,
 ) -> ValidationReport:
-    """:func:`recsys.validation.partition.validate_partition` on Spark: same arguments, outputs and errors."""
-    reason = (accept_reason or "").strip()
-    if accept_invalid and not reason:
-        raise ValidationFailed(
-            f"accepting partition {day} despite failed validation needs a reason: rerun with accept_reason "
-            "set to why the data is fine to train on (it is recorded in the registry history)"
-        )
-    partition_dir = layout.raw_events(day)
-    if not _published(store, partition_dir):
-        raise StorageError(
-            f"{store.uri(partition_dir)} has no _SUCCESS marker: the partition is not published yet"
-        )
-    current = fingerprint(store, partition_dir)
-    before = previous_summary(store, day)
-    passed_print = (before or {}).get("passed_fingerprint")
-    if force:
-        registry.record_manual(store, registry.REVALIDATION_FORCED, None, run_id, date=day.isoformat())
-    elif before and passed_print == current and before.get("fingerprint") == current:
-        log.info("%s was validated before from the identical delivery %s; nothing changes", day, current[:12])
-        return ValidationReport.from_summary(day, before)
-
-    accepting = reason if accept_invalid else None
-    report = _run_suites(spark, store, settings, day, current, passed_print, accepting, run_id)
-    store.write_json(report.report_path, report.as_dict())
-    _conclude(store, day, report, accept_invalid)
-    return report
-
-
-def _run_suites(
-    spark: SparkSession, store: PartitionStore, settings: Settings, day: date, current: str,
-    passed_print: str | None, accept_reason: str | None, run_id: str | None,
-) -> ValidationReport:
-    """The suites that apply, an acceptance (``accept_reason`` given), the Data Docs: as the pandas path."""
-    with docs_run(store, day) as gx_run:
-        problem, delivery = _check_events(store, day, current, passed_print)
-        report = ValidationReport(
-            day, False, 0 if delivery is None else delivery.rows, report_path=layout.validation_summary(day),
-            fingerprint=current, validated_at=gx_run.run_time.isoformat(timespec="seconds"),
-            passed_fingerprint=passed_print,
-        )
-        if problem is not None or delivery is None:
-            report.problem = problem
-            integrity = load_suite(INTEGRITY_SUITE)
-            result = gx_run.run(integrity, pd.DataFrame({"problem": pd.Series([problem], dtype="string")}), {})
-            report.checks = compact(result, integrity)
-        else:
-            _events_suite(spark, store, settings, day, delivery, gx_run, report)
-            report.checks += _validate_catalog(store, day, settings, gx_run, report)
-        report.success = report.problem is None and all(c["success"] for c in report.checks)
-        if report.success:
-            report.passed_fingerprint = current
-        elif accept_reason is not None and report.problem is None:
-            report.accepted = registry.record_accepted_invalid(
-                store, day, accept_reason, [describe(c) for c in report.failed], run_id
-            )
-            report.passed_fingerprint = current
-        report.data_docs = {"index": SITE_INDEX, "overview": OVERVIEW, "pages": gx_run.pages}
-        gx_run.publish([*other_summaries(store, day), report.as_dict()])
-    return report
+    """:func:`recsys.validation.partition.validate_partition` on Spark: same arguments, outputs and errors
+    (the events are read and checked on Spark; everything around them is the pandas path's own code)."""
+    engine = partition.EventsEngine(
+        read=lambda store_, settings_, day_, current, passed: _check_events(store_, day_, current, passed),
+        check=lambda store_, settings_, day_, gx_run, report, delivery: _events_suite(
+            spark, store_, settings_, day_, delivery, gx_run, report),
+    )
+    return partition.validate_partition(store, settings, day, run_id=run_id, accept_invalid=accept_invalid,
+                                        accept_reason=accept_reason, force=force, engine=engine)
 
 
 def _check_events(

@@ -18,6 +18,7 @@ whose chunks differ in their columns' dtypes (e.g. a null in some part files onl
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -67,6 +68,21 @@ from recsys.validation.suites import (
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class EventsEngine:
+    """How a partition's events are read and checked; everything around it (publication, reruns, acceptance,
+    catalog, reports, Data Docs, quarantine) is :func:`validate_partition`'s, the same for every engine.
+
+    ``read(store, settings, day, fingerprint, passed_fingerprint)`` -> (the partition-level problem or None,
+    the read delivery with its ``rows``); ``check(store, settings, day, gx_run, report, delivery)`` runs the
+    events suite and puts its checks, notes and margins into ``report``. pandas: :data:`PANDAS`; Spark:
+    :func:`recsys.spark.validate.validate_partition`.
+    """
+
+    read: Callable[[PartitionStore, Settings, date, str, str | None], tuple[str | None, Any]]
+    check: Callable[[PartitionStore, Settings, date, DocsRun, ValidationReport, Any], None]
+
+
 def validate_partition(
     store: PartitionStore,
     settings: Settings,
@@ -76,6 +92,7 @@ def validate_partition(
     accept_invalid: bool = False,
     accept_reason: str | None = None,
     force: bool = False,
+    engine: EventsEngine | None = None,
 ) -> ValidationReport:
     """Validate ``raw/events/dt=<day>`` (and its catalog); report, Data Docs; quarantine and raise on failure.
 
@@ -83,7 +100,8 @@ def validate_partition(
     pass anyway (on-call's decision, recorded in the registry history with ``run_id``); partitions that
     cannot be read or differ from an already processed delivery cannot be accepted. ``force`` runs the
     suites again even when this delivery was validated before (e.g. after the expectations changed); it is
-    recorded in the registry history as ``revalidation_forced``.
+    recorded in the registry history as ``revalidation_forced``. ``engine`` reads and checks the events
+    (default :data:`PANDAS`, in chunks of ``settings.chunk_rows``).
     """
     reason = (accept_reason or "").strip()
     if accept_invalid and not reason:
@@ -107,7 +125,8 @@ def validate_partition(
         log.info("%s was validated before from the identical delivery %s; nothing changes", day, current[:12])
         return ValidationReport.from_summary(day, before)
 
-    report = _run_suites(store, settings, day, current, passed_print, reason if accept_invalid else None, run_id)
+    report = _run_suites(store, settings, day, current, passed_print, reason if accept_invalid else None, run_id,
+                         engine or PANDAS)
     store.write_json(report.report_path, report.as_dict())
     _conclude(store, day, report, accept_invalid)
     return report
@@ -124,11 +143,11 @@ def _published(store: PartitionStore, partition_dir: str) -> bool:
 
 def _run_suites(
     store: PartitionStore, settings: Settings, day: date, current: str, passed_print: str | None,
-    accept_reason: str | None, run_id: str | None,
+    accept_reason: str | None, run_id: str | None, engine: EventsEngine,
 ) -> ValidationReport:
     """Run the suites that apply, record an acceptance (``accept_reason`` given), publish the Data Docs."""
     with docs_run(store, day) as gx_run:
-        problem, scan = _read_events(store, settings, day, current, passed_print)
+        problem, scan = engine.read(store, settings, day, current, passed_print)
         report = ValidationReport(
             day, False, 0 if scan is None else scan.rows, report_path=layout.validation_summary(day),
             fingerprint=current, validated_at=gx_run.run_time.isoformat(timespec="seconds"),
@@ -140,7 +159,7 @@ def _run_suites(
             result = gx_run.run(integrity, pd.DataFrame({"problem": pd.Series([problem], dtype="string")}), {})
             report.checks = compact(result, integrity)
         else:
-            _run_events_suite(store, settings, day, gx_run, report, scan)
+            engine.check(store, settings, day, gx_run, report, scan)
             report.checks += _validate_catalog(store, day, settings, gx_run, report)
         report.success = report.problem is None and all(c["success"] for c in report.checks)
         if report.success:
@@ -343,3 +362,7 @@ def _validate_catalog(
     suite = load_suite(CATALOG_SUITE)
     report.notes["catalog"] = f"{len(catalog)} items in {store.uri(catalog_dir)}"
     return compact(gx_run.run(suite, catalog, catalog_parameters(settings)), suite)
+
+
+# the default engine: pandas in this process, the partition in chunks of settings.chunk_rows
+PANDAS = EventsEngine(read=_read_events, check=_run_events_suite)
