@@ -82,15 +82,9 @@ def _check_events(
     """(the partition-level problem or None, the :class:`Delivery`), with the pandas path's words for each
     problem."""
     partition_dir = layout.raw_events(day)
-    if store.is_complete(layout.features(day)):
-        stats_path = f"{layout.features(day)}/{layout.STATS_FILE}"
-        built = (store.read_json(stats_path) if store.exists(stats_path) else {}).get("fingerprint") or passed_print
-        if built not in (None, current):
-            return (
-                f"partition {day} was already processed (features built from the delivery "
-                f"{str(built)[:12]}), and this later delivery differs from it "
-                f"({current[:12]}): the model of {day} was trained on the earlier one, not on this"
-            ), None
+    processed = partition.processed_differently(store, day, current, passed_print)
+    if processed is not None:
+        return processed, None
     try:
         delivery = check_delivery(store, partition_dir)
     except StorageError as err:

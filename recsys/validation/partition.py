@@ -288,20 +288,28 @@ def _scan(store: PartitionStore, settings: Settings, day: date) -> Scan:
     return scan
 
 
+def processed_differently(store: PartitionStore, day: date, current: str, passed_print: str | None) -> str | None:
+    """The problem of a delivery ``current`` of ``day`` whose features were built from another delivery (None:
+    no features yet, or built from this one). Both engines' reads check it first."""
+    if not store.is_complete(layout.features(day)):
+        return None
+    stats_path = f"{layout.features(day)}/{layout.STATS_FILE}"
+    built = (store.read_json(stats_path) if store.exists(stats_path) else {}).get("fingerprint") or passed_print
+    if built in (None, current):
+        return None
+    return (f"partition {day} was already processed (features built from the delivery "
+            f"{str(built)[:12]}), and this later delivery differs from it "
+            f"({current[:12]}): the model of {day} was trained on the earlier one, not on this")
+
+
 def _read_events(
     store: PartitionStore, settings: Settings, day: date, current: str, passed_print: str | None
 ) -> tuple[str | None, Scan | None]:
     """(the partition-level problem or None, the partition's :class:`Scan` or None)."""
     partition_dir = layout.raw_events(day)
-    if store.is_complete(layout.features(day)):
-        stats_path = f"{layout.features(day)}/{layout.STATS_FILE}"
-        built = (store.read_json(stats_path) if store.exists(stats_path) else {}).get("fingerprint") or passed_print
-        if built not in (None, current):
-            return (
-                f"partition {day} was already processed (features built from the delivery "
-                f"{str(built)[:12]}), and this later delivery differs from it "
-                f"({current[:12]}): the model of {day} was trained on the earlier one, not on this"
-            ), None
+    processed = processed_differently(store, day, current, passed_print)
+    if processed is not None:
+        return processed, None
     try:
         scan = _scan(store, settings, day)
     except StorageError as err:
