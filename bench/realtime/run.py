@@ -49,6 +49,8 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 import live_store  # noqa: E402
 from _harness import cpu_name, free_port, git_state, running, stop, wait_until  # noqa: E402
 
+from recsys.storage.base import pid_alive  # noqa: E402
+
 
 def _time(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -108,19 +110,9 @@ def _release_broker(started: bool) -> None:
     with open(KAFKA_STATE / "fixture.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         (users / str(os.getpid())).unlink(missing_ok=True)
-        others = [p for p in users.iterdir() if p.name.isdigit() and _alive(int(p.name))]
+        others = [p for p in users.iterdir() if p.name.isdigit() and pid_alive(int(p.name))]
         if started and not others:
             subprocess.run([KAFKA_SCRIPT, "stop"], capture_output=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Load:
