@@ -105,24 +105,34 @@ def build_features(
 
 
 def write_features(
-    store: PartitionStore, settings: Settings, day: date, pairs: pd.DataFrame, cleaning: CleaningStats,
+    store: PartitionStore, settings: Settings, day: date, pairs: DayPairs | pd.DataFrame, cleaning: CleaningStats,
     fingerprint: str, engine: str = "",
 ) -> FeatureStats:
     """Vocabularies, split, histories, stats and the files of ``features/dt=<day>`` from the day's distinct
-    (user_id, item_id) ``pairs`` (text, sorted) and its ``cleaning`` stats; ``fingerprint`` is the validated
-    delivery's. The steps after cleaning, shared by both engines (pandas here, :mod:`recsys.spark.features`),
-    so their outputs cannot differ; ``engine`` only labels the log line."""
+    (user_id, item_id) ``pairs`` (:class:`DayPairs`, or a frame of them as text, sorted) and its ``cleaning``
+    stats; ``fingerprint`` is the validated delivery's. The steps after cleaning, shared by both engines
+    (pandas here, :mod:`recsys.spark.features`), so their outputs cannot differ; ``engine`` only labels the log
+    line.
+
+    Everything per id (counts, rows, the holdout hash, histories) is computed once per distinct id and
+    gathered to the pairs by integer code; text columns exist only in the frames written (bench/scale: the
+    pairs as text columns through every step made this step 7.6 GB at 30M events).
+    """
+    if isinstance(pairs, pd.DataFrame):
+        pairs = DayPairs.from_frame(pairs)
+    user_ids, item_ids = pairs.user_ids, pairs.item_ids
     users_before = vocab.load(store, vocab.USERS)
     items_before = vocab.load(store, vocab.ITEMS)
-    users, _ = vocab.grow(users_before, pairs[schema.USER_ID], day, settings.min_user_count)
-    items, _ = vocab.grow(items_before, pairs[schema.ITEM_ID], day, settings.min_item_count)
-    pairs[schema.USER_ROW] = vocab.rows_for(users, pairs[schema.USER_ID])
-    pairs[schema.ITEM_ROW] = vocab.rows_for(items, pairs[schema.ITEM_ID])
-    holdout = is_holdout(pairs[schema.USER_ID], day, settings.holdout_fraction)
-    pairs[schema.SPLIT] = holdout.map({True: "holdout", False: "train"})
+    users, _ = vocab.grow_counts(users_before, pairs.user_counts(), day, settings.min_user_count)
+    items, _ = vocab.grow_counts(items_before, pairs.item_counts(), day, settings.min_item_count)
+    user_rows = vocab.rows_for(users, pd.Series(user_ids)).to_numpy(np.int64)
+    item_rows = vocab.rows_for(items, pd.Series(item_ids)).to_numpy(np.int64)
+    held_users = is_holdout(pd.Series(user_ids), day, settings.holdout_fraction).to_numpy(bool)
+    holdout = held_users[pairs.user_code]
     before = history.load_before(store, day)
-    pairs[history.HIST_INDEX], queries = history.query_table(before, pairs[schema.USER_ID], settings.history_length)
-    after = history.update(before, pairs, day, max(settings.history_length, settings.repeat_length))
+    user_index, queries = history.query_table(before, pd.Series(user_ids), settings.history_length)
+    after = history.update_codes(before, user_ids, item_ids, pairs.user_code, pairs.item_code, day,
+                                 max(settings.history_length, settings.repeat_length))
     del before
 
     if not users.equals(users_before):  # a rerun of the day counts nothing and writes nothing
@@ -130,21 +140,23 @@ def write_features(
     if not items.equals(items_before):
         vocab.save(store, vocab.ITEMS, items)
     # counted from first_seen, not from this call, so a rerun of the day writes identical stats
-    new_users, user_rows = vocab.growth_on(users, day)
-    new_items, item_rows = vocab.growth_on(items, day)
+    new_users, user_vocab_size = vocab.growth_on(users, day)
+    new_items, item_vocab_size = vocab.growth_on(items, day)
+    del users_before, items_before
+    holdout_examples = int(holdout.sum())
     stats = FeatureStats(
         date=day.isoformat(),
         cleaning=cleaning.as_dict(),
         examples=len(pairs),
-        train_examples=int((~holdout).sum()),
-        holdout_examples=int(holdout.sum()),
-        users=int(pairs[schema.USER_ID].nunique()),
-        holdout_users=int(pairs.loc[holdout, schema.USER_ID].nunique()),
-        items=int(pairs[schema.ITEM_ID].nunique()),
+        train_examples=len(pairs) - holdout_examples,
+        holdout_examples=holdout_examples,
+        users=len(user_ids),  # every distinct id has a pair
+        holdout_users=int(held_users.sum()),
+        items=len(item_ids),
         new_users=new_users,
         new_items=new_items,
-        user_vocab_size=user_rows,
-        item_vocab_size=item_rows,
+        user_vocab_size=user_vocab_size,
+        item_vocab_size=item_vocab_size,
         pending_users=vocab.pending_on(users, day),
         pending_items=vocab.pending_on(items, day),
         min_user_count=settings.min_user_count,
@@ -153,26 +165,95 @@ def write_features(
         history_rows=len(after),
         fingerprint=fingerprint,
     )
+    del users, items
     out = layout.features(day)
-    store.write_parquet(f"{out}/{EXAMPLES_FILE}", pairs[list(EXAMPLE_FILE_COLUMNS)])
+    examples = pd.DataFrame({
+        schema.USER_ID: pairs.user_column(),
+        schema.ITEM_ID: pairs.item_column(),
+        schema.USER_ROW: user_rows[pairs.user_code],
+        schema.ITEM_ROW: item_rows[pairs.item_code],
+        schema.SPLIT: _SPLIT_NAMES.take(holdout.astype(np.intp)),
+        history.HIST_INDEX: user_index[pairs.user_code],
+    }, columns=list(EXAMPLE_FILE_COLUMNS))
+    del user_rows, item_rows, holdout, user_index
+    store.write_parquet(f"{out}/{EXAMPLES_FILE}", examples)
+    del examples
     store.write_parquet(f"{out}/{layout.QUERY_FILE}", queries)
+    del queries
     store.write_parquet(f"{out}/{layout.HISTORY_FILE}", after)
+    del after
     store.write_json(f"{out}/{STATS_FILE}", stats.as_dict())
     store.mark_success(out)
     log.info("features %s%s: %s", day, engine, stats.as_dict())
     return stats
 
 
+# the split column's two values (written as the text dtype ``Series.map`` of the two names gives)
+_SPLIT_NAMES = pd.array(["train", "holdout"], dtype=pd.Series([True]).map({True: "holdout"}).dtype)
+
+
+@dataclass(frozen=True)
+class DayPairs:
+    """A day's distinct (user_id, item_id) pairs as integer codes: pair n is
+    (``user_ids[user_code[n]]``, ``item_ids[item_code[n]]``). The ids are text, distinct and sorted, each
+    in at least one pair; the pairs are distinct and (from :func:`day_pairs`) sorted by user, then item.
+    About 8 bytes a pair plus each distinct id once, instead of two text values per pair."""
+
+    user_ids: np.ndarray  # object array of str
+    item_ids: np.ndarray
+    user_code: np.ndarray  # int32, one per pair
+    item_code: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.user_code)
+
+    @classmethod
+    def from_frame(cls, pairs: pd.DataFrame) -> DayPairs:
+        """The codes of a frame of distinct (user_id, item_id) pairs, in the frame's row order."""
+        user_code, user_ids = _sorted_codes(pairs[schema.USER_ID])
+        item_code, item_ids = _sorted_codes(pairs[schema.ITEM_ID])
+        return cls(user_ids, item_ids, user_code, item_code)
+
+    def user_counts(self) -> pd.Series:
+        """Pairs per distinct user id (what :func:`vocab.grow` counts), indexed by the ids."""
+        return pd.Series(np.bincount(self.user_code, minlength=len(self.user_ids)),
+                         index=pd.Index(self.user_ids, dtype=_TEXT))
+
+    def item_counts(self) -> pd.Series:
+        return pd.Series(np.bincount(self.item_code, minlength=len(self.item_ids)),
+                         index=pd.Index(self.item_ids, dtype=_TEXT))
+
+    def user_column(self) -> pd.api.extensions.ExtensionArray:
+        """The pairs' user ids as a text column (``astype(str)``'s dtype), gathered from the distinct ids."""
+        return pd.array(self.user_ids, dtype=_TEXT).take(self.user_code)
+
+    def item_column(self) -> pd.api.extensions.ExtensionArray:
+        return pd.array(self.item_ids, dtype=_TEXT).take(self.item_code)
+
+    def frame(self) -> pd.DataFrame:
+        """The pairs as a frame of text columns, indexed 0, 1, ... (what ``day_pairs`` returned before codes)."""
+        return pd.DataFrame({schema.USER_ID: self.user_column(), schema.ITEM_ID: self.item_column()})
+
+
+_TEXT = pd.Series([""], dtype=object).astype(str).dtype  # the dtype the pairs' text had (``astype(str)``)
+
+
+def _sorted_codes(ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    code, uniques = pd.factorize(ids.astype(str), sort=True)
+    return code.astype(np.int32), np.asarray(uniques, dtype=object)
+
+
 def day_pairs(
     store: PartitionStore, day: date, passed: str, max_id_length: int = schema.MAX_ID_LENGTH,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
-) -> tuple[pd.DataFrame, CleaningStats]:
-    """The distinct (user_id, item_id) pairs of ``day``'s cleaned events (as text, sorted) and the cleaning stats.
+) -> tuple[DayPairs, CleaningStats]:
+    """The distinct (user_id, item_id) pairs of ``day``'s cleaned events (as text codes, sorted) and the stats.
 
     Reads ``raw/events/dt=<day>`` in chunks of at most ``chunk_rows`` rows (``RECSYS_CHUNK_ROWS``), twice: the
     event ids first (8 bytes a row, :class:`FirstOccurrence`: a repeated id is dropped in whichever chunk it
-    repeats), then the columns the step needs; so the step holds a chunk and the pairs, never the partition.
-    The result equals cleaning the whole partition as one frame (:func:`clean_events`). :class:`FeatureError`
+    repeats), then the columns the step needs; so the step holds a chunk, each distinct id once and 8 bytes
+    per distinct pair, never the partition. The result equals cleaning the whole partition as one frame
+    (:func:`clean_events`, then the distinct text pairs sorted: ``DayPairs.frame``). :class:`FeatureError`
     if the delivery read is not ``passed`` (the fingerprint of the one that passed validation).
     """
     partition = layout.raw_events(day)
@@ -188,7 +269,7 @@ def day_pairs(
         cleaned, part = clean_events(chunk, max_id_length, first.duplicated(chunk[schema.EVENT_ID]))
         del chunk
         stats = part if stats is None else stats + part
-        pairs.add(cleaned[[schema.USER_ID, schema.ITEM_ID]].astype(str))
+        pairs.add(cleaned[schema.USER_ID].astype(str), cleaned[schema.ITEM_ID].astype(str))
         del cleaned
         release_memory(part.rows_in)
     _check_delivery(store, day, reader.fingerprint, passed)
@@ -197,33 +278,61 @@ def day_pairs(
     return pairs.result(), stats
 
 
-class _DistinctPairs:
-    """Distinct (user_id, item_id) rows of many chunks; merged whenever the unmerged ones outgrow the merged
-    (each row is deduplicated O(log chunks) times, and at most about twice the distinct pairs are held)."""
+class _Codes:
+    """Each distinct text id of many chunks numbered in order of first appearance (a dict of the ids: each
+    chunk looks up its distinct ids once)."""
 
     def __init__(self) -> None:
-        self.merged: pd.DataFrame | None = None
-        self.pending: list[pd.DataFrame] = []
+        self.codes: dict[str, int] = {}
+
+    def of(self, ids: pd.Series) -> np.ndarray:
+        local, uniques = pd.factorize(ids)
+        codes = self.codes
+        known = np.fromiter((codes.setdefault(i, len(codes)) for i in uniques.to_numpy(object)), np.int64,
+                            len(uniques))
+        return known[local]
+
+    def sorted(self) -> tuple[np.ndarray, np.ndarray]:
+        """(the ids in text order, each code's position in that order)."""
+        ids = np.fromiter(self.codes, object, len(self.codes))
+        order = pd.Index(ids, dtype=_TEXT).argsort()  # the order sort_values gives the text
+        rank = np.empty(len(ids), np.int64)
+        rank[order] = np.arange(len(ids))
+        return ids[order], rank
+
+
+class _DistinctPairs:
+    """Distinct (user_id, item_id) of many chunks as int64 keys (user code << 32 | item code); merged whenever
+    the unmerged ones outgrow the merged (each key is deduplicated O(log chunks) times, and at most about
+    twice the distinct pairs are held)."""
+
+    def __init__(self) -> None:
+        self.users, self.items = _Codes(), _Codes()
+        self.merged: np.ndarray | None = None
+        self.pending: list[np.ndarray] = []
         self.pending_rows = 0
 
-    def add(self, pairs: pd.DataFrame) -> None:
-        pairs = pairs.drop_duplicates()
-        self.pending.append(pairs)
-        self.pending_rows += len(pairs)
+    def add(self, users: pd.Series, items: pd.Series) -> None:
+        keys = np.unique((self.users.of(users) << 32) | self.items.of(items))
+        self.pending.append(keys)
+        self.pending_rows += len(keys)
         if self.merged is None or self.pending_rows >= len(self.merged):
             self._merge()
 
-    def _merge(self) -> pd.DataFrame:
-        frames = [self.merged, *self.pending] if self.merged is not None else self.pending
-        if not frames:
-            frames = [pd.DataFrame({schema.USER_ID: pd.Series(dtype=object), schema.ITEM_ID: pd.Series(dtype=object)})]
-        merged = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True).drop_duplicates()
+    def _merge(self) -> np.ndarray:
+        parts = [self.merged, *self.pending] if self.merged is not None else self.pending
+        merged = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
         self.merged, self.pending, self.pending_rows = merged, [], 0
         return merged
 
-    def result(self) -> pd.DataFrame:
-        """Every distinct pair, sorted by user then item, indexed 0, 1, ..."""
-        return self._merge().sort_values([schema.USER_ID, schema.ITEM_ID]).reset_index(drop=True)
+    def result(self) -> DayPairs:
+        """Every distinct pair, sorted by user then item (the ids' text order)."""
+        keys = self._merge()
+        self.merged = None
+        user_ids, user_rank = self.users.sorted()
+        item_ids, item_rank = self.items.sorted()
+        keys = np.sort((user_rank[keys >> 32] << 32) | item_rank[keys & 0xFFFFFFFF])
+        return DayPairs(user_ids, item_ids, (keys >> 32).astype(np.int32), (keys & 0xFFFFFFFF).astype(np.int32))
 
 
 def _check_delivery(store: PartitionStore, day: date, delivered: str | None, passed: str) -> None:

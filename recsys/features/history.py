@@ -41,44 +41,66 @@ def empty() -> pd.DataFrame:
 
 
 def update(previous: pd.DataFrame, pairs: pd.DataFrame, day: date, length: int) -> pd.DataFrame:
-    """The snapshot after ``day``: ``previous`` plus the day's distinct (user_id, item_id) ``pairs``.
+    """The snapshot after ``day``: ``previous`` plus the day's distinct (user_id, item_id) ``pairs``
+    (:func:`update_codes` on the codes of the pairs' ids)."""
+    user_code, user_ids = pd.factorize(pairs[schema.USER_ID].astype(str))
+    item_code, item_ids = pd.factorize(pairs[schema.ITEM_ID].astype(str))
+    return update_codes(previous, np.asarray(user_ids, object), np.asarray(item_ids, object), user_code, item_code,
+                        day, length)
 
-    Works on integer codes of the ids (one sort and one group-by over int64 keys), not on the strings:
-    at 10M events a day the string group-by and sort were the features step's peak (bench/scale).
+
+def update_codes(
+    previous: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray, user_code: np.ndarray,
+    item_code: np.ndarray, day: date, length: int,
+) -> pd.DataFrame:
+    """:func:`update` with the day's pairs given as codes: pair n is (``user_ids[user_code[n]]``,
+    ``item_ids[item_code[n]]``), the ids distinct text (pairs may repeat).
+
+    Works on integer codes of the ids (one sort of int64 keys, then reductions over its runs), not on the
+    strings: at 10M events a day the string group-by and sort were the features step's peak (bench/scale),
+    and only the distinct ids of the day are ever text here.
     """
     if length < 1:
         raise ValueError(f"history length must be >= 1, got {length}")
     stamp = day.isoformat()
     prev = previous[list(COLUMNS)]
-    users = pd.concat([prev[schema.USER_ID].astype(str), pairs[schema.USER_ID].astype(str)], ignore_index=True)
-    items = pd.concat([prev[schema.ITEM_ID].astype(str), pairs[schema.ITEM_ID].astype(str)], ignore_index=True)
-    # sorted codes: code order is the ids' string order, so sorting codes sorts the ids
-    user_code, user_ids = pd.factorize(users, sort=True)
-    item_code, item_ids = pd.factorize(items, sort=True)
-    del users, items
-    last = np.concatenate([prev[LAST_DAY].astype(str).to_numpy(object), np.full(len(pairs), stamp, object)])
-    day_code, day_ids = pd.factorize(last, sort=True)
-    days = np.concatenate([prev[DAYS].to_numpy(np.int64), np.zeros(len(pairs), np.int64)])
-    key = user_code.astype(np.int64) * max(len(item_ids), 1) + item_code
+    n_prev = len(prev)
+    # sorted codes over the snapshot's and the day's distinct ids: code order is the ids' string order
+    user_all, user_ids = pd.factorize(
+        np.concatenate([prev[schema.USER_ID].astype(str).to_numpy(object), np.asarray(user_ids, object)]), sort=True)
+    item_all, item_ids = pd.factorize(
+        np.concatenate([prev[schema.ITEM_ID].astype(str).to_numpy(object), np.asarray(item_ids, object)]), sort=True)
+    user = np.concatenate([user_all[:n_prev], user_all[n_prev:][user_code]]).astype(np.int64)
+    item = np.concatenate([item_all[:n_prev], item_all[n_prev:][item_code]]).astype(np.int64)
+    del user_all, item_all
+    day_all, day_ids = pd.factorize(np.append(prev[LAST_DAY].astype(str).to_numpy(object), stamp), sort=True)
+    last = np.concatenate([day_all[:n_prev], np.full(len(user_code), day_all[-1])])
+    days = np.concatenate([prev[DAYS].to_numpy(np.int64), np.zeros(len(user_code), np.int64)])
+    del prev, day_all
+    key = user * max(len(item_ids), 1) + item
+    del user, item
     # pairs of the day count once each (the day's pairs may repeat), older rows add their days
-    today = np.zeros(len(key), bool)
-    today[len(prev):] = True
-    frame = pd.DataFrame({"key": key, DAYS: days, "today": today, "day": day_code})
-    grouped = frame.groupby("key", sort=False)
-    summed = grouped[DAYS].sum()
-    keys = summed.index.to_numpy()
-    counted = summed.to_numpy() + grouped["today"].any().to_numpy()
-    newest = grouped["day"].max().to_numpy()
-    del frame, grouped, summed
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.intp)
+    keys = key[starts]
+    del key
+    today = order >= n_prev
+    counted = (np.add.reduceat(days[order], starts) + np.logical_or.reduceat(today, starts)
+               if len(starts) else np.zeros(0, np.int64))
+    newest = np.maximum.reduceat(last[order], starts) if len(starts) else np.zeros(0, np.int64)
+    del order, today, days, last, starts
     user, item = np.divmod(keys, max(len(item_ids), 1))
+    del keys
     order = np.lexsort((item, len(day_ids) - 1 - newest, user))  # user, newest day first, item id
     rank = pd.Series(user[order]).groupby(user[order], sort=False).cumcount().to_numpy()
     keep = order[rank < length]
+    del order, rank
     return pd.DataFrame({
-        schema.USER_ID: pd.array(np.asarray(user_ids, object)[user[keep]], dtype="string"),
-        schema.ITEM_ID: pd.array(np.asarray(item_ids, object)[item[keep]], dtype="string"),
+        schema.USER_ID: pd.array(np.asarray(user_ids, object), dtype="string").take(user[keep]),
+        schema.ITEM_ID: pd.array(np.asarray(item_ids, object), dtype="string").take(item[keep]),
         DAYS: counted[keep].astype(np.int64),
-        LAST_DAY: pd.array(np.asarray(day_ids, object)[newest[keep]], dtype="string"),
+        LAST_DAY: pd.array(np.asarray(day_ids, object), dtype="string").take(newest[keep]),
     })
 
 

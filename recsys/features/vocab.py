@@ -78,11 +78,16 @@ def grow(vocab: pd.DataFrame, ids: pd.Series, day: date, min_count: int = 1) -> 
     Returns (table, number of rows given). Counting a day twice changes nothing (``last_day``), so a
     rerun of a date is idempotent as long as dates are processed in order.
     """
+    return grow_counts(vocab, ids.dropna().astype(str).value_counts(), day, min_count)
+
+
+def grow_counts(vocab: pd.DataFrame, seen: pd.Series, day: date, min_count: int = 1) -> tuple[pd.DataFrame, int]:
+    """:func:`grow` from the day's occurrences already counted: ``seen`` holds each distinct id's count
+    (positive), indexed by the ids as text (the features step counts codes, not a column of every id)."""
     if min_count < 1:
         raise ValueError(f"min_count must be >= 1, got {min_count}")
     vocab = _complete(vocab) if len(vocab) else empty()
     stamp = day.isoformat()
-    seen = ids.dropna().astype(str).value_counts()
     if seen.empty:
         return vocab, 0
     table = vocab.set_axis(pd.Index(vocab[ID].astype(str).to_numpy()), axis=0)

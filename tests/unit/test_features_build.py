@@ -10,9 +10,19 @@ import pytest
 
 from recsys import schema
 from recsys.config import Settings
-from recsys.features import FeatureError, build_features, load_examples, vocab
-from recsys.features.build import is_holdout, load_query_history, load_stats
-from recsys.storage import StorageError
+from recsys.features import FeatureError, build_features, history, load_examples, vocab
+from recsys.features.build import (
+    day_pairs,
+    is_holdout,
+    load_query_history,
+    load_stats,
+    validated_delivery,
+    write_features,
+)
+from recsys.features.cleaning import clean_events
+from recsys.storage import StorageError, layout
+from recsys.storage.layout import EXAMPLES_FILE, STATS_FILE
+from recsys.storage.local import LocalStore
 
 D1, D2 = date(2011, 1, 4), date(2011, 1, 5)
 FRACTION = 0.5
@@ -341,3 +351,61 @@ def test_windows_around_a_date_stop_at_the_calendar_edges(store, publish_events)
     assert [r["date"] for r in rows] == ["0001-01-01", "2011-01-04", "2011-01-05", "2011-01-06", "2011-01-07",
                                          "2011-01-08", "9999-12-31"]
     assert [r["status"] for r in rows][2:5] == [health.MISSING] * 3
+
+
+def _text_steps(store, settings: Settings, day: date, pairs: pd.DataFrame) -> tuple[pd.DataFrame, ...]:
+    """What write_features computed from the text pairs before it worked on codes (its outputs must not change):
+    (examples, query table, users vocabulary, items vocabulary), the vocabularies grown from the ones stored."""
+    users, _ = vocab.grow(vocab.load(store, vocab.USERS), pairs[schema.USER_ID], day, settings.min_user_count)
+    items, _ = vocab.grow(vocab.load(store, vocab.ITEMS), pairs[schema.ITEM_ID], day, settings.min_item_count)
+    examples = pairs.copy()
+    examples[schema.USER_ROW] = vocab.rows_for(users, pairs[schema.USER_ID])
+    examples[schema.ITEM_ROW] = vocab.rows_for(items, pairs[schema.ITEM_ID])
+    examples[schema.SPLIT] = is_holdout(pairs[schema.USER_ID], day, settings.holdout_fraction).map(
+        {True: "holdout", False: "train"})
+    examples[history.HIST_INDEX], queries = history.query_table(
+        history.load_before(store, day), pairs[schema.USER_ID], settings.history_length)
+    return examples, queries, users, items
+
+
+def test_the_codes_write_what_the_text_steps_wrote_and_a_frame_of_pairs_writes_the_same_bytes(
+        tmp_path, publish_events):
+    """Three days of ids whose first appearance is not their text order (unicode, digits, repeats across
+    chunks), chunks of 7 rows, a minimum count of 2: the examples, query tables and vocabularies equal the text
+    steps' on the same pairs, and write_features given the text pairs as a frame (the Spark engine's call)
+    writes the same bytes as the chunked codes."""
+    rng = np.random.default_rng(7)
+    names = ["Ω9", "b", "a", "10", "9", "ä", "A", "zz", "b1", "1"]
+    settings = Settings(holdout_fraction=0.4, min_user_count=2, min_item_count=2, history_length=2,
+                        repeat_length=3, chunk_rows=7)
+    coded, framed = LocalStore(tmp_path / "coded"), LocalStore(tmp_path / "framed")
+    for n, day in enumerate((D1, D2, date(2011, 1, 6))):
+        rows = [(f"e{n}-{k}", f"{day} 09:{k % 60:02d}:00", f"u{names[int(u)]}", f"i{names[int(i)]}", "purchase",
+                 int(q), 1.0)
+                for k, (u, i, q) in enumerate(zip(rng.integers(0, 10, 60), rng.integers(0, 10, 60),
+                                                  rng.integers(0, 3, 60), strict=True))]
+        rows.append((f"e{n}-once", f"{day} 10:00:00", f"once{n}", "ib", "purchase", 1, 1.0))  # pending at day's end
+        for store in (coded, framed):
+            publish_events(store, day, rows)
+        passed = validated_delivery(coded, day)
+        pairs, cleaning = day_pairs(coded, day, passed, chunk_rows=settings.chunk_rows)
+        text = pairs.frame()
+        events = coded.read_parquet(f"{layout.raw_events(day)}/part-00000.parquet")
+        cleaned, expected_cleaning = clean_events(events)
+        pd.testing.assert_frame_equal(text, cleaned[[schema.USER_ID, schema.ITEM_ID]].astype(str).drop_duplicates()
+                                      .sort_values([schema.USER_ID, schema.ITEM_ID]).reset_index(drop=True))
+        assert cleaning == expected_cleaning
+        examples, queries, users, items = _text_steps(coded, settings, day, text)
+        write_features(coded, settings, day, pairs, cleaning, passed)
+        write_features(framed, settings, day, text.copy(), cleaning, validated_delivery(framed, day))
+        out = layout.features(day)
+        pd.testing.assert_frame_equal(load_examples(coded, day), examples)
+        pd.testing.assert_frame_equal(load_query_history(coded, day), queries)
+        pd.testing.assert_frame_equal(vocab.load(coded, vocab.USERS), users)
+        pd.testing.assert_frame_equal(vocab.load(coded, vocab.ITEMS), items)
+        for name in (EXAMPLES_FILE, layout.QUERY_FILE, layout.HISTORY_FILE, STATS_FILE):
+            assert coded.read_bytes(f"{out}/{name}") == framed.read_bytes(f"{out}/{name}"), (day, name)
+        for name in (vocab.USERS, vocab.ITEMS):
+            assert coded.read_bytes(layout.vocab_table(name)) == framed.read_bytes(layout.vocab_table(name))
+    assert (examples[schema.USER_ROW] == 0).any() and (examples[history.HIST_INDEX] > 0).any()
+    assert set(examples[schema.SPLIT]) == {"train", "holdout"}
