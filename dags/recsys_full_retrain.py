@@ -28,11 +28,14 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
+from recsys_airflow import assets
 from recsys_airflow import dag_support as support
 
 DAG_ID = "recsys_full_retrain"
-# read when this file is parsed: the queue of the training task
-TRAINING_QUEUE = support.training_queue(support.settings_without_alerts())
+# read when this file is parsed: the queue of the training task and the champion asset (its store)
+SETTINGS = support.settings_without_alerts()
+TRAINING_QUEUE = support.training_queue(SETTINGS)
+CHAMPION = assets.champion(SETTINGS)
 
 
 @dag(
@@ -87,13 +90,14 @@ def recsys_full_retrain() -> None:
         """Skip the deploy unless the retrain was blessed (the reason is in the registry)."""
         return bool(decision["blessed"])
 
-    @task(**support.REGISTRY_WRITER)
+    @task(outlets=[CHAMPION], **support.REGISTRY_WRITER)
     @support.fails_on_domain_error
     def deploy(decision: dict[str, Any]) -> dict[str, Any]:
         from recsys import retrain
 
         step = support.current_step()
-        return retrain.deploy(step.store, step.settings, int(decision["candidate_version"]), run_id=step.run_id)
+        result = retrain.deploy(step.store, step.settings, int(decision["candidate_version"]), run_id=step.run_id)
+        return support.champion_event(CHAMPION, result)
 
     decision = evaluate(train_from_scratch())
     deploy_if_blessed(decision) >> deploy(decision)  # type: ignore[arg-type]  # an XComArg: its value at run time

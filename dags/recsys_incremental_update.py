@@ -76,6 +76,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import BaseOperator, CronDataIntervalTimetable, Param, XComArg, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from recsys_airflow import assets
 from recsys_airflow import dag_support as support
 from recsys_airflow.sensors import LateAwareWebHdfsSensor, partition_landed
 
@@ -83,6 +84,10 @@ DAG_ID = "recsys_incremental_update"
 # read when this file is parsed: they choose and set up tasks (every task reads its settings again)
 SETTINGS = support.settings_without_alerts()
 TRAINING_QUEUE = support.training_queue(SETTINGS)
+# RECSYS_DAYS_CLOSED_TOPIC set: runs are created by the sink's announcements (an AssetWatcher), not the timetable
+EVENT_DRIVEN = assets.event_driven(SETTINGS)
+RAW_EVENTS = assets.raw_events(SETTINGS)
+CHAMPION = assets.champion(SETTINGS)
 
 
 def _check_overrides(params: Any) -> None:
@@ -105,11 +110,12 @@ def _wait_for_partition() -> BaseOperator | XComArg:
         "poke_interval": SETTINGS.sensor_poke_seconds,
         "timeout": timedelta(seconds=SETTINGS.sensor_timeout_seconds),
         "mode": "reschedule",
+        "inlets": [RAW_EVENTS],
     }
     if SETTINGS.storage_backend == "webhdfs":
         return LateAwareWebHdfsSensor(
             task_id="wait_for_partition",
-            filepath="{{ recsys_success_marker(params, dag_run) }}",
+            filepath="{{ recsys_success_marker(params, dag_run, triggering_asset_events) }}",
             webhdfs_conn_id=SETTINGS.webhdfs_conn_id,
             doc_md="True once the partition's `_SUCCESS` marker exists on HDFS (the rendered filepath).",
             **sensor_timing,
@@ -186,7 +192,8 @@ def _train() -> BaseOperator | XComArg:
 
 @dag(
     dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    # event-driven: a run per announcement of a closed day (the raw events asset's watcher); else daily
+    schedule=RAW_EVENTS if EVENT_DRIVEN else CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     # the first date is a setting: a new deployment does not start at Online Retail's first day
     start_date=pendulum.instance(datetime.fromisoformat(SETTINGS.schedule_start), tz="UTC"),
     # after an outage the scheduler creates every missed date's run, one at a time, in date order
@@ -282,13 +289,14 @@ def recsys_incremental_update() -> None:
         )
         return bool(gate["deploy"])
 
-    @task(**support.REGISTRY_WRITER)
+    @task(outlets=[CHAMPION], **support.REGISTRY_WRITER)
     @support.fails_on_domain_error
     def deploy() -> dict[str, Any]:
         from recsys.serving.deploy import deploy as deploy_candidate
 
         step = support.current_step()
-        return deploy_candidate(step.store, step.settings, support.current_day(), run_id=step.run_id)
+        result = deploy_candidate(step.store, step.settings, support.current_day(), run_id=step.run_id)
+        return support.champion_event(CHAMPION, result)
 
     @task(trigger_rule="none_failed")
     @support.fails_on_domain_error
@@ -305,7 +313,23 @@ def recsys_incremental_update() -> None:
     decision = evaluate()
     wait_for_partition >> _validate() >> _build_features() >> train >> decision
     # an XComArg: Airflow passes evaluate's return value at run time
-    deploy_if_blessed(decision) >> deploy() >> refresh_serving_index()  # type: ignore[arg-type]
+    refreshed = deploy_if_blessed(decision) >> deploy() >> refresh_serving_index()  # type: ignore[arg-type]
+
+    if EVENT_DRIVEN:
+
+        @task(trigger_rule="none_failed")
+        def announce_later_days() -> dict[str, Any]:
+            """Announce again the days after this run's that its asset events also announced (they queued
+            while the previous run ran), so each gets a run of its own, in date order."""
+            from recsys_airflow.runtime import announced_days
+
+            step = support.current_step()
+            events = get_current_context().get("triggering_asset_events")
+            again = assets.announce_later_days(step.settings, step.store, support.current_day(),
+                                               announced_days(events))
+            return {"date": support.current_day().isoformat(), "announced_again": again}
+
+        refreshed >> announce_later_days()
 
 
 recsys_incremental_update()

@@ -24,9 +24,11 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import Param, dag, task
+from recsys_airflow import assets
 from recsys_airflow import dag_support as support
 
 DAG_ID = "recsys_rollback"
+CHAMPION = assets.champion(support.settings_without_alerts())  # the store's champion pointer
 
 
 @dag(
@@ -59,7 +61,7 @@ DAG_ID = "recsys_rollback"
 )
 def recsys_rollback() -> None:
     # the registry pool's next slot goes to a rollback before any waiting daily or retrain step
-    @task(priority_weight=100, **support.REGISTRY_WRITER)
+    @task(priority_weight=100, outlets=[CHAMPION], **support.REGISTRY_WRITER)
     @support.fails_on_domain_error
     def rollback() -> dict[str, Any]:
         """Switch the champion back (recsys.serving.deploy.rollback, as the CLI does)."""
@@ -67,8 +69,9 @@ def recsys_rollback() -> None:
 
         step = support.current_step()
         version = step.params.get("version")
-        return rollback_to(step.store, str(step.params.get("reason") or ""),
-                           int(version) if version is not None else None, run_id=step.run_id)
+        result = rollback_to(step.store, str(step.params.get("reason") or ""),
+                             int(version) if version is not None else None, run_id=step.run_id)
+        return support.champion_event(CHAMPION, result)
 
     rollback()
 

@@ -46,6 +46,12 @@ class Settings:
     # when it gives up. The DAG file reads these two and webhdfs_conn_id also when it is parsed.
     sensor_poke_seconds: int = 60
     sensor_timeout_seconds: int = 12 * 3600
+    # event-driven runs: set, the daily DAG is scheduled by the sink's announcements of closed days on this
+    # Kafka topic (`recsys sink --closed-topic`, default recsys.days-closed) through the Airflow connection
+    # kafka_conn_id (type kafka) instead of its daily timetable; unset, the daily timetable and the sensor.
+    # Both are read when the DAG file is parsed (plugins/recsys_airflow/assets.py)
+    days_closed_topic: str | None = None
+    kafka_conn_id: str = "kafka_default"
     # the first partition date the scheduler runs the daily DAG for (YYYY-MM-DD; read when the DAG file is
     # parsed; never after a date you process: with catchup on, Airflow's depends_on_past does not hold dates
     # before it). With catchup on, after an outage the scheduler runs every missed date, in order

@@ -12,7 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from recsys.errors import DOMAIN_ERRORS
 from recsys_airflow.notifiers import RecsysFailureNotifier
-from recsys_airflow.runtime import require_partition_day, settings, settings_without_alerts
+from recsys_airflow.runtime import require_context_day, require_partition_day, settings, settings_without_alerts
 
 if TYPE_CHECKING:
     from recsys.config import Settings
@@ -55,11 +55,11 @@ def training_queue(settings: Settings) -> dict[str, Any]:
     return {"queue": settings.training_queue} if settings.training_queue else {}
 
 
-def success_marker(params: Any, dag_run: Any) -> str:
+def success_marker(params: Any, dag_run: Any, triggering_asset_events: Any = None) -> str:
     """Absolute HDFS path of the run's ``_SUCCESS`` marker: the ``WebHdfsSensor``'s templated filepath."""
     from recsys.storage import layout
 
-    day = require_partition_day(params, dag_run.logical_date)
+    day = require_partition_day(params, dag_run.logical_date, triggering_asset_events)
     root = settings_without_alerts().storage_root.rstrip("/")
     return f"{root}/{layout.raw_events(day)}/{layout.SUCCESS}"
 
@@ -105,8 +105,7 @@ def current_step() -> Step:
 
 def current_day() -> date:
     """The running task's partition date (see :func:`recsys_airflow.runtime.partition_day`)."""
-    context = get_current_context()
-    return require_partition_day(context["params"], context.get("logical_date"))
+    return require_context_day(get_current_context())
 
 
 def validation_result(store: PartitionStore, report: Any) -> dict[str, Any]:
@@ -115,3 +114,13 @@ def validation_result(store: PartitionStore, report: Any) -> dict[str, Any]:
     return {"date": report.day.isoformat(), "success": report.success, "rows": report.rows,
             "accepted": report.accepted is not None, "report": store.uri(report.report_path),
             "data_docs": store.uri(report.data_docs.get("index", report.report_path))}
+
+
+def champion_event(asset: Any, result: dict[str, Any]) -> dict[str, Any]:
+    """A task that switched the champion (an outlet ``asset``): its asset event carries the version, the
+    champion and whether it changed (``extra``); returns ``result`` unchanged."""
+    context = get_current_context()
+    context["outlet_events"][asset].extra = {
+        key: result[key] for key in ("version", "champion", "changed", "date") if key in result
+    } | {"run_id": str(context["run_id"])}
+    return result

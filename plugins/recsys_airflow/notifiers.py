@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier
 
-from recsys_airflow.runtime import alert_settings, partition_day
+from recsys_airflow.runtime import alert_settings, context_day
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class RecsysFailureNotifier(BaseNotifier):
         day = None
         if self.partitioned:
             with contextlib.suppress(ValueError):
-                day = partition_day(context.get("params"), getattr(dag_run, "logical_date", None))
+                day = context_day(context)
         error = context.get("exception")
         alert = failure_alert(
             dag_id=getattr(ti, "dag_id", "?"), task_id=getattr(ti, "task_id", "?"),

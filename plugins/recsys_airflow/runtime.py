@@ -141,21 +141,61 @@ def settings() -> Settings:
     return with_connection(result, conn)
 
 
-def partition_day(params: Any, logical_date: Any) -> date | None:
-    """A run's partition date: the ``partition_date`` param if set, else the logical date's day, else None.
+def announced_days(events: Any) -> list[date]:
+    """The days announced by a run's triggering asset events, oldest first, each once.
+
+    ``events``: the run's ``triggering_asset_events`` (a mapping of asset to its events), or None. An event
+    the Kafka watcher made (``extra = {"from_trigger": true, "payload": {"date": "YYYY-MM-DD", ...}}``, the
+    payload being :func:`recsys_airflow.assets.closed_day`'s return value) names one day; other events none.
+    """
+    days: set[date] = set()
+    for asset_events in (events or {}).values():
+        for event in asset_events:
+            payload = (getattr(event, "extra", None) or {}).get("payload")
+            if isinstance(payload, dict) and payload.get("date"):
+                days.add(date.fromisoformat(str(payload["date"])))
+    return sorted(days)
+
+
+def partition_day(params: Any, logical_date: Any, events: Any = None) -> date | None:
+    """A run's partition date: the ``partition_date`` param if set, else the logical date's day, else the
+    oldest day its triggering asset events announce (an event-driven run has no logical date), else None.
 
     Scheduled runs use a data-interval timetable, so their logical date is the start of the day they
-    process; a manual run's logical date is the date the operator picked.
+    process; a manual run's logical date is the date the operator picked. An event-driven run whose events
+    announce several days (they queued while the previous run ran) processes the oldest; its last task
+    announces the others again (:func:`recsys_airflow.assets.announce_later_days`).
     """
     explicit = (params or {}).get("partition_date")
     if explicit:
         return date.fromisoformat(str(explicit))
-    return logical_date.date() if logical_date is not None else None
+    if logical_date is not None:
+        return logical_date.date()
+    announced = announced_days(events)
+    return announced[0] if announced else None
 
 
-def require_partition_day(params: Any, logical_date: Any) -> date:
-    """:func:`partition_day`, failing the task when the run has neither a param nor a logical date."""
-    day = partition_day(params, logical_date)
+def require_partition_day(params: Any, logical_date: Any, events: Any = None) -> date:
+    """:func:`partition_day`, failing the task when the run has neither a param, a logical date nor an
+    announced day."""
+    day = partition_day(params, logical_date, events)
     if day is None:
-        raise AirflowFailException("this run has no logical date: trigger it with the 'Partition date' parameter set")
+        raise AirflowFailException(
+            "this run has no logical date and no announced day: trigger it with the 'Partition date' parameter set"
+        )
     return day
+
+
+def _logical_date(context: Any) -> Any:
+    logical = context.get("logical_date")
+    return logical if logical is not None else getattr(context.get("dag_run"), "logical_date", None)
+
+
+def context_day(context: Any) -> date | None:
+    """:func:`partition_day` of a running task's context (params, logical date, triggering asset events)."""
+    return partition_day(context.get("params"), _logical_date(context), context.get("triggering_asset_events"))
+
+
+def require_context_day(context: Any) -> date:
+    """:func:`require_partition_day` of a running task's context."""
+    return require_partition_day(context.get("params"), _logical_date(context), context.get("triggering_asset_events"))

@@ -11,7 +11,7 @@ from airflow.providers.apache.hdfs.sensors.web_hdfs import WebHdfsSensor
 from airflow.sdk.exceptions import AirflowFailException
 
 from recsys.errors import DOMAIN_ERRORS
-from recsys_airflow.runtime import partition_day, require_partition_day, settings
+from recsys_airflow.runtime import context_day, require_context_day, settings
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def alert_if_late(context: Any) -> dict[str, Any] | None:
     from recsys.notify import check_late, notifier_from_settings
     from recsys.storage import open_store
 
-    day = partition_day(context.get("params"), context.get("logical_date"))
+    day = context_day(context)
     if day is None:
         return None
     try:
@@ -41,7 +41,7 @@ def partition_landed(context: Any) -> bool:
     from recsys.config import ConfigError
     from recsys.storage import StorageError, layout, open_store
 
-    day = require_partition_day(context["params"], context.get("logical_date"))
+    day = require_context_day(context)
     try:
         store = open_store(settings())
     except (ConfigError, StorageError) as err:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from recsys_airflow.runtime import require_partition_day
+from recsys_airflow.runtime import require_context_day
 from recsys_airflow.runtime import settings as task_settings
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ class RecsysSparkSubmitOperator(SparkSubmitOperator):
         params = context["params"]
         if self.precheck is not None:
             self.precheck(params)  # before any work
-        day = require_partition_day(params, context.get("logical_date"))
+        day = require_context_day(context)
         current = task_settings()
         self.application_args = job_arguments(self.task_id, day, str(context["run_id"]), params)
         self.env_vars = {**job_environment(current), **(self.env_vars or {})}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -158,8 +159,10 @@ def test_a_malformed_poke_interval_is_an_import_error_naming_the_variable(monkey
 
     monkeypatch.setenv("RECSYS_SENSOR_POKE_SECONDS", "soon")
     errors = DagBag(dag_folder=str(REPO_ROOT / "dags")).import_errors
-    # the DAG files that read Settings when parsed (the same parser as every task) fail, naming it
-    assert {Path(path).name for path in errors} == {"recsys_incremental_update.py", "recsys_full_retrain.py"}
+    # the DAG files read Settings when parsed (the same parser as every task; the rollback's for the champion
+    # asset's store, whose rollback task would fail on the same setting): they fail, naming it
+    assert {Path(path).name for path in errors} == {"recsys_incremental_update.py", "recsys_full_retrain.py",
+                                                    "recsys_rollback.py"}
     assert all("RECSYS_SENSOR_POKE_SECONDS='soon'" in error for error in errors.values())
 
 
@@ -306,3 +309,58 @@ def test_a_missing_registry_pool_is_created_when_a_recsys_run_starts_and_an_exis
         with create_session() as session:
             session.execute(delete(Pool).where(Pool.pool == REGISTRY_POOL))
             session.add(Pool(pool=REGISTRY_POOL, slots=1, description="recsys", include_deferred=False))
+
+
+def test_the_assets_give_the_three_dags_their_lineage(dagbag):
+    """Sensor mode (no RECSYS_DAYS_CLOSED_TOPIC, the embedded default): the daily timetable and the sensor as
+    before; the raw partitions flow into the daily DAG, and the daily, retrain and rollback DAGs all switch the
+    same champion asset."""
+    from airflow.sdk import Asset, CronDataIntervalTimetable
+
+    daily = dagbag.dags["recsys_incremental_update"]
+    assert isinstance(daily.timetable, CronDataIntervalTimetable)  # not event-driven unless configured
+    assert "announce_later_days" not in daily.task_ids
+    (raw,) = daily.get_task("wait_for_partition").inlets
+    assert isinstance(raw, Asset) and raw.name == "recsys_raw_events" and raw.uri.endswith("/raw/events")
+    assert raw.watchers == []
+    champions = {(dag_id, task_id): dagbag.dags[dag_id].get_task(task_id).outlets for dag_id, task_id in [
+        ("recsys_incremental_update", "deploy"), ("recsys_full_retrain", "deploy"), ("recsys_rollback", "rollback")]}
+    assert {(a.name, a.uri) for outlets in champions.values() for a in outlets} == {
+        ("recsys_champion", raw.uri.replace("/raw/events", "/registry/two_tower.json"))}
+    for dag in dagbag.dags.values():  # nothing else claims to change the champion
+        for task in dag.tasks:
+            assert (dag.dag_id, task.task_id) in champions or not task.outlets, (dag.dag_id, task.task_id)
+
+
+def test_event_driven_runs_are_scheduled_by_the_watcher_of_the_closed_days_topic(monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.definitions.timetables.assets import AssetTriggeredTimetable
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    monkeypatch.setenv("RECSYS_DAYS_CLOSED_TOPIC", "recsys.days-closed")
+    monkeypatch.setenv("RECSYS_KAFKA_CONN_ID", "kafka_shop")
+    bag = DagBag(dag_folder=str(REPO_ROOT / "dags"))
+    assert bag.import_errors == {}
+    dag = bag.dags["recsys_incremental_update"]
+    assert isinstance(dag.timetable, AssetTriggeredTimetable)
+    raw = dag.timetable.asset_condition
+    assert raw.name == "recsys_raw_events" and dag.get_task("wait_for_partition").inlets == [raw]
+    (watcher,) = raw.watchers
+    classpath, kwargs = watcher.trigger.serialize()  # what the triggerer runs
+    assert classpath == "airflow.providers.apache.kafka.triggers.await_message.AwaitMessageTrigger"
+    assert kwargs["topics"] == ["recsys.days-closed"] and kwargs["kafka_config_id"] == "kafka_shop"
+    assert kwargs["apply_function"] == "recsys_airflow.assets.closed_day" and kwargs["commit_offset"] is True
+    # the same tasks, one at a time, plus the hand-over of days that queued up behind a run
+    assert dag.max_active_runs == 1
+    assert dag.get_task("announce_later_days").upstream_task_ids == {"refresh_serving_index"}
+    assert dag.get_task("announce_later_days").trigger_rule == "none_failed"
+    assert dag.get_task("announce_later_days").pool != "recsys_registry"
+    assert dag.get_task("wait_for_partition").downstream_task_ids == {"validate"}
+    # the DAG processor stores it serialised, watcher included
+    serialized = json.dumps(DagSerialization.to_dict(dag), default=str)
+    assert "recsys_days_closed" in serialized and "recsys.days-closed" in serialized
+    # the other two DAGs do not change with the mode
+    assert set(bag.dags["recsys_rollback"].task_ids) == {"rollback"}
+    out = subprocess.run([sys.executable, "-c", PROBE, *map(str, DAG_FILES)], capture_output=True, text=True,
+                         check=True, env={**os.environ, "RECSYS_DAYS_CLOSED_TOPIC": "recsys.days-closed"})
+    assert not set(json.loads(out.stdout.strip().splitlines()[-1])["modules"]) & set(HEAVY)

@@ -1,0 +1,132 @@
+"""Event-driven runs: the daily DAG's AssetWatcher trigger against the real Kafka broker of scripts/kafka.sh.
+
+The sink closes a day and announces it as it does in production; the watcher's trigger (the Kafka provider's
+``KafkaMessageQueueTrigger`` built by ``recsys_airflow.assets`` from the settings, through an Airflow
+connection) runs as the triggerer runs it (its async ``run()``), without a scheduler; the day a run made from
+its event processes is the announced one (``runtime.partition_day``, the rule every task uses). The scheduler +
+triggerer path end to end is measured by ``bench/freshness --mode event``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import airflow.sdk  # noqa: F401 - puts plugins/ on sys.path (recsys_airflow)
+import pytest
+from fastapi.testclient import TestClient
+
+from recsys.config import Settings
+from recsys.storage import layout
+from recsys.storage.local import LocalStore
+from recsys.streaming.collector import CollectorConfig, create_app
+from recsys.streaming.sink import SINK_MARKER, Sink, SinkConfig
+from tests.integration.test_streaming import make_events, post_all, run_sink
+from tests.kafka_broker import KafkaBroker, broker_session
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[KafkaBroker]:
+    yield from broker_session()
+
+
+def next_event(watched: Any, timeout: float = 60.0) -> Any:
+    """The first event the trigger's ``run()`` yields, run as the triggerer runs it: the trigger class and
+    arguments it serialises to (stored in the metadata DB), ``run()`` until the first event, then ``cleanup()``
+    (the consumer leaves its group, so the next trigger of the watcher takes the partition over at once)."""
+    from airflow.providers.common.compat.module_loading import import_string
+
+    classpath, kwargs = watched.serialize()
+    trigger = import_string(classpath)(**kwargs)
+
+    async def first() -> Any:
+        events = trigger.run()
+        try:
+            return await asyncio.wait_for(events.__anext__(), timeout)
+        finally:
+            await events.aclose()
+            await trigger.cleanup()
+
+    return asyncio.run(first())
+
+
+def as_asset_events(*payloads: dict[str, Any]) -> dict[str, list[Any]]:
+    """What a run made from these trigger events has as ``triggering_asset_events`` (the triggerer records each
+    event's payload under ``extra["payload"]``; the task SDK gives objects with ``.extra``)."""
+    return {"recsys_raw_events": [SimpleNamespace(extra={"from_trigger": True, "payload": p}) for p in payloads]}
+
+
+def test_the_watcher_fires_on_the_sinks_announcement_and_the_run_processes_that_day(
+        kafka_broker: KafkaBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from confluent_kafka import Producer
+    from recsys_airflow import assets
+    from recsys_airflow.runtime import announced_days, partition_day
+
+    closed_topic = kafka_broker.new_topic("days-closed", partitions=1)
+    # the connection scripts/airflow-init.sh creates, here from the environment (Airflow's secrets backend)
+    conn_id = f"kafka_test_{uuid.uuid4().hex[:6]}"
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "kafka", "extra": {
+        "bootstrap.servers": kafka_broker.bootstrap, "group.id": f"airflow-{conn_id}",
+        "auto.offset.reset": "earliest", "enable.auto.commit": False}}))
+    store = LocalStore(tmp_path / "store")
+    settings = Settings(storage_root=str(tmp_path / "store"), days_closed_topic=closed_topic, kafka_conn_id=conn_id)
+
+    # the sink closes day D (two days ago: the wall-clock watermark passes D + 1 day + 1 h) and announces it
+    topic = kafka_broker.new_topic("events-ev")
+    day = datetime.now(UTC).date() - timedelta(days=2)
+    with TestClient(create_app(CollectorConfig(bootstrap=kafka_broker.bootstrap, topic=topic))) as client:
+        assert post_all(client, make_events("ev", day, 40, 7)) == 40
+    sink = Sink(store, SinkConfig(bootstrap=kafka_broker.bootstrap, topic=topic, group=f"sink-{conn_id}",
+                                  max_file_events=64, max_file_seconds=0.5, allowed_lateness=timedelta(hours=1),
+                                  close_check_seconds=0.2, closed_topic=closed_topic))
+    run_sink(sink, lambda s: day in s.announced)
+    marker = store.read_json(f"{layout.raw_events(day)}/{SINK_MARKER}")
+
+    # the DAG's watcher: its trigger, as the DAG file builds it from the settings
+    watched = assets.raw_events(settings)
+    assert [w.name for w in watched.watchers] == [assets.WATCHER]
+    trigger = watched.watchers[0].trigger
+    classpath, kwargs = trigger.serialize()  # what the triggerer stores and runs
+    assert classpath.endswith("AwaitMessageTrigger")
+    assert (kwargs["topics"], kwargs["kafka_config_id"]) == ([closed_topic], conn_id)
+    assert kwargs["apply_function"] == "recsys_airflow.assets.closed_day"
+
+    event = next_event(trigger)
+    assert event.payload["date"] == day.isoformat()
+    assert event.payload["partition"] == marker["partition"] == layout.raw_events(day)
+    assert event.payload["files"] == marker["files"] >= 1
+    # the run made from it has no logical date and no params: it processes the announced day
+    assert partition_day({"partition_date": None}, None, as_asset_events(event.payload)) == day
+    # a rerun by hand of another date still wins (the 'Partition date' param), as on the sensor path
+    assert partition_day({"partition_date": "2010-12-02"}, None, as_asset_events(event.payload)).isoformat() \
+        == "2010-12-02"
+
+    # not an announcement (a bad key, a value naming another day) is skipped; the trigger fires on the next
+    # real one. The sink announces at least once: the same day again fires again (its run is a no-op rerun)
+    producer = Producer({"bootstrap.servers": kafka_broker.bootstrap})
+    producer.produce(closed_topic, key=b"not-a-date", value=b"{}")
+    producer.produce(closed_topic, key=day.isoformat().encode(), value=json.dumps({"date": "2010-12-01"}).encode())
+    producer.produce(closed_topic, key=day.isoformat().encode(), value=json.dumps(marker).encode())
+    assert producer.flush(30) == 0
+    again = next_event(assets.raw_events(settings).watchers[0].trigger)
+    assert again.payload["date"] == day.isoformat() and again.payload["offset"] == event.payload["offset"] + 3
+
+    # a run given several days (announcements queued while the previous run ran) processes the oldest and
+    # announces the later ones again, the way the sink does; the watcher then fires for the next day
+    later = day + timedelta(days=1)
+    store.write_json(f"{layout.raw_events(later)}/{SINK_MARKER}", {**marker, "date": later.isoformat(),
+                                                                  "partition": layout.raw_events(later)})
+    queued = as_asset_events({"date": later.isoformat()}, event.payload, again.payload)
+    assert announced_days(queued) == [day, later]
+    assert partition_day({}, None, queued) == day
+    assert assets.announce_later_days(settings, store, day, announced_days(queued)) == [later.isoformat()]
+    assert next_event(assets.raw_events(settings).watchers[0].trigger).payload["date"] == later.isoformat()
+    assert assets.announce_later_days(settings, store, later, announced_days(queued)) == []
