@@ -26,8 +26,18 @@ triggerer, on SQLite, each a process of its own, plus `recsys serve`. Per run of
 Landing right after a negative look is the sensor's worst case: the next look is one full poke interval
 later. Every process started here is stopped at the end, also on failure.
 
+``--mode event`` measures the event-driven path instead (``RECSYS_DAYS_CLOSED_TOPIC``): a Kafka broker
+(``RECSYS_KAFKA_BOOTSTRAP``, else ``scripts/kafka.sh start`` with its state under the run directory, stopped
+at the end), the Kafka connection made by ``scripts/airflow-init.sh``, the DAG unpaused with no run; once the
+watcher's consumer has joined its group, the day is landed and closed the way the sink closes it:
+``_sink.json`` and ``_SUCCESS`` (t0, its mtime), then the sink's own announcement (``Sink._announce``: key
+the date, value the ``_sink.json``). The scheduler creates the run from the watcher's asset event. Such a
+run has no conf, so the evaluation's gate decides: pass ``--set RECSYS_MIN_RECALL=0 --set
+RECSYS_MAX_REGRESSION=1`` (Airflow components only; the seed is unchanged) so the candidate is deployed.
+
     . scripts/env.sh
     python bench/freshness/run.py --label baseline --set RECSYS_SENSOR_POKE_SECONDS=60
+    python bench/freshness/run.py --label event --mode event --set RECSYS_MIN_RECALL=0 --set RECSYS_MAX_REGRESSION=1
 """
 
 from __future__ import annotations
@@ -68,8 +78,11 @@ TASK_ORDER = [
     "deploy_if_blessed",
     "deploy",
     "refresh_serving_index",
+    "announce_later_days",  # event-driven runs only
 ]
 TARGET_S = 120.0
+EVENT_TARGET_S = 30.0  # issue 17: day closed by the sink -> new champion served, event-driven, quiet machine
+CLOSED_GROUP = "recsys-airflow-days-closed"  # the consumer group scripts/airflow-init.sh configures
 
 
 def uptime() -> str:
@@ -350,6 +363,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="measure the idle CPU of the Airflow processes this long before triggering",
     )
     p.add_argument("--timeout", type=float, default=1200, help="seconds from t0 before giving up")
+    p.add_argument("--mode", choices=["sensor", "event"], default="sensor",
+                   help="sensor: a run created before the day lands waits at the sensor (default); event: the "
+                        "sink's announcement of the closed day schedules the run (RECSYS_DAYS_CLOSED_TOPIC)")
     p.add_argument("--out", type=Path)
     p.add_argument(
         "--analyse",
@@ -398,17 +414,23 @@ def header(args: argparse.Namespace, overrides: dict[str, str]) -> dict[str, Any
             "commit": subprocess.run(
                 ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
             ).stdout.strip(),
+            # uncommitted changes to tracked files (run from a worktree of the commit to keep this false)
+            "dirty": bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                         capture_output=True, text=True, cwd=ROOT).stdout.strip()),
         },
         "uptime_before": uptime(),
+        "loadavg_before": os.getloadavg(),
+        "mode": args.mode,
         "date": args.date,
         "settings": overrides,
-        "target_s": TARGET_S,
+        "target_s": EVENT_TARGET_S if args.mode == "event" else TARGET_S,
     }
 
 
 def prepare(args: argparse.Namespace, env: dict[str, str], overrides: dict[str, str], result: dict[str, Any]) -> Run:
     """A fresh run directory (AIRFLOW_HOME, a copy of the seed store, logs), the components' environment on
-    free ports, and a migrated metadata DB."""
+    free ports, and a migrated metadata DB (event mode: ``scripts/airflow-init.sh``, which also makes the Kafka
+    connection of the watcher)."""
     run_dir = args.workdir / "runs" / args.label
     shutil.rmtree(run_dir, ignore_errors=True)
     home, store, logs = run_dir / "airflow", run_dir / "store", run_dir / "logs"
@@ -431,10 +453,18 @@ def prepare(args: argparse.Namespace, env: dict[str, str], overrides: dict[str, 
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         **overrides,
     }
+    if args.mode == "event":  # asset-triggered runs are created by the scheduler's job-schedule step
+        env["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = "True"
     result["environment"] = {
-        k: env.get(k) for k in ["RECSYS_SENSOR_POKE_SECONDS", "AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__PARALLELISM"]
+        k: env.get(k) for k in ["RECSYS_SENSOR_POKE_SECONDS", "AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__PARALLELISM",
+                                "RECSYS_DAYS_CLOSED_TOPIC", "RECSYS_KAFKA_BOOTSTRAP"]
     }
-    result["airflow_db_migrate_s"] = run_cli(["airflow", "db", "migrate"], env, logs / "db-migrate.log")
+    if args.mode == "event":
+        airflow = shutil.which("airflow", path=env.get("PATH"))
+        result["airflow_init_s"] = run_cli(["bash", str(ROOT / "scripts" / "airflow-init.sh")],
+                                           env | {"AIRFLOW": str(airflow)}, logs / "airflow-init.log")
+    else:
+        result["airflow_db_migrate_s"] = run_cli(["airflow", "db", "migrate"], env, logs / "db-migrate.log")
     return Run(
         args, env, home, store, logs, serve_port, Processes(logs),
         httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30),
@@ -588,11 +618,100 @@ def record(run: Run, run_id: str, t0: float, seen: Watched) -> None:
         "t0_to_run_end": _d(t0, seen.run_end),
     }
     result["summary"] = summarise(result, t0, seen.switched, seen.served)
-    result["meets_target"] = seen.served is not None and seen.served - t0 <= TARGET_S
+    result["meets_target"] = seen.served is not None and seen.served - t0 <= result["target_s"]
+
+
+def watcher_joined(bootstrap: str) -> bool:
+    """The watcher's consumer (the triggerer running the DAG's AssetWatcher trigger) is in its group, stable."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    description = admin.describe_consumer_groups([CLOSED_GROUP], request_timeout=10)[CLOSED_GROUP].result(timeout=10)
+    return "STABLE" in str(description.state) and len(description.members) >= 1
+
+
+def close_day(run: Run) -> float:
+    """Land ``--date`` (``recsys land``: the events, the catalog, ``_SUCCESS``: t0, its mtime) and close it as the
+    sink does: its ``_sink.json``, then the sink's own announcement on the closed-days topic (``Sink._announce``).
+
+    Online Retail's days are from 2010; the sink's consumer refuses events older than 7 days, so the events
+    come through ``recsys land``; what Airflow sees (the partition, ``_SUCCESS``, the message) is what the sink
+    makes.
+    """
+    from recsys.storage.local import LocalStore
+    from recsys.streaming.sink import SINK_MARKER, Sink, SinkConfig
+
+    args, env = run.args, run.env
+    store = LocalStore(run.store)
+    sink = Sink(store, SinkConfig(bootstrap=env["RECSYS_KAFKA_BOOTSTRAP"], topic="bench-unused",
+                                  group="bench-freshness", closed_topic=env["RECSYS_DAYS_CLOSED_TOPIC"]))
+    land_started = time.time()
+    print(f"watcher in its group; landing and closing {args.date}", flush=True)
+    run_cli([sys.executable, "-m", "recsys.cli", "land", "--date", args.date], env, run.logs / "land.log")
+    folder = f"raw/events/dt={args.date}"
+    t0 = (run.store / folder / "_SUCCESS").stat().st_mtime
+    marker = {"date": args.date, "partition": folder, "closed_at": iso(t0), "watermark": iso(t0),
+              "allowed_lateness_seconds": 0.0, "files": len(store.data_files(folder)), "topic": "bench-unused"}
+    store.write_json(f"{folder}/{SINK_MARKER}", marker)
+    sink._announce(marker)  # the sink's code: produce (key: the date; value: _sink.json), flush, announced_at
+    announced = time.time()
+    sink.consumer.close()
+    run.result["land_command_s"] = round(announced - land_started, 2)
+    run.result["t0"] = iso(t0)
+    run.result["t0_to_announced_s"] = round(announced - t0, 3)
+    return t0
+
+
+def wait_for_event_run(run: Run, t0: float) -> str:
+    """The run the scheduler created from the watcher's asset event (the DAG's only run)."""
+    found: list[str] = []
+
+    def created() -> bool:
+        runs = run.api.get(f"/api/v2/dags/{DAG_ID}/dagRuns").json()["dag_runs"]
+        found[:] = [r["dag_run_id"] for r in runs]
+        return bool(found)
+
+    wait_for("the event-driven run", created, run.args.timeout, run.procs, 0.2)
+    run.result["run_id"] = found[0]
+    print(f"run {found[0]} created {time.time() - t0:.1f} s after t0", flush=True)
+    return found[0]
+
+
+def event_parts(run: Run, run_id: str, t0: float) -> dict[str, Any]:
+    """From the metadata DB: when the watcher's asset event was recorded, when the run was created (queued)
+    and started, and the day it announced."""
+    (event,) = db_rows(run.db, "SELECT ae.timestamp, ae.extra FROM asset_event ae JOIN asset a ON a.id = ae.asset_id "
+                               "WHERE a.name = 'recsys_raw_events' ORDER BY ae.timestamp")[:1]
+    (dag_run,) = db_rows(run.db, "SELECT queued_at, start_date, run_type FROM dag_run WHERE dag_id = ? AND run_id = ?",
+                         (DAG_ID, run_id))
+    fired, queued = db_time(event["timestamp"]), db_time(dag_run["queued_at"])
+    return {"asset_event": iso(fired), "payload": json.loads(event["extra"]).get("payload"),
+            "run_type": dag_run["run_type"], "run_queued": iso(queued),
+            "run_start": iso(db_time(dag_run["start_date"])),
+            "t0_to_asset_event_s": _d(t0, fired), "asset_event_to_run_queued_s": _d(fired, queued)}
+
+
+def measure_event(run: Run) -> None:
+    """Event mode: start, unpause (no run), wait until the watcher listens, close the day, watch, record."""
+    start(run)
+    run.api.patch(f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
+    run.result["watcher_ready_s"] = wait_for("the watcher's consumer in its group",
+                                             lambda: watcher_joined(run.env["RECSYS_KAFKA_BOOTSTRAP"]), 600, run.procs)
+    measure_idle_cpu(run)  # with the watcher polling the topic
+    old = run.serve.get("/version").json()["version"]
+    run.result["champion_before"] = old
+    t0 = close_day(run)
+    run_id = wait_for_event_run(run, t0)
+    seen = watch(run, run_id, old, t0)
+    run.result["event"] = event_parts(run, run_id, t0)
+    record(run, run_id, t0, seen)
 
 
 def measure(run: Run) -> None:
     """Steps 3 to 6 of the module docstring: start, trigger, land, watch, record."""
+    if run.args.mode == "event":
+        measure_event(run)
+        return
     start(run)
     measure_idle_cpu(run)
     old = run.serve.get("/version").json()["version"]
@@ -618,18 +737,47 @@ def main(argv: list[str] | None = None) -> int:
     result = header(args, overrides)
     print(result["uptime_before"], flush=True)
     result["seed"] = seed(args.workdir, args.seed_from, args.seed_days, env)
-    run = prepare(args, env, overrides, result)
+    kafka_home = None
+    if args.mode == "event":
+        kafka_home, overrides = kafka(args, env, overrides, result)
     try:
-        measure(run)
+        run = prepare(args, env, overrides, result)
+        try:
+            measure(run)
+        finally:
+            run.procs.stop()
+            run.api.close()
+            run.serve.close()
     finally:
-        run.procs.stop()
-        run.api.close()
-        run.serve.close()
+        if kafka_home is not None:
+            subprocess.run([str(ROOT / "scripts" / "kafka.sh"), "stop"], env=env | {"KAFKA_HOME": str(kafka_home)},
+                           cwd=ROOT, capture_output=True)
         result["uptime_after"] = uptime()
+        result["loadavg_after"] = os.getloadavg()
         out.write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {out}", flush=True)
     print(json.dumps(result.get("summary"), indent=1))
     return 0 if result.get("meets_target") else 1
+
+
+def kafka(args: argparse.Namespace, env: dict[str, str], overrides: dict[str, str],
+          result: dict[str, Any]) -> tuple[Path | None, dict[str, str]]:
+    """Event mode: the broker (``RECSYS_KAFKA_BOOTSTRAP``, else ``scripts/kafka.sh start`` with its state in
+    ``<workdir>/kafka``; its state dir is returned to stop it) and a fresh closed-days topic, as settings."""
+    from recsys.streaming.topics import ensure_topic
+
+    home = None
+    bootstrap = env.get("RECSYS_KAFKA_BOOTSTRAP")
+    if not bootstrap:
+        home = args.workdir / "kafka"
+        started = time.monotonic()
+        subprocess.run([str(ROOT / "scripts" / "kafka.sh"), "start"], env=env | {"KAFKA_HOME": str(home)}, cwd=ROOT,
+                       check=True, capture_output=True)
+        result["kafka_start_s"] = round(time.monotonic() - started, 1)
+        bootstrap = json.loads((home / "ready.json").read_text())["bootstrap"]
+    topic = f"recsys.days-closed.bench-{secrets.token_hex(4)}"
+    ensure_topic(bootstrap, topic, 1)
+    return home, overrides | {"RECSYS_KAFKA_BOOTSTRAP": bootstrap, "RECSYS_DAYS_CLOSED_TOPIC": topic}
 
 
 def analyse(out: Path, run_dir: Path) -> None:
@@ -652,7 +800,13 @@ def summarise(result: dict[str, Any], t0: float, switched: float | None, served:
     tasks = result["tasks"]
     parts: dict[str, float | None] = {}
     sensor = tasks.get("wait_for_partition", {})
-    parts["sensor: t0 -> look that finds the partition starts"] = sensor.get("t0_to_next_look_start_s")
+    event = result.get("event")
+    if event:  # event mode: the watcher's asset event, the run it created, the sensor's first (finding) look
+        parts["event: t0 -> asset event (announced, watcher fired)"] = event["t0_to_asset_event_s"]
+        parts["event: asset event -> run created (queued)"] = event["asset_event_to_run_queued_s"]
+        parts["event: run queued -> wait_for_partition starts"] = _d(ts(event["run_queued"]), ts(sensor.get("start")))
+    else:
+        parts["sensor: t0 -> look that finds the partition starts"] = sensor.get("t0_to_next_look_start_s")
     parts["sensor: that look (process start + poke)"] = sensor.get("run_s")
     previous = "wait_for_partition"
     for task_id in TASK_ORDER[1:]:
