@@ -13,7 +13,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -27,7 +27,7 @@ from recsys.errors import RecsysError
 from recsys.features import items, trend, vocab
 from recsys.features.build import check_delivery, load_stats
 from recsys.features.inputs import Part, history_inputs, replay_part, replay_sample, replay_size, train_part
-from recsys.model.tables import load_tables
+from recsys.model.tables import StoredArray, StreamedArray, load_tables, open_tables, write_tables
 from recsys.progress import bar, progress
 from recsys.storage import PartitionStore, layout
 
@@ -238,7 +238,7 @@ class TrainingInputs:
     hist_index: np.ndarray
     train_examples: int
     replay_examples: int
-    old: dict[str, np.ndarray] | None
+    old: dict[str, np.ndarray | StoredArray] | None
 
     @property
     def examples(self) -> int:
@@ -252,8 +252,11 @@ class TrainingInputs:
 
 def training_inputs(
     store: PartitionStore, settings: Settings, day: date, parts: list[Part], replay: Part, parent: int | None,
+    *, by_rows: bool = False,
 ) -> TrainingInputs:
-    """Read and assemble what training on ``parts`` + ``replay`` (warm-started from ``parent``) needs."""
+    """Read and assemble what training on ``parts`` + ``replay`` (warm-started from ``parent``) needs; with
+    ``by_rows``, the parent's growing tables are opened to be read by rows (:func:`recsys.model.tables.open_tables`),
+    not read whole."""
     stats = load_stats(store, day)
     user_rows, item_rows = stats["user_vocab_size"], stats["item_vocab_size"]
     items_vocab = vocab.load(store, vocab.ITEMS)
@@ -263,19 +266,20 @@ def training_inputs(
     features, trend_table = _example_features(store, settings, everything, item_rows)
     return TrainingInputs(
         user_rows, item_rows, item_features, features, trend_table, hist_rows, hist_days, hist_index,
-        sum(p.size for p in parts), replay.size, _parent_tables(store, settings, parent),
+        sum(p.size for p in parts), replay.size, _parent_tables(store, settings, parent, by_rows),
     )
 
 
-def warm_model(settings: Settings, inputs: TrainingInputs, seed: int) -> Any:
+def warm_model(settings: Settings, inputs: TrainingInputs, seed: int) -> tuple[Any, dict[str, Any]]:
     """A fresh model of the inputs' vocabulary sizes, warm-started from the parent's tables grown to them
-    (every old row bit for bit); under a distribution strategy's scope, its variables are the strategy's."""
+    (every old row bit for bit, :func:`recsys.model.two_tower.warm_start`: shard by shard, piece by piece);
+    under a distribution strategy's scope, its variables are the strategy's. Also how each growing table was
+    written (empty on a cold start)."""
     from recsys.model import two_tower
 
     model = two_tower.build_model(inputs.user_rows, inputs.item_rows, settings.embedding_dim, **inputs.item_features)
-    if inputs.old is not None:
-        two_tower.set_tables(model, two_tower.grow_tables(inputs.old, inputs.user_rows, inputs.item_rows, seed))
-    return model
+    written = two_tower.warm_start(model, inputs.old, seed) if inputs.old is not None else {}
+    return model, written
 
 
 def _train_version(
@@ -290,7 +294,7 @@ def _train_version(
     inputs = training_inputs(store, settings, day, parts, replay, parent)
     del parts
     tf.keras.utils.set_random_seed(seed)
-    model = warm_model(settings, inputs, seed)
+    model, _ = warm_model(settings, inputs, seed)
     model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=settings.learning_rate))
     dataset = training_dataset(inputs.features, inputs.hist_index, inputs.hist_rows, inputs.hist_days,
                                settings.batch_size, seed, inputs.trend_table)
@@ -305,9 +309,10 @@ def _train_version(
 
 def save_trained(
     store: PartitionStore, settings: Settings, day: date, kind: str, parent: int | None, inputs: TrainingInputs,
-    tables: dict[str, np.ndarray], final_loss: float, seconds: float, run_id: str | None,
+    tables: Mapping[str, np.ndarray | StreamedArray], final_loss: float, seconds: float, run_id: str | None,
 ) -> registry.VersionEntry:
-    """Store trained ``tables`` as a new version with its metadata and register it."""
+    """Store trained ``tables`` as a new version with its metadata and register it (a :class:`StreamedArray` is
+    written piece by piece)."""
 
     def describe(version: int) -> registry.VersionEntry:
         return _metadata(
@@ -321,7 +326,7 @@ def save_trained(
 
 
 def store_version(
-    store: PartitionStore, day: date, kind: str, tables: dict[str, np.ndarray],
+    store: PartitionStore, day: date, kind: str, tables: Mapping[str, np.ndarray | StreamedArray],
     describe: Callable[[int], registry.VersionEntry], run_id: str | None,
 ) -> registry.VersionEntry:
     """Store trained ``tables`` as a new version and register it; returns its metadata (``describe(number)``).
@@ -332,18 +337,24 @@ def store_version(
     version = registry.allocate_version(store, day, kind, run_id)
     metadata = describe(version)
     with tempfile.TemporaryDirectory() as tmp:
-        np.savez(Path(tmp) / layout.TABLES_FILE, **tables)  # type: ignore[arg-type]
+        write_tables(Path(tmp) / layout.TABLES_FILE, tables)
         (Path(tmp) / layout.METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True))
         store.publish_dir(Path(tmp), layout.model_version(version))
     registry.add_version(store, version, metadata, run_id)
     return metadata
 
 
-def _parent_tables(store: PartitionStore, settings: Settings, parent: int | None) -> dict[str, np.ndarray] | None:
-    """The parent version's tables (None for a cold start); their size must match the settings'."""
+def _parent_tables(
+    store: PartitionStore, settings: Settings, parent: int | None, by_rows: bool = False
+) -> dict[str, np.ndarray | StoredArray] | None:
+    """The parent version's tables (None for a cold start), the growing ones opened to be read by rows with
+    ``by_rows``; their size must match the settings'."""
     if parent is None:
         return None
-    old = load_tables(store, parent)
+    from recsys.model.two_tower import GROWING
+
+    old: dict[str, np.ndarray | StoredArray] = (
+        open_tables(store, parent, GROWING) if by_rows else dict(load_tables(store, parent)))
     if old["user"].shape[1] != settings.embedding_dim:
         raise TrainingError(
             f"version {parent} has {old['user'].shape[1]}-d embeddings but RECSYS_EMBEDDING_DIM is "
@@ -377,8 +388,8 @@ def _example_features(
 
 def _metadata(
     version: int, kind: str, day: date, parent: int | None, settings: Settings, train_examples: int,
-    replay_examples: int, user_rows: int, item_rows: int, old: dict[str, np.ndarray] | None,
-    tables: dict[str, np.ndarray], final_loss: float, seconds: float,
+    replay_examples: int, user_rows: int, item_rows: int, old: dict[str, np.ndarray | StoredArray] | None,
+    tables: Mapping[str, np.ndarray | StreamedArray], final_loss: float, seconds: float,
 ) -> registry.VersionEntry:
     """The version's ``metadata.json``: what it was trained on, with which settings, and how it went."""
     examples = train_examples + replay_examples
@@ -404,8 +415,8 @@ def _metadata(
         "new_item_rows": item_rows - (len(old["item"]) if old is not None else 0),
         "table_megabytes": round(sum(t.nbytes for t in tables.values()) / 2**20, 3),
         "final_loss": final_loss,
-        "repeat_weight": float(tables["repeat_weight"]),
-        "trend_weight": float(tables["trend_weight"]),
+        "repeat_weight": float(np.asarray(tables["repeat_weight"])),
+        "trend_weight": float(np.asarray(tables["trend_weight"])),
         "logq_correction": settings.logq_correction,
         "train_seconds": round(seconds, 2),
         "examples_per_second": round(examples * settings.epochs / seconds, 1) if seconds > 0 else None,

@@ -20,10 +20,18 @@ day, a thin day, or the parent to warm-start from) and writes the version and th
 layout it hands its decision to the other workers through a collective (:func:`_agree`), so they train the same
 parent's tables or stop with it. No other task writes anything to the store.
 
-Warm start: the parent's tables are grown to today's vocabularies in numpy (:func:`recsys.model.two_tower.
-grow_tables`, seeded) and written into the (sharded or mirrored) variables; the chief reads them back and checks
-them bit for bit against the grown tables before training (:func:`_restored`), and reports a digest of them, the
-rows of every shard and where each shard lives.
+Warm start: the parent's tables are grown to today's vocabularies (:func:`recsys.model.two_tower.warm_start`,
+seeded: old rows bit for bit, new rows the draws :func:`recsys.model.two_tower.grow_table` makes in one process) and
+written into the (sharded or mirrored) variables; the chief reads them back and checks them bit for bit against the
+grown rows before training (:func:`_restored`), and reports a digest of them (:func:`table_digest`'s, the same as one
+process's), the rows of every shard and where each shard lives. With parameter servers no process ever holds a whole
+growing table (user, item, item bias): the chief opens the parent's ``tables.npz`` by rows
+(:func:`recsys.model.tables.open_tables`: ranged reads of the store, local or HDFS), and the warm start, the check and
+the save go shard by shard in pieces of about :data:`recsys.model.two_tower.CHUNK_BYTES` (each shard receives only its
+own rows; a new row's values are drawn by advancing the seeded PCG64 stream to it), the save streaming each table
+into its ``tables.npz`` entry (:func:`recsys.model.tables.write_tables`); the result's ``distributed`` record says
+so (``warm_start.by_rows``, ``saved``). Adagrad's slots are made on the parameter servers beside their shards. In the
+mirrored layout every worker holds every table by definition, and reads and writes them whole.
 """
 
 from __future__ import annotations
@@ -200,13 +208,14 @@ def _train(
 
     from recsys.model import two_tower
 
-    inputs = training_inputs(store, settings, day, [plan.train], plan.replay, plan.parent)
+    sharded = cluster.mode == PARAMETER_SERVER  # the coordinator reads, checks and writes the tables by rows
+    inputs = training_inputs(store, settings, day, [plan.train], plan.replay, plan.parent, by_rows=sharded)
     tf.keras.utils.set_random_seed(plan.seed)
     with strategy.scope():
-        model = warm_model(settings, inputs, plan.seed)
+        model, written = warm_model(settings, inputs, plan.seed)
         optimizer = tf.keras.optimizers.Adagrad(learning_rate=settings.learning_rate)
-        optimizer.build(model.trainable_variables)  # its slots now, beside their variables (or shards)
-    restored = _restored(model, inputs, plan.seed) if cluster.is_chief else {}
+        optimizer.build(_OnTheirDevices(model.trainable_variables))  # its slots now, beside their variables (or shards)
+    restored = _restored(model, inputs, plan.seed, written) if cluster.is_chief else {}
     started = time.perf_counter()
     if cluster.mode == PARAMETER_SERVER:
         loss, steps = _train_coordinated(strategy, model, optimizer, inputs, settings, plan.seed, day)
@@ -218,9 +227,27 @@ def _train(
         log.info("worker %d trained %d steps on %s in %.1f s; the chief writes the version", cluster.task_index,
                  steps, day, seconds)
         return {"trained": True, "wrote": False, "final_loss": loss, "distributed": about}
-    metadata = save_trained(store, settings, day, registry.FINE_TUNE, plan.parent, inputs,
-                            two_tower.get_tables(model), loss, seconds, run_id)
+    tables = two_tower.streamed_tables(model) if sharded else two_tower.get_tables(model)
+    metadata = save_trained(store, settings, day, registry.FINE_TUNE, plan.parent, inputs, tables, loss, seconds,
+                            run_id)
+    if sharded:
+        about["saved"] = {name: {"by_rows": True, "pieces": len(two_tower.table_pieces(v)),
+                                 "largest_piece": max(b - a for _, _, a, b in two_tower.table_pieces(v))}
+                          for name, v in two_tower.growing_variables(model).items()}
     return dict(metadata) | {"reused": False, "distributed": about}
+
+
+class _OnTheirDevices(list):
+    """The variables to build an optimizer's slots for, each visited under its own device: Adagrad builds each
+    slot's initial value (a constant of the variable's shape) eagerly where the current device is, so for a shard
+    on a parameter server the constant is made there, not in the coordinator and then sent."""
+
+    def __iter__(self) -> Any:
+        import tensorflow as tf
+
+        for variable in super().__iter__():
+            with tf.device(variable.device):
+                yield variable
 
 
 def epoch_batches(examples: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
@@ -305,37 +332,78 @@ def _train_coordinated(
     return (float(last.fetch()) if last is not None else float("nan")), steps
 
 
+class TableDigest:
+    """A SHA-256 of tables fed table by table, each in row-order pieces: :func:`table_digest` of the same tables."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+
+    def table(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        """Start table ``name`` of ``shape`` and ``dtype`` (then feed its rows in order with :meth:`rows`)."""
+        self._digest.update(f"{name}{tuple(shape)}{np.dtype(dtype)}".encode())
+
+    def rows(self, value: np.ndarray) -> None:
+        self._digest.update(np.ascontiguousarray(value).tobytes())
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
 def table_digest(tables: Mapping[str, np.ndarray]) -> str:
     """SHA-256 of the trainable tables' bytes (:data:`DIGESTED`, in that order; shapes included): equal
     digests mean equal tables bit for bit."""
-    digest = hashlib.sha256()
+    digest = TableDigest()
     for name in DIGESTED:
         if name in tables:
             value = np.ascontiguousarray(tables[name])
-            digest.update(f"{name}{value.shape}{value.dtype}".encode())
-            digest.update(value.tobytes())
+            digest.table(name, value.shape, value.dtype)
+            digest.rows(value)
     return digest.hexdigest()
 
 
-def _restored(model: Any, inputs: Any, seed: int) -> dict[str, Any]:
+def _restored(model: Any, inputs: Any, seed: int, written: Mapping[str, Any]) -> dict[str, Any]:
     """Check the warm start bit for bit: the tables read back from the (sharded) variables equal the parent's
-    tables grown to today's vocabularies. Their digest, and each growing table's shards: rows and device."""
+    tables grown to today's vocabularies. Their digest (:func:`table_digest`'s), and each growing table's shards:
+    rows and device. A growing table is read and grown piece by piece (:func:`recsys.model.two_tower.table_pieces`),
+    never whole in this process: ``by_rows`` says how the rows went in (per shard: rows, pieces, the largest
+    piece's rows), ``largest_piece_bytes`` the most bytes of a growing table read back at once."""
     from recsys.model import two_tower
 
-    layers = {"user": model.user_embedding, "item": model.item_embedding, "item_bias": model.item_bias}
-    shards = {name: [{"rows": int(v.shape[0]), "device": str(v.device)} for v in two_tower.shards(layer.embeddings)]
-              for name, layer in layers.items()}
+    growing = two_tower.growing_variables(model)
+    shards = {name: [{"rows": int(v.shape[0]), "device": str(v.device)} for v in two_tower.shards(variable)]
+              for name, variable in growing.items()}
     if inputs.old is None:
         return {"shards": shards, "warm_start": None}
-    expected = two_tower.grow_tables(inputs.old, inputs.user_rows, inputs.item_rows, seed)
-    read = two_tower.get_tables(model)
-    differ = [name for name in DIGESTED if name in expected
-              and (read[name].shape != expected[name].shape or read[name].tobytes() != expected[name].tobytes())]
+    digest, differ, largest = TableDigest(), [], 0
+    for name in DIGESTED:
+        if name not in growing:  # a table of fixed size (words, price bands): small, read whole
+            value = two_tower.read_table(getattr(model, f"{name}_embedding").embeddings)
+            digest.table(name, value.shape, value.dtype)
+            digest.rows(value)
+            if name in inputs.old and value.tobytes() != np.asarray(inputs.old[name]).tobytes():
+                differ.append(name)
+            continue
+        variable = growing[name]
+        rows = sum(int(v.shape[0]) for v in two_tower.shards(variable))
+        digest.table(name, (rows,) if name == "item_bias" else (rows, *variable.shape[1:]),
+                     np.dtype(variable.dtype.as_numpy_dtype))
+        same = True
+        for shard, first, start, stop in two_tower.table_pieces(variable):
+            read = two_tower.read_rows(shard, first, start, stop)
+            largest = max(largest, read.nbytes)
+            read = read[:, 0] if name == "item_bias" else read
+            digest.rows(read)
+            if name in inputs.old:
+                expected = two_tower.grown_rows(inputs.old, name, rows, seed, start, stop)
+                same = same and read.shape == expected.shape and read.tobytes() == expected.tobytes()
+        if not same:
+            differ.append(name)
     if differ:
         raise DistributedError(f"the warm start did not restore {differ} bit for bit across the shards")
-    return {"shards": shards, "warm_start": {"restored_digest": table_digest(read), "bit_for_bit": True,
+    return {"shards": shards, "warm_start": {"restored_digest": digest.hexdigest(), "bit_for_bit": True,
                                              "old_user_rows": len(inputs.old["user"]),
-                                             "old_item_rows": len(inputs.old["item"])}}
+                                             "old_item_rows": len(inputs.old["item"]),
+                                             "by_rows": dict(written), "largest_piece_bytes": largest}}
 
 
 def wait_for_tasks(addresses: list[str], timeout: float) -> None:

@@ -43,6 +43,8 @@ HIST_DAYS = "hist_days"  # feature: [batch, history_length] days each history it
 INIT_SCALE = 0.05
 # tables grown with the vocabularies (rows = vocabulary size); the rest have fixed shapes
 GROWING = ("user", "item", "item_bias")
+# rows moved between this process and a sharded table at a time (warm start, check, save): about this many bytes
+CHUNK_BYTES = 32 * 2**20
 
 
 class TwoTowerModel(tfrs.Model):
@@ -125,9 +127,38 @@ def get_tables(model: TwoTowerModel) -> dict[str, np.ndarray]:
     return {
         "user": read_table(model.user_embedding.embeddings),
         "item": read_table(model.item_embedding.embeddings),
-        "word": read_table(model.word_embedding.embeddings),
-        "price": read_table(model.price_embedding.embeddings),
+        **_fixed_tables(model),
         "item_bias": read_table(model.item_bias.embeddings)[:, 0],
+        **_weights_and_item_features(model),
+    }
+
+
+def streamed_tables(model: TwoTowerModel, chunk_bytes: int | None = None) -> dict[str, Any]:
+    """:func:`get_tables`, the growing tables as :class:`recsys.model.tables.StreamedArray`: read piece by piece
+    (:func:`table_pieces`) while they are written (:func:`recsys.model.tables.write_tables`), never whole."""
+    from recsys.model.tables import StreamedArray
+
+    def streamed(name: str, variable: Any) -> StreamedArray:
+        def chunks() -> Any:
+            for shard, first, start, stop in table_pieces(variable, chunk_bytes):
+                rows = read_rows(shard, first, start, stop)
+                yield rows[:, 0] if name == "item_bias" else rows
+
+        shape = (sum(int(v.shape[0]) for v in shards(variable)), *variable.shape[1:])
+        return StreamedArray(shape[:1] if name == "item_bias" else tuple(shape),
+                             np.dtype(variable.dtype.as_numpy_dtype), chunks)
+
+    growing = {name: streamed(name, v) for name, v in growing_variables(model).items()}
+    return {"user": growing["user"], "item": growing["item"], **_fixed_tables(model), "item_bias": growing["item_bias"],
+            **_weights_and_item_features(model)}
+
+
+def _fixed_tables(model: TwoTowerModel) -> dict[str, np.ndarray]:
+    return {"word": read_table(model.word_embedding.embeddings), "price": read_table(model.price_embedding.embeddings)}
+
+
+def _weights_and_item_features(model: TwoTowerModel) -> dict[str, np.ndarray]:
+    return {
         "repeat_weight": np.asarray(model.repeat_weight.numpy(), np.float32),
         "trend_weight": np.asarray(model.trend_weight.numpy(), np.float32),
         "item_words": model.item_words.numpy(),
@@ -140,9 +171,15 @@ def set_tables(model: TwoTowerModel, tables: dict[str, np.ndarray]) -> None:
     write_table(model.user_embedding.embeddings, tables["user"])
     write_table(model.item_embedding.embeddings, tables["item"])
     if "word" in tables:
-        write_table(model.word_embedding.embeddings, tables["word"])
-        write_table(model.price_embedding.embeddings, tables["price"])
         write_table(model.item_bias.embeddings, tables["item_bias"][:, None])
+    _set_fixed(model, tables)
+
+
+def _set_fixed(model: TwoTowerModel, tables: dict[str, Any]) -> None:
+    """Load the tables of fixed shapes (words, price bands, the repeat and trend weights) of stored ``tables``."""
+    if "word" in tables:
+        write_table(model.word_embedding.embeddings, np.asarray(tables["word"]))
+        write_table(model.price_embedding.embeddings, np.asarray(tables["price"]))
         model.repeat_weight.assign(float(tables["repeat_weight"]))
     if "trend_weight" in tables:  # versions stored before the trend term start it at 0
         model.trend_weight.assign(float(tables["trend_weight"]))
@@ -172,18 +209,95 @@ def write_table(variable: Any, value: np.ndarray) -> None:
         start += n
 
 
+def table_pieces(variable: Any, chunk_bytes: int | None = None) -> list[tuple[Any, int, int, int]]:
+    """How a table is visited piece by piece: ``(shard, first row of the shard, start, stop)`` with ``start..stop``
+    the table rows of the piece (about ``chunk_bytes``, default :data:`CHUNK_BYTES`, never across a shard's end),
+    in row order. A table that is not sharded is one piece."""
+    chunk_bytes = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+    pieces = []
+    first = 0
+    parts = shards(variable)
+    for v in parts:
+        rows = int(v.shape[0])
+        row_bytes = max(1, int(np.prod(v.shape[1:], dtype=np.int64)) * v.dtype.size)
+        # a whole (or mirrored) table is one piece: it is in this process anyway
+        step = max(1, chunk_bytes // row_bytes) if parts[0] is not variable else max(1, rows)
+        pieces += [(v, first, a, min(a + step, first + rows)) for a in range(first, first + rows, step)]
+        first += rows
+    return pieces
+
+
+def read_rows(shard: Any, first: int, start: int, stop: int) -> np.ndarray:
+    """Table rows ``start..stop`` of ``shard`` (whose first table row is ``first``), sliced where the shard lives
+    (a parameter server), so only those rows reach this process."""
+    if start == first and stop - first == int(shard.shape[0]):
+        return np.asarray(shard.numpy())
+    with tf.device(shard.device):
+        return np.asarray(shard[start - first:stop - first].numpy())
+
+
+def write_rows(shard: Any, first: int, start: int, value: np.ndarray) -> None:
+    """Assign ``value`` to table rows ``start..start + len(value)`` of ``shard`` (first table row ``first``)."""
+    if start == first and len(value) == int(shard.shape[0]):
+        shard.assign(value)
+        return
+    with tf.device(shard.device):
+        rows = tf.range(start - first, start - first + len(value))
+        shard.scatter_update(tf.IndexedSlices(tf.constant(value, shard.dtype), rows))
+
+
+def warm_start(model: TwoTowerModel, old: dict[str, Any], seed: int,
+               chunk_bytes: int | None = None) -> dict[str, list[dict[str, int]]]:
+    """Load ``old`` (a parent's tables) into ``model``, the growing tables grown to the model's rows exactly as
+    :func:`grow_tables` grows them, written piece by piece (:func:`table_pieces`): each shard receives only its
+    own rows, and only a piece of rows is ever in this process beyond ``old`` itself (whose growing tables may
+    be :class:`recsys.model.tables.StoredArray`, read by rows). Returns each growing table's shards
+    (``rows``, ``pieces``, ``largest_piece`` in rows)."""
+    written = {}
+    for name, variable in growing_variables(model).items():
+        if name not in old:  # a version stored before the item bias: it starts at 0
+            continue
+        total = sum(int(v.shape[0]) for v in shards(variable))
+        seen: dict[int, dict[str, int]] = {}
+        for shard, first, start, stop in table_pieces(variable, chunk_bytes):
+            value = grown_rows(old, name, total, seed, start, stop)
+            write_rows(shard, first, start, value if name != "item_bias" else value[:, None])
+            mine = seen.setdefault(id(shard), {"rows": int(shard.shape[0]), "pieces": 0, "largest_piece": 0})
+            mine["pieces"] += 1
+            mine["largest_piece"] = max(mine["largest_piece"], stop - start)
+        written[name] = list(seen.values())
+    _set_fixed(model, old)
+    return written
+
+
+def growing_variables(model: TwoTowerModel) -> dict[str, Any]:
+    """The variables of the growing tables (:data:`GROWING`), whole or sharded; ``item_bias`` is [I, 1]."""
+    return {"user": model.user_embedding.embeddings, "item": model.item_embedding.embeddings,
+            "item_bias": model.item_bias.embeddings}
+
+
 def grow_tables(old: dict[str, np.ndarray], user_rows: int, item_rows: int, seed: int) -> dict[str, np.ndarray]:
     """``old`` with the user and item tables grown to the new vocabulary sizes (old rows bit for bit;
     new id rows freshly initialised, new item biases 0); fixed-size tables are kept as they are."""
     grown = dict(old)
-    grown["user"] = grow_table(old["user"], user_rows, seed)
-    grown["item"] = grow_table(old["item"], item_rows, seed + 1)
+    grown["user"] = grown_rows(old, "user", user_rows, seed, 0, user_rows)
+    grown["item"] = grown_rows(old, "item", item_rows, seed, 0, item_rows)
     if "item_bias" in old:
-        bias = old["item_bias"]
-        if item_rows < len(bias):
-            raise ValueError(f"a vocabulary never shrinks: bias has {len(bias)} rows, asked for {item_rows}")
-        grown["item_bias"] = np.concatenate([bias, np.zeros(item_rows - len(bias), bias.dtype)])
+        grown["item_bias"] = grown_rows(old, "item_bias", item_rows, seed, 0, item_rows)
     return grown
+
+
+def grown_rows(old: dict[str, Any], name: str, rows: int, seed: int, start: int, stop: int) -> np.ndarray:
+    """Rows ``start..stop`` of growing table ``name`` (``user``, ``item``, ``item_bias``) of ``old`` grown to
+    ``rows`` rows by :func:`grow_tables` with ``seed``: the user table draws its new rows with ``seed``, the item
+    table with ``seed + 1``, new item biases are 0. Only ``old``'s rows ``start..stop`` are read."""
+    if name == "item_bias":
+        bias = old["item_bias"]
+        if rows < len(bias):
+            raise ValueError(f"a vocabulary never shrinks: bias has {len(bias)} rows, asked for {rows}")
+        kept = bias[min(start, len(bias)):min(stop, len(bias))]
+        return np.concatenate([kept, np.zeros(stop - start - len(kept), bias.dtype)])
+    return grow_table(old[name], rows, seed if name == "user" else seed + 1, start, stop)
 
 
 def sampling_probability(item_rows: np.ndarray, rows: int) -> np.ndarray:
@@ -192,10 +306,25 @@ def sampling_probability(item_rows: np.ndarray, rows: int) -> np.ndarray:
     return (counts / counts.sum())[item_rows].astype(np.float32)
 
 
-def grow_table(old: np.ndarray, rows: int, seed: int) -> np.ndarray:
-    """``old`` extended to ``rows`` rows: old rows kept bit for bit, new rows freshly initialised."""
-    if rows < old.shape[0]:
-        raise ValueError(f"a vocabulary never shrinks: table has {old.shape[0]} rows, asked for {rows}")
-    rng = np.random.default_rng(seed)
-    new = rng.uniform(-INIT_SCALE, INIT_SCALE, size=(rows - old.shape[0], old.shape[1])).astype(old.dtype)
-    return np.concatenate([old, new], axis=0)
+def grow_table(old: Any, rows: int, seed: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """``old`` extended to ``rows`` rows: old rows kept bit for bit, new rows freshly initialised (uniform in
+    +-:data:`INIT_SCALE` from ``np.random.default_rng(seed)``, drawn row after row).
+
+    With ``start``/``stop``, only rows ``start..stop`` of that table, bit for bit the same values, reading only
+    those rows of ``old`` (an ndarray or anything sliced by rows with ``shape`` and ``dtype``): each float64 uniform
+    takes one 64-bit draw of PCG64, so new row ``r`` starts ``r x dim`` draws into the stream (``PCG64.advance``).
+    """
+    stop = rows if stop is None else stop
+    n_old, dim = old.shape[0], old.shape[1]
+    if rows < n_old:
+        raise ValueError(f"a vocabulary never shrinks: table has {n_old} rows, asked for {rows}")
+    if not 0 <= start <= stop <= rows:
+        raise ValueError(f"rows {start}..{stop} are not rows of a table of {rows}")
+    kept = np.asarray(old[min(start, n_old):min(stop, n_old)])
+    first_new = max(start, n_old)
+    if first_new >= stop:
+        return kept.copy() if kept.base is not None else kept  # never a view of the caller's table
+    bits = np.random.PCG64(seed)
+    bits.advance((first_new - n_old) * dim)
+    new = np.random.Generator(bits).uniform(-INIT_SCALE, INIT_SCALE, size=(stop - first_new, dim)).astype(old.dtype)
+    return new if not len(kept) else np.concatenate([kept, new], axis=0)

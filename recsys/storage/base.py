@@ -125,6 +125,20 @@ class PartitionStore(ABC):
     def read_bytes(self, path: str) -> bytes:
         """The content of file ``path``; :class:`StorageError` if it does not exist."""
 
+    def size(self, path: str) -> int:
+        """The length in bytes of file ``path``; :class:`StorageError` if it does not exist.
+
+        Backends override this (and :meth:`read_range`) to answer without reading the file."""
+        return len(self.read_bytes(path))
+
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        """``length`` bytes of file ``path`` from byte ``offset`` (fewer at its end): a part of a large file
+        (one shard's rows of a stored table) without holding the rest; :class:`StorageError` if it does not exist.
+        """
+        if offset < 0 or length < 0:
+            raise StorageError(f"a byte range starts and has a length >= 0: got {offset}, {length}")
+        return self.read_bytes(path)[offset:offset + length]
+
     @abstractmethod
     def write_bytes(self, path: str, data: bytes) -> None:
         """Write ``data`` to ``path`` atomically (temporary file + rename), replacing any old file."""

@@ -62,6 +62,32 @@ class LocalStore(PartitionStore):
         except IsADirectoryError as err:
             raise StorageError(f"{self.uri(path)} is a directory, expected a file") from err
 
+    def size(self, path: str) -> int:
+        full = self._path(path)
+        if not full.exists():
+            self._repair(path)
+        try:
+            if full.is_dir():
+                raise StorageError(f"{self.uri(path)} is a directory, expected a file")
+            return full.stat().st_size
+        except FileNotFoundError as err:
+            raise StorageError(f"{self.uri(path)} does not exist") from err
+
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise StorageError(f"a byte range starts and has a length >= 0: got {offset}, {length}")
+        full = self._path(path)
+        if not full.exists():
+            self._repair(path)
+        try:
+            with open(full, "rb") as fh:
+                fh.seek(offset)
+                return fh.read(length)
+        except FileNotFoundError as err:
+            raise StorageError(f"{self.uri(path)} does not exist") from err
+        except IsADirectoryError as err:
+            raise StorageError(f"{self.uri(path)} is a directory, expected a file") from err
+
     def write_bytes(self, path: str, data: bytes) -> None:
         full = self._path(path)
         full.parent.mkdir(parents=True, exist_ok=True)

@@ -185,9 +185,11 @@ class WebHDFSStore(PartitionStore):
                 raise
         return self._read(full)
 
-    def _read(self, full: str) -> bytes:
+    def _read(self, full: str, offset: int = 0, length: int | None = None) -> bytes:
+        if length == 0:  # WebHDFS OPEN reads to the end of the file when asked for 0 bytes
+            return b""
         try:
-            with self.client.read(full) as reader:
+            with self.client.read(full, offset=offset, length=length) as reader:
                 data: bytes = reader.read()
                 return data
         except HdfsError as err:
@@ -199,6 +201,28 @@ class WebHDFSStore(PartitionStore):
             raise StorageError(f"reading {self._uri_of(full)} failed: {err}") from err
         except requests.RequestException as err:
             raise self._unreachable("reading", full, err) from err
+
+    def size(self, path: str) -> int:
+        full = self._path(path)
+        status = self._status(full)
+        if status is None and self._repair(path):
+            status = self._status(full)
+        if status is None:
+            raise StorageError(f"{self._uri_of(full)} does not exist")
+        if status["type"] == "DIRECTORY":
+            raise StorageError(f"{self._uri_of(full)} is a directory, expected a file")
+        return int(status["length"])
+
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise StorageError(f"a byte range starts and has a length >= 0: got {offset}, {length}")
+        full = self._path(path)
+        try:
+            return self._read(full, offset, length)
+        except StorageError:
+            if not self._repair(path):
+                raise
+        return self._read(full, offset, length)
 
     def write_bytes(self, path: str, data: bytes) -> None:
         full = self._path(path)

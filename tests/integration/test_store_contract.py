@@ -95,6 +95,42 @@ def test_a_file_of_several_blocks_roundtrips(store):
     assert store.read_bytes("models/two_tower/versions/1/tables.npz") == data
 
 
+def test_size_and_byte_ranges_read_a_part_of_a_file(store):
+    data = os.urandom(3 * 1024 * 1024 + 17)  # four blocks of the test HDFS
+    store.write_bytes("models/two_tower/versions/1/tables.npz", data)
+    path = "models/two_tower/versions/1/tables.npz"
+    assert store.size(path) == len(data)
+    for offset, length in [(0, 10), (1024 * 1024 - 5, 11), (2 * 1024 * 1024 + 3, 1024 * 1024), (len(data) - 4, 4)]:
+        assert store.read_range(path, offset, length) == data[offset:offset + length], (offset, length)
+    assert store.read_range(path, len(data) - 4, 100) == data[-4:]  # fewer bytes at the end of the file
+    assert store.read_range(path, 5, 0) == b""
+    with pytest.raises(StorageError, match="does not exist"):
+        store.read_range("nope/missing.npz", 0, 10)
+    with pytest.raises(StorageError, match="does not exist"):
+        store.size("nope/missing.npz")
+    with pytest.raises(StorageError, match="is a directory"):
+        store.size("models/two_tower/versions/1")
+
+
+def test_a_stored_table_is_read_by_rows(store, tmp_path):
+    import numpy as np
+
+    from recsys.model.tables import StreamedArray, load_tables, open_tables, write_tables
+
+    user = np.arange(50_000 * 8, dtype=np.float32).reshape(50_000, 8)  # 1.5 MiB: spans two blocks
+    local = tmp_path / "v1"
+    local.mkdir()
+    write_tables(local / layout.TABLES_FILE, {
+        "user": StreamedArray(user.shape, user.dtype, lambda: iter([user[:30_000], user[30_000:]])),
+        "word": np.ones((3, 8), np.float32), "repeat_weight": np.asarray(2.0, np.float32)})
+    store.publish_dir(local, layout.model_version(1))
+    tables = open_tables(store, 1, ["user"])
+    assert tables["user"].shape == user.shape and tables["user"].dtype == user.dtype
+    assert tables["user"][32_000:33_000].tobytes() == user[32_000:33_000].tobytes()  # rows in the second block
+    assert tables["word"].tobytes() == np.ones((3, 8), np.float32).tobytes() and float(tables["repeat_weight"]) == 2.0
+    assert load_tables(store, 1)["user"].tobytes() == user.tobytes()
+
+
 def test_overwrite_replaces_the_content_and_leaves_no_temporary_files(store):
     store.write_bytes("d/f.txt", b"a much longer first content")
     store.write_bytes("d/f.txt", b"short")
