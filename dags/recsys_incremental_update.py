@@ -61,6 +61,15 @@ interval). To reprocess a
 date by hand, trigger the DAG with the **Partition date** parameter; every task is idempotent, so
 rerunning a processed date changes nothing.
 
+Event-driven runs (`RECSYS_DAYS_CLOSED_TOPIC` set, e.g. `recsys.days-closed`): instead of the midnight schedule,
+a run starts when `recsys sink` announces a closed day on that Kafka topic. The asset `recsys_raw_events` has an
+`AssetWatcher` whose trigger (the Kafka provider's `KafkaMessageQueueTrigger`, run by the triggerer through the
+connection `RECSYS_KAFKA_CONN_ID`, default `kafka_default`) turns each announcement into an asset event; the run
+processes the day it names (it has no logical date). Days announced while a run is active come to the next run
+together: it processes the oldest and **announce_later_days** announces the others again, so each gets its own
+run. `wait_for_partition` finds the marker at its first look. Both modes: `wait_for_partition` reads
+`recsys_raw_events`, `deploy` updates `recsys_champion` (as the full retrain and the rollback do).
+
 Configuration: `RECSYS_*` environment variables of the workers (`recsys.config.Settings`, see the README).
 The storage backend, the compute engine (`RECSYS_COMPUTE`, with the `RECSYS_SPARK_*` resources), the
 connection id, the sensor's interval and time-out, the training container
