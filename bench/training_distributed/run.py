@@ -101,6 +101,10 @@ def run_layout(layout: str, store_root: Path, env: dict[str, str], day: date, lo
         "steps": chief.get("distributed", {}).get("steps"), "final_loss": chief["final_loss"],
         "peak_rss_mib": {k: round(v / 1024, 1) for k, v in sorted(peaks.items())},
         "shards": chief.get("distributed", {}).get("shards"),
+        # the parameter-server coordinator: how it warm-started, checked and saved the sharded tables (by rows)
+        "warm_start": chief.get("distributed", {}).get("warm_start"),
+        "saved": chief.get("distributed", {}).get("saved"),
+        "user_rows": chief["user_rows"], "table_megabytes": chief["table_megabytes"],
     }
 
 

@@ -174,8 +174,17 @@ def test_parameter_servers_shard_the_tables_and_fine_tune_like_one_process(base,
         shards = chief["distributed"]["shards"][name]
         assert sorted(s["device"].split("/device:")[0] for s in shards) == ["/job:ps/replica:0/task:0",
                                                                             "/job:ps/replica:0/task:1"], shards
-        assert sum(s["rows"] for s in shards) == chief[f"{'user' if name == 'user' else 'item'}_rows"]
+        rows = chief[f"{'user' if name == 'user' else 'item'}_rows"]
+        assert sum(s["rows"] for s in shards) == rows
         assert min(s["rows"] for s in shards) > 0
+        # the coordinator warm-started, checked and saved it shard by shard: never the whole table in one piece
+        by_rows = chief["distributed"]["warm_start"]["by_rows"][name]
+        assert [s["rows"] for s in by_rows] == [s["rows"] for s in shards]
+        assert all(1 <= s["largest_piece"] <= s["rows"] < rows for s in by_rows), by_rows
+        saved = chief["distributed"]["saved"][name]
+        assert saved["by_rows"] and saved["pieces"] >= len(shards) and saved["largest_piece"] < rows, saved
+    shard_bytes = max(4 * 16 * s["rows"] for name in ("user", "item") for s in chief["distributed"]["shards"][name])
+    assert 0 < chief["distributed"]["warm_start"]["largest_piece_bytes"] <= shard_bytes  # float32, 16-d
     for key, result in results.items():
         if key != ("chief", 0):
             assert not result["wrote"] and not result["trained"], (key, result)
