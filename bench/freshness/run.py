@@ -623,10 +623,14 @@ def record(run: Run, run_id: str, t0: float, seen: Watched) -> None:
 
 def watcher_joined(bootstrap: str) -> bool:
     """The watcher's consumer (the triggerer running the DAG's AssetWatcher trigger) is in its group, stable."""
+    from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    description = admin.describe_consumer_groups([CLOSED_GROUP], request_timeout=10)[CLOSED_GROUP].result(timeout=10)
+    try:
+        description = admin.describe_consumer_groups([CLOSED_GROUP], request_timeout=10)[CLOSED_GROUP].result(10)
+    except KafkaException:  # no such group yet (NOT_COORDINATOR, GROUP_ID_NOT_FOUND): not joined
+        return False
     return "STABLE" in str(description.state) and len(description.members) >= 1
 
 
