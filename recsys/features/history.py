@@ -65,18 +65,17 @@ def update_codes(
     stamp = day.isoformat()
     prev = previous[list(COLUMNS)]
     n_prev = len(prev)
-    # sorted codes over the snapshot's and the day's distinct ids: code order is the ids' string order
-    user_all, user_ids = pd.factorize(
-        np.concatenate([prev[schema.USER_ID].astype(str).to_numpy(object), np.asarray(user_ids, object)]), sort=True)
-    item_all, item_ids = pd.factorize(
-        np.concatenate([prev[schema.ITEM_ID].astype(str).to_numpy(object), np.asarray(item_ids, object)]), sort=True)
-    user = np.concatenate([user_all[:n_prev], user_all[n_prev:][user_code]]).astype(np.int64)
-    item = np.concatenate([item_all[:n_prev], item_all[n_prev:][item_code]]).astype(np.int64)
-    del user_all, item_all
-    day_all, day_ids = pd.factorize(np.append(prev[LAST_DAY].astype(str).to_numpy(object), stamp), sort=True)
-    last = np.concatenate([day_all[:n_prev], np.full(len(user_code), day_all[-1])])
+    # sorted codes over the snapshot's and the day's distinct ids: code order is the ids' string order (only
+    # distinct ids become Python strings; the snapshot's rows are coded by Arrow)
+    user_prev, user_ids, user_day = _joint_codes(prev[schema.USER_ID], user_ids)
+    item_prev, item_ids, item_day = _joint_codes(prev[schema.ITEM_ID], item_ids)
+    user = np.concatenate([user_prev, user_day[user_code]])
+    item = np.concatenate([item_prev, item_day[item_code]])
+    del user_prev, item_prev, user_day, item_day
+    last_prev, day_ids, today_code = _joint_codes(prev[LAST_DAY], np.array([stamp], object))
+    last = np.concatenate([last_prev, np.full(len(user_code), today_code[0])])
     days = np.concatenate([prev[DAYS].to_numpy(np.int64), np.zeros(len(user_code), np.int64)])
-    del prev, day_all
+    del prev, last_prev
     key = user * max(len(item_ids), 1) + item
     del user, item
     # pairs of the day count once each (the day's pairs may repeat), older rows add their days
@@ -102,6 +101,15 @@ def update_codes(
         DAYS: counted[keep].astype(np.int64),
         LAST_DAY: pd.array(np.asarray(day_ids, object), dtype="string").take(newest[keep]),
     })
+
+
+def _joint_codes(column: pd.Series, more: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted codes over the text of ``column`` and the distinct texts ``more``: (the column's codes, every
+    distinct text in order, the codes of ``more``)."""
+    code, uniques = pd.factorize(column.astype(str))
+    texts = np.concatenate([np.asarray(uniques, object), np.asarray(more, object)])
+    joint, ids = pd.factorize(texts, sort=True)
+    return joint[:len(uniques)][code].astype(np.int64), np.asarray(ids, object), joint[len(uniques):].astype(np.int64)
 
 
 def load(store: PartitionStore, day: date) -> pd.DataFrame:
@@ -151,7 +159,7 @@ def query_table(
     code, with_history = pd.factorize(mine[schema.USER_ID].astype(str), sort=True)
     table = pd.DataFrame({
         HIST_INDEX: (code + 1).astype(np.int32),
-        schema.ITEM_ID: pd.array(mine[schema.ITEM_ID].astype(str).to_numpy(object), dtype="string"),
+        schema.ITEM_ID: mine[schema.ITEM_ID].astype(str).astype("string").array,
         DAYS: mine[DAYS].to_numpy(np.int32),
     })
     index = (pd.Index(with_history).get_indexer(ids.to_numpy(object)) + 1).astype(np.int32)
