@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import socket
 from types import SimpleNamespace
 
 import numpy as np
@@ -197,27 +196,28 @@ def test_a_digest_fed_by_pieces_is_the_whole_tables_digest():
     assert digest.hexdigest() == table_digest(tables)
 
 
-@pytest.fixture(scope="module")
-def ps_strategy():
-    """A ParameterServerStrategy over 2 parameter servers and a worker started in this process (no new processes):
-    the tables it creates are ShardedVariables whose shards live on the parameter servers."""
+def _split_by_rows(next_creator, **kwargs):
+    """A variable creator that splits every table of 2 rows or more by rows into two shards (the first one the
+    larger), as ParameterServerStrategy's partitioner does, but with both shards in this process (no cluster: a
+    cluster connected to this test process would stay connected for every later test)."""
+    import tensorflow as tf
+    from tensorflow.python.distribute.sharded_variable import ShardedVariable
+
+    shape = tf.TensorShape(kwargs.get("shape"))
+    if shape.rank != 2 or shape[0] < 2:
+        return next_creator(**kwargs)
+    init = kwargs["initial_value"]
+    value = tf.convert_to_tensor(init() if callable(init) else init)
+    cut = (shape[0] + 1) // 2
+    name = kwargs.get("name") or "table"
+    return ShardedVariable([next_creator(**{**kwargs, "initial_value": piece, "shape": piece.shape,
+                                            "name": f"{name}/part_{i}"})
+                            for i, piece in enumerate((value[:cut], value[cut:]))])
+
+
+def test_a_sharded_warm_start_check_and_save_go_piece_by_piece_bit_for_bit(tmp_path, monkeypatch):
     import tensorflow as tf
 
-    def address() -> str:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return f"localhost:{s.getsockname()[1]}"
-
-    spec = {"worker": [address()], "ps": [address(), address()]}
-    servers = [tf.distribute.Server(tf.train.ClusterSpec(spec), job_name=job, task_index=i, protocol="grpc")
-               for job in spec for i in range(len(spec[job]))]
-    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(tf.train.ClusterSpec(spec), rpc_layer="grpc")
-    yield tf.distribute.experimental.ParameterServerStrategy(
-        resolver, variable_partitioner=tf.distribute.experimental.partitioners.FixedShardsPartitioner(2))
-    del servers
-
-
-def test_a_sharded_warm_start_check_and_save_go_piece_by_piece_bit_for_bit(ps_strategy, tmp_path, monkeypatch):
     old = {"user": OLD_USER, "item": OLD_USER[:4] + 1, "item_bias": np.arange(4, dtype=np.float32) + 0.5,
            "word": np.random.default_rng(1).normal(size=(two_tower.WORD_BUCKETS, 5)).astype(np.float32),
            "price": np.full((two_tower.PRICE_BANDS, 5), 0.25, np.float32),
@@ -225,12 +225,10 @@ def test_a_sharded_warm_start_check_and_save_go_piece_by_piece_bit_for_bit(ps_st
     store = _stored(tmp_path, old)
     expected = two_tower.grow_tables(old, user_rows=23, item_rows=9, seed=5)  # the one-process growth
     monkeypatch.setattr(two_tower, "CHUNK_BYTES", 3 * 5 * 4)  # pieces of 3 rows of the 5-d tables
-    with ps_strategy.scope():
+    with tf.variable_creator_scope(_split_by_rows):
         model = two_tower.build_model(23, 9, 5)
     user_shards = two_tower.shards(model.user_embedding.embeddings)
     assert [int(s.shape[0]) for s in user_shards] == [12, 11]  # uneven: 12 rows (7 old, 5 new) and 11 new
-    assert {s.device.split("/device:")[0] for s in user_shards} == {"/job:ps/replica:0/task:0",
-                                                                     "/job:ps/replica:0/task:1"}
     opened = open_tables(store, 1, two_tower.GROWING)
     written = two_tower.warm_start(model, opened, seed=5)
     assert [(s["rows"], s["pieces"], s["largest_piece"]) for s in written["user"]] == [(12, 4, 3), (11, 4, 3)]
@@ -256,3 +254,27 @@ def test_a_sharded_warm_start_check_and_save_go_piece_by_piece_bit_for_bit(ps_st
         assert saved.files == list(whole)
         for name in saved.files:
             assert saved[name].dtype == whole[name].dtype and saved[name].tobytes() == whole[name].tobytes(), name
+
+
+def test_a_built_model_starts_from_the_values_a_first_call_would_create():
+    # build_model builds the tables without looking anything up (an eager lookup of a sharded table copies all of it
+    # to the coordinator); the random initial values (the cold start) stay those of creating them by a first call
+    import tensorflow as tf
+
+    def called(users: int, items: int, dim: int) -> two_tower.TwoTowerModel:
+        model = two_tower.TwoTowerModel(users, items, dim, np.zeros((items, two_tower.TITLE_WORDS), np.int32),
+                                        np.zeros(items, np.int32))
+        model.query_vectors(tf.zeros([1], tf.int64), tf.zeros([1, 1], tf.int64))
+        model.candidate_vectors(tf.zeros([1], tf.int64))
+        model.item_bias(tf.zeros([1], tf.int64))
+        return model
+
+    tf.keras.utils.set_random_seed(5)
+    before = two_tower.get_tables(called(20, 12, 4))
+    tf.keras.utils.set_random_seed(5)
+    built = two_tower.build_model(20, 12, 4)
+    after = two_tower.get_tables(built)
+    assert list(after) == list(before)
+    assert all(after[name].tobytes() == before[name].tobytes() for name in before)
+    assert [v.name for v in built.trainable_variables][:2] == ["user_embedding/embeddings:0",
+                                                              "item_embedding/embeddings:0"]
