@@ -25,36 +25,31 @@ import tensorflow as tf
 from recsys.serving.index import Scorer
 
 
-def history_arrays(scorer: Scorer) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """(customer ids, offsets [n + 2] int64, item rows [total] int32, days [total] float32).
+def history_arrays(scorer: Scorer) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(customer ids as UTF-8 bytes, offsets [n + 2] int64, item rows [total] int32, days [total] float32).
 
     Customer ``ids[h - 1]`` has index h (1..n; 0: no history) and owns entries
-    ``offsets[h]:offsets[h + 1]``, most recent first; ``offsets[0] = offsets[1] = 0``.
+    ``offsets[h]:offsets[h + 1]``, most recent first; ``offsets[0] = offsets[1] = 0``. The scorer's
+    histories are already one CSR table (:class:`~recsys.serving.ids.IdLists`): nothing per customer is built.
     """
-    ids = list(scorer.histories)
-    pairs = list(scorer.histories.values())
-    lengths = np.fromiter((len(rows) for rows, _ in pairs), np.int64, count=len(pairs))
-    offsets = np.concatenate([[0, 0], np.cumsum(lengths)]).astype(np.int64)
-    if not pairs:
-        return ids, offsets, np.zeros(0, np.int32), np.zeros(0, np.float32)
-    rows = np.concatenate([r for r, _ in pairs]).astype(np.int32)
-    days = np.concatenate([d for _, d in pairs]).astype(np.float32)
-    return ids, offsets, rows, days
+    table = scorer.histories
+    rows, days = table.columns
+    offsets = np.concatenate([[0], table.offsets]).astype(np.int64)
+    return table.id_bytes, offsets, rows.astype(np.int32, copy=False), days.astype(np.float32, copy=False)
 
 
 class _Recommender(tf.Module):
     def __init__(self, scorer: Scorer, served_rows: list[int], k: int) -> None:
         super().__init__()
-        user_ids = np.asarray(list(scorer.user_rows), dtype=object)
-        user_rows = np.fromiter(scorer.user_rows.values(), np.int64, count=len(user_ids))
-        known = user_rows < len(scorer.user_table)
+        users = scorer.user_rows
+        known = users.targets < len(scorer.user_table)
         hist_ids, offsets, hist_rows, hist_days = history_arrays(scorer)
         longest = int(np.diff(offsets).max(initial=0))
         served = np.full(len(scorer.item_table), -np.inf, np.float32)
         served[served_rows] = 0.0
-        self.user_table = tf.Variable(scorer.user_table, trainable=False)
-        self.item_table = tf.Variable(scorer.item_table, trainable=False)
-        self.history_table = tf.Variable(scorer.history_table, trainable=False)
+        self.user_table = _variable(scorer.user_table)
+        self.item_table = _variable(scorer.item_table)
+        self.history_table = _variable(scorer.history_table)
         self.item_bias = tf.Variable(scorer.item_bias.astype(np.float32) + served, trainable=False)
         self.item_ids = tf.Variable(np.asarray(scorer.item_ids, dtype=object).astype(str), trainable=False)
         self.hist_offsets = tf.Variable(offsets, trainable=False)
@@ -62,8 +57,8 @@ class _Recommender(tf.Module):
         self.hist_days = tf.Variable(hist_days, trainable=False)
         self.repeat_weight = tf.Variable(scorer.repeat_weight, trainable=False)
         self.history_weight = tf.Variable(scorer.history_weight, trainable=False)
-        self.user_lookup = _table(user_ids[known], user_rows[known])
-        self.history_lookup = _table(np.asarray(hist_ids, dtype=object), np.arange(1, len(hist_ids) + 1))
+        self.user_lookup = _table(users.id_bytes[known], users.targets[known])
+        self.history_lookup = _table(hist_ids, np.arange(1, len(hist_ids) + 1))
         self.query_length = int(scorer.query_length if scorer.query_length is not None else max(longest, 1))
         self.k = min(k, len(served_rows))
 
@@ -92,11 +87,31 @@ class _Recommender(tf.Module):
         return {"item_ids": tf.gather(self.item_ids, found), "scores": best}
 
 
+_CHUNK = 1 << 18  # ids inserted / table rows assigned at once: bounds the temporary tensors
+
+
+def _variable(array: np.ndarray) -> tf.Variable:
+    """A float32 variable holding ``array`` [N, d], filled a chunk of rows at a time (one copy of the table in
+    TensorFlow, not a constant plus a variable)."""
+    array = np.asarray(array, np.float32)
+    if len(array) <= _CHUNK:
+        return tf.Variable(array, trainable=False)
+    variable = tf.Variable(tf.zeros(array.shape, tf.float32), trainable=False)
+    for start in range(0, len(array), _CHUNK):
+        variable[start: start + _CHUNK].assign(array[start: start + _CHUNK])
+    return variable
+
+
 def _table(keys: np.ndarray, values: np.ndarray) -> tf.lookup.experimental.MutableHashTable:
-    """id -> int64 (default 0); a mutable table is saved in the checkpoint, not as a graph constant."""
+    """id -> int64 (default 0); a mutable table is saved in the checkpoint, not as a graph constant.
+
+    ``keys`` are UTF-8 bytes (an ``S<w>`` array), inserted a chunk at a time as Python bytes (numpy's padding
+    stripped), so no Python object per id exists at once beyond a chunk's."""
     table = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, default_value=0)
-    if len(keys):
-        table.insert(tf.constant(keys.astype(str)), tf.constant(values, tf.int64))
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start: start + _CHUNK]
+        table.insert(tf.constant(chunk.tolist() if chunk.dtype.kind == "S" else chunk.astype(str), tf.string),
+                     tf.constant(values[start: start + _CHUNK], tf.int64))
     return table
 
 

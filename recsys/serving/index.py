@@ -11,23 +11,36 @@ once per version; a query costs a mean over at most ``history_length`` precomput
 O(I * d + H * d + R).
 
 A version stored with id tables only (``user`` and ``item``) scores by the plain dot product.
+
+Per-customer state is flat arrays (:mod:`recsys.serving.ids`): the user vocabulary is a sorted id array
+with the rows, the histories one CSR table (offsets, item rows, days) keyed by sorted ids, read from the
+vocabulary and snapshot files with pyarrow; no Python object per customer is built (a 30M-event day has
+3.75M customers).
 """
 
 from __future__ import annotations
 
+import io
+import zipfile
 from collections.abc import Iterator, Mapping
 from datetime import date
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from numpy.dtypes import StringDType
 
 from recsys import schema
 from recsys.features import history, vocab
-from recsys.storage import PartitionStore
+from recsys.serving.ids import IdIndex, IdLists, sorted_codes, strings, utf8
+from recsys.storage import PartitionStore, layout
 
 History = tuple[np.ndarray, np.ndarray]  # item rows (most recent first), days bought (float32)
-_NO_HISTORY: History = (np.zeros(0, np.int64), np.zeros(0, np.float32))
+_NO_HISTORY: History = (np.zeros(0, np.int32), np.zeros(0, np.float32))
+HISTORY_DTYPES = (np.int32, np.float32)  # the columns of a histories table: item rows, days bought
+_TABLE_CHUNK_ROWS = 1 << 16  # rows of the user table read at once (16 MB at 64-d float32)
 # users scored at once by :meth:`Scorer.top_k` (evaluation): a block of 256 users against 200k items is a
 # 0.2 GB score matrix plus 0.4 GB of argpartition indexes, however many users are evaluated
 SCORE_BLOCK_USERS = 256
@@ -52,22 +65,41 @@ class Scorer:
     ``item_ids[r]`` the id of item row r; ``histories`` maps user id -> (item rows, days), most recent
     first: the first ``query_length`` (None: all) are averaged over ``history_table`` [I, d] (the item
     id embeddings; default ``item_table``) into the query, and all of them get the repeat term.
+
+    ``user_rows`` and ``histories`` may be given as dicts; they are held as an
+    :class:`~recsys.serving.ids.IdIndex` and an :class:`~recsys.serving.ids.IdLists` (flat arrays).
     """
 
-    def __init__(self, user_table: np.ndarray, item_table: np.ndarray, user_rows: dict[str, int],
+    def __init__(self, user_table: np.ndarray, item_table: np.ndarray, user_rows: Mapping[str, int],
                  item_ids: np.ndarray, item_bias: np.ndarray | None = None, repeat_weight: float = 0.0,
-                 history_weight: float = 0.0, histories: dict[str, History] | None = None,
+                 history_weight: float = 0.0, histories: Mapping[str, History] | None = None,
                  history_table: np.ndarray | None = None, query_length: int | None = None) -> None:
         self.user_table = user_table
         self.item_table = item_table
-        self.user_rows = user_rows
+        self.user_rows = user_rows  # type: ignore[assignment]
         self.item_ids = item_ids
         self.item_bias = item_bias if item_bias is not None else np.zeros(len(item_table), np.float32)
         self.repeat_weight = float(repeat_weight)
         self.history_weight = float(history_weight)
-        self.histories = histories or {}
+        self.histories = histories or {}  # type: ignore[assignment]
         self.history_table = history_table if history_table is not None else item_table
         self.query_length = query_length
+
+    @property
+    def user_rows(self) -> IdIndex:
+        return self._user_rows
+
+    @user_rows.setter
+    def user_rows(self, rows: Mapping[str, int]) -> None:
+        self._user_rows = IdIndex.of(rows)
+
+    @property
+    def histories(self) -> IdLists:
+        return self._histories
+
+    @histories.setter
+    def histories(self, histories: Mapping[str, History]) -> None:
+        self._histories = IdLists.of(histories, *HISTORY_DTYPES)
 
     def history(self, user_id: str) -> History:
         return self.histories.get(user_id, _NO_HISTORY)
@@ -81,12 +113,13 @@ class Scorer:
 
     def user_vectors(self, user_ids: list[str]) -> np.ndarray:
         """[B, d] query vectors: the user row (OOV for unknown ids) plus the mean of recent items."""
-        rows = [self.user_rows.get(u, vocab.OOV_ROW) for u in user_ids]
-        rows = [r if r < len(self.user_table) else vocab.OOV_ROW for r in rows]
+        rows = self.user_rows.lookup(user_ids, vocab.OOV_ROW)
+        rows[rows >= len(self.user_table)] = vocab.OOV_ROW
         queries = self.user_table[rows].astype(np.float32, copy=True)
         if self.history_weight:
-            for n, user in enumerate(user_ids):
-                recent = self.history(user)[0][: self.query_length]
+            found = self.histories.find(user_ids)
+            for n in np.flatnonzero(found >= 0):
+                recent = self.histories.run(found[n])[0][: self.query_length]
                 if len(recent):
                     queries[n] += self.history_weight * self.history_table[recent].mean(0)
         return queries
@@ -100,9 +133,10 @@ class Scorer:
         """[B, I] scores of every item row (the OOV row included; callers exclude it)."""
         scores = self.user_vectors(user_ids) @ self.item_table.T + self.item_bias[None, :]
         if self.repeat_weight:
-            for n, user in enumerate(user_ids):
-                recent, bonus = self.repeat_bonus(user)
-                np.add.at(scores[n], recent, bonus)
+            found = self.histories.find(user_ids)
+            for n in np.flatnonzero(found >= 0):
+                recent, days = self.histories.run(found[n])
+                np.add.at(scores[n], recent, (self.repeat_weight * np.log1p(days)).astype(np.float32))
         return scores
 
     def top_k(self, user_ids: list[str], k: int, allowed: np.ndarray | None = None,
@@ -129,8 +163,9 @@ class Scorer:
                 scores[:, ~allowed] = -np.inf
             best, best_scores = top_k_rows(scores, k)
             del scores
-            yield [[self.item_ids[r] for r, s in zip(row, srow, strict=True) if np.isfinite(s)]
-                   for row, srow in zip(best, best_scores, strict=True)]
+            names, finite = self.item_ids[best].tolist(), np.isfinite(best_scores).tolist()
+            yield [[name for name, ok in zip(row, oks, strict=True) if ok]
+                   for row, oks in zip(names, finite, strict=True)]
 
 
 def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -153,37 +188,112 @@ def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
 
 
-def histories_by_row(snapshot: pd.DataFrame, item_rows: dict[str, int], rows: int, length: int) -> dict[str, History]:
-    """user id -> (item rows, days) of a history snapshot, for items with a row below ``rows``.
+def histories_by_row(snapshot: pd.DataFrame | pa.Table, item_rows: Mapping[str, int], rows: int,
+                     length: int) -> IdLists:
+    """user id -> (item rows int32, days float32) of a history snapshot, for items with a row below ``rows``.
 
     Each user's items most recent first (ties by item id), those without such a row skipped, then cut
-    at ``length``; users left with none are absent. One sort over integer codes of the whole snapshot
-    (no Python object per entry): memory is a few arrays of the snapshot's length.
+    at ``length``; users left with none are absent. One sort over integer codes of the whole snapshot:
+    the ids are dictionary-encoded by pyarrow, never turned into Python objects, and the result is one
+    CSR table (:class:`~recsys.serving.ids.IdLists`): memory is a few arrays of the snapshot's length.
     """
-    known = {i: r for i, r in item_rows.items() if 0 < r < rows}
-    if not len(snapshot) or not known:
-        return {}
-    rows_of = pd.Series(known, dtype=np.int64)
-    found = rows_of.index.get_indexer(snapshot[schema.ITEM_ID].astype(str).to_numpy(object))
-    kept = found >= 0
-    # codes sorted as the ids are: user ascending, last day descending, item id ascending
-    user_code, user_ids = pd.factorize(snapshot[schema.USER_ID].astype(str).to_numpy(object)[kept], sort=True)
-    day_code, _ = pd.factorize(snapshot[history.LAST_DAY].astype(str).to_numpy(object)[kept], sort=True)
-    item_code, _ = pd.factorize(snapshot[schema.ITEM_ID].astype(str).to_numpy(object)[kept], sort=True)
+    table = snapshot_arrow(snapshot)
+    items = IdIndex.of(item_rows)
+    if not len(table) or not len(items):
+        return IdLists.empty(*HISTORY_DTYPES)
+    item_code, item_ids = sorted_codes(table[schema.ITEM_ID])
+    row_of = items.lookup(item_ids, vocab.OOV_ROW)
+    row_of[(row_of <= vocab.OOV_ROW) | (row_of >= rows)] = vocab.OOV_ROW
+    item_row = row_of.astype(np.int32)[item_code]
+    kept = np.flatnonzero(item_row > 0)
+    if not len(kept):
+        return IdLists.empty(*HISTORY_DTYPES)
+    item_code, item_row = item_code[kept], item_row[kept]
+    user_code, user_ids = sorted_codes(table[schema.USER_ID])
+    user_code = user_code[kept]
+    day_code = sorted_codes(table[history.LAST_DAY])[0][kept]
+    # user ascending, last day descending, item id ascending (codes sort as the ids do)
     order = np.lexsort((item_code, -day_code, user_code))
+    del item_code, day_code
     owner = user_code[order]
+    del user_code
     rank = np.arange(len(order)) - np.searchsorted(owner, owner)  # position within the user's items
-    order, owner = order[rank < length], owner[rank < length]
-    item_row = rows_of.to_numpy()[found[kept]][order]
-    days = snapshot[history.DAYS].to_numpy(np.int64)[kept][order].astype(np.float32)
-    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]]) if len(owner) else np.zeros(0, np.int64)
-    users = np.asarray(user_ids, dtype=object)[owner[starts]]
-    return dict(zip(users.tolist(), zip(np.split(item_row, starts[1:]), np.split(days, starts[1:]), strict=True),
-                    strict=True)) if len(starts) else {}
+    fits = rank < length
+    del rank
+    order, owner = order[fits], owner[fits]
+    days = table[history.DAYS].to_numpy()[kept][order].astype(np.float32)
+    item_row = item_row[order]
+    del order, kept
+    present, starts = np.unique(owner, return_index=True)
+    offsets = np.append(starts, len(owner)).astype(np.int64)
+    return IdLists(utf8(user_ids.take(pa.array(present))), offsets, item_row, days)
+
+
+SNAPSHOT_COLUMNS = (schema.USER_ID, schema.ITEM_ID, history.DAYS, history.LAST_DAY)
+
+
+def snapshot_arrow(snapshot: pd.DataFrame | pa.Table) -> pa.Table:
+    """A history snapshot (as :mod:`recsys.features.history` writes it) as a pyarrow table of its columns."""
+    if isinstance(snapshot, pa.Table):
+        return snapshot
+    return pa.Table.from_pandas(snapshot[list(SNAPSHOT_COLUMNS)], preserve_index=False)
+
+
+def read_snapshot(store: PartitionStore, day: date | None) -> pa.Table:
+    """The history snapshot written with the features of ``day`` (empty for None or a day without one), read
+    with pyarrow with its id columns dictionary-encoded: no Python object per row or customer."""
+    path = f"{layout.features(day)}/{layout.HISTORY_FILE}" if day is not None else None
+    if path is None or not store.exists(path):
+        return pa.Table.from_pandas(history.empty()[list(SNAPSHOT_COLUMNS)], preserve_index=False)
+    table = pq.read_table(io.BytesIO(store.read_bytes(path)), columns=list(SNAPSHOT_COLUMNS),
+                          read_dictionary=[schema.USER_ID, schema.ITEM_ID, history.LAST_DAY])
+    return table.unify_dictionaries().combine_chunks()
+
+
+def snapshot_day(store: PartitionStore, before: date | None = None) -> date | None:
+    """The day of the snapshot known before ``before`` (the newest feature partition before it), else the
+    newest snapshot's day; None if there is none (as ``history.load_before`` / ``history.load_latest``)."""
+    days = store.partitions(layout.FEATURES)
+    if before is not None:
+        days = [d for d in days if d < before]
+    return days[-1] if days else None
+
+
+def _vocab_rows(store: PartitionStore, name: str) -> tuple[pa.Array, np.ndarray]:
+    """(ids, rows) of vocabulary ``name`` for the ids with their own row, read with pyarrow (id, row only)."""
+    path = layout.vocab_table(name)
+    if not store.exists(path):
+        return pa.array([], pa.string()), np.zeros(0, np.int64)
+    table = pq.read_table(io.BytesIO(store.read_bytes(path)), columns=[vocab.ID, vocab.ROW]).combine_chunks()
+    rows = table[vocab.ROW].to_numpy().astype(np.int64, copy=False)
+    keep = rows != vocab.OOV_ROW
+    ids = table[vocab.ID].filter(pa.array(keep))
+    return (ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids), rows[keep]
+
+
+def _load_tables(store: PartitionStore, version: int) -> dict[str, np.ndarray]:
+    """The version's tables; the user table (the largest: customers x d) read by rows into one array, so the
+    file's bytes and the array are never in memory together."""
+    from recsys.model.tables import StoredArray, TablesError, load_tables, open_tables
+
+    try:
+        opened = open_tables(store, version, by_rows=["user"])
+    except (TablesError, zipfile.BadZipFile):  # compressed, or not a tables file: load_tables reads or says why
+        return load_tables(store, version)
+    tables: dict[str, np.ndarray] = {}
+    for name, table in opened.items():
+        if isinstance(table, StoredArray):
+            whole = np.empty(table.shape, table.dtype)
+            for start in range(0, len(table), _TABLE_CHUNK_ROWS):
+                whole[start: start + _TABLE_CHUNK_ROWS] = table[start: start + _TABLE_CHUNK_ROWS]
+            tables[name] = whole
+        else:
+            tables[name] = table
+    return tables
 
 
 def load_scorer(store: PartitionStore, version: int, before: date | None = None,
-                snapshot: pd.DataFrame | None = None) -> Scorer:
+                snapshot: pd.DataFrame | pa.Table | None = None) -> Scorer:
     """A :class:`Scorer` for a stored version, with the vocabularies as they were when it was trained.
 
     Histories and the trend counts are what was known before ``before`` (evaluation of that day),
@@ -194,17 +304,19 @@ def load_scorer(store: PartitionStore, version: int, before: date | None = None,
     """
     from recsys import registry
     from recsys.features import trend
-    from recsys.model.tables import load_tables
 
-    tables = load_tables(store, version)
-    users = vocab.with_rows(vocab.load(store, vocab.USERS))
-    items = vocab.with_rows(vocab.load(store, vocab.ITEMS))
+    tables = _load_tables(store, version)
+    user_ids, user_vocab_rows = _vocab_rows(store, vocab.USERS)
+    user_rows = IdIndex.build(user_ids, user_vocab_rows)
+    del user_ids, user_vocab_rows
+    item_vocab_ids, item_vocab_rows = _vocab_rows(store, vocab.ITEMS)
     item_table = candidate_table(tables)
-    item_ids = np.full(len(item_table), "", dtype=object)
-    known = items[items[vocab.ROW] < len(item_table)]
-    item_ids[known[vocab.ROW].to_numpy()] = known[vocab.ID].astype(str).to_numpy()
-    user_rows = dict(zip(users[vocab.ID].astype(str), users[vocab.ROW].astype(int), strict=True))
-    histories: dict[str, History] = {}
+    item_ids = np.full(len(item_table), "", dtype=StringDType())
+    known = item_vocab_rows < len(item_table)
+    known_ids = item_vocab_ids.filter(pa.array(known))
+    known_rows = item_vocab_rows[known]
+    item_ids[known_rows] = strings(known_ids)
+    histories: IdLists | None = None
     aware = "word" in tables
     bias = tables.get("item_bias")
     meta: Mapping[str, Any] = registry.load(store)["versions"].get(str(version)) or {}
@@ -215,16 +327,16 @@ def load_scorer(store: PartitionStore, version: int, before: date | None = None,
         bias = bias + trend_weight * trend.vector(store, asof, len(bias), int(meta.get("trend_days", 7)))
     if aware:
         if snapshot is None:
-            snapshot = history.load_before(store, before) if before is not None else history.load_latest(store)
+            snapshot = read_snapshot(store, snapshot_day(store, before))
         query_length = int(meta.get("history_length", 50))
         # versions stored before repeat_length existed had the repeat term over the query's items only
         length = max(query_length, int(meta.get("repeat_length", query_length)))
-        item_rows = dict(zip(known[vocab.ID].astype(str), known[vocab.ROW].astype(int), strict=True))
-        histories = histories_by_row(snapshot, item_rows, len(item_table), length)
+        histories = histories_by_row(snapshot, IdIndex.build(known_ids, known_rows), len(item_table), length)
     return Scorer(
-        tables["user"].astype(np.float32), item_table, user_rows, item_ids,
+        tables["user"].astype(np.float32, copy=False), item_table, user_rows, item_ids,
         item_bias=bias, repeat_weight=repeat_weight,
-        history_weight=1.0 if aware else 0.0, histories=histories, history_table=tables["item"].astype(np.float32),
+        history_weight=1.0 if aware else 0.0, histories=histories,
+        history_table=tables["item"].astype(np.float32, copy=False),
         query_length=query_length if aware else None,
     )
 

@@ -21,20 +21,23 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from numpy.dtypes import StringDType
 
 from recsys import registry, schema
 from recsys.errors import RecsysError
 from recsys.features import vocab
 from recsys.serving.ann import AnnUnavailable, HnswIndex
 from recsys.serving.deploy import embedded_metadata
-from recsys.serving.index import Scorer, top_k_rows
+from recsys.serving.ids import IdIndex, IdLists, sorted_codes, strings, utf8
+from recsys.serving.index import Scorer, snapshot_arrow, top_k_rows
 from recsys.storage import PartitionStore, StorageError, layout
 from recsys.storage.layout import INDEX_FILE, INDEX_META_FILE
 
@@ -80,6 +83,10 @@ class LoadedVersion:
     returned without any masking); user rows are the vocabulary's. Cost of a query: the mean of at
     most ``history_length`` candidate vectors, one [d] x [d, N] product, a sparse add over the
     customer's own recent items (repeat term) and a partial sort, O(N * d + H * d).
+
+    Per-customer and per-item state is flat arrays (:mod:`recsys.serving.ids`): ``position`` and
+    ``item_rows`` are sorted id arrays with their integers, ``purchases`` one CSR table, ids and titles
+    numpy ``StringDType`` arrays; no Python object per customer or item is held.
     """
 
     version: int
@@ -88,12 +95,12 @@ class LoadedVersion:
     scorer: Scorer  # served positions: row p is the candidate vector of served position p
     full: Scorer  # the whole version (every item row): computes queries from recent items
     position_of_row: np.ndarray  # [I] served position of each item row, 0 if not served
-    titles: np.ndarray  # [N + 1] object, title of served position p (position 0 = OOV, "")
-    position: dict[str, int]  # served item id -> position 1..N
-    item_rows: dict[str, int]  # every item the version knows (served or not) -> its row in ``all_items``
+    titles: np.ndarray  # [N + 1] str (StringDType), title of served position p (position 0 = OOV, "")
+    position: IdIndex  # served item id -> position 1..N
+    item_rows: IdIndex  # every item the version knows (served or not) -> its row in ``all_items``
     all_items: np.ndarray  # [I, d] the version's whole item table (similar items may start from a delisted one)
     unit_items: np.ndarray  # [N + 1, d] served item embeddings scaled to unit length (row 0 zero)
-    purchases: dict[str, np.ndarray]  # user id -> served positions the user bought
+    purchases: Mapping[str, np.ndarray]  # user id -> served positions the user bought (an IdLists)
     popular: np.ndarray  # served positions by number of buyers, most bought first
     buyers: np.ndarray  # [N + 1] number of distinct buyers per served position
     ann: HnswIndex | None = None  # approximate search over positions 1..N (large catalogs), else exact
@@ -150,9 +157,10 @@ class LoadedVersion:
             own, bonus = self._repeat(user_id)
             return self.query_vector(user_id), own, bonus, self.purchases.get(user_id)
         ids, days = live.history
-        pairs = [(self.item_rows[i], d) for i, d in zip(ids, days, strict=True) if i in self.item_rows]
-        rows = np.array([r for r, _ in pairs], dtype=np.int64)
-        counts = np.array([d for _, d in pairs], dtype=np.float32)
+        found = self.item_rows.lookup(list(ids), vocab.OOV_ROW)
+        known = found > vocab.OOV_ROW
+        rows = found[known]
+        counts = np.asarray(days, dtype=np.float32).reshape(-1)[known] if len(found) else np.zeros(0, np.float32)
         positions = self.position_of_row[rows] if len(rows) else rows
         keep = positions > 0
         bonus = (self.full.repeat_weight * np.log1p(counts[keep])).astype(np.float32)
@@ -160,8 +168,8 @@ class LoadedVersion:
 
     def _blocked(self, bought: np.ndarray | None, unavailable: Collection[str]) -> np.ndarray:
         """Served positions an answer must not hold: bought (when excluded) and unavailable ones."""
-        gone = [self.position[i] for i in unavailable if i in self.position]
-        parts = [np.asarray(gone, dtype=np.int64)]
+        gone = self.position.lookup(list(unavailable), 0) if unavailable else np.zeros(0, np.int64)
+        parts = [gone[gone > 0]]
         if bought is not None:
             parts.append(np.asarray(bought, dtype=np.int64))
         return np.unique(np.concatenate(parts))
@@ -254,8 +262,7 @@ def load_version(store: PartitionStore, version: int, ann_min_items: int | None 
     With ``ann_min_items``, a serving index of at least that many items also gets an HNSW index
     (:mod:`recsys.serving.ann`) and recommendations use it; if faiss is missing, search stays exact.
     """
-    from recsys.features import history
-    from recsys.serving.index import load_scorer
+    from recsys.serving.index import load_scorer, read_snapshot
 
     vdir = layout.model_version(version)
     try:
@@ -266,7 +273,7 @@ def load_version(store: PartitionStore, version: int, ann_min_items: int | None 
         meta = embedded_metadata(index_bytes)  # the parquet describes itself: never a stale description
         feature_days = store.partitions(layout.FEATURES)
         snapshot_day = feature_days[-1] if feature_days else None
-        snapshot = history.load(store, snapshot_day) if snapshot_day is not None else history.empty()
+        snapshot = read_snapshot(store, snapshot_day)
         full = load_scorer(store, version, snapshot=snapshot)
     except (StorageError, OSError, ValueError, KeyError) as err:
         raise ServingError(f"cannot load version {version} from {store.uri(vdir)}: {err}") from err
@@ -282,7 +289,8 @@ def load_version(store: PartitionStore, version: int, ann_min_items: int | None 
     rows = index["row"].to_numpy(dtype=np.int64)
     if len(rows) == 0 or rows.min() <= vocab.OOV_ROW or rows.max() >= len(full.item_table):
         raise ServingError(f"the serving index of version {version} names item rows outside its table")
-    ids = np.concatenate([[""], index[schema.ITEM_ID].astype(str).to_numpy()]).astype(object)
+    served_ids = pa.array(index[schema.ITEM_ID])
+    ids = np.concatenate([np.array([""], StringDType()), strings(served_ids)])
     table = np.ascontiguousarray(np.vstack([full.item_table[:1], full.item_table[rows]]), dtype=np.float32)
     bias = np.concatenate([full.item_bias[:1], full.item_bias[rows]]).astype(np.float32)
     scorer = Scorer(np.ascontiguousarray(full.user_table, dtype=np.float32), table, full.user_rows, ids, bias)
@@ -290,8 +298,10 @@ def load_version(store: PartitionStore, version: int, ann_min_items: int | None 
     position_of_row[rows] = np.arange(1, len(rows) + 1)
     norms = np.linalg.norm(table, axis=1, keepdims=True)
     unit = np.divide(table, norms, out=np.zeros_like(table), where=norms > 0)
-    position = {str(i): p for p, i in enumerate(ids) if p > 0}
-    item_rows = {str(i): r for r, i in enumerate(full.item_ids) if r > 0 and i}
+    position = IdIndex.build(served_ids, np.arange(1, len(rows) + 1, dtype=np.int64))
+    named = np.flatnonzero(np.strings.str_len(full.item_ids) > 0)
+    named = named[named > vocab.OOV_ROW]
+    item_rows = IdIndex.build(full.item_ids[named], named.astype(np.int64))
 
     purchases, served_pos = _purchases(snapshot, position)
     del snapshot
@@ -312,7 +322,7 @@ def load_version(store: PartitionStore, version: int, ann_min_items: int | None 
         scorer=scorer,
         full=full,
         position_of_row=position_of_row,
-        titles=np.concatenate([[""], index[schema.TITLE].fillna("").astype(str).to_numpy()]).astype(object),
+        titles=np.concatenate([np.array([""], StringDType()), strings(pa.array(index[schema.TITLE]))]),
         position=position,
         item_rows=item_rows,
         all_items=full.item_table,
@@ -325,25 +335,32 @@ def load_version(store: PartitionStore, version: int, ann_min_items: int | None 
     )
 
 
-def _purchases(snapshot: pd.DataFrame, position: dict[str, int]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _purchases(snapshot: pd.DataFrame | pa.Table, position: Mapping[str, int]) -> tuple[IdLists, np.ndarray]:
     """(user id -> sorted served positions bought, the served position of every such purchase).
 
     ``snapshot`` holds distinct (user, item) pairs; ``position`` maps a served item id to its position
-    (1..N). Items not served are left out. One vectorised pass, no per-row Python.
+    (1..N). Items not served are left out. One vectorised pass over dictionary codes of the ids (no Python
+    object per row or customer); the result is one CSR table (int32 positions).
     """
-    served_ids = pd.Series(position, dtype=np.int64)
-    found = served_ids.index.get_indexer(snapshot[schema.ITEM_ID].astype(str).to_numpy(object))
-    served = found >= 0
-    positions = served_ids.to_numpy()[found[served]]
-    codes, users = pd.factorize(snapshot[schema.USER_ID].astype(str).to_numpy(object)[served], sort=True)
+    table = snapshot_arrow(snapshot)
+    if not len(table):
+        return IdLists.empty(np.int32), np.zeros(0, np.int32)
+    item_code, item_ids = sorted_codes(table[schema.ITEM_ID])
+    positions = IdIndex.of(position).lookup(item_ids, 0).astype(np.int32)[item_code]
+    del item_code
+    served = np.flatnonzero(positions > 0)
+    positions = positions[served]
+    codes, users = sorted_codes(table[schema.USER_ID])
+    codes = codes[served]
+    del served
     if not len(codes):
-        return {}, positions
+        return IdLists.empty(np.int32), positions
     order = np.lexsort((positions, codes))
     codes, sorted_positions = codes[order], positions[order]
-    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-    parts = np.split(sorted_positions, starts[1:])
-    purchases = {str(users[codes[s]]): part for s, part in zip(starts, parts, strict=True)}
-    return purchases, positions
+    del order
+    present, starts = np.unique(codes, return_index=True)
+    offsets = np.append(starts, len(codes)).astype(np.int64)
+    return IdLists(utf8(users.take(pa.array(present))), offsets, sorted_positions), positions
 
 
 @dataclass

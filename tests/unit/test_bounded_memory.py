@@ -256,7 +256,8 @@ def test_histories_by_row_equals_the_per_user_loop_on_real_snapshots(real_days):
             got = histories_by_row(snapshot, item_rows, rows, length)
             assert list(got) == list(expected)
             for user, (want_rows, want_days) in expected.items():
-                assert got[user][0].dtype == want_rows.dtype and got[user][1].dtype == want_days.dtype
+                # item rows held as int32 in one flat table (recsys.serving.ids.IdLists), days as float32
+                assert got[user][0].dtype == np.int32 and got[user][1].dtype == want_days.dtype
                 np.testing.assert_array_equal(got[user][0], want_rows)
                 np.testing.assert_array_equal(got[user][1], want_days)
             checked += len(expected)

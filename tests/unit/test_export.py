@@ -59,9 +59,9 @@ def test_the_graph_has_no_one_hot_and_no_big_constants(tmp_path):
     from recsys.serving.export import export_saved_model
 
     small, big = _scorer(50), _scorer(50)
-    big.user_rows = big.user_rows | {f"extra{n}": 1 for n in range(20_000)}
+    big.user_rows = dict(big.user_rows) | {f"extra{n}": 1 for n in range(20_000)}
     rows = np.arange(1, 201, dtype=np.int64)
-    big.histories = big.histories | {f"extra{n}": (rows, np.ones(200, np.float32)) for n in range(2_000)}
+    big.histories = dict(big.histories) | {f"extra{n}": (rows, np.ones(200, np.float32)) for n in range(2_000)}
     sizes = {}
     for name, scorer in (("small", small), ("big", big)):
         export_saved_model(scorer, list(range(1, ITEMS)), tmp_path / name, k=5)
