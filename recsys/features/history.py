@@ -69,31 +69,35 @@ def update_codes(
     # distinct ids become Python strings; the snapshot's rows are coded by Arrow)
     user_prev, user_ids, user_day = _joint_codes(prev[schema.USER_ID], user_ids)
     item_prev, item_ids, item_day = _joint_codes(prev[schema.ITEM_ID], item_ids)
-    user = np.concatenate([user_prev, user_day[user_code]])
-    item = np.concatenate([item_prev, item_day[item_code]])
-    del user_prev, item_prev, user_day, item_day
+    width = max(len(item_ids), 1)
+    key = np.concatenate([user_prev, user_day[user_code]]) * width  # user code * items + item code
+    del user_prev, user_day
+    key += np.concatenate([item_prev, item_day[item_code]])
+    del item_prev, item_day
     last_prev, day_ids, today_code = _joint_codes(prev[LAST_DAY], np.array([stamp], object))
-    last = np.concatenate([last_prev, np.full(len(user_code), today_code[0])])
+    last = np.concatenate([last_prev.astype(np.int32), np.full(len(user_code), today_code[0], np.int32)])
     days = np.concatenate([prev[DAYS].to_numpy(np.int64), np.zeros(len(user_code), np.int64)])
     del prev, last_prev
-    key = user * max(len(item_ids), 1) + item
-    del user, item
-    # pairs of the day count once each (the day's pairs may repeat), older rows add their days
-    order = np.argsort(key, kind="stable")
+    # one row per (user, item): pairs of the day count once each (they may repeat), older rows add their days
+    order = np.argsort(key)  # sum, any and max do not depend on the order within a run
     key = key[order]
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.intp)
+    starts = _run_starts(key)
     keys = key[starts]
     del key
-    today = order >= n_prev
-    counted = (np.add.reduceat(days[order], starts) + np.logical_or.reduceat(today, starts)
-               if len(starts) else np.zeros(0, np.int64))
-    newest = np.maximum.reduceat(last[order], starts) if len(starts) else np.zeros(0, np.int64)
-    del order, today, days, last, starts
-    user, item = np.divmod(keys, max(len(item_ids), 1))
+    counted = np.add.reduceat(days[order], starts) if len(starts) else np.zeros(0, np.int64)
+    del days
+    if len(starts):
+        counted += np.logical_or.reduceat(order >= n_prev, starts)
+    newest = np.maximum.reduceat(last[order], starts) if len(starts) else np.zeros(0, np.int32)
+    del order, last, starts
+    user, item = np.divmod(keys, width)
     del keys
+    user, item = user.astype(np.int32), item.astype(np.int32)
     order = np.lexsort((item, len(day_ids) - 1 - newest, user))  # user, newest day first, item id
-    rank = pd.Series(user[order]).groupby(user[order], sort=False).cumcount().to_numpy()
-    keep = order[rank < length]
+    starts = _run_starts(user[order])  # each user's first row in that order
+    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    del starts
+    keep = order[rank < length]  # the first ``length`` of each user
     del order, rank
     return pd.DataFrame({
         schema.USER_ID: pd.array(np.asarray(user_ids, object), dtype="string").take(user[keep]),
@@ -101,6 +105,13 @@ def update_codes(
         DAYS: counted[keep].astype(np.int64),
         LAST_DAY: pd.array(np.asarray(day_ids, object), dtype="string").take(newest[keep]),
     })
+
+
+def _run_starts(values: np.ndarray) -> np.ndarray:
+    """Where each run of equal values of the sorted ``values`` starts."""
+    if not len(values):
+        return np.zeros(0, np.intp)
+    return np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
 
 
 def _joint_codes(column: pd.Series, more: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
