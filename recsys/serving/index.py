@@ -40,6 +40,7 @@ from recsys.storage import PartitionStore, layout
 History = tuple[np.ndarray, np.ndarray]  # item rows (most recent first), days bought (float32)
 _NO_HISTORY: History = (np.zeros(0, np.int32), np.zeros(0, np.float32))
 HISTORY_DTYPES = (np.int32, np.float32)  # the columns of a histories table: item rows, days bought
+_CANDIDATE_BLOCK = 1 << 14  # items whose candidate vectors are computed at once
 _TABLE_CHUNK_ROWS = 1 << 16  # rows of the user table read at once (16 MB at 64-d float32)
 # users scored at once by :meth:`Scorer.top_k` (evaluation): a block of 256 users against 200k items is a
 # 0.2 GB score matrix plus 0.4 GB of argpartition indexes, however many users are evaluated
@@ -51,10 +52,16 @@ def candidate_table(tables: dict[str, np.ndarray]) -> np.ndarray:
     item = tables["item"].astype(np.float32)
     if "word" not in tables:
         return item
-    words = tables["item_words"]
-    mask = (words > 0)[..., None]
-    title = (tables["word"][words] * mask).sum(1) / np.maximum(mask.sum(1), 1)
-    return (item + title + tables["price"][tables["item_price"]]).astype(np.float32)
+    out = np.empty(item.shape, np.float32)
+    # a block of items at a time: the word vectors of every title word ([items, words, d]) would be 1.2 GB
+    # transient for 600k items; each row's sum is the same whatever the block
+    for start in range(0, len(item), _CANDIDATE_BLOCK):
+        block = slice(start, start + _CANDIDATE_BLOCK)
+        words = tables["item_words"][block]
+        mask = (words > 0)[..., None]
+        title = (tables["word"][words] * mask).sum(1) / np.maximum(mask.sum(1), 1)
+        out[block] = (item[block] + title + tables["price"][tables["item_price"][block]]).astype(np.float32)
+    return out
 
 
 class Scorer:
