@@ -335,9 +335,11 @@ class AirflowStack:
 
 
 def executor_env(metadata_db: str, broker_url: str | None) -> dict[str, str]:
-    """The LocalExecutor, or with a broker the Celery provider's CeleryExecutor (results in the metadata DB)."""
+    """The LocalExecutor (preloading, as scripts/env.sh sets it), or with a broker the Celery provider's
+    CeleryExecutor (results in the metadata DB)."""
     if broker_url is None:
-        return {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
+        # the embedded setup's executor (scripts/env.sh): the LocalExecutor with the heavy libraries preloaded
+        return {"AIRFLOW__CORE__EXECUTOR": "recsys_airflow.executor.PreloadingLocalExecutor"}
     return {
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__CELERY__BROKER_URL": broker_url,
