@@ -121,13 +121,22 @@ def _parser() -> argparse.ArgumentParser:
     gen = sub.add_parser(
         "generate-synthetic",
         help="publish synthetic raw partitions (Zipf items, skewed users, sessions, titles; "
-        "recsys/datasets/synthetic.py) for scale tests",
+        "recsys/datasets/synthetic.py) for scale tests and the replay benchmark",
+    )
+    gen.add_argument(
+        "--regime", choices=["default", "sparse", "no_repeat", "sessions", "seasonal"], default="default",
+        help="kind of shop: default (the clickstream: --events a day, users and items from it); sparse (about 90 "
+        "events and 20 buying customers a day, 600 users, 500 items, the volume varying by day, thin days); "
+        "no_repeat (no customer buys an item twice over the days published together); sessions (anonymous users: "
+        "a new user id per session, never returning); seasonal (volume 0.5x-1.8x by weekday, each weekday "
+        "favouring its own categories, and promotion days on which 3 items take 30%% of the events)",
     )
     gen.add_argument("--from", dest="start", type=_date, required=True, help="first day")
     gen.add_argument("--days", type=int, default=1, help="consecutive days (one user and item universe)")
-    gen.add_argument("--events", type=int, default=100_000, help="events per day")
-    gen.add_argument("--users", type=int, default=0, help="users in the universe (0: events / 8)")
-    gen.add_argument("--items", type=int, default=0, help="items in the universe (0: events / 50)")
+    gen.add_argument("--events", type=int, help="events per day (on average for sparse and seasonal; default: "
+                     "90 for sparse, else 100000)")
+    gen.add_argument("--users", type=int, help="users in the universe (default: 600 for sparse, else events / 8)")
+    gen.add_argument("--items", type=int, help="items in the universe (default: 500 for sparse, else events / 50)")
     gen.add_argument("--seed", type=int, default=7)
     gen.add_argument("--chunk-events", type=int, default=1_000_000, help="events per part file")
     gen.add_argument("--overwrite", action="store_true", help="replace days that were already published")
@@ -292,8 +301,9 @@ def _registry(store: PartitionStore, settings: Settings, args: argparse.Namespac
 def _generate_synthetic(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
     from recsys.datasets import synthetic
 
-    config = synthetic.SyntheticConfig(
-        events=args.events, users=args.users, items=args.items, seed=args.seed, chunk_events=args.chunk_events
+    config = synthetic.SyntheticConfig.for_regime(
+        args.regime, events=args.events, users=args.users, items=args.items, seed=args.seed,
+        chunk_events=args.chunk_events,
     )
     return [g.as_dict() for g in synthetic.publish_days(store, config, args.start, args.days, args.overwrite)]
 

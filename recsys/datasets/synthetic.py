@@ -17,6 +17,20 @@ Online Retail has 4,373 customers and a few hundred purchase lines a day; the sc
 * **A funnel.** Most events are views; some add to cart; fewer are purchases (``event_mix``). Views and
   carts have quantity 1; purchases 1-12 (geometric); the price is the item's catalog price.
 
+**Regimes** (``regime``; :data:`REGIMES`) turn the shop into one of the kinds the pipeline must not lose to
+popularity on (issue 19); ``default`` is the clickstream above, unchanged:
+
+* ``sparse``: a small shop of thin days: about 90 events and 20 buying customers a day (600 users, 500
+  items, short purchase-heavy sessions), the day's volume drawn around ``events`` (a gamma factor of mean 1,
+  a quieter weekend), so some days have a third of the usual events or fewer.
+* ``no_repeat``: customers never buy an item twice: a purchase of a (user, item) pair bought before (on an
+  earlier day of the same :func:`publish_days` call, or earlier that day) becomes a view.
+* ``sessions``: anonymous one-session users: every session has its own user id (``u<yyyymmdd>-<n>``), which
+  never comes back.
+* ``seasonal``: a strong weekly cycle (volume from 0.5x on Tuesdays to 1.8x on Saturdays, and each weekday
+  favours its own categories) and promotion days (:func:`promotion_items`; about one day in five) on which
+  three items take 30% of the day's events between them.
+
 Ids match ``bench/synthetic_store.py`` (``u<n>`` users, ``i<7 digits>`` items). Generation is
 deterministic per ``(seed, day)``: the same seed gives the same universe of users and items on every
 day, and each day its own events. A day is produced in chunks of whole sessions, each written as its
@@ -154,6 +168,27 @@ class SyntheticError(ConfigError):
     """The generator was asked for something it cannot produce (bad sizes, shares or dates)."""
 
 
+DEFAULT_REGIME = "default"
+# regime -> the SyntheticConfig fields it changes (a field the caller gives explicitly wins; see for_regime)
+REGIMES: dict[str, dict[str, Any]] = {
+    DEFAULT_REGIME: {},
+    "sparse": {"events": 90, "users": 600, "items": 500, "session_mean": 3.5, "event_mix": (0.4, 0.2, 0.4)},
+    "no_repeat": {},
+    "sessions": {},
+    "seasonal": {},
+}
+# sparse: the day's volume is events x a gamma factor of mean 1 (shape SPARSE_SHAPE) x the weekday's factor
+SPARSE_SHAPE = 4.0
+SPARSE_WEEKDAY = (1.1, 1.1, 1.1, 1.1, 1.1, 0.75, 0.75)  # Monday .. Sunday (mean 1)
+# seasonal: the weekday's volume factor (Monday .. Sunday, mean 1), the share of a promotion day's events on its
+# promoted items, how many items a promotion has, and the chance that a day is a promotion day
+SEASONAL_WEEKDAY = (0.7, 0.5, 0.7, 0.9, 1.1, 1.8, 1.3)
+PROMOTION_SHARE = 0.3
+PROMOTION_ITEMS = 3
+PROMOTION_CHANCE = 0.2
+SEASONAL_CATEGORY_BOOST = 4.0  # a weekday's favoured categories (category % 7 == weekday) weigh this much more
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     """What one generated day looks like. ``users`` / ``items`` of 0 pick sizes from ``events``."""
@@ -171,6 +206,7 @@ class SyntheticConfig:
     delisted_share: float = 0.03  # catalog items marked unavailable
     seed: int = 7
     chunk_events: int = DEFAULT_CHUNK_EVENTS  # events per part file (whole sessions; about this many)
+    regime: str = DEFAULT_REGIME  # one of REGIMES (build with for_regime to get its sizes)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)  # free-form notes for the stats file
 
     def __post_init__(self) -> None:
@@ -194,7 +230,17 @@ class SyntheticConfig:
              f"event_mix must be three shares (view, add_to_cart, purchase) summing to 1, got {mix}"),
             (not 0.0 <= self.delisted_share < 1.0, f"delisted_share must be in [0, 1), got {self.delisted_share}"),
             (self.chunk_events <= 0, f"chunk_events must be positive, got {self.chunk_events}"),
+            (self.regime not in REGIMES, f"regime must be one of {', '.join(REGIMES)}, got {self.regime!r}"),
         ]
+
+    @classmethod
+    def for_regime(cls, regime: str = DEFAULT_REGIME, **given: Any) -> SyntheticConfig:
+        """The config of ``regime``: its :data:`REGIMES` sizes and shares, then the fields in ``given``
+        (None: not given)."""
+        if regime not in REGIMES:
+            raise SyntheticError(f"regime must be one of {', '.join(REGIMES)}, got {regime!r}")
+        fields_ = {**REGIMES[regime], **{k: v for k, v in given.items() if v is not None}}
+        return cls(regime=regime, **fields_)
 
     @property
     def n_users(self) -> int:
@@ -211,6 +257,8 @@ class SyntheticConfig:
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["event_mix"] = list(self.event_mix)
+        if self.regime == DEFAULT_REGIME:  # the default's stats file stays as it was before regimes
+            del out["regime"]
         out.update(n_users=self.n_users, n_items=self.n_items, n_categories=self.n_categories)
         return out
 
@@ -264,6 +312,8 @@ class Universe:
         self.user_activity = activity
         country_w = 1.0 / np.arange(1, len(COUNTRIES) + 1) ** 2.0
         self.user_country = rng_u.choice(len(COUNTRIES), size=config.n_users, p=country_w / country_w.sum())
+        # no_repeat: day -> the sorted (user * items + item) keys of the pairs bought that day (days generated so far)
+        self.purchased: dict[date, np.ndarray] = {}
 
     @staticmethod
     def _draw(cdf: np.ndarray, uniform: np.ndarray) -> np.ndarray:
@@ -285,8 +335,26 @@ class Universe:
                     out[members] = items[self._draw(self._cat_cdf[cat], rng.random(len(members)))]
         return out
 
-    def draw_focus(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return self._draw(self._cat_focus_cdf, rng.random(n))
+    def draw_focus(self, rng: np.random.Generator, n: int, weekday: int | None = None) -> np.ndarray:
+        """Focus categories of ``n`` sessions, by popularity; on a ``weekday`` (seasonal) its categories favoured."""
+        if weekday is None:
+            return self._draw(self._cat_focus_cdf, rng.random(n))
+        return self._draw(self._weekday_focus_cdf[weekday], rng.random(n))
+
+    @cached_property
+    def _weekday_focus_cdf(self) -> list[np.ndarray]:
+        n_cats = self.config.n_categories
+        cat_pop = np.bincount(self.item_category, weights=self.item_weight, minlength=n_cats)
+        out = []
+        for weekday in range(7):
+            weights = cat_pop * np.where(np.arange(n_cats) % 7 == weekday, SEASONAL_CATEGORY_BOOST, 1.0)
+            out.append(np.cumsum(weights / weights.sum()))
+        return out
+
+    def bought_before(self, day: date) -> np.ndarray:
+        """no_repeat: the sorted pair keys bought on the days before ``day`` that this universe generated."""
+        earlier = [keys for d, keys in self.purchased.items() if d < day]
+        return np.unique(np.concatenate(earlier)) if earlier else np.zeros(0, dtype=np.int64)
 
     @cached_property
     def titles(self) -> list[str]:
@@ -341,13 +409,46 @@ _EVENT_SCHEMA = pa.Schema.from_pandas(
 )
 
 
+def day_events(config: SyntheticConfig, day: date) -> int:
+    """The number of events of ``day``: ``config.events``, or for sparse and seasonal that times the day's factor."""
+    if config.regime == "sparse":
+        rng = np.random.default_rng([config.seed, 4, day.toordinal()])
+        factor = rng.gamma(SPARSE_SHAPE, 1.0 / SPARSE_SHAPE) * SPARSE_WEEKDAY[day.weekday()]
+        return max(1, round(config.events * factor))
+    if config.regime == "seasonal":
+        boost = 1.0 + PROMOTION_SHARE if len(promotion_items(config, day)) else 1.0
+        return max(1, round(config.events * SEASONAL_WEEKDAY[day.weekday()] * boost))
+    return config.events
+
+
+def promotion_items(config: SyntheticConfig, day: date) -> np.ndarray:
+    """seasonal: the item indices promoted on ``day`` (0-based, ``i<index + 1>``); empty on other days and regimes.
+
+    About :data:`PROMOTION_CHANCE` of the days; their :data:`PROMOTION_ITEMS` items are drawn uniformly from
+    the catalog (mostly items of the long tail, which spike on the day), and take :data:`PROMOTION_SHARE` of its
+    events between them.
+    """
+    if config.regime != "seasonal":
+        return np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng([config.seed, 5, day.toordinal()])
+    if rng.random() >= PROMOTION_CHANCE:
+        return np.zeros(0, dtype=np.int64)
+    return rng.choice(config.n_items, size=min(PROMOTION_ITEMS, config.n_items), replace=False).astype(np.int64)
+
+
 def iter_chunks(universe: Universe, day: date) -> Iterator[pa.Table]:
     """The day's events as arrow tables of whole sessions (about ``chunk_events`` rows each), in order.
 
-    Together the chunks hold exactly ``config.events`` rows; event ids are unique within the day
-    (``<yyyymmdd>-<10 digits>``) and session ids unique within the day.
+    Together the chunks hold exactly :func:`day_events` rows (``config.events`` but for sparse and seasonal);
+    event ids are unique within the day (``<yyyymmdd>-<10 digits>``) and session ids unique within the day.
     """
     config = universe.config
+    regime = config.regime
+    total = day_events(config, day)
+    promoted = promotion_items(config, day)
+    weekday = day.weekday() if regime == "seasonal" else None
+    bought = universe.bought_before(day) if regime == "no_repeat" else None
+    bought_today: list[np.ndarray] = []
     rng = np.random.default_rng([config.seed, 3, day.toordinal()])
     day_start_ns = int(datetime.combine(day, datetime.min.time(), tzinfo=UTC).timestamp()) * 10**9
     last_ns = 86_400 * 10**9 - 1_000  # sessions running past midnight end at the day's last microsecond
@@ -355,8 +456,8 @@ def iter_chunks(universe: Universe, day: date) -> Iterator[pa.Table]:
     stamp = day.strftime("%Y%m%d")
     done = 0
     session_base = 0
-    while done < config.events:
-        want = min(config.chunk_events, config.events - done)
+    while done < total:
+        want = min(config.chunk_events, total - done)
         # sessions until the chunk is full; the last one is cut so the day has exactly `events` rows
         lengths = rng.geometric(p, size=max(1, int(want * p * 1.2) + 16))
         ends = np.cumsum(lengths)
@@ -373,9 +474,12 @@ def iter_chunks(universe: Universe, day: date) -> Iterator[pa.Table]:
         position = np.arange(want) - np.repeat(np.cumsum(lengths) - lengths, lengths)
 
         users = universe.draw_users(rng, sessions)
-        focus = universe.draw_focus(rng, sessions)
+        focus = universe.draw_focus(rng, sessions, weekday)
         focused_event = rng.random(want) < config.session_focus
         items = universe.draw_items(rng, np.where(focused_event, focus[session_of], -1))
+        if len(promoted):  # seasonal promotion day: a share of the events go to the promoted items
+            on_promotion = rng.random(want) < PROMOTION_SHARE
+            items[on_promotion] = promoted[rng.integers(len(promoted), size=int(on_promotion.sum()))]
 
         hour = np.searchsorted(_HOURLY_CDF, rng.random(sessions), side="right").clip(0, 23)
         start = (hour * 3600 + rng.random(sessions) * 3600) * 1e9  # ns after midnight
@@ -385,6 +489,16 @@ def iter_chunks(universe: Universe, day: date) -> Iterator[pa.Table]:
         times = day_start_ns + np.minimum((start[session_of] + offset).astype("int64"), last_ns)
 
         kind = np.searchsorted(np.cumsum(config.event_mix), rng.random(want), side="right").clip(0, 2)
+        if bought is not None:  # no_repeat: a pair bought before (earlier days, or earlier today) is only viewed
+            key = users[session_of].astype(np.int64) * config.n_items + items
+            bought_now = np.concatenate([bought, *bought_today]) if bought_today else bought
+            buys = np.flatnonzero(kind == 2)
+            _, first = np.unique(key[buys], return_index=True)
+            repeat = np.ones(len(buys), dtype=bool)
+            repeat[first] = False
+            repeat |= np.isin(key[buys], bought_now)
+            kind[buys[repeat]] = 0
+            bought_today.append(np.unique(key[kind == 2]))
         quantity = np.where(kind == 2, rng.geometric(0.35, size=want).clip(1, 12), 1).astype("int64")
         event_type = pa.DictionaryArray.from_arrays(pa.array(kind, pa.int8()), pa.array(schema.EVENT_TYPES))
 
@@ -392,7 +506,8 @@ def iter_chunks(universe: Universe, day: date) -> Iterator[pa.Table]:
             {
                 schema.EVENT_ID: _ids(f"{stamp}-", np.arange(done, done + want), width=10),
                 schema.EVENT_TIME: pa.array(times, pa.timestamp("ns", tz="UTC")),
-                schema.USER_ID: _ids("u", users[session_of] + 1),
+                schema.USER_ID: (_ids(f"u{stamp}-", session_base + session_of) if regime == "sessions"
+                                 else _ids("u", users[session_of] + 1)),
                 schema.ITEM_ID: _ids("i", items + 1, width=7),
                 schema.EVENT_TYPE: event_type.cast(pa.string()),
                 schema.QUANTITY: pa.array(quantity, pa.int64()),
@@ -406,11 +521,15 @@ def iter_chunks(universe: Universe, day: date) -> Iterator[pa.Table]:
         yield table.cast(_EVENT_SCHEMA)
         done += want
         session_base += sessions
+    if bought is not None:
+        universe.purchased[day] = np.unique(np.concatenate(bought_today)) if bought_today else bought[:0]
 
 
-def generate_day(config: SyntheticConfig, day: date) -> pd.DataFrame:
-    """One whole day of events as a DataFrame in the canonical dtypes (for tests and small sizes)."""
-    universe = Universe(config)
+def generate_day(config: SyntheticConfig, day: date, universe: Universe | None = None) -> pd.DataFrame:
+    """One whole day of events as a DataFrame in the canonical dtypes (for tests and small sizes).
+
+    no_repeat remembers the purchases of the days ``universe`` generated before (a new universe: none)."""
+    universe = universe or Universe(config)
     frame = pa.concat_tables(list(iter_chunks(universe, day))).to_pandas()
     return frame.astype(schema.EVENT_DTYPES)
 
@@ -461,8 +580,9 @@ def publish_day(
         (local / STATS_FILE).write_text(json.dumps(stats, indent=2, sort_keys=True, default=str) + "\n")
         (local / layout.SUCCESS).write_bytes(b"")
         store.publish_dir(local, events_dir)
-    log.info("published synthetic %s: %d events in %d files", day, config.events, files)
-    return Generated(day, config.events, files, config.n_items, config.n_users, config.n_items, False)
+    events = day_events(config, day)
+    log.info("published synthetic %s: %d events in %d files", day, events, files)
+    return Generated(day, events, files, config.n_items, config.n_users, config.n_items, False)
 
 
 def publish_days(
