@@ -148,12 +148,18 @@ def announced_days(events: Any) -> list[date]:
     the Kafka watcher made (``extra = {"from_trigger": true, "payload": {"date": "YYYY-MM-DD", ...}}``, the
     payload being :func:`recsys_airflow.assets.closed_day`'s return value) names one day; other events none.
     """
+    return days_in_extras(getattr(event, "extra", None) for asset_events in (events or {}).values()
+                          for event in asset_events)
+
+
+def days_in_extras(extras: Any) -> list[date]:
+    """The days named by asset events' ``extra`` dicts (see :func:`announced_days`), oldest first, each once;
+    also what the UI's links read from a run's consumed asset events in the metadata database."""
     days: set[date] = set()
-    for asset_events in (events or {}).values():
-        for event in asset_events:
-            payload = (getattr(event, "extra", None) or {}).get("payload")
-            if isinstance(payload, dict) and payload.get("date"):
-                days.add(date.fromisoformat(str(payload["date"])))
+    for extra in extras:
+        payload = (extra or {}).get("payload")
+        if isinstance(payload, dict) and payload.get("date"):
+            days.add(date.fromisoformat(str(payload["date"])))
     return sorted(days)
 
 

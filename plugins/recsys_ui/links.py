@@ -111,12 +111,13 @@ def day_from(value: Any) -> date | None:
 
 
 def link_target(
-    dag_id: str, task_id: str, returned: Callable[[str], Any], run: Callable[[], tuple[Any, Any] | None],
+    dag_id: str, task_id: str, returned: Callable[[str], Any], run: Callable[[], tuple[Any, ...] | None],
 ) -> tuple[date | None, int | None] | None:
     """The (date, version) the "Model registry" link of ``dag_id.task_id`` opens; None: the task gets no link.
 
     ``returned(task_id)`` gives a task's XCom return value in this run (None if none); ``run()`` the run's
-    ``(conf, logical_date)`` (None if the run is gone); both are called only when needed.
+    ``(conf, logical_date, consumed asset events' extras)`` (None if the run is gone); both are called only when
+    needed.
     """
     tasks = MODEL_TASKS.get(dag_id)
     if tasks is None or task_id not in tasks.sources:
@@ -139,15 +140,25 @@ def link_target(
     return day, version
 
 
-def partition_day(conf: dict[str, Any] | None, logical_date: Any) -> date | None:
-    """The run's partition date: its ``partition_date`` param, else the logical date's day, else None."""
+def partition_day(conf: dict[str, Any] | None, logical_date: Any, extras: Any = ()) -> date | None:
+    """The run's partition date, as its tasks find it (:func:`recsys_airflow.runtime.partition_day`): its
+    ``partition_date`` param, else the logical date's day, else the oldest day its consumed asset events
+    announce (``extras``: their ``extra`` dicts; an event-driven run has no logical date), else None."""
+    from recsys_airflow.runtime import days_in_extras
+
     explicit = (conf or {}).get("partition_date")
     if explicit:
         try:
             return date.fromisoformat(str(explicit))
         except ValueError:
             return None
-    return logical_date.date() if logical_date is not None else None
+    if logical_date is not None:
+        return logical_date.date()
+    try:
+        announced = days_in_extras(extras)
+    except ValueError:
+        return None
+    return announced[0] if announced else None
 
 
 def _base_path() -> str:
@@ -159,17 +170,28 @@ def _base_path() -> str:
     return urlsplit(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
 
 
-def _run(dag_id: str, run_id: str) -> tuple[Any, Any] | None:
-    """The run's ``(conf, logical_date)``; None if it is not in the metadata database."""
+def _run(dag_id: str, run_id: str) -> tuple[Any, Any, list[Any]] | None:
+    """The run's ``(conf, logical_date, extras of the asset events it consumed)``; None if it is not in the
+    metadata database."""
+    from airflow.models.asset import AssetEvent
+    from airflow.models.asset import association_table as link
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
     with create_session() as session:
         row = session.execute(
-            select(DagRun.conf, DagRun.logical_date).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+            select(DagRun.id, DagRun.conf, DagRun.logical_date).where(DagRun.dag_id == dag_id,
+                                                                      DagRun.run_id == run_id)
         ).first()
-    return (row.conf, row.logical_date) if row else None
+        if row is None:
+            return None
+        extras = []
+        if row.logical_date is None:  # an event-driven run: its day is in the events that created it
+            extras = list(session.scalars(
+                select(AssetEvent.extra).join(link, link.c.event_id == AssetEvent.id).where(link.c.dag_run_id == row.id)
+            ))
+    return row.conf, row.logical_date, extras
 
 
 def _run_day(dag_id: str, run_id: str) -> date | None:

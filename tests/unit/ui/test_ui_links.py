@@ -111,3 +111,41 @@ def test_links_are_empty_for_tasks_outside_the_recsys_dags():
     for link in (links.ValidationReportLink(), links.ModelRegistryLink()):
         assert link.get_link(None, ti_key=other) == ""
         assert link.get_link(None, ti_key=unrelated) == ""
+
+
+def test_an_event_driven_run_links_to_the_oldest_day_its_asset_events_announce():
+    announced = [{"from_trigger": True, "payload": {"date": "2010-12-07"}}, {"payload": {"date": "2010-12-06"}},
+                 {"from_trigger": True}]  # an event of another asset names no day
+    assert links.partition_day(None, None, announced) == date(2010, 12, 6)
+    assert links.partition_day({"partition_date": "2010-12-01"}, None, announced) == date(2010, 12, 1)
+    assert links.partition_day(None, None, [{"payload": {"date": "not a date"}}]) is None
+    assert links.partition_day(None, None, []) is None
+    xcom = {"fine_tune": {"version": 7, "trained_on": "2010-12-06"}}
+    assert _target("recsys_incremental_update", "fine_tune", xcom, (None, None, announced))[0] == (
+        date(2010, 12, 6), 7)
+
+
+def test_the_run_of_an_event_driven_link_is_read_with_the_asset_events_that_created_it(airflow_db):
+    """On the real (SQLite) metadata database: an asset-triggered run has no logical date; its day is in the
+    payload of the asset events it consumed, as its tasks read it."""
+    from datetime import UTC, datetime
+
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunType
+
+    with create_session() as session:
+        asset = AssetModel(name="recsys_raw_events_links_test", uri="recsys://raw-events-links-test", group="asset")
+        session.add(asset)
+        session.flush()
+        events = [AssetEvent(asset_id=asset.id, extra={"from_trigger": True, "payload": {"date": day}})
+                  for day in ("2010-12-07", "2010-12-06")]
+        session.add_all(events)
+        run = DagRun(dag_id="recsys_incremental_update", run_id="asset_triggered__links_test", logical_date=None,
+                     run_type=DagRunType.ASSET_TRIGGERED, state=DagRunState.SUCCESS, run_after=datetime.now(UTC))
+        run.consumed_asset_events = events
+        session.add(run)
+    assert links._run_day("recsys_incremental_update", "asset_triggered__links_test") == date(2010, 12, 6)
+    assert links._run_day("recsys_incremental_update", "no such run") is None
