@@ -23,7 +23,8 @@ then over days. Strategies (each runs in its own process, so its peak memory is 
 Data (``--source``/``--synthetic``; default: the Online Retail bundle shipped with the package):
 
   --source DIR     per-day CSV files in the Online Retail format (what `recsys land --source` reads)
-  --synthetic      generated days (recsys.datasets.synthetic; --synthetic-days, --synthetic-events)
+  --synthetic      generated days (recsys.datasets.synthetic; --synthetic-days, --synthetic-events, --regime
+                   default | sparse | no_repeat | sessions | seasonal)
 
 Every source day is landed and validated once; a day that fails validation is accepted (every strategy
 trains on the same days), and a day a strategy's step refuses (untrainable, rejected) is recorded in its
@@ -415,7 +416,7 @@ def _land(args: argparse.Namespace) -> dict[str, Any]:
     if args.synthetic:
         from recsys.datasets.synthetic import SyntheticConfig, publish_days
 
-        config = SyntheticConfig(events=args.synthetic_events, seed=args.synthetic_seed)
+        config = SyntheticConfig.for_regime(args.regime, events=args.synthetic_events, seed=args.synthetic_seed)
         publish_days(landed, config, date(2026, 1, 1), days=args.synthetic_days)
         described: dict[str, Any] = {"kind": "synthetic", "config": config.as_dict(), "days": args.synthetic_days}
     else:
@@ -457,7 +458,11 @@ def main() -> int:
     parser.add_argument("--source", type=Path, help="directory of per-day CSVs in the Online Retail format")
     parser.add_argument("--synthetic", action="store_true", help="run on generated days instead")
     parser.add_argument("--synthetic-days", type=int, default=90)
-    parser.add_argument("--synthetic-events", type=int, default=20_000, help="events per generated day")
+    parser.add_argument("--synthetic-events", type=int,
+                        help="events per generated day (default: the regime's; 20000 for the default regime)")
+    parser.add_argument("--regime", default="default",
+                        choices=["default", "sparse", "no_repeat", "sessions", "seasonal"],
+                        help="with --synthetic: the kind of shop (`recsys generate-synthetic --help`)")
     parser.add_argument("--synthetic-seed", type=int, default=7)
     parser.add_argument("--realtime", action="store_true",
                         help="model strategies also rank each purchase with same-day events (realtime.py)")
@@ -465,9 +470,14 @@ def main() -> int:
     args = parser.parse_args()
     if args.source is not None and args.synthetic:
         parser.error("--source and --synthetic exclude each other")
+    if args.regime != "default" and not args.synthetic:
+        parser.error("--regime needs --synthetic")
+    if args.synthetic_events is None and args.regime in ("default", "no_repeat", "sessions", "seasonal"):
+        args.synthetic_events = 20_000
     if args.workdir is None:
         suffix = "" if args.source is None and not args.synthetic else (
-            f"-synthetic-{args.synthetic_events}x{args.synthetic_days}-s{args.synthetic_seed}" if args.synthetic
+            f"-synthetic{'' if args.regime == 'default' else '-' + args.regime}-{args.synthetic_events or 'd'}"
+            f"x{args.synthetic_days}-s{args.synthetic_seed}" if args.synthetic
             else f"-{args.source.resolve().name}")
         args.workdir = REPO_ROOT / "var" / "bench" / f"replay_quality{suffix}"
     args.started = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%S")
