@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 _DUP, _VALID, _POSITIVE = "_duplicate", "_valid", "_positive"
 _USER, _ITEM = "_user", "_item"
 _USER_CODE, _ITEM_CODE = "_user_code", "_item_code"
+BROADCAST_IDS = 200_000  # invalid ids up to this many are broadcast to the executors; more are joined by a shuffle
 
 
 def build_features(
@@ -59,7 +60,7 @@ def build_features(
     if delivered != passed:
         raise _changed(store, day, delivered, passed)
     events = read_events(spark, store, settings, partition_dir, READ_COLUMNS, nanos=delivery.nanos)
-    flagged = _flag(spark, events, settings.validation_max_id_length).persist(StorageLevel.MEMORY_AND_DISK)
+    flagged = _flag(events, settings.validation_max_id_length).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         cleaning = _cleaning_stats(flagged)
         pairs = _pairs(flagged)
@@ -83,12 +84,13 @@ def _changed(store: PartitionStore, day: date, delivered: str, passed: str) -> F
     )
 
 
-def _flag(spark: SparkSession, events: DataFrame, max_id_length: int) -> DataFrame:
+def _flag(events: DataFrame, max_id_length: int) -> DataFrame:
     """``events`` as (user text, item text, quantity) with the cleaning flags of each row.
 
     ``_duplicate``: an earlier row (delivery order) has the same ``event_id`` (nulls equal, as in pandas);
-    ``_valid``: both ids present and ids by the rule (each distinct id checked once, on the driver, by
-    :func:`recsys.schema.valid_id`); ``_positive``: ``quantity > 0`` (a missing quantity is not).
+    ``_valid``: both ids present and ids by the rule (each distinct id checked once, on the executors, by
+    :func:`recsys.schema.valid_id`: :func:`_valid_ids`); ``_positive``: ``quantity > 0`` (a missing quantity is
+    not). Nothing per id comes to the driver.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -102,15 +104,28 @@ def _flag(spark: SparkSession, events: DataFrame, max_id_length: int) -> DataFra
     kept = rows.where(~F.col(_DUP))
     ids = kept.select(F.col(_USER).alias("id")).union(kept.select(F.col(_ITEM).alias("id"))).where(
         F.col("id").isNotNull()).distinct()
-    invalid = [str(r["id"]) for r in ids.toLocalIterator() if not schema.valid_id(str(r["id"]), max_id_length)]
+    bad = ids.where(~_valid_ids(max_id_length)(F.col("id")))
     valid = F.col(_USER).isNotNull() & F.col(_ITEM).isNotNull()
-    if invalid:  # an accepted partition only (validation refuses such ids): few, joined by broadcast
-        bad = spark.createDataFrame(pd.DataFrame({"id": pd.Series(invalid, dtype=object)}), schema="id string")
+    count = bad.count()  # one pass; the joins below (and the second pass) only for an accepted partition
+    if count:  # validation refuses such ids: usually few, then broadcast
+        small = count <= BROADCAST_IDS
         for column, mark in ((_USER, "_bad_user"), (_ITEM, "_bad_item")):
             marks = bad.select(F.col("id").alias(mark))
-            rows = rows.join(F.broadcast(marks), F.col(column) == F.col(mark), "left")
+            rows = rows.join(F.broadcast(marks) if small else marks, F.col(column) == F.col(mark), "left")
             valid = valid & F.col(mark).isNull()
     return rows.withColumn(_VALID, valid).select(_USER, _ITEM, _DUP, _VALID, _POSITIVE)
+
+
+def _valid_ids(max_id_length: int):  # type: ignore[no-untyped-def]
+    """A vectorised UDF (text -> bool) of :func:`recsys.schema.valid_id` itself, run by the executors' Python
+    workers (the one id rule, not a copy of it in Java regex)."""
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf("boolean")  # type: ignore[call-overload]
+    def valid(ids: pd.Series) -> pd.Series:
+        return pd.Series([schema.valid_id(text, max_id_length) for text in ids], index=ids.index, dtype=bool)
+
+    return valid
 
 
 def _cleaning_stats(flagged: DataFrame) -> CleaningStats:

@@ -10,6 +10,7 @@ memory (they are fixed before Python starts), the others are applied here.
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING
 
 from recsys.config import Settings
@@ -55,6 +56,11 @@ def spark_session(settings: Settings, app_name: str = "recsys") -> SparkSession:
     cannot start (no Java, a master that does not answer)."""
     if not os.environ.get("JAVA_HOME") and os.path.isdir(JAVA_HOME_DEFAULT):
         os.environ["JAVA_HOME"] = JAVA_HOME_DEFAULT
+    if not os.environ.get("PYSPARK_PYTHON"):
+        # the executors' Python workers run recsys code (the features step's id rule): this Python, whose
+        # environment has recsys and pandas, not whatever ``python3`` is first on the PATH (PySpark reads the
+        # variable when the session starts; spark-submit sets it from ``spark.pyspark.python``)
+        os.environ["PYSPARK_PYTHON"] = sys.executable
     try:
         from pyspark.sql import SparkSession
     except ImportError as err:

@@ -22,6 +22,7 @@ from recsys import schema
 from recsys.config import Settings
 from recsys.features import vocab
 from recsys.spark.read import ORDER, Delivery, check_delivery, read_events
+from recsys.spark.session import spark_path
 from recsys.storage import PartitionStore, StorageError, layout
 from recsys.validation import partition
 from recsys.validation.docs import DocsRun
@@ -42,7 +43,6 @@ from recsys.validation.suites import (
     EventTotals,
     engine_checks,
     engine_suite,
-    known_ids,
     load_suite,
     partition_parameters,
 )
@@ -51,6 +51,10 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
+_KNOWN = "_known_id"
+# known ids up to this many are broadcast to the executors (through the driver JVM: a few MB); more are joined
+# by a shuffle, and the rows sorted back to delivery order
+BROADCAST_IDS = 200_000
 NULL_TEXT = "<NA>"  # a missing id as pandas' ``astype(str)`` spells it (a new id, never the known one)
 
 
@@ -109,23 +113,26 @@ def _events_suite(
 
     rows = delivery.rows
     events = read_events(spark, store, settings, layout.raw_events(day), nanos=delivery.nanos)
-    known = known_ids(store, day)
+    known = {name: _known_ids(spark, store, settings, name, day) for name in (vocab.USERS, vocab.ITEMS)}
     top, top_count = _top_item(events)
     time_type = delivery.dtypes.get(schema.EVENT_TIME, "missing")
-    derived = _derived(spark, events.drop(ORDER), known, top, time_type).persist(StorageLevel.MEMORY_AND_DISK)
+    persisted = [ids for ids, _ in known.values()]
+    derived = _derived(events, known, top, time_type).persist(StorageLevel.MEMORY_AND_DISK)
+    persisted.append(derived)
     try:
         sums = derived.agg(*(_sum(c) for c in (NEW_USER, NEW_ITEM))).first()
         new_users, new_items = (0, 0) if sums is None else (int(sums[0] or 0), int(sums[1] or 0))
         totals = EventTotals(rows=rows, new_users=new_users, new_items=new_items, top_item=top,
                              top_count=top_count)
-        params, report.notes = partition_parameters(store, day, settings, totals, {k: len(v) for k, v in known.items()})
+        params, report.notes = partition_parameters(store, day, settings, totals, {k: n for k, (_, n) in known.items()})
         average, days, top_id = (params.pop(key) for key in TRAILING_KEYS)
         suite = load_suite(EVENTS_SUITE)
         result = gx_run.run(engine_suite(suite, SPARK), derived, params)
         report.checks = _pandas_types(engine_checks(compact(result, suite), suite, SPARK), delivery)
         report.margins = margins(report.checks, average=average, days=days, top_item=top_id)
     finally:
-        derived.unpersist()
+        for frame in persisted:
+            frame.unpersist()
 
 
 def _text(frame: DataFrame, column: str) -> Column:
@@ -181,30 +188,57 @@ def _missing_text(dtype: str) -> Any:
     return compact_value(float("nan") if kind in "fc" else pd.NaT if kind in "mM" else None)
 
 
-def _derived(
-    spark: SparkSession, events: DataFrame, known: dict[str, Any], top: str | None, time_type: str
-) -> DataFrame:
-    """``events`` with the columns the suite derives (:func:`recsys.validation.suites.derived_columns`);
-    ``time_type``: the pandas dtype of ``event_time`` ("missing" without the column)."""
+def _known_ids(
+    spark: SparkSession, store: PartitionStore, settings: Settings, name: str, day: date
+) -> tuple[DataFrame, int]:
+    """The ids of vocabulary ``name`` first seen before ``day`` (:func:`recsys.features.vocab.known_before`,
+    read by Spark from the vocabulary's parquet file, never through the driver) as a persisted one-column
+    frame of distinct text, and how many there are."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    path = layout.vocab_table(name)
+    if not store.exists(path):
+        return spark.createDataFrame([], schema=f"{_KNOWN} string"), 0
+    table = spark.read.parquet(spark_path(store, settings, path))
+    ids = (table.where(F.col(vocab.FIRST_SEEN).cast("string") < F.lit(day.isoformat()))
+           .select(F.col(vocab.ID).cast("string").alias(_KNOWN)).where(F.col(_KNOWN).isNotNull()).distinct()
+           .persist(StorageLevel.MEMORY_AND_DISK))
+    return ids, ids.count()
+
+
+def _derived(events: DataFrame, known: dict[str, tuple[DataFrame, int]], top: str | None, time_type: str) -> DataFrame:
+    """``events`` (with :data:`ORDER`) as the rows the suite sees, in delivery order, with the columns it
+    derives (:func:`recsys.validation.suites.derived_columns`); ``known``: each vocabulary's known ids and their
+    number (:func:`_known_ids`); ``time_type``: the pandas dtype of ``event_time`` ("missing" without it)."""
     from pyspark.sql import functions as F
 
     derived = events.withColumn(EVENT_TIME_DTYPE, F.lit(time_type))
+    shuffled = False
     for column, name, flag in ((schema.USER_ID, vocab.USERS, NEW_USER), (schema.ITEM_ID, vocab.ITEMS, NEW_ITEM)):
-        derived = _new_flags(spark, derived, column, known[name], flag)
+        derived, joined = _new_flags(derived, column, *known[name], flag)
+        shuffled = shuffled or joined
+    if shuffled:  # a shuffle join moves the rows: back to delivery order, for GX's unexpected examples
+        derived = derived.orderBy(ORDER)
+    derived = derived.drop(ORDER)
     if top is None or schema.ITEM_ID not in events.columns:
         return derived.withColumn(TOP_ITEM, F.lit(0.0))
     return derived.withColumn(TOP_ITEM, F.when(_text(derived, schema.ITEM_ID) == F.lit(top), 1.0).otherwise(0.0))
 
 
-def _new_flags(spark: SparkSession, frame: DataFrame, column: str, known: Any, flag: str) -> DataFrame:
-    """``frame`` with ``flag``: 1.0 where ``column`` (as text) is not a ``known`` id, else 0.0; all 0.0 without
-    the column. A broadcast join keeps the rows' order (the examples GX reports are the pandas path's)."""
+def _new_flags(frame: DataFrame, column: str, known: DataFrame, count: int, flag: str) -> tuple[DataFrame, bool]:
+    """(``frame`` with ``flag``: 1.0 where ``column`` (as text) is not one of the ``count`` ``known`` ids, else
+    0.0, all 0.0 without the column; whether the rows were shuffled). Up to :data:`BROADCAST_IDS` known ids
+    are broadcast (the rows keep their order); more are joined by a shuffle on the executors, so the driver
+    never holds a vocabulary."""
     from pyspark.sql import functions as F
 
     if column not in frame.columns:
-        return frame.withColumn(flag, F.lit(0.0))
+        return frame.withColumn(flag, F.lit(0.0)), False
+    if count == 0:
+        return frame.withColumn(flag, F.lit(1.0)), False
     key, hit = f"{flag}_id", f"{flag}_hit"
-    ids = spark.createDataFrame(pd.DataFrame({key: pd.Series([str(v) for v in known], dtype=object)}),
-                                schema=f"{key} string").withColumn(hit, F.lit(1.0))
-    joined = frame.join(F.broadcast(ids), _text(frame, column) == ids[key], "left")
-    return joined.withColumn(flag, F.when(F.col(hit).isNull(), 1.0).otherwise(0.0)).drop(key, hit)
+    ids = known.select(F.col(_KNOWN).alias(key)).withColumn(hit, F.lit(1.0))
+    small = count <= BROADCAST_IDS
+    joined = frame.join(F.broadcast(ids) if small else ids, _text(frame, column) == ids[key], "left")
+    return joined.withColumn(flag, F.when(F.col(hit).isNull(), 1.0).otherwise(0.0)).drop(key, hit), not small
