@@ -10,7 +10,10 @@ champion <- full retrain, rollback):
   switches it (the daily and the retrain ``deploy``, ``rollback``) has it as an outlet; its asset event
   carries the version and the reason in ``extra``.
 
-URIs name the store: ``file://<root>/...`` on the local store, ``webhdfs://<connection id><root>/...`` on HDFS.
+Each asset is known by its name alone (its URI is the name): an asset's identity must not change when the
+store does, or Airflow holds the new one inactive beside the old (a run whose task names an inactive asset
+fails) until the old one is orphaned. Where the data lives is in the asset's ``extra["location"]``:
+``file://<root>/...`` on the local store, ``webhdfs://<connection id><root>/...`` on HDFS.
 
 **Event-driven runs** (``RECSYS_DAYS_CLOSED_TOPIC`` set, e.g. ``recsys.days-closed``): the raw events asset
 gets an ``AssetWatcher`` whose trigger is the Kafka provider's ``KafkaMessageQueueTrigger`` (the common
@@ -82,12 +85,13 @@ def raw_events(settings: Settings) -> Asset:
         from airflow.sdk import AssetWatcher
 
         watchers = [AssetWatcher(name=WATCHER, trigger=days_closed_trigger(settings))]
-    return Asset(name=RAW_EVENTS, uri=_uri(settings, "raw/events"), group="recsys", watchers=watchers)
+    return Asset(name=RAW_EVENTS, group="recsys", extra={"location": _uri(settings, "raw/events")},
+                 watchers=watchers)
 
 
 def champion(settings: Settings) -> Asset:
     """The serving champion (the registry's pointer)."""
-    return Asset(name=CHAMPION, uri=_uri(settings, "registry/two_tower.json"), group="recsys")
+    return Asset(name=CHAMPION, group="recsys", extra={"location": _uri(settings, "registry/two_tower.json")})
 
 
 def closed_day(message: Any) -> dict[str, Any] | None:
