@@ -33,6 +33,7 @@ from recsys.features.build import (
 )
 from recsys.features.cleaning import CleaningStats
 from recsys.spark.read import ORDER, check_delivery, read_events
+from recsys.spark.session import BROADCAST_IDS
 from recsys.storage import PartitionStore, layout
 from recsys.storage.raw import fingerprint
 
@@ -43,7 +44,6 @@ log = logging.getLogger(__name__)
 _DUP, _VALID, _POSITIVE = "_duplicate", "_valid", "_positive"
 _USER, _ITEM = "_user", "_item"
 _USER_CODE, _ITEM_CODE = "_user_code", "_item_code"
-BROADCAST_IDS = 200_000  # invalid ids up to this many are broadcast to the executors; more are joined by a shuffle
 
 
 def build_features(

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 JAVA_HOME_DEFAULT = "/usr/lib/jvm/java-17-openjdk-amd64"
 # UTC inside Spark too: event times are instants, and day boundaries are UTC days
 SESSION_TIME_ZONE = "UTC"
+# a join against at most this many ids (known ids in validate, invalid ids in features) broadcasts them to the
+# executors (through the driver JVM: a few MB); more are joined by a shuffle
+BROADCAST_IDS = 200_000
 
 
 class SparkBackendError(RecsysError, RuntimeError):

@@ -22,7 +22,7 @@ from recsys import schema
 from recsys.config import Settings
 from recsys.features import vocab
 from recsys.spark.read import ORDER, Delivery, check_delivery, read_events
-from recsys.spark.session import spark_path
+from recsys.spark.session import BROADCAST_IDS, spark_path
 from recsys.storage import PartitionStore, StorageError, layout
 from recsys.validation import partition
 from recsys.validation.docs import DocsRun
@@ -52,9 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _KNOWN = "_known_id"
-# known ids up to this many are broadcast to the executors (through the driver JVM: a few MB); more are joined
-# by a shuffle, and the rows sorted back to delivery order
-BROADCAST_IDS = 200_000
 NULL_TEXT = "<NA>"  # a missing id as pandas' ``astype(str)`` spells it (a new id, never the known one)
 
 
