@@ -169,6 +169,20 @@ class Settings:
     # customers whose live state (recent items since the snapshot) the service keeps; the least recently
     # active beyond this fall back to the history snapshot. Memory ~ live_max_users x repeat_length ids
     live_max_users: int = 200_000
+    # the event collector (`recsys collect`, recsys/streaming/collector.py); its command-line flags override these
+    collector_max_events: int = 10_000  # events in one POST /events; more: 413
+    collector_max_body_bytes: int = 8 * 1024 * 1024  # bytes of one POST /events body; more: 413
+    # events in the producer's queue awaiting the broker's acknowledgement; a batch that does not fit: 503
+    collector_queue_max_messages: int = 200_000
+    collector_delivery_timeout_seconds: float = 10.0  # the broker acknowledges a whole batch within this, else 503
+    # the sink (`recsys sink`, recsys/streaming/sink.py); its command-line flags override these. A part file is cut
+    # per topic partition at sink_max_file_events events or sink_max_file_seconds after its first event, whichever
+    # comes first: the seconds bound how late an event becomes visible in raw/events (bench/realtime/sink_lag.py)
+    sink_max_file_events: int = 100_000
+    sink_max_file_seconds: float = 60.0
+    sink_allowed_lateness_seconds: float = 3600.0  # day D closes once the event-time watermark passes D + 1 day + this
+    sink_dedup_days: int = 10  # days of event ids the sink keeps per partition to drop resent events
+    sink_commit_timeout_seconds: float = 120.0  # an offset commit is retried this long while the broker is away
 
     @classmethod
     def secret_fields(cls) -> frozenset[str]:
@@ -343,6 +357,10 @@ _BOUNDS = (
     _Bound(("train_workers",), _not_positive, "positive"),
     _Bound(("train_ps",), _negative, ">= 0 (0: no parameter servers)"),
     _Bound(("live_max_users",), _not_positive, "positive"),
+    _Bound(("collector_max_events", "collector_max_body_bytes", "collector_queue_max_messages",
+            "collector_delivery_timeout_seconds", "sink_max_file_events", "sink_max_file_seconds", "sink_dedup_days",
+            "sink_commit_timeout_seconds"), _not_positive, "positive"),
+    _Bound(("sink_allowed_lateness_seconds",), _negative, ">= 0"),
     _Bound(("spark_executor_cores", "spark_shuffle_partitions"), _not_positive, "positive", optional=True),
 )
 # the training and deploy-gate numbers, checked last
