@@ -19,6 +19,12 @@ then over days. Strategies (each runs in its own process, so its peak memory is 
   i  fully_stale  the bootstrap model of (a) with its inputs frozen too: the histories, trend counts and
                   catalog of the bootstrap day (a keeps its inputs fresh; (i) vs (a) is what fresh inputs
                   are worth, (a) vs (b) what fresh weights are worth)
+  r  ranked       (b) plus the ranking stage (recsys.ranking): the champion's top candidates, the customer's
+                  own items and the trending items, re-ordered by a ranker fine-tuned after every day on that
+                  day's candidates (label: bought that day). Its bootstrap is RANKER_WARMUP_DAYS earlier than
+                  (b)'s, and those days run the daily pipeline too, so the ranker has days to learn from before
+                  the window; every window day also records the champion's own ranking ("retrieval"), the
+                  paired comparison
 
 Data (``--source``/``--synthetic``; default: the Online Retail bundle shipped with the package):
 
@@ -61,8 +67,13 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results"
 STRATEGIES = {"a": "stale", "b": "fine_tune", "c": "retrain", "d": "popular", "e": "own_popular",
-              "f": "ease", "g": "own_ease", "h": "item_knn", "i": "fully_stale"}
-MODEL_STRATEGIES = ("stale", "fine_tune", "retrain", "fully_stale")
+              "f": "ease", "g": "own_ease", "h": "item_knn", "i": "fully_stale", "r": "ranked"}
+MODEL_STRATEGIES = ("stale", "fine_tune", "retrain", "fully_stale", "ranked")
+PIPELINE_STRATEGIES = ("fine_tune", "ranked")  # the daily production pipeline (recsys.cli.run_all)
+# (r): days before the window on which the pipeline already runs and the ranker learns; the ranker fine-tunes on
+# the candidate lists of its last RANKER_REPLAY_DAYS days (the train split: the holdout is the gate's) each day
+RANKER_WARMUP_DAYS, RANKER_REPLAY_DAYS, RANKER_EPOCHS = 10, 20, 2
+RANKER_CHECKPOINTS = "models/ranker"  # in the strategy's store: dt=<day>/weights.npz after each day
 K_SMALL, K = 20, 100
 # EASE^R's lambda is chosen on the last TUNE_DAYS days before the window from this grid (Steck used 100 to 1000s)
 LAMBDA_GRID = (10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0)
@@ -198,8 +209,13 @@ class _Run:
             raise SystemExit(f"--days {days}: the source has {len(all_days)} days; the window needs days before it")
         self.window, self.before = all_days[-days:], all_days[:-days]
         self.version: int | None = None
+        self.ranker: Any = None  # (r) the ranking stage's weights (recsys.ranking.model.RankerWeights)
+        self.ranker_lists: list[Any] = []  # (r) the candidate lists of the last RANKER_REPLAY_DAYS days
+        self.pending: Any = None  # (r) the last ranked day's (day, ranking.stage.Ranked, item ids)
+        self.extra: dict[str, Any] = {}  # (r) what the last rank() measured besides the ranking
         self.failed: list[dict[str, str]] = []  # days a step refused (recorded, the run goes on)
-        self.costs = {"prep": 0.0, "bootstrap": 0.0, "bootstrap_cpu": 0.0, "daily": 0.0, "daily_cpu": 0.0}
+        self.costs = {"prep": 0.0, "bootstrap": 0.0, "bootstrap_cpu": 0.0, "daily": 0.0, "daily_cpu": 0.0,
+                      "ranker_rank_cpu": 0.0, "ranker_fit_cpu": 0.0}
 
     def step(self, day: date, what: str, fn: Any, *args: Any) -> Any:
         """``fn(*args)``; a domain error (a rejected or untrainable day) is recorded and None returned."""
@@ -224,15 +240,17 @@ class _Run:
 
         started = time.perf_counter()
         frames = []
-        for day in progress(self.before, f"[{self.strategy}] features before the window", "day"):
+        warm_up = self.before[-RANKER_WARMUP_DAYS:] if self.strategy == "ranked" else []
+        for day in progress(self.before[: len(self.before) - len(warm_up)],
+                            f"[{self.strategy}] features before the window", "day"):
             if self.step(day, "features", build_features, self.store, self.settings, day) is not None:
                 frames.append(_history_of(self.store, day))
         self.costs["prep"] = time.perf_counter() - started
         if self.strategy in MODEL_STRATEGIES:
             t0, c0 = time.perf_counter(), _cpu()
-            last = self.before[-1]
+            last = self.before[-1 - len(warm_up)]
             self.version = train_from_scratch(self.store, self.settings, last, run_id="bench-bootstrap")["version"]
-            if self.strategy == "fine_tune":  # the bootstrap is the first champion
+            if self.strategy in PIPELINE_STRATEGIES:  # the bootstrap is the first champion
                 registry.record_decision(self.store, last, {
                     "date": last.isoformat(), "candidate_version": self.version, "champion_version": None,
                     "candidate_metrics": {}, "champion_metrics": None, "eval_users": 0, "eval_examples": 0,
@@ -240,8 +258,17 @@ class _Run:
                     "decided_at": registry.now(),
                 }, run_id="bench-bootstrap")
                 deploy(self.store, self.settings, last, run_id="bench-bootstrap")
+            warm_up_days = progress(warm_up, f"[{self.strategy}] pipeline and ranker before the window", "day")
+            for n, day in enumerate(warm_up_days):
+                users, _ = _day_truth(self.store, day)
+                if users:
+                    self.rank(day, users, None, 0.0)
+                    self.extra = {}  # not a window day: nothing is measured
+                self.update(-1 - n, day)
+                frames.append(_history_of(self.store, day))
             self.costs["bootstrap"] = time.perf_counter() - t0
             self.costs["bootstrap_cpu"] = _cpu() - c0
+            self.costs["daily"] = self.costs["daily_cpu"] = 0.0  # the warm-up days count as bootstrap
         return pd.concat(frames, ignore_index=True)
 
     def rank(self, day: date, users: list[str], history: Any, regularisation: float) -> list[list[str]]:
@@ -252,9 +279,53 @@ class _Run:
         if self.strategy == "fully_stale":  # weights, histories, trend and catalog as at the bootstrap
             assert self.version is not None
             return _model_ranking(self.store, self.version, users, self.window[0])
-        serving = registry.load(self.store)["champion"] if self.strategy == "fine_tune" else self.version
+        serving = registry.load(self.store)["champion"] if self.strategy in PIPELINE_STRATEGIES else self.version
         assert serving is not None
+        if self.strategy == "ranked":
+            return self.rank_two_stages(serving, day, users)
         return _model_ranking(self.store, serving, users, day)
+
+    def rank_two_stages(self, version: int, day: date, users: list[str]) -> list[list[str]]:
+        """(r): the champion's candidates re-ordered by the ranker (the champion's own top-K when there is no
+        ranker yet); keeps the day's candidates and features to learn from once the day is over."""
+        from recsys.ranking import day_inputs
+        from recsys.ranking.stage import rank
+        from recsys.serving.index import load_scorer
+
+        c0 = _cpu()
+        scorer = load_scorer(self.store, version, before=day)
+        allowed = _allowed(self.store, version, len(scorer.item_ids))
+        inputs = day_inputs(self.store, scorer.item_ids, allowed, day, trend_days=self.settings.trend_days)
+        ranked = rank(scorer, users, inputs, self.ranker, K)
+        self.pending = (day, ranked, scorer.item_ids)
+        self.costs["ranker_rank_cpu"] += _cpu() - c0
+        self.extra = {"retrieval": scorer.top_k(users, K, allowed), "ranker": self.ranker is not None}
+        return ranked.ranked
+
+    def learn(self, day: date) -> None:
+        """(r): fine-tune the ranker from its last weights on the lists of ``day`` (the customers of its train
+        split, labelled by what they bought) and of the days before it (up to RANKER_REPLAY_DAYS)."""
+        from recsys import schema
+        from recsys.features import load_examples
+        from recsys.ranking import Lists, labels, to_lists
+        from recsys.ranking.model import fit
+
+        if self.pending is None or self.pending[0] != day:
+            return
+        c0 = _cpu()
+        _, ranked, item_ids = self.pending
+        examples = load_examples(self.store, day, columns=[schema.USER_ID, schema.ITEM_ID, schema.SPLIT])
+        train = examples[examples[schema.SPLIT] == "train"]
+        bought = zip(train[schema.USER_ID].astype(str), train[schema.ITEM_ID].astype(str), strict=True)
+        # holdout customers get no label, so their lists (no bought candidate) are left out
+        lists = to_lists(ranked.candidates, ranked.features, labels(ranked.candidates, ranked.users, item_ids, bought))
+        self.ranker_lists = [*self.ranker_lists, lists][-RANKER_REPLAY_DAYS:]
+        everything = Lists.concat(self.ranker_lists)
+        if len(everything):
+            self.ranker = fit(everything, self.ranker, epochs=RANKER_EPOCHS, seed=self.settings.seed + day.toordinal())
+            # the checkpoint (bench/ranking/latency.py reads the newest)
+            self.store.write_bytes(f"{RANKER_CHECKPOINTS}/dt={day.isoformat()}/weights.npz", self.ranker.to_bytes())
+        self.costs["ranker_fit_cpu"] += _cpu() - c0
 
     def serving_version(self) -> int | None:
         """The version that ranks the next day (model strategies; ``fully_stale`` excluded: frozen inputs)."""
@@ -262,7 +333,7 @@ class _Run:
 
         if self.strategy in ("stale", "retrain"):
             return self.version
-        return registry.load(self.store)["champion"] if self.strategy == "fine_tune" else None
+        return registry.load(self.store)["champion"] if self.strategy in PIPELINE_STRATEGIES else None
 
     def realtime(self, day: date) -> dict[str, Any] | None:
         """Daily vs real-time inputs on ``day``'s purchase moments (realtime.py), for the serving version."""
@@ -281,8 +352,10 @@ class _Run:
         from recsys.training import train_from_scratch
 
         t0, c0 = time.perf_counter(), _cpu()
-        if self.strategy == "fine_tune":
+        if self.strategy in PIPELINE_STRATEGIES:
             self.step(day, "pipeline", run_all, self.store, self.settings, day)
+            if self.strategy == "ranked":
+                self.step(day, "ranker", self.learn, day)
         else:
             self.step(day, "features", build_features, self.store, self.settings, day)
             if self.strategy == "retrain" and (n + 1) % self.every == 0:
@@ -336,6 +409,9 @@ def worker(strategy: str, days: int, workdir: Path, every: int = 1, with_realtim
         if n % every == 0 and users:
             metrics = _metrics(run.rank(day, users, history, regularisation), relevant)
             per_day.append({"date": day.isoformat(), "customers": len(users), **metrics})
+            if run.extra:  # (r): the champion's own ranking of the same customers, and whether a ranker ranked
+                per_day[-1]["retrieval"] = _metrics(run.extra.pop("retrieval"), relevant)
+                per_day[-1]["ranker"] = run.extra.pop("ranker")
             if with_realtime and (moments := run.realtime(day)) is not None:
                 per_day[-1]["per_purchase"] = moments
             note(f"[{strategy}] {day} customers={len(users)} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
@@ -346,6 +422,8 @@ def worker(strategy: str, days: int, workdir: Path, every: int = 1, with_realtim
         except FeatureError:  # the day's features were refused (recorded by run.step)
             pass
     mean, micro = _means(per_day)
+    first_stage = [{"customers": d["customers"], **d["retrieval"]} for d in per_day if "retrieval" in d]
+    retrieval_mean, retrieval_micro = _means(first_stage)
     reg = registry.load(run.store)
     realtime = _realtime_means(per_day) if with_realtime else None
     window = run.window
@@ -356,6 +434,10 @@ def worker(strategy: str, days: int, workdir: Path, every: int = 1, with_realtim
         "days": per_day,
         "mean": mean,
         "micro_mean": micro,
+        "retrieval_mean": retrieval_mean or None,  # (r) the champion alone on the same days and customers
+        "retrieval_micro_mean": retrieval_micro or None,
+        "ranker_rank_cpu_seconds": round(run.costs["ranker_rank_cpu"], 1),
+        "ranker_fit_cpu_seconds": round(run.costs["ranker_fit_cpu"], 1),
         "customers": sum(d["customers"] for d in per_day),
         "failed_days": run.failed,
         "per_purchase": realtime,
@@ -524,6 +606,10 @@ def _print_table(results: list[dict[str, Any]]) -> None:
         print(f"| {r['strategy']} | {m['recall@20']:.3f} | {m['recall@100']:.3f} | {m['ndcg@100']:.3f} "
               f"| {u['recall@100']:.3f} | {u['ndcg@100']:.3f} | {len(r['failed_days'])} "
               f"| {r['bootstrap_seconds']} | {r['daily_seconds']} | {r['daily_cpu_seconds']} | {r['peak_rss_mb']} |")
+        if r.get("retrieval_mean"):
+            m, u = r["retrieval_mean"], r["retrieval_micro_mean"]
+            print(f"| {r['strategy']}: its champion alone | {m['recall@20']:.3f} | {m['recall@100']:.3f} "
+                  f"| {m['ndcg@100']:.3f} | {u['recall@100']:.3f} | {u['ndcg@100']:.3f} | | | | | |")
     timed = [r for r in results if r.get("per_purchase")]
     if timed:
         print("\n| strategy | purchase moments | with same-day events | inputs | recall@20 | recall@100 | NDCG@100 "

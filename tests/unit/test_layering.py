@@ -19,7 +19,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("datasets", "streaming"),  # adapters that publish raw partitions (bundled data, simulator, Kafka sink)
     ("features",), ("validation",),
     ("spark",),  # the Spark engine of the validate and features steps (RECSYS_COMPUTE=spark)
-    ("model",), ("training", "training_distributed"), ("serving",), ("evaluation",), ("report",),
+    ("model",), ("training", "training_distributed"),
+    ("ranking",),  # the second stage (issue 19): reads features, is given a retrieval scorer; serving may use it
+    ("serving",), ("evaluation",), ("report",),
     ("retrain",), ("cli",),
 ]
 _LAYER = {name: n for n, names in enumerate(LAYERS) for name in names}
