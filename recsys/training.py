@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from recsys.errors import RecsysError
 from recsys.features import items, trend, vocab
 from recsys.features.build import check_delivery, load_stats
 from recsys.features.inputs import Part, history_inputs, replay_part, replay_sample, replay_size, train_part
+from recsys.model import session
 from recsys.model.tables import StoredArray, StreamedArray, load_tables, open_tables, write_tables
 from recsys.progress import bar, progress
 from recsys.storage import PartitionStore, layout
@@ -314,15 +315,31 @@ def save_trained(
     """Store trained ``tables`` as a new version with its metadata and register it (a :class:`StreamedArray` is
     written piece by piece)."""
 
+    fit = _session_fit(store, settings, day, tables)
+    if fit is not None:
+        tables = {**tables, session.SESSION_WEIGHT: np.asarray(fit[session.SESSION_WEIGHT], np.float32),
+                  session.SESSION_QUERY_WEIGHT: np.asarray(fit[session.SESSION_QUERY_WEIGHT], np.float32)}
+
     def describe(version: int) -> registry.VersionEntry:
-        return _metadata(
+        entry = _metadata(
             version, kind, day, parent, settings, inputs.train_examples, inputs.replay_examples, inputs.user_rows,
             inputs.item_rows, inputs.old, tables, final_loss, seconds,
         )
+        return entry if fit is None else cast(registry.VersionEntry, {**entry, "session_fit": fit})
 
     metadata = store_version(store, day, kind, tables, describe, run_id)
     log.info("trained %s version %d on %s (parent %s): %s", kind, metadata["version"], day, parent, metadata)
     return metadata
+
+
+def _session_fit(store: PartitionStore, settings: Settings, day: date,
+                 tables: Mapping[str, np.ndarray | StreamedArray]) -> dict[str, Any] | None:
+    """The session weights of a version trained on ``day`` (:func:`recsys.model.session.fit_session`); None when
+    its tables are streamed (a sharded fine-tune: the version then scores without a session term)."""
+    if any(isinstance(t, StreamedArray) for t in tables.values()):
+        log.warning("session weights not fitted for %s: the tables are sharded (the session term stays 0)", day)
+        return None
+    return session.fit_session(store, settings, day, tables)  # type: ignore[arg-type]
 
 
 def store_version(

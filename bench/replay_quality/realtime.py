@@ -19,64 +19,17 @@ relevant items are the moment's purchased items. Metrics are averaged over the d
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
+from recsys.model import session
 
-@dataclass(frozen=True)
-class Moment:
-    user: str
-    time: pd.Timestamp
-    bought: frozenset[str]
-    before: tuple[tuple[str, pd.Timestamp], ...]  # the customer's earlier events of the day: (item, time), in order
-
-
-def purchase_moments(events: pd.DataFrame) -> list[Moment]:
-    """The day's purchase moments from its raw events (``event_type`` absent: every event is a purchase)."""
-    from recsys import schema
-
-    frame = events[[schema.USER_ID, schema.ITEM_ID, schema.EVENT_TIME]].copy()
-    frame[schema.USER_ID] = frame[schema.USER_ID].astype(str)
-    frame[schema.ITEM_ID] = frame[schema.ITEM_ID].astype(str)
-    frame["purchase"] = (events[schema.EVENT_TYPE] == "purchase").to_numpy() if schema.EVENT_TYPE in events else True
-    frame = frame.sort_values([schema.USER_ID, schema.EVENT_TIME, schema.ITEM_ID], kind="stable")
-    moments = []
-    for user, mine in frame.groupby(schema.USER_ID, sort=True):
-        times = mine[schema.EVENT_TIME].to_numpy()
-        items = mine[schema.ITEM_ID].to_numpy(object)
-        bought = mine["purchase"].to_numpy(bool)
-        for when in pd.unique(times[bought]):
-            at = bought & (times == when)
-            earlier = times < when
-            moments.append(Moment(str(user), pd.Timestamp(when), frozenset(items[at]),
-                                  tuple(zip(items[earlier], map(pd.Timestamp, times[earlier]), strict=True))))
-    return moments
-
-
-def _as_utc(when: pd.Timestamp) -> datetime:
-    stamp = when.tz_localize(UTC) if when.tzinfo is None else when.tz_convert(UTC)
-    return stamp.to_pydatetime()
-
-
-def live_history(base: tuple[list[str], list[int]], before: tuple[tuple[str, pd.Timestamp], ...],
-                 length: int) -> tuple[list[str], list[int]]:
-    """``base`` (the snapshot's item ids and days, most recent first) after the events ``before``, applied
-    as the service's live state applies them."""
-    from recsys.serving.live import UserState
-    from recsys.serving.live import _moved_to_front as moved_to_front  # the live state's own rule
-
-    if not before:
-        return base
-    items, days = base
-    state = UserState(tuple(items), tuple(days), ("",) * len(items), _as_utc(before[0][1]), 0)
-    for item, when in before:
-        moment = _as_utc(when)
-        state = moved_to_front(state, item, moment.date().isoformat(), moment, length)
-    return list(state.items), list(state.days)
+# the moments and the live rule are the model's own (the session weights are fitted on the same moments)
+Moment = session.Moment
+purchase_moments = session.purchase_moments
+live_history = session.live_history
 
 
 def rank_moments(scorer: Any, moments: list[Moment], k: int, allowed: np.ndarray | None,
@@ -86,7 +39,7 @@ def rank_moments(scorer: Any, moments: list[Moment], k: int, allowed: np.ndarray
     from recsys.serving.index import Scorer
 
     row_of = {str(i): r for r, i in enumerate(scorer.item_ids) if r > 0 and i != ""}
-    keys, user_rows, histories = [], dict(scorer.user_rows), {}
+    keys, user_rows, histories, sessions = [], dict(scorer.user_rows), {}, {}
     for n, moment in enumerate(moments):
         rows, days = scorer.history(moment.user)
         base = ([str(scorer.item_ids[r]) for r in rows], [int(d) for d in days])
@@ -97,9 +50,12 @@ def rank_moments(scorer: Any, moments: list[Moment], k: int, allowed: np.ndarray
         if moment.user in scorer.user_rows:
             user_rows[key] = scorer.user_rows[moment.user]
         histories[key] = (np.array([r for r, _ in pairs], np.int64), np.array([d for _, d in pairs], np.float32))
+        sessions[key] = np.array([row_of[i] for i in moment.session if i in row_of], np.int64)
     live = Scorer(scorer.user_table, scorer.item_table, user_rows, scorer.item_ids, item_bias=scorer.item_bias,
                   repeat_weight=scorer.repeat_weight, history_weight=scorer.history_weight, histories=histories,
-                  history_table=scorer.history_table, query_length=scorer.query_length)
+                  history_table=scorer.history_table, query_length=scorer.query_length,
+                  session_weight=scorer.session_weight, session_query_weight=scorer.session_query_weight,
+                  sessions=sessions)
     daily = scorer.top_k([m.user for m in moments], k, allowed)
     return daily, live.top_k(keys, k, allowed)
 
@@ -113,14 +69,16 @@ def day_metrics(store: Any, version: int, day: date, k: int, metrics: Callable[.
     from recsys.storage import layout
     from recsys.storage.raw import read_partition
 
-    moments = purchase_moments(read_partition(store, layout.raw_events(day)))
+    meta = registry.load(store)["versions"].get(str(version)) or {}
+    query_length = int(meta.get("history_length", 50))
+    moments = purchase_moments(read_partition(store, layout.raw_events(day)), query_length)
     if not moments:
         return None
     scorer = load_scorer(store, version, before=day)
-    meta = registry.load(store)["versions"].get(str(version)) or {}
-    query_length = int(meta.get("history_length", 50))
     length = max(query_length, int(meta.get("repeat_length", query_length)))
     daily, realtime = rank_moments(scorer, moments, k, allowed(len(scorer.item_ids)), length)
     relevant = [set(m.bought) for m in moments]
     return {"moments": len(moments), "with_same_day_events": sum(1 for m in moments if m.before),
+            "with_session_items": sum(1 for m in moments if m.session),
+            "session_weight": scorer.session_weight, "session_query_weight": scorer.session_query_weight,
             "daily": metrics(daily, relevant), "realtime": metrics(realtime, relevant)}

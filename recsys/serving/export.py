@@ -5,7 +5,10 @@ The signature ``serving_default`` takes ``user_id`` (string, [batch]) and return
 :mod:`recsys.serving.index`): the user's row (OOV for unknown users) plus the mean of their recent
 items, dotted with every candidate vector, plus the item bias and the repeat term (over the whole
 stored history; the query's mean over its first ``query_length`` items). The customers' past items
-are those known at export time (the version's deploy), baked into the SavedModel.
+are those known at export time (the version's deploy), baked into the SavedModel. The signature
+``with_session`` also takes ``session_item_ids`` (string, [batch, S], "" padding): each customer's
+session items (viewed or carted today and not bought since, most recent first, as the live state holds
+them), scored with the version's session term (:mod:`recsys.model.session`).
 
 Sizes: the past items are stored flat (CSR: every customer's items back to back, ``hist_offsets``
 [customers + 2] into them), so they cost their number, not customers x the longest history. Every
@@ -57,13 +60,46 @@ class _Recommender(tf.Module):
         self.hist_days = tf.Variable(hist_days, trainable=False)
         self.repeat_weight = tf.Variable(scorer.repeat_weight, trainable=False)
         self.history_weight = tf.Variable(scorer.history_weight, trainable=False)
+        self.session_weight = tf.Variable(scorer.session_weight, trainable=False)
+        self.session_query_weight = tf.Variable(scorer.session_query_weight, trainable=False)
+        named = np.flatnonzero(np.asarray(scorer.item_ids, dtype=object).astype(str) != "")
+        named = named[named > 0]
+        self.item_lookup = _table(np.asarray(scorer.item_ids, dtype=object)[named].astype(str), named)
         self.user_lookup = _table(users.id_bytes[known], users.targets[known])
         self.history_lookup = _table(hist_ids, np.arange(1, len(hist_ids) + 1))
         self.query_length = int(scorer.query_length if scorer.query_length is not None else max(longest, 1))
+        self.session_length = int(scorer.query_length if scorer.query_length is not None else np.iinfo(np.int32).max)
         self.k = min(k, len(served_rows))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id")])
     def serve(self, user_id: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._top_k(self._scores(user_id))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id"),
+                                  tf.TensorSpec([None, None], tf.string, name="session_item_ids")])
+    def serve_session(self, user_id: tf.Tensor, session_item_ids: tf.Tensor) -> dict[str, tf.Tensor]:
+        """``serve`` with each customer's session items ([batch, S], most recent first, "" = padding): the
+        session term of :mod:`recsys.model.session` (its query part over the first ``query_length`` of them)."""
+        scores = self._scores(user_id)
+        rows = tf.reshape(self.item_lookup.lookup(tf.reshape(session_item_ids, [-1])), tf.shape(session_item_ids))
+        rows = tf.cast(rows, tf.int32)  # [B, S], 0: padding or an unknown item
+        known = rows > 0
+        # the first query_length known items of each row (as Scorer.session_query cuts them)
+        rank = tf.cumsum(tf.cast(known, tf.int32), axis=1, exclusive=True)
+        first = tf.cast(known & (rank < self.session_length), tf.float32)[..., None]
+        mean = tf.reduce_sum(tf.gather(self.history_table, rows) * first, 1) / tf.maximum(tf.reduce_sum(first, 1), 1.0)
+        scores += self.session_query_weight * tf.matmul(mean, self.item_table, transpose_b=True)
+        at = tf.where(known)  # [n, 2] (batch row, position)
+        hits = tf.stack([tf.cast(at[:, 0], tf.int32), tf.gather_nd(rows, at)], axis=1)
+        marked = tf.tensor_scatter_nd_max(tf.zeros_like(scores), hits, tf.ones(tf.shape(hits)[:1], tf.float32))
+        return self._top_k(scores + self.session_weight * marked)
+
+    def _top_k(self, scores: tf.Tensor) -> dict[str, tf.Tensor]:
+        best, found = tf.math.top_k(scores, k=self.k)
+        return {"item_ids": tf.gather(self.item_ids, found), "scores": best}
+
+    def _scores(self, user_id: tf.Tensor) -> tf.Tensor:
+        """[B, I] scores without the session term (the served mask in the bias)."""
         batch = tf.shape(user_id)[0]
         index = tf.reshape(self.history_lookup.lookup(user_id), [-1])  # [B] 0: no history
         starts = tf.gather(self.hist_offsets, index)
@@ -82,9 +118,7 @@ class _Recommender(tf.Module):
         scores = tf.matmul(queries, self.item_table, transpose_b=True) + self.item_bias[None, :]
         # repeat term: one bonus per own item, added at (batch row, item row)
         bonus = self.repeat_weight * tf.math.log1p(tf.gather(self.hist_days, flat))
-        scores = tf.tensor_scatter_nd_add(scores, tf.stack([owner, rows], axis=1), bonus)
-        best, found = tf.math.top_k(scores, k=self.k)
-        return {"item_ids": tf.gather(self.item_ids, found), "scores": best}
+        return tf.tensor_scatter_nd_add(scores, tf.stack([owner, rows], axis=1), bonus)
 
 
 _CHUNK = 1 << 18  # ids inserted / table rows assigned at once: bounds the temporary tensors
@@ -124,4 +158,5 @@ def export_saved_model(scorer: Scorer, served_rows: list[int], out_dir: Path, k:
     if not served_rows or 0 in served_rows:
         raise ValueError("served_rows must be non-empty and must not contain the OOV row 0")
     module = _Recommender(scorer, served_rows, k)
-    tf.saved_model.save(module, str(out_dir), signatures={"serving_default": module.serve})
+    tf.saved_model.save(module, str(out_dir), signatures={"serving_default": module.serve,
+                                                          "with_session": module.serve_session})

@@ -34,11 +34,13 @@ from numpy.dtypes import StringDType
 
 from recsys import schema
 from recsys.features import history, vocab
+from recsys.model import session
 from recsys.serving.ids import IdIndex, IdLists, sorted_codes, strings, utf8
 from recsys.storage import PartitionStore, layout
 
 History = tuple[np.ndarray, np.ndarray]  # item rows (most recent first), days bought (float32)
 _NO_HISTORY: History = (np.zeros(0, np.int32), np.zeros(0, np.float32))
+_NO_ROWS = np.zeros(0, np.int64)
 HISTORY_DTYPES = (np.int32, np.float32)  # the columns of a histories table: item rows, days bought
 _CANDIDATE_BLOCK = 1 << 14  # items whose candidate vectors are computed at once
 _TABLE_CHUNK_ROWS = 1 << 16  # rows of the user table read at once (16 MB at 64-d float32)
@@ -49,18 +51,14 @@ SCORE_BLOCK_USERS = 256
 
 def candidate_table(tables: dict[str, np.ndarray]) -> np.ndarray:
     """[I, d] candidate vectors of every item row: id + mean of title words + price band."""
-    item = tables["item"].astype(np.float32)
     if "word" not in tables:
-        return item
-    out = np.empty(item.shape, np.float32)
+        return tables["item"].astype(np.float32)
+    out = np.empty(tables["item"].shape, np.float32)
     # a block of items at a time: the word vectors of every title word ([items, words, d]) would be 1.2 GB
     # transient for 600k items; each row's sum is the same whatever the block
-    for start in range(0, len(item), _CANDIDATE_BLOCK):
-        block = slice(start, start + _CANDIDATE_BLOCK)
-        words = tables["item_words"][block]
-        mask = (words > 0)[..., None]
-        title = (tables["word"][words] * mask).sum(1) / np.maximum(mask.sum(1), 1)
-        out[block] = (item[block] + title + tables["price"][tables["item_price"][block]]).astype(np.float32)
+    for start in range(0, len(out), _CANDIDATE_BLOCK):
+        out[start: start + _CANDIDATE_BLOCK] = session.candidate_vectors(
+            tables, np.arange(start, min(start + _CANDIDATE_BLOCK, len(out))))
     return out
 
 
@@ -80,7 +78,9 @@ class Scorer:
     def __init__(self, user_table: np.ndarray, item_table: np.ndarray, user_rows: Mapping[str, int],
                  item_ids: np.ndarray, item_bias: np.ndarray | None = None, repeat_weight: float = 0.0,
                  history_weight: float = 0.0, histories: Mapping[str, History] | None = None,
-                 history_table: np.ndarray | None = None, query_length: int | None = None) -> None:
+                 history_table: np.ndarray | None = None, query_length: int | None = None,
+                 session_weight: float = 0.0, session_query_weight: float = 0.0,
+                 sessions: Mapping[str, np.ndarray] | None = None) -> None:
         self.user_table = user_table
         self.item_table = item_table
         self.user_rows = user_rows  # type: ignore[assignment]
@@ -91,6 +91,10 @@ class Scorer:
         self.histories = histories or {}  # type: ignore[assignment]
         self.history_table = history_table if history_table is not None else item_table
         self.query_length = query_length
+        self.session_weight = float(session_weight)
+        self.session_query_weight = float(session_query_weight)
+        # user id -> item rows of the customer's session items, most recent first (live inputs; none in a snapshot)
+        self.sessions: Mapping[str, np.ndarray] = sessions or {}
 
     @property
     def user_rows(self) -> IdIndex:
@@ -129,7 +133,18 @@ class Scorer:
                 recent = self.histories.run(found[n])[0][: self.query_length]
                 if len(recent):
                     queries[n] += self.history_weight * self.history_table[recent].mean(0)
+        if self.session_query_weight and self.sessions:
+            for row, user_id in enumerate(user_ids):
+                queries[row] += self.session_query(self.sessions.get(user_id, _NO_ROWS))
         return queries
+
+    def session_query(self, rows: np.ndarray) -> np.ndarray:
+        """[d] what session item ``rows`` (most recent first) add to a query: the session query weight times the
+        mean of the first ``query_length`` rows' id embeddings (0 for none)."""
+        rows = np.asarray(rows, np.int64)[: self.query_length]
+        if not len(rows) or not self.session_query_weight:
+            return np.zeros(self.history_table.shape[1], np.float32)
+        return (self.session_query_weight * self.history_table[rows].mean(0)).astype(np.float32)
 
     def repeat_bonus(self, user_id: str) -> History:
         """(item rows, bonus) of the repeat term for ``user_id``'s own past items (the whole history)."""
@@ -144,6 +159,10 @@ class Scorer:
             for n in np.flatnonzero(found >= 0):
                 recent, days = self.histories.run(found[n])
                 np.add.at(scores[n], recent, (self.repeat_weight * np.log1p(days)).astype(np.float32))
+        if self.session_weight and self.sessions:
+            for row, user_id in enumerate(user_ids):
+                rows = np.unique(np.asarray(self.sessions.get(user_id, _NO_ROWS), np.int64))
+                scores[row, rows] += np.float32(self.session_weight)
         return scores
 
     def top_k(self, user_ids: list[str], k: int, allowed: np.ndarray | None = None,
@@ -345,6 +364,8 @@ def load_scorer(store: PartitionStore, version: int, before: date | None = None,
         history_weight=1.0 if aware else 0.0, histories=histories,
         history_table=tables["item"].astype(np.float32, copy=False),
         query_length=query_length if aware else None,
+        session_weight=float(tables.get(session.SESSION_WEIGHT, 0.0)),
+        session_query_weight=float(tables.get(session.SESSION_QUERY_WEIGHT, 0.0)),
     )
 
 

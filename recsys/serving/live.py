@@ -44,6 +44,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from recsys import schema
+from recsys.model import session
 from recsys.serving.model_holder import LiveInputs
 from recsys.streaming import StreamingError, events
 from recsys.streaming.topics import CATALOG_TOPIC, EVENTS_TOPIC
@@ -71,6 +72,7 @@ class LiveConfig:
     dedup_window: int = 200_000
     poll_batch: int = 1000
     freshness_seconds: float = 0.1  # how often the topics' end offsets are asked (``state_as_of``'s step)
+    session_length: int = 50  # session items kept per customer (the query's history_length)
 
 
 def live_config(settings: Settings, events_topic: str = EVENTS_TOPIC,
@@ -87,7 +89,8 @@ def live_config(settings: Settings, events_topic: str = EVENTS_TOPIC,
     bootstrap = settings.kafka_bootstrap or default_bootstrap()
     return LiveConfig(bootstrap=bootstrap, events_topic=events_topic, catalog_topic=catalog_topic,
                       max_users=settings.live_max_users,
-                      length=max(settings.history_length, settings.repeat_length))
+                      length=max(settings.history_length, settings.repeat_length),
+                      session_length=settings.history_length)
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,10 @@ class UserState:
     last: tuple[str, ...]  # ISO day each item was last used live ("" = only in the snapshot)
     last_event_at: datetime
     events: int  # live events applied
+    # the session items (:mod:`recsys.model.session`): items of the customer's events on ``session_day`` that were
+    # not purchases, most recent first, an item leaving when bought
+    session: tuple[str, ...] = ()
+    session_day: str = ""  # ISO day of the session's events ("": none)
 
 
 @dataclass(frozen=True)
@@ -159,7 +166,9 @@ class LiveState:
             if old is None:
                 items, days = base if base is not None else ([], [])
                 old = UserState(tuple(items), tuple(days), ("",) * len(items), when, 0)
-            self._users[user] = _moved_to_front(old, item, day, when, self.config.length)
+            self._users[user] = _moved_to_front(old, item, day, when, self.config.length,
+                                                event.get(schema.EVENT_TYPE) == session.PURCHASE,
+                                                self.config.session_length)
             self._users.move_to_end(user)
             if len(self._users) > self.config.max_users:
                 self._users.popitem(last=False)
@@ -197,12 +206,16 @@ class LiveState:
         with self._lock:
             return self._users.get(user_id)
 
-    def inputs(self, user_id: str) -> tuple[LiveInputs, UserState | None]:
+    def inputs(self, user_id: str, now: datetime | None = None) -> tuple[LiveInputs, UserState | None]:
         """What a request for ``user_id`` ranks with: the customer's live history (None: use the
-        snapshot's) and the items unavailable since the index."""
+        snapshot's), the items unavailable since the index, and the customer's session items if their session
+        is of today (``now``'s UTC day; default the clock's)."""
         state = self.user(user_id)
-        history = (state.items, state.days) if state is not None else None
-        return LiveInputs(history, self.unavailable), state
+        if state is None:
+            return LiveInputs(None, self.unavailable), None
+        today = (now or datetime.now(UTC)).astimezone(UTC).date().isoformat()
+        current = state.session if state.session_day == today else ()
+        return LiveInputs((state.items, state.days), self.unavailable, current), state
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -212,21 +225,19 @@ class LiveState:
                 "catalog_from": _iso(self.catalog_from), **self.counts}
 
 
-def _moved_to_front(old: UserState, item: str, day: str, when: datetime, length: int) -> UserState:
-    """``old`` after one event on ``item`` on ``day``: the item first, its days + 1 on a new day."""
-    items, days, last = list(old.items), list(old.days), list(old.last)
-    if item in items:
-        i = items.index(item)
-        grown = days[i] + (1 if day > last[i] else 0)
-        newest = max(day, last[i])
-        del items[i], days[i], last[i]
+def _moved_to_front(old: UserState, item: str, day: str, when: datetime, length: int, purchased: bool = False,
+                    session_length: int = 50) -> UserState:
+    """``old`` after one event on ``item`` on ``day``: the item first, its days + 1 on a new day
+    (:func:`recsys.model.session.moved_to_front`); the session items of ``day`` after it
+    (:func:`recsys.model.session.next_session`: a new day starts a new session)."""
+    items, days, last = session.moved_to_front(old.items, old.days, old.last, item, day, length)
+    current = old.session if old.session_day == day else ()
+    if day >= old.session_day:  # an event of an earlier day than the session's (late) leaves the session alone
+        current, session_day = session.next_session(current, item, purchased, session_length), day
     else:
-        grown, newest = 1, day
-    items.insert(0, item)
-    days.insert(0, grown)
-    last.insert(0, newest)
-    return UserState(tuple(items[:length]), tuple(days[:length]), tuple(last[:length]),
-                     max(when, old.last_event_at) if old.events else when, old.events + 1)
+        current, session_day = old.session, old.session_day
+    return UserState(items, days, last, max(when, old.last_event_at) if old.events else when, old.events + 1,
+                     current, session_day)
 
 
 def _iso(when: datetime | None) -> str | None:

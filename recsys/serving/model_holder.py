@@ -69,6 +69,9 @@ class LiveInputs:
     # None: the snapshot's
     history: tuple[Sequence[str], Sequence[int]] | None = None
     unavailable: Collection[str] = ()  # item ids out of stock or delisted since the serving index was built
+    # the customer's session items (viewed or carted today, not bought since; most recent first): the version's
+    # session term (:mod:`recsys.model.session`)
+    session: Sequence[str] = ()
 
 
 NO_LIVE = LiveInputs()
@@ -164,7 +167,28 @@ class LoadedVersion:
         positions = self.position_of_row[rows] if len(rows) else rows
         keep = positions > 0
         bonus = (self.full.repeat_weight * np.log1p(counts[keep])).astype(np.float32)
-        return self._live_query(user_id, rows), positions[keep], bonus, np.unique(positions[keep])
+        query = self._live_query(user_id, rows)
+        own, bought = positions[keep], np.unique(positions[keep])
+        if live.session and (self.full.session_weight or self.full.session_query_weight):
+            query, own, bonus = self._with_session(query, own, bonus, live.session)
+        return query, own, bonus, bought
+
+    def _with_session(self, query: np.ndarray | None, own: np.ndarray, bonus: np.ndarray,
+                      session: Sequence[str]) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """The session term (:meth:`Scorer.session_query` and ``session_weight`` on each session item) added to a
+        query and the own items' bonus (one entry per served position)."""
+        found = self.item_rows.lookup(list(session), vocab.OOV_ROW)
+        rows = found[found > vocab.OOV_ROW]
+        if not len(rows):
+            return query, own, bonus
+        if query is not None:
+            query = query + self.full.session_query(rows)
+        positions = np.unique(self.position_of_row[rows])
+        positions = positions[positions > 0]
+        own = np.concatenate([own, positions])
+        bonus = np.concatenate([bonus, np.full(len(positions), self.full.session_weight, np.float32)])
+        own, at = np.unique(own, return_inverse=True)
+        return query, own, np.bincount(at, weights=bonus, minlength=len(own)).astype(np.float32)
 
     def _blocked(self, bought: np.ndarray | None, unavailable: Collection[str]) -> np.ndarray:
         """Served positions an answer must not hold: bought (when excluded) and unavailable ones."""

@@ -87,3 +87,31 @@ def test_a_graph_mode_loader_restores_the_lookup_tables(tmp_path):
         signature = meta.signature_def["serving_default"]
         found = session.run(signature.outputs["item_ids"].name, {signature.inputs["user_id"].name: users})
     assert [[i.decode() for i in row] for row in found] == scorer.top_k(users, 5)
+
+
+def test_the_with_session_signature_ranks_as_the_scorer_with_session_items(tmp_path):
+    from recsys.serving.export import export_saved_model
+
+    scorer = _scorer(10)
+    scorer.session_weight, scorer.session_query_weight = 2.5, -0.8
+    served = [r for r in range(1, ITEMS) if r % 7]
+    allowed = np.zeros(ITEMS, bool)
+    allowed[served] = True
+    export_saved_model(scorer, served, tmp_path / "m", k=20)
+    serve = tf.saved_model.load(str(tmp_path / "m")).signatures["with_session"]
+    users = ["u0", "u50", "h200", "never-seen"]
+    # most recent first, "" padding and an unknown item skipped, a repeated item in the mean as given and in the
+    # bonus once (as Scorer takes session rows), more than query_length (10) items, an unserved item (14)
+    given = [["i3", "i5", "", ""], ["nope", "i14", "i14", "i9"], [f"i{r}" for r in range(20, 34)], ["", "", "", ""]]
+    width = max(len(g) for g in given)
+    padded = [g + [""] * (width - len(g)) for g in given]
+    row_of = {f"i{r}": r for r in range(1, ITEMS)}
+    rows = [[row_of[i] for i in g if i in row_of] for g in given]
+    scorer.sessions = {u: np.array(r, np.int64) for u, r in zip(users, rows, strict=True)}
+    out = serve(user_id=tf.constant(users), session_item_ids=tf.constant(padded))
+    exported = [[i.decode() for i in row] for row in out["item_ids"].numpy()]
+    assert exported == scorer.top_k(users, 20, allowed)
+    expected = scorer.scores(users)
+    expected[:, ~allowed] = -np.inf
+    np.testing.assert_allclose(out["scores"].numpy(), -np.sort(-expected, axis=1)[:, :20], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(expected, _scorer(10).scores(users))  # the session term changed the scores

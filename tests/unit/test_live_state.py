@@ -86,3 +86,27 @@ def test_the_state_is_as_of_the_end_offsets_only_once_every_partition_passed_the
     assert LiveFollower._passed(_Positions({("e", 0): 10, ("e", 1): -1001, ("c", 0): 3}), ends, {("e", 1)})
     assert not LiveFollower._passed(_Positions({("e", 0): 9, ("e", 1): 0, ("c", 0): 3}), ends, {("e", 1)})
     assert LiveFollower._passed(_Positions({("e", 0): 12, ("e", 1): 0, ("c", 0): 4}), ends, set())
+
+
+def test_session_items_are_the_days_views_and_carts_not_bought_since() -> None:
+    state = LiveState(LiveConfig(bootstrap="x", session_length=2))
+    kinds = [("a", "view"), ("b", "add_to_cart"), ("c", "view"), ("b", "purchase"), ("a", "view")]
+    for n, (item_id, kind) in enumerate(kinds):
+        state.apply_event(ev(n, "u", item_id, T0 + timedelta(minutes=n)) | {"event_type": kind}, None)
+    user = state.user("u")
+    assert user is not None
+    # b left when bought; a viewed again comes first; c kept; the list cut at 2
+    assert (user.session, user.session_day) == (("a", "c"), "2026-12-01")
+    assert user.items == ("a", "b", "c")  # every event, purchases included, still moves the history
+    inputs, _ = state.inputs("u", now=T0 + timedelta(hours=1))
+    assert tuple(inputs.session) == ("a", "c")
+    # the next day the session is over: not served, and a new day's event starts a new one
+    assert tuple(state.inputs("u", now=T0 + timedelta(days=1))[0].session) == ()
+    state.apply_event(ev(9, "u", "d", T0 + timedelta(days=1)), None)
+    user = state.user("u")
+    assert user is not None and (user.session, user.session_day) == (("d",), "2026-12-02")
+    # a late event of the day before leaves today's session alone
+    state.apply_event(ev(10, "u", "e", T0 + timedelta(hours=2)), None)
+    user = state.user("u")
+    assert user is not None and user.session == ("d",)
+    assert state.inputs("nobody")[0].session == ()

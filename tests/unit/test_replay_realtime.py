@@ -64,3 +64,21 @@ def test_realtime_ranking_uses_same_day_items_and_equals_daily_without_them() ->
     assert daily == [["A"], ["A"]]  # the snapshot (item A) points at A
     assert live[0] == daily[0]  # no same-day events: the same answer
     assert live[1] == ["B"]  # B viewed and carted today: the newest item is the query (query_length 1)
+
+
+def test_realtime_ranking_adds_the_session_term_of_the_version() -> None:
+    # the repeat term pushes a viewed item down (negative, as learned on shops without repeat buying); the session
+    # weight lifts it back above the rest
+    items = np.array([[0, 0], [1, 0], [0, 1], [0.9, 0.1]], np.float32)
+    scorer = Scorer(np.zeros((2, 2), np.float32), items, {"u1": 1}, np.array(["", "A", "B", "C"], object),
+                    item_bias=np.array([0, 1.0, 0, 0.5], np.float32), repeat_weight=-1.0, history_weight=0.0,
+                    session_weight=0.0)
+    when = pd.Timestamp("2011-12-01 10:00", tz="UTC")
+    moment = realtime.purchase_moments(_events([("u1", "C", "2011-12-01 09:00", "view"),
+                                                ("u1", "C", "2011-12-01 10:00", "purchase")]))[0]
+    assert moment.session == ("C",) and moment.time == when
+    daily, live = realtime.rank_moments(scorer, [moment], k=1, allowed=None, length=5)
+    assert daily == live == [["A"]]  # no session weight: C (viewed, so -ln 2) stays below A
+    scorer.session_weight = 2.0
+    daily, live = realtime.rank_moments(scorer, [moment], k=1, allowed=None, length=5)
+    assert daily == [["A"]] and live == [["C"]]  # 0.5 - ln 2 + 2 > 1
