@@ -12,6 +12,11 @@ O(I * d + H * d + R).
 
 A version stored with id tables only (``user`` and ``item``) scores by the plain dot product.
 
+With live inputs (``sessions``: a customer's session items, viewed or carted today and not bought since) the
+version's session term is added (:mod:`recsys.model.session`): ``session_weight`` on each session item and
+``session_query_weight`` x the mean of their id embeddings in the query. A history snapshot has no sessions,
+so daily scores are unchanged.
+
 Per-customer state is flat arrays (:mod:`recsys.serving.ids`): the user vocabulary is a sorted id array
 with the rows, the histories one CSR table (offsets, item rows, days) keyed by sorted ids, read from the
 vocabulary and snapshot files with pyarrow; no Python object per customer is built (a 30M-event day has

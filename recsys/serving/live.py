@@ -9,7 +9,9 @@ The served version holds each customer's recent items as of its history snapshot
   the snapshot's own rule, :func:`recsys.features.history.update`), so the query vector (mean of the recent
   items, the query tower's history path) and the repeat term use it at the next request. A customer the
   model has no row for (a new customer) is embedded from these items alone (OOV user row + their mean), so
-  their first event already makes the answer personal.
+  their first event already makes the answer personal. The customer's **session items** (the day's views and
+  carts not bought since, :func:`recsys.model.session.next_session`; a new day starts a new session) get the
+  version's session term in answers of the same UTC day.
 - **item events** (``recsys.catalog-events``): ``out_of_stock`` and ``delisted`` remove an item from every
   answer; ``back_in_stock`` and ``listed`` bring it back (only an item the serving index holds: a new item
   needs the next catalog partition and index refresh); ``price_change`` is recorded (the ranking's price band
