@@ -1,55 +1,79 @@
 """features@day2 at N events (issue 14): the features of a day that reads the snapshot of a day of N events.
 
-Usage: features_day2.py N WORK NEW_TREE [OTHER_TREE ...], each tree a clean worktree of a commit. One store
-under WORK/store (two synthetic days of N events, both validated, day 1's features built by NEW_TREE's code),
-then day 2's features by each tree's code on a copy of it (``recsys features --date``, ``nice -n 15``); one
-JSON line per process: command, exit status, wall and CPU seconds and peak RSS (``ru_maxrss`` from ``wait4``),
-load average after. Results of 2026-12-02: results/features-day2-10m.json.
+One store under WORK/store: two synthetic days of N events, both validated, day 1's features built by the
+first tree's code (all through the command line; skipped when WORK/store already has day 1's features, so a
+built store is reused, also by a second run of this script beside the first). Then day 2's features by each
+tree's code on a copy of that store (``recsys features --date``), kept in WORK/store-<tree's directory name>
+to compare the trees' outputs. Each tree is a worktree of a commit (``git worktree add -f /tmp/wt-X COMMIT``);
+its commit and dirty flag are recorded. Every step is one process, measured as ``run.py`` measures
+(``run.Step``: ``wait4``'s CPU seconds and ``ru_maxrss``, an RSS timeline sampled every 0.2 s, the load average
+before and after); a line per step on stdout, and all of them in ``--out`` (rewritten after every step).
+
+    nice -n 15 .venv/bin/python bench/scale/features_day2.py 30000000 /tmp/fd2-30m /tmp/wt-new /tmp/wt-old \\
+        --out bench/scale/results/features-day2-30m-COMMIT.json
+
+Results: results/features-day2-10m.json (2026-12-02, an earlier version of this script), features-day2-*.json.
 """
 from __future__ import annotations
 
+import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
-import time
+from pathlib import Path
 from typing import Any
 
-PY = sys.executable
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # run.py's measuring
+
+import run  # noqa: E402
+
 D1, D2 = "2026-01-05", "2026-01-06"
 
 
-def run(work: str, src: str, root: str, *args: str) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": src, "RECSYS_STORAGE_BACKEND": "local", "RECSYS_STORAGE_ROOT": root}
-    started = time.time()
-    with open(f"{work}/{args[0]}-{os.path.basename(src)}.log", "a") as err:
-        proc = subprocess.Popen(["nice", "-n", "15", PY, "-m", "recsys.cli", *args], env=env, cwd=src,
-                                stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-    out = {"src": src, "cmd": " ".join(args), "exit": status, "wall_s": round(time.time() - started, 1),
-           "cpu_s": round(usage.ru_utime + usage.ru_stime, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-           "loadavg": os.getloadavg()}
-    print(json.dumps(out), flush=True)
-    return out
+def step(name: str, tree: str, root: Path, logs: Path, *args: str) -> dict[str, Any]:
+    env = run.child_env({"PYTHONPATH": tree, "RECSYS_STORAGE_BACKEND": "local", "RECSYS_STORAGE_ROOT": str(root)})
+    measured = run.Step(name, run.cli(*args), env, logs).wait()
+    result = {"step": name, "tree": tree, **run.code_state(Path(tree)), **measured}
+    print(json.dumps({k: v for k, v in result.items() if k not in ("rss_timeline", "output")}), flush=True)
+    return result
 
 
 def main() -> None:
-    events, work, new, others = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
-    base = f"{work}/store"
-    if not os.path.exists(f"{base}/features/dt={D1}/_SUCCESS"):
-        run(work, new, base, "generate-synthetic", "--from", D1, "--days", "2", "--events", str(events))
-        run(work, new, base, "validate", "--date", D1)
-        run(work, new, base, "validate", "--date", D2)
-        run(work, new, base, "features", "--date", D1)
-    results = []
-    for src in [new, *others]:
-        root = f"{work}/store-{os.path.basename(src)}"
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("events", type=int, help="events per synthetic day")
+    parser.add_argument("work", type=Path, help="working directory (the store, its copies, the logs)")
+    parser.add_argument("trees", nargs="+", help="worktrees whose code builds day 2 (the first also builds the store)")
+    parser.add_argument("--out", type=Path, help="results JSON (default WORK/day2-results.json)")
+    args = parser.parse_args()
+    work: Path = args.work.resolve()
+    out = args.out or work / "day2-results.json"
+    base, logs = work / "store", work / "logs"
+    doc: dict[str, Any] = {"benchmark": "bench/scale/features_day2.py", "command": " ".join(sys.argv),
+                           "events_per_day": args.events, "days": [D1, D2], "bench_git": run.code_state(HERE),
+                           "machine": run.machine(), "started": run.now(), "runs": []}
+
+    def record(result: dict[str, Any]) -> None:
+        doc["runs"].append(result)
+        out.write_text(json.dumps(doc, indent=1) + "\n")
+
+    new = args.trees[0]
+    if not (base / "features" / f"dt={D1}" / "_SUCCESS").exists():
+        record(step("generate", new, base, logs, "generate-synthetic", "--from", D1, "--days", "2", "--events",
+                    str(args.events)))
+        for day in (D1, D2):
+            record(step(f"validate@{day}", new, base, logs, "validate", "--date", day))
+        record(step(f"features@{D1}", new, base, logs, "features", "--date", D1))
+    else:
+        doc["store"] = f"{base} reused (built before this run)"
+    for tree in args.trees:
+        name = Path(tree).name  # two runs of this script with other trees may share WORK
+        root = work / f"store-{name}"
         shutil.rmtree(root, ignore_errors=True)
         shutil.copytree(base, root)
-        results.append(run(work, src, root, "features", "--date", D2))
-    with open(f"{work}/day2-results.json", "w") as fh:
-        json.dump(results, fh, indent=1)
+        record(step(f"features@{D2}-{name}", tree, root, logs, "features", "--date", D2))
+    doc["finished"] = run.now()
+    out.write_text(json.dumps(doc, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,15 @@ from recsys import schema
 from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.features import history, vocab
-from recsys.features.chunks import DEFAULT_CHUNK_ROWS, ChunkReader, FirstOccurrence, release_memory
+from recsys.features.chunks import (
+    DEFAULT_CHUNK_ROWS,
+    ChunkReader,
+    FirstOccurrence,
+    Gathered,
+    GatheredFrame,
+    release_memory,
+    write_parquet,
+)
 from recsys.features.cleaning import CleaningStats, clean_events
 from recsys.storage import PartitionStore, layout
 from recsys.storage.layout import EXAMPLES_FILE, STATS_FILE
@@ -128,10 +136,9 @@ def write_features(
     user_rows = vocab.rows_for(users, pd.Series(user_ids)).to_numpy(np.int64)
     item_rows = vocab.rows_for(items, pd.Series(item_ids)).to_numpy(np.int64)
     held_users = is_holdout(pd.Series(user_ids), day, settings.holdout_fraction).to_numpy(bool)
-    holdout = held_users[pairs.user_code]
-    before = history.load_before(store, day)
-    user_index, queries = history.query_table(before, pd.Series(user_ids), settings.history_length)
-    after = history.update_codes(before, user_ids, item_ids, pairs.user_code, pairs.item_code, day,
+    before = history.load_coded_before(store, day)  # the snapshot as codes: no frame of its text
+    user_index, queries = history.query_coded(before, user_ids, settings.history_length)
+    after = history.update_coded(before, user_ids, item_ids, pairs.user_code, pairs.item_code, day,
                                  max(settings.history_length, settings.repeat_length))
     del before
 
@@ -143,7 +150,7 @@ def write_features(
     new_users, user_vocab_size = vocab.growth_on(users, day)
     new_items, item_vocab_size = vocab.growth_on(items, day)
     del users_before, items_before
-    holdout_examples = int(holdout.sum())
+    holdout_examples = int(np.bincount(pairs.user_code, minlength=len(user_ids))[held_users].sum())
     stats = FeatureStats(
         date=day.isoformat(),
         cleaning=cleaning.as_dict(),
@@ -161,26 +168,28 @@ def write_features(
         pending_items=vocab.pending_on(items, day),
         min_user_count=settings.min_user_count,
         min_item_count=settings.min_item_count,
-        history_users=int(after[schema.USER_ID].nunique()),
+        history_users=after.users(),
         history_rows=len(after),
         fingerprint=fingerprint,
     )
     del users, items
     out = layout.features(day)
-    examples = pd.DataFrame({
-        schema.USER_ID: pairs.user_column(),
-        schema.ITEM_ID: pairs.item_column(),
-        schema.USER_ROW: user_rows[pairs.user_code],
-        schema.ITEM_ROW: item_rows[pairs.item_code],
-        schema.SPLIT: _SPLIT_NAMES.take(holdout.astype(np.intp)),
-        history.HIST_INDEX: user_index[pairs.user_code],
-    }, columns=list(EXAMPLE_FILE_COLUMNS))
-    del user_rows, item_rows, holdout, user_index
-    store.write_parquet(f"{out}/{EXAMPLES_FILE}", examples)
+    # each file built and written a row group at a time from codes (chunks.write_parquet): at 30M events the
+    # whole frames of text and their Arrow copies were the step's peak (bench/scale)
+    examples = GatheredFrame({
+        schema.USER_ID: Gathered(pd.array(user_ids, dtype=_TEXT), pairs.user_code),
+        schema.ITEM_ID: Gathered(pd.array(item_ids, dtype=_TEXT), pairs.item_code),
+        schema.USER_ROW: Gathered(user_rows, pairs.user_code),
+        schema.ITEM_ROW: Gathered(item_rows, pairs.item_code),
+        schema.SPLIT: Gathered(_SPLIT_NAMES.take(held_users.astype(np.intp)), pairs.user_code),
+        history.HIST_INDEX: Gathered(user_index, pairs.user_code),
+    })
+    del user_rows, item_rows, held_users, user_index
+    write_parquet(store, f"{out}/{EXAMPLES_FILE}", examples)
     del examples
-    store.write_parquet(f"{out}/{layout.QUERY_FILE}", queries)
+    write_parquet(store, f"{out}/{layout.QUERY_FILE}", queries)
     del queries
-    store.write_parquet(f"{out}/{layout.HISTORY_FILE}", after)
+    write_parquet(store, f"{out}/{layout.HISTORY_FILE}", after.gathered())
     del after
     store.write_json(f"{out}/{STATS_FILE}", stats.as_dict())
     store.mark_success(out)

@@ -21,6 +21,7 @@ import gc
 import hashlib
 import io
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -190,3 +191,71 @@ class FirstOccurrence:
         """How many distinct hashes occur more than once (after the first pass)."""
         return len(self._finish())
 
+
+
+ROW_GROUP_ROWS = 1024 * 1024  # pyarrow's default row group (``pyarrow.parquet.write_table``): what pandas writes
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """A column given as ``values.take(codes)``: each distinct value once (a numpy or pandas array, whose dtype
+    is the column's) and an integer code per row."""
+
+    values: Any
+    codes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def rows(self, start: int, stop: int) -> Any:
+        return self.values.take(self.codes[start:stop])
+
+
+class GatheredFrame:
+    """A frame to write whose columns are arrays or :class:`Gathered` columns, built ``ROW_GROUP_ROWS`` rows
+    at a time (:func:`write_parquet`): the text columns of a day's examples or history exist only a row
+    group at a time, not as a whole frame of object columns plus its Arrow copy."""
+
+    def __init__(self, columns: dict[str, np.ndarray | Gathered]) -> None:
+        lengths = {len(c) for c in columns.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"columns of different lengths: { {k: len(c) for k, c in columns.items()} }")
+        self.columns = columns
+        self.length = lengths.pop() if lengths else 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def frame(self, start: int = 0, stop: int | None = None) -> pd.DataFrame:
+        """Rows ``start:stop`` as a pandas frame (indexed 0, 1, ...)."""
+        stop = self.length if stop is None else min(stop, self.length)
+        return pd.DataFrame({name: (c.rows(start, stop) if isinstance(c, Gathered) else c[start:stop])
+                             for name, c in self.columns.items()}, columns=list(self.columns))
+
+
+def write_parquet(store: PartitionStore, path: str, frame: GatheredFrame, group_rows: int | None = None) -> None:
+    """What ``store.write_parquet(path, frame.frame())`` writes, byte for byte, built a row group at a time.
+
+    ``DataFrame.to_parquet(index=False)`` converts the whole frame to Arrow and writes row groups of
+    :data:`ROW_GROUP_ROWS` rows (or ``group_rows``: what ``to_parquet(row_group_size=group_rows)`` writes); here
+    each row group's rows become a pandas frame, then Arrow, then the group, with the schema (and pandas
+    metadata) of the first group. Memory: the columns' codes, one row group and the file's bytes.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    group_rows = group_rows or ROW_GROUP_ROWS
+    if len(frame) <= group_rows:  # one row group (also an empty frame, whose object columns have no type)
+        store.write_parquet(path, frame.frame())
+        return
+    buf = io.BytesIO()
+    writer: Any = None
+    for start in range(0, len(frame), group_rows):
+        table = pa.Table.from_pandas(frame.frame(start, start + group_rows), preserve_index=False,
+                                     schema=writer.schema if writer is not None else None)
+        if writer is None:
+            writer = pq.ParquetWriter(buf, table.schema, compression="snappy")
+        writer.write_table(table, row_group_size=group_rows)
+        del table
+    writer.close()
+    store.write_bytes(path, buf.getvalue())

@@ -18,13 +18,16 @@ minimum count has no row yet and is simply skipped when the history is turned in
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
 import pandas as pd
 
 from recsys import schema
+from recsys.features.chunks import Gathered, GatheredFrame
 from recsys.storage import PartitionStore, layout
 
 DAYS = "days"
@@ -40,6 +43,52 @@ def empty() -> pd.DataFrame:
                          DAYS: pd.Series(dtype="int64"), LAST_DAY: pd.Series(dtype="string")})
 
 
+@dataclass(frozen=True)
+class Coded:
+    """A snapshot as integer codes: row n is (``user_ids[user[n]]``, ``item_ids[item[n]]``, ``days[n]``,
+    ``day_ids[last[n]]``). The id arrays are object arrays of text, each text once or more, in any order (a
+    code need not occur in any row). About 16 bytes a row plus each distinct id once: what the features step
+    holds instead of a frame of text columns (bench/scale: features of the day after a 10M-event day)."""
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    day_ids: np.ndarray
+    user: np.ndarray  # int32, one per row
+    item: np.ndarray  # int32
+    days: np.ndarray  # int64
+    last: np.ndarray  # int32
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> Coded:
+        """The codes of a snapshot frame (:func:`empty`'s columns), in its row order."""
+        user, user_ids = pd.factorize(frame[schema.USER_ID].astype(str))
+        item, item_ids = pd.factorize(frame[schema.ITEM_ID].astype(str))
+        last, day_ids = pd.factorize(frame[LAST_DAY].astype(str))
+        return cls(np.asarray(user_ids, object), np.asarray(item_ids, object), np.asarray(day_ids, object),
+                   user.astype(np.int32), item.astype(np.int32), frame[DAYS].to_numpy(np.int64),
+                   last.astype(np.int32))
+
+    def gathered(self) -> GatheredFrame:
+        """The snapshot's columns as :func:`update` writes them (text columns of ``string`` dtype)."""
+        return GatheredFrame({
+            schema.USER_ID: Gathered(pd.array(self.user_ids, dtype="string"), self.user),
+            schema.ITEM_ID: Gathered(pd.array(self.item_ids, dtype="string"), self.item),
+            DAYS: self.days,
+            LAST_DAY: Gathered(pd.array(self.day_ids, dtype="string"), self.last),
+        })
+
+    def frame(self) -> pd.DataFrame:
+        return self.gathered().frame()
+
+    def users(self) -> int:
+        """How many distinct users have a row."""
+        used = np.flatnonzero(np.bincount(self.user, minlength=len(self.user_ids)))
+        return len(pd.unique(self.user_ids[used]))
+
+
 def update(previous: pd.DataFrame, pairs: pd.DataFrame, day: date, length: int) -> pd.DataFrame:
     """The snapshot after ``day``: ``previous`` plus the day's distinct (user_id, item_id) ``pairs``
     (:func:`update_codes` on the codes of the pairs' ids)."""
@@ -50,34 +99,44 @@ def update(previous: pd.DataFrame, pairs: pd.DataFrame, day: date, length: int) 
 
 
 def update_codes(
-    previous: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray, user_code: np.ndarray,
+    previous: pd.DataFrame | Coded, user_ids: np.ndarray, item_ids: np.ndarray, user_code: np.ndarray,
     item_code: np.ndarray, day: date, length: int,
 ) -> pd.DataFrame:
     """:func:`update` with the day's pairs given as codes: pair n is (``user_ids[user_code[n]]``,
-    ``item_ids[item_code[n]]``), the ids distinct text (pairs may repeat).
+    ``item_ids[item_code[n]]``), the ids distinct text (pairs may repeat). :func:`update_coded` as a frame."""
+    if isinstance(previous, pd.DataFrame):
+        previous = Coded.from_frame(previous)
+    return update_coded(previous, user_ids, item_ids, user_code, item_code, day, length).frame()
+
+
+def update_coded(
+    previous: Coded, user_ids: np.ndarray, item_ids: np.ndarray, user_code: np.ndarray,
+    item_code: np.ndarray, day: date, length: int,
+) -> Coded:
+    """The snapshot after ``day`` as codes (:func:`update_codes`), its rows sorted by user id, then newest day
+    first, then item id; its id arrays sorted and distinct.
 
     Works on integer codes of the ids (one sort of int64 keys, then reductions over its runs), not on the
     strings: at 10M events a day the string group-by and sort were the features step's peak (bench/scale),
-    and only the distinct ids of the day are ever text here.
+    and only the distinct ids are ever text here.
     """
     if length < 1:
         raise ValueError(f"history length must be >= 1, got {length}")
     stamp = day.isoformat()
-    prev = previous[list(COLUMNS)]
-    n_prev = len(prev)
-    # sorted codes over the snapshot's and the day's distinct ids: code order is the ids' string order (only
-    # distinct ids become Python strings; the snapshot's rows are coded by Arrow)
-    user_prev, user_ids, user_day = _joint_codes(prev[schema.USER_ID], user_ids)
-    item_prev, item_ids, item_day = _joint_codes(prev[schema.ITEM_ID], item_ids)
+    n_prev = len(previous)
+    # sorted codes over the snapshot's and the day's distinct ids: code order is the ids' string order
+    user_map, user_ids, user_day = _joint_codes(previous.user_ids, user_ids)
+    item_map, item_ids, item_day = _joint_codes(previous.item_ids, item_ids)
     width = max(len(item_ids), 1)
-    key = np.concatenate([user_prev, user_day[user_code]]) * width  # user code * items + item code
-    del user_prev, user_day
-    key += np.concatenate([item_prev, item_day[item_code]])
-    del item_prev, item_day
-    last_prev, day_ids, today_code = _joint_codes(prev[LAST_DAY], np.array([stamp], object))
-    last = np.concatenate([last_prev.astype(np.int32), np.full(len(user_code), today_code[0], np.int32)])
-    days = np.concatenate([prev[DAYS].to_numpy(np.int64), np.zeros(len(user_code), np.int64)])
-    del prev, last_prev
+    key = np.concatenate([user_map[previous.user], user_day[user_code]]) * width  # user code * items + item code
+    del user_map, user_day
+    key += np.concatenate([item_map[previous.item], item_day[item_code]])
+    del item_map, item_day
+    last_map, day_ids, today_code = _joint_codes(previous.day_ids, np.array([stamp], object))
+    last = np.concatenate([last_map[previous.last].astype(np.int32),
+                           np.full(len(user_code), today_code[0], np.int32)])
+    days = np.concatenate([previous.days.astype(np.int64, copy=False), np.zeros(len(user_code), np.int64)])
+    del previous, last_map
     # one row per (user, item): pairs of the day count once each (they may repeat), older rows add their days
     order = np.argsort(key)  # sum, any and max do not depend on the order within a run
     key = key[order]
@@ -99,12 +158,8 @@ def update_codes(
     del starts
     keep = order[rank < length]  # the first ``length`` of each user
     del order, rank
-    return pd.DataFrame({
-        schema.USER_ID: pd.array(np.asarray(user_ids, object), dtype="string").take(user[keep]),
-        schema.ITEM_ID: pd.array(np.asarray(item_ids, object), dtype="string").take(item[keep]),
-        DAYS: counted[keep].astype(np.int64),
-        LAST_DAY: pd.array(np.asarray(day_ids, object), dtype="string").take(newest[keep]),
-    })
+    return Coded(user_ids, item_ids, day_ids, user[keep], item[keep], counted[keep].astype(np.int64),
+                 newest[keep].astype(np.int32))
 
 
 def _run_starts(values: np.ndarray) -> np.ndarray:
@@ -114,13 +169,11 @@ def _run_starts(values: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
 
 
-def _joint_codes(column: pd.Series, more: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sorted codes over the text of ``column`` and the distinct texts ``more``: (the column's codes, every
-    distinct text in order, the codes of ``more``)."""
-    code, uniques = pd.factorize(column.astype(str))
-    texts = np.concatenate([np.asarray(uniques, object), np.asarray(more, object)])
-    joint, ids = pd.factorize(texts, sort=True)
-    return joint[:len(uniques)][code].astype(np.int64), np.asarray(ids, object), joint[len(uniques):].astype(np.int64)
+def _joint_codes(texts: np.ndarray, more: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted codes over the texts ``texts`` and ``more`` (each distinct or not): (the codes of ``texts``,
+    every distinct text in order, the codes of ``more``)."""
+    joint, ids = pd.factorize(np.concatenate([np.asarray(texts, object), np.asarray(more, object)]), sort=True)
+    return joint[:len(texts)].astype(np.int64), np.asarray(ids, object), joint[len(texts):].astype(np.int64)
 
 
 def load(store: PartitionStore, day: date) -> pd.DataFrame:
@@ -133,6 +186,40 @@ def load_before(store: PartitionStore, day: date) -> pd.DataFrame:
     """What was known before ``day``: the snapshot of the latest feature partition before it."""
     earlier = [d for d in store.partitions(layout.FEATURES) if d < day]
     return load(store, earlier[-1]) if earlier else empty()
+
+
+def load_coded(store: PartitionStore, day: date) -> Coded:
+    """:func:`load` as codes: the file's columns read by Arrow, text dictionary-encoded (each distinct id
+    becomes a Python string once, never a row)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = f"{layout.features(day)}/{layout.HISTORY_FILE}"
+    if not store.exists(path):
+        return Coded.from_frame(empty())
+    text = [schema.USER_ID, schema.ITEM_ID, LAST_DAY]
+    table = pq.read_table(io.BytesIO(store.read_bytes(path)), columns=[*text, DAYS], read_dictionary=text)
+    table = table.unify_dictionaries().combine_chunks()
+
+    def codes(name: str) -> tuple[np.ndarray, np.ndarray]:
+        column = table.column(name)
+        coded = column.chunk(0) if column.num_chunks else pa.array([], pa.dictionary(pa.int32(), pa.string()))
+        if coded.null_count:
+            raise ValueError(f"{store.uri(path)}: column {name} has missing values")
+        ids = coded.dictionary if pa.types.is_string(coded.dictionary.type) else coded.dictionary.cast(pa.string())
+        return np.asarray(ids.to_numpy(zero_copy_only=False), object), coded.indices.to_numpy().astype(np.int32)
+
+    user_ids, user = codes(schema.USER_ID)
+    item_ids, item = codes(schema.ITEM_ID)
+    day_ids, last = codes(LAST_DAY)
+    days = table.column(DAYS).to_numpy().astype(np.int64, copy=False)
+    return Coded(user_ids, item_ids, day_ids, user, item, days, last)
+
+
+def load_coded_before(store: PartitionStore, day: date) -> Coded:
+    """:func:`load_before` as codes (:func:`load_coded`)."""
+    earlier = [d for d in store.partitions(layout.FEATURES) if d < day]
+    return load_coded(store, earlier[-1]) if earlier else Coded.from_frame(empty())
 
 
 def load_latest(store: PartitionStore) -> pd.DataFrame:
@@ -153,28 +240,62 @@ def by_user(snapshot: pd.DataFrame) -> dict[str, tuple[list[str], list[int]]]:
 
 
 def query_table(
-    snapshot: pd.DataFrame, user_ids: pd.Series, length: int | None = None
+    snapshot: pd.DataFrame | Coded, user_ids: pd.Series, length: int | None = None
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """The histories of ``user_ids`` in ``snapshot``, compactly: (index per user, long table).
 
     Index 0: no history; k >= 1: the k-th user with one (in user id order). The table has one row per
     history entry (``hist_index``, ``item_id``, ``days``), most recent first within an index, at most
     ``length`` per user (None: all the snapshot has): the day's ``query_history.parquet``, which
-    examples point into instead of carrying lists.
+    examples point into instead of carrying lists. (:func:`query_coded` for distinct ids, as a frame.)
     """
-    ids = user_ids.astype(str)
-    mine = snapshot[snapshot[schema.USER_ID].astype(str).isin(pd.unique(ids.to_numpy(object)))]
-    mine = mine.sort_values([schema.USER_ID, LAST_DAY, schema.ITEM_ID], ascending=[True, False, True])
+    code, distinct = pd.factorize(user_ids.astype(str))
+    index, table = query_coded(snapshot if isinstance(snapshot, Coded) else Coded.from_frame(snapshot),
+                               np.asarray(distinct, object), length)
+    return index[code], table.frame()
+
+
+def query_coded(snapshot: Coded, user_ids: np.ndarray, length: int | None = None) -> tuple[np.ndarray, GatheredFrame]:
+    """:func:`query_table` of the distinct ids ``user_ids``: (int32 index per id, the table's columns).
+
+    On integer codes: the snapshot's rows of these users sorted by the ids' ranks (user, newest day first,
+    item), never a frame of the snapshot's text.
+    """
+    users = pd.Index(np.asarray(user_ids, object))
+    if not users.is_unique:
+        raise ValueError("query_coded takes distinct user ids")
+    position = users.get_indexer(snapshot.user_ids)  # per snapshot user id: its position in user_ids, or -1
+    rows = np.flatnonzero((position >= 0)[snapshot.user]) if len(snapshot.user_ids) else np.zeros(0, np.intp)
+    user = _ranks(snapshot.user_ids)[snapshot.user[rows]]  # the ids' text order (equal texts: equal ranks)
+    newest_first = -_ranks(snapshot.day_ids)[snapshot.last[rows]]
+    order = np.lexsort((_ranks(snapshot.item_ids)[snapshot.item[rows]], newest_first, user))
+    del newest_first
+    rows, user = rows[order], user[order]
+    del order
     if length is not None:
-        mine = mine[mine.groupby(schema.USER_ID, sort=False).cumcount().to_numpy() < length]
-    code, with_history = pd.factorize(mine[schema.USER_ID].astype(str), sort=True)
-    table = pd.DataFrame({
-        HIST_INDEX: (code + 1).astype(np.int32),
-        schema.ITEM_ID: mine[schema.ITEM_ID].astype(str).astype("string").array,
-        DAYS: mine[DAYS].to_numpy(np.int32),
+        starts = _run_starts(user)
+        rank = np.arange(len(user)) - np.repeat(starts, np.diff(np.r_[starts, len(user)]))
+        fits = rank < length
+        rows, user = rows[fits], user[fits]
+        del rank, fits
+    starts = _run_starts(user)
+    first = np.zeros(len(user), np.int32)
+    first[starts] = 1
+    hist = np.cumsum(first, dtype=np.int32)  # 1, 2, ...: the users with a history, in id order
+    index = np.zeros(len(users), np.int32)
+    index[position[snapshot.user[rows[starts]]]] = np.arange(1, len(starts) + 1, dtype=np.int32)
+    table = GatheredFrame({
+        HIST_INDEX: hist,
+        schema.ITEM_ID: Gathered(pd.array(snapshot.item_ids, dtype="string"), snapshot.item[rows]),
+        DAYS: snapshot.days[rows].astype(np.int32),
     })
-    index = (pd.Index(with_history).get_indexer(ids.to_numpy(object)) + 1).astype(np.int32)
     return index, table
+
+
+def _ranks(texts: np.ndarray) -> np.ndarray:
+    """Each text's position in the sorted distinct texts (int64)."""
+    rank, _ = pd.factorize(np.asarray(texts, object), sort=True)
+    return rank.astype(np.int64)
 
 
 def empty_query_table() -> pd.DataFrame:

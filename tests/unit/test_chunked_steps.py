@@ -332,3 +332,31 @@ def test_partitions_the_suite_cannot_take_chunk_by_chunk_get_the_verdict_of_one_
         assert _text(mine) == _text(theirs)
     assert small_gx == whole_gx and small_gx["runs"] == 1
     assert small["rows"] == len(ROWS) and small["failed"]
+
+
+def test_write_parquet_writes_the_bytes_of_the_whole_frame_row_group_by_row_group(tmp_path):
+    """Text columns gathered from distinct values by code (Arrow text, pandas ``string``, object), integers:
+    written 5 rows at a time they are the bytes ``to_parquet(row_group_size=5)`` writes of the whole frame
+    (1, 2 and 5 groups, the last one short; and an empty frame); the default is pyarrow's row group."""
+    store = LocalStore(tmp_path)
+    rng = np.random.default_rng(1)
+    ids = np.array([f"u{n}é" for n in range(50)], object)
+    for rows in (0, 4, 5, 9, 23):
+        codes = rng.integers(0, 50, rows).astype(np.int32)
+        frame = chunks.GatheredFrame({
+            "a": chunks.Gathered(pd.array(ids, dtype=pd.Series(["x"]).astype(str).dtype), codes),
+            "b": chunks.Gathered(pd.array(ids, dtype="string"), codes),
+            "c": np.arange(rows, dtype=np.int32),
+            "d": chunks.Gathered(pd.array(["train", "holdout"], dtype=object), (codes % 2).astype(np.intp)),
+            "e": chunks.Gathered(np.arange(50, dtype=np.int64) * 3, codes),
+        })
+        chunks.write_parquet(store, f"t{rows}.parquet", frame, group_rows=5)
+        whole = frame.frame()
+        assert whole["a"].tolist() == ids[codes].tolist() and whole["e"].tolist() == (codes * 3).tolist()
+        expected = tmp_path / "expected.parquet"
+        whole.to_parquet(expected, index=False, row_group_size=5)
+        assert store.read_bytes(f"t{rows}.parquet") == expected.read_bytes(), rows
+        pd.testing.assert_frame_equal(store.read_parquet(f"t{rows}.parquet"), whole)
+    assert chunks.ROW_GROUP_ROWS == 1024 * 1024  # pyarrow.parquet.write_table's default, what pandas writes
+    with pytest.raises(ValueError, match="different lengths"):
+        chunks.GatheredFrame({"a": np.zeros(2), "b": np.zeros(3)})

@@ -10,7 +10,7 @@ import pytest
 
 from recsys import schema
 from recsys.config import Settings
-from recsys.features import FeatureError, build_features, history, load_examples, vocab
+from recsys.features import FeatureError, build_features, chunks, history, load_examples, vocab
 from recsys.features.build import (
     day_pairs,
     is_holdout,
@@ -363,17 +363,27 @@ def _text_steps(store, settings: Settings, day: date, pairs: pd.DataFrame) -> tu
     examples[schema.ITEM_ROW] = vocab.rows_for(items, pairs[schema.ITEM_ID])
     examples[schema.SPLIT] = is_holdout(pairs[schema.USER_ID], day, settings.holdout_fraction).map(
         {True: "holdout", False: "train"})
-    examples[history.HIST_INDEX], queries = history.query_table(
-        history.load_before(store, day), pairs[schema.USER_ID], settings.history_length)
+    snapshot = history.load_before(store, day)
+    ids = pairs[schema.USER_ID].astype(str)
+    mine = snapshot[snapshot[schema.USER_ID].astype(str).isin(pd.unique(ids.to_numpy(object)))]
+    mine = mine.sort_values([schema.USER_ID, history.LAST_DAY, schema.ITEM_ID], ascending=[True, False, True])
+    mine = mine[mine.groupby(schema.USER_ID, sort=False).cumcount().to_numpy() < settings.history_length]
+    code, with_history = pd.factorize(mine[schema.USER_ID].astype(str), sort=True)
+    queries = pd.DataFrame({history.HIST_INDEX: (code + 1).astype(np.int32),
+                            schema.ITEM_ID: mine[schema.ITEM_ID].astype(str).astype("string").array,
+                            history.DAYS: mine[history.DAYS].to_numpy(np.int32)})
+    examples[history.HIST_INDEX] = (pd.Index(with_history).get_indexer(ids.to_numpy(object)) + 1).astype(np.int32)
     return examples, queries, users, items
 
 
 def test_the_codes_write_what_the_text_steps_wrote_and_a_frame_of_pairs_writes_the_same_bytes(
-        tmp_path, publish_events):
+        tmp_path, publish_events, monkeypatch):
     """Three days of ids whose first appearance is not their text order (unicode, digits, repeats across
-    chunks), chunks of 7 rows, a minimum count of 2: the examples, query tables and vocabularies equal the text
-    steps' on the same pairs, and write_features given the text pairs as a frame (the Spark engine's call)
+    chunks), chunks of 7 rows, a minimum count of 2, files written in row groups of 5 rows: the examples, query
+    tables and vocabularies equal the text steps' on the same pairs (the query table as it was built from a
+    frame of the snapshot's text), and write_features given the text pairs as a frame (the Spark engine's call)
     writes the same bytes as the chunked codes."""
+    monkeypatch.setattr(chunks, "ROW_GROUP_ROWS", 5)
     rng = np.random.default_rng(7)
     names = ["Ω9", "b", "a", "10", "9", "ä", "A", "zz", "b1", "1"]
     settings = Settings(holdout_fraction=0.4, min_user_count=2, min_item_count=2, history_length=2,
@@ -409,3 +419,4 @@ def test_the_codes_write_what_the_text_steps_wrote_and_a_frame_of_pairs_writes_t
             assert coded.read_bytes(layout.vocab_table(name)) == framed.read_bytes(layout.vocab_table(name))
     assert (examples[schema.USER_ROW] == 0).any() and (examples[history.HIST_INDEX] > 0).any()
     assert set(examples[schema.SPLIT]) == {"train", "holdout"}
+    assert min(len(examples), len(queries), len(history.load(coded, D2))) > 5  # more than one row group each

@@ -121,3 +121,77 @@ def test_matrix_and_to_rows_agree():
     table = history.table_from_lists(lists, days)
     m_rows, m_days = history.matrix(table, len(lists), pd.Index(list(row_of)), np.array(list(row_of.values())), 3)
     assert np.array_equal(m_rows, rows) and np.array_equal(m_days, counts)
+
+
+def _query_by_strings(
+    snapshot: pd.DataFrame, user_ids: pd.Series, length: int | None
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """The pandas text query table that ``history.query_table`` replaced (its output must not change)."""
+    ids = user_ids.astype(str)
+    mine = snapshot[snapshot["user_id"].astype(str).isin(pd.unique(ids.to_numpy(object)))]
+    mine = mine.sort_values(["user_id", "last_day", "item_id"], ascending=[True, False, True])
+    if length is not None:
+        mine = mine[mine.groupby("user_id", sort=False).cumcount().to_numpy() < length]
+    code, with_history = pd.factorize(mine["user_id"].astype(str), sort=True)
+    table = pd.DataFrame({history.HIST_INDEX: (code + 1).astype(np.int32),
+                          "item_id": mine["item_id"].astype(str).astype("string").array,
+                          history.DAYS: mine[history.DAYS].to_numpy(np.int32)})
+    return (pd.Index(with_history).get_indexer(ids.to_numpy(object)) + 1).astype(np.int32), table
+
+
+def _random_snapshots(seed: int) -> list[pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    names = ["Ω9", "b", "a", "10", "9", "ä", "A", "zz", "b1", "1", "é", ""]  # text order is not first appearance
+    snaps, snap = [], history.empty()
+    for n, day in enumerate((D1, D2, D3)):
+        pairs = pd.DataFrame({"user_id": [f"u{names[u % 12]}{u // 12}" for u in rng.integers(0, 30, 300)],
+                              "item_id": [f"i{names[i % 12]}{i // 12}" for i in rng.integers(0, 40, 300)]})
+        snap = history.update(snap, pairs, day, length=3 + 2 * n)
+        snaps.append(snap)
+    return snaps
+
+
+def test_query_table_on_codes_gives_exactly_the_text_query_table():
+    """Snapshots of 3 days (several days per item, ids out of text order), asked for users with and without
+    histories, repeated, in any order, at lengths 1, 2, 4 and unbounded."""
+    rng = np.random.default_rng(5)
+    for snap in [history.empty(), *_random_snapshots(11)]:
+        asked = [*sorted(set(snap["user_id"].astype(str))), "nobody", "u"]
+        users = pd.Series(rng.choice(asked, 80))
+        for length in (1, 2, 4, None):
+            index, table = history.query_table(snap, users, length)
+            ref_index, ref_table = _query_by_strings(snap, users, length)
+            assert index.dtype == np.int32 and np.array_equal(index, ref_index), length
+            pd.testing.assert_frame_equal(table, ref_table)
+    assert (index > 0).any() and (index == 0).any() and table[history.DAYS].max() > 1
+
+
+def test_load_coded_reads_the_snapshot_as_codes_whatever_its_row_groups(store):
+    """A snapshot written in row groups of 7 rows (each its own dictionary) reads back as codes equal to the
+    frame; the query table and the update from those codes equal the ones from the frame."""
+    snap = _random_snapshots(2)[-1]
+    out = layout.features(D3)
+    store.write_bytes(f"{out}/{layout.HISTORY_FILE}", _parquet(snap, row_group_size=7))
+    store.mark_success(out)
+    coded = history.load_coded(store, D3)
+    pd.testing.assert_frame_equal(coded.frame(), snap)
+    assert coded.users() == snap["user_id"].nunique()
+    users = np.asarray([*sorted(set(snap["user_id"])), "new"], object)
+    index, table = history.query_coded(coded, users, 2)
+    ref_index, ref_table = history.query_table(snap, pd.Series(users), 2)
+    assert np.array_equal(index, ref_index)
+    pd.testing.assert_frame_equal(table.frame(), ref_table)
+    day = date(2011, 1, 7)
+    after = history.update_coded(coded, users, np.asarray(["ia0", "zz"], object), np.array([0, 3, len(users) - 1]),
+                                 np.array([0, 1, 1]), day, length=4)
+    pd.testing.assert_frame_equal(after.frame(), history.update(snap, pd.DataFrame(
+        {"user_id": users[[0, 3, len(users) - 1]], "item_id": ["ia0", "zz", "zz"]}), day, length=4))
+    assert len(history.load_coded_before(store, D3)) == 0 and len(history.load_coded_before(store, day)) == len(snap)
+
+
+def _parquet(frame: pd.DataFrame, **kwargs) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False, **kwargs)
+    return buf.getvalue()
