@@ -20,6 +20,7 @@ go to the catalog topic (``catalog_topic``), keyed by ``item_id``.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import bisect
 import json
@@ -36,6 +37,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from recsys import schema
+from recsys.config import ConfigError, Settings
 from recsys.errors import RecsysError
 from recsys.streaming import StreamingError, events
 from recsys.streaming.topics import CATALOG_TOPIC, EVENTS_TOPIC
@@ -49,16 +51,30 @@ NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl
 
 @dataclass(frozen=True)
 class CollectorConfig:
-    """What the collector accepts and where it sends it."""
+    """What the collector accepts and where it sends it (the limits' defaults are those of
+    :class:`~recsys.config.Settings`; :meth:`from_settings` reads them from the environment)."""
 
     bootstrap: str
     topic: str = EVENTS_TOPIC
     catalog_topic: str = CATALOG_TOPIC  # item events
-    max_events: int = 10_000  # events in one request
-    max_body_bytes: int = 8 * 1024 * 1024
-    queue_max_messages: int = 200_000  # producer queue; a batch that does not fit is refused with 503
-    delivery_timeout_s: float = 10.0  # broker acknowledgement of a whole batch, else 503
+    max_events: int = Settings.collector_max_events  # events in one request
+    max_body_bytes: int = Settings.collector_max_body_bytes
+    queue_max_messages: int = Settings.collector_queue_max_messages  # a batch that does not fit is refused with 503
+    delivery_timeout_s: float = Settings.collector_delivery_timeout_seconds  # broker ack of a whole batch, else 503
     rules: events.EventRules = field(default_factory=events.EventRules)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, bootstrap: str, **overrides: Any) -> CollectorConfig:
+        """The limits and event rules of ``settings`` (``RECSYS_COLLECTOR_*``, ``RECSYS_VALIDATION_*``);
+        ``overrides`` (e.g. command-line flags) win."""
+        values: dict[str, Any] = {
+            "max_events": settings.collector_max_events,
+            "max_body_bytes": settings.collector_max_body_bytes,
+            "queue_max_messages": settings.collector_queue_max_messages,
+            "delivery_timeout_s": settings.collector_delivery_timeout_seconds,
+            "rules": events.EventRules.from_settings(settings),
+        }
+        return cls(bootstrap=bootstrap, **{**values, **overrides})
 
 
 class Refused(RecsysError, ValueError):
@@ -432,35 +448,52 @@ def _add_operation_routes(app: FastAPI, config: CollectorConfig, holder: dict[st
         return PlainTextResponse(metrics.render(prod.queued() if prod else 0),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
+def parser() -> argparse.ArgumentParser:
+    """The options of ``recsys collect``; a limit left unset comes from its ``RECSYS_COLLECTOR_*`` setting."""
+    cli = argparse.ArgumentParser(prog="recsys collect",
+                                  description="the recsys event collector (POST /events -> Kafka)")
+    cli.add_argument("--bootstrap", help="host:port of a broker (default: RECSYS_KAFKA_BOOTSTRAP or var/kafka)")
+    cli.add_argument("--topic", default=EVENTS_TOPIC)
+    cli.add_argument("--catalog-topic", default=CATALOG_TOPIC, help="the topic of item (catalog) events")
+    cli.add_argument("--host", default="127.0.0.1")
+    cli.add_argument("--port", type=int, default=8090)
+    cli.add_argument("--create-topic", type=int, metavar="PARTITIONS", default=0,
+                     help="create the topic with this many partitions if it is missing")
+    limits = cli.add_argument_group("limits (unset: the setting named)")
+    limits.add_argument("--max-events", type=int, help="events in one request (RECSYS_COLLECTOR_MAX_EVENTS)")
+    limits.add_argument("--max-body-bytes", type=int, help="bytes of one body (RECSYS_COLLECTOR_MAX_BODY_BYTES)")
+    limits.add_argument("--queue-max-messages", type=int,
+                        help="producer queue, beyond it 503 (RECSYS_COLLECTOR_QUEUE_MAX_MESSAGES)")
+    limits.add_argument("--delivery-timeout-s", type=float,
+                        help="broker acknowledgement of a batch (RECSYS_COLLECTOR_DELIVERY_TIMEOUT_SECONDS)")
+    return cli
+
+
+def config_from_args(args: argparse.Namespace, settings: Settings, bootstrap: str) -> CollectorConfig:
+    """The collector's configuration: ``settings``, then the limits given on the command line."""
+    flags = {name: getattr(args, name) for name in ("max_events", "max_body_bytes", "queue_max_messages",
+                                                    "delivery_timeout_s")}
+    return CollectorConfig.from_settings(settings, bootstrap, topic=args.topic, catalog_topic=args.catalog_topic,
+                                         **{k: v for k, v in flags.items() if v is not None})
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m recsys.streaming.collector``: serve the collector with uvicorn (also ``recsys collect``)."""
-    import argparse
-
     import uvicorn
 
-    from recsys.config import Settings
     from recsys.streaming.topics import default_bootstrap, ensure_topic
 
-    parser = argparse.ArgumentParser(prog="recsys collect",
-                                     description="the recsys event collector (POST /events -> Kafka)")
-    parser.add_argument("--bootstrap", help="host:port of a broker (default: RECSYS_KAFKA_BOOTSTRAP or var/kafka)")
-    parser.add_argument("--topic", default=EVENTS_TOPIC)
-    parser.add_argument("--catalog-topic", default=CATALOG_TOPIC, help="the topic of item (catalog) events")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8090)
-    parser.add_argument("--create-topic", type=int, metavar="PARTITIONS", default=0,
-                        help="create the topic with this many partitions if it is missing")
-    args = parser.parse_args(argv)
+    cli = parser()
+    args = cli.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         bootstrap = args.bootstrap or default_bootstrap()
+        config = config_from_args(args, Settings.from_env(), bootstrap)
         if args.create_topic:
             ensure_topic(bootstrap, args.topic, args.create_topic)
             ensure_topic(bootstrap, args.catalog_topic, args.create_topic)
-    except StreamingError as err:
-        parser.exit(1, f"recsys collect: {err}\n")
-    config = CollectorConfig(bootstrap=bootstrap, topic=args.topic, catalog_topic=args.catalog_topic,
-                             rules=events.EventRules.from_settings(Settings.from_env()))
+    except (StreamingError, ConfigError) as err:
+        cli.exit(1, f"recsys collect: {err}\n")
     uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="warning")
     return 0
 

@@ -1,7 +1,8 @@
 """The sink: a Kafka consumer group that writes the events topic to the partition store exactly once.
 
 Each topic partition is cut into chunks of consecutive offsets (at most ``max_file_events`` events, or what
-arrived within ``max_file_seconds``). A chunk becomes one parquet file per event day::
+was produced within ``max_file_seconds`` of the chunk's first event: the bound on how late a written event
+becomes visible, bench/realtime/sink_lag.py). A chunk becomes one parquet file per event day::
 
     raw/events/dt=D/part-p0002-000000001200-000000001299.parquet     (partition 2, offsets 1200..1299)
 
@@ -28,6 +29,7 @@ the same group takes partitions over when the first dies).
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import logging
@@ -44,6 +46,7 @@ from typing import Any
 import pandas as pd
 
 from recsys import schema
+from recsys.config import ConfigError, Settings
 from recsys.storage import PartitionStore, layout
 from recsys.streaming import StreamingError, events
 from recsys.streaming.topics import CLOSED_TOPIC, EVENTS_TOPIC
@@ -65,7 +68,8 @@ def file_name(partition: int, start: int, end: int) -> str:
 
 @dataclass(frozen=True)
 class SinkConfig:
-    """Where the sink reads, how it cuts files and when it closes a day."""
+    """Where the sink reads, how it cuts files and when it closes a day (the limits' defaults are those of
+    :class:`~recsys.config.Settings`; :meth:`from_settings` reads them from the environment)."""
 
     bootstrap: str
     topic: str = EVENTS_TOPIC
@@ -73,17 +77,34 @@ class SinkConfig:
     # static group membership (group.instance.id): a restarted sink takes its partitions back at once instead of
     # waiting for the session of the killed one to time out
     instance_id: str | None = None
-    max_file_events: int = 100_000
-    max_file_seconds: float = 60.0
-    allowed_lateness: timedelta = timedelta(hours=1)
-    dedup_days: int = 10  # days of event ids kept in memory per partition (the collector refuses older events)
+    max_file_events: int = Settings.sink_max_file_events
+    # a file is cut this long after its first event: the bound on how late an event becomes visible in the store
+    max_file_seconds: float = Settings.sink_max_file_seconds
+    allowed_lateness: timedelta = timedelta(seconds=Settings.sink_allowed_lateness_seconds)
+    # days of event ids kept in memory per partition (the collector refuses older events)
+    dedup_days: int = Settings.sink_dedup_days
     poll_batch: int = 2000
     close_check_seconds: float = 1.0  # how often a due day's watermark is asked of the broker
-    commit_timeout_s: float = 120.0  # a commit is retried this long while the broker is unavailable
+    # a commit is retried this long while the broker is unavailable
+    commit_timeout_s: float = Settings.sink_commit_timeout_seconds
     # what a message must be to be written (the collector's rules; the age limits do not apply here)
     rules: events.EventRules = field(default_factory=events.EventRules)
     # a closed day is announced on this topic (key: the date, value: its _sink.json), for event-driven runs
     closed_topic: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, bootstrap: str, **overrides: Any) -> SinkConfig:
+        """The limits and event rules of ``settings`` (``RECSYS_SINK_*``, ``RECSYS_VALIDATION_*``); ``overrides``
+        (e.g. command-line flags) win."""
+        values: dict[str, Any] = {
+            "max_file_events": settings.sink_max_file_events,
+            "max_file_seconds": settings.sink_max_file_seconds,
+            "allowed_lateness": timedelta(seconds=settings.sink_allowed_lateness_seconds),
+            "dedup_days": settings.sink_dedup_days,
+            "commit_timeout_s": settings.sink_commit_timeout_seconds,
+            "rules": events.EventRules.from_settings(settings),
+        }
+        return cls(bootstrap=bootstrap, **{**values, **overrides})
 
 
 @dataclass
@@ -102,7 +123,7 @@ class _Partition:
     recovery: int  # the committed offset at assignment: files from here on are (re)written by this sink
     cut_at: int | None = None  # end of the chunk a killed sink left half published: cut exactly there
     buffer: list[_Message] = field(default_factory=list)
-    first_buffered: float = 0.0  # monotonic time of the buffer's first message
+    first_buffered: float = 0.0  # monotonic time the buffer's first message was produced (see _produced_at)
     next_offset: int | None = None
     max_time: datetime | None = None
     seen: dict[date, set[str]] = field(default_factory=dict)  # event ids in the store per day
@@ -225,7 +246,7 @@ class Sink:
             self._flush(part)
         message = _decode(msg.offset(), msg.value(), self.config.rules)
         if not part.buffer:
-            part.first_buffered = time.monotonic()
+            part.first_buffered = _produced_at(msg, self.config.max_file_seconds / 2)
         part.buffer.append(message)
         part.next_offset = msg.offset() + 1
         if message.event is not None:
@@ -456,6 +477,22 @@ class Sink:
         return {k: sum(t[k] for t in self._totals.values()) for k in TOTALS}
 
 
+def _produced_at(msg: Any, max_age: float) -> float:
+    """When ``msg`` was produced (its Kafka timestamp), as a :func:`time.monotonic` time, at most ``max_age``
+    seconds ago.
+
+    A file's age counts from its first event's production rather than from its reading, so an event waits at
+    most ``max_file_seconds`` plus the cut itself, also when it arrived while other files were being cut. The
+    bound keeps a sink that reads a backlog (all of it old) cutting files of ``max_age`` seconds of reading
+    instead of one per poll; a clock ahead of ours counts as now.
+    """
+    kind, millis = msg.timestamp()
+    now = time.monotonic()
+    if kind == 0 or millis < 0:  # TIMESTAMP_NOT_AVAILABLE
+        return now
+    return now - min(max(0.0, time.time() - millis / 1000), max_age)
+
+
 def _decode(offset: int, value: bytes | None, rules: events.EventRules) -> _Message:
     try:
         obj = json.loads(value or b"")
@@ -512,40 +549,51 @@ def read_events(store: PartitionStore, folder: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def parser() -> argparse.ArgumentParser:
+    """The options of ``recsys sink``; a limit left unset comes from its ``RECSYS_SINK_*`` setting."""
+    cli = argparse.ArgumentParser(prog="recsys sink",
+                                  description="the recsys sink (Kafka topic -> raw/events partitions)")
+    cli.add_argument("--bootstrap", help="host:port of a broker (default: RECSYS_KAFKA_BOOTSTRAP or var/kafka)")
+    cli.add_argument("--topic", default=EVENTS_TOPIC)
+    cli.add_argument("--group", default="recsys-sink")
+    cli.add_argument("--instance-id", help="static group membership: a restart takes the partitions back at once")
+    cli.add_argument("--closed-topic", default=CLOSED_TOPIC,
+                     help="announce each closed day on this topic ('' to not announce)")
+    limits = cli.add_argument_group("limits (unset: the setting named)")
+    limits.add_argument("--max-file-events", type=int,
+                        help="events of a topic partition per part file (RECSYS_SINK_MAX_FILE_EVENTS)")
+    limits.add_argument("--max-file-seconds", type=float,
+                        help="a part file is cut this long after its first event (RECSYS_SINK_MAX_FILE_SECONDS)")
+    limits.add_argument("--lateness-seconds", type=float,
+                        help="allowed lateness after a day (RECSYS_SINK_ALLOWED_LATENESS_SECONDS)")
+    return cli
+
+
+def config_from_args(args: argparse.Namespace, settings: Settings, bootstrap: str) -> SinkConfig:
+    """The sink's configuration: ``settings``, then the options given on the command line."""
+    flags: dict[str, Any] = {"max_file_events": args.max_file_events, "max_file_seconds": args.max_file_seconds}
+    if args.lateness_seconds is not None:
+        flags["allowed_lateness"] = timedelta(seconds=args.lateness_seconds)
+    return SinkConfig.from_settings(settings, bootstrap, topic=args.topic, group=args.group,
+                                    instance_id=args.instance_id, closed_topic=args.closed_topic or None,
+                                    **{k: v for k, v in flags.items() if v is not None})
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m recsys.streaming.sink``: run the sink until SIGTERM/SIGINT (also ``recsys sink``)."""
-    import argparse
-
-    from recsys.config import Settings
     from recsys.storage import open_store
     from recsys.streaming.topics import default_bootstrap, ensure_topic
 
-    parser = argparse.ArgumentParser(prog="recsys sink",
-                                     description="the recsys sink (Kafka topic -> raw/events partitions)")
-    parser.add_argument("--bootstrap", help="host:port of a broker (default: RECSYS_KAFKA_BOOTSTRAP or var/kafka)")
-    parser.add_argument("--topic", default=EVENTS_TOPIC)
-    parser.add_argument("--group", default="recsys-sink")
-    parser.add_argument("--instance-id", help="static group membership: a restart takes the partitions back at once")
-    parser.add_argument("--max-file-events", type=int, default=100_000)
-    parser.add_argument("--max-file-seconds", type=float, default=60.0)
-    parser.add_argument("--lateness-seconds", type=float, default=3600.0, help="allowed lateness after a day")
-    parser.add_argument("--closed-topic", default=CLOSED_TOPIC,
-                        help="announce each closed day on this topic ('' to not announce)")
-    args = parser.parse_args(argv)
+    cli = parser()
+    args = cli.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.from_env()
-        bootstrap = args.bootstrap or default_bootstrap()
-        if args.closed_topic:
-            ensure_topic(bootstrap, args.closed_topic, 1)
-        config = SinkConfig(bootstrap=bootstrap, topic=args.topic, group=args.group,
-                            instance_id=args.instance_id,
-                            max_file_events=args.max_file_events, max_file_seconds=args.max_file_seconds,
-                            allowed_lateness=timedelta(seconds=args.lateness_seconds),
-                            rules=events.EventRules.from_settings(settings),
-                            closed_topic=args.closed_topic or None)
-    except StreamingError as err:
-        parser.exit(1, f"recsys sink: {err}\n")
+        config = config_from_args(args, settings, args.bootstrap or default_bootstrap())
+        if config.closed_topic:
+            ensure_topic(config.bootstrap, config.closed_topic, 1)
+    except (StreamingError, ConfigError) as err:
+        cli.exit(1, f"recsys sink: {err}\n")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

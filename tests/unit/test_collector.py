@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 import pytest
 from fastapi.testclient import TestClient
 
+from recsys.config import Settings
 from recsys.streaming import events
-from recsys.streaming.collector import CollectorConfig, create_app
+from recsys.streaming.collector import CollectorConfig, config_from_args, create_app, parser
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -158,6 +159,27 @@ def test_oversized_batches_and_bodies_are_refused_with_413(client: TestClient) -
 
 def test_healthz(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_the_limits_come_from_the_recsys_collector_settings_and_flags_override_them() -> None:
+    defaults = config_from_args(parser().parse_args([]), Settings.from_env({}), "127.0.0.1:9")
+    assert (defaults.max_events, defaults.max_body_bytes, defaults.queue_max_messages,
+            defaults.delivery_timeout_s) == (10_000, 8 * 1024 * 1024, 200_000, 10.0)
+    settings = Settings.from_env({
+        "RECSYS_COLLECTOR_MAX_EVENTS": "3", "RECSYS_COLLECTOR_MAX_BODY_BYTES": "2048",
+        "RECSYS_COLLECTOR_QUEUE_MAX_MESSAGES": "7", "RECSYS_COLLECTOR_DELIVERY_TIMEOUT_SECONDS": "2.5",
+        "RECSYS_VALIDATION_MAX_QUANTITY": "9"})
+    config = config_from_args(parser().parse_args(["--topic", "t"]), settings, "127.0.0.1:9")
+    assert (config.max_events, config.max_body_bytes, config.queue_max_messages,
+            config.delivery_timeout_s, config.rules.max_quantity, config.topic) == (3, 2048, 7, 2.5, 9, "t")
+    client = TestClient(create_app(config, clock=lambda: NOW))  # no lifespan: nothing past the checks is sent
+    four = client.post("/events", json=[event(event_id=str(i)) for i in range(4)])
+    assert four.status_code == 413 and "4 events in one request; at most 3" in four.json()["detail"]
+    big = client.post("/events", content=b"[" + b" " * 3000 + b"]", headers={"content-type": "application/json"})
+    assert big.status_code == 413 and "at most 2048" in big.json()["detail"]
+    flagged = config_from_args(parser().parse_args(["--max-events", "5", "--delivery-timeout-s", "1.5"]), settings,
+                               "127.0.0.1:9")
+    assert (flagged.max_events, flagged.delivery_timeout_s, flagged.max_body_bytes) == (5, 1.5, 2048)
 
 
 def _dead_port() -> str:
