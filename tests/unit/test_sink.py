@@ -64,7 +64,7 @@ class Message:
 def test_the_defaults_and_the_command_line_flags() -> None:
     defaults = config_from_args(parser().parse_args([]), Settings.from_env({}), "127.0.0.1:9")
     assert (defaults.max_file_events, defaults.max_file_seconds, defaults.allowed_lateness, defaults.dedup_days,
-            defaults.commit_timeout_s) == (100_000, 60.0, timedelta(hours=1), 10, 120.0)
+            defaults.commit_timeout_s) == (100_000, 2.0, timedelta(hours=1), 10, 120.0)
     settings = Settings.from_env({"RECSYS_SINK_MAX_FILE_SECONDS": "4", "RECSYS_SINK_MAX_FILE_EVENTS": "50"})
     flagged = config_from_args(parser().parse_args(["--max-file-seconds", "1.5", "--lateness-seconds", "30"]),
                                settings, "127.0.0.1:9")
