@@ -65,9 +65,22 @@ Event-driven runs (`RECSYS_DAYS_CLOSED_TOPIC` set, e.g. `recsys.days-closed`): i
 a run starts when `recsys sink` announces a closed day on that Kafka topic. The asset `recsys_raw_events` has an
 `AssetWatcher` whose trigger (the Kafka provider's `KafkaMessageQueueTrigger`, run by the triggerer through the
 connection `RECSYS_KAFKA_CONN_ID`, default `kafka_default`) turns each announcement into an asset event; the run
-processes the day it names (it has no logical date). Days announced while a run is active come to the next run
-together: it processes the oldest and **announce_later_days** announces the others again, so each gets its own
-run. `wait_for_partition` finds the marker at its first look. Both modes: `wait_for_partition` reads
+processes the day it names (it has no logical date; with several, the oldest). Three tasks more:
+
+- **check_earlier_days** (first): days go in date order, and `depends_on_past` cannot hold a run without a
+  logical date, so the store does: while a closed day (`_SUCCESS`) before this run's is not processed (its
+  decision recorded and, if blessed, deployed), the run fails naming that day and what happened to it, and
+  announces it again so that the next run retries it. A run by hand (**Partition date**) is not held: running a
+  later day by hand leaves a day that will not be fixed behind (on the daily schedule: marking its run
+  successful).
+- **rebuild_catalog** (before validate): `raw/catalog/dt=<date>` = the catalog of the day before + the day's
+  item events on the `recsys.catalog-events` topic (through the same connection); nothing when the partition
+  exists already or the topic does not.
+- **announce_later_days** (last): announces the oldest closed day not processed yet, so every closed day gets a
+  run, in date order, even if its own announcement was lost (the trigger commits the message before Airflow
+  stores the event) or queued up behind this run.
+
+`wait_for_partition` finds the marker at its first look. Both modes: `wait_for_partition` reads
 `recsys_raw_events`, `deploy` updates `recsys_champion` (as the full retrain and the rollback do).
 
 Configuration: `RECSYS_*` environment variables of the workers (`recsys.config.Settings`, see the README).
@@ -199,6 +212,42 @@ def _train() -> BaseOperator | XComArg:
     return fine_tune()
 
 
+def _event_driven_tasks() -> tuple[XComArg, XComArg, XComArg]:
+    """The tasks only event-driven runs have: the first, check_earlier_days; rebuild_catalog (before validate);
+    the last, announce_later_days."""
+
+    @task
+    def check_earlier_days() -> dict[str, Any]:
+        """Fail, naming the day this one waits for, while a closed day before it is not processed (that day
+        is announced again, so the next run retries it). A run by hand ('Partition date') is not held."""
+        step = support.current_step()
+        day = support.current_day()
+        if step.params.get("partition_date"):
+            return {"date": day.isoformat(), "held": False, "why": "a run by hand ('Partition date')"}
+        return assets.hold_for_earlier_days(step.settings, step.store, day)
+
+    @task
+    @support.fails_on_domain_error
+    def rebuild_catalog() -> dict[str, Any]:
+        """Build the day's catalog partition from the day before + the day's item events on the catalog topic
+        (nothing if it exists already or no item events are collected), before validate reads it."""
+        from recsys.streaming.catalog import rebuild_from_topic
+
+        step = support.current_step()
+        return rebuild_from_topic(step.store, step.settings, support.current_day(), run_id=step.run_id,
+                                  consumer=assets.consumer_config(step.settings))
+
+    @task(trigger_rule="none_failed")
+    def announce_later_days() -> dict[str, Any]:
+        """Announce the oldest closed day not processed yet (after this run's), so it gets the next run: days
+        whose announcements queued up while this run ran, or were lost, each get a run, in date order."""
+        step = support.current_step()
+        return {"date": support.current_day().isoformat(),
+                "announced": assets.announce_next_day(step.settings, step.store)}
+
+    return check_earlier_days(), rebuild_catalog(), announce_later_days()
+
+
 @dag(
     dag_id=DAG_ID,
     # event-driven: a run per announcement of a closed day (the raw events asset's watcher); else daily
@@ -320,25 +369,17 @@ def recsys_incremental_update() -> None:
         return refresh_index(step.store, run_id=step.run_id)
 
     decision = evaluate()
-    wait_for_partition >> _validate() >> _build_features() >> train >> decision
+    validate = _validate()
+    validate >> _build_features() >> train >> decision
     # an XComArg: Airflow passes evaluate's return value at run time
     refreshed = deploy_if_blessed(decision) >> deploy() >> refresh_serving_index()  # type: ignore[arg-type]
 
     if EVENT_DRIVEN:
-
-        @task(trigger_rule="none_failed")
-        def announce_later_days() -> dict[str, Any]:
-            """Announce again the days after this run's that its asset events also announced (they queued
-            while the previous run ran), so each gets a run of its own, in date order."""
-            from recsys_airflow.runtime import announced_days
-
-            step = support.current_step()
-            events = get_current_context().get("triggering_asset_events")
-            again = assets.announce_later_days(step.settings, step.store, support.current_day(),
-                                               announced_days(events))
-            return {"date": support.current_day().isoformat(), "announced_again": again}
-
-        refreshed >> announce_later_days()
+        first, catalog, last = _event_driven_tasks()
+        first >> wait_for_partition >> catalog >> validate
+        refreshed >> last
+    else:
+        wait_for_partition >> validate
 
 
 recsys_incremental_update()

@@ -23,10 +23,17 @@ through the Airflow connection ``RECSYS_KAFKA_CONN_ID`` (default ``kafka_default
 the consumer's configuration: ``bootstrap.servers``, ``group.id``, ``auto.offset.reset``;
 ``scripts/airflow-init.sh`` creates it for the embedded broker). Each announcement that :func:`closed_day`
 accepts becomes an asset event whose ``extra["payload"]`` names the day; the scheduler then creates a run of
-the incremental DAG (no logical date; ``runtime.partition_day`` takes the day from the event). The trigger
-commits the message's offset before it fires, so a day is announced to Airflow once per message; the sink
+the incremental DAG (no logical date; ``runtime.partition_day`` takes the day from the event). The sink
 announces at least once, and a day announced twice runs twice but trains, evaluates and deploys once
 (every step is idempotent per date).
+
+**Order, and no day lost.** The trigger commits the message's offset before the triggerer has Airflow store the
+asset event, so a crash in between loses an announcement; and a run without a logical date is not held by
+``depends_on_past``. So the store decides (:mod:`recsys.streaming.days`): a run's first task
+(:func:`hold_for_earlier_days`) fails, naming the day, while a closed day before its own is not processed, and
+announces that day again; its last task (:func:`announce_next_day`) announces the oldest closed day not
+processed yet. Each closed day so gets a run, in date order: a lost announcement's day runs after the day
+before it, or at the latest when the next day is announced.
 """
 
 from __future__ import annotations
@@ -78,6 +85,25 @@ def days_closed_trigger(settings: Settings) -> Any:
     )
 
 
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    """The consumer configuration of the Airflow connection ``settings.kafka_conn_id`` (its extra: the broker,
+    and a production cluster's security settings), for the tasks that read a topic themselves."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+
+    try:
+        config = dict(BaseHook.get_connection(settings.kafka_conn_id).extra_dejson)
+    except AirflowNotFoundException as err:
+        raise AirflowFailException(
+            f"the Airflow connection {settings.kafka_conn_id!r} is not defined: create it (type kafka, extra = the "
+            "consumer configuration with bootstrap.servers; scripts/airflow-init.sh does for the embedded broker)"
+        ) from err
+    if not config.get("bootstrap.servers"):
+        raise AirflowFailException(f"the Airflow connection {settings.kafka_conn_id!r} has no bootstrap.servers "
+                                   "in its extra")
+    return config
+
+
 def raw_events(settings: Settings) -> Asset:
     """The raw events partitions; with event-driven runs, watched on the closed-days topic."""
     watchers = []
@@ -120,30 +146,55 @@ def closed_day(message: Any) -> dict[str, Any] | None:
             "files": marker.get("files"), "topic": message.topic(), "offset": message.offset()}
 
 
-def announce_later_days(settings: Settings, store: Any, day: date, announced: list[date]) -> list[str]:
-    """Announce again, on the closed-days topic, the days after ``day`` among ``announced``.
-
-    Announcements that arrive while a run is active queue up, and the scheduler gives the next run all of
-    them; that run processes the oldest (``runtime.partition_day``) and its last task calls this, so each
-    later day gets a run of its own, in date order. The value is the day's ``_sink.json``, as the sink sends it.
-    Returns the days announced again.
-    """
+def _announce(settings: Settings, store: Any, days: list[date]) -> list[str]:
+    """Announce ``days`` on the closed-days topic as the sink does (key: the date; value: the day's
+    ``_sink.json``, or just its date and partition if the day was not written by a sink); the days announced."""
     from airflow.providers.apache.kafka.hooks.produce import KafkaProducerHook
 
     from recsys.storage import layout
     from recsys.streaming.sink import SINK_MARKER
 
-    later = [d for d in announced if d > day]
-    if not later:
+    if not days:
         return []
     producer = KafkaProducerHook(kafka_config_id=settings.kafka_conn_id).get_producer()
     errors: list[str] = []
-    for later_day in later:
-        marker = store.read_json(f"{layout.raw_events(later_day)}/{SINK_MARKER}")
-        producer.produce(str(settings.days_closed_topic), key=later_day.isoformat().encode(),
+    for day in days:
+        path = f"{layout.raw_events(day)}/{SINK_MARKER}"
+        marker = store.read_json(path) if store.exists(path) else {"date": day.isoformat(),
+                                                                   "partition": layout.raw_events(day)}
+        producer.produce(str(settings.days_closed_topic), key=day.isoformat().encode(),
                          value=json.dumps(marker, sort_keys=True).encode(),
                          on_delivery=lambda err, _msg: errors.append(err.str()) if err else None)
     if producer.flush(30) or errors:
-        raise RuntimeError(f"could not announce {[d.isoformat() for d in later]} again on "
+        raise RuntimeError(f"could not announce {[d.isoformat() for d in days]} again on "
                            f"{settings.days_closed_topic!r}: {errors[0] if errors else 'no acknowledgement in 30 s'}")
-    return [d.isoformat() for d in later]
+    return [d.isoformat() for d in days]
+
+
+def hold_for_earlier_days(settings: Settings, store: Any, day: date) -> dict[str, Any]:
+    """The first task of an event-driven run: fail it, naming the day it waits for, if a closed day before
+    ``day`` is not processed yet (:func:`recsys.streaming.days.earlier_unprocessed`), after announcing that day
+    again so that the next run retries it. Returns ``{"date", "earlier": []}`` when ``day`` may run."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from recsys.streaming import days
+
+    earlier = days.earlier_unprocessed(store, settings, day)
+    if earlier:
+        _announce(settings, store, earlier[:1])
+        raise AirflowFailException(days.waiting_message(store, day, earlier))
+    return {"date": day.isoformat(), "earlier": []}
+
+
+def announce_next_day(settings: Settings, store: Any) -> list[str]:
+    """The last task of an event-driven run: announce the oldest closed day after the newest processed one
+    (:func:`recsys.streaming.days.next_unprocessed`), if any, so it gets the next run.
+
+    This hands over the days whose announcements queued up while the run ran (the scheduler gives them all to
+    one run, which processes the oldest), and heals a lost announcement; a day announced twice runs twice, the
+    second run changing nothing. Returns the days announced (none or one).
+    """
+    from recsys.streaming import days
+
+    following = days.next_unprocessed(store, settings)
+    return _announce(settings, store, [following] if following else [])

@@ -17,20 +17,23 @@ state showed:
   (``replace``): the partition may come from an upstream catalog export instead.
 
 Run it once day D is over plus the allowed lateness (``recsys catalog-from-events --day D``; the sink closes
-the behaviour partition of D at the same moment), before the DAG's run of D reads the catalog.
+the behaviour partition of D at the same moment), before the DAG's run of D reads the catalog. With
+event-driven runs the daily DAG does it (its ``rebuild_catalog`` task, :func:`rebuild_from_topic`, before
+``validate``); on the daily schedule (no sink) the catalog partitions come from upstream, or from this command.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import pandas as pd
 
 from recsys import schema
+from recsys.config import Settings
 from recsys.storage import PartitionStore, layout
 from recsys.streaming import StreamingError, events
 from recsys.streaming.topics import CATALOG_TOPIC
@@ -85,27 +88,32 @@ def base_catalog(store: PartitionStore, day: date) -> pd.DataFrame:
     return _empty_catalog()
 
 
-def read_item_events(bootstrap: str, topic: str, day: date, margin: timedelta = timedelta(hours=2),
-                     timeout: float = 30.0) -> list[dict[str, Any]]:
+def read_item_events(bootstrap: str | Mapping[str, Any], topic: str, day: date,
+                     margin: timedelta = timedelta(hours=2), timeout: float = 30.0,
+                     missing_ok: bool = False) -> list[dict[str, Any]] | None:
     """Every valid item event of ``day`` (event time) on ``topic``, read from the broker offset of
     (start of ``day`` - ``margin``) to each partition's end at the time of the call. No group offsets are
-    committed: a rebuild reads the same events again."""
-    from confluent_kafka import Consumer, KafkaError, KafkaException
+    committed: a rebuild reads the same events again.
+
+    ``bootstrap``: ``host:port[,...]``, or a consumer configuration (``bootstrap.servers`` and, for a production
+    cluster, its security settings; group and commit settings are replaced). A missing topic is a
+    :class:`StreamingError`, or None with ``missing_ok``."""
+    from confluent_kafka import Consumer, KafkaError
 
     start = datetime.combine(day, time.min, UTC)
     end = start + timedelta(days=1)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "recsys-catalog-rebuild",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
+    config = {"bootstrap.servers": bootstrap} if isinstance(bootstrap, str) else dict(bootstrap)
+    consumer = Consumer(config | {"group.id": "recsys-catalog-rebuild", "enable.auto.commit": False,
+                                  "enable.partition.eof": True})
     found: list[dict[str, Any]] = []
     rules = events.EventRules()
     try:
-        try:
-            meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-        except KafkaException as err:
-            raise StreamingError(f"the broker {bootstrap} does not answer: {err.args[0].str()}") from err
-        if meta is None or meta.error is not None or not meta.partitions:
-            raise StreamingError(f"topic {topic!r} is missing on {bootstrap}")
-        stop_at = _replay_range(consumer, topic, sorted(meta.partitions), start - margin, timeout)
+        partitions = _topic_partitions(consumer, topic, config.get("bootstrap.servers"), timeout)
+        if partitions is None:
+            if missing_ok:
+                return None
+            raise StreamingError(f"topic {topic!r} is missing on {config.get('bootstrap.servers')}")
+        stop_at = _replay_range(consumer, topic, partitions, start - margin, timeout)
         if not stop_at:
             return []
         remaining = set(stop_at)
@@ -126,6 +134,20 @@ def read_item_events(bootstrap: str, topic: str, day: date, margin: timedelta = 
     finally:
         consumer.close()
     return found
+
+
+def _topic_partitions(consumer: Any, topic: str, where: Any, timeout: float) -> list[int] | None:
+    """The partition numbers of ``topic``, or None if it does not exist; :class:`StreamingError` if the broker
+    does not answer."""
+    from confluent_kafka import KafkaException
+
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    except KafkaException as err:
+        raise StreamingError(f"the broker {where} does not answer: {err.args[0].str()}") from err
+    if meta is None or meta.error is not None or not meta.partitions:
+        return None
+    return sorted(meta.partitions)
 
 
 def _replay_range(consumer: Any, topic: str, partitions: list[int], since: datetime,
@@ -160,9 +182,32 @@ def rebuild(store: PartitionStore, day: date, item_events: Iterable[dict[str, An
     return catalog
 
 
+def rebuild_from_topic(store: PartitionStore, settings: Settings, day: date, *, consumer: Mapping[str, Any],
+                       topic: str = CATALOG_TOPIC, run_id: str | None = None) -> dict[str, Any]:
+    """The event-driven DAG's ``rebuild_catalog`` step: write ``raw/catalog/dt=day`` from the catalog of the day
+    before + ``day``'s item events on ``topic`` (read with the consumer configuration ``consumer``), unless
+    there is nothing to rebuild it from. Idempotent; returns what it did (``rebuilt`` and why not).
+
+    Nothing is written when the partition is complete already (an upstream export, or an earlier run), when
+    ``topic`` does not exist (this shop sends no item events: its catalog comes from upstream), or when there
+    is neither an earlier catalog nor an item event of ``day`` (an empty catalog would fail validation).
+    ``settings`` and ``run_id`` are the step signature's (unused)."""
+    folder = layout.raw_catalog(day)
+    result: dict[str, Any] = {"date": day.isoformat(), "catalog": store.uri(folder), "rebuilt": False}
+    if store.is_complete(folder):
+        return result | {"why": "the partition is complete already"}
+    found = read_item_events(consumer, topic, day, missing_ok=True)
+    if found is None:
+        return result | {"why": f"no topic {topic!r}: item events are not collected, the catalog comes from upstream"}
+    if not found and not any(d < day for d in store.partitions(layout.RAW_CATALOG)):
+        return result | {"why": f"no earlier catalog and no item event of {day}"}
+    catalog = rebuild(store, day, found)
+    return result | {"rebuilt": True, "item_events": len(found), "items": len(catalog),
+                     "available": int(catalog[schema.AVAILABLE].sum())}
+
+
 def main(argv: list[str] | None = None) -> int:
     """``recsys catalog-from-events --day D``: rebuild the catalog partition of D from the catalog topic."""
-    from recsys.config import Settings
     from recsys.storage import open_store
     from recsys.streaming.topics import default_bootstrap
 
@@ -175,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         store = open_store(Settings.from_env())
-        found = read_item_events(args.bootstrap or default_bootstrap(), args.topic, args.day)
+        found = read_item_events(args.bootstrap or default_bootstrap(), args.topic, args.day) or []
         catalog = rebuild(store, args.day, found, replace=args.replace)
     except StreamingError as err:
         parser.exit(1, f"recsys catalog-from-events: {err}\n")

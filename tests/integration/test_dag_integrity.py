@@ -319,7 +319,7 @@ def test_the_assets_give_the_three_dags_their_lineage(dagbag):
 
     daily = dagbag.dags["recsys_incremental_update"]
     assert isinstance(daily.timetable, CronDataIntervalTimetable)  # not event-driven unless configured
-    assert "announce_later_days" not in daily.task_ids
+    assert not {"check_earlier_days", "rebuild_catalog", "announce_later_days"} & set(daily.task_ids)
     (raw,) = daily.get_task("wait_for_partition").inlets
     # known by name alone (the URI is the name: a store change must not make a new, conflicting asset); where
     # the data lives is in extra
@@ -354,12 +354,17 @@ def test_event_driven_runs_are_scheduled_by_the_watcher_of_the_closed_days_topic
     assert classpath == "airflow.providers.apache.kafka.triggers.await_message.AwaitMessageTrigger"
     assert kwargs["topics"] == ["recsys.days-closed"] and kwargs["kafka_config_id"] == "kafka_shop"
     assert kwargs["apply_function"] == "recsys_airflow.assets.closed_day" and kwargs["commit_offset"] is True
-    # the same tasks, one at a time, plus the hand-over of days that queued up behind a run
+    # the same tasks, one at a time, plus: a day waits for the closed days before it (first), the day's catalog
+    # rebuilt from the item events before validate reads it, and the hand-over of the next closed day (last)
     assert dag.max_active_runs == 1
+    assert dag.get_task("check_earlier_days").upstream_task_ids == set()
+    assert dag.get_task("check_earlier_days").downstream_task_ids == {"wait_for_partition"}
+    assert dag.get_task("wait_for_partition").downstream_task_ids == {"rebuild_catalog"}
+    assert dag.get_task("rebuild_catalog").downstream_task_ids == {"validate"}
     assert dag.get_task("announce_later_days").upstream_task_ids == {"refresh_serving_index"}
     assert dag.get_task("announce_later_days").trigger_rule == "none_failed"
-    assert dag.get_task("announce_later_days").pool != "recsys_registry"
-    assert dag.get_task("wait_for_partition").downstream_task_ids == {"validate"}
+    for task_id in ("check_earlier_days", "rebuild_catalog", "announce_later_days"):  # none writes the registry
+        assert dag.get_task(task_id).pool != "recsys_registry"
     # the DAG processor stores it serialised, watcher included
     serialized = json.dumps(DagSerialization.to_dict(dag), default=str)
     assert "recsys_days_closed" in serialized and "recsys.days-closed" in serialized
