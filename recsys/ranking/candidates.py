@@ -11,7 +11,7 @@ candidate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Protocol
 
@@ -59,6 +59,12 @@ class DayInputs:
     price_band: np.ndarray  # [I] int32: recsys.features.items.price_band of the catalog price, 0 unknown
     copurchase: sparse.csr_matrix  # [I, I] cosine of the items' customer sets, zero diagonal
     own: pd.DataFrame
+    # derived once (a request must not scan every customer's items): the own table's distinct users, sorted, and
+    # where each one's rows start; the allowed rows by trend, highest first (ties by row)
+    _own_users: np.ndarray = field(init=False, repr=False)
+    _own_starts: np.ndarray = field(init=False, repr=False)
+    _own: dict[str, np.ndarray] = field(init=False, repr=False)
+    trending: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.allowed)
@@ -69,10 +75,33 @@ class DayInputs:
             raise RankingError(f"DayInputs.copurchase is {self.copurchase.shape}, expected ({n}, {n})")
         if list(self.own.columns) != list(OWN_COLUMNS):
             raise RankingError(f"DayInputs.own has columns {list(self.own.columns)}, expected {list(OWN_COLUMNS)}")
+        users = self.own["user_id"].to_numpy(object)
+        if len(users) and (users[1:] < users[:-1]).any():
+            raise RankingError("DayInputs.own must be sorted by user (own_items does)")
+        distinct, starts = np.unique(users, return_index=True) if len(users) else (np.zeros(0, object), np.zeros(0))
+        object.__setattr__(self, "_own_users", distinct)
+        object.__setattr__(self, "_own_starts", np.append(starts, len(users)).astype(np.int64))
+        object.__setattr__(self, "_own", {c: self.own[c].to_numpy() for c in OWN_COLUMNS[1:]})
+        allowed_rows = np.flatnonzero(self.allowed)
+        object.__setattr__(self, "trending", allowed_rows[np.lexsort((allowed_rows, -self.trend[allowed_rows]))])
 
     @property
     def rows(self) -> int:
         return len(self.allowed)
+
+    def own_of(self, users: list[str]) -> dict[str, np.ndarray]:
+        """The own items of a batch of customers: ``user`` (index into ``users``) and the own table's ``row``,
+        ``days``, ``age``, ``recency`` of each, grouped by user in batch order; O(batch's items), not O(table)."""
+        found = np.searchsorted(self._own_users, np.asarray(users, dtype=object)) if len(self._own_users) else \
+            np.zeros(len(users), np.int64)
+        found = np.minimum(found, max(len(self._own_users) - 1, 0))
+        hit = (self._own_users[found] == np.asarray(users, dtype=object)) if len(self._own_users) else \
+            np.zeros(len(users), bool)
+        begin = np.where(hit, self._own_starts[found], 0)
+        count = np.where(hit, self._own_starts[np.minimum(found + 1, len(self._own_starts) - 1)] - begin, 0)
+        user = np.repeat(np.arange(len(users)), count)
+        index = np.repeat(begin - np.r_[0, np.cumsum(count)[:-1]], count) + np.arange(int(count.sum()))
+        return {"user": user.astype(np.int64), **{c: a[index] for c, a in self._own.items()}}
 
 
 @dataclass(frozen=True)
@@ -160,13 +189,10 @@ def generate(scores: np.ndarray, users: list[str], inputs: DayInputs, *, n_retri
     k = min(n_retrieval, int(inputs.allowed.sum()))
     top = np.argpartition(-masked, k - 1, axis=1)[:, :k] if k > 0 else np.zeros((b, 0), np.int64)
     keys = [(np.arange(b)[:, None] * rows + top).ravel()]
-    own = inputs.own
-    user_of = pd.Index(users).get_indexer(own["user_id"].to_numpy(object))
-    mine = (user_of >= 0) & inputs.allowed[own["row"].to_numpy()]
-    keys.append(user_of[mine] * rows + own["row"].to_numpy()[mine])
-    allowed_rows = np.flatnonzero(inputs.allowed)
-    order = np.lexsort((allowed_rows, -inputs.trend[allowed_rows]))
-    trending = allowed_rows[order[:n_trending]]
+    own = inputs.own_of(users)
+    mine = inputs.allowed[own["row"]]
+    keys.append(own["user"][mine] * rows + own["row"][mine])
+    trending = inputs.trending[:n_trending]
     keys.append((np.arange(b)[:, None] * rows + trending[None, :]).ravel())
     key = np.unique(np.concatenate(keys).astype(np.int64))
     user, row = key // rows, key % rows

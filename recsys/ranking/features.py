@@ -62,12 +62,9 @@ def build(candidates: Candidates, users: list[str], inputs: DayInputs) -> np.nda
     out[:, _COL["retrieval_z"]] = (score - mean[user]) / np.maximum(np.sqrt(var[user]), 1e-6)
     out[:, _COL["retrieval_rank"]] = np.log1p(np.arange(n) - _group_starts(user))
 
-    own = inputs.own
-    own_user = pd.Index(users).get_indexer(own["user_id"].to_numpy(object))
-    keep = own_user >= 0
-    own_user, own_row = own_user[keep].astype(np.int64), own["row"].to_numpy(np.int64)[keep]
-    days, age = own["days"].to_numpy(np.float32)[keep], own["age"].to_numpy(np.float32)[keep]
-    recency = own["recency"].to_numpy(np.int64)[keep]
+    own = inputs.own_of(users)
+    own_user, own_row = own["user"], own["row"].astype(np.int64)
+    days, age, recency = own["days"], own["age"], own["recency"]
     own_key = own_user * rows + own_row
     order = np.argsort(own_key, kind="stable")
     own_key = own_key[order]
@@ -95,9 +92,9 @@ def build(candidates: Candidates, users: list[str], inputs: DayInputs) -> np.nda
     recent = recency < RECENT_ITEMS
     picked = sparse.csr_matrix((np.ones(int(recent.sum()), np.float32), (own_user[recent], own_row[recent])),
                                shape=(b, rows))
-    strength = (picked @ inputs.copurchase).tocsr()
+    strength = (picked @ inputs.copurchase).toarray()  # [B, I]: a batch is at most stage.BLOCK_USERS customers
     n_recent = np.maximum(np.bincount(own_user[recent], minlength=b), 1)
-    out[:, _COL["copurchase"]] = np.asarray(strength[user, row]).ravel() / n_recent[user]
+    out[:, _COL["copurchase"]] = strength[user, row] / n_recent[user]
     out[:, _COL[f"weekday_{inputs.day.weekday()}"]] = 1.0
     return out
 

@@ -190,3 +190,12 @@ def test_both_stages_rank_a_tiny_day_and_train_on_it(inputs):
     # both bought items are the customers' own, ranked last by retrieval: the ranker puts them first
     assert second.ranked[0][0] == "b" and second.ranked[1][0] == "c"
     np.testing.assert_array_equal(second.features, first.features)  # one feature function for both paths
+
+
+def test_own_of_looks_up_a_batch_of_customers_in_the_days_own_table(inputs):
+    own = inputs.own_of(["u2", "nobody", "u1"])
+    assert own["user"].tolist() == [0, 2, 2]
+    assert own["row"].tolist() == [3, 1, 2] and own["age"].tolist() == [2.0, 1.0, 4.0]
+    assert own["recency"].tolist() == [0, 0, 1]
+    assert inputs.own_of(["nobody"])["row"].tolist() == []
+    assert inputs.trending.tolist() == [1, 2, 3, 4]  # allowed rows by trend (a 2 purchases), ties by row
