@@ -39,6 +39,9 @@ from recsys.streaming import StreamingError, events
 from recsys.streaming.topics import CATALOG_TOPIC
 
 PART_FILE = "part-00000.parquet"
+# rebuild_from_topic fills at most this many days without a catalog before the day (the topic's retention, 7 days
+# by default, holds no older item events anyway)
+MAX_GAP_DAYS = 31
 
 
 def _empty_catalog() -> pd.DataFrame:
@@ -188,22 +191,29 @@ def rebuild_from_topic(store: PartitionStore, settings: Settings, day: date, *, 
     before + ``day``'s item events on ``topic`` (read with the consumer configuration ``consumer``), unless
     there is nothing to rebuild it from. Idempotent; returns what it did (``rebuilt`` and why not).
 
-    Nothing is written when the partition is complete already (an upstream export, or an earlier run), when
-    ``topic`` does not exist (this shop sends no item events: its catalog comes from upstream), or when there
-    is neither an earlier catalog nor an item event of ``day`` (an empty catalog would fail validation).
+    Days between the newest earlier catalog and ``day`` that have none (a day without behaviour events, so
+    without a run, may still have item events) are rebuilt first, in order, the last :data:`MAX_GAP_DAYS` of
+    them at most. Nothing is written when the partition is complete already (an upstream export, or an earlier
+    run), when ``topic`` does not exist (this shop sends no item events: its catalog comes from upstream), or
+    when there is neither an earlier catalog nor an item event of ``day`` (an empty catalog fails validation).
     ``settings`` and ``run_id`` are the step signature's (unused)."""
     folder = layout.raw_catalog(day)
     result: dict[str, Any] = {"date": day.isoformat(), "catalog": store.uri(folder), "rebuilt": False}
     if store.is_complete(folder):
         return result | {"why": "the partition is complete already"}
-    found = read_item_events(consumer, topic, day, missing_ok=True)
-    if found is None:
-        return result | {"why": f"no topic {topic!r}: item events are not collected, the catalog comes from upstream"}
-    if not found and not any(d < day for d in store.partitions(layout.RAW_CATALOG)):
-        return result | {"why": f"no earlier catalog and no item event of {day}"}
-    catalog = rebuild(store, day, found)
-    return result | {"rebuilt": True, "item_events": len(found), "items": len(catalog),
-                     "available": int(catalog[schema.AVAILABLE].sum())}
+    base = [d for d in store.partitions(layout.RAW_CATALOG) if d < day]
+    gap = [] if not base else [day - timedelta(days=n) for n in range(min((day - base[-1]).days - 1, MAX_GAP_DAYS),
+                                                                         0, -1)]
+    for each in [*gap, day]:
+        found = read_item_events(consumer, topic, each, missing_ok=True)
+        if found is None:
+            return result | {"why": f"no topic {topic!r}: item events are not collected, the catalog comes from "
+                                    "upstream"}
+        if not found and not base:
+            return result | {"why": f"no earlier catalog and no item event of {day}"}
+        catalog, applied = rebuild(store, each, found), len(found)
+    return result | {"rebuilt": True, "item_events": applied, "items": len(catalog),
+                     "available": int(catalog[schema.AVAILABLE].sum()), "gap_days": [d.isoformat() for d in gap]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -220,13 +220,15 @@ def test_rebuild_catalog_reads_the_days_item_events_through_the_airflow_connecti
     assert not rebuild_from_topic(store, settings, day, consumer=consumer, topic=topic)["rebuilt"]
     assert not store.exists(layout.raw_catalog(day))
 
-    store.write_parquet(f"{layout.raw_catalog(day - timedelta(days=1))}/part-00000.parquet", pd.DataFrame(
+    # the newest catalog is two days old: the day before had no run (no behaviour events), but an item event
+    two_days_before, day_before = day - timedelta(days=2), day - timedelta(days=1)
+    store.write_parquet(f"{layout.raw_catalog(two_days_before)}/part-00000.parquet", pd.DataFrame(
         {schema.ITEM_ID: ["a", "b"], schema.TITLE: ["mug", "cup"], schema.CATEGORY: [None, None],
          schema.PRICE: [1.0, 2.0], schema.AVAILABLE: [True, True]}).astype(schema.CATALOG_DTYPES))
-    store.mark_success(layout.raw_catalog(day - timedelta(days=1)))
+    store.mark_success(layout.raw_catalog(two_days_before))
     at = datetime(2026, 3, 2, 9, tzinfo=UTC)
-    item_events = [  # b sells out and a new item is listed on the day; an event of the next day does not count
-        {"event_id": "c1", "event_time": at, "item_id": "b", "event_type": "out_of_stock"},
+    item_events = [  # b sells out the day before, a new item is listed on the day; one of the next day: not yet
+        {"event_id": "c1", "event_time": at - timedelta(days=1), "item_id": "b", "event_type": "out_of_stock"},
         {"event_id": "c2", "event_time": at, "item_id": "c", "event_type": "listed", "title": "jug", "price": 3.0},
         {"event_id": "c3", "event_time": at + timedelta(days=1), "item_id": "a", "event_type": "delisted"},
     ]
@@ -237,9 +239,13 @@ def test_rebuild_catalog_reads_the_days_item_events_through_the_airflow_connecti
 
     result = rebuild_from_topic(store, settings, day, consumer=consumer, topic=topic)
     assert result | {"catalog": None} == {"date": day.isoformat(), "catalog": None, "rebuilt": True,
-                                          "item_events": 2, "items": 3, "available": 2}
+                                          "item_events": 1, "items": 3, "available": 2,
+                                          "gap_days": [day_before.isoformat()]}
+    gap = store.read_parquet(f"{layout.raw_catalog(day_before)}/part-00000.parquet").set_index(schema.ITEM_ID)
+    assert gap[schema.AVAILABLE].to_dict() == {"a": True, "b": False} and store.is_complete(
+        layout.raw_catalog(day_before))
     catalog = store.read_parquet(f"{layout.raw_catalog(day)}/part-00000.parquet").set_index(schema.ITEM_ID)
-    assert catalog[schema.AVAILABLE].to_dict() == {"a": True, "b": False, "c": True}
+    assert catalog[schema.AVAILABLE].to_dict() == {"a": True, "b": False, "c": True}  # b's sell-out carried over
     assert catalog.loc["c", schema.TITLE] == "jug" and store.is_complete(layout.raw_catalog(day))
     # a rerun (or an upstream export) leaves the complete partition as it is
     again = rebuild_from_topic(store, settings, day, consumer=consumer, topic=topic)
