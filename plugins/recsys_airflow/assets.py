@@ -186,15 +186,20 @@ def hold_for_earlier_days(settings: Settings, store: Any, day: date) -> dict[str
     return {"date": day.isoformat(), "earlier": []}
 
 
-def announce_next_day(settings: Settings, store: Any) -> list[str]:
-    """The last task of an event-driven run: announce the oldest closed day after the newest processed one
-    (:func:`recsys.streaming.days.next_unprocessed`), if any, so it gets the next run.
+def announce_next_day(settings: Settings, store: Any, day: date) -> list[str]:
+    """The last task of an event-driven run of ``day``: announce the oldest closed day after the newest processed
+    one (:func:`recsys.streaming.days.next_unprocessed`), if any, so it gets the next run.
 
     This hands over the days whose announcements queued up while the run ran (the scheduler gives them all to
     one run, which processes the oldest), and heals a lost announcement; a day announced twice runs twice, the
-    second run changing nothing. Returns the days announced (none or one).
+    second run changing nothing. A day not after ``day`` is never announced here (this run would then be
+    announcing its own day, or one before it, for ever); it holds the later days' runs, which name it.
+    Returns the days announced (none or one).
     """
     from recsys.streaming import days
 
     following = days.next_unprocessed(store, settings)
+    if following is not None and following <= day:
+        log.warning("%s is closed but not processed, and %s's run did not process it: not announced", following, day)
+        return []
     return _announce(settings, store, [following] if following else [])

@@ -129,11 +129,11 @@ def test_the_watcher_fires_on_the_sinks_announcement_and_the_run_processes_that_
     assert announced_days(queued) == [day, later]
     assert partition_day({}, None, queued) == day
     record_processed(store, day)
-    assert assets.announce_next_day(settings, store) == [later.isoformat()]
+    assert assets.announce_next_day(settings, store, day) == [later.isoformat()]
     fired = next_event(assets.raw_events(settings).watchers[0].trigger).payload
     assert (fired["date"], fired["files"]) == (later.isoformat(), marker["files"])  # the day's _sink.json
     record_processed(store, later)
-    assert assets.announce_next_day(settings, store) == []
+    assert assets.announce_next_day(settings, store, later) == []
 
 
 def record_processed(store: LocalStore, day: date, blessed: bool = False) -> None:
@@ -187,8 +187,12 @@ def test_a_day_waits_for_an_earlier_closed_day_never_run_which_is_announced_agai
     assert next_event(trigger).payload["date"] == b.isoformat()  # retried by the next run
 
     # on-call accepts B (a run by hand); its run ends by announcing C, whose run is no longer held
+    # A's run, had it ended after B closed, announces B; a later day's run never announces an earlier day (B)
+    assert assets.announce_next_day(settings, store, a) == [b.isoformat()]
+    assert next_event(trigger).payload["date"] == b.isoformat()
+    assert assets.announce_next_day(settings, store, c) == []
     record_processed(store, b)
-    assert assets.announce_next_day(settings, store) == [c.isoformat()]
+    assert assets.announce_next_day(settings, store, b) == [c.isoformat()]
     assert next_event(trigger).payload["date"] == c.isoformat()
     assert assets.hold_for_earlier_days(settings, store, c)["earlier"] == []
 
