@@ -67,12 +67,12 @@ a run starts when `recsys sink` announces a closed day on that Kafka topic. The 
 connection `RECSYS_KAFKA_CONN_ID`, default `kafka_default`) turns each announcement into an asset event; the run
 processes the day it names (it has no logical date; with several, the oldest). Three tasks more:
 
-- **check_earlier_days** (first): days go in date order, and `depends_on_past` cannot hold a run without a
-  logical date, so the store does: while a closed day (`_SUCCESS`) before this run's is not processed (its
-  decision recorded and, if blessed, deployed), the run fails naming that day and what happened to it, and
-  announces it again so that the next run retries it. A run by hand (**Partition date**) is not held: running a
-  later day by hand leaves a day that will not be fixed behind (on the daily schedule: marking its run
-  successful).
+- **check_earlier_days** (beside `wait_for_partition`, before anything reads the day): days go in date order,
+  and `depends_on_past` cannot hold a run without a logical date, so the store does: while a closed day
+  (`_SUCCESS`) before this run's is not processed (its decision recorded and, if blessed, deployed), the run
+  fails naming that day and what happened to it, and announces it again so that the next run retries it. A
+  run by hand (**Partition date**) is not held: running a later day by hand leaves a day that will not be
+  fixed behind (on the daily schedule: marking its run successful).
 - **rebuild_catalog** (before validate): `raw/catalog/dt=<date>` = the catalog of the day before + the day's
   item events on the `recsys.catalog-events` topic (through the same connection); nothing when the partition
   exists already or the topic does not.
@@ -213,8 +213,8 @@ def _train() -> BaseOperator | XComArg:
 
 
 def _event_driven_tasks() -> tuple[XComArg, XComArg, XComArg]:
-    """The tasks only event-driven runs have: the first, check_earlier_days; rebuild_catalog (before validate);
-    the last, announce_later_days."""
+    """The tasks only event-driven runs have: check_earlier_days and rebuild_catalog (before validate), and the
+    last, announce_later_days."""
 
     @task
     def check_earlier_days() -> dict[str, Any]:
