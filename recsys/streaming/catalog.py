@@ -92,15 +92,24 @@ def base_catalog(store: PartitionStore, day: date) -> pd.DataFrame:
 
 
 def read_item_events(bootstrap: str | Mapping[str, Any], topic: str, day: date,
-                     margin: timedelta = timedelta(hours=2), timeout: float = 30.0,
-                     missing_ok: bool = False) -> list[dict[str, Any]] | None:
+                     margin: timedelta = timedelta(hours=2), timeout: float = 30.0) -> list[dict[str, Any]]:
     """Every valid item event of ``day`` (event time) on ``topic``, read from the broker offset of
     (start of ``day`` - ``margin``) to each partition's end at the time of the call. No group offsets are
     committed: a rebuild reads the same events again.
 
     ``bootstrap``: ``host:port[,...]``, or a consumer configuration (``bootstrap.servers`` and, for a production
     cluster, its security settings; group and commit settings are replaced). A missing topic is a
-    :class:`StreamingError`, or None with ``missing_ok``."""
+    :class:`StreamingError`."""
+    found = _read_item_events(bootstrap, topic, day, margin, timeout)
+    if found is None:
+        where = bootstrap if isinstance(bootstrap, str) else bootstrap.get("bootstrap.servers")
+        raise StreamingError(f"topic {topic!r} is missing on {where}")
+    return found
+
+
+def _read_item_events(bootstrap: str | Mapping[str, Any], topic: str, day: date, margin: timedelta,
+                      timeout: float) -> list[dict[str, Any]] | None:
+    """:func:`read_item_events`, None if ``topic`` does not exist."""
     from confluent_kafka import Consumer, KafkaError
 
     start = datetime.combine(day, time.min, UTC)
@@ -113,9 +122,7 @@ def read_item_events(bootstrap: str | Mapping[str, Any], topic: str, day: date,
     try:
         partitions = _topic_partitions(consumer, topic, config.get("bootstrap.servers"), timeout)
         if partitions is None:
-            if missing_ok:
-                return None
-            raise StreamingError(f"topic {topic!r} is missing on {config.get('bootstrap.servers')}")
+            return None
         stop_at = _replay_range(consumer, topic, partitions, start - margin, timeout)
         if not stop_at:
             return []
@@ -205,7 +212,7 @@ def rebuild_from_topic(store: PartitionStore, settings: Settings, day: date, *, 
     gap = [] if not base else [day - timedelta(days=n) for n in range(min((day - base[-1]).days - 1, MAX_GAP_DAYS),
                                                                          0, -1)]
     for each in [*gap, day]:
-        found = read_item_events(consumer, topic, each, missing_ok=True)
+        found = _read_item_events(consumer, topic, each, timedelta(hours=2), 30.0)
         if found is None:
             return result | {"why": f"no topic {topic!r}: item events are not collected, the catalog comes from "
                                     "upstream"}
@@ -230,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         store = open_store(Settings.from_env())
-        found = read_item_events(args.bootstrap or default_bootstrap(), args.topic, args.day) or []
+        found = read_item_events(args.bootstrap or default_bootstrap(), args.topic, args.day)
         catalog = rebuild(store, args.day, found, replace=args.replace)
     except StreamingError as err:
         parser.exit(1, f"recsys catalog-from-events: {err}\n")

@@ -238,7 +238,7 @@ def test_rebuild_catalog_reads_the_days_item_events_through_the_airflow_connecti
     ]
     producer = Producer({"bootstrap.servers": kafka_broker.bootstrap})
     for event in item_events:
-        producer.produce(topic, key=event["item_id"].encode(), value=events.encode_item(event))
+        producer.produce(topic, key=str(event["item_id"]).encode(), value=events.encode_item(event))
     assert producer.flush(30) == 0
 
     result = rebuild_from_topic(store, settings, day, consumer=consumer, topic=topic)

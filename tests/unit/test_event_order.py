@@ -40,7 +40,7 @@ def decide(store: LocalStore, day: date, version: int | None, blessed: bool, dep
     def change(reg: registry.Registry) -> None:
         reg["decisions"][day.isoformat()] = {"date": day.isoformat(), "candidate_version": version,
                                              "blessed": blessed, "reason": "test"}
-        if deployed:
+        if deployed and version is not None:
             reg["history"].append({"at": "t", "action": registry.DEPLOYED, "from": reg["champion"], "to": version})
             reg["champion"] = version
 
