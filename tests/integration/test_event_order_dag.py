@@ -41,13 +41,12 @@ def kafka_broker() -> Iterator[KafkaBroker]:
 
 def _delete_runs() -> None:
     """Runs of the DAG left by other modules must not hold these (depends_on_past) or be held by them."""
-    from airflow import settings
     from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
     from sqlalchemy import delete
 
-    session = settings.Session()
-    session.execute(delete(DagRun).where(DagRun.dag_id == DAG_ID))
-    session.commit()
+    with create_session() as session:
+        session.execute(delete(DagRun).where(DagRun.dag_id == DAG_ID))
 
 
 @pytest.fixture
@@ -107,7 +106,7 @@ def _announced(bootstrap: str, topic: str) -> list[str]:
         while len(keys) < high:
             for msg in consumer.consume(num_messages=100, timeout=5.0):
                 assert msg.error() is None, msg.error()
-                keys.append(msg.key().decode())
+                keys.append((msg.key() or b"").decode())
         return keys
     finally:
         consumer.close()
