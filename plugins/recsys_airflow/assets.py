@@ -29,11 +29,12 @@ announces at least once, and a day announced twice runs twice but trains, evalua
 
 **Order, and no day lost.** The trigger commits the message's offset before the triggerer has Airflow store the
 asset event, so a crash in between loses an announcement; and a run without a logical date is not held by
-``depends_on_past``. So the store decides (:mod:`recsys.streaming.days`): a run's first task
-(:func:`hold_for_earlier_days`) fails, naming the day, while a closed day before its own is not processed, and
-announces that day again; its last task (:func:`announce_next_day`) announces the oldest closed day not
-processed yet. Each closed day so gets a run, in date order: a lost announcement's day runs after the day
-before it, or at the latest when the next day is announced.
+``depends_on_past``. So the store decides (:mod:`recsys.streaming.days`): a run's ``check_earlier_days``
+(:func:`hold_for_earlier_days`, before anything reads the day) fails, naming the day, while a closed day before
+its own is not processed, and announces that day again; its last task (:func:`announce_next_day`) announces the
+oldest closed day not processed yet. Each closed day so gets a run, in date order: a lost announcement's day
+runs after the run of the day before it (if that run ends after the day closed), or at the latest when the
+next day is announced.
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ def _announce(settings: Settings, store: Any, days: list[date]) -> list[str]:
 
 
 def hold_for_earlier_days(settings: Settings, store: Any, day: date) -> dict[str, Any]:
-    """The first task of an event-driven run: fail it, naming the day it waits for, if a closed day before
+    """``check_earlier_days`` of an event-driven run: fail it, naming the day it waits for, if a closed day before
     ``day`` is not processed yet (:func:`recsys.streaming.days.earlier_unprocessed`), after announcing that day
     again so that the next run retries it. Returns ``{"date", "earlier": []}`` when ``day`` may run."""
     from airflow.sdk.exceptions import AirflowFailException
