@@ -80,7 +80,7 @@ def moved_to_front(items: tuple[str, ...], days: tuple[int, ...], last: tuple[st
 
 def _as_utc(when: pd.Timestamp) -> datetime:
     stamp = when.tz_localize(UTC) if when.tzinfo is None else when.tz_convert(UTC)
-    return stamp.to_pydatetime()
+    return stamp.to_pydatetime(warn=False)  # only the day is used: nanoseconds do not matter
 
 
 def live_history(base: tuple[list[str], list[int]], before: Sequence[tuple[str, pd.Timestamp]],
