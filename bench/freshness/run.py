@@ -71,6 +71,7 @@ import _harness  # noqa: E402
 DAG_ID = "recsys_incremental_update"
 TASK_ORDER = [
     "wait_for_partition",
+    "rebuild_catalog",  # event-driven runs only (check_earlier_days runs beside wait_for_partition)
     "validate",
     "build_features",
     "fine_tune",

@@ -170,7 +170,7 @@ def partition_day(params: Any, logical_date: Any, events: Any = None) -> date | 
     Scheduled runs use a data-interval timetable, so their logical date is the start of the day they
     process; a manual run's logical date is the date the operator picked. An event-driven run whose events
     announce several days (they queued while the previous run ran) processes the oldest; its last task
-    announces the others again (:func:`recsys_airflow.assets.announce_later_days`).
+    announces the oldest closed day not processed yet (:func:`recsys.streaming.days.next_unprocessed`).
     """
     explicit = (params or {}).get("partition_date")
     if explicit:
