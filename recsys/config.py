@@ -186,6 +186,15 @@ class Settings:
     sink_allowed_lateness_seconds: float = 3600.0  # day D closes once the event-time watermark passes D + 1 day + this
     sink_dedup_days: int = 10  # days of event ids the sink keeps per partition to drop resent events
     sink_commit_timeout_seconds: float = 120.0  # an offset commit is retried this long while the broker is away
+    # before closing a day the sink merges its small part files, per topic partition and in name order, into files
+    # of at most this many rows / bytes (the small files of the 2 s bound exist only until the day closes; HDFS
+    # keeps one NameNode object per file and every reader opens every file). 0 rows: no compaction
+    sink_compact_max_rows: int = 1_000_000
+    sink_compact_max_bytes: int = 128 * 1024 * 1024
+    # the oldest closed day not processed (recsys.streaming.days) that no run has reached yet (no validation
+    # summary, no decision) is announced again after this long without an announcement, then after twice as
+    # long, and so on (at most a day): a lost announcement of the last closed day costs minutes, not a day. 0: never
+    sink_reannounce_seconds: float = 300.0
 
     @classmethod
     def secret_fields(cls) -> frozenset[str]:
@@ -364,6 +373,8 @@ _BOUNDS = (
             "collector_delivery_timeout_seconds", "sink_max_file_events", "sink_max_file_seconds", "sink_dedup_days",
             "sink_commit_timeout_seconds"), _not_positive, "positive"),
     _Bound(("sink_allowed_lateness_seconds",), _negative, ">= 0"),
+    _Bound(("sink_compact_max_rows", "sink_reannounce_seconds"), _negative, ">= 0 (0: off)"),
+    _Bound(("sink_compact_max_bytes",), _not_positive, "positive"),
     _Bound(("spark_executor_cores", "spark_shuffle_partitions"), _not_positive, "positive", optional=True),
 )
 # the training and deploy-gate numbers, checked last

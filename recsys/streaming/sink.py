@@ -14,7 +14,7 @@ nothing is written twice. Events whose ``event_id`` the partition already holds 
 resending a batch) are dropped and counted as duplicates. Both copies of an event share its ``user_id``,
 the message key, so they are on the same topic partition: deduplication needs no other partition.
 
-Day D is closed (``_sink.json``, then ``_SUCCESS``) once the event-time watermark passes
+Day D is closed (its files compacted, ``_sink.json``, then ``_SUCCESS``) once the event-time watermark passes
 D + 1 day + ``allowed_lateness``. The watermark is the earliest "latest event time" among the assigned
 partitions that still have unread messages; when every partition is read to its end, it is the later of the
 newest event time and the wall clock (a quiet topic still closes its days). Events of a closed day that
@@ -22,6 +22,31 @@ arrive later go to ``raw/late_events/dt=D/`` and are counted; a closed partition
 With ``closed_topic`` set, each closed day is then announced there (key ``YYYY-MM-DD``, value the
 partition's ``_sink.json``; at least once), for runs scheduled by events instead of a sensor.
 Messages that are not valid events go to ``raw/invalid_events/`` (JSON lines, with offset and problems).
+
+Compaction (:meth:`Sink._compact`): the short file bound that keeps the lag low makes many small files (up to
+partitions x 43,200 a day at 2 s); before day D is closed, each run of consecutive files of one topic partition
+(in name order) is merged into one file of at most ``compact_max_rows`` rows / ``compact_max_bytes`` bytes, named
+by the offsets it spans, then the small ones are deleted::
+
+    part-p0002-000000001200-000000001299.parquet + ...-001300-...-001399 -> part-p0002-000000001200-000000001399.parquet
+
+Its rows are the small files' rows in the order a reader reads them (files in name order, then rows), and it
+sorts where they sorted, so every reader of the closed partition sees the same rows in the same order. Nothing
+reads a day before its ``_SUCCESS`` (and the delivery fingerprint is taken of the closed partition), so readers
+only ever see the compacted day. A sink killed anywhere in between finds, on the next close of D, small files
+inside a compacted file's range and deletes them (the compacted file was written atomically, whole); every event
+is in the closed day exactly once. Compaction is done a slice of ``compact_step_seconds`` at a time between polls,
+so the sink keeps consuming (and stays in its group) while a large day is compacted.
+
+Re-announcing (:meth:`Sink._reannounce_due`): the Kafka trigger of Airflow commits its offset before Airflow stores
+the asset event, so an announcement can be lost; a lost one of the *last* closed day would otherwise wait for the
+next day's. Every ``reannounce_seconds`` the sink looks up the oldest closed day not processed
+(:func:`recsys.streaming.days.next_unprocessed`); if no run has reached it (no validation summary, no decision)
+and it was not announced for ``reannounce_seconds`` x 2^(times re-announced) (at most a day), it is announced
+again. A duplicate announcement is harmless: the DAG has one active run at a time, announcements that arrive
+during a run are queued into one next run, and a run of a processed day passes ``check_earlier_days`` and
+changes nothing (every step is idempotent). A day whose run failed after validating is on-call's (its later
+days' runs name it and announce it again), so it is not re-announced here: no run failing every few minutes.
 
 Closing assumes one sink instance holds every partition of the topic (run one per topic; a second one in
 the same group takes partitions over when the first dies).
@@ -38,24 +63,25 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
 
-from recsys import schema
+from recsys import registry, schema
 from recsys.config import ConfigError, Settings
 from recsys.storage import PartitionStore, layout
-from recsys.streaming import StreamingError, events
+from recsys.streaming import StreamingError, days, events
 from recsys.streaming.topics import CLOSED_TOPIC, EVENTS_TOPIC
 
 log = logging.getLogger(__name__)
 
 SINK_MARKER = "_sink.json"  # written into a partition just before its _SUCCESS
 _FILE = re.compile(r"part-p(\d{4})-(\d{12})-(\d{12})\.parquet")
-# tests: "publish:N" kills the sink (SIGKILL) after its N-th file; "announce" just before its first announcement
+# tests: "publish:N" kills the sink (SIGKILL) after its N-th file; "compact:N" after its N-th step of compaction (a
+# merged file written or a small file deleted); "announce" just before its first announcement
 FAILPOINT_ENV = "RECSYS_SINK_FAILPOINT"
 TOTALS = ("consumed", "written", "duplicates", "late", "invalid")
 _File = tuple[str, pd.DataFrame | bytes]  # a path and its content: a frame of events, or bytes
@@ -91,6 +117,13 @@ class SinkConfig:
     rules: events.EventRules = field(default_factory=events.EventRules)
     # a closed day is announced on this topic (key: the date, value: its _sink.json), for event-driven runs
     closed_topic: str | None = None
+    # before a day closes its part files are merged into files of at most these many rows / bytes (0 rows: not)
+    compact_max_rows: int = Settings.sink_compact_max_rows
+    compact_max_bytes: int = Settings.sink_compact_max_bytes
+    compact_step_seconds: float = 0.2  # compaction work between two polls (the lag it may add)
+    # the oldest closed day not processed and not reached by a run is announced again after this long (0: never)
+    reannounce_seconds: float = Settings.sink_reannounce_seconds
+    schedule_start: str = Settings.schedule_start  # no day before it counts (RECSYS_SCHEDULE_START)
 
     @classmethod
     def from_settings(cls, settings: Settings, bootstrap: str, **overrides: Any) -> SinkConfig:
@@ -103,6 +136,10 @@ class SinkConfig:
             "dedup_days": settings.sink_dedup_days,
             "commit_timeout_s": settings.sink_commit_timeout_seconds,
             "rules": events.EventRules.from_settings(settings),
+            "compact_max_rows": settings.sink_compact_max_rows,
+            "compact_max_bytes": settings.sink_compact_max_bytes,
+            "reannounce_seconds": settings.sink_reannounce_seconds,
+            "schedule_start": settings.schedule_start,
         }
         return cls(bootstrap=bootstrap, **{**values, **overrides})
 
@@ -160,6 +197,12 @@ class Sink:
         self._failpoint = _parse_failpoint(os.environ.get(FAILPOINT_ENV, ""))
         self._announcer: Any = None  # a producer of closed_topic, made on the first announcement
         self.announced: list[date] = []  # days this sink announced on closed_topic
+        self._closing: list[date] = []  # days being compacted, then closed, oldest first
+        self._closing_mark: datetime | None = None  # the watermark they were found due at
+        self._compaction: Iterator[None] | None = None  # the first closing day's compaction, under way
+        self.compaction_steps = 0  # merged files written and small files deleted by this process
+        self._next_reannounce_check = 0.0
+        self._settings = Settings(schedule_start=config.schedule_start)  # what recsys.streaming.days reads
 
     # --- assignment ---------------------------------------------------------------------------------
     def _state_path(self, partition: int) -> str:
@@ -230,6 +273,7 @@ class Sink:
                     self._add(msg)
                 self._flush_due()
                 self._close_due()
+                self._reannounce_due()
             for part in list(self.parts.values()):
                 if part.buffer and part.cut_at is None:
                     self._flush(part)
@@ -346,7 +390,7 @@ class Sink:
             else:
                 self.store.write_parquet(path, content)
             self.files += 1
-            self._maybe_fail("publish")
+            self._maybe_fail("publish", self.files)
 
     def _commit(self, offset: Any) -> None:
         """Commit one partition's offset, retrying while the broker is away (the files are out already: a sink
@@ -365,10 +409,9 @@ class Sink:
                 log.warning("commit of partition %d failed (%s); retrying", offset.partition, err.args[0].str())
                 time.sleep(0.5)
 
-    def _maybe_fail(self, where: str) -> None:
-        if self._failpoint is not None and self._failpoint[0] == where and self.files >= self._failpoint[1]:
-            log.error("failpoint %s=%s reached after %d files: killing this process", FAILPOINT_ENV, where,
-                      self.files)
+    def _maybe_fail(self, where: str, done: int = 0) -> None:
+        if self._failpoint is not None and self._failpoint[0] == where and done >= self._failpoint[1]:
+            log.error("failpoint %s=%s reached after %d steps: killing this process", FAILPOINT_ENV, where, done)
             os.kill(os.getpid(), signal.SIGKILL)
 
     # --- closing days --------------------------------------------------------------------------------
@@ -399,6 +442,9 @@ class Sink:
         return max([*newest, self.clock()])
 
     def _close_due(self) -> None:
+        if self._closing:  # compacting: a slice of it, then back to consuming
+            self._advance_closing()
+            return
         lateness = self.config.allowed_lateness
         due = sorted(d for d in self._open_days
                      if datetime.combine(d + timedelta(days=1), datetime.min.time(), UTC) + lateness <= self.clock())
@@ -420,22 +466,110 @@ class Sink:
             if part.buffer:
                 self._flush(part)
         for day in closing:
-            folder = layout.raw_events(day)
             self._open_days.discard(day)
-            if self.store.is_complete(folder):
-                continue
-            files = [n for n in self.store.list_dir(folder) if _FILE.fullmatch(n)]
-            marker = {
-                "date": day.isoformat(), "partition": folder, "closed_at": events.format_time(self.clock()),
-                "watermark": events.format_time(mark), "allowed_lateness_seconds": lateness.total_seconds(),
-                "files": len(files), "topic": self.config.topic,
-            }
-            self.store.write_json(f"{folder}/{SINK_MARKER}", marker)
-            self.store.mark_success(folder)
-            self._day_closed[day] = True
-            self.closed.append(day)
-            log.info("closed %s: %d files, watermark %s", day, len(files), mark.isoformat())
-            self._announce(marker)
+        self._closing = [d for d in closing if not self.store.is_complete(layout.raw_events(d))]
+        self._closing_mark = mark
+        self._advance_closing()
+
+    def _advance_closing(self) -> None:
+        """Compact the closing days, oldest first, for ``compact_step_seconds`` at most (or one merged file), and
+        close each once compacted."""
+        deadline = time.monotonic() + self.config.compact_step_seconds
+        while self._closing:
+            day = self._closing[0]
+            if self._compaction is None:
+                self._compaction = self._compact(day)
+            for _ in self._compaction:
+                if time.monotonic() >= deadline:
+                    return
+            self._compaction = None
+            self._closing.pop(0)
+            assert self._closing_mark is not None
+            self._close(day, self._closing_mark)
+
+    def _close(self, day: date, mark: datetime) -> None:
+        """Write ``day``'s ``_sink.json`` and ``_SUCCESS``, then announce it."""
+        lateness = self.config.allowed_lateness
+        folder = layout.raw_events(day)
+        files = [n for n in self.store.list_dir(folder) if _FILE.fullmatch(n)]
+        marker = {
+            "date": day.isoformat(), "partition": folder, "closed_at": events.format_time(self.clock()),
+            "watermark": events.format_time(mark), "allowed_lateness_seconds": lateness.total_seconds(),
+            "files": len(files), "topic": self.config.topic,
+        }
+        self.store.write_json(f"{folder}/{SINK_MARKER}", marker)
+        self.store.mark_success(folder)
+        self._day_closed[day] = True
+        self.closed.append(day)
+        log.info("closed %s: %d files, watermark %s", day, len(files), mark.isoformat())
+        self._announce(marker)
+
+    def _compact(self, day: date) -> Iterator[None]:
+        """Merge ``day``'s part files, per topic partition, into files of at most ``compact_max_rows`` rows and
+        ``compact_max_bytes`` bytes (module doc); yields after each file read, written or deleted.
+
+        Each run of consecutive files (name order) becomes ``file_name(p, first start, last end)``: the rows
+        in reading order, sorting where they sorted. First, small files inside a compacted file's range (left by
+        a sink killed before it deleted them) are deleted: the compacted file holds their rows.
+        """
+        if self.config.compact_max_rows <= 0:
+            return
+        import pyarrow.parquet as pq
+
+        folder = layout.raw_events(day)
+        ranges = {}
+        for name in self.store.list_dir(folder):
+            found = _FILE.fullmatch(name)
+            if found:
+                ranges[name] = (int(found[1]), int(found[2]), int(found[3]))
+        for name in covered(ranges):
+            yield from self._delete_compacted(f"{folder}/{name}")
+            del ranges[name]
+        group: list[str] = []
+        tables: list[Any] = []
+        rows = size = 0
+        before = len(ranges)
+        for name in sorted(ranges):
+            data = self.store.read_bytes(f"{folder}/{name}")
+            table = pq.read_table(io.BytesIO(data))
+            if group and (ranges[group[0]][0] != ranges[name][0] or rows + table.num_rows > self.config.compact_max_rows
+                          or size + len(data) > self.config.compact_max_bytes):
+                yield from self._merge(folder, group, tables, ranges)
+                group, tables, rows, size = [], [], 0, 0
+            group.append(name)
+            tables.append(table)
+            rows += table.num_rows
+            size += len(data)
+            yield
+        yield from self._merge(folder, group, tables, ranges)
+        log.info("compacted %s: %d part files -> %d", day, before,
+                 sum(1 for n in self.store.list_dir(folder) if _FILE.fullmatch(n)))
+
+    def _merge(self, folder: str, group: list[str], tables: list[Any],
+               ranges: dict[str, tuple[int, int, int]]) -> Iterator[None]:
+        """Write ``group``'s rows (``tables``, in its order) as one file named by the offsets it spans, then delete
+        the group's files. A group of one file stays as it is."""
+        if len(group) < 2:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        partition, start, _ = ranges[group[0]]
+        buf = io.BytesIO()
+        # the first file's schema (and its pandas metadata: dtypes as the sink wrote them) for all of them
+        pq.write_table(pa.concat_tables(tables, promote_options="default"), buf)
+        self.store.write_bytes(f"{folder}/{file_name(partition, start, ranges[group[-1]][2])}", buf.getvalue())
+        self.compaction_steps += 1
+        self._maybe_fail("compact", self.compaction_steps)
+        yield
+        for name in group:
+            yield from self._delete_compacted(f"{folder}/{name}")
+
+    def _delete_compacted(self, path: str) -> Iterator[None]:
+        self.store.delete(path)
+        self.compaction_steps += 1
+        self._maybe_fail("compact", self.compaction_steps)
+        yield
 
     # --- announcing closed days ----------------------------------------------------------------------
     def _announce(self, marker: dict[str, Any]) -> None:
@@ -471,10 +605,49 @@ class Sink:
                 if "announced_at" not in marker:
                     self._announce(marker)
 
+    def _reannounce_due(self) -> None:
+        """Announce the oldest closed day not processed again if no run reached it and it was not announced for a
+        while (module doc); looked at every ``reannounce_seconds`` (30 s at most)."""
+        if not self.config.closed_topic or self.config.reannounce_seconds <= 0:
+            return
+        if time.monotonic() < self._next_reannounce_check:
+            return
+        self._next_reannounce_check = time.monotonic() + min(30.0, self.config.reannounce_seconds)
+        day = days.next_unprocessed(self.store, self._settings)
+        if day is None or day in self._closing:
+            return
+        path = f"{layout.raw_events(day)}/{SINK_MARKER}"
+        if not self.store.exists(path) or self.store.exists(layout.validation_summary(day)):
+            return  # not closed by a sink, or a run got to validating it (its outcome is on-call's)
+        if day.isoformat() in registry.load(self.store)["decisions"]:
+            return
+        marker = self.store.read_json(path)
+        times = int(marker.get("reannounced", 0))
+        wait = min(self.config.reannounce_seconds * 2 ** times, 86_400.0)
+        announced = marker.get("announced_at")
+        if announced is not None and (self.clock() - datetime.fromisoformat(announced)).total_seconds() < wait:
+            return
+        log.warning("%s is closed but no run has reached it (announced at %s): announcing it again", day, announced)
+        self._announce({**marker, "reannounced": times + 1})
+
     def totals(self) -> dict[str, int]:
         """Counts over every run of this sink group (consumed, written, duplicates, late, invalid), summed over
         the partitions this sink was assigned."""
         return {k: sum(t[k] for t in self._totals.values()) for k in TOTALS}
+
+
+def covered(ranges: dict[str, tuple[int, int, int]]) -> list[str]:
+    """The files (name -> (partition, first offset, last offset)) whose offsets lie inside another file's of the same
+    partition: the small files a compacted file holds. Files' ranges are disjoint or nested."""
+    found, partition, cover_end = [], -1, -1
+    for name, (p, _start, end) in sorted(ranges.items(), key=lambda kv: (kv[1][0], kv[1][1], -kv[1][2])):
+        if p != partition:
+            partition, cover_end = p, -1
+        if end <= cover_end:
+            found.append(name)
+        else:
+            cover_end = end
+    return found
 
 
 def _produced_at(msg: Any, max_age: float) -> float:
@@ -536,8 +709,8 @@ def _parse_failpoint(value: str) -> tuple[str, int] | None:
     kind, _, n = value.partition(":")
     if kind == "announce" and not n:
         return kind, 0
-    if kind != "publish" or not n.isdigit():
-        raise StreamingError(f"{FAILPOINT_ENV}={value!r}: expected publish:N or announce")
+    if kind not in ("publish", "compact") or not n.isdigit():
+        raise StreamingError(f"{FAILPOINT_ENV}={value!r}: expected publish:N, compact:N or announce")
     return kind, int(n)
 
 

@@ -1,4 +1,5 @@
-"""The sink's limits come from ``RECSYS_SINK_*`` (command-line flags override them) and bound its files.
+"""The sink's limits come from ``RECSYS_SINK_*`` (command-line flags override them) and bound its files; a day's
+small files are compacted before it closes (crash safe), and a closed day no run reached is announced again.
 
 No broker: the sink's consumer is replaced by a stub that assigns partition 0 from its beginning and records
 commits, and messages are handed to the sink as the consumer loop would. The sink against a real broker (kill -9,
@@ -8,15 +9,21 @@ exactly once, closing days) is in tests/integration/test_streaming.py.
 from __future__ import annotations
 
 import json
+import shutil
 import time
-from datetime import date, timedelta
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
 
+import pandas as pd
 from confluent_kafka import TopicPartition
 
+from recsys import registry
 from recsys.config import Settings
-from recsys.storage import layout
-from recsys.streaming.sink import Sink, config_from_args, file_name, parser
+from recsys.storage import layout, raw
+from recsys.storage.local import LocalStore
+from recsys.streaming import events
+from recsys.streaming.sink import SINK_MARKER, Sink, SinkConfig, config_from_args, covered, file_name, parser
 
 DAY = date(2026, 12, 1)
 
@@ -24,11 +31,12 @@ DAY = date(2026, 12, 1)
 class StubConsumer:
     """What the sink asks of its consumer while assigning, cutting files and committing."""
 
-    def __init__(self) -> None:
+    def __init__(self, committed: dict[int, int] | None = None) -> None:
         self.commits: list[tuple[int, int]] = []
+        self._committed = committed or {}  # partition -> offset; missing: nothing committed
 
     def committed(self, partitions: list[Any], timeout: float) -> list[Any]:
-        return [TopicPartition(tp.topic, tp.partition, -1001) for tp in partitions]  # nothing committed
+        return [TopicPartition(tp.topic, tp.partition, self._committed.get(tp.partition, -1001)) for tp in partitions]
 
     def get_watermark_offsets(self, tp: Any, timeout: float) -> tuple[int, int]:
         return 0, 0
@@ -41,15 +49,16 @@ class StubConsumer:
 
 
 class Message:
-    def __init__(self, offset: int, produced: float | None = None) -> None:
+    def __init__(self, offset: int, produced: float | None = None, partition: int = 0, **event: Any) -> None:
         self._offset = offset
+        self._partition = partition
         self._produced = produced  # time.time() of its production; None: no timestamp
-        self._value = json.dumps({"event_id": f"e{offset}", "event_time": f"{DAY.isoformat()}T10:00:{offset:02d}Z",
+        self._value = json.dumps({"event_id": f"e{offset}", "event_time": f"{DAY.isoformat()}T10:00:{offset % 60:02d}Z",
                                   "user_id": "u1", "item_id": "i1", "event_type": "view", "quantity": 1,
-                                  "price": 1.0}).encode()
+                                  "price": 1.0, **event}).encode()
 
     def partition(self) -> int:
-        return 0
+        return self._partition
 
     def offset(self) -> int:
         return self._offset
@@ -82,7 +91,8 @@ def test_the_recsys_sink_settings_reach_the_sink_and_bound_its_files(store: Any)
             config.closed_topic) == (timedelta(seconds=60), 3, 5.0, 9, None)
     sink = Sink(store, config)
     sink.consumer.close()  # never connected: the stub stands in for it
-    sink.consumer = consumer = StubConsumer()
+    consumer = StubConsumer()
+    sink.consumer = cast(Any, consumer)
     sink._on_assign(consumer, [TopicPartition("t", 0)])
     folder = layout.raw_events(DAY)
 
@@ -103,7 +113,8 @@ def test_a_file_is_cut_after_max_file_seconds_from_its_first_event_s_production_
     sink = Sink(store, config_from_args(parser().parse_args(["--topic", "t", "--closed-topic", ""]), settings,
                                         "127.0.0.1:9"))
     sink.consumer.close()
-    sink.consumer = consumer = StubConsumer()
+    consumer = StubConsumer()
+    sink.consumer = cast(Any, consumer)
     sink._on_assign(consumer, [TopicPartition("t", 0)])
     sink._add(Message(0, produced=time.time() - 0.9))  # read 0.9 s after it was produced
     sink._flush_due()
@@ -117,3 +128,151 @@ def test_a_file_is_cut_after_max_file_seconds_from_its_first_event_s_production_
     time.sleep(1.1)
     sink._flush_due()
     assert sorted(store.list_dir(layout.raw_events(DAY))) == [file_name(0, 0, 0), file_name(0, 1, 1)]
+
+
+class Clock:
+    """The sink's wall clock, moved by hand."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class StubProducer:
+    """The announcer: records (key, value) of each announcement, acknowledged at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def produce(self, topic: str, key: bytes, value: bytes, on_delivery: Any) -> None:
+        self.sent.append((key.decode(), json.loads(value)))
+        on_delivery(None, None)
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+def stub_sink(store: Any, clock: Clock, partitions: int = 2, committed: int | None = None, **config: Any) -> Sink:
+    """A sink on topic t whose consumer is a stub assigned ``partitions`` partitions from ``committed`` (None: their
+    beginning)."""
+    sink = Sink(store, SinkConfig(bootstrap="127.0.0.1:9", topic="t", **config), clock=clock)
+    sink.consumer.close()
+    sink.consumer = cast(Any, StubConsumer(None if committed is None else dict.fromkeys(range(partitions), committed)))
+    sink._on_assign(sink.consumer, [TopicPartition("t", p) for p in range(partitions)])
+    return sink
+
+
+AFTER_DAY = datetime.combine(DAY + timedelta(days=2), datetime.min.time(), UTC)  # past DAY + 1 day + lateness
+
+
+def small_files_of_a_day(store: Any) -> pd.DataFrame:
+    """Day DAY written in files of 2 events by partitions 0 and 1 (a duplicate, an event of the day after, a missing
+    session id among them); returns what a reader of the closed day would read without compaction."""
+    sink = stub_sink(store, Clock(datetime(2026, 12, 1, 12, tzinfo=UTC)), max_file_events=2)
+    for offset in range(9):
+        extra: dict[str, Any] = {"session_id": f"s{offset}"} if offset % 3 else {}
+        if offset == 4:
+            extra["event_id"] = "e1"  # resent: dropped
+        if offset == 7:
+            extra["event_time"] = f"{(DAY + timedelta(days=1)).isoformat()}T00:00:01Z"
+        sink._add(Message(offset, partition=0, user_id=f"u{offset}", **extra))
+        sink._add(Message(offset, partition=1, event_id=f"q{offset}", price=offset + 0.5))
+    for part in sink.parts.values():
+        if part.buffer:
+            sink._flush(part)
+    folder = layout.raw_events(DAY)
+    files = [n for n in store.list_dir(folder) if n.startswith("part-")]
+    assert len(files) == 10  # 5 per partition
+    return pd.concat([store.read_parquet(f"{folder}/{n}") for n in files], ignore_index=True)
+
+
+def test_a_day_s_small_files_are_compacted_before_it_closes_and_readers_see_the_same_rows(store: Any) -> None:
+    expected = small_files_of_a_day(store)
+    sink = stub_sink(store, Clock(AFTER_DAY), committed=9, compact_max_rows=5, compact_step_seconds=60.0)
+    sink._close_due()
+    folder = layout.raw_events(DAY)
+    assert sink.closed == [DAY] and store.is_complete(folder)
+    # per partition, runs of files in name order up to 5 rows: p0 has 2+2+1(one dropped)+1(7 is the next day's)+1
+    # rows at offsets 0-1, 2-3, 4-5, 6-7, 8; p1 2+2+2+2+1
+    assert [n for n in store.list_dir(folder) if n.startswith("part-")] == [
+        file_name(0, 0, 5), file_name(0, 6, 8), file_name(1, 0, 3), file_name(1, 4, 8)]
+    read = raw.read_partition(store, folder)
+    pd.testing.assert_frame_equal(read, raw.read_partition(store, folder))  # stable
+    pd.testing.assert_frame_equal(read, expected)  # the same rows, in the same order, with the same dtypes
+    assert store.read_json(f"{folder}/{SINK_MARKER}")["files"] == 4
+    assert [n for n in store.list_dir(layout.raw_events(DAY + timedelta(days=1))) if n.startswith("part-")] == [
+        file_name(0, 6, 7)]  # another day's files are not touched
+
+
+def test_a_sink_killed_at_any_step_of_compaction_then_restarted_leaves_every_event_once(
+        store: Any, tmp_path: Path) -> None:
+    expected = small_files_of_a_day(store)
+    root = Path(store.uri("").removeprefix("file://"))
+    steps = 0
+    while True:  # kill after 0, 1, 2, ... steps (a read, a merged file written, a small file deleted): all of them
+        copy = LocalStore(shutil.copytree(root, tmp_path / f"kill-{steps}"))
+        killed = stub_sink(copy, Clock(AFTER_DAY), committed=9, compact_max_rows=5)
+        killed._closing = [DAY]
+        compaction = killed._compact(DAY)
+        done = sum(1 for _ in zip(range(steps), compaction, strict=False))
+        restarted = stub_sink(copy, Clock(AFTER_DAY), committed=9, compact_max_rows=4, compact_step_seconds=60.0)
+        restarted._close_due()  # a new bound: other groups than the killed sink's
+        assert restarted.closed == [DAY]
+        read = raw.read_partition(copy, layout.raw_events(DAY))
+        pd.testing.assert_frame_equal(read, expected)
+        if done < steps:  # the killed compaction had finished
+            break
+        steps += 1
+    assert steps > 20
+
+
+def test_covered_files_are_those_inside_another_file_s_offsets_of_the_same_partition() -> None:
+    ranges = {"a": (0, 0, 9), "b": (0, 0, 3), "c": (0, 4, 9), "d": (0, 10, 12), "e": (1, 0, 3), "f": (1, 4, 5)}
+    assert covered(ranges) == ["b", "c"]
+
+
+def test_compaction_off_with_zero_rows_and_the_settings_reach_the_sink(store: Any) -> None:
+    settings = Settings.from_env({"RECSYS_SINK_COMPACT_MAX_ROWS": "0", "RECSYS_SINK_COMPACT_MAX_BYTES": "1000",
+                                  "RECSYS_SINK_REANNOUNCE_SECONDS": "60", "RECSYS_SCHEDULE_START": "2026-01-01"})
+    config = SinkConfig.from_settings(settings, "127.0.0.1:9")
+    assert (config.compact_max_rows, config.compact_max_bytes, config.reannounce_seconds, config.schedule_start) == (
+        0, 1000, 60.0, "2026-01-01")
+    defaults = SinkConfig.from_settings(Settings.from_env({}), "127.0.0.1:9")
+    assert (defaults.compact_max_rows, defaults.compact_max_bytes, defaults.reannounce_seconds) == (
+        1_000_000, 128 * 1024 * 1024, 300.0)
+    small_files_of_a_day(store)
+    sink = stub_sink(store, Clock(AFTER_DAY), committed=9, compact_max_rows=0)
+    sink._close_due()
+    assert sink.closed == [DAY]
+    assert len([n for n in store.list_dir(layout.raw_events(DAY)) if n.startswith("part-")]) == 10
+
+
+def test_the_oldest_closed_day_no_run_reached_is_announced_again_backing_off_until_processed(store: Any) -> None:
+    small_files_of_a_day(store)
+    clock = Clock(AFTER_DAY)
+    sink = stub_sink(store, clock, committed=9, closed_topic="closed", reannounce_seconds=300.0)
+    sink._announcer = producer = StubProducer()
+
+    def look(after_seconds: float) -> list[str]:
+        clock.now += timedelta(seconds=after_seconds)
+        sink._next_reannounce_check = 0.0  # the look every min(30 s, interval) of real time is due
+        sink._reannounce_due()
+        return [key for key, _value in producer.sent]
+
+    sink._close_due()
+    assert look(0) == [DAY.isoformat()]  # the close's announcement; not again at once
+    assert look(299) == [DAY.isoformat()]
+    assert look(2) == [DAY.isoformat()] * 2  # 301 s without an announcement
+    assert producer.sent[-1][1]["reannounced"] == 1
+    assert look(599) == [DAY.isoformat()] * 2  # then after 600 s, 1200 s, ...
+    assert look(2) == [DAY.isoformat()] * 3
+    marker = store.read_json(f"{layout.raw_events(DAY)}/{SINK_MARKER}")
+    assert (marker["reannounced"], marker["announced_at"]) == (2, events.format_time(clock.now))
+    store.write_json(layout.validation_summary(DAY), {"success": False})  # a run reached it: on-call's now
+    assert look(86_400) == [DAY.isoformat()] * 3
+    store.delete(layout.validation_summary(DAY))
+    registry.update(store, lambda reg: reg["decisions"].__setitem__(
+        DAY.isoformat(), {"blessed": False, "candidate_version": None, "reason": "a thin day"}))  # processed
+    assert look(86_400) == [DAY.isoformat()] * 3
