@@ -27,6 +27,7 @@ which leaves every score as it was. The weights are stored in the version's tabl
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -313,15 +314,31 @@ def sampled_events(store: Any, day: date, max_events: int = MAX_EVENTS) -> pd.Da
     return pd.concat(kept, ignore_index=True).drop(columns="_hash")
 
 
+def _rows_of(store: Any, path: str, columns: list[str], key: str, wanted: list[str]) -> pd.DataFrame:
+    """The rows of parquet file ``path`` whose ``key`` is in ``wanted`` (``columns`` only; no rows for a missing
+    file), filtered while reading."""
+    import pyarrow.parquet as pq
+
+    if not wanted or not store.exists(path):
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    table = pq.read_table(io.BytesIO(store.read_bytes(path)), columns=columns, filters=[(key, "in", wanted)])
+    return table.to_pandas()
+
+
 def fit_session(store: Any, settings: Any, day: date, tables: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """Fit the session weights of a version trained on ``day`` (its ``tables``: plain arrays) on ``day``'s
     purchase moments of held-out customers with session items. Returns the two weights (as the tables store them)
     and a summary of the fit for the version's metadata."""
     from recsys.features import history, trend, vocab
     from recsys.features.build import is_holdout
+    from recsys.storage import StorageError, layout
 
     zero = {SESSION_WEIGHT: 0.0, SESSION_QUERY_WEIGHT: 0.0}
-    events = sampled_events(store, day)
+    try:
+        events = sampled_events(store, day)
+    except StorageError as err:  # the version is still good: it scores without a session term
+        log.warning("session weights of %s not fitted: %s", day, err)
+        return {**zero, "moments": 0, "reason": f"the day's raw events cannot be read: {err}"}
     if not len(events):
         return {**zero, "moments": 0, "reason": "no events"}
     length = max(settings.history_length, settings.repeat_length)
@@ -335,14 +352,17 @@ def fit_session(store: Any, settings: Any, day: date, tables: Mapping[str, np.nd
     if len(moments) > MAX_MOMENTS:
         picked = np.random.default_rng(settings.seed).choice(len(moments), MAX_MOMENTS, replace=False)
         moments = [moments[i] for i in np.sort(picked)]
-    user_vocab = vocab.with_rows(vocab.load(store, vocab.USERS))
+    wanted = sorted({m.user for m in moments})
+    # only the moments' customers are read (a 10M-event day's vocabulary and snapshot hold millions)
+    users_read = _rows_of(store, layout.vocab_table(vocab.USERS), [vocab.ID, vocab.ROW], vocab.ID, wanted)
+    user_rows = {str(u): int(r) for u, r in zip(users_read[vocab.ID], users_read[vocab.ROW], strict=True)
+                 if int(r) != vocab.OOV_ROW}
     item_vocab = vocab.with_rows(vocab.load(store, vocab.ITEMS))
-    wanted = {m.user for m in moments}
-    user_rows = {str(u): int(r) for u, r in zip(user_vocab[vocab.ID], user_vocab[vocab.ROW], strict=True)
-                 if str(u) in wanted}
     item_rows = dict(zip(item_vocab[vocab.ID].astype(str), item_vocab[vocab.ROW].astype(int), strict=True))
-    snapshot = history.load_before(store, day)
-    snapshot = snapshot[snapshot[schema.USER_ID].astype(str).isin(wanted)]
+    earlier = [d for d in store.partitions(layout.FEATURES) if d < day]
+    snapshot = (_rows_of(store, f"{layout.features(earlier[-1])}/{layout.HISTORY_FILE}",
+                         [schema.USER_ID, schema.ITEM_ID, history.DAYS, history.LAST_DAY], schema.USER_ID, wanted)
+                if earlier else history.empty())
     bias = np.asarray(tables.get("item_bias", np.zeros(len(tables["item"]))), np.float32)
     trend_weight = float(tables.get("trend_weight", 0.0))
     if trend_weight and settings.trend_days:

@@ -165,3 +165,42 @@ def test_a_live_answer_adds_the_session_term_for_the_session_items_only() -> Non
     answer = loaded(0.0, -1.0).recommend("u", 3, live=live)
     assert answer.item_ids == ["A", "B", "C"]
     assert answer.scores == pytest.approx([1.0, 0.0, 0.5 - math.log(2)], abs=1e-6)
+
+
+def test_a_fit_on_a_built_day_where_shoppers_buy_what_they_viewed_finds_a_large_session_weight(
+        store, publish_events) -> None:
+    from recsys.config import Settings
+    from recsys.features import build_features
+    from recsys.storage import layout
+    from recsys.storage.raw import fingerprint
+    from recsys.validation.results import ValidationReport
+
+    def publish(day: date, rows: list) -> None:  # published and passed validation (features need that)
+        current = fingerprint(store, publish_events(store, day, rows))
+        store.write_json(layout.validation_summary(day), ValidationReport(
+            day, True, len(rows), report_path=layout.validation_summary(day), fingerprint=current,
+            passed_fingerprint=current).as_dict())
+
+    d1, d2 = date(2011, 1, 4), date(2011, 1, 5)
+    items = [f"i{n}" for n in range(10)]
+    day1 = [(f"a-{n}", "2011-01-04 10:00:00", f"c{n}", items[n % 10], "purchase", 1, 1.0) for n in range(120)]
+    # day 2: every customer views two items, then buys the first one viewed
+    day2 = []
+    for n in range(120):
+        seen, other = items[(n * 3) % 10], items[(n * 3 + 1) % 10]
+        day2 += [(f"b-{n}-1", "2011-01-05 09:00:00", f"c{n}", seen, "view", 1, 1.0),
+                 (f"b-{n}-2", "2011-01-05 09:01:00", f"c{n}", other, "view", 1, 1.0),
+                 (f"b-{n}-3", "2011-01-05 09:05:00", f"c{n}", seen, "purchase", 1, 1.0)]
+    publish(d1, day1)
+    publish(d2, day2)
+    settings = Settings(storage_root=str(store.root), holdout_fraction=0.25, min_user_count=1)
+    stats = [build_features(store, settings, d) for d in (d1, d2)]
+    rng = np.random.default_rng(0)
+    tables = {"user": rng.normal(0, 0.1, size=(stats[1].user_vocab_size, 4)).astype(np.float32),
+              "item": rng.normal(0, 0.1, size=(stats[1].item_vocab_size, 4)).astype(np.float32)}
+    fit = session.fit_session(store, settings, d2, tables)
+    # the held-out quarter of 120 customers, each one moment with two session items, one of them bought
+    assert 20 <= fit["moments"] <= 50 and fit["bought"] == fit["moments"]
+    # 1 of 2 session items bought, against about 1 in 10 items by the (nearly flat) base scores: far above 0
+    assert fit[session.SESSION_WEIGHT] > 1.5
+    assert fit["loglik_gain_per_item"] > 0.5
