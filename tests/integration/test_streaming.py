@@ -203,8 +203,11 @@ def _read_topic(kafka_broker: KafkaBroker, topic: str) -> list[tuple[str, dict[s
 
 
 def _sink_process(kafka_broker: KafkaBroker, topic: str, group: str, root: Path, log: Path, max_file_events: int,
-                  failpoint: str | None = None, closed_topic: str = "") -> subprocess.Popen[bytes]:
+                  failpoint: str | None = None, closed_topic: str = "",
+                  compact_max_rows: int | None = None) -> subprocess.Popen[bytes]:
     env = os.environ | {"RECSYS_STORAGE_BACKEND": "local", "RECSYS_STORAGE_ROOT": str(root)}
+    if compact_max_rows is not None:
+        env["RECSYS_SINK_COMPACT_MAX_ROWS"] = str(compact_max_rows)
     env.pop("RECSYS_SINK_FAILPOINT", None)
     if failpoint:
         env["RECSYS_SINK_FAILPOINT"] = failpoint
@@ -249,14 +252,25 @@ def test_kill_9_of_the_sink_mid_chunk_then_restart_stores_every_event_once(kafka
     assert second.wait(timeout=30) == -signal.SIGKILL, log.read_text()
     assert "rewriting the interrupted chunk" in log.read_text()
 
-    # 3. killed by SIGKILL after it closed day D, just before announcing it
+    # 3. killed by SIGKILL while it compacts day D before closing it: its first merged file (of at most 100 rows)
+    # is out, and one of the small files it holds is deleted, the other not
+    compacting = _sink_process(kafka_broker, topic, group, root, log, 80, "compact:2", compact_max_rows=100)
+    assert compacting.wait(timeout=120) == -signal.SIGKILL, log.read_text()[-3000:]
+    assert not store.is_complete(folders[0])
+    assert sum(ids_in_sink_files(store, folders[0]).values()) > 300  # the merged file's rows twice for now
+
+    # 4. restarted with the default bound (other groups): finishes the compaction, closes day D and is killed by
+    # SIGKILL just before announcing it
     closed_topic = kafka_broker.new_topic("closed-kill", partitions=1)
     third = _sink_process(kafka_broker, topic, group, root, log, 80, "announce", closed_topic)
     assert third.wait(timeout=120) == -signal.SIGKILL, log.read_text()[-3000:]
     assert store.is_complete(folders[0])
     assert "announced_at" not in store.read_json(f"{folders[0]}/{SINK_MARKER}")
+    assert len(store.data_files(folders[0])) == 3  # compacted: one file per topic partition
+    assert ids_in_sink_files(store, folders[0]) == collections.Counter(e["event_id"] for e in batch
+                                                                       if e["event_id"].startswith("k1-"))
 
-    # 4. runs to the end (announcing D, which the killed one did not) and is stopped cleanly
+    # 5. runs to the end (announcing D, which the killed one did not) and is stopped cleanly
     third = _sink_process(kafka_broker, topic, group, root, log, 80, closed_topic=closed_topic)
     expected = collections.Counter(e["event_id"] for e in batch)
     deadline = time.monotonic() + 120
