@@ -276,3 +276,55 @@ def test_the_oldest_closed_day_no_run_reached_is_announced_again_backing_off_unt
     registry.update(store, lambda reg: reg["decisions"].__setitem__(
         DAY.isoformat(), {"blessed": False, "candidate_version": None, "reason": "a thin day"}))  # processed
     assert look(86_400) == [DAY.isoformat()] * 3
+
+
+class Text(str):
+    """A str subclass: the fast path of check_event leaves it to the full checks."""
+
+
+def event_variants() -> list[Any]:
+    """A good event and, per field, values on both sides of every rule (plus a few random combinations)."""
+    import random
+
+    base = {"event_id": "e-1", "event_time": "2026-12-01T10:00:00.5+02:00", "user_id": "u1", "item_id": "i1",
+            "event_type": "purchase", "quantity": 3, "price": 2.5, "session_id": "s1", "country": "United Kingdom"}
+    ids = [None, "", "a", "a" * 64, "a" * 65, " a", "a ", "a/b", "...", ".a", "a\n", "a\u200bb", 7, True, ["a"],
+           Text("a"), "é"]
+    values: dict[str, list[Any]] = {
+        "event_id": ids, "user_id": ids, "item_id": ids, "session_id": ids, "country": ids,
+        "event_time": [None, "2026-12-01T10:00:00", "2026-12-01T10:00:00Z", "2026-12-01 10:00:00+00:00", "nope", 5,
+                       "2026-12-09T10:00:00Z", "2026-11-20T10:00:00Z", "2026-12-01T10:04:59Z", "2026-12-01T10:05:01Z",
+                       Text("2026-12-01T10:00:00Z")],
+        "event_type": [None, "view", "add_to_cart", "purchase", "buy", "", 1, Text("view"), ["view"]],
+        "quantity": [None, 0, 1, 100_000, 100_001, -1, True, False, 1.0, "1", 2**70],
+        "price": [None, 0, 0.0, -0.0, -0.01, 100_000, 100_000.01, float("nan"), float("inf"), True, "1", 3, 2**70],
+    }
+    found: list[Any] = [base, [base], "x", None, {**base, "extra": 1}, {**base, 1: 2}]
+    for name, options in values.items():
+        for value in options:
+            found.append({**base, name: value})
+        found.append({k: v for k, v in base.items() if k != name})
+    rng = random.Random(3)
+    for _ in range(300):
+        event = dict(base)
+        for name in rng.sample(sorted(values), 3):
+            event[name] = rng.choice(values[name])
+        found.append(event)
+    return found
+
+
+def test_check_event_s_fast_path_gives_the_full_checks_verdicts(monkeypatch: Any) -> None:
+    from recsys.streaming import events as ev
+
+    rules = ev.EventRules()
+    cases = [(obj, now) for obj in event_variants()
+             for now in (None, datetime(2026, 12, 1, 10, 0, tzinfo=UTC))]
+    fast = [ev.check_event(obj, n, rules, now) for n, (obj, now) in enumerate(cases)]
+    monkeypatch.setattr(ev, "_accepted", lambda *_: None)
+    full = [ev.check_event(obj, n, rules, now) for n, (obj, now) in enumerate(cases)]
+    for (obj, now), (event, problems), (want, want_problems) in zip(cases, fast, full, strict=True):
+        assert (event if event is None else list(event.items())) == (
+            want if want is None else list(want.items())), (obj, now)
+        assert problems == want_problems, (obj, now)
+    accepted = sum(event is not None for event, _ in full)
+    assert 50 < accepted < len(cases) - 100  # both verdicts are well represented
