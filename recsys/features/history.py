@@ -128,22 +128,28 @@ def update_coded(
     user_map, user_ids, user_day = _joint_codes(previous.user_ids, user_ids)
     item_map, item_ids, item_day = _joint_codes(previous.item_ids, item_ids)
     width = max(len(item_ids), 1)
-    key = np.concatenate([user_map[previous.user], user_day[user_code]]) * width  # user code * items + item code
+    # snapshot rows, then the day's pairs, each array filled in place (no temporaries of all the rows: bench/scale)
+    key = np.empty(n_prev + len(user_code), np.int64)  # user code * items + item code
+    key[:n_prev] = user_map[previous.user]
+    key[n_prev:] = user_day[user_code]
     del user_map, user_day
-    key += np.concatenate([item_map[previous.item], item_day[item_code]])
+    key *= width
+    key[:n_prev] += item_map[previous.item]
+    key[n_prev:] += item_day[item_code]
     del item_map, item_day
     last_map, day_ids, today_code = _joint_codes(previous.day_ids, np.array([stamp], object))
-    last = np.concatenate([last_map[previous.last].astype(np.int32),
-                           np.full(len(user_code), today_code[0], np.int32)])
-    days = np.concatenate([previous.days.astype(np.int64, copy=False), np.zeros(len(user_code), np.int64)])
+    last = np.full(len(key), today_code[0], np.int32)
+    last[:n_prev] = last_map[previous.last]
+    days = np.zeros(len(key), np.int32)  # days bought: at most one a calendar day
+    days[:n_prev] = previous.days
     del previous, last_map
     # one row per (user, item): pairs of the day count once each (they may repeat), older rows add their days
     order = np.argsort(key)  # sum, any and max do not depend on the order within a run
-    key = key[order]
+    key.sort()  # key[order], without a second array of all the rows
     starts = _run_starts(key)
     keys = key[starts]
     del key
-    counted = np.add.reduceat(days[order], starts) if len(starts) else np.zeros(0, np.int64)
+    counted = np.add.reduceat(days[order], starts) if len(starts) else np.zeros(0, np.int32)
     del days
     if len(starts):
         counted += np.logical_or.reduceat(order >= n_prev, starts)
