@@ -36,7 +36,9 @@ reads a day before its ``_SUCCESS`` (and the delivery fingerprint is taken of th
 only ever see the compacted day. A sink killed anywhere in between finds, on the next close of D, small files
 inside a compacted file's range and deletes them (the compacted file was written atomically, whole); every event
 is in the closed day exactly once. Compaction is done a slice of ``compact_step_seconds`` at a time between polls,
-so the sink keeps consuming (and stays in its group) while a large day is compacted.
+so the sink keeps consuming (and stays in its group) while a large day is compacted; an event of D read
+meanwhile is written to D as before (D is not closed yet), in a small file that the closed day keeps (a restart
+before ``_SUCCESS`` compacts it with the rest).
 
 Re-announcing (:meth:`Sink._reannounce_due`): the Kafka trigger of Airflow commits its offset before Airflow stores
 the asset event, so an announcement can be lost; a lost one of the *last* closed day would otherwise wait for the
@@ -517,11 +519,7 @@ class Sink:
         import pyarrow.parquet as pq
 
         folder = layout.raw_events(day)
-        ranges = {}
-        for name in self.store.list_dir(folder):
-            found = _FILE.fullmatch(name)
-            if found:
-                ranges[name] = (int(found[1]), int(found[2]), int(found[3]))
+        ranges = self._part_files(folder)
         for name in covered(ranges):
             yield from self._delete_compacted(f"{folder}/{name}")
             del ranges[name]
@@ -542,8 +540,24 @@ class Sink:
             size += len(data)
             yield
         yield from self._merge(folder, group, tables, ranges)
-        log.info("compacted %s: %d part files -> %d", day, before,
-                 sum(1 for n in self.store.list_dir(folder) if _FILE.fullmatch(n)))
+        # a delete's errors are ignored by the store: a small file left next to its merged file would be read twice
+        left = covered(self._part_files(folder))
+        for name in left:
+            yield from self._delete_compacted(f"{folder}/{name}")
+        left = covered(after := self._part_files(folder))
+        if left:
+            raise StreamingError(f"cannot delete {len(left)} part files of {self.store.uri(folder)} that merged files "
+                                 f"hold (e.g. {left[0]}): {day} is not closed; a restart of the sink retries")
+        log.info("compacted %s: %d part files -> %d", day, before, len(after))
+
+    def _part_files(self, folder: str) -> dict[str, tuple[int, int, int]]:
+        """The sink's part files of ``folder``: name -> (topic partition, first offset, last offset)."""
+        found = {}
+        for name in self.store.list_dir(folder):
+            match = _FILE.fullmatch(name)
+            if match:
+                found[name] = (int(match[1]), int(match[2]), int(match[3]))
+        return found
 
     def _merge(self, folder: str, group: list[str], tables: list[Any],
                ranges: dict[str, tuple[int, int, int]]) -> Iterator[None]:

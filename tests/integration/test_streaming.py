@@ -311,6 +311,7 @@ def test_the_sink_writes_a_partition_on_hdfs_that_validation_passes(kafka_broker
     assert sink.session == {"consumed": 170, "written": 150, "duplicates": 20, "late": 0, "invalid": 0}
     frame = read_partition(store, layout.raw_events(day))
     assert sorted(frame["event_id"]) == sorted(e["event_id"] for e in old)
+    assert len(store.data_files(layout.raw_events(day))) <= 3  # compacted on HDFS too: a file per topic partition
     report = validate_partition(store, day=day, settings=Settings.from_env())
     assert report.success, [c for c in report.checks if not c["success"]]
 

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any, cast
 
 import pandas as pd
+import pytest
 from confluent_kafka import TopicPartition
 
 from recsys import registry
 from recsys.config import Settings
 from recsys.storage import layout, raw
 from recsys.storage.local import LocalStore
-from recsys.streaming import events
+from recsys.streaming import StreamingError, events
 from recsys.streaming.sink import SINK_MARKER, Sink, SinkConfig, config_from_args, covered, file_name, parser
 
 DAY = date(2026, 12, 1)
@@ -328,3 +329,18 @@ def test_check_event_s_fast_path_gives_the_full_checks_verdicts(monkeypatch: Any
         assert problems == want_problems, (obj, now)
     accepted = sum(event is not None for event, _ in full)
     assert 50 < accepted < len(cases) - 100  # both verdicts are well represented
+
+
+def test_a_small_file_the_store_did_not_delete_keeps_the_day_open_until_a_restart_deletes_it(
+        store: Any, monkeypatch: Any) -> None:
+    expected = small_files_of_a_day(store)
+    monkeypatch.setattr(store, "delete", lambda path: None)  # the store ignores a failed delete
+    sink = stub_sink(store, Clock(AFTER_DAY), committed=9, compact_max_rows=5, compact_step_seconds=60.0)
+    with pytest.raises(StreamingError, match=r"part files .* that merged files hold"):
+        sink._close_due()
+    assert not store.is_complete(layout.raw_events(DAY))
+    monkeypatch.undo()
+    restarted = stub_sink(store, Clock(AFTER_DAY), committed=9, compact_step_seconds=60.0)
+    restarted._close_due()
+    assert restarted.closed == [DAY]
+    pd.testing.assert_frame_equal(raw.read_partition(store, layout.raw_events(DAY)), expected)
