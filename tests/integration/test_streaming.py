@@ -456,3 +456,31 @@ def test_kill_9_of_the_broker_then_restart_loses_and_doubles_nothing(kafka_broke
     assert ids_in_sink_files(store, layout.raw_events(day), layout.late_events(day)) == expected
     assert store.is_complete(layout.raw_events(day))
     assert sink.session["written"] == 400 and sink.session["late"] == 0
+
+
+def test_a_closed_day_no_run_reached_is_announced_again_until_it_is_processed(kafka_broker: KafkaBroker,
+                                                                              tmp_path: Path) -> None:
+    from recsys import registry
+
+    topic, closed_topic = kafka_broker.new_topic("reannounce"), kafka_broker.new_topic("closed-again", partitions=1)
+    store = LocalStore(tmp_path / "store")
+    day = datetime.now(UTC).date() - timedelta(days=2)
+    with TestClient(create_app(CollectorConfig(bootstrap=kafka_broker.bootstrap, topic=topic))) as client:
+        assert post_all(client, make_events("r", day, 40, 8)) == 40
+    group = f"sink-{uuid.uuid4().hex[:6]}"
+    config = SinkConfig(bootstrap=kafka_broker.bootstrap, topic=topic, group=group, instance_id=group,
+                        max_file_seconds=0.5, close_check_seconds=0.2, closed_topic=closed_topic,
+                        reannounce_seconds=1.0)
+    sink = Sink(store, config)
+    # closed and announced; no run reaches it (the announcement was lost): announced again after 1 s, then 2 s
+    run_sink(sink, lambda s: len(s.announced) >= 3, timeout=60)
+    assert sink.closed == [day] and sink.announced == [day] * 3
+    assert store.read_json(f"{layout.raw_events(day)}/{SINK_MARKER}")["reannounced"] == 2
+    registry.update(store, lambda reg: reg["decisions"].__setitem__(
+        day.isoformat(), {"blessed": False, "candidate_version": None, "reason": "a thin day"}))  # processed
+    sink = Sink(store, config)
+    started = time.monotonic()
+    run_sink(sink, lambda s: time.monotonic() - started > 6, timeout=60)  # past the next re-announcement's time
+    assert sink.announced == []
+    announced = [value for key, value in _read_topic(kafka_broker, closed_topic) if key == day.isoformat()]
+    assert [a.get("reannounced") for a in announced] == [None, 1, 2]
