@@ -155,12 +155,15 @@ def update_coded(
         counted += np.logical_or.reduceat(order >= n_prev, starts)
     newest = np.maximum.reduceat(last[order], starts) if len(starts) else np.zeros(0, np.int32)
     del order, last, starts
-    user, item = np.divmod(keys, width)
+    # straight into int32 (codes < 2**31): no int64 quotient and remainder of every row
+    user, item = np.empty(len(keys), np.int32), np.empty(len(keys), np.int32)
+    np.floor_divide(keys, width, out=user, casting="unsafe")
+    np.remainder(keys, width, out=item, casting="unsafe")
     del keys
-    user, item = user.astype(np.int32), item.astype(np.int32)
     order = np.lexsort((item, len(day_ids) - 1 - newest, user))  # user, newest day first, item id
     starts = _run_starts(user[order])  # each user's first row in that order
-    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    rank = np.arange(len(order))  # position within the user's rows, in place
+    rank -= np.repeat(starts, np.diff(np.r_[starts, len(order)]))
     del starts
     keep = order[rank < length]  # the first ``length`` of each user
     del order, rank
