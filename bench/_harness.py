@@ -2,6 +2,14 @@
 ``recsys serve`` and waiting until it is ready.
 
 Import it with ``bench/`` on ``sys.path`` (the benchmarks put it there to import ``synthetic_store`` too).
+
+**A benchmark measures the checkout it is run from.** The venv installs ``recsys`` in editable mode, pointing at
+the checkout that created it, so a benchmark started from another worktree of the repository (to measure one
+commit) would import that other checkout's code, uncommitted edits included, and record the worktree's commit.
+Importing this module puts this checkout's root on ``sys.path`` and on the ``PYTHONPATH`` that child processes
+inherit, after any entries the caller set (an explicit ``PYTHONPATH``, e.g. a ``git archive``, still comes first)
+and before the venv's packages; :func:`git_state` records where ``recsys`` is imported from and refuses to
+describe a checkout whose code is not the code that runs.
 """
 
 from __future__ import annotations
@@ -20,6 +28,20 @@ from typing import Any
 import httpx
 
 READY_PATH = "/readyz"  # answers 200 once the service has loaded the champion
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _this_checkout_first() -> None:
+    """This checkout's root on ``sys.path`` and the inherited ``PYTHONPATH``, after the caller's own entries."""
+    root = str(ROOT)
+    explicit = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root not in explicit:
+        os.environ["PYTHONPATH"] = os.pathsep.join([*explicit, root])
+    if root not in sys.path:
+        sys.path.insert(1 + len(explicit), root)  # sys.path: the script's folder, PYTHONPATH, then the rest
+
+
+_this_checkout_first()
 
 
 def free_port() -> int:
@@ -130,4 +152,25 @@ def git_state(root: Path | str) -> dict[str, Any]:
 
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": None if status is None else bool(status)}
+    state: dict[str, Any] = {"commit": commit, "dirty": None if status is None else bool(status)}
+    top = git("rev-parse", "--show-toplevel")
+    source = recsys_source()
+    if top is not None and source is not None:
+        state["recsys_source"] = str(source)
+        if not source.is_relative_to(Path(top).resolve()):
+            raise RuntimeError(
+                f"this benchmark imports recsys from {source}, not from the checkout it describes ({top}): its "
+                f"commit would be recorded for other code; run it with PYTHONPATH={top}")
+    return state
+
+
+def recsys_source() -> Path | None:
+    """The folder of the ``recsys`` package this process imports (or would import), None if there is none."""
+    import importlib.util
+
+    module = sys.modules.get("recsys")
+    origin = getattr(module, "__file__", None) if module is not None else None
+    if origin is None:
+        spec = importlib.util.find_spec("recsys")
+        origin = spec.origin if spec is not None else None
+    return Path(origin).resolve().parent if origin else None
