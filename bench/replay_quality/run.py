@@ -327,6 +327,32 @@ class _Run:
             self.store.write_bytes(f"{RANKER_CHECKPOINTS}/dt={day.isoformat()}/weights.npz", self.ranker.to_bytes())
         self.costs["ranker_fit_cpu"] += _cpu() - c0
 
+    def paired(self, day: date, previous: date, users: list[str], relevant: list[set[str]],
+               served: dict[str, float]) -> dict[str, Any] | None:
+        """(b, r): would the candidate trained on ``previous`` have beaten the champion it was compared with?
+
+        Both rank ``day``'s customers (data neither trained on); the one the gate deployed is the one that served
+        ``day`` (its metrics ``served`` are reused), so this costs one extra ranking a day. None when ``previous``
+        trained no candidate or had no champion to compare with (the bootstrap)."""
+        from recsys import registry
+
+        if self.strategy not in PIPELINE_STRATEGIES:
+            return None
+        reg = registry.load(self.store)
+        decision = reg["decisions"].get(previous.isoformat())
+        if not decision:
+            return None
+        candidate, champion = decision.get("candidate_version"), decision.get("champion_version")
+        if candidate is None or champion is None or candidate == champion:
+            return None
+        serving = reg["champion"]
+        scored = {}
+        for version in (candidate, champion):
+            scored[version] = served if version == serving and self.strategy == "fine_tune" else _metrics(
+                _model_ranking(self.store, version, users, day), relevant)
+        return paired_record(candidate, champion, scored[candidate], scored[champion], serving == candidate,
+                             bool(decision.get("blessed")))
+
     def serving_version(self) -> int | None:
         """The version that ranks the next day (model strategies; ``fully_stale`` excluded: frozen inputs)."""
         from recsys import registry
@@ -364,6 +390,44 @@ class _Run:
                 self.version = out["version"] if out else self.version
         self.costs["daily"] += time.perf_counter() - t0
         self.costs["daily_cpu"] += _cpu() - c0
+
+
+def paired_record(candidate: int, champion: int, candidate_metrics: dict[str, float],
+                  champion_metrics: dict[str, float], deployed: bool, blessed: bool) -> dict[str, Any]:
+    """One window day's answer to "was the update better, and was it deployed?": the candidate of the day before
+    and the champion it was compared with, both ranking the day's customers (per-day means of the metrics).
+    ``better`` is a strictly higher recall@100; ``deployed`` whether the candidate served the day."""
+    key = f"recall@{K}"
+    return {"candidate_version": candidate, "champion_version": champion,
+            "candidate": candidate_metrics, "champion": champion_metrics,
+            "better": candidate_metrics[key] > champion_metrics[key],
+            "worse": candidate_metrics[key] < champion_metrics[key],
+            "blessed": blessed, "deployed": deployed}
+
+
+def update_summary(per_day: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """How often the daily update was better than the champion (on the next day's customers) and deployed:
+    days compared, better / worse / tied days, deployed days among each, and the share of the better days
+    deployed (the issue's target: at least half). Customer-weighted recall@100 gains of both sides too."""
+    pairs = [(d["customers"], d["update"]) for d in per_day if d.get("update")]
+    if not pairs:
+        return None
+    key = f"recall@{K}"
+    better = [p for _, p in pairs if p["better"]]
+    worse = [p for _, p in pairs if p["worse"]]
+    customers = sum(c for c, _ in pairs)
+    return {
+        "days_compared": len(pairs),
+        "better_days": len(better), "worse_days": len(worse), "tied_days": len(pairs) - len(better) - len(worse),
+        "deployed_days": sum(p["deployed"] for _, p in pairs),
+        "deployed_on_better_days": sum(p["deployed"] for p in better),
+        "deployed_on_worse_days": sum(p["deployed"] for p in worse),
+        "share_of_better_days_deployed": sum(p["deployed"] for p in better) / len(better) if better else None,
+        "candidate_recall@100": sum(p["candidate"][key] for _, p in pairs) / len(pairs),
+        "champion_recall@100": sum(p["champion"][key] for _, p in pairs) / len(pairs),
+        "candidate_micro_recall@100": sum(c * p["candidate"][key] for c, p in pairs) / customers,
+        "champion_micro_recall@100": sum(c * p["champion"][key] for c, p in pairs) / customers,
+    }
 
 
 def _means(per_day: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
@@ -412,6 +476,9 @@ def worker(strategy: str, days: int, workdir: Path, every: int = 1, with_realtim
             if run.extra:  # (r): the champion's own ranking of the same customers, and whether a ranker ranked
                 per_day[-1]["retrieval"] = _metrics(run.extra.pop("retrieval"), relevant)
                 per_day[-1]["ranker"] = run.extra.pop("ranker")
+            previous = run.window[n - 1] if n else run.before[-1]
+            if (pair := run.paired(day, previous, users, relevant, metrics)) is not None:
+                per_day[-1]["update"] = pair
             if with_realtime and (moments := run.realtime(day)) is not None:
                 per_day[-1]["per_purchase"] = moments
             note(f"[{strategy}] {day} customers={len(users)} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
@@ -440,6 +507,7 @@ def worker(strategy: str, days: int, workdir: Path, every: int = 1, with_realtim
         "ranker_fit_cpu_seconds": round(run.costs["ranker_fit_cpu"], 1),
         "customers": sum(d["customers"] for d in per_day),
         "failed_days": run.failed,
+        "updates": update_summary(per_day),  # (b, r): better than the champion on the next day, and deployed?
         "per_purchase": realtime,
         "ease_regularisation": regularisation if strategy in ("ease", "own_ease") else None,
         "ease_grid_recall@100": grid,
@@ -606,6 +674,14 @@ def _print_table(results: list[dict[str, Any]]) -> None:
         print(f"| {r['strategy']} | {m['recall@20']:.3f} | {m['recall@100']:.3f} | {m['ndcg@100']:.3f} "
               f"| {u['recall@100']:.3f} | {u['ndcg@100']:.3f} | {len(r['failed_days'])} "
               f"| {r['bootstrap_seconds']} | {r['daily_seconds']} | {r['daily_cpu_seconds']} | {r['peak_rss_mb']} |")
+        if r.get("updates"):
+            u = r["updates"]
+            share = u["share_of_better_days_deployed"]
+            print(f"| {r['strategy']}: updates | deployed {u['deployed_days']} of {u['days_compared']} days compared; "
+                  f"on {u['deployed_on_better_days']} of {u['better_days']} better days "
+                  f"({'-' if share is None else f'{share:.0%}'}), {u['deployed_on_worse_days']} of {u['worse_days']} "
+                  f"worse | candidate {u['candidate_recall@100']:.3f} | champion {u['champion_recall@100']:.3f} "
+                  "| | | | | | | |")
         if r.get("retrieval_mean"):
             m, u = r["retrieval_mean"], r["retrieval_micro_mean"]
             print(f"| {r['strategy']}: its champion alone | {m['recall@20']:.3f} | {m['recall@100']:.3f} "
