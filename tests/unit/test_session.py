@@ -66,6 +66,40 @@ def test_no_signal_fits_nothing() -> None:
     assert (weight, query_weight, gain) == (pytest.approx(0.0, abs=1e-9), pytest.approx(0.0, abs=1e-9), 0.0)
 
 
+def _random_inputs(moments: int, columns: int, seed: int = 0) -> session.MomentInputs:
+    rng = np.random.default_rng(seed)
+    dim = 4
+    return session.MomentInputs(
+        base=rng.normal(size=(moments, columns)).astype(np.float32), mean=rng.normal(size=(moments, dim)),
+        candidates=rng.normal(size=(columns, dim)) / 2,
+        session=[rng.choice(columns, size=rng.integers(1, 4), replace=False) for _ in range(moments)],
+        bought=[rng.choice(columns, size=rng.integers(1, 3), replace=False) for _ in range(moments)],
+        weight=rng.uniform(1, 3, size=columns))
+
+
+def test_the_fit_in_blocks_equals_the_fit_in_one_block() -> None:
+    inputs = _random_inputs(300, 50)
+    whole = session.fit_weights(inputs, block=10_000)
+    assert whole[0] != 0.0 and whole[1] != 0.0  # the random data has something to fit
+    for block in (1, 7, 64, 299):
+        assert session.fit_weights(inputs, block=block) == pytest.approx(whole, rel=1e-9, abs=1e-12)
+
+
+def test_the_fits_memory_is_a_few_blocks_not_the_whole_moment_matrix() -> None:
+    import tracemalloc
+
+    moments, columns, block = 1024, 4096, 32
+    inputs = _random_inputs(moments, columns, seed=1)
+    tracemalloc.start()
+    try:
+        session.fit_weights(inputs, steps=2, block=block)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    one_block = block * columns * 8  # one [block, n] float64 array: 1 MiB here; one [M, n] array is 32 MiB
+    assert peak < 12 * one_block, f"the fit allocated {peak / 2**20:.1f} MiB at its peak"
+
+
 def _tables(seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     items, dim = 12, 4
