@@ -88,8 +88,8 @@ class Settings:
     # evaluate's time grow with the square of a day's size (bench/scale); 20,000 users give a standard error
     # of recall@100 near 0.003, and no Online Retail day has that many
     max_eval_users: int | None = 20_000
-    # a day with fewer held-out users than min_eval_users pools the paired evidence of the thin days before it
-    # (since the last decision on enough users, same champion) within this many days; 0: no pooling
+    # a day with fewer held-out users than min_eval_users pools the paired evidence of the days before it (newest
+    # first, until min_eval_users; same champion, none blessed since) within this many days; 0: no pooling
     eval_pool_days: int = 14
     # validation thresholds (expectations/raw_events.json; defaults chosen on a year of Online Retail days)
     validation_late_hours: float = 1.0  # events up to this many hours before the day still belong to it

@@ -138,19 +138,25 @@ class Evidence:
 
 def pooled_evidence(
     decisions: Mapping[str, registry.Decision], day: date, champion_version: int | None, pool_days: int,
-    min_users: int,
+    min_users: int, have: int = 0,
 ) -> tuple[Evidence, list[str]]:
-    """The evidence of the thin days before ``day`` that a thin ``day`` pools with its own, and their dates.
+    """The evidence of the days before ``day`` that a thin ``day`` pools with its own ``have`` users, and their dates.
 
-    Walking back from the day before ``day`` within ``pool_days`` days: decisions with no candidate are
-    passed over; the walk stops at the first decision that blessed, that was decided on ``min_users`` or
-    more held-out users (its own or pooled), that compared against another champion, or that recorded no
-    evidence. Each pooled day's users were held out from that day's candidate and are newer than the
-    champion, so neither side of a pair trained on them.
+    Walking back from the day before ``day`` within ``pool_days`` days, newest first, until the pool and the
+    day's own users reach ``min_users``: decisions with no candidate or no held-out users are passed over; the
+    walk stops at the first decision that blessed or that compared against another champion, so every pooled
+    user is newer than the champion's deployment. Days already decided (rejected, on their own users or on a
+    pool) are pooled again: the pool is the most recent ``min_users`` held-out users against the champion, a
+    window that slides by a day, so a shop with fewer held-out users a day than ``min_users`` decides every day
+    rather than every few days. Each pooled day's users were held out from that day's candidate and are newer
+    than the champion, so neither side of a pair trained on them (the pool measures the fine-tuned line, whose
+    newest member is the day's candidate, against the champion).
     """
     total, dates = Evidence(0, 0.0, 0.0, 0.0), []
     first = date.fromordinal(day.toordinal() - pool_days)
     for key in sorted(decisions, reverse=True):
+        if have + total.users >= min_users:
+            break
         when = date.fromisoformat(key)
         if when >= day:
             continue
@@ -159,11 +165,11 @@ def pooled_evidence(
         earlier = decisions[key]
         if earlier.get("candidate_version") is None:  # a day that trained nothing
             continue
-        recorded = earlier.get("eval_evidence")
-        decided_users = int(earlier.get("eval_pooled", {}).get("users", earlier.get("eval_users", 0)))
-        if (earlier.get("blessed") or earlier.get("champion_version") != champion_version or recorded is None
-                or decided_users >= min_users):
+        if earlier.get("blessed") or earlier.get("champion_version") != champion_version:
             break
+        recorded = earlier.get("eval_evidence")
+        if recorded is None or not int(recorded["users"]):  # no held-out users that day
+            continue
         total = total + Evidence(int(recorded["users"]), float(recorded["candidate"]), float(recorded["champion"]),
                                  float(recorded["squares"]))
         dates.append(key)
@@ -238,6 +244,7 @@ def compare_with_champion(
     (the registry's decisions) and ``settings.eval_pool_days`` > 0, such a day pools its paired evidence
     with that of the thin days before it (:func:`pooled_evidence`) and the gate decides on the pool: the
     decision records ``eval_pooled`` (dates, users, means, standard error of the difference).
+    A day with no held-out users at all pools too (its own evidence is empty) and so can still decide.
     """
     from recsys.features.build import load_examples
     from recsys.serving.index import SCORE_BLOCK_USERS, load_scorer
@@ -284,7 +291,8 @@ def compare_with_champion(
         if champion_version is not None:
             sample["champion_se"] = standard_error(per_user[champion_version])
             sample["difference_se"] = standard_error(per_user[candidate_version] - per_user[champion_version])
-    evidence = Evidence.of(per_user[candidate_version], per_user.get(champion_version)) if users else None  # type: ignore[arg-type]
+    evidence = (Evidence.of(per_user[candidate_version], per_user.get(champion_version))  # type: ignore[arg-type]
+                if users else Evidence(0, 0.0, 0.0, 0.0))
     decided_on: tuple[float, float | None, int] = (
         candidate_metrics.get(key, 0.0), champion_metrics[key] if champion_metrics else None, len(users))
     pooled = _pooled(settings, day, champion_version, evidence, earlier, key)
@@ -304,11 +312,12 @@ def compare_with_champion(
         "reason": decision.reason,
         "decided_at": registry.now(),
     }
-    if evidence is not None:
+    if users:
         result["eval_evidence"] = asdict(evidence)
     if pooled is not None:
         result["eval_pooled"] = pooled
-        result["reason"] += (f"; pooled with the thin days since the last decision ({', '.join(pooled['dates'][1:])}: "
+        result["reason"] += ("; pooled with the latest held-out users against the champion "
+                             f"({', '.join(pooled['dates'][1:])}: "
                              f"{pooled['users']} held-out users in all, RECSYS_EVAL_POOL_DAYS), standard error of "
                              f"the difference {pooled['difference_se']:.4f}")
     if sample is not None:
@@ -327,7 +336,8 @@ def _pooled(
     nothing earlier to pool)."""
     if evidence is None or earlier is None or settings.eval_pool_days <= 0 or evidence.users >= settings.min_eval_users:
         return None
-    before, dates = pooled_evidence(earlier, day, champion_version, settings.eval_pool_days, settings.min_eval_users)
+    before, dates = pooled_evidence(earlier, day, champion_version, settings.eval_pool_days, settings.min_eval_users,
+                                    evidence.users)
     if not dates:
         return None
     pool = evidence + before

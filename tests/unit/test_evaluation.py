@@ -293,27 +293,43 @@ def _thin(day: str, champion: int | None, users: int, **kw) -> dict:
                               "squares": users * 0.0625}} | kw
 
 
-def test_pooling_walks_back_over_thin_days_and_stops_at_the_last_real_decision():
+def test_pooling_walks_back_until_enough_users_and_stops_at_a_deployment_or_another_champion():
     decisions = {
         "2011-01-01": _thin("2011-01-01", 1, 2),
-        "2011-01-02": _thin("2011-01-02", 1, 20),  # decided on enough users: the walk stops here
+        "2011-01-02": _thin("2011-01-02", 1, 20),  # decided on its own users (rejected): pooled again
         "2011-01-03": _thin("2011-01-03", 1, 2),
         "2011-01-04": {"date": "2011-01-04", "candidate_version": None, "blessed": False, "reason": "no candidate"},
         "2011-01-05": _thin("2011-01-05", 1, 3),
+        "2011-01-06": _thin("2011-01-06", 1, 0) | {"eval_evidence": None},  # no held-out users: passed over
         "2011-01-07": _thin("2011-01-07", 1, 4),  # the day itself (a rerun) is not its own evidence
     }
-    pool, dates = pooled_evidence(decisions, date(2011, 1, 7), 1, pool_days=14, min_users=10)
-    assert dates == ["2011-01-05", "2011-01-03"]  # the no-candidate day passed over
-    assert (pool.users, pool.candidate) == (5, 2.5)
-    # a blessing, another champion, or an earlier pooled decision on enough users also stop it
-    for stop in ({"blessed": True}, {"champion_version": 2}, {"eval_pooled": {"users": 12}}):
+    # the day's 4 users + 3 (01-05) + 2 (01-03) = 9 < 10: on to 01-02's 20 (29 >= 10), and no further
+    pool, dates = pooled_evidence(decisions, date(2011, 1, 7), 1, pool_days=14, min_users=10, have=4)
+    assert dates == ["2011-01-05", "2011-01-03", "2011-01-02"]  # the no-candidate and no-user days passed over
+    assert (pool.users, pool.candidate, pool.champion) == (25, 12.5, 6.25)
+    # with 5 users of its own, 01-05 and 01-03 make 10: 01-02 is not needed
+    assert pooled_evidence(decisions, date(2011, 1, 7), 1, 14, 10, have=5)[1] == ["2011-01-05", "2011-01-03"]
+    # a blessing or another champion stops it: only users newer than the champion's deployment are pooled
+    for stop in ({"blessed": True}, {"champion_version": 2}):
         changed = decisions | {"2011-01-03": _thin("2011-01-03", 1, 2, **stop)}
-        assert pooled_evidence(changed, date(2011, 1, 7), 1, 14, 10)[1] == ["2011-01-05"]
-    # ... but a pooled decision still short of enough users does not
-    short = decisions | {"2011-01-05": _thin("2011-01-05", 1, 3, eval_pooled={"users": 5})}
-    assert pooled_evidence(short, date(2011, 1, 7), 1, 14, 10)[1] == ["2011-01-05", "2011-01-03"]
+        assert pooled_evidence(changed, date(2011, 1, 7), 1, 14, 10, have=4)[1] == ["2011-01-05"]
     # only days within pool_days before the day
-    assert pooled_evidence(decisions, date(2011, 1, 7), 1, pool_days=3, min_users=10)[1] == ["2011-01-05"]
+    assert pooled_evidence(decisions, date(2011, 1, 7), 1, pool_days=3, min_users=10, have=4)[1] == ["2011-01-05"]
+
+
+def test_a_small_shop_decides_every_day_once_enough_users_have_accumulated():
+    """3 held-out users a day, min_users 10: the old rule (pool only since the last decision) decided on days
+    4, 8, 12, ...; the sliding pool decides from day 4 on, every day, on the newest 10 or more users."""
+    decisions: dict = {}
+    decided = []
+    for n in range(1, 9):
+        day = date(2011, 1, n)
+        pool, dates = pooled_evidence(decisions, day, 1, pool_days=14, min_users=10, have=3)
+        users = 3 + pool.users
+        decided.append(users >= 10)
+        pooled = {"eval_pooled": {"users": users}} if dates else {}
+        decisions[day.isoformat()] = _thin(day.isoformat(), 1, 3, **pooled)
+    assert decided == [False, False, False, True, True, True, True, True]
 
 
 D3 = date(2011, 1, 6)
@@ -347,8 +363,8 @@ def test_a_thin_day_decides_on_the_held_out_users_pooled_since_the_last_decision
     assert second["eval_pooled"] == {"dates": ["2011-01-06", "2011-01-05"], "users": 4, "candidate_recall@1": 1.0,
                                      "champion_recall@1": 0.0, "difference_se": 0.0}
     assert second["reason"] == (
-        "candidate recall@1 1.0000 vs champion 0.0000 (+1.0000, allowed regression 0.0000); pooled with the thin "
-        "days since the last decision (2011-01-05: 4 held-out users in all, RECSYS_EVAL_POOL_DAYS), standard "
+        "candidate recall@1 1.0000 vs champion 0.0000 (+1.0000, allowed regression 0.0000); pooled with the latest "
+        "held-out users against the champion (2011-01-05: 4 held-out users in all, RECSYS_EVAL_POOL_DAYS), standard "
         "error of the difference 0.0000")
 
 
