@@ -616,8 +616,13 @@ def main() -> int:
     parser.add_argument("--synthetic-seed", type=int, default=7)
     parser.add_argument("--realtime", action="store_true",
                         help="model strategies also rank each purchase with same-day events (realtime.py)")
+    parser.add_argument("--summarise", nargs="+", type=Path, metavar="RESULTS_JSON",
+                        help="print the regime table (README) of these results files and exit")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.summarise:
+        summarise(args.summarise)
+        return 0
     if args.source is not None and args.synthetic:
         parser.error("--source and --synthetic exclude each other")
     if args.regime != "default" and not args.synthetic:
@@ -663,6 +668,37 @@ def main() -> int:
     _print_table(results)
     print(f"\nwritten to {path.relative_to(REPO_ROOT)}")
     return 0
+
+
+def summarise(paths: list[Path]) -> None:
+    """The README's regime table: per results file, each strategy's per-day and micro means, customers per day,
+    and for the pipeline the deploys on the days its update was better (``updates``)."""
+    print("| data (window) | strategy | customers (per day) | recall@20 | recall@100 | NDCG@100 | micro recall@100 "
+          "| micro NDCG@100 | deployed / days compared | deployed on better days | deployed on worse days "
+          "| failed days | commit (load) | results file |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for path in paths:
+        record = json.loads(path.read_text())
+        config = record["dataset"].get("config", {})
+        data = f"{config.get('regime', record['dataset']['kind'])} ({len(record['results'][0]['days'])} d)"
+        loads = [*record["machine"]["load_average_at_start"][:1], *record["machine"]["load_average_at_end"][:1]]
+        commit = f"{record['git'].get('commit', '?')[:7]}{' dirty' if record['git'].get('dirty') else ''} " \
+                 f"({'-'.join(f'{x:.0f}' for x in loads)})"
+        for r in record["results"]:
+            m, u, days = r["mean"], r["micro_mean"], r["days"]
+            per_day = [d["customers"] for d in days]
+            up = r.get("updates")
+            deployed = better = worse = ""
+            if up:
+                share = up["share_of_better_days_deployed"]
+                deployed = f"{up['deployed_days']} / {up['days_compared']}"
+                better = f"{up['deployed_on_better_days']} of {up['better_days']}" + (
+                    "" if share is None else f" ({share:.0%})")
+                worse = f"{up['deployed_on_worse_days']} of {up['worse_days']}"
+            print(f"| {data} | {r['strategy']} | {r['customers']} ({min(per_day)}-{max(per_day)}) "
+                  f"| {m['recall@20']:.3f} | {m['recall@100']:.3f} | {m['ndcg@100']:.3f} | {u['recall@100']:.3f} "
+                  f"| {u['ndcg@100']:.3f} | {deployed} | {better} | {worse} | {len(r['failed_days'])} | {commit} "
+                  f"| `{path.name}` |")
 
 
 def _print_table(results: list[dict[str, Any]]) -> None:
