@@ -31,7 +31,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 sys.path.insert(0, str(REPO_ROOT / "bench" / "replay_quality"))
 
-DEFAULTS = {"epochs": 2, "replay": 20, "lr": 3e-3, "n_retrieval": 200, "n_trending": 50}
+# holdout=1: also learn from the holdout customers' lists once the day is over (the gate has decided by then);
+# ease_lambda: EASE^R's regularisation in the day's inputs (recsys.ranking.ease), n_ease its candidates per customer
+DEFAULTS = {"epochs": 2, "replay": 20, "lr": 3e-3, "n_retrieval": 200, "n_trending": 50, "n_ease": 100,
+            "ease_lambda": 2500.0, "holdout": 0}
 
 
 def _setting(text: str) -> dict[str, Any]:
@@ -70,7 +73,7 @@ def main() -> int:
 
     from recsys import schema
     from recsys.features import load_examples
-    from recsys.ranking import Lists, day_inputs, labels, to_lists
+    from recsys.ranking import Lists, day_inputs, ease, labels, to_lists
     from recsys.ranking.model import fit
     from recsys.ranking.stage import rank
     from recsys.serving.index import load_scorer
@@ -83,7 +86,7 @@ def main() -> int:
     days = all_days[-args.days - args.warm_up:]
     settings = [_setting(s) for s in args.settings]
     state = [{"ranker": None, "lists": [], "per_day": [], "fit_cpu": 0.0} for _ in settings]
-    retrieval_days = []
+    retrieval_days, inputs_cpu, ease_cpu = [], [], []
     for day in days:
         users, relevant = _day_truth(store, day)
         if not users:
@@ -91,22 +94,34 @@ def main() -> int:
         version = champion_before(store, day)
         scorer = load_scorer(store, version, before=day)
         allowed = _allowed(store, version, len(scorer.item_ids))
-        inputs = day_inputs(store, scorer.item_ids, allowed, day)
+        by_lambda: dict[float, Any] = {}
+        for lam in sorted({s["ease_lambda"] for s in settings}):
+            c0 = time.process_time()
+            by_lambda[lam] = day_inputs(store, scorer.item_ids, allowed, day, ease_lambda=lam)
+            inputs_cpu.append(time.process_time() - c0)
+        own = next(iter(by_lambda.values())).own
+        c0 = time.process_time()  # EASE^R's share of the day's inputs, measured on its own
+        ease.fit(own["user_id"].to_numpy(object), own["row"].to_numpy(), len(scorer.item_ids),
+                 settings[0]["ease_lambda"])
+        ease_cpu.append(time.process_time() - c0)
         examples = load_examples(store, day, columns=[schema.USER_ID, schema.ITEM_ID, schema.SPLIT])
         train = examples[examples[schema.SPLIT] == "train"]
         bought = list(zip(train[schema.USER_ID].astype(str), train[schema.ITEM_ID].astype(str), strict=True))
+        every = list(zip(examples[schema.USER_ID].astype(str), examples[schema.ITEM_ID].astype(str), strict=True))
         if day in window:
             retrieval_days.append({"date": day.isoformat(), "customers": len(users), "version": version,
                                    **_metrics(scorer.top_k(users, K, allowed), relevant)})
         for setting, st in zip(settings, state, strict=True):
-            ranked = rank(scorer, users, inputs, st["ranker"], K, n_retrieval=setting["n_retrieval"],
-                          n_trending=setting["n_trending"])
+            ranked = rank(scorer, users, by_lambda[setting["ease_lambda"]], st["ranker"], K,
+                          n_retrieval=setting["n_retrieval"], n_trending=setting["n_trending"],
+                          n_ease=setting["n_ease"])
             if day in window:
                 st["per_day"].append({"date": day.isoformat(), "customers": len(users),
                                       **_metrics(ranked.ranked, relevant)})
             c0 = time.process_time()
             lists = to_lists(ranked.candidates, ranked.features,
-                             labels(ranked.candidates, ranked.users, scorer.item_ids, bought))
+                             labels(ranked.candidates, ranked.users, scorer.item_ids,
+                                    every if setting["holdout"] else bought))
             st["lists"] = [*st["lists"], lists][-setting["replay"]:]
             everything = Lists.concat(st["lists"])
             if len(everything):
@@ -128,6 +143,8 @@ def main() -> int:
         "store": str(args.store), "window": [window[0].isoformat(), window[-1].isoformat()],
         "retrieval": {"mean": mean, "micro_mean": micro, "days": retrieval_days},
         "rankers": results,
+        "day_inputs_cpu_seconds_per_day": round(sum(inputs_cpu) / max(len(inputs_cpu), 1), 2),
+        "ease_fit_cpu_seconds_per_day": round(sum(ease_cpu) / max(len(ease_cpu), 1), 2),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg()},
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -145,6 +162,8 @@ def main() -> int:
         name = ",".join(f"{k}={v}" for k, v in r["setting"].items() if DEFAULTS[k] != v) or "defaults"
         print(f"| ranker {name} | {m['recall@20']:.3f} | {m['recall@100']:.3f} | {m['ndcg@100']:.3f} "
               f"| {u['recall@100']:.3f} | {u['ndcg@100']:.3f} |")
+    print(f"day inputs {record['day_inputs_cpu_seconds_per_day']} CPU s a day, of which EASE^R's fit about "
+          f"{record['ease_fit_cpu_seconds_per_day']} (loaded machine)")
     print(f"written to {path.relative_to(REPO_ROOT)}")
     return 0
 

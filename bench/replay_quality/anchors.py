@@ -9,7 +9,8 @@ ids, best first. Ties are broken by item id, so a ranking never depends on the o
   how often, then by id), the order that won among the "own items first" variants on Online Retail.
 - **EASE^R** (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019): the closed form
   ``P = (X^T X + lambda I)^-1``, ``B = I - P diag(1 / diag P)`` over the binary customer x item matrix
-  ``X`` of all history, refit every day; a customer's scores are ``x_u B`` (``diag B = 0``). Items the
+  ``X`` of all history, refit every day (:func:`recsys.ranking.ease.ease_weights`, shared with the ranking
+  stage); a customer's scores are ``x_u B`` (``diag B = 0``). Items the
   customer bought are ranked like the rest (plain) or first, by :func:`own_items` (own-first).
 - **item-kNN** on co-purchases: cosine similarity of the items' customer vectors, each item keeping its
   ``neighbours`` most similar items; a customer's scores are the sum of the similarities of the items
@@ -25,6 +26,8 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 from scipy import sparse
+
+from recsys.ranking.ease import ease_weights  # the closed form, shared with the ranking stage's EASE^R feature
 
 USER, ITEM = "user_id", "item_id"
 
@@ -60,16 +63,6 @@ def interactions(history: pd.DataFrame) -> tuple[sparse.csr_matrix, list[str], l
                                shape=(len(user_ids), len(item_ids)))
     matrix.data[:] = 1.0  # duplicates were summed: binary
     return matrix, user_ids, item_ids
-
-
-def ease_weights(matrix: sparse.csr_matrix, regularisation: float) -> np.ndarray:
-    """EASE^R's item x item weights ``B`` (zero diagonal) for the binary matrix ``matrix``."""
-    gram = (matrix.T @ matrix).toarray()
-    gram[np.diag_indices_from(gram)] += regularisation
-    inverse = np.linalg.inv(gram)
-    weights = inverse / (-np.diag(inverse))
-    weights[np.diag_indices_from(weights)] = 0.0
-    return weights
 
 
 def knn_weights(matrix: sparse.csr_matrix, neighbours: int) -> np.ndarray:

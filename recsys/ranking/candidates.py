@@ -2,7 +2,8 @@
 
 :class:`DayInputs` holds everything that is the same for every request of a day (as known before the day):
 the item-side arrays over the retrieval version's item rows (trend, popularity, price band, which rows
-may be recommended), the item x item co-purchase similarity, and each customer's own past items. It is
+may be recommended), the item x item co-purchase similarity, EASE^R's item x item weights (fitted on the
+own-items table, i.e. on purchases before the day) and each customer's own past items. It is
 built once per day (:func:`day_inputs`) and read by :func:`generate` and :func:`recsys.ranking.features.build`.
 
 Item rows are the vocabulary's rows (append-only, so the same in every version); row 0 is OOV and never a
@@ -22,6 +23,7 @@ from scipy import sparse
 from recsys import schema
 from recsys.errors import RecsysError
 from recsys.features import history, items, trend
+from recsys.ranking import ease as ease_model
 from recsys.storage import PartitionStore, layout
 
 OOV_ROW = 0
@@ -59,6 +61,7 @@ class DayInputs:
     price_band: np.ndarray  # [I] int32: recsys.features.items.price_band of the catalog price, 0 unknown
     copurchase: sparse.csr_matrix  # [I, I] cosine of the items' customer sets, zero diagonal
     own: pd.DataFrame
+    ease: ease_model.Ease  # EASE^R fitted on ``own`` (purchases before the day)
     # derived once (a request must not scan every customer's items): the own table's distinct users, sorted, and
     # where each one's rows start; the allowed rows by trend, highest first (ties by row)
     _own_users: np.ndarray = field(init=False, repr=False)
@@ -73,6 +76,8 @@ class DayInputs:
                 raise RankingError(f"DayInputs.{name} has {len(getattr(self, name))} rows, allowed has {n}")
         if self.copurchase.shape != (n, n):
             raise RankingError(f"DayInputs.copurchase is {self.copurchase.shape}, expected ({n}, {n})")
+        if len(self.ease.columns) and self.ease.columns.max() >= n:
+            raise RankingError(f"DayInputs.ease refers to row {self.ease.columns.max()}, the version has {n}")
         if list(self.own.columns) != list(OWN_COLUMNS):
             raise RankingError(f"DayInputs.own has columns {list(self.own.columns)}, expected {list(OWN_COLUMNS)}")
         users = self.own["user_id"].to_numpy(object)
@@ -102,6 +107,12 @@ class DayInputs:
         user = np.repeat(np.arange(len(users)), count)
         index = np.repeat(begin - np.r_[0, np.cumsum(count)[:-1]], count) + np.arange(int(count.sum()))
         return {"user": user.astype(np.int64), **{c: a[index] for c, a in self._own.items()}}
+
+    def ease_scores(self, users: list[str]) -> np.ndarray:
+        """[B, I] float32 EASE^R scores of every item row for a batch of customers (0: a new customer, or a row
+        EASE^R was not fitted on)."""
+        own = self.own_of(users)
+        return self.ease.scores(own["user"], own["row"].astype(np.int64), len(users), self.rows)
 
 
 @dataclass(frozen=True)
@@ -156,10 +167,11 @@ def copurchase_matrix(own: pd.DataFrame, rows: int) -> sparse.csr_matrix:
 
 
 def day_inputs(store: PartitionStore, item_ids: np.ndarray, allowed: np.ndarray | None, day: date, *,
-               trend_days: int = 7, popularity_days: int = 30, snapshot: pd.DataFrame | None = None) -> DayInputs:
+               trend_days: int = 7, popularity_days: int = 30, snapshot: pd.DataFrame | None = None,
+               ease_lambda: float = ease_model.DEFAULT_LAMBDA, ease_items: int = ease_model.MAX_ITEMS) -> DayInputs:
     """:class:`DayInputs` for ranking ``day`` over a version's item rows ``item_ids`` [I] (``allowed``: the rows
     its serving index allows, None: every row): the history snapshot, purchase counts and catalog known
-    before ``day``."""
+    before ``day``; EASE^R (``ease_lambda``, over at most ``ease_items`` rows) fitted on that snapshot."""
     n = len(item_ids)
     mask = np.ones(n, bool) if allowed is None else np.asarray(allowed, bool).copy()
     if len(mask) != n:
@@ -173,22 +185,37 @@ def day_inputs(store: PartitionStore, item_ids: np.ndarray, allowed: np.ndarray 
     prices = pd.Series(pd.to_numeric(catalog[schema.PRICE], errors="coerce").to_numpy(np.float64),
                        index=catalog[schema.ITEM_ID].astype(str).to_numpy(object))
     price = prices.reindex(np.asarray(item_ids, dtype=object)).to_numpy(np.float64)
+    fitted = ease_model.fit(own["user_id"].to_numpy(object), own["row"].to_numpy(np.int64), n, ease_lambda,
+                            ease_items)
     return DayInputs(day, mask, recent.astype(np.float32), popular.astype(np.float32),
-                     items.price_bands(price), copurchase_matrix(own, n), own)
+                     items.price_bands(price), copurchase_matrix(own, n), own, fitted)
+
+
+def top_rows(scores: np.ndarray, allowed: np.ndarray, k: int) -> np.ndarray:
+    """[B, min(k, allowed rows)] the best-scored allowed rows of each row of ``scores`` [B, I], in no order."""
+    masked = np.where(allowed[None, :], scores, -np.inf)
+    k = min(k, int(allowed.sum()))
+    if k <= 0:
+        return np.zeros((len(scores), 0), np.int64)
+    return np.argpartition(-masked, k - 1, axis=1)[:, :k]
 
 
 def generate(scores: np.ndarray, users: list[str], inputs: DayInputs, *, n_retrieval: int = 200,
-             n_trending: int = 50) -> Candidates:
+             n_trending: int = 50, n_ease: int = 100, ease_scores: np.ndarray | None = None) -> Candidates:
     """The candidates of ``users``: the union of each one's ``n_retrieval`` best-scored allowed rows (``scores``
-    [B, I], the retrieval model's), their own allowed items and the ``n_trending`` allowed rows with the
-    highest trend (ties by row)."""
+    [B, I], the retrieval model's), their own allowed items, the ``n_trending`` allowed rows with the highest
+    trend (ties by row) and their ``n_ease`` best allowed rows by EASE^R with a positive score (``ease_scores``
+    [B, I]: :meth:`DayInputs.ease_scores`, computed here when None)."""
     if scores.shape != (len(users), inputs.rows):
         raise RankingError(f"scores are {scores.shape}, expected ({len(users)}, {inputs.rows})")
     b, rows = len(users), inputs.rows
-    masked = np.where(inputs.allowed[None, :], scores, -np.inf)
-    k = min(n_retrieval, int(inputs.allowed.sum()))
-    top = np.argpartition(-masked, k - 1, axis=1)[:, :k] if k > 0 else np.zeros((b, 0), np.int64)
+    top = top_rows(scores, inputs.allowed, n_retrieval)
     keys = [(np.arange(b)[:, None] * rows + top).ravel()]
+    if n_ease > 0:
+        ease = inputs.ease_scores(users) if ease_scores is None else ease_scores
+        best = top_rows(ease, inputs.allowed, n_ease)
+        positive = np.take_along_axis(ease, best, axis=1) > 0
+        keys.append((np.arange(b)[:, None] * rows + best)[positive])
     own = inputs.own_of(users)
     mine = inputs.allowed[own["row"]]
     keys.append(own["user"][mine] * rows + own["row"][mine])

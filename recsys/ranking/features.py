@@ -17,6 +17,10 @@ popularity         ln(1 + the item's purchases in the popularity days before the
 trend_lift         trend - popularity: the week's share of the month, in logs
 price_band         the item's price band / (PRICE_BANDS - 1), 0 unknown
 copurchase         mean co-purchase cosine of the item with the customer's RECENT_ITEMS most recent items
+ease               the item's EASE^R score for the customer (x_u B, fitted on purchases before the day)
+ease_z             the EASE^R score, standardised within the customer's candidates (mean 0, std 1)
+ease_rank          ln(1 + position by EASE^R score among all allowed rows), 0 = best; ln(1 + allowed rows) for a
+                   score <= 0 (not recommended by EASE^R, e.g. every item of a new customer)
 weekday_0..6       the ranked day's weekday, one-hot (Monday = 0)
 =================  ==========================================================================================
 """
@@ -36,6 +40,7 @@ from recsys.ranking.candidates import RECENT_ITEMS, Candidates, DayInputs, Ranki
 FEATURES: tuple[str, ...] = (
     "retrieval_z", "retrieval_rank", "own", "own_days", "own_age", "own_recency", "user_items", "user_age",
     "trend", "popularity", "trend_lift", "price_band", "copurchase", *(f"weekday_{d}" for d in range(7)),
+    "ease", "ease_z", "ease_rank",
 )
 _COL = {name: n for n, name in enumerate(FEATURES)}
 
@@ -48,18 +53,41 @@ def _group_starts(user: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(np.where(starts, np.arange(len(user)), 0))
 
 
-def build(candidates: Candidates, users: list[str], inputs: DayInputs) -> np.ndarray:
-    """[N, len(FEATURES)] float32 feature rows of ``candidates`` (of the batch ``users``) for ``inputs.day``."""
+def _standardised(value: np.ndarray, user: np.ndarray, b: int) -> np.ndarray:
+    """``value`` [N] standardised within each user's rows (mean 0, std 1; 0 where a user's values are all equal)."""
+    value = value.astype(np.float64)
+    count = np.bincount(user, minlength=b).astype(np.float64)
+    mean = np.bincount(user, value, minlength=b) / np.maximum(count, 1)
+    var = np.bincount(user, (value - mean[user]) ** 2, minlength=b) / np.maximum(count, 1)
+    return (value - mean[user]) / np.maximum(np.sqrt(var[user]), 1e-6)
+
+
+def ease_positions(ease_scores: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """[B, I] float32 ``ease_rank`` of every row: ln(1 + position among the allowed rows by EASE^R score, ties by
+    row) where the score is positive, else ln(1 + allowed rows)."""
+    b, rows = ease_scores.shape
+    n_allowed = int(allowed.sum())
+    masked = np.where(allowed[None, :], ease_scores, -np.inf)
+    by = np.argsort(-masked, axis=1, kind="stable")
+    position = np.empty((b, rows), np.int64)
+    np.put_along_axis(position, by, np.broadcast_to(np.arange(rows), (b, rows)), axis=1)
+    return np.where((ease_scores > 0) & allowed[None, :], np.log1p(position), np.log1p(n_allowed)).astype(np.float32)
+
+
+def build(candidates: Candidates, users: list[str], inputs: DayInputs,
+          ease_scores: np.ndarray | None = None) -> np.ndarray:
+    """[N, len(FEATURES)] float32 feature rows of ``candidates`` (of the batch ``users``) for ``inputs.day``;
+    ``ease_scores`` [B, I]: :meth:`DayInputs.ease_scores` of ``users`` if the caller has them, else computed here."""
     n, b, rows = len(candidates), len(users), inputs.rows
     user, row = candidates.user, candidates.row
     if n and (user.max() >= b or row.max() >= rows):
         raise RankingError(f"candidates refer to user {user.max()} of {b} or row {row.max()} of {rows}")
+    if ease_scores is None:
+        ease_scores = inputs.ease_scores(users)
+    if ease_scores.shape != (b, rows):
+        raise RankingError(f"ease_scores are {ease_scores.shape}, expected ({b}, {rows})")
     out = np.zeros((n, len(FEATURES)), np.float32)
-    score = candidates.score.astype(np.float64)
-    count = np.bincount(user, minlength=b).astype(np.float64)
-    mean = np.bincount(user, score, minlength=b) / np.maximum(count, 1)
-    var = np.bincount(user, (score - mean[user]) ** 2, minlength=b) / np.maximum(count, 1)
-    out[:, _COL["retrieval_z"]] = (score - mean[user]) / np.maximum(np.sqrt(var[user]), 1e-6)
+    out[:, _COL["retrieval_z"]] = _standardised(candidates.score, user, b)
     out[:, _COL["retrieval_rank"]] = np.log1p(np.arange(n) - _group_starts(user))
 
     own = inputs.own_of(users)
@@ -96,6 +124,11 @@ def build(candidates: Candidates, users: list[str], inputs: DayInputs) -> np.nda
     n_recent = np.maximum(np.bincount(own_user[recent], minlength=b), 1)
     out[:, _COL["copurchase"]] = strength[user, row] / n_recent[user]
     out[:, _COL[f"weekday_{inputs.day.weekday()}"]] = 1.0
+
+    ease = ease_scores[user, row]
+    out[:, _COL["ease"]] = ease
+    out[:, _COL["ease_z"]] = _standardised(ease, user, b)
+    out[:, _COL["ease_rank"]] = ease_positions(ease_scores, inputs.allowed)[user, row]
     return out
 
 

@@ -52,6 +52,25 @@ class RankerWeights:
         """The arrays in the order of the Keras model's ``get_weights``."""
         return [self.cross_kernel, self.cross_bias, *(a for layer in self.dense for a in layer)]
 
+    def grown(self, features: tuple[str, ...] = FEATURES) -> RankerWeights:
+        """These weights over the feature list ``features``, a superset of the ones they were trained on: every
+        learned weight is kept at its feature's new position, the new features' cross rows and columns, cross
+        bias and first dense rows are zero, so the grown ranker scores every row exactly as before until a
+        fine-tune teaches it the new features (the warm start across a feature change)."""
+        if tuple(features) == self.features:
+            return self
+        missing = [f for f in self.features if f not in features]
+        if missing:
+            raise RankingError(f"the checkpoint uses features {missing} that {tuple(features)} lacks: retrain it")
+        at = np.array([features.index(f) for f in self.features], np.int64)
+        f = len(features)
+        kernel, bias = np.zeros((f, f), np.float32), np.zeros(f, np.float32)
+        kernel[np.ix_(at, at)], bias[at] = self.cross_kernel, self.cross_bias
+        first = np.zeros((f, self.dense[0][0].shape[1]), np.float32)
+        first[at] = self.dense[0][0]
+        dense = ((first, self.dense[0][1]), *self.dense[1:])
+        return RankerWeights(kernel, bias, dense, tuple(features))
+
     @classmethod
     def from_list(cls, arrays: Sequence[np.ndarray], features: tuple[str, ...] = FEATURES) -> RankerWeights:
         arrays = [np.asarray(a, np.float32) for a in arrays]
@@ -120,8 +139,8 @@ def fit(lists: Lists, previous: RankerWeights | None = None, *, epochs: int = 3,
     n_features = lists.features.shape[2]
     if n_features != len(FEATURES):
         raise RankingError(f"lists have {n_features} features, the ranker takes {len(FEATURES)} ({FEATURES})")
-    if previous is not None and previous.features != FEATURES:
-        raise RankingError(f"the checkpoint was trained on features {previous.features}, these are {FEATURES}")
+    if previous is not None:
+        previous = previous.grown(FEATURES)  # a checkpoint from before a feature was added keeps every weight
     tf.keras.utils.set_random_seed(seed)
     model = build_model(n_features, seed)
     if previous is not None:

@@ -34,14 +34,16 @@ def order(candidates: Candidates, scores: np.ndarray, n_users: int, k: int) -> l
 
 
 def rank(scorer: RetrievalScorer, users: list[str], inputs: DayInputs, weights: RankerWeights | None, k: int, *,
-         n_retrieval: int = 200, n_trending: int = 50, block: int = BLOCK_USERS) -> Ranked:
+         n_retrieval: int = 200, n_trending: int = 50, n_ease: int = 100, block: int = BLOCK_USERS) -> Ranked:
     """The top ``k`` of each user: the ranker's order of their candidates (``weights`` None: the retrieval order,
     i.e. the first stage alone over the same candidates)."""
     parts, feats, ranked = [], [], []
     for start in range(0, len(users), block):
         batch = users[start: start + block]
-        cands = generate(scorer.scores(batch), batch, inputs, n_retrieval=n_retrieval, n_trending=n_trending)
-        x = build(cands, batch, inputs)
+        ease = inputs.ease_scores(batch)
+        cands = generate(scorer.scores(batch), batch, inputs, n_retrieval=n_retrieval, n_trending=n_trending,
+                         n_ease=n_ease, ease_scores=ease)
+        x = build(cands, batch, inputs, ease)
         scores = weights.score(x) if weights is not None else cands.score
         ranked += [scorer.item_ids[rows].tolist() for rows in order(cands, scores, len(batch), k)]
         parts.append(Candidates(cands.user + start, cands.row, cands.score))

@@ -11,7 +11,7 @@ import pytest
 from recsys import schema
 from recsys.ranking import FEATURES, Lists, build, day_inputs, generate, labels, to_lists
 from recsys.ranking.candidates import RankingError, copurchase_matrix, own_items
-from recsys.ranking.model import RankerWeights, build_model, fit
+from recsys.ranking.model import HIDDEN, RankerWeights, build_model, fit
 from recsys.ranking.stage import rank
 
 D1, D2, D3 = date(2011, 1, 1), date(2011, 1, 2), date(2011, 1, 3)  # D3 (a Monday) is ranked
@@ -60,7 +60,9 @@ def day(store):
 
 @pytest.fixture
 def inputs(day):
-    return day_inputs(day, ITEM_IDS, ALLOWED, D3)
+    # EASE^R with lambda 1 on the own items known before D3 (u1: a, b; u2: c): X^T X + I = [[2, 1, 0], [1, 2, 0],
+    # [0, 0, 2]], P = its inverse, B_ab = B_ba = (1/3) / (2/3) = 0.5, every other weight 0
+    return day_inputs(day, ITEM_IDS, ALLOWED, D3, ease_lambda=1.0)
 
 
 def test_own_items_are_each_customers_known_items_most_recent_first():
@@ -110,12 +112,15 @@ def test_features_have_the_hand_computed_values(inputs):
     u1_b = {**expected, "retrieval_z": -0.4 / np.sqrt(0.32 / 3), "retrieval_rank": np.log(3), "own": 1.0,
             "own_days": np.log(2), "own_age": np.log(5), "own_recency": np.log(2), "user_items": np.log(3),
             "user_age": np.log(2), "trend": np.log(2), "popularity": np.log(2), "trend_lift": 0.0,
-            "price_band": 10 / 31, "copurchase": 0.5, "weekday_0": 1.0}
+            "price_band": 10 / 31, "copurchase": 0.5, "weekday_0": 1.0,
+            # EASE^R: u1's scores a 0.5, b 0.5 (B_ab, B_ba), c 0: b's z over (a .5, c 0, b .5) is (1/6) / sqrt(1/18);
+            # b is second of the allowed rows by EASE^R (a ties it and comes first by row)
+            "ease": 0.5, "ease_z": (1 / 6) / np.sqrt(1 / 18), "ease_rank": np.log(2)}
     np.testing.assert_allclose(x[2], [u1_b[f] for f in FEATURES], rtol=1e-5, atol=1e-7)
     # u2's a: scores .8 .6 .4 .2 (mean .5, std sqrt(.05)), not own; u2 has c, bought 2 days ago; cos(a, c) = 0
     u2_a = {**expected, "retrieval_z": -0.3 / np.sqrt(0.05), "retrieval_rank": np.log(4), "user_items": np.log(2),
             "user_age": np.log(3), "trend": np.log(3), "popularity": np.log(3), "price_band": 3 / 31,
-            "weekday_0": 1.0}
+            "weekday_0": 1.0, "ease_rank": np.log(5)}  # u2's only item c has no EASE^R weight: no score > 0 (4 allowed)
     np.testing.assert_allclose(x[6], [u2_a[f] for f in FEATURES], rtol=1e-5, atol=1e-7)
     # a new customer: no own features, user features 0
     new = generate(FakeScorer().scores(["u9"]), ["u9"], inputs, n_retrieval=1, n_trending=1)
@@ -199,3 +204,93 @@ def test_own_of_looks_up_a_batch_of_customers_in_the_days_own_table(inputs):
     assert own["recency"].tolist() == [0, 0, 1]
     assert inputs.own_of(["nobody"])["row"].tolist() == []
     assert inputs.trending.tolist() == [1, 2, 3, 4]  # allowed rows by trend (a 2 purchases), ties by row
+
+
+def test_ease_fit_by_hand_binary_and_capped():
+    from recsys.ranking import ease
+
+    # u1 bought a twice and b, u2 c: X^T X + I = [[2, 1, 0], [1, 2, 0], [0, 0, 2]]; B_ab = B_ba = 0.5
+    fitted = ease.fit(np.array(["u1", "u1", "u1", "u2"], object), np.array([1, 1, 2, 3]), 6, regularisation=1.0)
+    assert fitted.columns.tolist() == [1, 2, 3]
+    np.testing.assert_allclose(fitted.weights, [[0, 0.5, 0], [0.5, 0, 0], [0, 0, 0]], atol=1e-7)
+    # u1 (a, b) and a customer with an item EASE^R was not fitted on (row 5)
+    scores = fitted.scores(np.array([0, 0, 1]), np.array([1, 2, 5]), 2, 6)
+    np.testing.assert_allclose(scores, [[0, 0.5, 0.5, 0, 0, 0], [0] * 6], atol=1e-7)
+    # at most 2 items: the two bought by the most customers (a by u1, u2, u3; b by u1, u2; c by u3)
+    capped = ease.fit(np.array(["u1", "u1", "u2", "u2", "u3", "u3"], object), np.array([1, 2, 1, 2, 1, 3]), 4,
+                      regularisation=1.0, max_items=2)
+    assert capped.columns.tolist() == [1, 2]
+    # the same weights as the closed form the replay benchmark's anchors use on that matrix
+    np.testing.assert_allclose(capped.weights, ease.ease_weights(np.array([[1, 1], [1, 1], [1, 0]]), 1.0), rtol=1e-6)
+    assert ease.fit(np.zeros(0, object), np.zeros(0, np.int64), 4).scores(np.zeros(0, np.int64), np.zeros(0, np.int64),
+                                                                         1, 4).tolist() == [[0, 0, 0, 0]]
+
+
+def test_ease_is_fitted_on_what_was_known_before_the_day(day):
+    # the ranked day's own snapshot (u2 buys a on D3) must not change the weights used to rank D3
+    day.write_parquet(f"features/dt={D3.isoformat()}/history.parquet", pd.DataFrame({
+        schema.USER_ID: ["u1", "u1", "u2", "u2"], schema.ITEM_ID: ["a", "b", "c", "a"],
+        "days": np.array([3, 1, 2, 1], np.int64), "last_day": ["2011-01-02", "2010-12-30", "2011-01-01", "2011-01-03"],
+    }))
+    day.mark_success(f"features/dt={D3.isoformat()}")
+    inputs = day_inputs(day, ITEM_IDS, ALLOWED, D3, ease_lambda=1.0)
+    np.testing.assert_allclose(inputs.ease.weights, [[0, 0.5, 0], [0.5, 0, 0], [0, 0, 0]], atol=1e-7)
+    np.testing.assert_allclose(inputs.ease_scores(["u1", "u2", "u9"]),
+                               [[0, 0.5, 0.5, 0, 0, 0], [0] * 6, [0] * 6], atol=1e-7)
+
+
+def test_ease_adds_candidates_beyond_retrieval_own_and_trending(inputs):
+    from dataclasses import replace
+
+    from recsys.ranking import ease
+
+    # u1 bought a and b, u2 a: X^T X + I = [[3, 1], [1, 2]], P = [[2, -1], [-1, 3]] / 5, B_ab = (1/5) / (3/5) = 1/3
+    own = own_items(pd.DataFrame({schema.USER_ID: ["u1", "u1", "u2"], schema.ITEM_ID: ["a", "b", "a"],
+                                  "days": [1, 1, 1], "last_day": ["2011-01-02"] * 3}), ITEM_IDS, D3)
+    fitted = ease.fit(own["user_id"].to_numpy(object), own["row"].to_numpy(), len(ITEM_IDS), regularisation=1.0)
+    day = replace(inputs, own=own, ease=fitted)
+    assert day.ease_scores(["u2"])[0, 2] == pytest.approx(1 / 3)
+    scores = FakeScorer().scores(["u2"])
+    # u2: retrieval's best b... is also EASE^R's; with d instead first by retrieval, b comes from EASE^R only
+    scores[0, 2] = -1.0
+    plain = generate(scores, ["u2"], day, n_retrieval=1, n_trending=0, n_ease=0)
+    assert plain.row.tolist() == [4, 1]  # retrieval d, own a
+    both = generate(scores, ["u2"], day, n_retrieval=1, n_trending=0, n_ease=1)
+    assert both.row.tolist() == [4, 1, 2]  # ... and EASE^R's b (in retrieval order)
+    x = build(both, ["u2"], day)
+    np.testing.assert_allclose(x[:, COL["ease"]], [0, 0, 1 / 3], rtol=1e-6)
+    # a is u2's own item: EASE^R's diagonal is 0, so only b has a positive score (first of 4 allowed rows)
+    np.testing.assert_allclose(x[:, COL["ease_rank"]], [np.log(5), np.log(5), 0.0], rtol=1e-6)
+
+
+def test_features_of_a_batch_are_those_of_single_requests(inputs):
+    # training builds the rows of a day's customers in blocks; serving builds one customer's per request
+    users = ["u1", "u2", "u9"]
+    batch = rank(FakeScorer(), users, inputs, None, k=3, n_retrieval=2, n_trending=1, n_ease=2)
+    single = []
+    for user in users:
+        cands = generate(FakeScorer().scores([user]), [user], inputs, n_retrieval=2, n_trending=1, n_ease=2)
+        single.append(build(cands, [user], inputs))
+    np.testing.assert_array_equal(batch.features, np.concatenate(single))
+    one_block = rank(FakeScorer(), users, inputs, None, k=3, n_retrieval=2, n_trending=1, n_ease=2, block=2)
+    np.testing.assert_array_equal(one_block.features, batch.features)
+
+
+def test_a_checkpoint_from_before_new_features_keeps_every_weight_and_its_scores():
+    rng = np.random.default_rng(5)
+    old_features = tuple(f for f in FEATURES if not f.startswith("ease"))
+    f, (h1, h2) = len(old_features), HIDDEN
+    shapes = ((f, f), (f,), (f, h1), (h1,), (h1, h2), (h2,), (h2, 1), (1,))
+    arrays = [rng.normal(scale=0.3, size=s).astype(np.float32) for s in shapes]
+    old = RankerWeights.from_list(arrays, old_features)
+    grown = old.grown(FEATURES)
+    at = [FEATURES.index(name) for name in old_features]
+    np.testing.assert_array_equal(grown.cross_kernel[np.ix_(at, at)], old.cross_kernel)
+    np.testing.assert_array_equal(grown.dense[0][0][at], old.dense[0][0])
+    assert all(np.array_equal(a, b) for a, b in zip(grown.as_list()[3:], old.as_list()[3:], strict=True))
+    x = rng.normal(size=(7, len(FEATURES))).astype(np.float32)
+    np.testing.assert_allclose(grown.score(x), old.score(x[:, at]), rtol=1e-5, atol=1e-5)
+    kept = fit(_toy_lists(8, 0), old, epochs=0, seed=1)  # the fine-tune's warm start is the grown checkpoint
+    assert all(np.array_equal(a, b) for a, b in zip(kept.as_list(), grown.as_list(), strict=True))
+    with pytest.raises(RankingError, match="lacks"):
+        grown.grown(old_features)
