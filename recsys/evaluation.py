@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from recsys.errors import RecsysError
 from recsys.storage import PartitionStore
 
 log = logging.getLogger(__name__)
+
+
+POPULARITY_DAYS = 7  # the popularity baseline every decision records: the trailing week's most purchased items
 
 
 class EvaluationError(RecsysError, RuntimeError):
@@ -267,12 +270,15 @@ def compare_with_champion(
 
     block = block_users or SCORE_BLOCK_USERS
     per_user: dict[int, np.ndarray] = {}
+    item_ids: dict[int, np.ndarray] = {}
 
     def metrics(version: int) -> dict[str, float]:
         # per-user recalls kept block by block (floats, not ranked lists); the mean is recall_at_k's
         at_k: list[float] = []
         at_20: list[float] = []
-        blocks = load_scorer(store, version, before=day).top_k_blocks(users, max(k, 20), block=block)
+        scorer = load_scorer(store, version, before=day)
+        item_ids[version] = scorer.item_ids
+        blocks = scorer.top_k_blocks(users, max(k, 20), block=block)
         for start, ranked in zip(range(0, len(users), block), blocks, strict=True):
             mine = relevant[start: start + len(ranked)]
             at_k += user_recalls(ranked, mine, k)
@@ -284,6 +290,8 @@ def compare_with_champion(
     candidate_metrics = metrics(candidate_version) if users else {}
     champion_metrics = metrics(champion_version) if users and champion_version is not None else None
     key = f"recall@{k}"
+    # the baseline the candidate should beat, on the same users (recorded; it does not decide)
+    popularity = _popularity(store, day, item_ids[candidate_version], relevant, k) if users else None
     sample: dict[str, float | int] | None = None
     if len(users) < held_out:
         sample = {"users": len(users), "held_out_users": held_out,
@@ -314,6 +322,7 @@ def compare_with_champion(
     }
     if users:
         result["eval_evidence"] = asdict(evidence)
+    _note_popularity(cast(dict[str, Any], result), popularity, key)
     if pooled is not None:
         result["eval_pooled"] = pooled
         result["reason"] += ("; pooled with the latest held-out users against the champion "
@@ -344,6 +353,42 @@ def _pooled(
     return {"dates": [day.isoformat(), *dates], "users": pool.users, f"candidate_{key}": pool.candidate / pool.users,
             f"champion_{key}": pool.champion / pool.users if champion_version is not None else None,
             "difference_se": pool.difference_se()}
+
+
+def _popularity(store: PartitionStore, day: date, item_ids: np.ndarray, relevant: list[set[str]], k: int
+                ) -> dict[str, float] | None:
+    """recall@k and recall@20 of :func:`popularity_ranking` (:data:`POPULARITY_DAYS`) for users ``relevant``
+    (None: nothing was bought in the window)."""
+    ranked = popularity_ranking(store, day, item_ids, POPULARITY_DAYS, max(k, 20))
+    if not ranked:
+        return None
+    lists = [ranked] * len(relevant)
+    return {f"recall@{k}": float(np.mean(user_recalls(lists, relevant, k))),
+            "recall@20": float(np.mean(user_recalls(lists, relevant, 20)))}
+
+
+def _note_popularity(result: dict[str, Any], popularity: dict[str, float] | None, key: str) -> None:
+    """Record the popularity baseline's metrics in ``result``, and in its reason when it is ahead of the candidate."""
+    if popularity is None:
+        return
+    result["popularity_metrics"] = popularity
+    result["popularity_ahead"] = popularity[key] > result["candidate_metrics"][key]
+    if result["popularity_ahead"]:
+        result["reason"] += (f"; trailing-{POPULARITY_DAYS}-day popularity is ahead of the candidate on the same "
+                             f"users ({key} {popularity[key]:.4f})")
+
+
+def popularity_ranking(store: PartitionStore, day: date, item_ids: np.ndarray, window_days: int, k: int) -> list[str]:
+    """The ``k`` items of ``item_ids`` (a version's item rows) purchased most in the ``window_days`` days before
+    ``day`` (none if nothing was), ties in row order: trailing popularity, the baseline of bench/replay_quality
+    (strategy d) that a model should beat, from the same feature partitions as the trend term."""
+    from recsys.features import trend, vocab
+
+    counts = trend.vector(store, day, len(item_ids), window_days)
+    counts[vocab.OOV_ROW] = -1.0  # never recommended (as in serving)
+    if not (counts > 0).any():  # nothing bought in the window: no popularity to rank by
+        return []
+    return [str(item_ids[row]) for row in np.argsort(-counts, kind="stable")[:k]]
 
 
 def sample_users(users: list[str], day: date, size: int) -> list[int]:

@@ -177,6 +177,24 @@ def test_a_better_candidate_is_blessed_and_recorded(eval_store, put_version):
     assert reg["champion"] == 1  # evaluation never moves the champion
 
 
+def test_every_decision_records_trailing_popularity_on_the_same_users(eval_store, put_version):
+    # the day before D2: B bought twice, A once -> popularity ranks B, A, C (the OOV row never)
+    before = pd.DataFrame({schema.USER_ID: ["u1", "u2", "u3"], schema.ITEM_ID: ["B", "B", "A"],
+                           schema.USER_ROW: [1, 2, 3], schema.ITEM_ROW: [2, 2, 1], schema.SPLIT: ["train"] * 3})
+    eval_store.write_parquet("features/dt=2011-01-04/examples.parquet", before)
+    eval_store.mark_success("features/dt=2011-01-04")
+    put_version(eval_store, 1, D1, USERS, GOOD_ITEMS)
+    registry.set_champion(eval_store, 1, "deployed", "first", None)
+    put_version(eval_store, 2, D2, USERS, BAD_ITEMS)
+    result = evaluate_candidate(eval_store, _settings(eval_store, min_recall=0.0), D2)
+    # held out: u1 bought A, u2 bought B; popularity's top 1 is B for both: recall@1 (0 + 1) / 2; top 20 has all
+    assert result["popularity_metrics"] == {"recall@1": 0.5, "recall@20": 1.0}
+    assert result["popularity_ahead"] is True  # the candidate (BAD) has recall@1 0
+    assert result["reason"].endswith("; trailing-7-day popularity is ahead of the candidate on the same users "
+                                     "(recall@1 0.5000)")
+    assert result["blessed"] is False  # recorded, not deciding: the champion (1.0) decides as before
+
+
 def test_a_rerun_returns_the_recorded_decision(eval_store, put_version):
     put_version(eval_store, 1, D2, USERS, GOOD_ITEMS)
     first = evaluate_candidate(eval_store, _settings(eval_store), D2)
