@@ -456,8 +456,13 @@ def _realtime_means(per_day: list[dict[str, Any]]) -> dict[str, Any] | None:
     return out
 
 
-def worker(strategy: str, days: int, workdir: Path, every: int = 1, with_realtime: bool = False) -> dict[str, Any]:
-    """Run one strategy over the window in this process; returns per-day metrics and costs."""
+def worker(strategy: str, days: int, workdir: Path, every: int = 1, with_realtime: bool = False,
+           until: datetime | None = None, through: date | None = None) -> dict[str, Any]:
+    """Run one strategy over the window in this process; returns per-day metrics and costs.
+
+    ``until`` (UTC): no window day is started after it, so a run on a busy machine ends in time with the days it
+    measured (``truncated``); ``through``: the last window day to run (the other strategies of a truncated run
+    stop at the same day, so every strategy is measured on the same days)."""
     import pandas as pd
 
     from recsys import registry
@@ -468,7 +473,11 @@ def worker(strategy: str, days: int, workdir: Path, every: int = 1, with_realtim
     history = run.prepare()
     regularisation, grid = _choose_regularisation(strategy, run.store, history, run.before)
     per_day = []
+    truncated = None
     for n, day in enumerate(progress(run.window, f"[{strategy}] window", "day")):
+        if (through is not None and day > through) or (until is not None and datetime.now(UTC) >= until):
+            truncated = day.isoformat()  # the first window day not run
+            break
         users, relevant = _day_truth(run.store, day)
         if n % every == 0 and users:
             metrics = _metrics(run.rank(day, users, history, regularisation), relevant)
@@ -497,6 +506,8 @@ def worker(strategy: str, days: int, workdir: Path, every: int = 1, with_realtim
     return {
         "strategy": strategy,
         "window": [window[0].isoformat(), window[-1].isoformat()],
+        "truncated_before": truncated,  # --until / --through: the window's days from this one on were not run
+        "last_day_run": per_day[-1]["date"] if per_day else None,
         "every": every,
         "days": per_day,
         "mean": mean,
@@ -618,6 +629,10 @@ def main() -> int:
                         help="model strategies also rank each purchase with same-day events (realtime.py)")
     parser.add_argument("--summarise", nargs="+", type=Path, metavar="RESULTS_JSON",
                         help="print the regime table (README) of these results files and exit")
+    parser.add_argument("--until", type=datetime.fromisoformat,
+                        help="UTC time (e.g. 2026-12-02T19:40): start no window day after it; the strategies after a "
+                             "truncated one stop at the same day (results record truncated_before)")
+    parser.add_argument("--through", type=date.fromisoformat, help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.summarise:
@@ -638,7 +653,8 @@ def main() -> int:
     args.started = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%S")
     args.load_at_start = os.getloadavg()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.days, args.workdir, args.every, args.realtime)))
+        until = args.until.replace(tzinfo=UTC) if args.until and args.until.tzinfo is None else args.until
+        print(json.dumps(worker(args.worker, args.days, args.workdir, args.every, args.realtime, until, args.through)))
         return 0
     letters = [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = [s for s in letters if s not in STRATEGIES]
@@ -653,16 +669,21 @@ def main() -> int:
     _validate_all(LocalStore(args.workdir / "landed"))
     print(f"validated every day in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     results = []
+    through = None  # set by a truncated strategy: the others run the same days
     for letter in letters:
         name = STRATEGIES[letter]
         t0 = time.perf_counter()
+        limits = [*(["--until", args.until.isoformat()] if args.until and through is None else []),
+                  *(["--through", through] if through else [])]
         out = subprocess.run(
             [sys.executable, __file__, "--worker", name, "--days", str(args.days), "--workdir", str(args.workdir),
-             "--every", str(args.every), *(["--realtime"] if args.realtime else [])],
+             "--every", str(args.every), *(["--realtime"] if args.realtime else []), *limits],
             stdout=subprocess.PIPE, text=True, env=os.environ.copy(), check=True,
         )
         result = json.loads(out.stdout.strip().splitlines()[-1])
         result["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        if result.get("truncated_before") and through is None:
+            through = result["last_day_run"]
         results.append(result)
         path = _write(args, results, dataset)  # after every strategy, so a long run keeps what it measured
     _print_table(results)
@@ -707,6 +728,8 @@ def _print_table(results: list[dict[str, Any]]) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         m, u = r["mean"], r["micro_mean"]
+        if not m:  # truncated before its first day
+            continue
         print(f"| {r['strategy']} | {m['recall@20']:.3f} | {m['recall@100']:.3f} | {m['ndcg@100']:.3f} "
               f"| {u['recall@100']:.3f} | {u['ndcg@100']:.3f} | {len(r['failed_days'])} "
               f"| {r['bootstrap_seconds']} | {r['daily_seconds']} | {r['daily_cpu_seconds']} | {r['peak_rss_mb']} |")
