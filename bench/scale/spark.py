@@ -10,6 +10,12 @@ Each step records wall seconds, CPU seconds (user + sys of the process and its c
 the exit status and the peak resident memory, sampled every 0.2 s with psutil and split by role: for Spark
 the driver JVM (in local mode it also hosts the executor threads: "driver+executor"), the Python driver
 (the job's own process) and the Python workers (``pyspark.daemon`` and its forks); for pandas the one process.
+
+``--standalone`` runs Spark on a standalone master and worker on loopback (scripts/spark.sh, started for the
+run and stopped after it, ``--master`` ignored): the executors are then JVMs of their own, children of the
+worker daemon, and are sampled as the roles "executor jvm" (the largest one: "executor jvm (largest)") and
+"executor python workers"; their CPU seconds are not in the step's ``wait4`` figure (``executor_cpu_s`` is
+their user + sys at the last sample). ``--executor-memory`` is each executor's heap (spark.executor.memory).
 The results file records the commit and dirty flag of the checkout, the machine, the settings, and is
 rewritten after every step.
 
@@ -48,20 +54,49 @@ TAIL = 3000
 class TreeSampler(threading.Thread):
     """Peak resident memory (MB) of a process tree, per role, sampled every ``interval`` seconds."""
 
-    def __init__(self, pid: int, interval: float = 0.2) -> None:
+    def __init__(self, pid: int, interval: float = 0.2, executors: bool = False) -> None:
         super().__init__(daemon=True)
-        self.pid, self.interval = pid, interval
+        self.pid, self.interval, self.executors = pid, interval, executors
         self.peaks: dict[str, float] = {}
+        self.executor_cpu: dict[int, float] = {}
         self._done = threading.Event()
 
     @staticmethod
-    def role(proc: psutil.Process, top: int) -> str:
+    def executor_jvms() -> list[psutil.Process]:
+        """The standalone executors' JVMs running now (any application's: run one benchmark at a time)."""
+        found = []
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            cmd = proc.info.get("cmdline") or []
+            if "java" in (proc.info.get("name") or "") and any("CoarseGrainedExecutorBackend" in c for c in cmd):
+                found.append(proc)
+        return found
+
+    def sample_executors(self, sums: dict[str, float]) -> None:
+        for jvm in self.executor_jvms():
+            try:
+                rss = jvm.memory_info().rss / 2**20
+                times = jvm.cpu_times()
+                workers = jvm.children(recursive=True)
+            except psutil.Error:
+                continue
+            self.executor_cpu[jvm.pid] = times.user + times.system
+            sums["executor jvm"] = sums.get("executor jvm", 0.0) + rss
+            sums["executor jvm (largest)"] = max(sums.get("executor jvm (largest)", 0.0), rss)
+            for worker in workers:
+                try:
+                    sums["executor python workers"] = (sums.get("executor python workers", 0.0)
+                                                       + worker.memory_info().rss / 2**20)
+                    self.executor_cpu[worker.pid] = sum(worker.cpu_times()[:2])
+                except psutil.Error:
+                    continue
+
+    def role(self, proc: psutil.Process, top: int) -> str:
         try:
             name, cmd = proc.name(), " ".join(proc.cmdline())
         except psutil.Error:
             return "other"
-        if "java" in name:
-            return "jvm (driver+executor)"
+        if "java" in name:  # local mode: the executor threads are in the driver's JVM
+            return "driver jvm" if self.executors else "jvm (driver+executor)"
         if "pyspark.daemon" in cmd or "pyspark.worker" in cmd:
             return "python workers"
         if "python" in name:  # the pandas step, or the Spark job's own Python (a child of spark-submit's JVM)
@@ -86,7 +121,9 @@ class TreeSampler(threading.Thread):
                     continue
                 role = self.role(proc, self.pid)
                 sums[role] = sums.get(role, 0.0) + rss
-            sums["total"] = sum(sums.values())
+            if self.executors:
+                self.sample_executors(sums)
+            sums["total"] = sum(v for k, v in sums.items() if k != "executor jvm (largest)")
             for role, value in sums.items():
                 self.peaks[role] = max(self.peaks.get(role, 0.0), value)
             self._done.wait(self.interval)
@@ -96,13 +133,13 @@ class TreeSampler(threading.Thread):
         self.join(5)
 
 
-def run_step(argv: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
-    """Run one step; wall, CPU, peaks, status."""
+def run_step(argv: list[str], env: dict[str, str], log: Path, executors: bool = False) -> dict[str, Any]:
+    """Run one step; wall, CPU, peaks, status (``executors``: also the standalone executors' JVMs)."""
     load_before = [round(x, 2) for x in os.getloadavg()]  # a shared machine: what else was running
     started = time.monotonic()
     with open(log, "w") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-        sampler = TreeSampler(proc.pid)
+        sampler = TreeSampler(proc.pid, executors=executors)
         sampler.start()
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -114,6 +151,8 @@ def run_step(argv: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "max_rss_mb_wait4": round(usage.ru_maxrss / 1024, 1),
         "peak_rss_mb": {k: round(v, 1) for k, v in sorted(sampler.peaks.items())},
     }
+    if executors:
+        result["executor_cpu_s"] = round(sum(sampler.executor_cpu.values()), 2)
     if proc.returncode != 0:
         result["log_tail"] = log.read_text(errors="replace")[-TAIL:]
     return result
@@ -133,19 +172,48 @@ def env_for(engine: str, store: Path, args: argparse.Namespace) -> dict[str, str
 def command(engine: str, step: str, args: argparse.Namespace) -> list[str]:
     if engine == "pandas":
         return [sys.executable, "-m", "recsys.cli", step, "--date", DAY.isoformat()]
+    from recsys.spark.session import submit_conf
+
     submit = str(Path(sys.executable).with_name("spark-submit"))
-    return [submit, "--master", args.master, "--driver-memory", args.driver_memory,
-            "--conf", "spark.ui.enabled=false", "--conf", f"spark.sql.shuffle.partitions={args.shuffle_partitions}",
-            str(ROOT / "recsys" / "spark" / "job.py"), step, "--date", DAY.isoformat()]
+    argv = [submit, "--master", args.master, "--driver-memory", args.driver_memory,
+            "--conf", "spark.ui.enabled=false", "--conf", f"spark.sql.shuffle.partitions={args.shuffle_partitions}"]
+    if args.executor_memory:
+        argv += ["--executor-memory", args.executor_memory]
+    conf = submit_conf()  # what the deployment's spark-submit is given (the driver's JVM options)
+    if args.driver_java_options is not None:
+        conf["spark.driver.extraJavaOptions"] = args.driver_java_options
+    for key, value in conf.items():
+        if value:
+            argv += ["--conf", f"{key}={value}"]
+    return [*argv, str(ROOT / "recsys" / "spark" / "job.py"), step, "--date", DAY.isoformat()]
+
+
+def start_standalone(work: Path) -> dict[str, Any]:
+    """Start scripts/spark.sh's master and worker (state under ``work``); its ready file."""
+    env = {"SPARK_STANDALONE_TIMEOUT": "600"} | os.environ | {"SPARK_STANDALONE_HOME": str(work / "spark-standalone")}
+    subprocess.run([str(ROOT / "scripts" / "spark.sh"), "start"], env=env, check=True, cwd=ROOT)
+    return json.loads((work / "spark-standalone" / "ready.json").read_text())
+
+
+def stop_standalone(work: Path) -> None:
+    env = os.environ | {"SPARK_STANDALONE_HOME": str(work / "spark-standalone")}
+    subprocess.run([str(ROOT / "scripts" / "spark.sh"), "stop"], env=env, check=False, cwd=ROOT)
 
 
 def main() -> None:
+    from recsys.spark.session import submit_conf
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1000000,10000000")
     parser.add_argument("--engines", default="pandas,spark")
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--driver-memory", default="2g")
+    parser.add_argument("--executor-memory", default=None, help="spark.executor.memory (standalone executors)")
+    parser.add_argument("--standalone", action="store_true",
+                        help="a standalone master + worker on loopback (scripts/spark.sh) instead of --master")
     parser.add_argument("--shuffle-partitions", type=int, default=8)
+    parser.add_argument("--driver-java-options", default=None,
+                        help="the driver JVM's options instead of recsys.spark.session.submit_conf()'s ('' for none)")
     parser.add_argument("--work", type=Path, default=ROOT / "var" / "bench-spark")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -156,13 +224,32 @@ def main() -> None:
                                                       "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
                                                       "python": platform.python_version()},
         "settings": {"master": args.master, "driver_memory": args.driver_memory,
-                     "shuffle_partitions": args.shuffle_partitions, "nice": os.nice(0)},
+                     "executor_memory": args.executor_memory, "shuffle_partitions": args.shuffle_partitions,
+                     "driver_java_options": (args.driver_java_options if args.driver_java_options is not None
+                                             else submit_conf()["spark.driver.extraJavaOptions"]),
+                     "nice": os.nice(0)},
         "sizes": {},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.standalone:
+        args.work.mkdir(parents=True, exist_ok=True)
+        ready = start_standalone(args.work)
+        args.master = ready["master"]
+        results["settings"].update(master=args.master, standalone={k: ready.get(k) for k in ("cores", "memory")})
+    try:
+        run_sizes(args, results, args.out)
+    finally:
+        if args.standalone:
+            stop_standalone(args.work)
+    results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def run_sizes(args: argparse.Namespace, results: dict[str, Any], out: Path) -> None:
+    """Generate each size's day once and run every engine's steps on it; ``results`` saved after each step."""
 
     def save() -> None:
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        out.write_text(json.dumps(results, indent=2) + "\n")
 
     for size in [int(s) for s in args.sizes.split(",")]:
         work = args.work / str(size)
@@ -181,7 +268,8 @@ def main() -> None:
             shutil.copytree(source, store, copy_function=os.link)
             for step in STEPS:
                 entry.setdefault(engine, {})[step] = run_step(
-                    command(engine, step, args), env_for(engine, store, args), work / f"{engine}-{step}.log")
+                    command(engine, step, args), env_for(engine, store, args), work / f"{engine}-{step}.log",
+                    executors=engine == "spark" and args.standalone)
                 save()
                 if entry[engine][step]["exit"] != 0:
                     break
@@ -192,8 +280,6 @@ def main() -> None:
                     k: round(sum(entry[engine][s][k] for s in STEPS), 2) for k in ("wall_s", "cpu_s")}
                 save()
         shutil.rmtree(work, ignore_errors=True)
-    results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-    save()
 
 
 if __name__ == "__main__":

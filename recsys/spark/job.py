@@ -23,6 +23,12 @@ from pathlib import Path
 from typing import Any
 
 STEPS = ("validate", "features")
+# what each step imports on the driver besides pyspark (Great Expectations alone takes seconds of CPU): imported
+# in a thread while the main thread starts the SparkSession, whose start-up is mostly the JVM's work
+WARM_IMPORTS = {
+    "validate": ("great_expectations", "recsys.spark.validate", "recsys.validation.partition"),
+    "features": ("recsys.spark.features", "recsys.features.build", "pyarrow.compute"),
+}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -44,12 +50,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     settings = Settings.from_env().replace(compute="spark")
     store = open_store(settings)
+    start_session(settings, args.step)
     if args.step == "validate":
         report = steps.validate_partition(store, settings, args.date, run_id=args.run_id,
                                           accept_invalid=args.accept_invalid, accept_reason=args.accept_reason,
                                           force=args.force)
         return report.as_dict()
     return steps.build_features(store, settings, args.date, run_id=args.run_id).as_dict()
+
+
+def start_session(settings: Any, step: str) -> None:
+    """Start the step's SparkSession (what :mod:`recsys.spark.steps` then uses) while a thread imports the
+    step's modules (:data:`WARM_IMPORTS`): on two cores the import and the JVM's start-up overlap. An import
+    that fails in the thread is left to the step, which imports the module again and reports the error."""
+    import importlib
+    import threading
+
+    from recsys.spark.session import spark_session
+
+    try:  # pyspark first, in this thread: the two threads then never import the same modules at once
+        importlib.import_module("pyspark.sql")
+    except ImportError:
+        pass  # spark_session says what is missing
+
+    def warm() -> None:
+        for module in WARM_IMPORTS[step]:
+            try:
+                importlib.import_module(module)
+            except Exception:  # noqa: BLE001 - the step's own import raises it again, where it is reported
+                return
+
+    thread = threading.Thread(target=warm, name=f"warm-{step}", daemon=True)
+    thread.start()
+    try:
+        spark_session(settings, f"recsys-{step}")
+    finally:
+        thread.join()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

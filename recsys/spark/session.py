@@ -26,6 +26,12 @@ SESSION_TIME_ZONE = "UTC"
 # a join against at most this many ids (known ids in validate, invalid ids in features) broadcasts them to the
 # executors (through the driver JVM: a few MB); more are joined by a shuffle
 BROADCAST_IDS = 200_000
+LIMIT_PARTITIONS = 4096  # spark.sql.limit.initialNumPartitions (see spark_conf)
+# The driver JVM's options (spark.driver.extraJavaOptions, :func:`submit_conf`). A step's driver lives for a
+# minute or two and spends it planning and compiling many small queries (and, in local mode, running the
+# executor threads): C2, the optimising JIT compiler, took a third of a 1M-event validate's CPU seconds
+# (bench/scale/README.md); C1 alone compiles far less. Executors (own JVMs on a cluster) keep the JVM's defaults.
+DRIVER_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
 
 
 class SparkBackendError(RecsysError, RuntimeError):
@@ -42,6 +48,10 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         # reads them as longs, and recsys.spark.read turns them into (microsecond) timestamps
         "spark.sql.legacy.parquet.nanosAsLong": "true",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # a limit query (Great Expectations' examples of unexpected values, one per expectation: a filter, then
+        # the first 20) scans every partition in one job: with no unexpected value, the usual case, it reads all
+        # of them anyway, and Spark's default (one partition, then 4x more, ...) is several jobs on one core each
+        "spark.sql.limit.initialNumPartitions": str(LIMIT_PARTITIONS),
     }
     if settings.spark_driver_memory:
         conf["spark.driver.memory"] = settings.spark_driver_memory
@@ -52,6 +62,12 @@ def spark_conf(settings: Settings) -> dict[str, str]:
     if settings.spark_shuffle_partitions:
         conf["spark.sql.shuffle.partitions"] = str(settings.spark_shuffle_partitions)
     return conf
+
+
+def submit_conf() -> dict[str, str]:
+    """The Spark configuration a ``spark-submit`` of the validate and features steps is given besides
+    :func:`spark_conf` (what must be fixed before the driver's JVM starts): :data:`DRIVER_JAVA_OPTIONS`."""
+    return {"spark.driver.extraJavaOptions": DRIVER_JAVA_OPTIONS}
 
 
 def spark_session(settings: Settings, app_name: str = "recsys") -> SparkSession:

@@ -76,6 +76,8 @@ def _summary(store: LocalStore, day: date) -> dict:
     summary = json.loads(text.replace(str(store.root), "<store>"))
     for volatile in ("validated_at", "data_docs"):  # the run's clock and the Data Docs page names of that run
         summary.pop(volatile, None)
+    if summary.get("accepted"):
+        summary["accepted"].pop("at", None)  # when on-call's acceptance was recorded: the run's clock
     return summary
 
 
@@ -157,4 +159,64 @@ def test_synthetic_day_identical_on_both_engines(spark, tmp_path):
     assert verdicts == {"pandas": {day: "passed"}, "spark": {day: "passed"}}
     stats = stores["spark"].read_json(f"{layout.features(day)}/{layout.STATS_FILE}")
     assert stats["cleaning"]["duplicate_event_ids"] == 40
+    _assert_same(stores, [day])
+
+
+# the id rule's edge cases (tests/unit/test_id_rule.py) and more line terminators and lengths: Java's "$" would
+# match before a final "\n", "\r\n", "\r", U+0085, U+2028 or U+2029
+_ID_CASES = [None, "17135", "85123A", "ÄÖ-12", "a b", ".a", "a.", ". a", "C581001-0", "x" * 64, "100%", "a?b#c", "日本",
+             "éé", "", " 17135", "17135 ", " ", "a\u2028b", "a\u2029b", "a\u202eb", "a\x85b", "a\x9fb", "a\x00b",
+             "a\tb", "a\nb", "17135\n", "17135\r\n", "17135\r", "17135\x85", "17135\u2028", "17135\u2029", "\n17135",
+             "a\u200bb", "\ufeff17135", "a\u00a0b", "a\u3000b", "a\u00adb", "a\U000e0041b", "a\ue000b", "item/1", ".",
+             "..", "...", ". ", "x" * 65, "é" * 64, "é" * 65, "日" * 64, "a\U0001F600b", "\U00020000", "a\U000110bdb",
+             "a\U000F0000b", "17135\U000E0020", "\uffff", "a\ufffdb", "a]b", "a[b", "a\\b", "a^b", "-", "a-b", "'",
+             '"', "a\x7fb", "a\U0001F600"]
+
+
+@pytest.mark.parametrize("max_length", [64, 5])
+def test_the_id_rule_on_spark_gives_python_s_verdicts(spark, max_length):
+    """The features step's id rule on Spark (a JVM expression, no Python worker) agrees with
+    recsys.schema.valid_id on every edge case, missing ids refused."""
+    from pyspark.sql import functions as F
+
+    from recsys import schema
+    from recsys.spark.features import valid_id_column
+
+    frame = spark.createDataFrame([(n, text) for n, text in enumerate(_ID_CASES)], "n long, id string")
+    got = {row["n"]: row["valid"] for row in
+           frame.select("n", valid_id_column(F.col("id"), max_length).alias("valid")).collect()}
+    expected = {n: text is not None and schema.valid_id(text, max_length) for n, text in enumerate(_ID_CASES)}
+    assert got == expected
+    assert sum(expected.values()) >= 10 and not all(expected.values())
+
+
+def test_an_accepted_day_with_invalid_ids_identical_on_both_engines(spark, tmp_path):
+    """On-call accepted a day whose ids break the rule in every way: both engines drop the same rows, count
+    them alike and write the same features and vocabularies."""
+    day = date(2024, 3, 6)
+    ids = [text for text in _ID_CASES if text is not None]
+    rows = []
+    for n, text in enumerate(ids):  # each bad id as a user and as an item, beside good ones; one repeated event
+        rows.append((f"e-{n}-u", text, f"I{n % 7}", 1 + n % 3))
+        rows.append((f"e-{n}-i", f"U{n % 5}", text, 0 if n % 11 == 0 else 2))
+    rows.append(("e-0-u", "U-late", "I-late", 1))
+    events = pd.DataFrame(rows, columns=["event_id", "user_id", "item_id", "quantity"])
+    events = events.assign(
+        event_time=pd.Timestamp("2024-03-06 10:00", tz="UTC"), event_type="purchase", price=1.5,
+    )[["event_id", "event_time", "user_id", "item_id", "event_type", "quantity", "price"]]
+    for column in ("event_id", "user_id", "item_id", "event_type"):
+        events[column] = events[column].astype("string")
+    stores = {engine: LocalStore(tmp_path / engine) for engine in ENGINES}
+    for engine, store in stores.items():
+        store.write_parquet(f"{layout.raw_events(day)}/part-00000.parquet", events)
+        store.mark_success(layout.raw_events(day))
+        settings = _settings(engine)
+        with pytest.raises(ValidationFailed):
+            steps.validate_partition(store, settings, day, run_id="parity")
+        steps.validate_partition(store, settings, day, run_id="parity", accept_invalid=True,
+                                 accept_reason="test: every kind of bad id")
+        steps.build_features(store, settings, day, run_id="parity")
+
+    cleaning = stores["spark"].read_json(f"{layout.features(day)}/{layout.STATS_FILE}")["cleaning"]
+    assert cleaning["duplicate_event_ids"] == 1 and cleaning["invalid_ids"] > 40 and cleaning["rows_out"] > 10
     _assert_same(stores, [day])
