@@ -98,10 +98,17 @@ def known_ids(store: PartitionStore, day: date) -> dict[str, pd.Index]:
 
 
 def new_id_flags(frame: pd.DataFrame, column: str, known: pd.Index) -> pd.Series:
-    """1.0 where ``frame[column]`` (as text) is not a known id, else 0.0 (all 0.0 without the column)."""
+    """1.0 where ``frame[column]`` (as text) is not a known id, else 0.0 (all 0.0 without the column).
+
+    Looked up in ``known``'s own hash table, built once per Index and kept by pandas (``get_indexer``):
+    ``Series.isin`` hashes every known id again on each call, once per chunk and pass (bench/scale: 8.9 s per
+    1M-row chunk against 1.65M known users, 0.6 s here; a 30M-event day 2 spent 450 CPU s in it)."""
     if column not in frame.columns:
         return pd.Series(0.0, index=frame.index)
-    return (~frame[column].astype(str).isin(known)).astype("float64")
+    ids = frame[column].astype(str)
+    if not known.is_unique:  # vocab ids are unique; an index that is not cannot be looked up this way
+        return (~ids.isin(known)).astype("float64")
+    return pd.Series((known.get_indexer(ids) < 0).astype("float64"), index=frame.index)
 
 
 def time_dtype_column(frame: pd.DataFrame) -> pd.Series:

@@ -143,3 +143,20 @@ def test_a_table_written_before_minimum_counts_loads_as_qualified(store, put_voc
 def test_minimum_count_below_one_is_refused():
     with pytest.raises(ValueError, match="min_count"):
         vocab.grow(vocab.empty(), pd.Series(["a"]), D1, min_count=0)
+
+
+def test_new_id_flags_looks_ids_up_as_isin_does():
+    """The hash-table lookup flags exactly the ids ``isin`` would: text, numbers compared as text, missing values,
+    an empty vocabulary, and an index with repeats (looked up with ``isin``)."""
+    import numpy as np
+
+    from recsys.validation.suites import new_id_flags
+
+    frame = pd.DataFrame({"user_id": ["u1", "u2", 17, None, np.nan, "17", "u9", "nan"]}, index=range(10, 18))
+    for known in (pd.Index(["u1", "17", "u3"], dtype=object), pd.Index([], dtype=object),
+                  pd.Index(["u1", "u1", "17", "nan"], dtype=object)):
+        flags = new_id_flags(frame, "user_id", known)
+        expected = (~frame["user_id"].astype(str).isin(known)).astype("float64")
+        pd.testing.assert_series_equal(flags, expected, check_names=False)
+    assert new_id_flags(frame, "user_id", pd.Index(["u1", "17"], dtype=object)).tolist() == [0, 1, 0, 1, 1, 0, 1, 1]
+    assert new_id_flags(frame, "item_id", pd.Index(["u1"], dtype=object)).tolist() == [0.0] * 8
