@@ -701,13 +701,18 @@ def summarise(paths: list[Path]) -> None:
     for path in paths:
         record = json.loads(path.read_text())
         config = record["dataset"].get("config", {})
-        data = f"{config.get('regime', record['dataset']['kind'])} ({len(record['results'][0]['days'])} d)"
+        data = f"{config.get('regime', record['dataset']['kind'])} ({max(len(r['days']) for r in record['results'])} d)"
         loads = [*record["machine"]["load_average_at_start"][:1], *record["machine"]["load_average_at_end"][:1]]
         commit = f"{record['git'].get('commit', '?')[:7]}{' dirty' if record['git'].get('dirty') else ''} " \
                  f"({'-'.join(f'{x:.0f}' for x in loads)})"
         for r in record["results"]:
             m, u, days = r["mean"], r["micro_mean"], r["days"]
             per_day = [d["customers"] for d in days]
+            if not per_day:  # a strategy that measured no day (truncated before its first, or no customers)
+                why = f"truncated before {r['truncated_before']}" if r.get("truncated_before") else "no day measured"
+                print(f"| {data} | {r['strategy']} | 0 ({why}) | | | | | | | | | {len(r['failed_days'])} | {commit} "
+                      f"| `{path.name}` |")
+                continue
             up = r.get("updates")
             deployed = better = worse = ""
             if up:
