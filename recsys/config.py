@@ -91,6 +91,10 @@ class Settings:
     # a day with fewer held-out users than min_eval_users pools the paired evidence of the days before it (newest
     # first, until min_eval_users; same champion, none blessed since) within this many days; 0: no pooling
     eval_pool_days: int = 14
+    # serve trailing-7-day popularity's ranking instead of a deployed version when its gate decision measured
+    # popularity ahead of it on the held-out users by more than the standard error (recsys.serving.popularity;
+    # recorded in the decision as popularity_fallback); off: the model always serves
+    popularity_fallback: bool = True
     # validation thresholds (expectations/raw_events.json; defaults chosen on a year of Online Retail days)
     validation_late_hours: float = 1.0  # events up to this many hours before the day still belong to it
     validation_max_id_length: int = 64  # longest event, user or item id accepted (characters)

@@ -18,12 +18,10 @@ import numpy as np
 from recsys import registry, schema
 from recsys.config import Settings
 from recsys.errors import RecsysError
+from recsys.serving.popularity import POPULARITY_DAYS, PairedRecall, fallback_verdict, purchases, ranking_rows
 from recsys.storage import PartitionStore
 
 log = logging.getLogger(__name__)
-
-
-POPULARITY_DAYS = 7  # the popularity baseline every decision records: the trailing week's most purchased items
 
 
 class EvaluationError(RecsysError, RuntimeError):
@@ -290,8 +288,10 @@ def compare_with_champion(
     candidate_metrics = metrics(candidate_version) if users else {}
     champion_metrics = metrics(champion_version) if users and champion_version is not None else None
     key = f"recall@{k}"
-    # the baseline the candidate should beat, on the same users (recorded; it does not decide)
-    popularity = _popularity(store, day, item_ids[candidate_version], relevant, k) if users else None
+    # the baseline the candidate should beat, on the same users: recorded, and what a deployment of the candidate
+    # serves instead when it is clearly ahead (popularity_fallback); it does not decide the blessing
+    popularity, popularity_users = (_popularity(store, day, item_ids[candidate_version], relevant, k) if users
+                                    else (None, None))
     sample: dict[str, float | int] | None = None
     if len(users) < held_out:
         sample = {"users": len(users), "held_out_users": held_out,
@@ -323,6 +323,8 @@ def compare_with_champion(
     if users:
         result["eval_evidence"] = asdict(evidence)
     _note_popularity(cast(dict[str, Any], result), popularity, key)
+    _popularity_fallback(cast(dict[str, Any], result), settings, popularity_users, per_user.get(candidate_version),
+                         pooled["dates"][1:] if pooled is not None else [], earlier, key)
     if pooled is not None:
         result["eval_pooled"] = pooled
         result["reason"] += ("; pooled with the latest held-out users against the champion "
@@ -356,15 +358,47 @@ def _pooled(
 
 
 def _popularity(store: PartitionStore, day: date, item_ids: np.ndarray, relevant: list[set[str]], k: int
-                ) -> dict[str, float] | None:
-    """recall@k and recall@20 of :func:`popularity_ranking` (:data:`POPULARITY_DAYS`) for users ``relevant``
-    (None: nothing was bought in the window)."""
+                ) -> tuple[dict[str, float] | None, np.ndarray | None]:
+    """recall@k and recall@20 of :func:`popularity_ranking` (:data:`POPULARITY_DAYS`) for users ``relevant``, and
+    each user's recall@k (in order; users with nothing relevant left out, as in the model's); (None, None):
+    nothing was bought in the window."""
     ranked = popularity_ranking(store, day, item_ids, POPULARITY_DAYS, max(k, 20))
     if not ranked:
-        return None
+        return None, None
     lists = [ranked] * len(relevant)
-    return {f"recall@{k}": float(np.mean(user_recalls(lists, relevant, k))),
-            "recall@20": float(np.mean(user_recalls(lists, relevant, 20)))}
+    at_k = np.asarray(user_recalls(lists, relevant, k))
+    return ({f"recall@{k}": float(np.mean(at_k)), "recall@20": float(np.mean(user_recalls(lists, relevant, 20)))},
+            at_k)
+
+
+def _popularity_fallback(
+    result: dict[str, Any], settings: Settings, popularity: np.ndarray | None, model: np.ndarray | None,
+    pooled_dates: list[str], earlier: Mapping[str, registry.Decision] | None, key: str,
+) -> None:
+    """Record the day's paired per-user recall of ``popularity`` and the candidate (``model``) as
+    ``popularity_evidence`` and the fallback verdict (``popularity_fallback``,
+    :func:`~recsys.serving.popularity.fallback_verdict`) in ``result`` (nothing without both): on the users the
+    gate decided on, so a thin day that pooled adds the popularity evidence of the same pooled days."""
+    if popularity is None or model is None:
+        return
+    own = PairedRecall.of(popularity, model)
+    result["popularity_evidence"] = asdict(own)
+    total, dates = own, [result["date"]]
+    for when in pooled_dates:
+        recorded = cast(Mapping[str, Any], (earlier or {}).get(when) or {}).get("popularity_evidence")
+        if recorded:
+            total, dates = total + PairedRecall.from_dict(recorded), [*dates, when]
+    verdict = fallback_verdict(total, settings.min_eval_users, settings.popularity_fallback, key, dates)
+    result["popularity_fallback"] = verdict
+    if verdict["fallback"] is not None:
+        result["reason"] += (f"; popularity is ahead of the candidate by {verdict['difference']:.4f} (standard error "
+                             f"{verdict['difference_se']:.4f}, {verdict['users']} held-out users): a deployment of "
+                             f"it serves trailing-{POPULARITY_DAYS}-day popularity's ranking instead "
+                             "(RECSYS_POPULARITY_FALLBACK)")
+    elif not verdict["enabled"] and verdict["users"] >= settings.min_eval_users \
+            and verdict["difference"] > verdict["difference_se"]:
+        result["reason"] += ("; popularity is ahead of the candidate by more than its standard error, but "
+                             "RECSYS_POPULARITY_FALLBACK is off: the model serves")
 
 
 def _note_popularity(result: dict[str, Any], popularity: dict[str, float] | None, key: str) -> None:
@@ -381,14 +415,10 @@ def _note_popularity(result: dict[str, Any], popularity: dict[str, float] | None
 def popularity_ranking(store: PartitionStore, day: date, item_ids: np.ndarray, window_days: int, k: int) -> list[str]:
     """The ``k`` items of ``item_ids`` (a version's item rows) purchased most in the ``window_days`` days before
     ``day`` (none if nothing was), ties in row order: trailing popularity, the baseline of bench/replay_quality
-    (strategy d) that a model should beat, from the same feature partitions as the trend term."""
-    from recsys.features import trend, vocab
-
-    counts = trend.vector(store, day, len(item_ids), window_days)
-    counts[vocab.OOV_ROW] = -1.0  # never recommended (as in serving)
-    if not (counts > 0).any():  # nothing bought in the window: no popularity to rank by
-        return []
-    return [str(item_ids[row]) for row in np.argsort(-counts, kind="stable")[:k]]
+    (strategy d) that a model should beat, from the same feature partitions as the trend term. The ranking is
+    :func:`recsys.serving.popularity.ranking_rows`, the one the popularity fallback serves."""
+    rows = ranking_rows(purchases(store, day, len(item_ids), window_days))
+    return [str(item_ids[row]) for row in rows[:k]]
 
 
 def sample_users(users: list[str], day: date, size: int) -> list[int]:

@@ -18,8 +18,11 @@ from recsys.evaluation import (
     decide,
     evaluate_candidate,
     pooled_evidence,
+    popularity_ranking,
     recall_at_k,
 )
+from recsys.serving import popularity
+from recsys.serving.popularity import PairedRecall, fallback_verdict
 
 # --- recall_at_k --------------------------------------------------------------------------------
 
@@ -399,3 +402,102 @@ def test_without_pooling_a_thin_day_stays_undecided(eval_store, put_version):
     result = evaluate_candidate(eval_store, settings, D3)
     assert (result["blessed"], "eval_pooled" in result) == (False, False)
     assert result["reason"] == "only 2 held-out users (< 3): too few to decide"
+
+
+# --- the popularity fallback (RECSYS_POPULARITY_FALLBACK; recsys.serving.popularity) -----------------------------
+
+def _popular_before_d2(store) -> None:
+    """The day before D2: B bought twice, A once -> popularity ranks B, A, C: with k=2 it finds the held-out
+    items of both u1 (A) and u2 (B), which BAD_ITEMS ranks third (u1: B, C, A; u2: A, C, B)."""
+    before = pd.DataFrame({schema.USER_ID: ["u1", "u2", "u3"], schema.ITEM_ID: ["B", "B", "A"],
+                           schema.USER_ROW: [1, 2, 3], schema.ITEM_ROW: [2, 2, 1], schema.SPLIT: ["train"] * 3})
+    store.write_parquet("features/dt=2011-01-04/examples.parquet", before)
+    store.mark_success("features/dt=2011-01-04")
+
+
+def test_paired_recall_and_the_verdict_by_hand():
+    ev = PairedRecall.of(np.array([1.0, 1.0, 0.0]), np.array([0.0, 0.0, 0.0]))
+    assert (ev.users, ev.popularity, ev.model, ev.squares) == (3, 2.0, 0.0, 2.0)
+    # differences 1, 1, 0: mean 2/3, sample variance 1/3, standard error sqrt(1/3 / 3) = 1/3
+    assert (ev.difference(), ev.difference_se()) == (pytest.approx(2 / 3), pytest.approx(1 / 3))
+    assert fallback_verdict(ev, 3, True, "recall@1")["fallback"] == "popularity"  # 2/3 > 1/3
+    assert fallback_verdict(ev, 4, True, "recall@1")["fallback"] is None  # too few users
+    assert fallback_verdict(ev, 3, False, "recall@1")["fallback"] is None  # switched off
+    # differences 1, 0: mean 1/2, standard error 1/2: a lead within its standard error keeps the model
+    assert fallback_verdict(PairedRecall.of(np.array([1.0, 0.0]), np.zeros(2)), 2, True, "r")["fallback"] is None
+    assert fallback_verdict(PairedRecall.of(np.zeros(3), np.ones(3)), 1, True, "r")["fallback"] is None  # behind
+    assert PairedRecall.from_dict({"users": 3, "popularity": 2.0, "model": 0.0, "squares": 2.0}) == ev
+
+
+def test_the_fallback_is_recorded_when_popularity_is_clearly_ahead(eval_store, put_version):
+    _popular_before_d2(eval_store)
+    put_version(eval_store, 1, D1, USERS, BAD_ITEMS)
+    registry.set_champion(eval_store, 1, "deployed", "first", None)
+    put_version(eval_store, 2, D2, USERS, BAD_ITEMS)
+    result = evaluate_candidate(eval_store, _settings(eval_store, k=2, min_recall=0.0), D2)
+    assert result["blessed"] is True  # a tie with the champion: the fallback does not decide the blessing
+    assert result["popularity_evidence"] == {"users": 2, "popularity": 2.0, "model": 0.0, "squares": 2.0}
+    verdict = result["popularity_fallback"]
+    assert (verdict["fallback"], verdict["enabled"], verdict["users"], verdict["dates"]) == (
+        "popularity", True, 2, ["2011-01-05"])
+    assert (verdict["popularity_recall@2"], verdict["model_recall@2"]) == (1.0, 0.0)
+    assert (verdict["difference"], verdict["difference_se"]) == (1.0, 0.0)
+    assert result["reason"].endswith(
+        "; popularity is ahead of the candidate by 1.0000 (standard error 0.0000, 2 held-out users): a deployment "
+        "of it serves trailing-7-day popularity's ranking instead (RECSYS_POPULARITY_FALLBACK)")
+    assert registry.load(eval_store)["decisions"]["2011-01-05"]["popularity_fallback"] == verdict
+
+
+def test_no_fallback_when_the_model_is_as_good(eval_store, put_version):
+    _popular_before_d2(eval_store)
+    put_version(eval_store, 1, D2, USERS, GOOD_ITEMS)
+    result = evaluate_candidate(eval_store, _settings(eval_store, k=2), D2)
+    assert result["popularity_fallback"]["fallback"] is None
+    assert result["popularity_fallback"]["difference"] == 0.0
+    assert "popularity" not in result["reason"]
+
+
+def test_no_fallback_when_popularity_leads_within_its_standard_error(eval_store, put_version):
+    _popular_before_d2(eval_store)
+    put_version(eval_store, 1, D2, USERS, BAD_ITEMS)
+    result = evaluate_candidate(eval_store, _settings(eval_store, min_recall=0.0), D2)  # k=1: B for both users
+    verdict = result["popularity_fallback"]  # differences 0 (u1) and 1 (u2): mean 0.5, standard error 0.5
+    assert (verdict["fallback"], verdict["difference"], verdict["difference_se"]) == (None, 0.5, 0.5)
+
+
+def test_no_fallback_when_switched_off(eval_store, put_version):
+    _popular_before_d2(eval_store)
+    put_version(eval_store, 1, D2, USERS, BAD_ITEMS)
+    result = evaluate_candidate(eval_store, _settings(eval_store, k=2, min_recall=0.0, popularity_fallback=False), D2)
+    assert (result["popularity_fallback"]["fallback"], result["popularity_fallback"]["enabled"]) == (None, False)
+    assert result["reason"].endswith("; popularity is ahead of the candidate by more than its standard error, but "
+                                     "RECSYS_POPULARITY_FALLBACK is off: the model serves")
+
+
+def test_a_thin_day_decides_the_fallback_on_the_same_pooled_users(eval_store, put_version):
+    _popular_before_d2(eval_store)
+    put_version(eval_store, 1, D1, USERS, BAD_ITEMS)
+    registry.set_champion(eval_store, 1, "deployed", "first", None)
+    put_version(eval_store, 2, D2, USERS, BAD_ITEMS)
+    put_version(eval_store, 3, D3, USERS, BAD_ITEMS)
+    examples = pd.DataFrame({schema.USER_ID: ["u1", "u2"], schema.ITEM_ID: ["A", "B"], schema.USER_ROW: [1, 2],
+                             schema.ITEM_ROW: [1, 2], schema.SPLIT: ["holdout", "holdout"]})
+    eval_store.write_parquet("features/dt=2011-01-06/examples.parquet", examples)
+    eval_store.mark_success("features/dt=2011-01-06")
+    settings = _settings(eval_store, k=2, min_recall=0.0, min_eval_users=3)
+    first = evaluate_candidate(eval_store, settings, D2)
+    assert first["popularity_fallback"]["fallback"] is None  # 2 users < 3
+    # D3: popularity before it B 3, A 2, C 1 -> B, A: both held-out users again; pooled with D2: 4 users
+    second = evaluate_candidate(eval_store, settings, D3)
+    assert second["eval_pooled"]["dates"] == ["2011-01-06", "2011-01-05"]
+    verdict = second["popularity_fallback"]
+    assert (verdict["fallback"], verdict["users"], verdict["dates"]) == ("popularity", 4, ["2011-01-06", "2011-01-05"])
+
+
+def test_the_gate_ranks_popularity_with_the_function_serving_falls_back_to(eval_store, put_version):
+    _popular_before_d2(eval_store)
+    items = np.array(["", "A", "B", "C"])
+    assert popularity_ranking(eval_store, D2, items, 7, 3) == ["B", "A", "C"]
+    rows = popularity.ranking_rows(popularity.purchases(eval_store, D2, 4))
+    assert rows.tolist() == [2, 1, 3]  # B 2, A 1, C 0 (ties in row order), never the OOV row
+    assert popularity.ranking_rows(np.zeros(4)).tolist() == []  # nothing bought: nothing to rank by
