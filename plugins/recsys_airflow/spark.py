@@ -4,8 +4,9 @@
 ``recsys/spark/job.py`` (``python -m recsys.spark.job validate|features --date D --run-id R ...``) through the
 Airflow connection ``spark_default``: the connection names the master (``local[*]``,
 ``spark://host:7077``, ``yarn``, ``k8s://https://...``) and, in its extra ``deploy-mode``, client or cluster
-mode; the driver's and executors' resources come from the ``RECSYS_SPARK_*`` settings. So the same DAG runs
-on one machine, a standalone cluster, YARN or Kubernetes by configuration alone.
+mode; the driver's and executors' resources come from the ``RECSYS_SPARK_*`` settings, the driver JVM's
+options from :func:`recsys.spark.session.submit_conf` (the settings win on the same key: :func:`submit_options`).
+So the same DAG runs on one machine, a standalone cluster, YARN or Kubernetes by configuration alone.
 
 The application gets the worker's settings as ``RECSYS_*`` variables (secrets and alert settings left out,
 as for the training container), resolved when the task runs (on HDFS the NameNode comes from the Airflow
@@ -75,16 +76,28 @@ def job_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def submit_options(settings: Settings) -> dict[str, Any]:
-    """The ``SparkSubmitOperator`` resource arguments and ``conf`` from the ``RECSYS_SPARK_*`` settings.
+def submit_options(settings: Settings, conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``SparkSubmitOperator`` resource arguments and ``conf``: the job's own (the driver JVM's options of
+    :func:`recsys.spark.session.submit_conf`), then the ``RECSYS_SPARK_*`` settings', then ``conf``.
+
+    On the same key the later wins: the settings over the job's own, ``conf`` (the operator's ``conf``
+    argument, a DAG's override for one task) over both. The connection ``spark_default`` sets no Spark
+    configuration (master, deploy mode, queue, namespace, principal: the provider's arguments, not ``--conf``).
+    A cluster's ``spark-defaults.conf`` loses to every ``--conf`` (Spark's rule), so one that sets
+    ``spark.driver.extraJavaOptions`` is replaced by :data:`recsys.spark.session.DRIVER_JAVA_OPTIONS`: a
+    cluster's own driver JVM options belong in ``spark.driver.defaultJavaOptions`` (Spark's key for
+    administrators, put before the extra options: both apply), or in ``conf`` here.
 
     Unset resources are left to the cluster's defaults. The driver's and executors' Python is this worker's
     (``sys.executable``): on a cluster, install the same environment at the same path on its hosts.
     """
-    conf = {"spark.pyspark.python": sys.executable, "spark.pyspark.driver.python": sys.executable,
-            "spark.ui.enabled": "true" if settings.spark_ui else "false", "spark.ui.showConsoleProgress": "false"}
+    from recsys.spark.session import submit_conf
+
+    merged = {**submit_conf(), "spark.pyspark.python": sys.executable, "spark.pyspark.driver.python": sys.executable,
+              "spark.ui.enabled": "true" if settings.spark_ui else "false", "spark.ui.showConsoleProgress": "false"}
     if settings.spark_shuffle_partitions:
-        conf["spark.sql.shuffle.partitions"] = str(settings.spark_shuffle_partitions)
+        merged["spark.sql.shuffle.partitions"] = str(settings.spark_shuffle_partitions)
+    conf = {**merged, **(conf or {})}
     options: dict[str, Any] = {"driver_memory": settings.spark_driver_memory,
                                "executor_memory": settings.spark_executor_memory,
                                "executor_cores": settings.spark_executor_cores}
@@ -130,18 +143,19 @@ class RecsysSparkSubmitOperator(SparkSubmitOperator):
     :param settings: the settings read when the DAG file was parsed (resources; the task reads them again).
     :param precheck: called with the run's params before anything is submitted (on-call's override checks).
     :param conn_id: the Spark connection (default ``spark_default``).
+    :param conf: Spark configuration over the job's and the settings' (:func:`submit_options`).
     """
 
     template_fields: Sequence[str] = tuple(SparkSubmitOperator.template_fields)
 
     def __init__(self, *, task_id: str, settings: Settings, precheck: Callable[[Any], None] | None = None,
-                 conn_id: str | None = None, **kwargs: Any) -> None:
+                 conn_id: str | None = None, conf: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         if task_id not in STEPS:
             raise ValueError(f"task_id={task_id!r}: a Spark step is one of {sorted(STEPS)}")
         super().__init__(
             task_id=task_id, application=application(), name=f"recsys-{task_id}",
             conn_id=conn_id or CONN_ID,
-            spark_binary=spark_submit_binary(), **submit_options(settings), **kwargs,
+            spark_binary=spark_submit_binary(), **submit_options(settings, conf), **kwargs,
         )
         self.precheck = precheck
 

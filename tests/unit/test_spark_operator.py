@@ -107,11 +107,35 @@ def test_spark_steps_are_spark_submit_tasks_with_the_settings_resources(monkeypa
         assert (task._driver_memory, task._executor_memory, task._executor_cores) == ("1500m", "2g", 2)
         assert task.conf["spark.sql.shuffle.partitions"] == "8"
         assert task.conf["spark.pyspark.python"] == sys.executable
+        # the driver JVM's options the job is made for (C1 only: bench/scale/README.md), as bench/scale passes them
+        assert task.conf["spark.driver.extraJavaOptions"] == "-XX:TieredStopAtLevel=1"
         assert task.retries >= 1 and task.depends_on_past
     assert validate.pool == "recsys_registry" and features.pool != "recsys_registry"
     # the same place in the DAG as the in-process tasks
     assert validate.upstream_task_ids == {"wait_for_partition"}
     assert features.upstream_task_ids == {"validate"} and features.downstream_task_ids == {"fine_tune"}
+
+
+def test_the_settings_win_over_the_jobs_own_conf_and_the_operators_conf_over_both(monkeypatch):
+    from recsys_airflow.spark import RecsysSparkSubmitOperator, submit_options
+
+    import recsys.spark.session
+    from recsys.config import Settings
+
+    job_conf = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1", "spark.sql.shuffle.partitions": "99",
+                "spark.ui.enabled": "true"}
+    monkeypatch.setattr(recsys.spark.session, "submit_conf", lambda: dict(job_conf))
+    settings = Settings(spark_shuffle_partitions=8, spark_ui=False)
+    conf = submit_options(settings)["conf"]
+    assert (conf["spark.sql.shuffle.partitions"], conf["spark.ui.enabled"]) == ("8", "false")  # the settings'
+    assert conf["spark.driver.extraJavaOptions"] == "-XX:TieredStopAtLevel=1"  # a key only the job sets
+    assert submit_options(Settings())["conf"]["spark.sql.shuffle.partitions"] == "99"  # no setting: the job's
+
+    override = {"spark.driver.extraJavaOptions": "-Dcustom=1", "spark.sql.shuffle.partitions": "4"}
+    conf = submit_options(settings, override)["conf"]
+    assert conf | override == conf and conf["spark.pyspark.python"] == sys.executable
+    task = RecsysSparkSubmitOperator(task_id="validate", settings=settings, conf=override)
+    assert task.conf == conf
 
 
 def test_validate_submits_the_job_for_the_runs_date_with_the_workers_settings(monkeypatch, spark_env):
@@ -125,6 +149,8 @@ def test_validate_submits_the_job_for_the_runs_date_with_the_workers_settings(mo
     argv = submitted["argv"]
     assert argv[argv.index("--master") + 1] == MASTER and argv[argv.index("--deploy-mode") + 1] == "client"
     job = argv.index(str(REPO_ROOT / "recsys" / "spark" / "job.py"))
+    java_options = argv.index("spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1")  # the driver JVM's
+    assert argv[java_options - 1] == "--conf" and java_options < job
     assert argv[job + 1:] == ["validate", "--date", "2011-01-04", "--run-id", "manual__2011-01-05",
                               "--accept-invalid", "--accept-reason", "promo", "--force"]
     env = submitted["env"]
