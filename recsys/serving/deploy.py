@@ -24,7 +24,7 @@ import logging
 import tempfile
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -84,14 +84,22 @@ def _listed(catalog: pd.DataFrame, day: date, version: int) -> pd.Series:
 
 
 def deploy(store: PartitionStore, settings: Settings, day: date, *, run_id: str | None = None) -> dict[str, Any]:
-    """Export the blessed candidate of ``day``, build its index, make it champion. Idempotent."""
+    """Export the blessed candidate of ``day``, build its index, make it champion. Idempotent.
+
+    The history entry's reason is the decision's, so a candidate the gate measured behind trailing popularity
+    says there that it serves popularity's ranking; the result says so too (``fallback``,
+    :mod:`recsys.serving.popularity`)."""
     reg = registry.load(store)
     decision = reg["decisions"].get(day.isoformat())
     if decision is None:
         raise DeployError(f"no evaluation decision for {day}: run the evaluate step first")
     if not decision["blessed"] or decision["candidate_version"] is None:
         raise DeployError(f"the candidate of {day} was not blessed ({decision['reason']}); refusing to deploy")
-    return deploy_version(store, settings, decision["candidate_version"], day, decision["reason"], run_id)
+    out = deploy_version(store, settings, decision["candidate_version"], day, decision["reason"], run_id)
+    verdict = cast(dict[str, Any], decision).get("popularity_fallback") or {}
+    if settings.popularity_fallback and verdict.get("fallback"):
+        out["fallback"] = verdict["fallback"]
+    return out
 
 
 def deploy_version(

@@ -38,6 +38,7 @@ from recsys.serving.ann import AnnUnavailable, HnswIndex
 from recsys.serving.deploy import embedded_metadata
 from recsys.serving.ids import IdIndex, IdLists, sorted_codes, strings, utf8
 from recsys.serving.index import Scorer, snapshot_arrow, top_k_rows
+from recsys.serving.popularity import FALLBACK as FALLBACK_POPULARITY
 from recsys.storage import PartitionStore, StorageError, layout
 from recsys.storage.layout import INDEX_FILE, INDEX_META_FILE
 
@@ -56,9 +57,11 @@ class Recommendation:
 
     version: int
     known_user: bool
-    fallback: str | None  # None: the model's ranking; "popular": unknown user, most bought items
+    # None: the model's ranking; "popular": unknown user, most bought items; "popularity": the gate measured
+    # trailing popularity ahead of this version, every customer gets its ranking (recsys.serving.popularity)
+    fallback: str | None
     item_ids: list[str]
-    scores: list[float]  # dot products (model), or the number of buyers (popular fallback)
+    scores: list[float]  # dot products (model), number of buyers (popular), purchases in the window (popularity)
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,11 @@ class LoadedVersion:
     buyers: np.ndarray  # [N + 1] number of distinct buyers per served position
     ann: HnswIndex | None = None  # approximate search over positions 1..N (large catalogs), else exact
     snapshot_day: date | None = None  # the history snapshot's day (histories as of its end)
+    # the popularity fallback (recsys.serving.popularity), when the version's gate decision calls for it: the
+    # decision's verdict, served positions by trailing-window purchases (most first) and those purchases
+    popularity_fallback: dict[str, Any] | None = None
+    trending: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    trending_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -207,6 +215,14 @@ class LoadedVersion:
         """
         query, own, bonus, bought = self._inputs(user_id, live)
         blocked = self._blocked(bought if exclude_purchased else None, live.unavailable)
+        if self.popularity_fallback is not None:  # the gate measured popularity ahead of this version
+            ranked = self.trending
+            if len(blocked):
+                ranked = ranked[~np.isin(ranked, blocked)]
+            top = ranked[:k]
+            return Recommendation(self.version, query is not None, FALLBACK_POPULARITY,
+                                  [str(x) for x in self.scorer.item_ids[top]],
+                                  self.trending_counts[top].astype(float).tolist())
         if query is None:
             ranked = self.popular
             if len(blocked):
@@ -270,10 +286,12 @@ class LoadedVersion:
         return {"version": self.version, "items": self.items, "index_sha256": self.index_sha256,
                 "catalog_date": self.index_meta.get("catalog_date"),
                 "search": f"hnsw(ef_search={self.ann.ef_search})" if self.ann is not None else "exact",
+                "fallback": FALLBACK_POPULARITY if self.popularity_fallback is not None else None,
                 "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at))}
 
 
-def load_version(store: PartitionStore, version: int, ann_min_items: int | None = None) -> LoadedVersion:
+def load_version(store: PartitionStore, version: int, ann_min_items: int | None = None,
+                 popularity_fallback: bool = True) -> LoadedVersion:
     """Load ``version`` for serving: tables, vocabularies, the serving index, histories, popularity.
 
     Purchases, recent items and popularity come from the newest history snapshot
@@ -285,7 +303,13 @@ def load_version(store: PartitionStore, version: int, ann_min_items: int | None 
 
     With ``ann_min_items``, a serving index of at least that many items also gets an HNSW index
     (:mod:`recsys.serving.ann`) and recommendations use it; if faiss is missing, search stays exact.
+
+    When the version's gate decision recorded the popularity fallback (:mod:`recsys.serving.popularity`) and
+    ``popularity_fallback`` (``RECSYS_POPULARITY_FALLBACK``) is on, every answer is the served items by
+    trailing-week purchases up to the newest feature partition, the ranking the gate measured.
     """
+    from recsys.features import trend
+    from recsys.serving import popularity
     from recsys.serving.index import load_scorer, read_snapshot
 
     vdir = layout.model_version(version)
@@ -299,6 +323,10 @@ def load_version(store: PartitionStore, version: int, ann_min_items: int | None 
         snapshot_day = feature_days[-1] if feature_days else None
         snapshot = read_snapshot(store, snapshot_day)
         full = load_scorer(store, version, snapshot=snapshot)
+        verdict = popularity.recorded_fallback(store, version, popularity_fallback)
+        serving_day = trend.serving_day(store)
+        counts = (popularity.purchases(store, serving_day, len(full.item_table))
+                  if verdict is not None and serving_day is not None else None)
     except (StorageError, OSError, ValueError, KeyError) as err:
         raise ServingError(f"cannot load version {version} from {store.uri(vdir)}: {err}") from err
     if described and described.get("sha256") != meta["sha256"]:
@@ -333,6 +361,21 @@ def load_version(store: PartitionStore, version: int, ann_min_items: int | None 
     buyers[vocab.OOV_ROW] = -1
     # most buyers first, ties by index order; the OOV position (count -1) sorts last and is cut
     popular = np.lexsort((np.arange(len(ids)), -buyers))[:-1]
+    trending = trending_counts = np.zeros(0, np.int64)
+    if verdict is not None:
+        served = position_of_row[popularity.ranking_rows(counts)] if counts is not None else position_of_row[:0]
+        trending = served[served > 0]
+        if not len(trending):  # nothing bought in the window (or nothing served): no popularity to serve
+            log.warning("version %d: its gate decision calls for the popularity fallback, but nothing served was "
+                        "bought in the window; the model serves", version)
+            verdict = None
+        else:
+            assert counts is not None
+            trending_counts = np.zeros(len(ids), np.int64)
+            trending_counts[position_of_row[rows]] = counts[rows]
+            log.warning("version %d: its gate decision measured trailing popularity ahead of it by %.4f (standard "
+                        "error %.4f, %d held-out users): serving popularity's ranking (RECSYS_POPULARITY_FALLBACK)",
+                        version, verdict["difference"], verdict["difference_se"], verdict["users"])
     ann = None
     if ann_min_items is not None and len(position) >= ann_min_items:
         try:
@@ -356,6 +399,9 @@ def load_version(store: PartitionStore, version: int, ann_min_items: int | None 
         buyers=buyers,
         ann=ann,
         snapshot_day=snapshot_day,
+        popularity_fallback=verdict,
+        trending=trending,
+        trending_counts=trending_counts,
     )
 
 
@@ -404,9 +450,10 @@ class ModelHolder:
     """
 
     def __init__(self, store: PartitionStore, poll_seconds: float = 2.0, retry_seconds: float = 30.0,
-                 ann_min_items: int | None = None) -> None:
+                 ann_min_items: int | None = None, popularity_fallback: bool = True) -> None:
         self.store = store
         self.ann_min_items = ann_min_items
+        self.popularity_fallback = popularity_fallback  # RECSYS_POPULARITY_FALLBACK
         self.poll_seconds = poll_seconds
         self.retry_seconds = retry_seconds
         self.current: LoadedVersion | None = None
@@ -453,7 +500,7 @@ class ModelHolder:
                 return False
             started = time.perf_counter()
             try:
-                loaded = load_version(self.store, champion, self.ann_min_items)
+                loaded = load_version(self.store, champion, self.ann_min_items, self.popularity_fallback)
             except Exception as err:  # noqa: BLE001 - whatever breaks a load, the old version keeps serving
                 attempts = failed.attempts + 1 if failed is not None and failed.version == champion else 1
                 self.failure = LoadFailure(champion, str(err), time.time(), attempts)

@@ -5,6 +5,9 @@ Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``):
 - ``GET /recommendations/{user_id}?k=10&exclude_purchased=false`` - top-k available items for a user.
   A user the serving version cannot embed (never seen, or first seen after it was trained) gets the
   most bought available items instead, with ``"fallback": "popular"`` and ``"known_user": false``.
+  When the gate measured trailing-week popularity ahead of the served version (its decision's
+  ``popularity_fallback``; ``RECSYS_POPULARITY_FALLBACK``), every customer gets popularity's ranking, with
+  ``"fallback": "popularity"`` (:mod:`recsys.serving.popularity`).
 - ``GET /items/{item_id}/similar?k=10`` - the available items closest (cosine) to an item; 404 if the
   serving version does not know the item.
 - With live state (``RECSYS_SERVE_LIVE=1``, :mod:`recsys.serving.live`) answers use events seconds old: the
@@ -54,14 +57,17 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 class ScoredItem(BaseModel):
     item_id: str
     title: str
-    score: float = Field(description="dot product of query and item (model), or number of buyers (fallback)")
+    score: float = Field(description="dot product of query and item (model), number of buyers ('popular'), or "
+                                     "purchases in the trailing week ('popularity')")
 
 
 class RecommendationsOut(BaseModel):
     user_id: str
     version: int = Field(description="the model version that produced every item of this answer")
     known_user: bool
-    fallback: str | None = Field(description="null: ranked by the model; 'popular': unknown user, most bought items")
+    fallback: str | None = Field(description="null: ranked by the model; 'popular': unknown user, most bought items; "
+                                             "'popularity': the gate measured trailing-week popularity ahead of this "
+                                             "version, so it ranks every customer")
     exclude_purchased: bool
     items: list[ScoredItem]
     state_as_of: str | None = Field(
@@ -97,6 +103,8 @@ class VersionOut(BaseModel):
     index_sha256: str
     catalog_date: str | None
     search: str = Field(description="'exact' (numpy) or 'hnsw(ef_search=...)' for large catalogs")
+    fallback: str | None = Field(default=None, description="'popularity': every answer is trailing-week "
+                                                            "popularity's ranking (the version's gate decision)")
     loaded_at: str
 
 
@@ -219,14 +227,17 @@ K = Annotated[int, Query(ge=1, le=MAX_K, description=f"how many items, 1..{MAX_K
 
 def create_app(store: PartitionStore, poll_seconds: float = 2.0, retry_seconds: float = 30.0,
                holder: ModelHolder | None = None, watch: bool = True, ann_min_items: int | None = None,
-               max_id_length: int = MAX_ID_LENGTH, live: LiveConfig | None = None) -> FastAPI:
+               max_id_length: int = MAX_ID_LENGTH, live: LiveConfig | None = None,
+               popularity_fallback: bool = True) -> FastAPI:
     """The service over ``store``. With ``watch`` the registry watcher runs while the app is up
     (started by the ASGI lifespan); without it, call ``app.state.holder.poll()`` to (re)load.
     Catalogs of at least ``ann_min_items`` items are searched with an HNSW index (None: always exact).
     ``max_id_length``: the longest id served (validation's ``RECSYS_VALIDATION_MAX_ID_LENGTH``).
-    ``live``: follow the events and catalog topics (:mod:`recsys.serving.live`; ``RECSYS_SERVE_LIVE``)."""
+    ``live``: follow the events and catalog topics (:mod:`recsys.serving.live`; ``RECSYS_SERVE_LIVE``).
+    ``popularity_fallback``: serve popularity where the version's gate decision calls for it
+    (``RECSYS_POPULARITY_FALLBACK``; :mod:`recsys.serving.popularity`)."""
     holder = holder or ModelHolder(store, poll_seconds=poll_seconds, retry_seconds=retry_seconds,
-                                   ann_min_items=ann_min_items)
+                                   ann_min_items=ann_min_items, popularity_fallback=popularity_fallback)
     follower = LiveFollower(live, holder) if live is not None else None
     metrics = Metrics()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -66,6 +67,21 @@ def _deployed(store, settings, *days_and_versions) -> None:
         _decide(store, day, version)
         _prebuilt_index(store, version)
         deploy(store, settings, day)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_deployment_the_gate_measured_behind_popularity_says_it_falls_back(dstore, enabled):
+    from recsys.serving.popularity import PairedRecall, fallback_verdict
+
+    verdict = fallback_verdict(PairedRecall.of(np.ones(10), np.zeros(10)), 10, True, "recall@2")
+    why = "better; popularity is ahead of the candidate by 1.0000 (...): a deployment of it serves ..."
+    registry.record_decision(dstore, D1, {"blessed": True, "candidate_version": 1, "reason": why,
+                                          "popularity_fallback": verdict}, None)
+    _prebuilt_index(dstore, 1)
+    settings = Settings(storage_root=str(dstore.root), k=2, popularity_fallback=enabled)
+    out = deploy(dstore, settings, D1)
+    assert out.get("fallback") == ("popularity" if enabled else None)
+    assert registry.load(dstore)["history"][-1]["reason"] == why  # on-call reads why in the registry history
 
 
 def test_build_index_keeps_available_items_the_version_knows(dstore):

@@ -8,6 +8,7 @@ import os
 import time
 from datetime import date
 
+import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -459,3 +460,75 @@ def test_the_service_conforms_to_its_openapi_schema(sstore, mode):
 
     check()
     assert len(calls) >= 15
+
+
+# --- the popularity fallback (recsys.serving.popularity) -------------------------------------------------------
+
+# purchases of the week before the serving day (D1 + 1), with item rows: C 3, A 2, B 1, D none -> C, A, B, D
+WEEK = [("x1", "C", 3), ("x2", "C", 3), ("x3", "C", 3), ("x1", "A", 1), ("x2", "A", 1), ("x3", "B", 2)]
+
+
+def _popularity_verdict(store, version: int, fallback: bool) -> None:
+    """A week of purchases before the serving day, and the gate decision of ``version`` (trained on D1) with a
+    popularity verdict: ahead by 1.0 (standard error 0) on 10 users, or behind."""
+    from recsys.serving.popularity import PairedRecall, fallback_verdict
+
+    week = pd.DataFrame({schema.USER_ID: [u for u, _, _ in WEEK], schema.ITEM_ID: [i for _, i, _ in WEEK],
+                         schema.USER_ROW: 0, schema.ITEM_ROW: [r for _, _, r in WEEK], schema.SPLIT: "train"})
+    store.write_parquet("features/dt=2011-01-02/examples.parquet", week)
+    store.mark_success("features/dt=2011-01-02")
+    ahead, behind = PairedRecall.of(np.ones(10), np.zeros(10)), PairedRecall.of(np.zeros(10), np.ones(10))
+    registry.record_decision(store, D1, {
+        "date": D1.isoformat(), "candidate_version": version, "champion_version": None, "blessed": True,
+        "reason": "test",
+        "popularity_fallback": fallback_verdict(ahead if fallback else behind, 10, True, "recall@100"),
+    }, None)
+
+
+def test_a_version_the_gate_measured_behind_popularity_serves_popularity_s_ranking(sstore):
+    from recsys.evaluation import popularity_ranking
+
+    _popularity_verdict(sstore, 1, fallback=True)
+    client = TestClient(create_app(sstore, watch=False))
+    client.app.state.holder.poll()
+    response = client.get("/recommendations/u1?k=4")
+    body = response.json()
+    # the gate's own ranking (the same function) over the version's items, as of the serving day
+    items = np.array(["", *IDS])
+    assert _ids(response) == popularity_ranking(sstore, date(2011, 1, 5), items, 7, 4) == ["C", "A", "B", "D"]
+    assert (body["fallback"], body["known_user"]) == ("popularity", True)
+    assert [i["score"] for i in body["items"]] == [3.0, 2.0, 1.0, 0.0]  # purchases in the week
+    stranger = client.get("/recommendations/nobody?k=2")  # unknown customers too
+    assert (_ids(stranger), stranger.json()["fallback"], stranger.json()["known_user"]) == (
+        ["C", "A"], "popularity", False)
+    # u1 bought A (snapshot of D1): excluded on request, the rest in popularity's order
+    assert _ids(client.get("/recommendations/u1?k=4&exclude_purchased=true")) == ["C", "B", "D"]
+    assert client.get("/version").json()["fallback"] == "popularity"
+
+
+def test_no_popularity_fallback_when_the_gate_measured_the_model_ahead_or_it_is_switched_off(sstore):
+    _popularity_verdict(sstore, 1, fallback=False)
+    client = TestClient(create_app(sstore, watch=False))
+    client.app.state.holder.poll()
+    response = client.get("/recommendations/u1")
+    assert (_ids(response), response.json()["fallback"]) == (["A", "D", "C", "B"], None)  # the model's (v1) answer
+    assert client.get("/version").json()["fallback"] is None
+
+    _popularity_verdict(sstore, 1, fallback=True)
+    off = TestClient(create_app(sstore, watch=False, popularity_fallback=False))  # RECSYS_POPULARITY_FALLBACK=false
+    off.app.state.holder.poll()
+    response = off.get("/recommendations/u1")
+    assert (_ids(response), response.json()["fallback"]) == (["A", "D", "C", "B"], None)
+
+
+def test_a_rollback_returns_to_the_verdict_of_the_version_it_returns_to(sstore):
+    _popularity_verdict(sstore, 1, fallback=True)  # version 1 falls back, version 2 was never evaluated
+    holder = ModelHolder(sstore)
+    holder.poll()
+    assert holder.current.recommend("u1", 2).fallback == "popularity"
+    registry.set_champion(sstore, 2, "deployed", "test", None)
+    holder.poll()
+    assert holder.current.recommend("u1", 4).item_ids == ["B", "D", "C", "A"]  # v2's model ranking
+    rollback(sstore, "test", to=1)
+    holder.poll()
+    assert holder.current.recommend("u1", 2).item_ids == ["C", "A"]
