@@ -7,7 +7,9 @@ then over days. Strategies (each runs in its own process, so its peak memory is 
   a  stale        a model trained once on all history before the window, never updated
   b  fine_tune    bootstrap as (a), then the production path every day: recsys.cli.run_all
                   (validate, features, fine-tune from the last checkpoint, evaluate, deploy if blessed);
-                  the model that ranks day t is the champion after day t-1
+                  day t is ranked as serving would after day t-1: by the champion, or by trailing-7-day
+                  popularity when the champion's gate decision calls for the popularity fallback
+                  (recsys.serving.popularity, RECSYS_POPULARITY_FALLBACK; the days it did are recorded)
   c  retrain      bootstrap as (a), then a full retrain from scratch on all history every day
                   (with --every N: only on the days before the evaluated ones, see below)
   d  popular      the trailing-7-day most purchased items
@@ -124,6 +126,24 @@ def _model_ranking(store: Any, version: int, users: list[str], day: date) -> lis
     return scorer.top_k(users, K, _allowed(store, version, len(scorer.item_ids)))
 
 
+def _served_ranking(store: Any, settings: Any, version: int, users: list[str], day: date
+                    ) -> tuple[list[list[str]], bool]:
+    """What the deployed ``version`` serves ``day``'s customers, and whether it is the popularity fallback: the items
+    its index allows by trailing-7-day purchases (recsys.serving.popularity, the ranking its gate measured) when
+    its gate decision calls for the fallback and RECSYS_POPULARITY_FALLBACK is on, else :func:`_model_ranking`."""
+    from recsys.serving import popularity
+    from recsys.serving.index import load_scorer
+
+    if popularity.recorded_fallback(store, version, settings.popularity_fallback) is not None:
+        item_ids = load_scorer(store, version, before=day).item_ids
+        rows = popularity.ranking_rows(popularity.purchases(store, day, len(item_ids)))
+        allowed = _allowed(store, version, len(item_ids))
+        rows = rows[allowed[rows]] if allowed is not None else rows
+        if len(rows):  # else nothing served was bought in the window: the model serves (as in serving)
+            return [[str(i) for i in item_ids[rows[:K]]]] * len(users), True
+    return _model_ranking(store, version, users, day), False
+
+
 def _baseline_rankings(history: Any, day: date, users: list[str], own_first: bool) -> list[list[str]]:
     """(d) trailing-7-day popularity, or (e) own past items by count then (d)."""
     from recsys import schema
@@ -214,6 +234,7 @@ class _Run:
         self.pending: Any = None  # (r) the last ranked day's (day, ranking.stage.Ranked, item ids)
         self.extra: dict[str, Any] = {}  # (r) what the last rank() measured besides the ranking
         self.failed: list[dict[str, str]] = []  # days a step refused (recorded, the run goes on)
+        self.fallback = False  # (b) the last rank() served the popularity fallback
         self.costs = {"prep": 0.0, "bootstrap": 0.0, "bootstrap_cpu": 0.0, "daily": 0.0, "daily_cpu": 0.0,
                       "ranker_rank_cpu": 0.0, "ranker_fit_cpu": 0.0}
 
@@ -283,6 +304,9 @@ class _Run:
         assert serving is not None
         if self.strategy == "ranked":
             return self.rank_two_stages(serving, day, users)
+        if self.strategy == "fine_tune":  # what the deployed state serves, the popularity fallback included
+            ranked, self.fallback = _served_ranking(self.store, self.settings, serving, users, day)
+            return ranked
         return _model_ranking(self.store, serving, users, day)
 
     def rank_two_stages(self, version: int, day: date, users: list[str]) -> list[list[str]]:
@@ -348,8 +372,12 @@ class _Run:
         serving = reg["champion"]
         scored = {}
         for version in (candidate, champion):
-            scored[version] = served if version == serving and self.strategy == "fine_tune" else _metrics(
-                _model_ranking(self.store, version, users, day), relevant)
+            if version == serving and self.strategy == "fine_tune":
+                scored[version] = served
+            elif self.strategy == "fine_tune":  # as each would serve: the popularity fallback included
+                scored[version] = _metrics(_served_ranking(self.store, self.settings, version, users, day)[0], relevant)
+            else:
+                scored[version] = _metrics(_model_ranking(self.store, version, users, day), relevant)
         return paired_record(candidate, champion, scored[candidate], scored[champion], serving == candidate,
                              bool(decision.get("blessed")))
 
@@ -482,6 +510,9 @@ def worker(strategy: str, days: int, workdir: Path, every: int = 1, with_realtim
         if n % every == 0 and users:
             metrics = _metrics(run.rank(day, users, history, regularisation), relevant)
             per_day.append({"date": day.isoformat(), "customers": len(users), **metrics})
+            if run.fallback:  # (b): served by the popularity fallback its champion's gate decision called for
+                per_day[-1]["fallback"] = "popularity"
+                run.fallback = False
             if run.extra:  # (r): the champion's own ranking of the same customers, and whether a ranker ranked
                 per_day[-1]["retrieval"] = _metrics(run.extra.pop("retrieval"), relevant)
                 per_day[-1]["ranker"] = run.extra.pop("ranker")
@@ -517,6 +548,7 @@ def worker(strategy: str, days: int, workdir: Path, every: int = 1, with_realtim
         "ranker_rank_cpu_seconds": round(run.costs["ranker_rank_cpu"], 1),
         "ranker_fit_cpu_seconds": round(run.costs["ranker_fit_cpu"], 1),
         "customers": sum(d["customers"] for d in per_day),
+        "popularity_fallback_days": sum(1 for d in per_day if d.get("fallback")),  # (b) served by popularity
         "failed_days": run.failed,
         "updates": update_summary(per_day),  # (b, r): better than the champion on the next day, and deployed?
         "per_purchase": realtime,
@@ -721,7 +753,9 @@ def summarise(paths: list[Path]) -> None:
                 better = f"{up['deployed_on_better_days']} of {up['better_days']}" + (
                     "" if share is None else f" ({share:.0%})")
                 worse = f"{up['deployed_on_worse_days']} of {up['worse_days']}"
-            print(f"| {data} | {r['strategy']} | {r['customers']} ({min(per_day)}-{max(per_day)}) "
+            fallback = r.get("popularity_fallback_days")
+            name = f"{r['strategy']} (popularity fallback {fallback} d)" if fallback else r["strategy"]
+            print(f"| {data} | {name} | {r['customers']} ({min(per_day)}-{max(per_day)}) "
                   f"| {m['recall@20']:.3f} | {m['recall@100']:.3f} | {m['ndcg@100']:.3f} | {u['recall@100']:.3f} "
                   f"| {u['ndcg@100']:.3f} | {deployed} | {better} | {worse} | {len(r['failed_days'])} | {commit} "
                   f"| `{path.name}` |")
@@ -738,6 +772,9 @@ def _print_table(results: list[dict[str, Any]]) -> None:
         print(f"| {r['strategy']} | {m['recall@20']:.3f} | {m['recall@100']:.3f} | {m['ndcg@100']:.3f} "
               f"| {u['recall@100']:.3f} | {u['ndcg@100']:.3f} | {len(r['failed_days'])} "
               f"| {r['bootstrap_seconds']} | {r['daily_seconds']} | {r['daily_cpu_seconds']} | {r['peak_rss_mb']} |")
+        if r.get("popularity_fallback_days"):
+            print(f"| {r['strategy']}: served by the popularity fallback on {r['popularity_fallback_days']} of "
+                  f"{len(r['days'])} days | | | | | | | | | | |")
         if r.get("updates"):
             u = r["updates"]
             share = u["share_of_better_days_deployed"]
