@@ -55,9 +55,11 @@ def _fine_tune(store: PartitionStore, settings: Settings, day: date, run_id: str
     plan = plan_fine_tune(store, settings, day)
     if plan.done is not None:
         return plan.done
-    result = _train_version(store, settings, day, [plan.train], plan.replay, plan.parent, registry.FINE_TUNE,
-                            plan.seed, run_id)
-    return result if plan.thin is None else result | {"note": plan.thin}
+    parent, seed, thin = plan.parent, plan.seed, plan.thin
+    inputs = training_inputs(store, settings, day, [plan.train], plan.replay, parent)
+    del plan  # the parts' frames: the inputs hold what training needs (bench/scale: they stayed for the whole fit)
+    result = _train_version(store, settings, day, inputs, parent, registry.FINE_TUNE, seed, run_id)
+    return result if thin is None else result | {"note": thin}
 
 
 @dataclass(frozen=True)
@@ -156,8 +158,10 @@ def _train_from_scratch(
         raise TrainingError(f"no features for {day}: run the features step first")
     parts = [train_part(store, d, only_train=d == day) for d in progress(days, "reading features", "day")]
     seed = settings.seed + day.toordinal()
+    inputs = training_inputs(store, settings, day, parts, Part.empty(), None)
+    del parts
     return _train_version(
-        store, settings, day, parts, Part.empty(), None, registry.FULL_RETRAIN, seed, run_id
+        store, settings, day, inputs, None, registry.FULL_RETRAIN, seed, run_id
     )
 
 
@@ -240,6 +244,7 @@ class TrainingInputs:
     train_examples: int
     replay_examples: int
     old: dict[str, np.ndarray | StoredArray] | None
+    old_rows: dict[str, int] | None = None  # rows of the parent's user and item tables (kept by drop_parent)
 
     @property
     def examples(self) -> int:
@@ -249,6 +254,10 @@ class TrainingInputs:
         """Let go of the example arrays (once a dataset or step function holds them as constants)."""
         self.features, self.trend_table = {}, None
         self.hist_rows, self.hist_days = self.hist_rows[:0], self.hist_days[:0]
+
+    def drop_parent(self) -> None:
+        """Let go of the parent's tables once the model is warm-started from them (their row counts stay)."""
+        self.old = None
 
 
 def training_inputs(
@@ -265,9 +274,11 @@ def training_inputs(
     everything = [*parts, replay]
     hist_rows, hist_days, hist_index = history_inputs(everything, items_vocab, settings.history_length)
     features, trend_table = _example_features(store, settings, everything, item_rows)
+    old = _parent_tables(store, settings, parent, by_rows)
     return TrainingInputs(
         user_rows, item_rows, item_features, features, trend_table, hist_rows, hist_days, hist_index,
-        sum(p.size for p in parts), replay.size, _parent_tables(store, settings, parent, by_rows),
+        sum(p.size for p in parts), replay.size, old,
+        None if old is None else {"user": len(old["user"]), "item": len(old["item"])},
     )
 
 
@@ -278,24 +289,33 @@ def warm_model(settings: Settings, inputs: TrainingInputs, seed: int) -> tuple[A
     written (empty on a cold start)."""
     from recsys.model import two_tower
 
-    model = two_tower.build_model(inputs.user_rows, inputs.item_rows, settings.embedding_dim, **inputs.item_features)
+    model = two_tower.build_model(inputs.user_rows, inputs.item_rows, settings.embedding_dim, **inputs.item_features,
+                                  warm=_every_table_written(inputs.old))
     written = two_tower.warm_start(model, inputs.old, seed) if inputs.old is not None else {}
     return model, written
 
 
+def _every_table_written(old: Mapping[str, Any] | None) -> bool:
+    """Whether a warm start from ``old`` writes every table the random initialiser would fill (a parent stored
+    before the title words keeps the random ones; so does a cold start)."""
+    return old is not None and all(name in old for name in ("user", "item", "word", "price"))
+
+
 def _train_version(
-    store: PartitionStore, settings: Settings, day: date, parts: list[Part], replay: Part,
+    store: PartitionStore, settings: Settings, day: date, inputs: TrainingInputs,
     parent: int | None, kind: str, seed: int, run_id: str | None,
 ) -> dict[str, Any]:
-    """Build (or warm-start from ``parent``), train on ``parts`` + ``replay``, store a new version."""
+    """Build (or warm-start from ``parent``), train on ``inputs``, store a new version.
+
+    Memory: the parent's tables go once the model holds them and the example arrays once the dataset does
+    (bench/scale: a 30M-event fine-tune held both to its end)."""
     import tensorflow as tf
 
     from recsys.model import two_tower
 
-    inputs = training_inputs(store, settings, day, parts, replay, parent)
-    del parts
     tf.keras.utils.set_random_seed(seed)
     model, _ = warm_model(settings, inputs, seed)
+    inputs.drop_parent()
     model.compile(optimizer=tf.keras.optimizers.Adagrad(learning_rate=settings.learning_rate))
     dataset = training_dataset(inputs.features, inputs.hist_index, inputs.hist_rows, inputs.hist_days,
                                settings.batch_size, seed, inputs.trend_table)
@@ -303,8 +323,10 @@ def _train_version(
     started = time.perf_counter()
     fit = fit_with_progress(model, dataset, settings.epochs, f"training {kind} on {day}")
     seconds = time.perf_counter() - started
-    metadata = save_trained(store, settings, day, kind, parent, inputs, two_tower.get_tables(model),
-                            float(fit.history["loss"][-1]), seconds, run_id)
+    final_loss = float(fit.history["loss"][-1])
+    tables = two_tower.get_tables(model)
+    del model, dataset, fit
+    metadata = save_trained(store, settings, day, kind, parent, inputs, tables, final_loss, seconds, run_id)
     return dict(metadata) | {"reused": False}
 
 
@@ -323,7 +345,7 @@ def save_trained(
     def describe(version: int) -> registry.VersionEntry:
         entry = _metadata(
             version, kind, day, parent, settings, inputs.train_examples, inputs.replay_examples, inputs.user_rows,
-            inputs.item_rows, inputs.old, tables, final_loss, seconds,
+            inputs.item_rows, inputs.old_rows, tables, final_loss, seconds,
         )
         return entry if fit is None else cast(registry.VersionEntry, {**entry, "session_fit": fit})
 
@@ -405,7 +427,7 @@ def _example_features(
 
 def _metadata(
     version: int, kind: str, day: date, parent: int | None, settings: Settings, train_examples: int,
-    replay_examples: int, user_rows: int, item_rows: int, old: dict[str, np.ndarray | StoredArray] | None,
+    replay_examples: int, user_rows: int, item_rows: int, old_rows: Mapping[str, int] | None,
     tables: Mapping[str, np.ndarray | StreamedArray], final_loss: float, seconds: float,
 ) -> registry.VersionEntry:
     """The version's ``metadata.json``: what it was trained on, with which settings, and how it went."""
@@ -428,8 +450,8 @@ def _metadata(
         "trend_days": settings.trend_days,
         "user_rows": user_rows,
         "item_rows": item_rows,
-        "new_user_rows": user_rows - (len(old["user"]) if old is not None else 0),
-        "new_item_rows": item_rows - (len(old["item"]) if old is not None else 0),
+        "new_user_rows": user_rows - (old_rows["user"] if old_rows is not None else 0),
+        "new_item_rows": item_rows - (old_rows["item"] if old_rows is not None else 0),
         "table_megabytes": round(sum(t.nbytes for t in tables.values()) / 2**20, 3),
         "final_loss": final_loss,
         "repeat_weight": float(np.asarray(tables["repeat_weight"])),

@@ -48,7 +48,7 @@ MIN_MOMENTS = 20  # fewer moments with session items than this: no signal, both 
 MAX_MOMENTS = 2_000  # moments a fit uses at most (a deterministic sample beyond)
 MAX_ITEMS = 20_000  # candidates a fit's softmax sums over at most (a uniform sample of the rest, reweighted)
 MAX_EVENTS = 400_000  # raw events a fit reads at most (customers sampled by a hash of their id beyond)
-FIT_BLOCK = 256  # moments a fit evaluates at a time (memory: a few [FIT_BLOCK, MAX_ITEMS] float64 arrays)
+FIT_BLOCK = 64  # moments a fit evaluates at a time (memory: about 12 [FIT_BLOCK, MAX_ITEMS] float64 arrays, 120 MB)
 PRIOR = 1.0  # precision of the Gaussian prior on both weights (a weak pull to 0 for a few moments)
 
 
