@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from recsys import schema
+from recsys.arrays import distinct
 from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.features import history, vocab
@@ -322,7 +323,7 @@ class _DistinctPairs:
         self.pending_rows = 0
 
     def add(self, users: pd.Series, items: pd.Series) -> None:
-        keys = np.unique((self.users.of(users) << 32) | self.items.of(items))
+        keys = distinct((self.users.of(users) << 32) | self.items.of(items))
         self.pending.append(keys)
         self.pending_rows += len(keys)
         if self.merged is None or self.pending_rows >= len(self.merged):
@@ -330,7 +331,7 @@ class _DistinctPairs:
 
     def _merge(self) -> np.ndarray:
         parts = [self.merged, *self.pending] if self.merged is not None else self.pending
-        merged = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+        merged = distinct(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
         self.merged, self.pending, self.pending_rows = merged, [], 0
         return merged
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys.arrays import distinct_counts
 from recsys.storage import PartitionStore, StorageError
 from recsys.storage import raw as raw_files
 
@@ -170,7 +171,7 @@ class FirstOccurrence:
         if self._repeated is None:
             hashes = np.concatenate(self._hashes) if self._hashes else np.zeros(0, np.uint64)
             self._hashes = []
-            unique, counts = np.unique(hashes, return_counts=True)
+            unique, counts = distinct_counts(hashes)
             self._repeated = unique[counts > 1]
         return self._repeated
 

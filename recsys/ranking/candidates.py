@@ -21,6 +21,7 @@ import pandas as pd
 from scipy import sparse
 
 from recsys import schema
+from recsys.arrays import distinct
 from recsys.errors import RecsysError
 from recsys.features import history, items, trend
 from recsys.ranking import ease as ease_model
@@ -221,7 +222,7 @@ def generate(scores: np.ndarray, users: list[str], inputs: DayInputs, *, n_retri
     keys.append(own["user"][mine] * rows + own["row"][mine])
     trending = inputs.trending[:n_trending]
     keys.append((np.arange(b)[:, None] * rows + trending[None, :]).ravel())
-    key = np.unique(np.concatenate(keys).astype(np.int64))
+    key = distinct(np.concatenate(keys).astype(np.int64))
     user, row = key // rows, key % rows
     score = scores[user, row].astype(np.float32)
     order = np.lexsort((row, -score, user))

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from recsys.arrays import distinct
+
 DEFAULT_LAMBDA = 2500.0  # what bench/replay_quality's grid chose for own-first EASE^R on Online Retail's last 60 days
 MAX_ITEMS = 6000  # a 6,000 x 6,000 float64 inverse: 290 MB while fitting, about 10 s of CPU
 
@@ -68,7 +70,7 @@ def fit(user_ids: np.ndarray, rows: np.ndarray, n_rows: int, regularisation: flo
     users, rows = pd.factorize(pd.Series(np.asarray(user_ids, dtype=object)[ok]))[0], np.asarray(rows)[ok]
     if not len(rows):
         return Ease.empty()
-    pairs = np.unique(users.astype(np.int64) * n_rows + rows)
+    pairs = distinct(users.astype(np.int64) * n_rows + rows)
     users, rows = pairs // n_rows, pairs % n_rows
     buyers = np.bincount(rows, minlength=n_rows)
     bought = np.flatnonzero(buyers)

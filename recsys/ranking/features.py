@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from recsys.arrays import distinct
 from recsys.features import items
 from recsys.ranking.candidates import RECENT_ITEMS, Candidates, DayInputs, RankingError
 
@@ -142,7 +143,7 @@ def labels(candidates: Candidates, users: list[str], item_ids: np.ndarray,
     user_of = pd.Index(users).get_indexer(pairs["user"].to_numpy(object))
     row_of = pd.Index(np.asarray(item_ids, dtype=object)).get_indexer(pairs["item"].to_numpy(object))
     ok = (user_of >= 0) & (row_of >= 0)
-    positive = np.unique(user_of[ok].astype(np.int64) * len(item_ids) + row_of[ok])
+    positive = distinct(user_of[ok].astype(np.int64) * len(item_ids) + row_of[ok])
     return np.isin(candidates.user * len(item_ids) + candidates.row, positive).astype(np.float32)
 
 

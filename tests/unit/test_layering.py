@@ -14,7 +14,7 @@ PACKAGE = Path(recsys.__file__).resolve().parent
 # DESIGN.md, "Layout": inside recsys/, imports point down only, in this order (lowest first). A layer may hold
 # more than one top-level module or package: modules of one layer may import each other.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "progress"),  # leaves: import nothing from recsys
+    ("errors", "progress", "arrays"),  # leaves: import nothing from recsys
     ("schema",), ("config",), ("storage",), ("registry",), ("notify",),
     ("datasets", "streaming"),  # adapters that publish raw partitions (bundled data, simulator, Kafka sink)
     ("features",), ("validation",),
