@@ -261,7 +261,7 @@ def _serve(store: PartitionStore, settings: Settings, args: argparse.Namespace) 
     app = create_app(store, poll_seconds=args.poll_seconds,
                      ann_min_items=None if args.exact else max(1, args.ann_min_items),
                      max_id_length=settings.validation_max_id_length,  # serve every id validation accepts
-                     live=live)
+                     live=live, popularity_fallback=settings.popularity_fallback)
     print(f"recsys serve: http://{args.host}:{args.port} (store {store.uri('')}; docs at /docs)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, **server_options())
     return None
@@ -270,7 +270,7 @@ def _serve(store: PartitionStore, settings: Settings, args: argparse.Namespace) 
 def _recommend(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:
     from recsys.serving.recommend import recommend
 
-    return recommend(store, args.user, args.k)
+    return recommend(store, args.user, args.k, popularity_fallback=settings.popularity_fallback)
 
 
 def _summary(store: PartitionStore, settings: Settings, args: argparse.Namespace) -> Any:

@@ -199,3 +199,23 @@ def test_collect_and_sink_are_recsys_commands_with_their_own_options(capsys):
         assert exited.value.code == 0
         out = capsys.readouterr().out
         assert out.startswith(f"usage: recsys {command}") and option in out
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, True), ("0", False), ("1", True)])
+def test_recommend_passes_the_popularity_fallback_setting(root, monkeypatch, capsys, setting, expected):
+    """RECSYS_POPULARITY_FALLBACK reaches the ranking `recsys recommend` asks for (unit: the call, not the model)."""
+    import recsys.serving.recommend as module
+
+    seen = {}
+
+    def fake(store, user_id, k=10, popularity_fallback=True):
+        seen["fallback"] = popularity_fallback
+        return {"user_id": user_id, "items": []}
+
+    monkeypatch.setattr(module, "recommend", fake)
+    if setting is None:
+        monkeypatch.delenv("RECSYS_POPULARITY_FALLBACK", raising=False)
+    else:
+        monkeypatch.setenv("RECSYS_POPULARITY_FALLBACK", setting)
+    assert main(["recommend", "--user", "17850"]) == 0
+    assert seen == {"fallback": expected}
