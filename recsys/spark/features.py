@@ -4,14 +4,15 @@ What scales with the events runs on Spark's executors: reading the partition, th
 :func:`recsys.features.cleaning.clean_events` (repeated ``event_id``, the first in delivery order kept; ids
 that are missing or break the id rule, checked by a JVM expression of the same rule; ``quantity <= 0``), their
 counts, and the distinct (user, item) pairs of the day, coded as integers against each side's distinct ids
-(:func:`_pairs`). Each row of the partition is read once: one window (the first of each event id) and one
-aggregation per (user, item) give the pairs and every count (:func:`_grouped`, persisted for the two passes
-over it). Only the codes and the distinct ids come back to the driver: what grows from them (append-only
-vocabularies, the train/holdout split, the query history and the history snapshot, the stats) is the pandas
-path's own code on the same pairs, so the outputs are byte-for-byte the pandas path's
-(tests/integration/test_spark_parity.py) and a later step cannot tell which engine built a day. Memory on the
-driver: two int32 codes a pair, each distinct id once, and the state that exists anyway (vocabularies,
-histories), not the events.
+(:func:`_coded`). Each row of the partition is read once: one window (the first of each event id) and one
+aggregation per (user, item) give the pairs and every count (:func:`_grouped`, persisted for the passes over
+it). Only the distinct ids with their counts and the codes come back to the driver, the codes a range of users
+at a time: what grows from them (append-only vocabularies, the train/holdout split, the query history and the
+history snapshot, the stats) is the pandas path's own code (:mod:`recsys.spark.ranges`: ``write_features``' steps
+per range of users), so the outputs are byte-for-byte the pandas path's (tests/integration/test_spark_parity.py)
+and a later step cannot tell which engine built a day. Memory on the driver: each distinct id once, one range's
+pairs as two int32 codes each, and the state that exists anyway (vocabularies, the previous history snapshot as
+codes), not the events or the day's pairs.
 """
 
 from __future__ import annotations
@@ -26,14 +27,13 @@ from recsys import schema
 from recsys.config import Settings
 from recsys.features.build import (
     READ_COLUMNS,
-    DayPairs,
     FeatureError,
     FeatureStats,
     _check_order,
     validated_delivery,
-    write_features,
 )
 from recsys.features.cleaning import CleaningStats
+from recsys.spark import ranges
 from recsys.spark.read import ORDER, check_delivery, read_events
 from recsys.spark.session import BROADCAST_IDS
 from recsys.storage import PartitionStore, layout
@@ -64,19 +64,30 @@ def build_features(
         raise _changed(store, day, delivered, passed)
     events = read_events(spark, store, settings, partition_dir, READ_COLUMNS, nanos=delivery.nanos)
     grouped = _grouped(events, settings.validation_max_id_length).persist(StorageLevel.MEMORY_AND_DISK)
+    coded = None
     try:
         cleaning = _cleaning_stats(grouped)
-        pairs = _pairs(spark, grouped)
+        ids, coded = _coded(spark, grouped)
+        if len(ids.user_ids) > ranges.RANGE_USERS:  # fetched a range at a time: the codes cached, not the groups
+            coded = coded.persist(StorageLevel.MEMORY_AND_DISK)
+            coded.count()
+            grouped.unpersist()
+
+        def unchanged() -> None:  # after every range was fetched: Spark's executors read the files again
+            if fingerprint(store, partition_dir) != delivered:
+                raise _changed(store, day, fingerprint(store, partition_dir), passed)
+
+        if cleaning.invalid_ids:  # only an accepted partition gets here with them: validation refuses them
+            log.warning("partition %s: %d rows dropped whose user_id or item_id is missing or not a valid id",
+                        day, cleaning.invalid_ids)
+        if not ids.pairs:
+            log.warning("partition %s has no usable events after cleaning: %s", day, cleaning.as_dict())
+        return ranges.write_by_range(store, settings, day, ids, _fetch(coded), cleaning, delivered,
+                                     before_save=unchanged)
     finally:
         grouped.unpersist()
-    if fingerprint(store, partition_dir) != delivered:  # Spark's executors read the files again
-        raise _changed(store, day, fingerprint(store, partition_dir), passed)
-    if cleaning.invalid_ids:  # only an accepted partition gets here with them: validation refuses them
-        log.warning("partition %s: %d rows dropped whose user_id or item_id is missing or not a valid id",
-                    day, cleaning.invalid_ids)
-    if not len(pairs):
-        log.warning("partition %s has no usable events after cleaning: %s", day, cleaning.as_dict())
-    return write_features(store, settings, day, pairs, cleaning, delivered, engine=" (spark)")
+        if coded is not None:
+            coded.unpersist()
 
 
 def _changed(store: PartitionStore, day: date, delivered: str, passed: str) -> FeatureError:
@@ -152,41 +163,61 @@ def _cleaning_stats(grouped: DataFrame) -> CleaningStats:
                          non_positive_quantity=non_positive)
 
 
-def _pairs(spark: SparkSession, grouped: DataFrame) -> DayPairs:
-    """The day's distinct (user_id, item_id) of the kept rows as :class:`~recsys.features.build.DayPairs`: the
-    pandas path's sorted ids and integer codes, with the codes made on the executors.
+def _coded(spark: SparkSession, grouped: DataFrame) -> tuple[ranges.DayIds, DataFrame]:
+    """The day's distinct (user_id, item_id) of the kept rows: each side's distinct ids with their pairs' counts
+    (:class:`~recsys.spark.ranges.DayIds`, on the driver) and the pairs as integer codes (``_user_code``,
+    ``_item_code``: each id's position in its side's sorted ids), a DataFrame the ranges are fetched from
+    (:func:`_fetch`).
 
-    Each side's distinct ids come to the driver once (Arrow) and are sorted there in UTF-8 byte order, which is
-    code point order, as Python's sort; the pairs are joined on the executors to each id's position in that
-    order (broadcast up to :data:`BROADCAST_IDS` ids, else a shuffle join), and the driver receives two int32
-    columns (Arrow), never a text value per pair (about 8 bytes a pair instead of two Python strings: the
-    driver's share at 30M events, 22.6M pairs and 2.3M ids, bench/scale), and sorts them by (user, item) code.
+    Each side's distinct ids and counts come to the driver once (Arrow) and are sorted there in UTF-8 byte
+    order, which is code point order, as Python's sort; the pairs are joined on the executors to each id's
+    position in that order (broadcast up to :data:`BROADCAST_IDS` ids, else a shuffle join), and the driver
+    receives two int32 columns (Arrow) a range of users at a time, never a text value per pair (the driver's
+    share at 30M events, 22.6M pairs and 2.3M ids, bench/scale).
     """
     from pyspark.sql import functions as F
 
     pairs = grouped.where(F.col(_VALID) & (F.col(_POSITIVE) > 0)).select(_USER, _ITEM)
-    user_ids, users = _sorted_ids(spark, pairs, _USER, _USER_CODE)
-    item_ids, items = _sorted_ids(spark, pairs, _ITEM, _ITEM_CODE)
+    user_ids, user_counts, users = _sorted_ids(spark, pairs, _USER, _USER_CODE)
+    item_ids, item_counts, items = _sorted_ids(spark, pairs, _ITEM, _ITEM_CODE)
     coded = pairs
     for ids, frame, column in ((user_ids, users, _USER), (item_ids, items, _ITEM)):
         coded = coded.join(F.broadcast(frame) if len(ids) <= BROADCAST_IDS else frame, column)
-    table = coded.select(_USER_CODE, _ITEM_CODE).toArrow()
-    user_code = table.column(_USER_CODE).to_numpy().astype(np.int64)
-    item_code = table.column(_ITEM_CODE).to_numpy().astype(np.int64)
-    del table
-    keys = np.sort((user_code << 32) | item_code)
-    del user_code, item_code
-    return DayPairs(user_ids, item_ids, (keys >> 32).astype(np.int32), (keys & 0xFFFFFFFF).astype(np.int32))
+    day = ranges.DayIds(user_ids, user_counts, item_ids, item_counts, int(user_counts.sum()))
+    return day, coded.select(_USER_CODE, _ITEM_CODE)
 
 
-def _sorted_ids(spark: SparkSession, pairs: DataFrame, column: str, code: str) -> tuple[np.ndarray, DataFrame]:
-    """``column``'s distinct ids in ``pairs`` in text order (an object array of str, on the driver) and a frame
-    (``column``, ``code``: the id's position in that order, int32) to join on the executors."""
+def _fetch(coded: DataFrame) -> ranges.FetchPairs:
+    """The pairs of the users with codes ``start`` to ``stop - 1``: (user code, item code) int32 arrays, sorted."""
+    from pyspark.sql import functions as F
+
+    def fetch(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        user = F.col(_USER_CODE)
+        table = coded.where((user >= start) & (user < stop)).toArrow()
+        keys = table.column(_USER_CODE).to_numpy().astype(np.int64)
+        keys <<= 32
+        keys |= table.column(_ITEM_CODE).to_numpy()
+        del table
+        keys.sort()
+        return (keys >> 32).astype(np.int32), (keys & 0xFFFFFFFF).astype(np.int32)
+
+    return fetch
+
+
+def _sorted_ids(
+    spark: SparkSession, pairs: DataFrame, column: str, code: str
+) -> tuple[np.ndarray, np.ndarray, DataFrame]:
+    """``column``'s distinct ids in ``pairs`` in text order (an object array of str, on the driver), each one's
+    number of pairs (int64) and a frame (``column``, ``code``: the id's position in that order, int32) to join
+    on the executors."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    ids = pairs.select(column).distinct().toArrow().column(column)
-    ids = ids.take(pc.sort_indices(ids))  # binary (UTF-8) order: code point order, as Python sorts str
+    counted = pairs.groupBy(column).count().toArrow()
+    order = pc.sort_indices(counted.column(column))  # binary (UTF-8) order: code point order, as Python sorts str
+    ids = counted.column(column).take(order)
+    counts = counted.column("count").take(order).to_numpy().astype(np.int64)
+    del counted, order
     table = pa.table({column: ids, code: pa.array(np.arange(len(ids), dtype=np.int32))})
     text = np.asarray(ids.to_numpy(zero_copy_only=False), dtype=object)
-    return text, spark.createDataFrame(table)
+    return text, counts, spark.createDataFrame(table)

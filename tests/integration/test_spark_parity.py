@@ -162,6 +162,30 @@ def test_synthetic_day_identical_on_both_engines(spark, tmp_path):
     _assert_same(stores, [day])
 
 
+def test_features_a_range_of_users_at_a_time_identical_on_both_engines(spark, monkeypatch, tmp_path):
+    """The Spark engine fetches the day's pairs a range of users at a time (recsys/spark/ranges.py): with ranges
+    of 37 users and row groups of 500 rows (cut inside and across ranges), two days (the second merging into
+    the first's snapshot) are still the pandas path's, byte for byte."""
+    from recsys.features import chunks
+    from recsys.spark import ranges
+
+    monkeypatch.setattr(ranges, "RANGE_USERS", 37)
+    monkeypatch.setattr(chunks, "ROW_GROUP_ROWS", 500)
+    days = [date(2024, 3, 5), date(2024, 3, 6)]
+    stores = {engine: LocalStore(tmp_path / engine) for engine in ENGINES}
+    for n, day in enumerate(days):
+        config = synthetic.SyntheticConfig(events=4_000, users=300, items=200, chunk_events=2_000, seed=21 + n)
+        for store in stores.values():
+            synthetic.publish_day(store, config, day)
+
+    verdicts = {engine: _run(stores[engine], engine, days) for engine in ENGINES}
+
+    assert verdicts == {engine: {day: "passed" for day in days} for engine in ENGINES}
+    stats = stores["spark"].read_json(f"{layout.features(days[1])}/{layout.STATS_FILE}")
+    assert stats["users"] > 3 * 37 and stats["examples"] > 2 * 500 and stats["history_rows"] > 2 * 500
+    _assert_same(stores, days)
+
+
 # the id rule's edge cases (tests/unit/test_id_rule.py) and more line terminators and lengths: Java's "$" would
 # match before a final "\n", "\r\n", "\r", U+0085, U+2028 or U+2029
 _ID_CASES = [None, "17135", "85123A", "ÄÖ-12", "a b", ".a", "a.", ". a", "C581001-0", "x" * 64, "100%", "a?b#c", "日本",
