@@ -113,6 +113,23 @@ def build_features(
     return write_features(store, settings, day, pairs, cleaning, passed)
 
 
+def save_vocabularies(store: PartitionStore, day: date, users: pd.DataFrame, users_before: pd.DataFrame,
+                      items: pd.DataFrame, items_before: pd.DataFrame) -> dict[str, int]:
+    """Save the vocabularies grown on ``day`` (a rerun of the day counts nothing and writes nothing) and return
+    their growth for :class:`FeatureStats`: new ids, vocabulary sizes and ids pending their minimum count, counted
+    from ``first_seen``, not from this call, so a rerun of the day writes identical stats. Both engines'
+    feature writers (this module's and :mod:`recsys.spark.ranges`) call it."""
+    if not users.equals(users_before):
+        vocab.save(store, vocab.USERS, users)
+    if not items.equals(items_before):
+        vocab.save(store, vocab.ITEMS, items)
+    new_users, user_vocab_size = vocab.growth_on(users, day)
+    new_items, item_vocab_size = vocab.growth_on(items, day)
+    return {"new_users": new_users, "new_items": new_items, "user_vocab_size": user_vocab_size,
+            "item_vocab_size": item_vocab_size, "pending_users": vocab.pending_on(users, day),
+            "pending_items": vocab.pending_on(items, day)}
+
+
 def write_features(
     store: PartitionStore, settings: Settings, day: date, pairs: DayPairs | pd.DataFrame, cleaning: CleaningStats,
     fingerprint: str, engine: str = "",
@@ -143,13 +160,7 @@ def write_features(
                                  max(settings.history_length, settings.repeat_length))
     del before
 
-    if not users.equals(users_before):  # a rerun of the day counts nothing and writes nothing
-        vocab.save(store, vocab.USERS, users)
-    if not items.equals(items_before):
-        vocab.save(store, vocab.ITEMS, items)
-    # counted from first_seen, not from this call, so a rerun of the day writes identical stats
-    new_users, user_vocab_size = vocab.growth_on(users, day)
-    new_items, item_vocab_size = vocab.growth_on(items, day)
+    growth = save_vocabularies(store, day, users, users_before, items, items_before)
     del users_before, items_before
     holdout_examples = int(np.bincount(pairs.user_code, minlength=len(user_ids))[held_users].sum())
     stats = FeatureStats(
@@ -161,12 +172,7 @@ def write_features(
         users=len(user_ids),  # every distinct id has a pair
         holdout_users=int(held_users.sum()),
         items=len(item_ids),
-        new_users=new_users,
-        new_items=new_items,
-        user_vocab_size=user_vocab_size,
-        item_vocab_size=item_vocab_size,
-        pending_users=vocab.pending_on(users, day),
-        pending_items=vocab.pending_on(items, day),
+        **growth,
         min_user_count=settings.min_user_count,
         min_item_count=settings.min_item_count,
         history_users=after.users(),

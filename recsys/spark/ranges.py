@@ -34,7 +34,7 @@ import pandas as pd
 from recsys import schema
 from recsys.config import Settings
 from recsys.features import chunks, history, vocab
-from recsys.features.build import _SPLIT_NAMES, _TEXT, FeatureStats, is_holdout
+from recsys.features.build import _SPLIT_NAMES, _TEXT, FeatureStats, is_holdout, save_vocabularies
 from recsys.features.chunks import Gathered, GatheredFrame
 from recsys.features.cleaning import CleaningStats
 from recsys.storage import PartitionStore, layout
@@ -121,12 +121,7 @@ def write_by_range(store: PartitionStore, settings: Settings, day: date, ids: Da
     if examples != ids.pairs:
         raise RuntimeError(f"features {day}: the user ranges gave {examples} pairs, the day has {ids.pairs}")
 
-    if not users.equals(users_before):  # a rerun of the day counts nothing and writes nothing
-        vocab.save(store, vocab.USERS, users)
-    if not items.equals(items_before):
-        vocab.save(store, vocab.ITEMS, items)
-    new_users, user_vocab_size = vocab.growth_on(users, day)
-    new_items, item_vocab_size = vocab.growth_on(items, day)
+    growth = save_vocabularies(store, day, users, users_before, items, items_before)
     stats = FeatureStats(
         date=day.isoformat(),
         cleaning=cleaning.as_dict(),
@@ -136,12 +131,7 @@ def write_by_range(store: PartitionStore, settings: Settings, day: date, ids: Da
         users=len(user_ids),
         holdout_users=int(held_users.sum()),
         items=len(item_ids),
-        new_users=new_users,
-        new_items=new_items,
-        user_vocab_size=user_vocab_size,
-        item_vocab_size=item_vocab_size,
-        pending_users=vocab.pending_on(users, day),
-        pending_items=vocab.pending_on(items, day),
+        **growth,
         min_user_count=settings.min_user_count,
         min_item_count=settings.min_item_count,
         history_users=history_users,
