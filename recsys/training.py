@@ -323,10 +323,8 @@ def _train_version(
     started = time.perf_counter()
     fit = fit_with_progress(model, dataset, settings.epochs, f"training {kind} on {day}")
     seconds = time.perf_counter() - started
-    final_loss = float(fit.history["loss"][-1])
-    tables = two_tower.get_tables(model)
-    del model, dataset, fit
-    metadata = save_trained(store, settings, day, kind, parent, inputs, tables, final_loss, seconds, run_id)
+    metadata = save_trained(store, settings, day, kind, parent, inputs, two_tower.get_tables(model),
+                            float(fit.history["loss"][-1]), seconds, run_id)
     return dict(metadata) | {"reused": False}
 
 

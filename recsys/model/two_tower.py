@@ -230,7 +230,7 @@ def table_pieces(variable: Any, chunk_bytes: int | None = None, *,
     for v in parts:
         rows = int(v.shape[0])
         row_bytes = max(1, int(np.prod(v.shape[1:], dtype=np.int64)) * v.dtype.size)
-        # a whole (or mirrored) table is one piece: it is in this process anyway
+        # a whole (or mirrored) table is one piece, as it is in this process anyway; split_whole cuts it too
         step = max(1, chunk_bytes // row_bytes) if parts[0] is not variable or split_whole else max(1, rows)
         pieces += [(v, first, a, min(a + step, first + rows)) for a in range(first, first + rows, step)]
         first += rows
