@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from recsys import schema
+from recsys.arrays import distinct
 from recsys.config import Settings
 from recsys.features import chunks, history, vocab
 from recsys.features.build import _SPLIT_NAMES, _TEXT, FeatureStats, is_holdout, save_vocabularies
@@ -88,7 +89,7 @@ def write_by_range(store: PartitionStore, settings: Settings, day: date, ids: Da
         user_code, item_code = fetch(start, stop)
         examples += len(user_code)
         user_code = user_code - start  # the range's own codes
-        items_used = np.unique(item_code)
+        items_used = distinct(item_code)
         item_code = np.searchsorted(items_used, item_code).astype(np.int32)
         previous = _slice(before, rows)
         range_users, range_items = user_ids[start:stop], item_ids[items_used]
