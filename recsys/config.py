@@ -164,6 +164,9 @@ class Settings:
     # HDFS as Spark reads it: e.g. hdfs://namenode:8020 replaces the store's webhdfs://host:port prefix (RPC
     # instead of HTTP); None: Spark reads the store's own webhdfs:// URIs
     spark_hdfs_url: str | None = None
+    # a class-data-sharing archive for the steps' driver JVM (python -m recsys.spark.archive PATH builds it):
+    # mapped at each start when the file exists (seconds less per step); None or missing: not used
+    spark_class_archive: str | None = None
 
     # real time (recsys/serving/live.py): `recsys serve` follows the events and catalog topics so answers use
     # events seconds old. Off by default; on needs a broker: kafka_bootstrap (RECSYS_KAFKA_BOOTSTRAP, also

@@ -92,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from recsys.errors import RecsysError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # hundreds of lines of its own set-up
     args = parse_args(argv)
     try:
         result = run(args)
@@ -102,7 +103,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def script_sys_path(path: Sequence[str], script: Path) -> list[str]:
+    """``sys.path`` for a module of this package run as a file by spark-submit: without the file's directory
+    (``recsys/spark`` would shadow top-level modules), and with spark-submit's ``pyspark.zip`` and py4j zip
+    after the site directory of the installed pyspark they come with (the same code: a zip's modules are
+    compiled from source at every start, a second of CPU per step; a zip of another Spark stays first)."""
+    here = script.resolve().parent
+    kept = [p for p in path if Path(p or ".").resolve() != here]
+    sites = {str(Path(p).resolve()) for p in kept if p and not p.endswith(".zip")}
+
+    def installed(entry: str) -> bool:  # <site>/pyspark/python/lib/<zip>, <site> on the path
+        parts = Path(entry).resolve().parents
+        return entry.endswith(".zip") and len(parts) > 3 and parts[2].name == "pyspark" and str(parts[3]) in sites
+
+    return [p for p in kept if not installed(p)] + [p for p in kept if installed(p)]
+
+
 if __name__ == "__main__":
-    if not __package__:  # run as a file by spark-submit: its directory (recsys/spark) must not shadow modules
-        sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+    if not __package__:  # run as a file by spark-submit
+        sys.path[:] = script_sys_path(sys.path, Path(__file__))
     sys.exit(main())

@@ -64,10 +64,16 @@ def spark_conf(settings: Settings) -> dict[str, str]:
     return conf
 
 
-def submit_conf() -> dict[str, str]:
+def submit_conf(settings: Settings | None = None) -> dict[str, str]:
     """The Spark configuration a ``spark-submit`` of the validate and features steps is given besides
-    :func:`spark_conf` (what must be fixed before the driver's JVM starts): :data:`DRIVER_JAVA_OPTIONS`."""
-    return {"spark.driver.extraJavaOptions": DRIVER_JAVA_OPTIONS}
+    :func:`spark_conf` (what must be fixed before the driver's JVM starts): :data:`DRIVER_JAVA_OPTIONS`, and
+    the class archive of ``RECSYS_SPARK_CLASS_ARCHIVE`` (:mod:`recsys.spark.archive`) when that file exists
+    on this machine (the driver's, in client mode)."""
+    options = DRIVER_JAVA_OPTIONS
+    archive = settings.spark_class_archive if settings is not None else None
+    if archive and os.path.isfile(archive):
+        options = f"{options} -XX:SharedArchiveFile={os.path.abspath(archive)}".strip()
+    return {"spark.driver.extraJavaOptions": options}
 
 
 def spark_session(settings: Settings, app_name: str = "recsys") -> SparkSession:

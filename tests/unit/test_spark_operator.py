@@ -124,7 +124,7 @@ def test_the_settings_win_over_the_jobs_own_conf_and_the_operators_conf_over_bot
 
     job_conf = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1", "spark.sql.shuffle.partitions": "99",
                 "spark.ui.enabled": "true"}
-    monkeypatch.setattr(recsys.spark.session, "submit_conf", lambda: dict(job_conf))
+    monkeypatch.setattr(recsys.spark.session, "submit_conf", lambda settings=None: dict(job_conf))
     settings = Settings(spark_shuffle_partitions=8, spark_ui=False)
     conf = submit_options(settings)["conf"]
     assert (conf["spark.sql.shuffle.partitions"], conf["spark.ui.enabled"]) == ("8", "false")  # the settings'
@@ -203,3 +203,31 @@ def test_incomplete_overrides_are_refused_before_anything_is_submitted(monkeypat
     with pytest.raises(AirflowFailException, match="needs an 'Acceptance reason'"):
         task.execute(context({"accept_invalid": True, "accept_reason": "  "}))
     assert not out.exists()
+
+
+def test_the_class_archive_reaches_the_drivers_options_only_when_the_file_exists(tmp_path) -> None:
+    from recsys.config import Settings
+    from recsys.spark.session import DRIVER_JAVA_OPTIONS, submit_conf
+
+    archive = tmp_path / "classes.jsa"
+    settings = Settings(spark_class_archive=str(archive))
+    assert submit_conf(settings)["spark.driver.extraJavaOptions"] == DRIVER_JAVA_OPTIONS  # not built yet
+    archive.write_bytes(b"x")
+    assert submit_conf(settings)["spark.driver.extraJavaOptions"] == (
+        f"{DRIVER_JAVA_OPTIONS} -XX:SharedArchiveFile={archive}")
+    assert submit_conf()["spark.driver.extraJavaOptions"] == DRIVER_JAVA_OPTIONS
+
+
+def test_spark_submits_zips_of_the_installed_pyspark_go_after_its_site_directory(tmp_path) -> None:
+    from pathlib import Path
+
+    from recsys.spark.job import script_sys_path
+
+    site = tmp_path / "site-packages"
+    (site / "pyspark" / "python" / "lib").mkdir(parents=True)
+    script = tmp_path / "recsys" / "spark" / "job.py"
+    script.parent.mkdir(parents=True)
+    own = [str(site / "pyspark" / "python" / "lib" / n) for n in ("pyspark.zip", "py4j-0.10.9.9-src.zip")]
+    other = str(tmp_path / "spark-3.5" / "python" / "lib" / "pyspark.zip")  # another Spark's: stays first
+    path = [str(script.parent), *own, other, "/usr/lib/python3.11", str(site)]
+    assert script_sys_path(path, Path(script)) == [other, "/usr/lib/python3.11", str(site), *own]
