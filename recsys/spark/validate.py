@@ -45,7 +45,6 @@ from recsys.validation.suites import (
     engine_suite,
     load_suite,
     partition_parameters,
-    read_columns,
 )
 
 if TYPE_CHECKING:
@@ -110,27 +109,22 @@ def _events_suite(
     from pyspark import StorageLevel
 
     rows = delivery.rows
-    suite = load_suite(EVENTS_SUITE)
     events = read_events(spark, store, settings, layout.raw_events(day), nanos=delivery.nanos)
-    # only the columns the suite reads (and the ids the derived columns need) are cached and checked, as on
-    # the pandas path (suite_columns): session_id, country, ... would only cost the cache's time and memory
-    wanted = set(read_columns([c for c in events.columns if c != ORDER], suite)) | {schema.USER_ID, schema.ITEM_ID}
-    events = events.select(*(c for c in events.columns if c in wanted or c == ORDER))
     known = {name: _known_ids(spark, store, settings, name, day) for name in (vocab.USERS, vocab.ITEMS)}
+    top, top_count = _top_item(events)
     time_type = delivery.dtypes.get(schema.EVENT_TIME, "missing")
     persisted = [ids for ids, _ in known.values()]
-    # the partition is read once: the rows with their new-id flags are cached, the top item counted on the cache
-    flagged = _flagged(events, known, time_type).persist(StorageLevel.MEMORY_AND_DISK)
-    persisted.append(flagged)
+    derived = _derived(events, known, top, time_type).persist(StorageLevel.MEMORY_AND_DISK)
+    persisted.append(derived)
     try:
-        sums = flagged.agg(*(_sum(c) for c in (NEW_USER, NEW_ITEM))).first()
+        sums = derived.agg(*(_sum(c) for c in (NEW_USER, NEW_ITEM))).first()
         new_users, new_items = (0, 0) if sums is None else (int(sums[0] or 0), int(sums[1] or 0))
-        top, top_count = _top_item(flagged)
         totals = EventTotals(rows=rows, new_users=new_users, new_items=new_items, top_item=top,
                              top_count=top_count)
         params, report.notes = partition_parameters(store, day, settings, totals, {k: n for k, (_, n) in known.items()})
         average, days, top_id = (params.pop(key) for key in TRAILING_KEYS)
-        result = gx_run.run(engine_suite(suite, SPARK), _with_top_item(flagged, top), params)
+        suite = load_suite(EVENTS_SUITE)
+        result = gx_run.run(engine_suite(suite, SPARK), derived, params)
         report.checks = _pandas_types(engine_checks(compact(result, suite), suite, SPARK), delivery)
         report.margins = margins(report.checks, average=average, days=days, top_item=top_id)
     finally:
@@ -210,11 +204,10 @@ def _known_ids(
     return ids, ids.count()
 
 
-def _flagged(events: DataFrame, known: dict[str, tuple[DataFrame, int]], time_type: str) -> DataFrame:
-    """``events`` (with :data:`ORDER`) in delivery order with the derived columns of
-    :func:`recsys.validation.suites.derived_columns` but the top item's (:func:`_with_top_item`); ``known``:
-    each vocabulary's known ids and their number (:func:`_known_ids`); ``time_type``: the pandas dtype of
-    ``event_time`` ("missing" without it)."""
+def _derived(events: DataFrame, known: dict[str, tuple[DataFrame, int]], top: str | None, time_type: str) -> DataFrame:
+    """``events`` (with :data:`ORDER`) as the rows the suite sees, in delivery order, with the columns it
+    derives (:func:`recsys.validation.suites.derived_columns`); ``known``: each vocabulary's known ids and their
+    number (:func:`_known_ids`); ``time_type``: the pandas dtype of ``event_time`` ("missing" without it)."""
     from pyspark.sql import functions as F
 
     derived = events.withColumn(EVENT_TIME_DTYPE, F.lit(time_type))
@@ -222,17 +215,10 @@ def _flagged(events: DataFrame, known: dict[str, tuple[DataFrame, int]], time_ty
     for column, name, flag in ((schema.USER_ID, vocab.USERS, NEW_USER), (schema.ITEM_ID, vocab.ITEMS, NEW_ITEM)):
         derived, joined = _new_flags(derived, column, *known[name], flag)
         shuffled = shuffled or joined
-    # a shuffle join moves the rows: back to delivery order, for GX's unexpected examples
-    return derived.orderBy(ORDER) if shuffled else derived
-
-
-def _with_top_item(flagged: DataFrame, top: str | None) -> DataFrame:
-    """The rows the suite sees: :func:`_flagged`'s without :data:`ORDER`, with the top item's flag (1.0 where
-    the item id as text is ``top``; all 0.0 without a top item)."""
-    from pyspark.sql import functions as F
-
-    derived = flagged.drop(ORDER)
-    if top is None or schema.ITEM_ID not in derived.columns:
+    if shuffled:  # a shuffle join moves the rows: back to delivery order, for GX's unexpected examples
+        derived = derived.orderBy(ORDER)
+    derived = derived.drop(ORDER)
+    if top is None or schema.ITEM_ID not in events.columns:
         return derived.withColumn(TOP_ITEM, F.lit(0.0))
     return derived.withColumn(TOP_ITEM, F.when(_text(derived, schema.ITEM_ID) == F.lit(top), 1.0).otherwise(0.0))
 
