@@ -59,27 +59,21 @@ def _history(store: PartitionStore, day: date, n: int) -> list[dict[str, Any]]:
 
 
 def suite_columns(frame: pd.DataFrame, suite: dict[str, Any]) -> pd.DataFrame:
-    """The columns of ``frame`` that ``suite``'s expectations read (:func:`read_columns`).
+    """The columns of ``frame`` that ``suite``'s expectations read, in their order; all of them if one
+    expectation is about the table's columns as a whole.
 
     Great Expectations keeps the batch's DataFrame for the whole run and computes its metrics over it;
     columns no expectation reads (``session_id``, ``country``) only cost memory there (bench/scale).
     """
-    names = read_columns(list(frame.columns), suite)
-    return frame if len(names) == len(frame.columns) else frame[names]
-
-
-def read_columns(columns: list[str], suite: dict[str, Any]) -> list[str]:
-    """The names in ``columns`` that ``suite``'s expectations read, in their order; all of them if one
-    expectation is about the table's columns as a whole."""
     wanted: set[str] = set()
     for expectation in suite.get("expectations", []):
         kwargs = expectation.get("kwargs", {})
         if expectation["type"].startswith("expect_table_column") or "column_list" in kwargs:
-            return list(columns)
+            return frame
         for key in ("column", "column_A", "column_B"):
             if isinstance(kwargs.get(key), str):
                 wanted.add(kwargs[key])
-    return [c for c in columns if c in wanted]
+    return frame[[c for c in frame.columns if c in wanted]]
 
 
 @dataclass(frozen=True)
