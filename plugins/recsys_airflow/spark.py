@@ -93,7 +93,8 @@ def submit_options(settings: Settings, conf: Mapping[str, Any] | None = None) ->
     """
     from recsys.spark.session import submit_conf
 
-    merged = {**submit_conf(settings), "spark.pyspark.python": sys.executable, "spark.pyspark.driver.python": sys.executable,
+    merged = {**submit_conf(settings), "spark.pyspark.python": sys.executable,
+              "spark.pyspark.driver.python": sys.executable,
               "spark.ui.enabled": "true" if settings.spark_ui else "false", "spark.ui.showConsoleProgress": "false"}
     if settings.spark_shuffle_partitions:
         merged["spark.sql.shuffle.partitions"] = str(settings.spark_shuffle_partitions)
