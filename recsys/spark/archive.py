@@ -27,13 +27,15 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
+from recsys.errors import RecsysError
+
 log = logging.getLogger(__name__)
 DAY = date(2026, 1, 5)  # the generated day (any date: the store is temporary)
 EVENTS = 2_000
 TIMEOUT_S = 600
 
 
-class ArchiveError(RuntimeError):
+class ArchiveError(RecsysError, RuntimeError):
     """The archive could not be built (no Java, the warm-up run failed, the JVM refuses the result)."""
 
 
