@@ -26,12 +26,18 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.recsys-installed
-hash="$(cat requirements.txt constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+# the stamp covers the install's recipe too ("bytecode": a venv installed before the step below is redone)
+hash="$( (cat requirements.txt constraints.txt pyproject.toml; echo bytecode) | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$hash" ]; then
   echo "setup: installing pinned dependencies (first time: a few minutes, about 2 GB)"
   .venv/bin/python -m pip install -q "$(grep -E '^uv==' constraints.txt)"
   .venv/bin/uv pip install --python .venv/bin/python -q -r requirements.txt -c constraints.txt
   .venv/bin/uv pip install --python .venv/bin/python -q --no-deps -e .
+  # every installed module compiled once, here (uv leaves it to the first import): where PYTHONDONTWRITEBYTECODE
+  # is set, as on some CI machines, nothing would ever be cached, and every process (each Airflow task, each
+  # Spark step) would compile TensorFlow, Airflow, Great Expectations and pandas from source, doubling its time
+  echo "setup: compiling the installed modules (about a minute)"
+  .venv/bin/python -m compileall -q -j 0 "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null
   echo "$hash" > "$stamp"
 fi
 echo "setup: ready ($(.venv/bin/python --version), $(.venv/bin/airflow version 2>/dev/null | tail -1 | sed 's/^/airflow /'))"
