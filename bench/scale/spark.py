@@ -172,6 +172,7 @@ def env_for(engine: str, store: Path, args: argparse.Namespace) -> dict[str, str
 def command(engine: str, step: str, args: argparse.Namespace) -> list[str]:
     if engine == "pandas":
         return [sys.executable, "-m", "recsys.cli", step, "--date", DAY.isoformat()]
+    from recsys.config import Settings
     from recsys.spark.session import submit_conf
 
     submit = str(Path(sys.executable).with_name("spark-submit"))
@@ -179,7 +180,8 @@ def command(engine: str, step: str, args: argparse.Namespace) -> list[str]:
             "--conf", "spark.ui.enabled=false", "--conf", f"spark.sql.shuffle.partitions={args.shuffle_partitions}"]
     if args.executor_memory:
         argv += ["--executor-memory", args.executor_memory]
-    conf = submit_conf()  # what the deployment's spark-submit is given (the driver's JVM options)
+    # what the deployment's spark-submit is given: the step's driver JVM options, the class archive if any
+    conf = submit_conf(step, Settings(spark_class_archive=args.class_archive))
     if args.driver_java_options is not None:
         conf["spark.driver.extraJavaOptions"] = args.driver_java_options
     for key, value in conf.items():
@@ -214,6 +216,8 @@ def main() -> None:
     parser.add_argument("--shuffle-partitions", type=int, default=8)
     parser.add_argument("--driver-java-options", default=None,
                         help="the driver JVM's options instead of recsys.spark.session.submit_conf()'s ('' for none)")
+    parser.add_argument("--class-archive", default=None,
+                        help="RECSYS_SPARK_CLASS_ARCHIVE: built first (python -m recsys.spark.archive) if missing")
     parser.add_argument("--work", type=Path, default=ROOT / "var" / "bench-spark")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -226,11 +230,19 @@ def main() -> None:
         "settings": {"master": args.master, "driver_memory": args.driver_memory,
                      "executor_memory": args.executor_memory, "shuffle_partitions": args.shuffle_partitions,
                      "driver_java_options": (args.driver_java_options if args.driver_java_options is not None
-                                             else submit_conf()["spark.driver.extraJavaOptions"]),
+                                             else {s: submit_conf(s)["spark.driver.extraJavaOptions"]
+                                                   for s in STEPS}),
+                     "class_archive": args.class_archive,
                      "nice": os.nice(0)},
         "sizes": {},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.class_archive and not Path(args.class_archive).is_file():
+        from recsys.spark.archive import build
+
+        started = time.monotonic()
+        build(Path(args.class_archive))
+        results["settings"]["class_archive_built_s"] = round(time.monotonic() - started, 1)
     if args.standalone:
         args.work.mkdir(parents=True, exist_ok=True)
         ready = start_standalone(args.work)

@@ -76,15 +76,16 @@ def job_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def submit_options(settings: Settings, conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The ``SparkSubmitOperator`` resource arguments and ``conf``: the job's own (the driver JVM's options of
-    :func:`recsys.spark.session.submit_conf`), then the ``RECSYS_SPARK_*`` settings', then ``conf``.
+def submit_options(settings: Settings, conf: Mapping[str, Any] | None = None, step: str = "validate") -> dict[str, Any]:
+    """The ``SparkSubmitOperator`` resource arguments and ``conf`` of job step ``step``: the job's own (the
+    step's driver JVM options of :func:`recsys.spark.session.submit_conf`), then the ``RECSYS_SPARK_*``
+    settings', then ``conf``.
 
     On the same key the later wins: the settings over the job's own, ``conf`` (the operator's ``conf``
     argument, a DAG's override for one task) over both. The connection ``spark_default`` sets no Spark
     configuration (master, deploy mode, queue, namespace, principal: the provider's arguments, not ``--conf``).
     A cluster's ``spark-defaults.conf`` loses to every ``--conf`` (Spark's rule), so one that sets
-    ``spark.driver.extraJavaOptions`` is replaced by :data:`recsys.spark.session.DRIVER_JAVA_OPTIONS`: a
+    ``spark.driver.extraJavaOptions`` is replaced by the step's :data:`recsys.spark.session.DRIVER_JAVA_OPTIONS`: a
     cluster's own driver JVM options belong in ``spark.driver.defaultJavaOptions`` (Spark's key for
     administrators, put before the extra options: both apply), or in ``conf`` here.
 
@@ -93,7 +94,7 @@ def submit_options(settings: Settings, conf: Mapping[str, Any] | None = None) ->
     """
     from recsys.spark.session import submit_conf
 
-    merged = {**submit_conf(settings), "spark.pyspark.python": sys.executable,
+    merged = {**submit_conf(step, settings), "spark.pyspark.python": sys.executable,
               "spark.pyspark.driver.python": sys.executable,
               "spark.ui.enabled": "true" if settings.spark_ui else "false", "spark.ui.showConsoleProgress": "false"}
     if settings.spark_shuffle_partitions:
@@ -156,7 +157,7 @@ class RecsysSparkSubmitOperator(SparkSubmitOperator):
         super().__init__(
             task_id=task_id, application=application(), name=f"recsys-{task_id}",
             conn_id=conn_id or CONN_ID,
-            spark_binary=spark_submit_binary(), **submit_options(settings, conf), **kwargs,
+            spark_binary=spark_submit_binary(), **submit_options(settings, conf, STEPS[task_id]), **kwargs,
         )
         self.precheck = precheck
 

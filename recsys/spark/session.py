@@ -27,11 +27,13 @@ SESSION_TIME_ZONE = "UTC"
 # executors (through the driver JVM: a few MB); more are joined by a shuffle
 BROADCAST_IDS = 200_000
 LIMIT_PARTITIONS = 4096  # spark.sql.limit.initialNumPartitions (see spark_conf)
-# The driver JVM's options (spark.driver.extraJavaOptions, :func:`submit_conf`). A step's driver lives for a
-# minute or two and spends it planning and compiling many small queries (and, in local mode, running the
-# executor threads): C2, the optimising JIT compiler, took a third of a 1M-event validate's CPU seconds
-# (bench/scale/README.md); C1 alone compiles far less. Executors (own JVMs on a cluster) keep the JVM's defaults.
-DRIVER_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
+# The driver JVM's options per step (spark.driver.extraJavaOptions, :func:`submit_conf`). A step's driver lives
+# for a minute or two; in local mode its JVM also runs the executor threads. validate keeps the JVM's default
+# JIT (C1, then C2 for hot code): Great Expectations runs two dozen scans of the cached partition there, and the
+# code C2 makes for them pays for its compilation (C1 alone: 10-17 s slower at 1M events on a quiet machine,
+# bench/scale/README.md). features runs a few jobs and plans more than it scans: C1 alone (no C2) saves it 2-5 s
+# and a third of its CPU seconds. Executors (own JVMs on a cluster) keep the JVM's defaults.
+DRIVER_JAVA_OPTIONS = {"validate": "", "features": "-XX:TieredStopAtLevel=1"}
 
 
 class SparkBackendError(RecsysError, RuntimeError):
@@ -64,12 +66,14 @@ def spark_conf(settings: Settings) -> dict[str, str]:
     return conf
 
 
-def submit_conf(settings: Settings | None = None) -> dict[str, str]:
-    """The Spark configuration a ``spark-submit`` of the validate and features steps is given besides
-    :func:`spark_conf` (what must be fixed before the driver's JVM starts): :data:`DRIVER_JAVA_OPTIONS`, and
-    the class archive of ``RECSYS_SPARK_CLASS_ARCHIVE`` (:mod:`recsys.spark.archive`) when that file exists
-    on this machine (the driver's, in client mode)."""
-    options = DRIVER_JAVA_OPTIONS
+def submit_conf(step: str, settings: Settings | None = None) -> dict[str, str]:
+    """The Spark configuration a ``spark-submit`` of ``step`` (``validate`` or ``features``) is given besides
+    :func:`spark_conf` (what must be fixed before the driver's JVM starts): the step's
+    :data:`DRIVER_JAVA_OPTIONS`, and the class archive of ``RECSYS_SPARK_CLASS_ARCHIVE``
+    (:mod:`recsys.spark.archive`) when that file exists on this machine (the driver's, in client mode)."""
+    if step not in DRIVER_JAVA_OPTIONS:
+        raise ValueError(f"step={step!r}: a Spark step is one of {sorted(DRIVER_JAVA_OPTIONS)}")
+    options = DRIVER_JAVA_OPTIONS[step]
     archive = settings.spark_class_archive if settings is not None else None
     if archive and os.path.isfile(archive):
         options = f"{options} -XX:SharedArchiveFile={os.path.abspath(archive)}".strip()

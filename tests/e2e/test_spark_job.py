@@ -43,7 +43,7 @@ def _submit(cluster, store, step: str, hdfs_rpc: str) -> subprocess.CompletedPro
     submit = Path(sys.executable).with_name("spark-submit")
     argv = [str(submit), "--master", cluster.master, "--deploy-mode", "client", "--driver-memory", "768m",
             "--executor-memory", "768m", "--conf", "spark.ui.enabled=false"]
-    for key, value in submit_conf().items():  # the driver JVM's options, as the DAG's operator passes them
+    for key, value in submit_conf(step).items():  # the driver JVM's options, as the DAG's operator passes them
         argv += ["--conf", f"{key}={value}"]
     argv += [str(REPO_ROOT / "recsys" / "spark" / "job.py"), step, "--date", DAY.isoformat(), "--run-id", "e2e"]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900, cwd="/")

@@ -107,9 +107,10 @@ def test_spark_steps_are_spark_submit_tasks_with_the_settings_resources(monkeypa
         assert (task._driver_memory, task._executor_memory, task._executor_cores) == ("1500m", "2g", 2)
         assert task.conf["spark.sql.shuffle.partitions"] == "8"
         assert task.conf["spark.pyspark.python"] == sys.executable
-        # the driver JVM's options the job is made for (C1 only: bench/scale/README.md), as bench/scale passes them
-        assert task.conf["spark.driver.extraJavaOptions"] == "-XX:TieredStopAtLevel=1"
         assert task.retries >= 1 and task.depends_on_past
+    # each step's driver JVM options (validate: the default JIT, features: C1 only; bench/scale/README.md)
+    assert validate.conf["spark.driver.extraJavaOptions"] == ""
+    assert features.conf["spark.driver.extraJavaOptions"] == "-XX:TieredStopAtLevel=1"
     assert validate.pool == "recsys_registry" and features.pool != "recsys_registry"
     # the same place in the DAG as the in-process tasks
     assert validate.upstream_task_ids == {"wait_for_partition"}
@@ -124,7 +125,7 @@ def test_the_settings_win_over_the_jobs_own_conf_and_the_operators_conf_over_bot
 
     job_conf = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1", "spark.sql.shuffle.partitions": "99",
                 "spark.ui.enabled": "true"}
-    monkeypatch.setattr(recsys.spark.session, "submit_conf", lambda settings=None: dict(job_conf))
+    monkeypatch.setattr(recsys.spark.session, "submit_conf", lambda step, settings=None: dict(job_conf))
     settings = Settings(spark_shuffle_partitions=8, spark_ui=False)
     conf = submit_options(settings)["conf"]
     assert (conf["spark.sql.shuffle.partitions"], conf["spark.ui.enabled"]) == ("8", "false")  # the settings'
@@ -149,7 +150,7 @@ def test_validate_submits_the_job_for_the_runs_date_with_the_workers_settings(mo
     argv = submitted["argv"]
     assert argv[argv.index("--master") + 1] == MASTER and argv[argv.index("--deploy-mode") + 1] == "client"
     job = argv.index(str(REPO_ROOT / "recsys" / "spark" / "job.py"))
-    java_options = argv.index("spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1")  # the driver JVM's
+    java_options = argv.index("spark.driver.extraJavaOptions=")  # validate: the JVM's default JIT
     assert argv[java_options - 1] == "--conf" and java_options < job
     assert argv[job + 1:] == ["validate", "--date", "2011-01-04", "--run-id", "manual__2011-01-05",
                               "--accept-invalid", "--accept-reason", "promo", "--force"]
@@ -211,11 +212,30 @@ def test_the_class_archive_reaches_the_drivers_options_only_when_the_file_exists
 
     archive = tmp_path / "classes.jsa"
     settings = Settings(spark_class_archive=str(archive))
-    assert submit_conf(settings)["spark.driver.extraJavaOptions"] == DRIVER_JAVA_OPTIONS  # not built yet
+    jit = DRIVER_JAVA_OPTIONS["features"]
+    assert submit_conf("features", settings)["spark.driver.extraJavaOptions"] == jit  # not built yet
     archive.write_bytes(b"x")
-    assert submit_conf(settings)["spark.driver.extraJavaOptions"] == (
-        f"{DRIVER_JAVA_OPTIONS} -XX:SharedArchiveFile={archive}")
-    assert submit_conf()["spark.driver.extraJavaOptions"] == DRIVER_JAVA_OPTIONS
+    assert submit_conf("features", settings)["spark.driver.extraJavaOptions"] == (
+        f"{jit} -XX:SharedArchiveFile={archive}")
+    assert submit_conf("validate", settings)["spark.driver.extraJavaOptions"] == f"-XX:SharedArchiveFile={archive}"
+    assert submit_conf("features")["spark.driver.extraJavaOptions"] == jit
+
+
+def test_each_step_gets_its_own_driver_jit_options() -> None:
+    """validate keeps the JVM's default JIT (C2 pays off over its many scans), features stops at C1; the
+    operator of each task passes its step's options, and an unknown step is refused."""
+    from recsys_airflow.spark import RecsysSparkSubmitOperator
+
+    from recsys.config import Settings
+    from recsys.spark.session import submit_conf
+
+    assert submit_conf("validate")["spark.driver.extraJavaOptions"] == ""
+    assert submit_conf("features")["spark.driver.extraJavaOptions"] == "-XX:TieredStopAtLevel=1"
+    with pytest.raises(ValueError, match="a Spark step is one of"):
+        submit_conf("train")
+    for task_id, options in (("validate", ""), ("build_features", "-XX:TieredStopAtLevel=1")):
+        operator = RecsysSparkSubmitOperator(task_id=task_id, settings=Settings())
+        assert operator.conf["spark.driver.extraJavaOptions"] == options
 
 
 def test_spark_submits_zips_of_the_installed_pyspark_go_after_its_site_directory(tmp_path) -> None:
