@@ -16,7 +16,7 @@ tests/unit/test_spark_ranges.py against ``write_features`` with ranges of a few 
 
 Driver memory: each distinct id once with its count, row and split (as before); the previous snapshot as codes
 (as ``write_features``); one range's pairs, query table and snapshot; one row group of a file being built (the
-groups written wait in a temporary file); a finished file's bytes while the store writes them.
+groups written wait in a temporary file, which the store copies in pieces).
 """
 
 from __future__ import annotations
@@ -238,6 +238,7 @@ class _GroupWriter:
             self._flush()
         self.writer.close()
         self.buf.seek(0)
-        data = self.buf.read()
-        self.buf.close()
-        store.write_bytes(self.path, data)
+        try:
+            store.write_bytes(self.path, self.buf)  # streamed from the temporary file, never whole in memory
+        finally:
+            self.buf.close()

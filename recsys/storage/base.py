@@ -34,7 +34,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from recsys.errors import RecsysError
 from recsys.storage import layout
@@ -140,8 +140,10 @@ class PartitionStore(ABC):
         return self.read_bytes(path)[offset:offset + length]
 
     @abstractmethod
-    def write_bytes(self, path: str, data: bytes) -> None:
-        """Write ``data`` to ``path`` atomically (temporary file + rename), replacing any old file."""
+    def write_bytes(self, path: str, data: bytes | IO[bytes]) -> None:
+        """Write ``data`` to ``path`` atomically (temporary file + rename), replacing any old file. ``data``: the
+        bytes, or an open binary file whose remaining bytes are copied in pieces (a large file written from a
+        local temporary file is never held in memory whole)."""
 
     @abstractmethod
     def download_dir(self, path: str, local_dir: Path) -> None:

@@ -8,6 +8,7 @@ import errno
 import os
 import shutil
 from pathlib import Path
+from typing import IO
 
 from recsys.storage.base import PartitionStore, StorageError, temporary_name
 
@@ -88,13 +89,16 @@ class LocalStore(PartitionStore):
         except IsADirectoryError as err:
             raise StorageError(f"{self.uri(path)} is a directory, expected a file") from err
 
-    def write_bytes(self, path: str, data: bytes) -> None:
+    def write_bytes(self, path: str, data: bytes | IO[bytes]) -> None:
         full = self._path(path)
         full.parent.mkdir(parents=True, exist_ok=True)
         tmp = full.with_name(temporary_name("tmp", full.name))
         try:
             with open(tmp, "wb") as fh:
-                fh.write(data)
+                if isinstance(data, (bytes, bytearray, memoryview)):
+                    fh.write(data)
+                else:
+                    shutil.copyfileobj(data, fh)
                 fh.flush()
                 os.fsync(fh.fileno())
             self._move(str(tmp.relative_to(self.root)), path, replace=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import posixpath
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import requests
@@ -224,11 +224,12 @@ class WebHDFSStore(PartitionStore):
                 raise
         return self._read(full, offset, length)
 
-    def write_bytes(self, path: str, data: bytes) -> None:
+    def write_bytes(self, path: str, data: bytes | IO[bytes]) -> None:
         full = self._path(path)
         tmp = posixpath.join(posixpath.dirname(path), temporary_name("tmp", posixpath.basename(full)))
         try:
-            # CREATE makes the missing parent directories; the temporary file is new, never overwritten
+            # CREATE makes the missing parent directories; the temporary file is new, never overwritten; a file
+            # object is streamed (requests sends it in pieces), bytes are sent as they are
             self._call("writing", self._path(tmp), self.client.write, self._path(tmp), data=data, overwrite=False)
             self._move(tmp, path, replace=True)
         except BaseException:

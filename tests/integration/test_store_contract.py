@@ -88,6 +88,20 @@ def test_write_then_read_bytes_and_exists(store):
     assert not store.exists("raw/events/dt=2011-01-04/part-1.parquet")
 
 
+def test_a_file_object_is_written_from_where_it_stands_in_pieces(store, tmp_path):
+    """``write_bytes`` of an open file copies its remaining bytes (what the Spark features writer hands over: its
+    temporary file, never read into memory whole), atomically as bytes are, replacing an older file."""
+    data = os.urandom(2 * 1024 * 1024 + 5)  # two test-HDFS blocks and a bit
+    store.write_bytes("features/dt=2011-01-04/examples.parquet", b"old")
+    local = tmp_path / "local.bin"
+    local.write_bytes(b"skip" + data)
+    with open(local, "rb") as fh:
+        fh.seek(4)
+        store.write_bytes("features/dt=2011-01-04/examples.parquet", fh)
+    assert store.read_bytes("features/dt=2011-01-04/examples.parquet") == data
+    assert _temporaries(store, "features/dt=2011-01-04") == []
+
+
 def test_a_file_of_several_blocks_roundtrips(store):
     # the test HDFS has 1 MiB blocks: this file spans four of them
     data = os.urandom(3 * 1024 * 1024 + 17)
