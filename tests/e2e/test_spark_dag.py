@@ -54,7 +54,9 @@ def test_the_dags_spark_steps_submit_to_a_standalone_cluster_and_match_pandas(sp
                "logical_date": pendulum.datetime(DAY.year, DAY.month, DAY.day, tz="UTC"), "run_id": "e2e-spark-dag"}
 
     validate, features = dag.get_task("validate"), dag.get_task("build_features")
-    assert validate.conf["spark.driver.extraJavaOptions"] == "-XX:TieredStopAtLevel=1"
+    # each step's driver JVM options (recsys.spark.session.DRIVER_JAVA_OPTIONS): an empty value is submitted too
+    assert validate.conf["spark.driver.extraJavaOptions"] == ""
+    assert features.conf["spark.driver.extraJavaOptions"] == "-XX:TieredStopAtLevel=1"
     verdict = validate.execute(context)
     stats = features.execute(context)
 
