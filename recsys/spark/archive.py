@@ -111,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if not __package__:  # run as a file by spark-submit: its directory (recsys/spark) must not shadow modules
-        sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+    if not __package__:  # run as a file by spark-submit: the job's own sys.path (recsys/spark shadows nothing)
         from recsys.spark.job import script_sys_path
 
         sys.path[:] = script_sys_path(sys.path, Path(__file__))
