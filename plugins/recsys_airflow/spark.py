@@ -76,10 +76,10 @@ def job_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def submit_options(settings: Settings, conf: Mapping[str, Any] | None = None, step: str = "validate") -> dict[str, Any]:
-    """The ``SparkSubmitOperator`` resource arguments and ``conf`` of job step ``step``: the job's own (the
-    step's driver JVM options of :func:`recsys.spark.session.submit_conf`), then the ``RECSYS_SPARK_*``
-    settings', then ``conf``.
+def submit_options(settings: Settings, step: str, conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``SparkSubmitOperator`` resource arguments and ``conf`` of job step ``step`` (``validate`` or
+    ``features``): the job's own (the step's driver JVM options of :func:`recsys.spark.session.submit_conf`),
+    then the ``RECSYS_SPARK_*`` settings', then ``conf``.
 
     On the same key the later wins: the settings over the job's own, ``conf`` (the operator's ``conf``
     argument, a DAG's override for one task) over both. The connection ``spark_default`` sets no Spark
@@ -157,7 +157,7 @@ class RecsysSparkSubmitOperator(SparkSubmitOperator):
         super().__init__(
             task_id=task_id, application=application(), name=f"recsys-{task_id}",
             conn_id=conn_id or CONN_ID,
-            spark_binary=spark_submit_binary(), **submit_options(settings, conf, STEPS[task_id]), **kwargs,
+            spark_binary=spark_submit_binary(), **submit_options(settings, STEPS[task_id], conf), **kwargs,
         )
         self.precheck = precheck
 

@@ -127,13 +127,14 @@ def test_the_settings_win_over_the_jobs_own_conf_and_the_operators_conf_over_bot
                 "spark.ui.enabled": "true"}
     monkeypatch.setattr(recsys.spark.session, "submit_conf", lambda step, settings=None: dict(job_conf))
     settings = Settings(spark_shuffle_partitions=8, spark_ui=False)
-    conf = submit_options(settings)["conf"]
+    conf = submit_options(settings, "validate")["conf"]
     assert (conf["spark.sql.shuffle.partitions"], conf["spark.ui.enabled"]) == ("8", "false")  # the settings'
     assert conf["spark.driver.extraJavaOptions"] == "-XX:TieredStopAtLevel=1"  # a key only the job sets
-    assert submit_options(Settings())["conf"]["spark.sql.shuffle.partitions"] == "99"  # no setting: the job's
+    no_setting = submit_options(Settings(), "validate")["conf"]
+    assert no_setting["spark.sql.shuffle.partitions"] == "99"  # no setting: the job's
 
     override = {"spark.driver.extraJavaOptions": "-Dcustom=1", "spark.sql.shuffle.partitions": "4"}
-    conf = submit_options(settings, override)["conf"]
+    conf = submit_options(settings, "validate", override)["conf"]
     assert conf | override == conf and conf["spark.pyspark.python"] == sys.executable
     task = RecsysSparkSubmitOperator(task_id="validate", settings=settings, conf=override)
     assert task.conf == conf
