@@ -4,7 +4,8 @@ What scales with the events runs on Spark's executors: reading the partition, th
 :func:`recsys.features.cleaning.clean_events` (repeated ``event_id``, the first in delivery order kept; ids
 that are missing or break the id rule, checked by a JVM expression of the same rule; ``quantity <= 0``), their
 counts, and the distinct (user, item) pairs of the day, coded as integers against each side's distinct ids
-(:func:`_coded`). Each row of the partition is read once: one window (the first of each event id) and one
+(:func:`_coded`). Each row of the partition is read once: one window (the first of each event id; skipped
+when the day's validation summary proves every event id distinct, :func:`event_ids_proven_unique`) and one
 aggregation per (user, item) give the pairs and every count (:func:`_grouped`, persisted for the passes over
 it). Only the distinct ids with their counts and the codes come back to the driver, the codes a range of users
 at a time: what grows from them (append-only vocabularies, the train/holdout split, the query history and the
@@ -38,6 +39,7 @@ from recsys.spark.read import ORDER, check_delivery, read_events
 from recsys.spark.session import BROADCAST_IDS
 from recsys.storage import PartitionStore, layout
 from recsys.storage.raw import fingerprint
+from recsys.validation.merge import UNIQUE_PROPORTION
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -47,6 +49,10 @@ _DUP, _VALID, _POSITIVE = "_duplicate", "_valid", "_positive"
 _DUPLICATES, _KEPT = "_duplicates", "_kept"
 _USER, _ITEM = "_user", "_item"
 _USER_CODE, _ITEM_CODE = "_user_code", "_item_code"
+NOT_NULL = "expect_column_values_to_not_be_null"
+# ids of ASCII letters, digits, '_' and '-' only: valid by the id rule (no dot, no space, nothing forbidden),
+# and matched without the rule's large classes and backtracking (Java's \z: the very end, no final new line)
+PLAIN_ID = r"^[0-9A-Za-z_-]+\z"
 
 
 def build_features(
@@ -63,7 +69,8 @@ def build_features(
     if delivered != passed:
         raise _changed(store, day, delivered, passed)
     events = read_events(spark, store, settings, partition_dir, READ_COLUMNS, nanos=delivery.nanos)
-    grouped = _grouped(events, settings.validation_max_id_length).persist(StorageLevel.MEMORY_AND_DISK)
+    unique = event_ids_proven_unique(store, day, delivered)
+    grouped = _grouped(events, settings.validation_max_id_length, unique).persist(StorageLevel.MEMORY_AND_DISK)
     coded = None
     try:
         cleaning = _cleaning_stats(grouped)
@@ -98,20 +105,36 @@ def _changed(store: PartitionStore, day: date, delivered: str, passed: str) -> F
     )
 
 
-def _grouped(events: DataFrame, max_id_length: int) -> DataFrame:
+def event_ids_proven_unique(store: PartitionStore, day: date, delivered: str) -> bool:
+    """Whether validation proved that the delivery ``delivered`` of ``day`` repeats no ``event_id``: its summary
+    is of that delivery and records no missing event id (two would repeat each other, as in pandas) and a
+    share of distinct event ids of exactly 1 (exact counts on both engines: the share is 1.0 only when every
+    id is distinct). Anything else (an accepted day with repeats, a suite without these checks): False."""
+    path = layout.validation_summary(day)
+    summary = store.read_json(path) if store.exists(path) else None
+    if not summary or summary.get("fingerprint") != delivered:
+        return False
+    checks = [c for c in summary.get("checks") or [] if c.get("column") == schema.EVENT_ID and not c.get("error")]
+    no_nulls = any(c.get("expectation") == NOT_NULL and c.get("unexpected_count") == 0 for c in checks)
+    distinct = any(c.get("expectation") == UNIQUE_PROPORTION and c.get("observed_value") == 1.0 for c in checks)
+    return no_nulls and distinct
+
+
+def _grouped(events: DataFrame, max_id_length: int, unique_ids: bool = False) -> DataFrame:
     """``events`` as one row per distinct (user text, item text) with the cleaning counts of its rows.
 
     A row is a duplicate when an earlier row (delivery order) has the same ``event_id`` (nulls equal, as in
-    pandas; one window, one shuffle). Per group: ``_duplicates`` (rows that repeat an event id), ``_kept`` (the
-    others), ``_positive`` (kept rows with ``quantity > 0``; a missing quantity is not), and ``_valid``: both ids
-    present and ids by the rule (:func:`valid_id_column`, a JVM expression evaluated once per group, never a
-    Python worker). Nothing per id comes to the driver.
+    pandas; one window, a shuffle and a sort of every row). ``unique_ids``: validation proved there are none
+    (:func:`event_ids_proven_unique`), and the window is skipped. Per group: ``_duplicates`` (rows that repeat
+    an event id), ``_kept`` (the others), ``_positive`` (kept rows with ``quantity > 0``; a missing quantity is
+    not), and ``_valid``: both ids present and ids by the rule (:func:`valid_id_column`, a JVM expression
+    evaluated once per group, never a Python worker). Nothing per id comes to the driver.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     first = Window.partitionBy(schema.EVENT_ID).orderBy(ORDER)
-    duplicate = F.row_number().over(first) > 1
+    duplicate = F.lit(False) if unique_ids else F.row_number().over(first) > 1
     rows = events.select(
         F.col(schema.USER_ID).cast("string").alias(_USER), F.col(schema.ITEM_ID).cast("string").alias(_ITEM),
         F.coalesce(F.col(schema.QUANTITY) > 0, F.lit(False)).alias(_POSITIVE), duplicate.alias(_DUP),
@@ -144,7 +167,8 @@ def valid_id_column(column: Column, max_id_length: int) -> Column:
     tests/integration/test_spark_parity.py runs both on the id rule's edge cases)."""
     from pyspark.sql import functions as F
 
-    rule = (F.length(column) >= 1) & (F.length(column) <= max_id_length) & column.rlike(java_id_pattern())
+    rule = (F.length(column) >= 1) & (F.length(column) <= max_id_length) & (
+        column.rlike(PLAIN_ID) | column.rlike(java_id_pattern()))
     return F.coalesce(rule, F.lit(False))
 
 

@@ -105,7 +105,9 @@ def read_events(
         sdf = spark.createDataFrame(frame) if len(frame.columns) else spark.range(len(frame)).drop("id")
         return sdf.withColumn(ORDER, F.monotonically_increasing_id())
     paths = [spark_path(store, settings, path) for path in files]
-    sdf = spark.read.option("mergeSchema", "true").parquet(*paths)
+    # several files: their schemas merged (a column missing from one part is null there, as in pandas' concat);
+    # one file: its footer read on the driver (merging launches a job, a second of a step at 1M events)
+    sdf = spark.read.option("mergeSchema", "true" if len(paths) > 1 else "false").parquet(*paths)
     if columns is not None:
         missing = [c for c in columns if c not in sdf.columns]
         if missing:
