@@ -17,7 +17,9 @@ worker daemon, and are sampled as the roles "executor jvm" (the largest one: "ex
 "executor python workers"; their CPU seconds are not in the step's ``wait4`` figure (``executor_cpu_s`` is
 their user + sys at the last sample). ``--executor-memory`` is each executor's heap (spark.executor.memory).
 The results file records the commit and dirty flag of the checkout, the machine, the settings, and is
-rewritten after every step.
+rewritten after every step. ``--repeats N`` runs each engine N times per size (pandas, spark, pandas, spark, ...:
+a shared machine's speed drifts by tens of percent within minutes, and alternating spreads that over both) and
+adds each engine's medians and the ratio of the median totals.
 
     nice -n 15 .venv/bin/python bench/scale/spark.py --sizes 1000000,10000000 \\
         --out bench/scale/results/spark-NAME.json
@@ -218,6 +220,9 @@ def main() -> None:
                         help="the driver JVM's options instead of recsys.spark.session.submit_conf()'s ('' for none)")
     parser.add_argument("--class-archive", default=None,
                         help="RECSYS_SPARK_CLASS_ARCHIVE: built first (python -m recsys.spark.archive) if missing")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of each engine per size, alternating engines; with more than one, each engine's "
+                             "runs are kept and their medians (and the ratio of the medians' totals) added")
     parser.add_argument("--work", type=Path, default=ROOT / "var" / "bench-spark")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -232,7 +237,7 @@ def main() -> None:
                      "driver_java_options": (args.driver_java_options if args.driver_java_options is not None
                                              else {s: submit_conf(s)["spark.driver.extraJavaOptions"]
                                                    for s in STEPS}),
-                     "class_archive": args.class_archive,
+                     "class_archive": args.class_archive, "repeats": args.repeats,
                      "nice": os.nice(0)},
         "sizes": {},
     }
@@ -275,23 +280,56 @@ def run_sizes(args: argparse.Namespace, results: dict[str, Any], out: Path) -> N
         save()
         if entry["generate"]["exit"] != 0:
             continue
-        for engine in args.engines.split(","):
-            store = work / engine
-            shutil.copytree(source, store, copy_function=os.link)
-            for step in STEPS:
-                entry.setdefault(engine, {})[step] = run_step(
-                    command(engine, step, args), env_for(engine, store, args), work / f"{engine}-{step}.log",
-                    executors=engine == "spark" and args.standalone)
-                save()
-                if entry[engine][step]["exit"] != 0:
-                    break
-            if all(entry.get(engine, {}).get(s, {}).get("exit") == 0 for s in STEPS):
-                stats = json.loads((store / "features" / f"dt={DAY.isoformat()}" / "stats.json").read_text())
-                entry[engine]["examples"] = stats["examples"]
-                entry[engine]["totals"] = {
-                    k: round(sum(entry[engine][s][k] for s in STEPS), 2) for k in ("wall_s", "cpu_s")}
-                save()
+        engines = args.engines.split(",")
+        for repeat in range(args.repeats):  # engines alternate, so a drift of the machine's speed hits both
+            for engine in engines:
+                run: dict[str, Any] = {}
+                if args.repeats == 1:
+                    entry[engine] = run
+                else:
+                    entry.setdefault(engine, {}).setdefault("runs", []).append(run)
+                store = work / f"{engine}-{repeat}"
+                shutil.copytree(source, store, copy_function=os.link)
+                run_engine(engine, store, run, args, save)
+                shutil.rmtree(store, ignore_errors=True)
+        if args.repeats > 1:
+            summarise_repeats(entry, engines)
+            save()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def run_engine(engine: str, store: Path, run: dict[str, Any], args: argparse.Namespace, save: Any) -> None:
+    """Both steps of ``engine`` on ``store`` into ``run`` (each step's figures, the examples, the totals)."""
+    for step in STEPS:
+        run[step] = run_step(command(engine, step, args), env_for(engine, store, args),
+                             store.parent / f"{store.name}-{step}.log", executors=engine == "spark" and args.standalone)
+        save()
+        if run[step]["exit"] != 0:
+            return
+    stats = json.loads((store / "features" / f"dt={DAY.isoformat()}" / "stats.json").read_text())
+    run["examples"] = stats["examples"]
+    run["totals"] = {k: round(sum(run[s][k] for s in STEPS), 2) for k in ("wall_s", "cpu_s")}
+    save()
+
+
+def summarise_repeats(entry: dict[str, Any], engines: list[str]) -> None:
+    """Each engine's median wall and CPU seconds per step and in total over its repeats (all must have passed),
+    and each engine's median total wall over the first engine's (``wall_ratio``)."""
+    import statistics
+
+    for engine in engines:
+        runs = entry[engine]["runs"]
+        if not all("totals" in run for run in runs):
+            entry[engine]["median"] = None
+            continue
+        entry[engine]["median"] = {
+            part: {k: round(statistics.median(run[part][k] for run in runs), 2) for k in ("wall_s", "cpu_s")}
+            for part in (*STEPS, "totals")}
+    base = entry[engines[0]].get("median")
+    for engine in engines[1:]:
+        median = entry[engine].get("median")
+        if base and median:
+            entry[engine]["wall_ratio"] = round(median["totals"]["wall_s"] / base["totals"]["wall_s"], 2)
 
 
 if __name__ == "__main__":

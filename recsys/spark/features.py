@@ -68,7 +68,8 @@ def build_features(
     delivered = delivery.fingerprint
     if delivered != passed:
         raise _changed(store, day, delivered, passed)
-    events = read_events(spark, store, settings, partition_dir, READ_COLUMNS, nanos=delivery.nanos)
+    events = read_events(spark, store, settings, partition_dir, READ_COLUMNS, nanos=delivery.nanos,
+                         spark_columns=delivery.spark_columns)
     unique = event_ids_proven_unique(store, day, delivered)
     grouped = _grouped(events, settings.validation_max_id_length, unique).persist(StorageLevel.MEMORY_AND_DISK)
     coded = None

@@ -28,8 +28,14 @@ from recsys.storage import raw as raw_files
 from recsys.storage.raw import read_delivery
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
+# the parquet (arrow) types whose Spark type is known without asking Spark: text, 64/32-bit integers, doubles,
+# booleans, nanosecond timestamps (read as longs: spark.sql.legacy.parquet.nanosAsLong) and other timestamps with
+# a time zone (instants; one without is a local date-time to Spark: left to its own reading)
+SPARK_TYPES = {"string": "string", "large_string": "string", "int64": "bigint", "int32": "int", "double": "double",
+               "bool": "boolean", "timestamp_ns": "bigint", "timestamp_tz": "timestamp"}
 ORDER = "_order"  # a row's position in the delivery (file index * 2**40 + row index in the file)
 _FILE_SHIFT = 1 << 40
 
@@ -46,6 +52,9 @@ class Delivery:
     nanos: tuple[str, ...] = ()
     # column -> what the pandas engine of GX reports as a type check's observed value (the dtype's scalar type)
     observed: dict[str, str] = field(default_factory=dict)
+    # (column, Spark type) as Spark reads a delivery of one parquet file, when every column's type is one whose
+    # reading is known (:data:`SPARK_TYPES`): handed to Spark, which then does not run a job to read the footer
+    spark_columns: tuple[tuple[str, str], ...] | None = None
 
 
 def check_delivery(store: PartitionStore, partition_dir: str) -> Delivery:
@@ -60,7 +69,7 @@ def check_delivery(store: PartitionStore, partition_dir: str) -> Delivery:
     if not files:
         raise StorageError(f"{store.uri(partition_dir)} has a _SUCCESS marker but no data files")
     digest = hashlib.sha256()
-    rows, empties, nanos = 0, [], set[str]()
+    rows, empties, nanos, columns = 0, [], set[str](), None
     for path in files:
         kind = path.rpartition("/")[2].rpartition(".")[2]
         if kind not in raw_files._READERS:
@@ -77,23 +86,41 @@ def check_delivery(store: PartitionStore, partition_dir: str) -> Delivery:
         rows += len(raw_files._parquet_file(store, path, data, ()))
         schema = pq.ParquetFile(io.BytesIO(data)).schema_arrow
         nanos.update(f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns")
+        columns = _spark_columns(schema) if len(files) == 1 else None
         buffer = io.BytesIO()
         pq.write_table(schema.empty_table(), buffer)  # the pandas reader on no rows: the same dtypes
         empties.append(raw_files._canonical_text(pd.read_parquet(io.BytesIO(buffer.getvalue()))))
     types = pd.concat(empties, ignore_index=True).dtypes if empties else pd.Series(dtype=object)
     return Delivery(rows, digest.hexdigest(), {str(c): str(t) for c, t in types.items()}, tuple(sorted(nanos)),
-                    {str(c): t.type.__name__ for c, t in types.items() if str(t) != "object"})
+                    {str(c): t.type.__name__ for c, t in types.items() if str(t) != "object"}, columns)
+
+
+def _spark_columns(schema: pa.Schema) -> tuple[tuple[str, str], ...] | None:
+    """(column, Spark type name) of each field of a parquet file's ``schema`` as Spark reads it, or None if a
+    type is not one of the few whose reading is known here (Spark then reads the footer itself)."""
+    import pyarrow as pa
+
+    columns = []
+    for f in schema:
+        kind = ("timestamp_ns" if pa.types.is_timestamp(f.type) and f.type.unit == "ns"
+                else "timestamp_tz" if pa.types.is_timestamp(f.type) and f.type.tz is not None
+                else str(f.type))
+        if kind not in SPARK_TYPES or not f.name or "`" in f.name:
+            return None
+        columns.append((f.name, SPARK_TYPES[kind]))
+    return tuple(columns)
 
 
 def read_events(
     spark: SparkSession, store: PartitionStore, settings: Settings, partition_dir: str,
     columns: Sequence[str] | None = None, nanos: Sequence[str] = (),
+    spark_columns: Sequence[tuple[str, str]] | None = None,
 ) -> DataFrame:
     """The partition's rows (``columns`` of them, or all) plus :data:`ORDER`, as a Spark DataFrame.
 
     Call :func:`check_delivery` first: this assumes readable files. ``nanos``: the parquet columns of
     nanosecond timestamps (:attr:`Delivery.nanos`), read as longs and turned into Spark timestamps
-    (microseconds, as Spark holds every timestamp).
+    (microseconds, as Spark holds every timestamp); ``spark_columns``: :attr:`Delivery.spark_columns`.
     """
     from pyspark.sql import functions as F
 
@@ -105,9 +132,10 @@ def read_events(
         sdf = spark.createDataFrame(frame) if len(frame.columns) else spark.range(len(frame)).drop("id")
         return sdf.withColumn(ORDER, F.monotonically_increasing_id())
     paths = [spark_path(store, settings, path) for path in files]
-    # several files: their schemas merged (a column missing from one part is null there, as in pandas' concat);
-    # one file: its footer read on the driver (merging launches a job, a second of a step at 1M events)
-    sdf = spark.read.option("mergeSchema", "true" if len(paths) > 1 else "false").parquet(*paths)
+    if spark_columns and len(paths) == 1:  # the schema given: no job to read the footer (a second at 1M events)
+        sdf = spark.read.schema(", ".join(f"`{name}` {kind}" for name, kind in spark_columns)).parquet(*paths)
+    else:  # several files: their schemas merged (a column missing from a part is null there, as in pandas' concat)
+        sdf = spark.read.option("mergeSchema", "true").parquet(*paths)
     if columns is not None:
         missing = [c for c in columns if c not in sdf.columns]
         if missing:

@@ -109,7 +109,8 @@ def _events_suite(
     from pyspark import StorageLevel
 
     rows = delivery.rows
-    events = read_events(spark, store, settings, layout.raw_events(day), nanos=delivery.nanos)
+    events = read_events(spark, store, settings, layout.raw_events(day), nanos=delivery.nanos,
+                         spark_columns=delivery.spark_columns)
     known = {name: _known_ids(spark, store, settings, name, day) for name in (vocab.USERS, vocab.ITEMS)}
     top, top_count = _top_item(events)
     time_type = delivery.dtypes.get(schema.EVENT_TIME, "missing")
