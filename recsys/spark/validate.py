@@ -112,13 +112,16 @@ def _events_suite(
     events = read_events(spark, store, settings, layout.raw_events(day), nanos=delivery.nanos,
                          spark_columns=delivery.spark_columns)
     known = {name: _known_ids(spark, store, settings, name, day) for name in (vocab.USERS, vocab.ITEMS)}
+    top, top_count = _top_item(events)
     time_type = delivery.dtypes.get(schema.EVENT_TIME, "missing")
     persisted = [ids for ids, _ in known.values()]
-    flagged = _derived(events, known, time_type).persist(StorageLevel.MEMORY_AND_DISK)
-    persisted.append(flagged)
+    derived = _derived(events, known, top, time_type).persist(StorageLevel.MEMORY_AND_DISK)
+    persisted.append(derived)
     try:
-        totals = _totals(flagged, rows)
-        derived = _with_top_item(flagged.drop(ORDER), totals.top_item)
+        sums = derived.agg(*(_sum(c) for c in (NEW_USER, NEW_ITEM))).first()
+        new_users, new_items = (0, 0) if sums is None else (int(sums[0] or 0), int(sums[1] or 0))
+        totals = EventTotals(rows=rows, new_users=new_users, new_items=new_items, top_item=top,
+                             top_count=top_count)
         params, report.notes = partition_parameters(store, day, settings, totals, {k: n for k, (_, n) in known.items()})
         average, days, top_id = (params.pop(key) for key in TRAILING_KEYS)
         suite = load_suite(EVENTS_SUITE)
@@ -137,26 +140,23 @@ def _text(frame: DataFrame, column: str) -> Column:
     return F.coalesce(frame[column].cast("string"), F.lit(NULL_TEXT))
 
 
-def _totals(flagged: DataFrame, rows: int) -> EventTotals:
-    """The :class:`EventTotals` of the partition's rows (``flagged``: :func:`_derived`, cached), in one job: the
-    new users and items, and the most frequent item id (as text; ties: the first to occur in the delivery, as
-    pandas' ``value_counts``) with its rows, from one aggregation per item (the largest (rows, -first row)
-    wins)."""
+def _sum(column: str) -> Column:
     from pyspark.sql import functions as F
 
-    sums = [F.sum(NEW_USER).alias(NEW_USER), F.sum(NEW_ITEM).alias(NEW_ITEM)]
-    if schema.ITEM_ID not in flagged.columns:
-        row = flagged.agg(*sums).first()
-        top, top_count = None, 0
-    else:
-        per_item = flagged.groupBy(_text(flagged, schema.ITEM_ID).alias("_item")).agg(
-            F.count(F.lit(1)).alias("_n"), (-F.min(ORDER)).alias("_earlier"), *sums)
-        row = per_item.agg(F.max(F.struct("_n", "_earlier", "_item")).alias("_top"),
-                           *(F.sum(c).alias(c) for c in (NEW_USER, NEW_ITEM))).first()
-        best = None if row is None else row["_top"]
-        top, top_count = (None, 0) if best is None else (str(best["_item"]), int(best["_n"]))
-    new_users, new_items = (0, 0) if row is None else (int(row[NEW_USER] or 0), int(row[NEW_ITEM] or 0))
-    return EventTotals(rows=rows, new_users=new_users, new_items=new_items, top_item=top, top_count=top_count)
+    return F.sum(F.col(column))
+
+
+def _top_item(events: DataFrame) -> tuple[str | None, int]:
+    """(the most frequent item id as text, its rows); ties: the first to occur in the delivery, as pandas'
+    ``value_counts``. (None, 0) without the column."""
+    from pyspark.sql import functions as F
+
+    if schema.ITEM_ID not in events.columns:
+        return None, 0
+    counts = events.groupBy(_text(events, schema.ITEM_ID).alias("_item")).agg(
+        F.count(F.lit(1)).alias("_n"), F.min(ORDER).alias("_first"))
+    top = counts.orderBy(F.desc("_n"), F.asc("_first")).first()
+    return (None, 0) if top is None else (str(top["_item"]), int(top["_n"]))
 
 
 def _pandas_types(checks: list[dict[str, Any]], delivery: Delivery) -> list[dict[str, Any]]:
@@ -205,11 +205,10 @@ def _known_ids(
     return ids, ids.count()
 
 
-def _derived(events: DataFrame, known: dict[str, tuple[DataFrame, int]], time_type: str) -> DataFrame:
+def _derived(events: DataFrame, known: dict[str, tuple[DataFrame, int]], top: str | None, time_type: str) -> DataFrame:
     """``events`` (with :data:`ORDER`) as the rows the suite sees, in delivery order, with the columns it
-    derives (:func:`recsys.validation.suites.derived_columns`) but the top item's (:func:`_with_top_item`, once
-    the top item is known) and still with :data:`ORDER`; ``known``: each vocabulary's known ids and their number
-    (:func:`_known_ids`); ``time_type``: the pandas dtype of ``event_time`` ("missing" without it)."""
+    derives (:func:`recsys.validation.suites.derived_columns`); ``known``: each vocabulary's known ids and their
+    number (:func:`_known_ids`); ``time_type``: the pandas dtype of ``event_time`` ("missing" without it)."""
     from pyspark.sql import functions as F
 
     derived = events.withColumn(EVENT_TIME_DTYPE, F.lit(time_type))
@@ -219,14 +218,8 @@ def _derived(events: DataFrame, known: dict[str, tuple[DataFrame, int]], time_ty
         shuffled = shuffled or joined
     if shuffled:  # a shuffle join moves the rows: back to delivery order, for GX's unexpected examples
         derived = derived.orderBy(ORDER)
-    return derived
-
-
-def _with_top_item(derived: DataFrame, top: str | None) -> DataFrame:
-    """``derived`` with the top item's column: 1.0 where the item (as text) is ``top``, else 0.0."""
-    from pyspark.sql import functions as F
-
-    if top is None or schema.ITEM_ID not in derived.columns:
+    derived = derived.drop(ORDER)
+    if top is None or schema.ITEM_ID not in events.columns:
         return derived.withColumn(TOP_ITEM, F.lit(0.0))
     return derived.withColumn(TOP_ITEM, F.when(_text(derived, schema.ITEM_ID) == F.lit(top), 1.0).otherwise(0.0))
 
