@@ -104,10 +104,11 @@ class DocsRun:
         keys = [key for key in self.context.validation_results_store.list_keys()
                 if key.expectation_suite_identifier.name == name and key.run_id == run_id]
         if spark:
-            changed = add_examples(result, gx_suite, lambda: batch.get_batch(batch_parameters={"dataframe": frame}),
-                                   params)
+            from recsys.validation.merge import rewrite_stored
+
+            add_examples(result, gx_suite, lambda: batch.get_batch(batch_parameters={"dataframe": frame}), params)
             for key in keys:
-                _store_results(self._result_file(key), result, changed)
+                rewrite_stored(self._result_file(key), result)
         for key in keys:
             escape_stored_result(self._result_file(key))
         self.result_ids.extend(keys)
@@ -133,9 +134,9 @@ class DocsRun:
         log.info("Data Docs of %s published to %s", self.day, self.store.uri(SITE_INDEX))
 
 
-def add_examples(result: Any, suite: Any, batch: Callable[[], Any], params: dict[str, Any]) -> list[int]:
-    """Complete a :data:`COUNTS_FIRST` ``result`` of ``suite`` into the one a ``"SUMMARY"`` run gives; the
-    positions of the entries it changed. ``batch``: gives the batch that was validated (called only if needed).
+def add_examples(result: Any, suite: Any, batch: Callable[[], Any], params: dict[str, Any]) -> None:
+    """Complete a :data:`COUNTS_FIRST` ``result`` of ``suite`` into the one a ``"SUMMARY"`` run gives (in place;
+    the caller rewrites the stored copy). ``batch``: gives the batch that was validated (called only if needed).
 
     The map expectations that found something unexpected are validated again with ``"SUMMARY"`` (their
     examples and counts of examples replace their results); the others gain the empty list of example counts
@@ -149,7 +150,7 @@ def add_examples(result: Any, suite: Any, batch: Callable[[], Any], params: dict
     for n in empty:
         result.results[n].result.setdefault("partial_unexpected_counts", [])
     if not redo:
-        return empty
+        return
     by_id = {expectation.id: expectation for expectation in suite.expectations}
     chosen = [by_id[result.results[n].expectation_config.id].configuration for n in redo]
     again = batch().validate(gx.ExpectationSuite(name=f"{suite.name}-examples", expectations=chosen),
@@ -160,16 +161,6 @@ def add_examples(result: Any, suite: Any, batch: Callable[[], Any], params: dict
                 entry.expectation_config.type, entry.expectation_config.kwargs.get("column")):
             raise RuntimeError(f"GX returned the examples of {fresh.expectation_config.type} in another order")
         entry.result, entry.success, entry.exception_info = fresh.result, fresh.success, fresh.exception_info
-    return sorted(redo + empty)
-
-
-def _store_results(path: Path, result: Any, positions: list[int]) -> None:
-    """Write the entries of ``result`` at ``positions`` (:func:`add_examples`) into GX's stored copy at ``path``."""
-    stored = json.loads(path.read_text(encoding="utf-8"))
-    entries = result.to_json_dict()["results"]
-    for n in positions:
-        stored["results"][n].update({key: entries[n].get(key) for key in ("success", "result", "exception_info")})
-    path.write_text(json.dumps(stored, indent=2), encoding="utf-8")
 
 
 def escape_result(value: Any) -> Any:
