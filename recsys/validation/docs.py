@@ -104,8 +104,6 @@ class DocsRun:
         keys = [key for key in self.context.validation_results_store.list_keys()
                 if key.expectation_suite_identifier.name == name and key.run_id == run_id]
         if spark:
-            from recsys.validation.merge import rewrite_stored
-
             add_examples(result, gx_suite, lambda: batch.get_batch(batch_parameters={"dataframe": frame}), params)
             for key in keys:
                 rewrite_stored(self._result_file(key), result)
@@ -193,6 +191,21 @@ def escape_stored_result(path: Path) -> bool:
     escaped.setdefault("meta", {})[ESCAPED_MARK] = True
     path.write_text(json.dumps(escaped, indent=2), encoding="utf-8")
     return True
+
+
+def rewrite_stored(path: Path, merged: Any) -> None:
+    """Replace the stored GX result at ``path`` by ``merged`` (the merged chunks, or the counts with their
+    examples added), escaped as :func:`escape_stored_result` escapes (every value but the expectation
+    configurations)."""
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    fresh = merged.to_json_dict()
+    stored["success"] = fresh["success"]
+    stored["statistics"] = escape_result(fresh["statistics"])
+    for entry, result in zip(stored.get("results", []), fresh["results"], strict=True):
+        for key in ("success", "result", "exception_info"):
+            entry[key] = escape_result(result.get(key))
+    stored.setdefault("meta", {})[ESCAPED_MARK] = True
+    path.write_text(json.dumps(stored, indent=2), encoding="utf-8")
 
 
 def _page(key: Any) -> str:

@@ -12,18 +12,15 @@ partition gives, expectation by expectation:
 - the others (a column exists, a column's dtype): the same in every chunk of a partition whose chunks share
   their dtypes; the first chunk that failed (else the first) stands for all.
 
-:func:`rewrite_stored` replaces the stored result file (what the Data Docs render) with the merged one.
+:func:`recsys.validation.docs.rewrite_stored` replaces the stored result file (what the Data Docs render) with
+the merged one.
 These are pure functions of GX result objects and counts: the Spark path may feed them its own aggregates.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-from recsys.validation.docs import ESCAPED_MARK, escape_result
 
 ROW_COUNT = "expect_table_row_count_to_be_between"
 UNIQUE_PROPORTION = "expect_column_proportion_of_unique_values_to_be_between"
@@ -134,17 +131,3 @@ def merge_results(chunks: list[Any], aggregates: PartitionAggregates) -> Any:
                   "unsuccessful_expectations": evaluated - passed,
                   "success_percent": passed / evaluated * 100 if evaluated else None})
     return merged
-
-
-def rewrite_stored(path: Path, merged: Any) -> None:
-    """Replace the stored GX result at ``path`` (a chunk's run) by the merged one, escaped as
-    :func:`recsys.validation.docs.escape_stored_result` escapes (every value but the expectation configurations)."""
-    stored = json.loads(path.read_text(encoding="utf-8"))
-    fresh = merged.to_json_dict()
-    stored["success"] = fresh["success"]
-    stored["statistics"] = escape_result(fresh["statistics"])
-    for entry, result in zip(stored.get("results", []), fresh["results"], strict=True):
-        for key in ("success", "result", "exception_info"):
-            entry[key] = escape_result(result.get(key))
-    stored.setdefault("meta", {})[ESCAPED_MARK] = True
-    path.write_text(json.dumps(stored, indent=2), encoding="utf-8")

@@ -31,9 +31,9 @@ from recsys.features import vocab
 from recsys.features.chunks import ChunkReader, FirstOccurrence, release_memory
 from recsys.storage import PartitionStore, StorageError, layout
 from recsys.storage.raw import fingerprint, read_delivery, read_partition
-from recsys.validation.docs import OVERVIEW, SITE_INDEX, DocsRun, docs_run
+from recsys.validation.docs import OVERVIEW, SITE_INDEX, DocsRun, docs_run, rewrite_stored
 from recsys.validation.health import margins
-from recsys.validation.merge import PartitionAggregates, merge_results, rewrite_stored
+from recsys.validation.merge import PartitionAggregates, merge_results
 from recsys.validation.quarantine import quarantine
 from recsys.validation.results import (
     ValidationFailed,
