@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 from datetime import date
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -83,33 +84,77 @@ def grow(vocab: pd.DataFrame, ids: pd.Series, day: date, min_count: int = 1) -> 
 
 def grow_counts(vocab: pd.DataFrame, seen: pd.Series, day: date, min_count: int = 1) -> tuple[pd.DataFrame, int]:
     """:func:`grow` from the day's occurrences already counted: ``seen`` holds each distinct id's count
-    (positive), indexed by the ids as text (the features step counts codes, not a column of every id)."""
+    (positive), indexed by the ids as text (the features step counts codes, not a column of every id).
+
+    Positional work on Arrow arrays and NumPy (an id is looked up once, in Arrow's hash table): no Python
+    object per id and no label index, so a day of millions of ids costs little more than the table itself.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if min_count < 1:
         raise ValueError(f"min_count must be >= 1, got {min_count}")
     vocab = _complete(vocab) if len(vocab) else empty()
     stamp = day.isoformat()
     if seen.empty:
         return vocab, 0
-    table = vocab.set_axis(pd.Index(vocab[ID].astype(str).to_numpy()), axis=0)
-    known = seen.index.intersection(table.index)
-    fresh = seen.index.difference(table.index)
-    counted = known[(table.loc[known, LAST_DAY] < stamp).to_numpy()]
-    table.loc[counted, COUNT] = table.loc[counted, COUNT].to_numpy() + seen[counted].to_numpy()
-    table.loc[counted, LAST_DAY] = stamp
-    if len(fresh):
-        added = pd.DataFrame({
-            ID: fresh, ROW: OOV_ROW, FIRST_SEEN: stamp, COUNT: seen[fresh].to_numpy(), QUALIFIED: "",
-            LAST_DAY: stamp,
-        }, index=fresh).astype(DTYPES)
-        table = pd.concat([table, added])
-    ready = table[(table[ROW] == OOV_ROW) & (table[COUNT] >= min_count)].sort_values(ID).index
+    old_ids = text_array(vocab[ID])
+    seen_ids = text_array(seen.index.astype(str))
+    found = pc.index_in(seen_ids, value_set=old_ids).to_numpy(zero_copy_only=False)  # float, NaN: a new id
+    fresh = np.isnan(found)
+    at = found[~fresh].astype(np.int64)
+    seen_counts = seen.to_numpy(np.int64)
+    last_day = text_array(vocab[LAST_DAY])
+    counted = np.zeros(len(vocab), bool)
+    counted[at] = np.asarray(pc.less(last_day.take(pa.array(at)), stamp).to_numpy(zero_copy_only=False), bool)
+    count = vocab[COUNT].to_numpy(np.int64).copy()
+    count[at] += np.where(counted[at], seen_counts[~fresh], 0)
+    new_ids = seen_ids.filter(pa.array(fresh))
+    order = pc.sort_indices(new_ids)
+    ids = pa.concat_arrays([old_ids, new_ids.take(order)])
+    count = np.concatenate([count, seen_counts[fresh][order.to_numpy()]])
+    n_new = len(new_ids)
+    row = np.concatenate([vocab[ROW].to_numpy(np.int64), np.full(n_new, OOV_ROW, np.int64)])
+    ready = np.flatnonzero((row == OOV_ROW) & (count >= min_count))
+    ready = ready[pc.sort_indices(ids.take(pa.array(ready))).to_numpy()]  # rows given in id order
     if len(ready):
-        start = int(table[ROW].max()) + 1
-        table.loc[ready, ROW] = np.arange(start, start + len(ready))
-        table.loc[ready, QUALIFIED] = stamp
+        start = int(row.max()) + 1
+        row[ready] = np.arange(start, start + len(ready))
+    qualified_now = np.zeros(len(row), bool)
+    qualified_now[ready] = True
+    stamped = np.concatenate([counted, np.ones(n_new, bool)])
+
+    def column(name: str, new: str, now: np.ndarray) -> pa.Array:  # a text column: ``stamp`` where ``now``
+        values = pa.concat_arrays([text_array(vocab[name]), pa.array([new] * n_new, pa.large_string())])
+        return pc.if_else(pa.array(now), stamp, values)
+
+    first_seen = column(FIRST_SEEN, stamp, np.zeros(len(row), bool))
+    qualified = column(QUALIFIED, "", qualified_now)
+    last = column(LAST_DAY, stamp, stamped)
     # ids with a row in row order, then the pending ones by id
-    table = table.assign(_pending=table[ROW] == OOV_ROW).sort_values(["_pending", ROW, ID]).drop(columns="_pending")
-    return table.reset_index(drop=True).astype(DTYPES), len(ready)
+    pending = np.flatnonzero(row == OOV_ROW)
+    pending = pending[pc.sort_indices(ids.take(pa.array(pending))).to_numpy()]
+    given = np.flatnonzero(row != OOV_ROW)
+    take = np.concatenate([given[np.argsort(row[given], kind="stable")], pending])
+    picked = pa.array(take)
+    table = pd.DataFrame({
+        ID: pd.array(ids.take(picked), dtype=DTYPES[ID]), ROW: row[take],
+        FIRST_SEEN: pd.array(first_seen.take(picked), dtype=DTYPES[FIRST_SEEN]), COUNT: count[take],
+        QUALIFIED: pd.array(qualified.take(picked), dtype=DTYPES[QUALIFIED]),
+        LAST_DAY: pd.array(last.take(picked), dtype=DTYPES[LAST_DAY]),
+    })
+    return table.astype(DTYPES), len(ready)
+
+
+def text_array(values: Any) -> Any:
+    """``values`` (text: pandas, NumPy or Arrow) as one Arrow large_string array."""
+    import pyarrow as pa
+
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        array = values.cast(pa.large_string())
+    else:
+        array = pa.array(values.array if hasattr(values, "array") else values, type=pa.large_string(), from_pandas=True)
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
 def save(store: PartitionStore, name: str, vocab: pd.DataFrame) -> None:
@@ -139,9 +184,14 @@ def pending_on(vocab: pd.DataFrame, day: date) -> int:
 
 def rows_for(vocab: pd.DataFrame, ids: pd.Series) -> pd.Series:
     """Embedding rows of ``ids``; unknown and pending ids map to the OOV row."""
-    found = pd.Index(vocab[ID].astype(str).to_numpy(object)).get_indexer(ids.astype(str).to_numpy(object))
-    rows = np.where(found >= 0, vocab[ROW].to_numpy(np.int64)[np.maximum(found, 0)], OOV_ROW) if len(vocab) else (
-        np.full(len(ids), OOV_ROW, np.int64))
+    import pyarrow.compute as pc
+
+    if not len(vocab):
+        return pd.Series(np.full(len(ids), OOV_ROW, np.int64), index=ids.index, dtype="int64")
+    found = pc.index_in(text_array(ids.astype(str)), value_set=text_array(vocab[ID])).to_numpy(zero_copy_only=False)
+    known = ~np.isnan(found)
+    rows = np.full(len(ids), OOV_ROW, np.int64)
+    rows[known] = vocab[ROW].to_numpy(np.int64)[found[known].astype(np.int64)]
     return pd.Series(rows, index=ids.index, dtype="int64")
 
 

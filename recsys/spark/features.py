@@ -11,16 +11,16 @@ it). Only the distinct ids with their counts and the codes come back to the driv
 at a time: what grows from them (append-only vocabularies, the train/holdout split, the query history and the
 history snapshot, the stats) is the pandas path's own code (:mod:`recsys.spark.ranges`: ``write_features``' steps
 per range of users), so the outputs are byte-for-byte the pandas path's (tests/integration/test_spark_parity.py)
-and a later step cannot tell which engine built a day. Memory on the driver: each distinct id once, one range's
-pairs as two int32 codes each, and the state that exists anyway (vocabularies, the previous history snapshot as
-codes), not the events or the day's pairs.
+and a later step cannot tell which engine built a day. Memory on the driver: each distinct id once as Arrow
+text, one range's pairs as two int32 codes each, and the state that exists anyway (vocabularies, the previous
+history snapshot as codes), not the events or the day's pairs.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -231,8 +231,9 @@ def _fetch(coded: DataFrame) -> ranges.FetchPairs:
 
 def _sorted_ids(
     spark: SparkSession, pairs: DataFrame, column: str, code: str
-) -> tuple[np.ndarray, np.ndarray, DataFrame]:
-    """``column``'s distinct ids in ``pairs`` in text order (an object array of str, on the driver), each one's
+) -> tuple[Any, np.ndarray, DataFrame]:
+    """``column``'s distinct ids in ``pairs`` in text order (Arrow text on the driver: a few bytes an id, no Python
+    object each), each one's
     number of pairs (int64) and a frame (``column``, ``code``: the id's position in that order, int32) to join
     on the executors."""
     import pyarrow as pa
@@ -244,5 +245,4 @@ def _sorted_ids(
     counts = counted.column("count").take(order).to_numpy().astype(np.int64)
     del counted, order
     table = pa.table({column: ids, code: pa.array(np.arange(len(ids), dtype=np.int32))})
-    text = np.asarray(ids.to_numpy(zero_copy_only=False), dtype=object)
-    return text, counts, spark.createDataFrame(table)
+    return ids, counts, spark.createDataFrame(table)

@@ -14,9 +14,10 @@ range by range and cut into row groups where :func:`recsys.features.chunks.write
 so the files are byte for byte ``write_features``' (tests/integration/test_spark_parity.py, and
 tests/unit/test_spark_ranges.py against ``write_features`` with ranges of a few users and small row groups).
 
-Driver memory: each distinct id once with its count, row and split (as before); the previous snapshot as codes
-(as ``write_features``); one range's pairs, query table and snapshot; one row group of a file being built (the
-groups written wait in a temporary file, which the store copies in pieces).
+Driver memory: each distinct id once as Arrow text (a few bytes, no Python object) with its count and row; the
+vocabularies (grown on Arrow arrays, :func:`recsys.features.vocab.grow_counts`); the previous snapshot as codes
+(as ``write_features``); one range's ids as str, its pairs, holdout split, query table and snapshot; one row group
+of a file being built (the groups written wait in a temporary file, which the store copies in pieces).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any, cast
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from recsys import schema
 from recsys.arrays import distinct
@@ -43,17 +45,17 @@ from recsys.storage.layout import EXAMPLES_FILE, STATS_FILE
 
 log = logging.getLogger(__name__)
 
-RANGE_USERS = 250_000  # the day's users per range: at 30M events (13.6 pairs a user) about 3.4M pairs
+RANGE_USERS = 100_000  # the day's users per range: at 30M events (13.6 pairs a user) about 1.4M pairs
 
 
 @dataclass(frozen=True)
 class DayIds:
-    """A day's distinct ids of each side, sorted as Python sorts str (object arrays), with each id's number of
-    the day's distinct pairs (int64): what :func:`write_by_range` needs of the whole day."""
+    """A day's distinct ids of each side, sorted as Python sorts str (Arrow text arrays, or NumPy arrays of str),
+    with each id's number of the day's distinct pairs (int64): what :func:`write_by_range` needs of the whole day."""
 
-    user_ids: np.ndarray
+    user_ids: Any
     user_counts: np.ndarray
-    item_ids: np.ndarray
+    item_ids: Any
     item_counts: np.ndarray
     pairs: int  # the day's distinct (user, item) pairs
 
@@ -71,20 +73,22 @@ def write_by_range(store: PartitionStore, settings: Settings, day: date, ids: Da
     once every range was fetched, before the first write to the store (the Spark engine checks there that the
     delivery did not change while Spark read it); RuntimeError, before any write, if the ranges' pairs are not
     ``ids.pairs``."""
-    user_ids, item_ids = ids.user_ids, ids.item_ids
+    # the day's ids as Arrow text (a few bytes an id); a range's ids become Python str while it is worked on
+    user_ids, item_ids = vocab.text_array(ids.user_ids), vocab.text_array(ids.item_ids)
     users_before = vocab.load(store, vocab.USERS)
     items_before = vocab.load(store, vocab.ITEMS)
-    users, _ = vocab.grow_counts(users_before, pd.Series(ids.user_counts, index=pd.Index(user_ids, dtype=_TEXT)),
-                                 day, settings.min_user_count)
-    items, _ = vocab.grow_counts(items_before, pd.Series(ids.item_counts, index=pd.Index(item_ids, dtype=_TEXT)),
-                                 day, settings.min_item_count)
-    user_rows = vocab.rows_for(users, pd.Series(user_ids)).to_numpy(np.int64)
-    item_rows = vocab.rows_for(items, pd.Series(item_ids)).to_numpy(np.int64)
-    held_users = is_holdout(pd.Series(user_ids), day, settings.holdout_fraction).to_numpy(bool)
+    user_text, item_text = pd.array(user_ids, dtype=_TEXT), pd.array(item_ids, dtype=_TEXT)  # no copies
+    users, _ = vocab.grow_counts(users_before, pd.Series(ids.user_counts, index=pd.Index(user_text)), day,
+                                 settings.min_user_count)
+    items, _ = vocab.grow_counts(items_before, pd.Series(ids.item_counts, index=pd.Index(item_text)), day,
+                                 settings.min_item_count)
+    user_rows = vocab.rows_for(users, pd.Series(user_text)).to_numpy(np.int64)
+    item_rows = vocab.rows_for(items, pd.Series(item_text)).to_numpy(np.int64)
+    del user_text, item_text
     before = history.load_coded_before(store, day)
     out = layout.features(day)
     files = {name: _GroupWriter(f"{out}/{name}") for name in (EXAMPLES_FILE, layout.QUERY_FILE, layout.HISTORY_FILE)}
-    holdout_examples = history_users = history_rows = examples = histories = 0
+    holdout_examples = holdout_users = history_users = history_rows = examples = histories = 0
     for start, stop, rows in _ranges(user_ids, before):
         user_code, item_code = fetch(start, stop)
         examples += len(user_code)
@@ -92,7 +96,8 @@ def write_by_range(store: PartitionStore, settings: Settings, day: date, ids: Da
         items_used = distinct(item_code)
         item_code = np.searchsorted(items_used, item_code).astype(np.int32)
         previous = _slice(before, rows)
-        range_users, range_items = user_ids[start:stop], item_ids[items_used]
+        range_users = _objects(user_ids.slice(start, stop - start))
+        range_items = _objects(item_ids.take(pa.array(items_used)))
         user_index, queries = history.query_coded(previous, range_users, settings.history_length)
         with_history = user_index > 0
         user_index[with_history] += histories  # hist_index continues from the ranges before
@@ -101,7 +106,8 @@ def write_by_range(store: PartitionStore, settings: Settings, day: date, ids: Da
         after = history.update_coded(previous, range_users, range_items, user_code, item_code, day,
                                      max(settings.history_length, settings.repeat_length))
         del previous
-        held = held_users[start:stop]
+        held = is_holdout(pd.Series(range_users), day, settings.holdout_fraction).to_numpy(bool)
+        holdout_users += int(held.sum())
         holdout_examples += int(np.bincount(user_code, minlength=stop - start)[held].sum())
         history_users += after.users()
         history_rows += len(after)
@@ -115,7 +121,7 @@ def write_by_range(store: PartitionStore, settings: Settings, day: date, ids: Da
         }))
         files[layout.QUERY_FILE].add(queries)
         files[layout.HISTORY_FILE].add(after.gathered())
-        del user_code, item_code, queries, after
+        del user_code, item_code, queries, after, range_users, range_items
     del before
     if before_save is not None:
         before_save()
@@ -130,7 +136,7 @@ def write_by_range(store: PartitionStore, settings: Settings, day: date, ids: Da
         train_examples=examples - holdout_examples,
         holdout_examples=holdout_examples,
         users=len(user_ids),
-        holdout_users=int(held_users.sum()),
+        holdout_users=holdout_users,
         items=len(item_ids),
         **growth,
         min_user_count=settings.min_user_count,
@@ -147,12 +153,13 @@ def write_by_range(store: PartitionStore, settings: Settings, day: date, ids: Da
     return stats
 
 
-def _ranges(user_ids: np.ndarray, before: history.Coded) -> list[tuple[int, int, np.ndarray | slice]]:
-    """(first, end) positions in the sorted ``user_ids`` of each range, and the rows of the snapshot ``before``
-    whose user id falls in it: the ids from the range's first up to the next range's first (the first range
-    from the lowest, the last to the highest), so every snapshot row is in one range."""
+def _ranges(user_ids: Any, before: history.Coded) -> list[tuple[int, int, np.ndarray | slice]]:
+    """(first, end) positions in the sorted ``user_ids`` (Arrow text) of each range, and the rows of the snapshot
+    ``before`` whose user id falls in it: the ids from the range's first up to the next range's first (the first
+    range from the lowest, the last to the highest), so every snapshot row is in one range."""
     n = max(1, -(-len(user_ids) // RANGE_USERS))
-    bounds = user_ids[RANGE_USERS::RANGE_USERS]  # the first id of each range after the first
+    # the first id of each range after the first
+    bounds = _objects(user_ids.take(pa.array(np.arange(RANGE_USERS, len(user_ids), RANGE_USERS, dtype=np.int64))))
     of_id = np.searchsorted(bounds, before.user_ids, side="right") if len(bounds) else (
         np.zeros(len(before.user_ids), np.intp))
     row_range = of_id[before.user]
@@ -166,6 +173,11 @@ def _ranges(user_ids: np.ndarray, before: history.Coded) -> list[tuple[int, int,
         cuts = np.r_[0, np.searchsorted(row_range[order], np.arange(n), side="right")]
         rows = [order[cuts[r]:cuts[r + 1]] for r in range(n)]
     return [(r * RANGE_USERS, min((r + 1) * RANGE_USERS, len(user_ids)), rows[r]) for r in range(n)]
+
+
+def _objects(texts: Any) -> np.ndarray:
+    """Arrow text as a NumPy array of str (what the history functions take)."""
+    return np.asarray(texts.to_numpy(zero_copy_only=False), dtype=object)
 
 
 def _slice(before: history.Coded, rows: np.ndarray | slice) -> history.Coded:

@@ -14,6 +14,7 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from recsys import schema
@@ -106,7 +107,7 @@ def test_every_snapshot_row_is_in_the_range_of_its_user_sorted_or_not(monkeypatc
     for user in (np.arange(8, dtype=np.int32), np.array([6, 0, 7, 3, 1, 5, 2, 4, 0], np.int32)):
         coded = history.Coded(snapshot_users, snapshot_users, snapshot_users, user, user,
                               np.ones(len(user), np.int64), user)
-        got = ranges._ranges(day_users, coded)
+        got = ranges._ranges(pa.array(day_users), coded)
         assert [(start, stop) for start, stop, _ in got] == [(0, 2), (2, 4), (4, 5)]
         in_range = [sorted(snapshot_users[user[rows]]) for _, _, rows in got]
         expected = [[u for u in sorted(snapshot_users[user]) if test(u)]

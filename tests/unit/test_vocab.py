@@ -160,3 +160,38 @@ def test_new_id_flags_looks_ids_up_as_isin_does():
         pd.testing.assert_series_equal(flags, expected, check_names=False)
     assert new_id_flags(frame, "user_id", pd.Index(["u1", "17"], dtype=object)).tolist() == [0, 1, 0, 1, 1, 0, 1, 1]
     assert new_id_flags(frame, "item_id", pd.Index(["u1"], dtype=object)).tolist() == [0.0] * 8
+
+
+def test_thirty_days_of_random_ids_keep_every_rule_of_the_table():
+    """grow_counts works on Arrow arrays by position: check its rules over many days of overlapping ids, with a
+    re-counted day, against counts kept here by hand."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    table, given, counts = vocab.empty(), {}, {}
+    universe = [f"id{n}" for n in range(300)] + ["é", "Z", "a b", "10", "9"]
+    for d in range(30):
+        day = date(2011, 1, 1 + d)
+        seen = pd.Series(rng.integers(1, 4, 40), index=pd.Index(rng.choice(universe, 40))).groupby(level=0).sum()
+        for again in (False, True):  # the same day twice: counted once
+            table, added = vocab.grow_counts(table, seen, day, min_count=3)
+            if not again:
+                for i, c in seen.items():
+                    counts[i] = counts.get(i, 0) + int(c)
+            if again:
+                assert added == 0
+        assert dict(zip(table["id"], table["count"], strict=True)) == counts
+        rows = dict(zip(table["id"], table["row"], strict=True))
+        assert all(rows[i] == r for i, r in given.items())  # a row once given never changes
+        fresh = sorted(i for i, r in rows.items() if r and i not in given)
+        assert [rows[i] for i in fresh] == list(range(len(given) + 1, len(given) + 1 + len(fresh)))  # id order
+        given.update({i: rows[i] for i in fresh})
+        assert all((rows[i] > 0) == (c >= 3) for i, c in counts.items())
+        with_row = table[table["row"] > 0]
+        assert with_row["row"].tolist() == sorted(with_row["row"]) and len(with_row) == len(given)
+        pending = table[table["row"] == 0]["id"].tolist()
+        assert table["id"].tolist() == with_row["id"].tolist() + pending and pending == sorted(pending)
+        assert (table[table["id"].isin(fresh)]["qualified"] == day.isoformat()).all()
+        assert (table[table["id"].isin(seen.index)]["last_day"] == day.isoformat()).all()
+        assert vocab.rows_for(table, pd.Series(list(rows) + ["never"])).tolist() == list(rows.values()) + [0]
+        assert table.dtypes.astype(str).to_dict() == {k: str(pd.Series(dtype=v).dtype) for k, v in vocab.DTYPES.items()}
