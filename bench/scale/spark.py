@@ -182,6 +182,8 @@ def command(engine: str, step: str, args: argparse.Namespace) -> list[str]:
             "--conf", "spark.ui.enabled=false", "--conf", f"spark.sql.shuffle.partitions={args.shuffle_partitions}"]
     if args.executor_memory:
         argv += ["--executor-memory", args.executor_memory]
+    if args.executor_memory_overhead:
+        argv += ["--conf", f"spark.executor.memoryOverhead={args.executor_memory_overhead}"]
     # what the deployment's spark-submit is given: the step's driver JVM options, the class archive if any
     conf = submit_conf(step, Settings(spark_class_archive=args.class_archive))
     if args.driver_java_options is not None:
@@ -213,6 +215,9 @@ def main() -> None:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--driver-memory", default="2g")
     parser.add_argument("--executor-memory", default=None, help="spark.executor.memory (standalone executors)")
+    parser.add_argument("--executor-memory-overhead", default=None,
+                        help="spark.executor.memoryOverhead: what an executor may use beyond its heap (on YARN and "
+                             "Kubernetes its container is heap + overhead)")
     parser.add_argument("--standalone", action="store_true",
                         help="a standalone master + worker on loopback (scripts/spark.sh) instead of --master")
     parser.add_argument("--shuffle-partitions", type=int, default=8)
@@ -233,7 +238,9 @@ def main() -> None:
                                                       "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
                                                       "python": platform.python_version()},
         "settings": {"master": args.master, "driver_memory": args.driver_memory,
-                     "executor_memory": args.executor_memory, "shuffle_partitions": args.shuffle_partitions,
+                     "executor_memory": args.executor_memory,
+                     "executor_memory_overhead": args.executor_memory_overhead,
+                     "shuffle_partitions": args.shuffle_partitions,
                      "driver_java_options": (args.driver_java_options if args.driver_java_options is not None
                                              else {s: submit_conf(s)["spark.driver.extraJavaOptions"]
                                                    for s in STEPS}),
