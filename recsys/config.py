@@ -158,6 +158,9 @@ class Settings:
     spark_master: str = "local[*]"  # local[N], spark://host:7077, yarn, k8s://...
     spark_driver_memory: str | None = None  # e.g. 2g; None: Spark's default (or what spark-submit set)
     spark_executor_memory: str | None = None  # e.g. 2g
+    # memory an executor may use beyond its heap (e.g. 768m; a YARN or Kubernetes container is heap + this);
+    # None: Spark's default, max(384m, 10% of the heap): bench/scale/README.md measured 602 MB at 30M events
+    spark_executor_memory_overhead: str | None = None
     spark_executor_cores: int | None = None
     spark_shuffle_partitions: int | None = None  # spark.sql.shuffle.partitions; None: Spark's default (200)
     spark_ui: bool = True  # the driver's web UI (tests turn it off)

@@ -99,6 +99,8 @@ def submit_options(settings: Settings, step: str, conf: Mapping[str, Any] | None
               "spark.ui.enabled": "true" if settings.spark_ui else "false", "spark.ui.showConsoleProgress": "false"}
     if settings.spark_shuffle_partitions:
         merged["spark.sql.shuffle.partitions"] = str(settings.spark_shuffle_partitions)
+    if settings.spark_executor_memory_overhead:
+        merged["spark.executor.memoryOverhead"] = settings.spark_executor_memory_overhead
     conf = {**merged, **(conf or {})}
     options: dict[str, Any] = {"driver_memory": settings.spark_driver_memory,
                                "executor_memory": settings.spark_executor_memory,

@@ -59,6 +59,8 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         conf["spark.driver.memory"] = settings.spark_driver_memory
     if settings.spark_executor_memory:
         conf["spark.executor.memory"] = settings.spark_executor_memory
+    if settings.spark_executor_memory_overhead:
+        conf["spark.executor.memoryOverhead"] = settings.spark_executor_memory_overhead
     if settings.spark_executor_cores:
         conf["spark.executor.cores"] = str(settings.spark_executor_cores)
     if settings.spark_shuffle_partitions:

@@ -98,7 +98,8 @@ def test_spark_steps_are_spark_submit_tasks_with_the_settings_resources(monkeypa
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
     env = {"RECSYS_COMPUTE": "spark", "RECSYS_SPARK_DRIVER_MEMORY": "1500m", "RECSYS_SPARK_EXECUTOR_MEMORY": "2g",
-           "RECSYS_SPARK_EXECUTOR_CORES": "2", "RECSYS_SPARK_SHUFFLE_PARTITIONS": "8"}
+           "RECSYS_SPARK_EXECUTOR_CORES": "2", "RECSYS_SPARK_SHUFFLE_PARTITIONS": "8",
+           "RECSYS_SPARK_EXECUTOR_MEMORY_OVERHEAD": "768m"}
     validate, features = (spark_task(monkeypatch, t, env) for t in ("validate", "build_features"))
     for task in (validate, features):
         assert isinstance(task, SparkSubmitOperator)
@@ -106,6 +107,7 @@ def test_spark_steps_are_spark_submit_tasks_with_the_settings_resources(monkeypa
         assert task.application == str(REPO_ROOT / "recsys" / "spark" / "job.py")
         assert (task._driver_memory, task._executor_memory, task._executor_cores) == ("1500m", "2g", 2)
         assert task.conf["spark.sql.shuffle.partitions"] == "8"
+        assert task.conf["spark.executor.memoryOverhead"] == "768m"
         assert task.conf["spark.pyspark.python"] == sys.executable
         assert task.retries >= 1 and task.depends_on_past
     # each step's driver JVM options (validate: the default JIT, features: C1 only; bench/scale/README.md)

@@ -193,5 +193,5 @@ def test_thirty_days_of_random_ids_keep_every_rule_of_the_table():
         assert table["id"].tolist() == with_row["id"].tolist() + pending and pending == sorted(pending)
         assert (table[table["id"].isin(fresh)]["qualified"] == day.isoformat()).all()
         assert (table[table["id"].isin(seen.index)]["last_day"] == day.isoformat()).all()
-        assert vocab.rows_for(table, pd.Series(list(rows) + ["never"])).tolist() == list(rows.values()) + [0]
+        assert vocab.rows_for(table, pd.Series([*rows, "never"])).tolist() == [*rows.values(), 0]
         assert table.dtypes.astype(str).to_dict() == {k: str(pd.Series(dtype=v).dtype) for k, v in vocab.DTYPES.items()}
