@@ -218,6 +218,9 @@ def main() -> None:
     parser.add_argument("--executor-memory-overhead", default=None,
                         help="spark.executor.memoryOverhead: what an executor may use beyond its heap (on YARN and "
                              "Kubernetes its container is heap + overhead)")
+    parser.add_argument("--validated", type=Path, default=None,
+                        help="a store (a kept --work copy) whose day of one --sizes size passed validation: run the "
+                             "features step only, on a hard-linked copy (no generate, no validate)")
     parser.add_argument("--standalone", action="store_true",
                         help="a standalone master + worker on loopback (scripts/spark.sh) instead of --master")
     parser.add_argument("--shuffle-partitions", type=int, default=8)
@@ -280,13 +283,17 @@ def run_sizes(args: argparse.Namespace, results: dict[str, Any], out: Path) -> N
         shutil.rmtree(work, ignore_errors=True)
         source = work / "source"
         entry: dict[str, Any] = results["sizes"].setdefault(str(size), {})
+        work.mkdir(parents=True)
+        if args.validated:  # a kept store whose day passed validation: features only, on a hard-linked copy
+            source = args.validated
+            entry["validated_store"] = str(source)
         gen = [sys.executable, "-m", "recsys.cli", "generate-synthetic", "--from", DAY.isoformat(),
                "--events", str(size)]
-        work.mkdir(parents=True)
-        entry["generate"] = run_step(gen, env_for("pandas", source, args), work / "generate.log")
-        save()
-        if entry["generate"]["exit"] != 0:
-            continue
+        if not args.validated:
+            entry["generate"] = run_step(gen, env_for("pandas", source, args), work / "generate.log")
+            save()
+            if entry["generate"]["exit"] != 0:
+                continue
         engines = args.engines.split(",")
         for repeat in range(args.repeats):  # engines alternate, so a drift of the machine's speed hits both
             for engine in engines:
@@ -306,8 +313,10 @@ def run_sizes(args: argparse.Namespace, results: dict[str, Any], out: Path) -> N
 
 
 def run_engine(engine: str, store: Path, run: dict[str, Any], args: argparse.Namespace, save: Any) -> None:
-    """Both steps of ``engine`` on ``store`` into ``run`` (each step's figures, the examples, the totals)."""
-    for step in STEPS:
+    """Both steps of ``engine`` on ``store`` into ``run`` (each step's figures, the examples, the totals); features
+    only with ``--validated``."""
+    steps = ("features",) if args.validated else STEPS
+    for step in steps:
         run[step] = run_step(command(engine, step, args), env_for(engine, store, args),
                              store.parent / f"{store.name}-{step}.log", executors=engine == "spark" and args.standalone)
         save()
@@ -315,7 +324,7 @@ def run_engine(engine: str, store: Path, run: dict[str, Any], args: argparse.Nam
             return
     stats = json.loads((store / "features" / f"dt={DAY.isoformat()}" / "stats.json").read_text())
     run["examples"] = stats["examples"]
-    run["totals"] = {k: round(sum(run[s][k] for s in STEPS), 2) for k in ("wall_s", "cpu_s")}
+    run["totals"] = {k: round(sum(run[s][k] for s in steps), 2) for k in ("wall_s", "cpu_s")}
     save()
 
 

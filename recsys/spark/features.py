@@ -73,13 +73,16 @@ def build_features(
     unique = event_ids_proven_unique(store, day, delivered)
     grouped = _grouped(events, settings.validation_max_id_length, unique).persist(StorageLevel.MEMORY_AND_DISK)
     coded = None
+    coded_ids: list[DataFrame] = []
     try:
         cleaning = _cleaning_stats(grouped)
-        ids, coded = _coded(spark, grouped)
+        ids, coded, coded_ids = _coded(grouped)
         if len(ids.user_ids) > ranges.RANGE_USERS:  # fetched a range at a time: the codes cached, not the groups
             coded = coded.persist(StorageLevel.MEMORY_AND_DISK)
             coded.count()
             grouped.unpersist()
+            for frame in coded_ids:
+                frame.unpersist()
 
         def unchanged() -> None:  # after every range was fetched: Spark's executors read the files again
             if fingerprint(store, partition_dir) != delivered:
@@ -94,6 +97,8 @@ def build_features(
                                      before_save=unchanged)
     finally:
         grouped.unpersist()
+        for frame in coded_ids:
+            frame.unpersist()
         if coded is not None:
             coded.unpersist()
 
@@ -188,28 +193,29 @@ def _cleaning_stats(grouped: DataFrame) -> CleaningStats:
                          non_positive_quantity=non_positive)
 
 
-def _coded(spark: SparkSession, grouped: DataFrame) -> tuple[ranges.DayIds, DataFrame]:
+def _coded(grouped: DataFrame) -> tuple[ranges.DayIds, DataFrame, list[DataFrame]]:
     """The day's distinct (user_id, item_id) of the kept rows: each side's distinct ids with their pairs' counts
     (:class:`~recsys.spark.ranges.DayIds`, on the driver) and the pairs as integer codes (``_user_code``,
     ``_item_code``: each id's position in its side's sorted ids), a DataFrame the ranges are fetched from
-    (:func:`_fetch`).
+    (:func:`_fetch`), and the frames it persisted (the caller unpersists them).
 
-    Each side's distinct ids and counts come to the driver once (Arrow) and are sorted there in UTF-8 byte
-    order, which is code point order, as Python's sort; the pairs are joined on the executors to each id's
-    position in that order (broadcast up to :data:`BROADCAST_IDS` ids, else a shuffle join), and the driver
-    receives two int32 columns (Arrow) a range of users at a time, never a text value per pair (the driver's
-    share at 30M events, 22.6M pairs and 2.3M ids, bench/scale).
+    The codes are given on the executors (:func:`_sorted_ids`), and each side's sorted ids and counts come to
+    the driver once (Arrow); the pairs are joined on the executors to their ids' codes (broadcast up to
+    :data:`BROADCAST_IDS` ids, else a shuffle join), and the driver receives two int32 columns (Arrow) a range
+    of users at a time, never a text value per pair, and sends no id back (the driver's share at 30M events,
+    22.6M pairs and 2.3M ids, bench/scale).
     """
     from pyspark.sql import functions as F
 
     pairs = grouped.where(F.col(_VALID) & (F.col(_POSITIVE) > 0)).select(_USER, _ITEM)
-    user_ids, user_counts, users = _sorted_ids(spark, pairs, _USER, _USER_CODE)
-    item_ids, item_counts, items = _sorted_ids(spark, pairs, _ITEM, _ITEM_CODE)
+    user_ids, user_counts, users = _sorted_ids(pairs, _USER, _USER_CODE)
+    item_ids, item_counts, items = _sorted_ids(pairs, _ITEM, _ITEM_CODE)
     coded = pairs
-    for ids, frame, column in ((user_ids, users, _USER), (item_ids, items, _ITEM)):
-        coded = coded.join(F.broadcast(frame) if len(ids) <= BROADCAST_IDS else frame, column)
+    for ids, frame, column, code in ((user_ids, users, _USER, _USER_CODE), (item_ids, items, _ITEM, _ITEM_CODE)):
+        codes = frame.select(column, code)
+        coded = coded.join(F.broadcast(codes) if len(ids) <= BROADCAST_IDS else codes, column)
     day = ranges.DayIds(user_ids, user_counts, item_ids, item_counts, int(user_counts.sum()))
-    return day, coded.select(_USER_CODE, _ITEM_CODE)
+    return day, coded.select(_USER_CODE, _ITEM_CODE), [users, items]
 
 
 def _fetch(coded: DataFrame) -> ranges.FetchPairs:
@@ -229,20 +235,22 @@ def _fetch(coded: DataFrame) -> ranges.FetchPairs:
     return fetch
 
 
-def _sorted_ids(
-    spark: SparkSession, pairs: DataFrame, column: str, code: str
-) -> tuple[Any, np.ndarray, DataFrame]:
+def _sorted_ids(pairs: DataFrame, column: str, code: str) -> tuple[Any, np.ndarray, DataFrame]:
     """``column``'s distinct ids in ``pairs`` in text order (Arrow text on the driver: a few bytes an id, no Python
-    object each), each one's
-    number of pairs (int64) and a frame (``column``, ``code``: the id's position in that order, int32) to join
-    on the executors."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    object each), each one's number of pairs (int64), and a persisted frame (``column``, ``count``, ``code``: the
+    id's position in that order, int32) to join on the executors.
 
-    counted = pairs.groupBy(column).count().toArrow()
-    order = pc.sort_indices(counted.column(column))  # binary (UTF-8) order: code point order, as Python sorts str
-    ids = counted.column(column).take(order)
-    counts = counted.column("count").take(order).to_numpy().astype(np.int64)
-    del counted, order
-    table = pa.table({column: ids, code: pa.array(np.arange(len(ids), dtype=np.int32))})
-    return ids, counts, spark.createDataFrame(table)
+    Spark orders strings by their UTF-8 bytes, which is code point order, as Python sorts str; the positions are
+    a row number over that order (one task: a day's distinct ids of one side), so no id travels from the driver.
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    order = Window.orderBy(column)
+    frame = pairs.groupBy(column).count().select(
+        column, "count", (F.row_number().over(order) - 1).cast("int").alias(code)).persist(StorageLevel.MEMORY_AND_DISK)
+    counted = frame.orderBy(code).select(column, "count").toArrow()
+    ids = counted.column(column).combine_chunks()
+    counts = counted.column("count").to_numpy().astype(np.int64)
+    return ids, counts, frame

@@ -165,11 +165,13 @@ def test_synthetic_day_identical_on_both_engines(spark, tmp_path):
 def test_features_a_range_of_users_at_a_time_identical_on_both_engines(spark, monkeypatch, tmp_path):
     """The Spark engine fetches the day's pairs a range of users at a time (recsys/spark/ranges.py): with ranges
     of 37 users and row groups of 500 rows (cut inside and across ranges), two days (the second merging into
-    the first's snapshot) are still the pandas path's, byte for byte."""
+    the first's snapshot) are still the pandas path's, byte for byte; the ids' codes are joined by a shuffle (more
+    ids than a broadcast takes)."""
     from recsys.features import chunks
-    from recsys.spark import ranges
+    from recsys.spark import features, ranges
 
     monkeypatch.setattr(ranges, "RANGE_USERS", 37)
+    monkeypatch.setattr(features, "BROADCAST_IDS", 50)
     monkeypatch.setattr(chunks, "ROW_GROUP_ROWS", 500)
     days = [date(2024, 3, 5), date(2024, 3, 6)]
     stores = {engine: LocalStore(tmp_path / engine) for engine in ENGINES}
